@@ -1,0 +1,262 @@
+// Package envelope defines a message's routing data, the part of a message
+// that nodes read: who sends what to whom, and the digest of the sealed
+// payload they carry without opening it.
+//
+// The sender signs the envelope's bytes; nodes, recipients and auditors
+// check that signature over exactly those bytes. To keep one meaning per
+// signed byte string, an envelope is accepted only in its canonical form:
+// the JSON that Marshal produces (fixed key order, no extra white space, no
+// unknown or duplicate keys, UTC times). See docs/PROTOCOL.md.
+package envelope
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"kurier.dev/kurier/address"
+)
+
+// Version is the envelope format version this package writes and reads.
+const Version = 1
+
+// Hard limits of the envelope format. A node may configure tighter limits
+// (for example fewer recipients) but never looser ones.
+const (
+	MaxSize         = 256 << 10 // bytes of envelope JSON
+	MaxRecipients   = 1000
+	MaxFiles        = 1000
+	MaxFileNameLen  = 255 // bytes
+	MaxSubjectLen   = 1024
+	MaxTypeLen      = 128
+	MaxReferenceLen = 256
+)
+
+// ErrInvalid is returned for an envelope that breaks the format; the
+// wrapped message names the field and the rule.
+var ErrInvalid = errors.New("invalid envelope")
+
+// Envelope is the routing data of one message. Field order here is the
+// canonical key order of the JSON form.
+type Envelope struct {
+	Version   int       `json:"version"`
+	ID        string    `json:"id"`
+	From      string    `json:"from"`
+	To        []string  `json:"to"`
+	Subject   string    `json:"subject"`
+	Type      string    `json:"type"`
+	Reference string    `json:"reference"`
+	Created   time.Time `json:"created"`
+	// PayloadSHA256 is the lowercase hex SHA-256 of the sealed payload
+	// (the CMS EnvelopedData bytes), PayloadSize its length in bytes.
+	PayloadSHA256 string `json:"payload_sha256"`
+	PayloadSize   int64  `json:"payload_size"`
+	// Files lists the documents inside the sealed payload, so that nodes can
+	// enforce limits and recipients can check that what they opened is what
+	// was announced. Names and sizes are visible to nodes, like the subject.
+	Files []File `json:"files"`
+}
+
+// File names one document in the payload.
+type File struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// NewID returns a fresh message id: a UUIDv7, so ids sort by creation time.
+func NewID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("new message id: %w", err)
+	}
+	return id.String(), nil
+}
+
+// Marshal validates e and returns its canonical JSON form, the bytes the
+// sender signs.
+func (e *Envelope) Marshal() ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	c := *e
+	c.Created = c.Created.UTC()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&c); err != nil {
+		return nil, fmt.Errorf("marshal envelope: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Parse decodes and validates envelope bytes. It accepts only the canonical
+// form, so that the bytes a signature covers have exactly one reading.
+func Parse(b []byte) (*Envelope, error) {
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalid, len(b), MaxSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var e Envelope
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
+	}
+	canon, err := e.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(canon, b) {
+		return nil, fmt.Errorf("%w: not in canonical form (key order, white space, escaping or time zone differ from what Kurier writes)", ErrInvalid)
+	}
+	return &e, nil
+}
+
+// Digest returns the lowercase hex SHA-256 of envelope bytes, as evidence
+// statements name them.
+func Digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Validate checks every field against the format's rules.
+func (e *Envelope) Validate() error {
+	if e.Version != Version {
+		return fmt.Errorf("%w: version %d, want %d", ErrInvalid, e.Version, Version)
+	}
+	if err := CheckID(e.ID); err != nil {
+		return err
+	}
+	if _, err := address.Parse(e.From); err != nil {
+		return fmt.Errorf("%w: from: %v", ErrInvalid, err)
+	}
+	if len(e.To) == 0 {
+		return fmt.Errorf("%w: no recipients", ErrInvalid)
+	}
+	if len(e.To) > MaxRecipients {
+		return fmt.Errorf("%w: %d recipients, at most %d", ErrInvalid, len(e.To), MaxRecipients)
+	}
+	seen := make(map[string]bool, len(e.To))
+	for _, to := range e.To {
+		if _, err := address.Parse(to); err != nil {
+			return fmt.Errorf("%w: to: %v", ErrInvalid, err)
+		}
+		if seen[to] {
+			return fmt.Errorf("%w: recipient %s listed twice", ErrInvalid, to)
+		}
+		seen[to] = true
+	}
+	if err := checkText("subject", e.Subject, MaxSubjectLen); err != nil {
+		return err
+	}
+	if strings.TrimSpace(e.Subject) == "" {
+		return fmt.Errorf("%w: subject is empty", ErrInvalid)
+	}
+	if err := checkText("type", e.Type, MaxTypeLen); err != nil {
+		return err
+	}
+	if err := checkText("reference", e.Reference, MaxReferenceLen); err != nil {
+		return err
+	}
+	if e.Created.IsZero() {
+		return fmt.Errorf("%w: created time missing", ErrInvalid)
+	}
+	if len(e.PayloadSHA256) != 64 || strings.ToLower(e.PayloadSHA256) != e.PayloadSHA256 {
+		return fmt.Errorf("%w: payload_sha256 must be 64 lowercase hex digits", ErrInvalid)
+	}
+	if _, err := hex.DecodeString(e.PayloadSHA256); err != nil {
+		return fmt.Errorf("%w: payload_sha256: %v", ErrInvalid, err)
+	}
+	if e.PayloadSize <= 0 {
+		return fmt.Errorf("%w: payload_size must be positive", ErrInvalid)
+	}
+	if len(e.Files) == 0 {
+		return fmt.Errorf("%w: no files", ErrInvalid)
+	}
+	if len(e.Files) > MaxFiles {
+		return fmt.Errorf("%w: %d files, at most %d", ErrInvalid, len(e.Files), MaxFiles)
+	}
+	names := make(map[string]bool, len(e.Files))
+	for _, f := range e.Files {
+		if err := CheckFileName(f.Name); err != nil {
+			return err
+		}
+		if names[f.Name] {
+			return fmt.Errorf("%w: file name %q listed twice", ErrInvalid, f.Name)
+		}
+		names[f.Name] = true
+		if f.Size < 0 {
+			return fmt.Errorf("%w: file %q has a negative size", ErrInvalid, f.Name)
+		}
+	}
+	return nil
+}
+
+// CheckID checks that id is a message id in canonical form: a lowercase
+// UUIDv7.
+func CheckID(id string) error {
+	u, err := uuid.Parse(id)
+	if err != nil || u.String() != id {
+		return fmt.Errorf("%w: message id %q is not a lowercase UUID", ErrInvalid, truncate(id, 64))
+	}
+	if u.Version() != 7 {
+		return fmt.Errorf("%w: message id %s is a version %d UUID, want version 7", ErrInvalid, id, u.Version())
+	}
+	return nil
+}
+
+// CheckFileName checks that name can be written as one file on any common
+// file system: no path separators, no control characters, not "." or "..",
+// at most MaxFileNameLen bytes of UTF-8.
+func CheckFileName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty file name", ErrInvalid)
+	case len(name) > MaxFileNameLen:
+		return fmt.Errorf("%w: file name %q… is %d bytes, at most %d", ErrInvalid, truncate(name, 40), len(name), MaxFileNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: file name %q is not UTF-8", ErrInvalid, name)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w: file name %q is not allowed", ErrInvalid, name)
+	case strings.ContainsAny(name, `/\`):
+		return fmt.Errorf("%w: file name %q contains a path separator", ErrInvalid, name)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: file name %q contains a control character", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+func checkText(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%w: %s is %d bytes, at most %d", ErrInvalid, field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not UTF-8", ErrInvalid, field)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %s contains a control character", ErrInvalid, field)
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
