@@ -1,0 +1,287 @@
+package pki
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCA_WriteCRL_number(t *testing.T) {
+	first := writeAndParseCRL(t, fx.ca, time.Hour)
+	second := writeAndParseCRL(t, fx.ca, time.Hour)
+	if want := new(big.Int).Add(first.Number, big.NewInt(1)); second.Number.Cmp(want) != 0 {
+		t.Errorf("CRL numbers %v then %v, want consecutive", first.Number, second.Number)
+	}
+	if err := second.CheckSignatureFrom(fx.ca.Certificate()); err != nil {
+		t.Error(err)
+	}
+	if d := second.NextUpdate.Sub(second.ThisUpdate); d != time.Hour {
+		t.Errorf("NextUpdate - ThisUpdate = %v", d)
+	}
+	if _, err := fx.ca.WriteCRL(0); err == nil {
+		t.Error("WriteCRL(0) succeeded")
+	}
+}
+
+func writeAndParseCRL(t *testing.T, ca *CA, validity time.Duration) *x509.RevocationList {
+	t.Helper()
+	path, err := ca.WriteCRL(validity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "X509 CRL" {
+		t.Fatalf("%s is not a PEM CRL", path)
+	}
+	crl, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crl
+}
+
+func TestCA_Revoke(t *testing.T) {
+	revoked := issueNode(t, fx.ca, "revoked.example")
+	good := issueNode(t, fx.ca, "good.example")
+	ts := newTrustStore(t) // before the revocation: must notice the new CRL
+
+	for range 2 { // idempotent
+		if err := fx.ca.Revoke(revoked.Cert.SerialNumber, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crl := writeAndParseCRL(t, fx.ca, time.Hour)
+	n := 0
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(revoked.Cert.SerialNumber) == 0 {
+			n++
+			if e.ReasonCode != 4 {
+				t.Errorf("reason %d, want 4", e.ReasonCode)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("serial listed %d times in the CRL", n)
+	}
+	var list []revocation
+	data, err := os.ReadFile(filepath.Join(fx.ca.dir, revokedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &list); err != nil {
+		t.Fatal(err)
+	}
+	if list[len(list)-1].Serial != revoked.Cert.SerialNumber.String() {
+		t.Errorf("revoked.json: last entry %+v", list[len(list)-1])
+	}
+
+	now := time.Now()
+	_, err = ts.Verify(revoked.Cert, nil, now, x509.ExtKeyUsageServerAuth)
+	if !errors.Is(err, ErrRevoked) {
+		t.Fatalf("Verify(revoked) = %v, want ErrRevoked", err)
+	}
+	if !strings.Contains(err.Error(), revoked.Cert.SerialNumber.Text(16)) {
+		t.Errorf("error %q does not name the serial in hex", err)
+	}
+	chain, err := ts.Verify(good.Cert, nil, now, x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		t.Fatalf("Verify(good) = %v", err)
+	}
+	if len(chain) != 2 || !chain[1].Equal(fx.ca.Certificate()) {
+		t.Errorf("chain has %d certificates", len(chain))
+	}
+	if err := ts.CheckRevoked(chain); err != nil {
+		t.Errorf("CheckRevoked(good) = %v", err)
+	}
+
+	for name, tt := range map[string]struct {
+		serial *big.Int
+		reason int
+	}{
+		"nil serial":  {nil, 0},
+		"zero serial": {big.NewInt(0), 0},
+		"reason 7":    {big.NewInt(5), 7},
+		"reason 11":   {big.NewInt(5), 11},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := fx.ca.Revoke(tt.serial, tt.reason); err == nil {
+				t.Fatal("Revoke succeeded")
+			}
+		})
+	}
+}
+
+func TestTrustStore_Verify(t *testing.T) {
+	ts := newTrustStore(t)
+	now := time.Now()
+	if _, err := ts.Verify(fx.alice.Cert, nil, now, x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection); err != nil {
+		t.Fatalf("Verify(alice) = %v", err)
+	}
+	for name, tt := range map[string]struct {
+		cert  *x509.Certificate
+		at    time.Time
+		usage x509.ExtKeyUsage
+	}{
+		"zero time":   {fx.alice.Cert, time.Time{}, x509.ExtKeyUsageClientAuth},
+		"expired":     {fx.alice.Cert, fx.alice.Cert.NotAfter.Add(time.Minute), x509.ExtKeyUsageClientAuth},
+		"not yet":     {fx.alice.Cert, fx.alice.Cert.NotBefore.Add(-time.Minute), x509.ExtKeyUsageClientAuth},
+		"wrong EKU":   {fx.node.Cert, now, x509.ExtKeyUsageCodeSigning},
+		"foreign":     {fx.foreign.Cert, now, x509.ExtKeyUsageServerAuth},
+		"ca as leaf":  {fx.ca.Certificate(), now, x509.ExtKeyUsageAny},
+		"enc as mail": {fx.alice.EncCert, now, x509.ExtKeyUsageClientAuth},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := ts.Verify(tt.cert, nil, tt.at, tt.usage); err == nil {
+				t.Fatal("Verify succeeded")
+			}
+		})
+	}
+}
+
+func TestNewTrustStore_badCRL(t *testing.T) {
+	roots := []*x509.Certificate{fx.ca.Certificate()}
+
+	t.Run("forged", func(t *testing.T) {
+		// Signed by another CA under the very same name.
+		path, err := fx.foreignCA.WriteCRL(time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewTrustStore(roots, path); err == nil {
+			t.Fatal("NewTrustStore accepted a forged CRL")
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		if _, err := NewTrustStore(roots, filepath.Join(t.TempDir(), "crl.pem")); err == nil {
+			t.Fatal("NewTrustStore accepted a missing CRL")
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "crl.pem")
+		os.WriteFile(path, []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"), 0o644)
+		if _, err := NewTrustStore(roots, path); err == nil {
+			t.Fatal("NewTrustStore accepted garbage")
+		}
+	})
+	t.Run("stale", func(t *testing.T) {
+		path := writeCRLFile(t, fx.ca, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+		_, err := NewTrustStore(roots, path)
+		if !errors.Is(err, ErrCRLStale) {
+			t.Fatalf("NewTrustStore(stale) = %v, want ErrCRLStale", err)
+		}
+		if !strings.Contains(err.Error(), "kurier pki crl") {
+			t.Errorf("error %q does not tell the operator what to do", err)
+		}
+	})
+	t.Run("no roots", func(t *testing.T) {
+		if _, err := NewTrustStore(nil, ""); err == nil {
+			t.Fatal("NewTrustStore without roots succeeded")
+		}
+	})
+}
+
+func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
+	chain := []*x509.Certificate{fx.alice.Cert, fx.ca.Certificate()}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "crl.pem")
+	copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
+	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.recheck = 0
+	if err := ts.CheckRevoked(chain); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("goes stale", func(t *testing.T) {
+		ts.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+		defer func() { ts.now = time.Now }()
+		if err := ts.CheckRevoked(chain); !errors.Is(err, ErrCRLStale) {
+			t.Fatalf("CheckRevoked after NextUpdate = %v, want ErrCRLStale", err)
+		}
+	})
+	t.Run("replaced by forgery", func(t *testing.T) {
+		forged, err := fx.foreignCA.WriteCRL(time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, forged, path+".new")
+		os.Rename(path+".new", path)
+		if err := ts.CheckRevoked(chain); err == nil {
+			t.Fatal("CheckRevoked with a forged CRL succeeded")
+		}
+	})
+	t.Run("removed", func(t *testing.T) {
+		os.Remove(path)
+		if err := ts.CheckRevoked(chain); err == nil {
+			t.Fatal("CheckRevoked without a CRL file succeeded")
+		}
+	})
+	t.Run("restored", func(t *testing.T) {
+		copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
+		if err := ts.CheckRevoked(chain); err != nil {
+			t.Fatalf("CheckRevoked with the good CRL back = %v", err)
+		}
+	})
+	t.Run("no CRL configured", func(t *testing.T) {
+		ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ts.CheckRevoked(chain); err != nil || ts.HasCRL() {
+			t.Fatalf("CheckRevoked = %v, HasCRL %v", err, ts.HasCRL())
+		}
+	})
+}
+
+func TestTrustStore_recheckInterval(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "crl.pem")
+	copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
+	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	ts.now = func() time.Time { return now }
+	os.Remove(path)
+	if err := ts.CheckRevoked(nil); err != nil {
+		t.Fatalf("within the interval the file is not looked at again, got %v", err)
+	}
+	now = now.Add(crlRecheck)
+	if err := ts.CheckRevoked(nil); err == nil {
+		t.Fatal("after the interval a missing CRL must fail")
+	}
+}
+
+// writeCRLFile writes an empty CRL signed by ca with the given times, which
+// WriteCRL would not produce.
+func writeCRLFile(t *testing.T, ca *CA, thisUpdate, nextUpdate time.Time) string {
+	t.Helper()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:     big.NewInt(1),
+		ThisUpdate: thisUpdate,
+		NextUpdate: nextUpdate,
+	}, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "crl.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -1,0 +1,19 @@
+package pki
+
+import "errors"
+
+// Sentinel errors, checked with errors.Is; the wrapping error says which
+// certificate, file or serial is concerned.
+var (
+	// ErrRevoked means a certificate in the chain is on the CA's CRL.
+	ErrRevoked = errors.New("certificate revoked")
+	// ErrCRLStale means the CRL's NextUpdate has passed. Verification
+	// refuses to go on with old revocation data; the operator must publish a
+	// fresh CRL (`kurier pki crl`).
+	ErrCRLStale = errors.New("crl is stale")
+	// ErrExists means InitCA or an Issue call would overwrite existing keys.
+	ErrExists = errors.New("already exists")
+	// ErrUnknownIdentity means a certificate is neither a well-formed
+	// participant nor a well-formed node certificate.
+	ErrUnknownIdentity = errors.New("unknown identity")
+)

@@ -1,0 +1,197 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// File names inside a CA or identity directory.
+const (
+	caCertFile     = "ca.pem"
+	caKeyFile      = "ca-key.pem"
+	revokedFile    = "revoked.json"
+	crlFile        = "crl.pem"
+	crlNumberFile  = "crlnumber"
+	certFile       = "cert.pem"
+	keyFile        = "key.pem"
+	encCertFile    = "enc-cert.pem"
+	encKeyFile     = "enc-key.pem"
+	pemCertificate = "CERTIFICATE"
+	pemCRL         = "X509 CRL"
+)
+
+// maxPEMFile caps what we read from a certificate, key or CRL file, so that
+// a wrong path (a log, a disk image) fails fast instead of filling memory.
+const maxPEMFile = 16 << 20
+
+// LoadCertificates reads a PEM file holding one or more certificates. Any
+// other PEM block (a key pasted into ca.pem by mistake) is an error.
+func LoadCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("load certificates %s: %w", path, err)
+	}
+	return certs, nil
+}
+
+func parseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != pemCertificate {
+			return nil, fmt.Errorf("unexpected PEM block %q, want %q", block.Type, pemCertificate)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+// WriteCertificatesPEM writes certs to path as PEM (mode 0644), replacing
+// the file atomically so that a reader never sees half a file.
+func WriteCertificatesPEM(path string, certs ...*x509.Certificate) error {
+	if len(certs) == 0 {
+		return fmt.Errorf("write certificates %s: no certificates", path)
+	}
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: c.Raw})...)
+	}
+	if err := writeFileAtomic(path, out, 0o644); err != nil {
+		return fmt.Errorf("write certificates: %w", err)
+	}
+	return nil
+}
+
+// writeKey stores a private key as PKCS#8 PEM, readable by the owner only.
+func writeKey(path string, key crypto.Signer) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("marshal key for %s: %w", path, err)
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := writeFileAtomic(path, data, 0o600); err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	return nil
+}
+
+// loadKey reads a private key in PKCS#8, SEC 1 or PKCS#1 PEM form (the
+// latter two are what cfssl and openssl write by default).
+func loadKey(path string) (crypto.Signer, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("load key %s: no PEM block", path)
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("load key %s: unexpected PEM block %q", path, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load key %s: %w", path, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("load key %s: %T is not a signing key", path, key)
+	}
+	return signer, nil
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err // *PathError already names the file
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > maxPEMFile {
+		return nil, fmt.Errorf("read %s: %d bytes, more than %d", path, fi.Size(), maxPEMFile)
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, nil
+}
+
+// writeFileAtomic writes data to a temporary file in the same directory,
+// syncs it and renames it over path: readers (a node re-reading crl.pem, a
+// CA reading revoked.json after a crash) see the old or the new file,
+// never a torn one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmpName := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	if err := tmp.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		return err
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // best effort: make the rename durable too
+		d.Close()
+	}
+	return nil
+}
+
+// exists reports whether path exists; errors other than "not found" count
+// as existing so that callers refuse rather than overwrite.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}

@@ -1,0 +1,234 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// crlRecheck is how often, at most, a TrustStore looks at the CRL file for
+// changes: a handshake storm must not turn into a stat storm.
+const crlRecheck = time.Second
+
+// TrustStore holds the federation's trust anchors and the CA's CRL; every
+// certificate verification in a node and in a client goes through one.
+// It is safe for concurrent use.
+type TrustStore struct {
+	roots   []*x509.Certificate
+	pool    *x509.CertPool
+	crlPath string
+
+	now     func() time.Time // injected so tests can move time on
+	recheck time.Duration
+
+	mu        sync.Mutex // guards the fields below
+	checkedAt time.Time  // when the file was last stat'ed
+	file      os.FileInfo
+	crl       *x509.RevocationList
+	revoked   map[string]bool // serials (big.Int.String) listed in crl
+	loadErr   error           // why the current file could not be used
+}
+
+// NewTrustStore returns a trust store over roots and the CRL at crlPath,
+// which it reads now and re-reads whenever the file changes (checked at
+// most once a second).
+//
+// The CRL must be signed by one of roots and be fresh (NextUpdate in the
+// future) whenever it is used; a CRL file that is missing, unreadable,
+// forged or stale makes every check fail (fail closed), and NewTrustStore
+// itself returns that error.
+//
+// crlPath "" means no revocation checking at all. Only a client that
+// cannot reach a CRL may do that (for instance a library user verifying a
+// downloaded evidence bundle that carries no CRL); a node always passes one.
+func NewTrustStore(roots []*x509.Certificate, crlPath string) (*TrustStore, error) {
+	if len(roots) == 0 {
+		return nil, errors.New("new trust store: no roots")
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		if !r.IsCA {
+			return nil, fmt.Errorf("new trust store: root %q is not a CA certificate", r.Subject)
+		}
+		pool.AddCert(r)
+	}
+	t := &TrustStore{roots: roots, pool: pool, crlPath: crlPath, now: time.Now, recheck: crlRecheck}
+	if crlPath != "" {
+		if _, err := t.currentCRL(); err != nil {
+			return nil, fmt.Errorf("new trust store: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// Roots returns the trust anchors as a pool, for TLS configs.
+func (t *TrustStore) Roots() *x509.CertPool { return t.pool }
+
+// HasCRL reports whether the store checks revocation (it was given a CRL
+// path).
+func (t *TrustStore) HasCRL() bool { return t.crlPath != "" }
+
+// CheckRevoked checks every certificate in chain that was issued by the
+// CRL's issuer against the CRL, and returns an error wrapping ErrRevoked,
+// naming the serial in hex, for the first one listed. Certificates from
+// other issuers (a root, or leaves under an intermediate, which would need
+// that intermediate's own CRL) are not looked up. It fails if the CRL is
+// unusable (missing, forged: errors; past NextUpdate: ErrCRLStale). A store
+// without a CRL returns nil.
+func (t *TrustStore) CheckRevoked(chain []*x509.Certificate) error {
+	if t.crlPath == "" {
+		return nil
+	}
+	state, err := t.currentCRL()
+	if err != nil {
+		return fmt.Errorf("check revocation: %w", err)
+	}
+	for _, c := range chain {
+		if !issuedBy(c, state.crl) {
+			continue
+		}
+		if state.revoked[c.SerialNumber.String()] {
+			return fmt.Errorf("%w: serial %x (%q)", ErrRevoked, c.SerialNumber, c.Subject)
+		}
+	}
+	return nil
+}
+
+// Verify verifies cert as an end-entity certificate: a chain through
+// intermediates to one of the roots, valid at the time at, allowing every
+// EKU in usages (none given: any EKU), then CheckRevoked on that chain. It
+// returns the chain, leaf first.
+//
+// Callers pass the current time, or a time they can prove (a log entry's),
+// never a time the signer claims. Revocation is judged by the current CRL
+// whatever at is: a certificate revoked today fails for signatures made
+// before, which errs on the side of refusing.
+func (t *TrustStore) Verify(cert *x509.Certificate, intermediates []*x509.Certificate, at time.Time, usages ...x509.ExtKeyUsage) ([]*x509.Certificate, error) {
+	if cert == nil {
+		return nil, errors.New("verify: no certificate")
+	}
+	if at.IsZero() {
+		return nil, errors.New("verify: no verification time")
+	}
+	if cert.IsCA {
+		return nil, fmt.Errorf("verify %q: a CA certificate is not an end entity", cert.Subject)
+	}
+	if len(usages) == 0 {
+		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range intermediates {
+		inter.AddCert(c)
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{
+		Roots:         t.pool,
+		Intermediates: inter,
+		CurrentTime:   at,
+		KeyUsages:     usages,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verify %q: %w", cert.Subject, err)
+	}
+	if err := t.CheckRevoked(chains[0]); err != nil {
+		return nil, fmt.Errorf("verify %q: %w", cert.Subject, err)
+	}
+	return chains[0], nil
+}
+
+// crlState is a parsed, signature-checked CRL.
+type crlState struct {
+	crl     *x509.RevocationList
+	revoked map[string]bool
+}
+
+// currentCRL returns the CRL, re-reading the file if it changed since the
+// last look (at most once per recheck interval), and checks that it is
+// still fresh.
+func (t *TrustStore) currentCRL() (crlState, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if t.checkedAt.IsZero() || now.Sub(t.checkedAt) >= t.recheck || now.Before(t.checkedAt) {
+		t.checkedAt = now
+		t.refreshLocked()
+	}
+	if t.loadErr != nil {
+		return crlState{}, t.loadErr
+	}
+	if !now.Before(t.crl.NextUpdate) {
+		return crlState{}, fmt.Errorf("%w: %s was due for renewal at %s (now %s); run `kurier pki crl` on the CA and publish the new CRL",
+			ErrCRLStale, t.crlPath, t.crl.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return crlState{crl: t.crl, revoked: t.revoked}, nil
+}
+
+// refreshLocked re-reads the CRL file if its identity, size or mtime
+// changed. On any failure the store keeps no CRL: an unusable file is
+// never silently replaced by an older good one.
+func (t *TrustStore) refreshLocked() {
+	fi, err := os.Stat(t.crlPath)
+	if err != nil {
+		t.file, t.crl, t.revoked, t.loadErr = nil, nil, nil, fmt.Errorf("read crl: %w", err)
+		return
+	}
+	if t.file != nil && os.SameFile(t.file, fi) && t.file.Size() == fi.Size() && t.file.ModTime().Equal(fi.ModTime()) {
+		return
+	}
+	crl, revoked, err := t.loadCRL()
+	t.file = fi
+	if err != nil {
+		t.crl, t.revoked, t.loadErr = nil, nil, fmt.Errorf("crl %s: %w", t.crlPath, err)
+		return
+	}
+	t.crl, t.revoked, t.loadErr = crl, revoked, nil
+}
+
+func (t *TrustStore) loadCRL() (*x509.RevocationList, map[string]bool, error) {
+	data, err := readFile(t.crlPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	der := data
+	if block, _ := pem.Decode(data); block != nil {
+		if block.Type != pemCRL {
+			return nil, nil, fmt.Errorf("unexpected PEM block %q, want %q", block.Type, pemCRL)
+		}
+		der = block.Bytes
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse: %w", err)
+	}
+	var signer *x509.Certificate
+	for _, r := range t.roots {
+		if bytes.Equal(r.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(r) == nil {
+			signer = r
+			break
+		}
+	}
+	if signer == nil {
+		return nil, nil, fmt.Errorf("not signed by a trusted root (issuer %q)", crl.Issuer)
+	}
+	revoked := make(map[string]bool, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		revoked[e.SerialNumber.String()] = true
+	}
+	return crl, revoked, nil
+}
+
+// issuedBy reports whether cert falls under crl: same issuer name and, when
+// both carry one, the same authority key.
+func issuedBy(cert *x509.Certificate, crl *x509.RevocationList) bool {
+	if !bytes.Equal(cert.RawIssuer, crl.RawIssuer) {
+		return false
+	}
+	if len(cert.AuthorityKeyId) > 0 && len(crl.AuthorityKeyId) > 0 {
+		return bytes.Equal(cert.AuthorityKeyId, crl.AuthorityKeyId)
+	}
+	return true
+}
