@@ -78,6 +78,8 @@ type Evidence struct {
 	// Seq orders all evidence of one node in the order it was issued.
 	Seq       uint64 `json:"seq"`
 	MessageID string `json:"message_id"`
+	// Sender is the message's sender, who may see all of its evidence.
+	Sender string `json:"sender"`
 	// Recipient names the copy the evidence is about; it is empty for
 	// evidence about the whole submission (a SubmissionRejection).
 	Recipient string `json:"recipient"`

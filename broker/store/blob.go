@@ -1,0 +1,527 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kurier.dev/kurier/broker"
+)
+
+// Blobs are sealed payloads, stored as numbered chunks under a header.
+//
+// Life of a blob: WriteBlob writes the header first (incomplete, with the
+// start time), then the chunks in their own transactions, then marks the
+// header complete with size and SHA-256. A payload of less than one chunk
+// is written in a single request instead. CreateMessage accepts only a
+// complete blob and records that the message references it; from then on
+// the blob is not an orphan. Deleting a blob deletes the header first (in
+// the committer, where it cannot race with CreateMessage) and the chunks
+// after, so a crash in between leaves chunks without a header, which the
+// sweep removes.
+
+const (
+	chunkSize = 256 << 10
+	// groupSize is how many bytes of chunks one transaction holds; memory
+	// per upload is bounded by it, whatever the blob's size.
+	groupSize = 4 << 20
+	// deleteGroup is how many chunk keys one delete transaction removes.
+	deleteGroup = 4096
+)
+
+// Blob describes a stored blob.
+type Blob struct {
+	ID     string
+	Size   int64
+	SHA256 [32]byte
+}
+
+// blobHeader is stored at b/<id>/h.
+type blobHeader struct {
+	Started  time.Time `json:"started"`
+	Complete bool      `json:"complete"`
+	Size     int64     `json:"size,omitempty"`
+	SHA256   string    `json:"sha256,omitempty"` // lowercase hex, as envelopes write it
+}
+
+func decodeBlobHeader(v []byte) (blobHeader, error) {
+	var h blobHeader
+	if err := json.Unmarshal(v, &h); err != nil {
+		return h, fmt.Errorf("decode blob header: %w", err)
+	}
+	return h, nil
+}
+
+func newBlobID() string {
+	var b [blobIDLen / 2]byte
+	rand.Read(b[:]) // never returns an error; crashes the program if randomness fails
+	return hex.EncodeToString(b[:])
+}
+
+func (db *DB) getChunk() *[]byte  { return db.chunks.Get().(*[]byte) }
+func (db *DB) putChunk(b *[]byte) { db.chunks.Put(b) }
+
+// WriteBlob stores what r yields until EOF as a new blob and returns its
+// id, size and SHA-256. Memory use does not grow with the size.
+//
+// If r yields more than max bytes, WriteBlob stops reading and returns an
+// error wrapping broker.ErrTooLarge. On every error (a reader error, ctx
+// ending, a limit) it deletes what it wrote. The blob counts as an orphan,
+// deleted by SweepBlobs after the grace period or at the next Open, until a
+// message created with CreateMessage references it.
+func (db *DB) WriteBlob(ctx context.Context, r io.Reader, max int64) (Blob, error) {
+	w := &blobWriter{db: db, id: newBlobID(), hash: sha256.New(), max: max}
+	blob, err := w.write(ctx, r)
+	if err != nil {
+		if w.touched {
+			if derr := db.deleteBlob(context.WithoutCancel(ctx), w.id, false, time.Time{}); derr != nil {
+				err = errors.Join(err, fmt.Errorf("delete partial blob: %w", derr))
+			}
+		}
+		return Blob{}, fmt.Errorf("write blob %s: %w", w.id, err)
+	}
+	return blob, nil
+}
+
+type blobWriter struct {
+	db      *DB
+	id      string
+	hash    hash.Hash
+	max     int64
+	size    int64
+	next    uint32    // index of the next chunk
+	group   []*[]byte // chunk buffers not yet committed
+	lens    []int     // their lengths
+	touched bool      // something may have been written
+	started time.Time // header's start time
+}
+
+// readChunk fills buf from r. last reports that r is at EOF.
+func (w *blobWriter) readChunk(r io.Reader, buf []byte) (n int, last bool, err error) {
+	n, err = io.ReadFull(r, buf)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		last, err = true, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("read payload: %w", err)
+	}
+	w.size += int64(n)
+	if w.size > w.max {
+		return 0, false, fmt.Errorf("%w: payload larger than %d bytes", broker.ErrTooLarge, w.max)
+	}
+	w.hash.Write(buf[:n])
+	return n, last, nil
+}
+
+func (w *blobWriter) write(ctx context.Context, r io.Reader) (Blob, error) {
+	if err := ctx.Err(); err != nil {
+		return Blob{}, err
+	}
+	w.started = w.db.now().UTC()
+	buf := w.db.getChunk()
+	n, last, err := w.readChunk(r, *buf)
+	if err != nil {
+		w.db.putChunk(buf)
+		return Blob{}, err
+	}
+	if last {
+		// Small payload: header and chunk in one committer request. The
+		// request may outlive this call (if ctx ends while it waits), so it
+		// gets its own copy rather than a pooled buffer.
+		only := append([]byte(nil), (*buf)[:n]...)
+		w.db.putChunk(buf)
+		return w.finish(ctx, only)
+	}
+
+	// Large payload: header first, chunks in groups, then complete it.
+	w.touched = true
+	hv, err := json.Marshal(blobHeader{Started: w.started})
+	if err != nil {
+		w.db.putChunk(buf)
+		return Blob{}, err
+	}
+	if err := w.db.submit(ctx, len(hv), func(b *batch) error {
+		return b.set(blobHeaderKey(w.id), hv)
+	}); err != nil {
+		w.db.putChunk(buf)
+		return Blob{}, err
+	}
+	w.group, w.lens = append(w.group, buf), append(w.lens, n)
+	defer func() {
+		for _, b := range w.group {
+			w.db.putChunk(b)
+		}
+	}()
+	for !last {
+		if err := ctx.Err(); err != nil {
+			return Blob{}, err
+		}
+		if len(w.group)*chunkSize >= groupSize {
+			if err := w.flush(); err != nil {
+				return Blob{}, err
+			}
+		}
+		buf := w.db.getChunk()
+		w.group = append(w.group, buf)
+		n, last, err = w.readChunk(r, *buf)
+		if err != nil {
+			return Blob{}, err
+		}
+		w.lens = append(w.lens, n)
+	}
+	if err := w.flush(); err != nil {
+		return Blob{}, err
+	}
+	return w.finish(ctx, nil)
+}
+
+// flush writes the buffered chunks in one synced transaction.
+func (w *blobWriter) flush() error {
+	err := w.db.update(func(txn *badger.Txn) error {
+		for i, buf := range w.group {
+			if w.lens[i] == 0 {
+				continue
+			}
+			if err := txn.SetEntry(badger.NewEntry(blobChunkKey(w.id, w.next), (*buf)[:w.lens[i]])); err != nil {
+				return err
+			}
+			w.next++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write chunks: %w", err)
+	}
+	for _, b := range w.group {
+		w.db.putChunk(b)
+	}
+	w.group, w.lens = w.group[:0], w.lens[:0]
+	return nil
+}
+
+// finish marks the blob complete, together with the only chunk if one is
+// given (a small payload written in one request).
+func (w *blobWriter) finish(ctx context.Context, only []byte) (Blob, error) {
+	blob := Blob{ID: w.id, Size: w.size}
+	w.hash.Sum(blob.SHA256[:0])
+	hv, err := json.Marshal(blobHeader{Started: w.started, Complete: true, Size: w.size, SHA256: hex.EncodeToString(blob.SHA256[:])})
+	if err != nil {
+		return Blob{}, err
+	}
+	small := !w.touched
+	w.touched = true
+	hk := blobHeaderKey(w.id)
+	err = w.db.submit(ctx, len(hv)+len(only), func(b *batch) error {
+		if !small {
+			if ok, err := b.has(hk); err != nil {
+				return err
+			} else if !ok {
+				return fmt.Errorf("%w: blob was deleted while being written (upload longer than the sweep grace period?)", broker.ErrConflict)
+			}
+		}
+		if len(only) > 0 {
+			if err := b.set(blobChunkKey(w.id, 0), only); err != nil {
+				return err
+			}
+		}
+		return b.set(hk, hv)
+	})
+	if err != nil {
+		return Blob{}, err
+	}
+	return blob, nil
+}
+
+// OpenBlob returns a reader of the blob's bytes, one chunk in memory at a
+// time, or an error wrapping broker.ErrNotFound if there is no complete blob
+// with the id. At the end the reader checks the bytes' SHA-256 against the
+// one recorded when the blob was written and reports a mismatch as an
+// error instead of io.EOF. Reading a blob that is deleted meanwhile fails
+// with broker.ErrNotFound.
+func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
+	if !validBlobID(id) {
+		return nil, fmt.Errorf("open blob %q: %w", id, broker.ErrNotFound)
+	}
+	var h blobHeader
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		v, ok, err := get(txn, blobHeaderKey(id))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return broker.ErrNotFound
+		}
+		if h, err = decodeBlobHeader(v); err != nil {
+			return err
+		}
+		if !h.Complete {
+			return fmt.Errorf("still being written: %w", broker.ErrNotFound)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", id, err)
+	}
+	want, err := hex.DecodeString(h.SHA256)
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("open blob %s: malformed header digest", id)
+	}
+	return &blobReader{db: db, id: id, size: h.Size, want: want, hash: sha256.New()}, nil
+}
+
+type blobReader struct {
+	db   *DB
+	id   string
+	size int64  // from the header
+	read int64  // bytes of chunks fetched so far
+	next uint32 // next chunk to fetch
+	buf  []byte // the current chunk
+	off  int    // read position in buf
+	want []byte
+	hash hash.Hash
+	err  error // sticky
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.off == len(r.buf) {
+		if r.err = r.fetch(); r.err != nil {
+			return 0, r.err
+		}
+	}
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// fetch loads the next chunk into buf, or returns io.EOF after the last one
+// if the digest matches.
+func (r *blobReader) fetch() error {
+	if r.read == r.size {
+		if got := r.hash.Sum(nil); string(got) != string(r.want) {
+			return fmt.Errorf("read blob %s: SHA-256 of the stored bytes does not match the one recorded", r.id)
+		}
+		return io.EOF
+	}
+	k := blobChunkKey(r.id, r.next)
+	err := r.db.view(context.Background(), func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("chunk %d missing (blob deleted?): %w", r.next, broker.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		r.buf, err = item.ValueCopy(r.buf[:0])
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read blob %s: %w", r.id, err)
+	}
+	if len(r.buf) == 0 || r.read+int64(len(r.buf)) > r.size {
+		return fmt.Errorf("read blob %s: chunk %d does not fit the recorded size %d", r.id, r.next, r.size)
+	}
+	r.hash.Write(r.buf)
+	r.read += int64(len(r.buf))
+	r.next++
+	r.off = 0
+	return nil
+}
+
+// Close releases the reader.
+func (r *blobReader) Close() error {
+	r.err, r.buf = errors.New("read blob: reader closed"), nil
+	return nil
+}
+
+// DeleteBlob deletes a blob. Deleting a blob that does not exist is not an
+// error; deleting one that a stored message references is refused with an
+// error wrapping broker.ErrState.
+func (db *DB) DeleteBlob(ctx context.Context, id string) error {
+	if !validBlobID(id) {
+		return fmt.Errorf("delete blob %q: %w: not a blob id", id, broker.ErrInvalid)
+	}
+	if err := db.deleteBlob(ctx, id, false, time.Time{}); err != nil {
+		return fmt.Errorf("delete blob %s: %w", id, err)
+	}
+	return nil
+}
+
+// errSkip tells the sweep that a candidate turned out to be in use.
+var errSkip = errors.New("blob in use")
+
+// deleteBlob deletes the header (in the committer, refusing if a message
+// references the blob), then the chunks. For the sweep (sweep true), a
+// reference is errSkip rather than ErrState, and a non-zero cutoff also
+// skips a blob started at or after it.
+func (db *DB) deleteBlob(ctx context.Context, id string, sweep bool, cutoff time.Time) error {
+	hk := blobHeaderKey(id)
+	err := db.submit(ctx, len(hk), func(b *batch) error {
+		if owner, ok, err := b.get(blobRefKey(id)); err != nil {
+			return err
+		} else if ok {
+			if sweep {
+				return errSkip
+			}
+			return fmt.Errorf("%w: blob is the payload of message %s", broker.ErrState, owner)
+		}
+		v, ok, err := b.get(hk)
+		if err != nil || !ok {
+			return err // no header: only chunks are left, if anything
+		}
+		if !cutoff.IsZero() {
+			h, err := decodeBlobHeader(v)
+			if err != nil {
+				return err
+			}
+			if !h.Started.Before(cutoff) {
+				return errSkip
+			}
+		}
+		return b.del(hk)
+	})
+	if err != nil {
+		return err
+	}
+	return db.deleteChunks(ctx, id)
+}
+
+// deleteChunks deletes all chunks of a blob whose header is gone.
+func (db *DB) deleteChunks(ctx context.Context, id string) error {
+	prefix := blobChunkPrefix(id)
+	for {
+		var keys [][]byte
+		if err := db.view(ctx, func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(prefix); it.Valid() && len(keys) < deleteGroup; it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("list chunks: %w", err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := db.update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("delete chunks: %w", err)
+		}
+	}
+}
+
+// SweepBlobs deletes blobs that no stored message references and that were
+// started more than Options.BlobGrace ago (so that uploads in progress,
+// which no message can reference yet, survive), and chunks left without a
+// header by an interrupted delete. It returns how many blobs it deleted.
+// Open runs the same sweep without the grace period, before anything can be
+// uploading. The reference check and the header's deletion happen in the
+// committer, so a sweep cannot delete a blob that CreateMessage is just
+// attaching: one of the two sees the other.
+func (db *DB) SweepBlobs(ctx context.Context) (int, error) {
+	n, err := db.sweep(ctx, db.grace)
+	if err != nil {
+		return n, fmt.Errorf("sweep blobs: %w", err)
+	}
+	return n, nil
+}
+
+// sweep deletes orphan blobs; grace 0 deletes every unreferenced blob.
+func (db *DB) sweep(ctx context.Context, grace time.Duration) (int, error) {
+	var cutoff time.Time
+	if grace > 0 {
+		cutoff = db.now().Add(-grace)
+	}
+	var candidates []string
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: blobsPrefix})
+		defer it.Close()
+		cur, chunks := "", false // blob at hand, and whether it has chunks
+		done := func() {
+			if chunks {
+				candidates = append(candidates, cur) // chunks without a header
+			}
+		}
+		for it.Seek(blobsPrefix); it.Valid(); {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			id, kind, ok := parseBlobKey(it.Item().Key())
+			if !ok {
+				it.Next()
+				continue
+			}
+			if id != cur {
+				done()
+				cur, chunks = id, false
+			}
+			if kind == blobKeyChunk {
+				chunks = true
+				it.Seek(blobHeaderKey(id)) // skip the other chunks
+				continue
+			}
+			chunks = false // has a header: decided here
+			referenced, err := has(txn, blobRefKey(id))
+			if err != nil {
+				return err
+			}
+			if !referenced {
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				h, err := decodeBlobHeader(v)
+				if err != nil {
+					return fmt.Errorf("blob %s: %w", id, err)
+				}
+				if grace == 0 || h.Started.Before(cutoff) {
+					candidates = append(candidates, id)
+				}
+			}
+			it.Next()
+		}
+		done()
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range candidates {
+		err := db.deleteBlob(ctx, id, true, cutoff)
+		if errors.Is(err, errSkip) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("delete orphan blob %s: %w", id, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+func has(txn *badger.Txn, k []byte) (bool, error) {
+	_, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kurier.dev/kurier/broker"
+)
+
+// The committer: one goroutine that turns many write requests into few
+// synced badger transactions.
+//
+// A request is a function run inside the shared transaction. It first does
+// all its reads and checks and only then writes, so a request that fails a
+// check leaves nothing behind. Each write is also recorded in the batch, so
+// that if a request fails after it started writing (badger.ErrTxnTooBig
+// being the realistic case), the transaction can be rebuilt from the writes
+// of the requests before it.
+//
+// The committer takes whatever is queued, up to maxBatchLength requests or
+// about maxBatchBytes, runs the requests in order, commits once and answers
+// each request with its own result. If one request does not fit into the
+// transaction any more, what is there is committed and that request runs
+// again in a fresh transaction; if it does not fit alone, it fails with an
+// error wrapping broker.ErrTooLarge. If a commit fails, every request of the
+// batch gets the error.
+//
+// Requests read what earlier requests of the same batch wrote (a badger
+// transaction reads its own pending writes), so they behave as if committed
+// one by one in queue order.
+//
+// Every key a request reads (m/, c/, s/, r/, b/<blob>/h) is written only by
+// committer requests. So the shared transaction never conflicts with another
+// one (badger's conflict detection stays on to catch a mistake).
+
+const (
+	maxBatchLength = 256
+	maxBatchBytes  = 1 << 20
+)
+
+// request is one unit of work for the committer.
+type request struct {
+	gone <-chan struct{}    // the caller's ctx.Done(): skip the request if closed before it runs
+	size int                // estimated bytes written, for the batch bound
+	run  func(*batch) error // checks, then writes; results go to variables it captured
+	done chan error         // buffered; receives exactly one answer
+}
+
+// write is one recorded write of a batch.
+type write struct {
+	key, val []byte
+	del      bool
+}
+
+// batch is the committer's shared transaction.
+type batch struct {
+	db     *DB
+	txn    *badger.Txn
+	seq    uint64     // last Seq assigned, in this txn or before
+	writes []write    // writes of the requests in reqs, in order
+	reqs   []*request // requests whose writes are in txn
+	err    error      // set if txn could not be rebuilt; fails the batch
+}
+
+// submit queues a request and waits for its answer. ctx is honoured while
+// waiting in either place; a ctx error after the request was queued means
+// the outcome is unknown (see the package comment).
+func (db *DB) submit(ctx context.Context, size int, run func(*batch) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &request{gone: ctx.Done(), size: size, run: run, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case db.reqs <- r:
+		db.mu.RUnlock()
+	case <-ctx.Done():
+		db.mu.RUnlock()
+		return ctx.Err() // not queued: nothing written
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("outcome unknown: %w", ctx.Err())
+	}
+}
+
+func (db *DB) commitLoop() {
+	defer close(db.committerDone)
+	queue := make([]*request, 0, db.maxBatchLength)
+	for {
+		first, ok := <-db.reqs
+		if !ok {
+			return
+		}
+		queue = append(queue[:0], first)
+		size := first.size
+	drain:
+		for len(queue) < db.maxBatchLength && size < db.maxBatchBytes {
+			select {
+			case r, ok := <-db.reqs:
+				if !ok {
+					break drain // run this batch; the next receive ends the loop
+				}
+				queue = append(queue, r)
+				size += r.size
+			default:
+				break drain
+			}
+		}
+		db.runBatch(queue)
+		clear(queue) // let answered requests be collected
+	}
+}
+
+func (db *DB) runBatch(queue []*request) {
+	b := db.newBatch()
+	for _, r := range queue {
+		select {
+		case <-r.gone:
+			r.done <- context.Canceled // nobody waits for it; nothing written
+			continue
+		default:
+		}
+		err := b.try(r)
+		if errors.Is(err, badger.ErrTxnTooBig) && len(b.reqs) > 0 {
+			db.commit(b)
+			db.splits++
+			b = db.newBatch()
+			err = b.try(r)
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			err = fmt.Errorf("%w: the records of one request exceed a transaction (%w)", broker.ErrTooLarge, err)
+		}
+		if err != nil {
+			r.done <- err
+		}
+	}
+	db.commit(b)
+}
+
+func (db *DB) newBatch() *batch {
+	return &batch{db: db, txn: db.bdb.NewTransaction(true), seq: db.seq}
+}
+
+// try runs r in the batch. If r fails, it leaves the batch as it was
+// before r, and r is not answered.
+func (b *batch) try(r *request) error {
+	if b.err != nil {
+		return b.err
+	}
+	mark, seq := len(b.writes), b.seq
+	err := r.run(b)
+	if err == nil {
+		b.reqs = append(b.reqs, r)
+		return nil
+	}
+	b.seq = seq
+	if len(b.writes) > mark {
+		b.writes = b.writes[:mark]
+		b.rebuild()
+	}
+	return err
+}
+
+// rebuild replaces the transaction with a fresh one holding b.writes.
+func (b *batch) rebuild() {
+	b.txn.Discard()
+	b.txn = b.db.bdb.NewTransaction(true)
+	for _, w := range b.writes {
+		var err error
+		if w.del {
+			err = b.txn.Delete(w.key)
+		} else {
+			err = b.txn.SetEntry(badger.NewEntry(w.key, w.val))
+		}
+		if err != nil {
+			b.err = fmt.Errorf("rebuild transaction: %w", err)
+			return
+		}
+	}
+}
+
+// commit commits the batch and answers its requests.
+func (db *DB) commit(b *batch) {
+	err := b.err
+	switch {
+	case len(b.reqs) == 0:
+		b.txn.Discard()
+		return
+	case err == nil:
+		err = b.txn.Commit()
+	default:
+		b.txn.Discard()
+	}
+	// Even after a failed commit the Seqs of this batch are not handed out
+	// again: a failed commit may still have reached the disk.
+	db.seq = b.seq
+	if err != nil {
+		err = fmt.Errorf("commit: %w", err)
+	}
+	for _, r := range b.reqs {
+		r.done <- err
+	}
+}
+
+// get reads k as the shared transaction sees it.
+func (b *batch) get(k []byte) ([]byte, bool, error) {
+	return get(b.txn, k)
+}
+
+func (b *batch) has(k []byte) (bool, error) {
+	return has(b.txn, k)
+}
+
+func (b *batch) set(k, v []byte) error {
+	if err := b.txn.SetEntry(badger.NewEntry(k, v)); err != nil {
+		return err
+	}
+	b.writes = append(b.writes, write{key: k, val: v})
+	return nil
+}
+
+func (b *batch) del(k []byte) error {
+	if err := b.txn.Delete(k); err != nil {
+		return err
+	}
+	b.writes = append(b.writes, write{key: k, del: true})
+	return nil
+}
+
+// nextSeq assigns the next evidence Seq. A request that assigns any must
+// call saveSeq as its last write.
+func (b *batch) nextSeq() uint64 {
+	b.seq++
+	return b.seq
+}
+
+func (b *batch) saveSeq() error {
+	return b.set(seqCounterKey, encodeSeq(b.seq))
+}

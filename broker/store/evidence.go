@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kurier.dev/kurier/broker"
+)
+
+// Evidence is stored as the JSON of broker.Evidence with Seq left zero: the
+// Seq is in the key, so that the record can be encoded before the committer
+// assigns it. Fields added to broker.Evidence are stored without changes
+// here.
+
+func encodeEvidence(ev broker.Evidence) ([]byte, error) {
+	ev.Seq = 0
+	v, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode evidence: %w", err)
+	}
+	return v, nil
+}
+
+func decodeEvidence(seq uint64, v []byte) (broker.Evidence, error) {
+	var ev broker.Evidence
+	if err := json.Unmarshal(v, &ev); err != nil {
+		return broker.Evidence{}, fmt.Errorf("decode evidence %d: %w", seq, err)
+	}
+	ev.Seq = seq
+	return ev, nil
+}
+
+// putEvidence writes an evidence record and its entry in the node-wide log.
+func putEvidence(b *batch, seq uint64, id string, val []byte) error {
+	if err := b.set(evidenceKey(id, seq), val); err != nil {
+		return err
+	}
+	return b.set(logKey(seq), []byte(id))
+}
+
+// AppendEvidence adds ev to the chain of the copy (ev.MessageID,
+// ev.Recipient) if the copy's Head is still prevHead, and sets the copy's
+// Head to newHead and its State to newState, in one durable transaction. It
+// returns ev with its Seq. Errors wrap broker.ErrNotFound if there is no
+// such copy and broker.ErrConflict if its Head is not prevHead (nothing is
+// written then); a context error means the outcome is unknown.
+func (db *DB) AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, newHead string, newState broker.State) (broker.Evidence, error) {
+	if err := checkKeyPart("message id", ev.MessageID); err != nil {
+		return broker.Evidence{}, fmt.Errorf("append evidence: %w", err)
+	}
+	if err := checkKeyPart("recipient", ev.Recipient); err != nil {
+		return broker.Evidence{}, fmt.Errorf("append evidence to %s: %w", ev.MessageID, err)
+	}
+	val, err := encodeEvidence(ev)
+	if err != nil {
+		return broker.Evidence{}, err
+	}
+	ck := copyKey(ev.MessageID, ev.Recipient)
+	err = db.submit(ctx, len(val)+len(ck)+64, func(b *batch) error {
+		v, ok, err := b.get(ck)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return broker.ErrNotFound
+		}
+		c, err := decodeCopy(v)
+		if err != nil {
+			return err
+		}
+		if c.Head != prevHead {
+			return fmt.Errorf("%w: chain head is %q, not %q", broker.ErrConflict, c.Head, prevHead)
+		}
+		c.Head, c.State = newHead, newState
+		cv, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("encode copy: %w", err)
+		}
+		if err := b.set(ck, cv); err != nil {
+			return err
+		}
+		ev.Seq = b.nextSeq()
+		if err := putEvidence(b, ev.Seq, ev.MessageID, val); err != nil {
+			return err
+		}
+		return b.saveSeq()
+	})
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("append evidence to %s for %s: %w", ev.MessageID, ev.Recipient, err)
+	}
+	return ev, nil
+}
+
+// AddEvidence stores evidence that belongs to no copy's chain (a
+// SubmissionRejection, whose message may not be stored at all) and returns
+// it with its Seq. A context error means the outcome is unknown.
+func (db *DB) AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error) {
+	if err := checkKeyPart("message id", ev.MessageID); err != nil {
+		return broker.Evidence{}, fmt.Errorf("add evidence: %w", err)
+	}
+	val, err := encodeEvidence(ev)
+	if err != nil {
+		return broker.Evidence{}, err
+	}
+	err = db.submit(ctx, len(val)+64, func(b *batch) error {
+		ev.Seq = b.nextSeq()
+		if err := putEvidence(b, ev.Seq, ev.MessageID, val); err != nil {
+			return err
+		}
+		return b.saveSeq()
+	})
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("add evidence to %s: %w", ev.MessageID, err)
+	}
+	return ev, nil
+}
+
+// Evidence returns all evidence stored for a message, by Seq; none is an
+// empty result, not an error.
+func (db *DB) Evidence(ctx context.Context, messageID string) ([]broker.Evidence, error) {
+	if checkKeyPart("message id", messageID) != nil {
+		return nil, nil
+	}
+	var evs []broker.Evidence
+	prefix := evidencePrefix(messageID)
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(prefix); it.Valid(); it.Next() {
+			item := it.Item()
+			if len(item.Key()) != len(prefix)+8 {
+				return fmt.Errorf("malformed evidence key %q", item.Key())
+			}
+			seq := seqOfEvidenceKey(item.Key())
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			ev, err := decodeEvidence(seq, v)
+			if err != nil {
+				return err
+			}
+			evs = append(evs, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load evidence of %s: %w", messageID, err)
+	}
+	return evs, nil
+}
+
+// EvidenceSince returns evidence of all messages with Seq greater than
+// after, in Seq order, at most limit (limit <= 0 means 1000): the node's
+// evidence log, for example to append it to the Merkle log after a crash.
+func (db *DB) EvidenceSince(ctx context.Context, after uint64, limit int) ([]broker.Evidence, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	if after == ^uint64(0) {
+		return nil, nil
+	}
+	var evs []broker.Evidence
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = logPrefix
+		opts.PrefetchSize = min(limit, 100)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(logKey(after + 1)); it.Valid() && len(evs) < limit; it.Next() {
+			seq, ok := seqOfLogKey(it.Item().Key())
+			if !ok {
+				return fmt.Errorf("malformed evidence log key %q", it.Item().Key())
+			}
+			id, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			v, ok, err := get(txn, evidenceKey(string(id), seq))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("evidence %d of %s is in the log but not stored", seq, id)
+			}
+			ev, err := decodeEvidence(seq, v)
+			if err != nil {
+				return err
+			}
+			evs = append(evs, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load evidence after %d: %w", after, err)
+	}
+	return evs, nil
+}

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"kurier.dev/kurier/broker"
+)
+
+// Key layout. This file is the only one that knows how keys are built; the
+// rest of the package calls these functions.
+//
+// Every key starts with a one-letter table name and a slash. Variable-length
+// parts (message ids, addresses) are written as str(s): a 2-byte big-endian
+// length followed by the bytes, so that no value of one part can be mistaken
+// for the start of the next, whatever characters ids and addresses may hold
+// in the future. Numbers are fixed-width big-endian so that byte order is
+// numeric order. Blob ids are fixed-width (32 lowercase hex digits).
+//
+//	m/<id>                              message record (JSON of broker.Message)
+//	c/str(id)str(rcpt)                  copy record (JSON of broker.Copy)
+//	x/str(rcpt)<received u64>str(id)    mailbox index, empty value; sorts by received time, then id
+//	e/str(id)<seq u64>                  evidence (JSON of broker.Evidence with seq 0; Seq is the key's)
+//	l/<seq u64>                         node-wide evidence log: value is the message id
+//	s/evseq                             last evidence Seq assigned (u64)
+//	r/<blob>                            blob reference: value is the id of the message using it
+//	b/<blob>/c<index u32>               blob chunk, index from 0
+//	b/<blob>/h                          blob header (JSON of blobHeader); sorts after the chunks
+//
+// received is the copy's receive time in Unix nanoseconds with the sign bit
+// flipped, so that times before 1970 still sort first.
+//
+// Keys read by the committer (m/, c/, s/, r/, b/<blob>/h) are written only by
+// the committer; see commit.go.
+
+const (
+	// maxKeyPart bounds ids and addresses stored in keys (str uses 2 length
+	// bytes; real ones are far shorter: UUIDs, addresses ≤ 318 bytes).
+	maxKeyPart = 1024
+	blobIDLen  = 32 // hex digits of 16 random bytes
+)
+
+var (
+	seqCounterKey = []byte("s/evseq")
+	blobsPrefix   = []byte("b/")
+	logPrefix     = []byte("l/")
+)
+
+// checkKeyPart reports whether s may be used as an id or address in a key.
+func checkKeyPart(what, s string) error {
+	if s == "" || len(s) > maxKeyPart {
+		return fmt.Errorf("%w: %s must be 1 to %d bytes", broker.ErrInvalid, what, maxKeyPart)
+	}
+	return nil
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// readStr reads a str() part from the start of b and returns it and the rest.
+func readStr(b []byte) (s string, rest []byte, ok bool) {
+	if len(b) < 2 {
+		return "", nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+n {
+		return "", nil, false
+	}
+	return string(b[2 : 2+n]), b[2+n:], true
+}
+
+func key(table string, capacity int) []byte {
+	b := make([]byte, 0, len(table)+capacity)
+	return append(b, table...)
+}
+
+func messageKey(id string) []byte {
+	return append(key("m/", len(id)), id...)
+}
+
+func copyKey(id, rcpt string) []byte {
+	b := key("c/", 4+len(id)+len(rcpt))
+	b = appendStr(b, id)
+	return appendStr(b, rcpt)
+}
+
+func inboxPrefix(rcpt string) []byte {
+	return appendStr(key("x/", 2+len(rcpt)+8+2+36), rcpt)
+}
+
+// inboxSuffix is the part of a mailbox index key after inboxPrefix; it is
+// also what a paging cursor encodes.
+func inboxSuffix(received time.Time, id string) []byte {
+	b := make([]byte, 0, 8+2+len(id))
+	b = binary.BigEndian.AppendUint64(b, uint64(received.UnixNano())^(1<<63))
+	return appendStr(b, id)
+}
+
+func inboxKey(rcpt string, received time.Time, id string) []byte {
+	return append(inboxPrefix(rcpt), inboxSuffix(received, id)...)
+}
+
+// parseInboxSuffix returns the message id from an inboxSuffix.
+func parseInboxSuffix(suffix []byte) (id string, ok bool) {
+	if len(suffix) < 8 {
+		return "", false
+	}
+	id, rest, ok := readStr(suffix[8:])
+	if !ok || len(rest) != 0 || id == "" {
+		return "", false
+	}
+	return id, true
+}
+
+// encodeCursor and decodeCursor turn an inboxSuffix into the opaque paging
+// cursor that Inbox hands out, and back.
+func encodeCursor(suffix []byte) string {
+	return base64.RawURLEncoding.EncodeToString(suffix)
+}
+
+func decodeCursor(c string) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed inbox cursor", broker.ErrInvalid)
+	}
+	if _, ok := parseInboxSuffix(b); !ok {
+		return nil, fmt.Errorf("%w: malformed inbox cursor", broker.ErrInvalid)
+	}
+	return b, nil
+}
+
+func evidencePrefix(id string) []byte {
+	return appendStr(key("e/", 2+len(id)+8), id)
+}
+
+func evidenceKey(id string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(evidencePrefix(id), seq)
+}
+
+// seqOfEvidenceKey returns the Seq at the end of an evidence key.
+func seqOfEvidenceKey(k []byte) uint64 {
+	return binary.BigEndian.Uint64(k[len(k)-8:])
+}
+
+func logKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(key("l/", 8), seq)
+}
+
+func seqOfLogKey(k []byte) (uint64, bool) {
+	if len(k) != len(logPrefix)+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[len(logPrefix):]), true
+}
+
+func encodeSeq(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func decodeSeq(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("evidence counter is %d bytes, want 8", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+func blobRefKey(blob string) []byte {
+	return append(key("r/", len(blob)), blob...)
+}
+
+func blobHeaderKey(blob string) []byte {
+	b := append(key("b/", blobIDLen+2), blob...)
+	return append(b, "/h"...)
+}
+
+func blobChunkPrefix(blob string) []byte {
+	b := append(key("b/", blobIDLen+2+4), blob...)
+	return append(b, "/c"...)
+}
+
+func blobChunkKey(blob string, index uint32) []byte {
+	return binary.BigEndian.AppendUint32(blobChunkPrefix(blob), index)
+}
+
+// Kinds of key under b/.
+const (
+	blobKeyChunk  = 'c'
+	blobKeyHeader = 'h'
+)
+
+// parseBlobKey splits a key under b/ into the blob id and its kind
+// (blobKeyChunk or blobKeyHeader).
+func parseBlobKey(k []byte) (id string, kind byte, ok bool) {
+	rest, found := bytes.CutPrefix(k, blobsPrefix)
+	if !found || len(rest) < blobIDLen+2 || rest[blobIDLen] != '/' {
+		return "", 0, false
+	}
+	id = string(rest[:blobIDLen])
+	switch kind, tail := rest[blobIDLen+1], rest[blobIDLen+2:]; {
+	case kind == blobKeyHeader && len(tail) == 0:
+		return id, kind, true
+	case kind == blobKeyChunk && len(tail) == 4:
+		return id, kind, true
+	}
+	return "", 0, false
+}
+
+// validBlobID reports whether id has the form newBlobID produces.
+func validBlobID(id string) bool {
+	if len(id) != blobIDLen {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}

@@ -1,0 +1,343 @@
+// Package store keeps a Kurier node's durable state in badger: messages,
+// recipients' copies (mailboxes), evidence and sealed payloads (blobs). It is
+// the only package that imports badger, and keys.go is the only file that
+// knows the key layout.
+//
+// # Durability
+//
+// Every write is fsynced before the method that made it returns nil
+// (badger's SyncWrites is always on). Values are checked against their
+// checksums when read (VerifyValueChecksum).
+//
+// # Orphan blobs
+//
+// A payload is written (WriteBlob) before the message that references it
+// (CreateMessage); a crash in between, or a caller that gives up, leaves an
+// unreferenced blob. Open deletes every unreferenced blob, since nothing can
+// be uploading then. SweepBlobs, for a running node, deletes only those
+// older than Options.BlobGrace, so that uploads in progress survive; see
+// blob.go for why it cannot race with CreateMessage.
+//
+// # Group commit
+//
+// badger fsyncs each transaction on its own, so many small synced
+// transactions are slow. All metadata writes (CreateMessage,
+// AppendEvidence, AddEvidence, blob headers, and the whole of a payload
+// smaller than one 256 KiB chunk) are therefore requests to one committer
+// goroutine, which runs every queued request in one shared transaction and
+// commits it once; see commit.go. The chunks of larger payloads are written
+// in their own transactions of up to 4 MiB, so each upload in progress holds
+// at most that much memory.
+//
+// A write method that returns an error wrapping context.Canceled or
+// context.DeadlineExceeded has an unknown outcome: the request may already
+// have been in a batch being committed. Callers treat that like a crash and
+// read back (for CreateMessage, a repeat returns ErrExists).
+//
+// # Locks and ownership
+//
+// DB.mu is the only mutex. Held shared, it keeps badger open: around every
+// read transaction, every blob chunk transaction and every hand-over of a
+// request to the committer. Close takes it exclusively, once, to mark the
+// store closed. It is never held while waiting for a committer's answer, the
+// committer never takes it, and nothing nests it (a goroutine holding it
+// shared never asks for it again, which could deadlock behind Close).
+//
+// The committer goroutine owns, without locks, the shared write transaction
+// and the evidence counter (DB.seq). Nobody else assigns Seq values.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ErrClosed is returned by every method called after Close.
+var ErrClosed = errors.New("store closed")
+
+// Options configure Open. The zero value is the production configuration.
+type Options struct {
+	// Logger receives badger's warnings and errors and the result of the
+	// blob sweep at Open. Default slog.Default().
+	Logger *slog.Logger
+
+	// Memory settings. Zero means the production default: MemTableSize
+	// 64 MB (three memtables), BlockCacheSize 512 MB, IndexCacheSize 128 MB,
+	// NumCompactors 2. A transaction can hold at most about 15% of
+	// MemTableSize.
+	MemTableSize   int64
+	BlockCacheSize int64
+	IndexCacheSize int64
+	NumCompactors  int
+
+	// Small selects defaults for tests and tools that open many stores:
+	// MemTableSize 8 MB (two), caches 16 MB, value log files 16 MB. Explicit
+	// sizes above still win.
+	Small bool
+
+	// BlobGrace is how old an unreferenced blob must be before SweepBlobs
+	// deletes it, so that a payload being uploaded right now (not yet
+	// referenced by a message) survives. It must exceed the longest upload.
+	// Default 24 hours. The sweep at Open ignores it (nothing is uploading).
+	BlobGrace time.Duration
+
+	// GCInterval is how often the value log is garbage collected, which is
+	// what frees the disk space of deleted blobs. Default 10 minutes;
+	// negative turns it off.
+	GCInterval time.Duration
+
+	// Now is the clock for blob ages. Default time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultMemTableSize   = 64 << 20
+	defaultBlockCacheSize = 512 << 20
+	defaultIndexCacheSize = 128 << 20
+	defaultNumCompactors  = 2
+	smallMemTableSize     = 8 << 20
+	smallCacheSize        = 16 << 20
+	smallValueLogFileSize = 16 << 20
+	defaultBlobGrace      = 24 * time.Hour
+	defaultGCInterval     = 10 * time.Minute
+
+	// valueThreshold: values at least this large (blob chunks, unusually
+	// large envelopes) go to the value log instead of the LSM tree, so
+	// compaction does not rewrite payload bytes and a transaction of chunks
+	// costs only their keys against the transaction size limit.
+	valueThreshold = 64 << 10
+)
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	mem, cache, index := int64(defaultMemTableSize), int64(defaultBlockCacheSize), int64(defaultIndexCacheSize)
+	if o.Small {
+		mem, cache, index = smallMemTableSize, smallCacheSize, smallCacheSize
+	}
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = mem
+	}
+	if o.BlockCacheSize <= 0 {
+		o.BlockCacheSize = cache
+	}
+	if o.IndexCacheSize <= 0 {
+		o.IndexCacheSize = index
+	}
+	if o.NumCompactors <= 0 {
+		o.NumCompactors = defaultNumCompactors
+	}
+	if o.BlobGrace <= 0 {
+		o.BlobGrace = defaultBlobGrace
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = defaultGCInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// DB is a node's store. Its methods are safe for concurrent use.
+type DB struct {
+	bdb    *badger.DB
+	log    *slog.Logger
+	now    func() time.Time
+	grace  time.Duration
+	chunks sync.Pool // *[]byte of chunkSize, for blob writes
+
+	mu     sync.RWMutex // see the package comment
+	closed bool
+
+	reqs          chan *request // to the committer; closed by Close
+	committerDone chan struct{}
+	stopGC        chan struct{}
+	gcDone        chan struct{}
+
+	// Owned by the committer goroutine once Open has returned.
+	seq            uint64 // last evidence Seq assigned
+	maxBatchBytes  int    // bound on the estimated bytes of one batch
+	maxBatchLength int    // bound on the requests in one batch
+	splits         int    // batches split on ErrTxnTooBig (read by tests after Close)
+}
+
+// Open opens (or creates) the store in dir. It deletes blobs that no
+// message references (left by a crash between WriteBlob and CreateMessage)
+// and logs how many.
+func Open(dir string, opts Options) (*DB, error) {
+	opts = opts.withDefaults()
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithVerifyValueChecksum(true).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(3).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithIndexCacheSize(opts.IndexCacheSize).
+		WithNumCompactors(opts.NumCompactors).
+		WithValueThreshold(valueThreshold)
+	if opts.Small {
+		bo = bo.WithNumMemtables(2).WithValueLogFileSize(smallValueLogFileSize)
+	}
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	db := &DB{
+		bdb:            bdb,
+		log:            opts.Logger,
+		now:            opts.Now,
+		grace:          opts.BlobGrace,
+		reqs:           make(chan *request, 4*maxBatchLength),
+		committerDone:  make(chan struct{}),
+		stopGC:         make(chan struct{}),
+		gcDone:         make(chan struct{}),
+		maxBatchBytes:  maxBatchBytes,
+		maxBatchLength: maxBatchLength,
+	}
+	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
+	if err := bdb.View(func(txn *badger.Txn) error {
+		v, ok, err := get(txn, seqCounterKey)
+		if err != nil || !ok {
+			return err
+		}
+		db.seq, err = decodeSeq(v)
+		return err
+	}); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: load evidence counter: %w", dir, err)
+	}
+	seq := db.seq
+	go db.commitLoop()
+	go db.gcLoop(opts.GCInterval)
+
+	// Nothing can be uploading yet, so every unreferenced blob is an orphan.
+	n, err := db.sweep(context.Background(), 0)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "evidence_seq", seq)
+	return db, nil
+}
+
+// Close waits for queued writes to be committed, stops the committer and
+// closes badger. Calls after the first return nil.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	close(db.reqs)
+	db.mu.Unlock()
+
+	<-db.committerDone
+	close(db.stopGC)
+	<-db.gcDone
+	if err := db.bdb.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction, with the store held open.
+func (db *DB) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	return db.bdb.View(fn)
+}
+
+// update runs fn in its own synced write transaction, outside the
+// committer. Only for keys the committer never reads (blob chunks).
+func (db *DB) update(fn func(txn *badger.Txn) error) error {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	return db.bdb.Update(fn)
+}
+
+// get returns the value at k, or ok false if there is none.
+func get(txn *badger.Txn, k []byte) (v []byte, ok bool, err error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	v, err = item.ValueCopy(nil)
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
+// gcLoop garbage-collects the value log every interval until Close. badger
+// rewrites at most one file per call, so each round calls it until there is
+// nothing left to rewrite.
+func (db *DB) gcLoop(interval time.Duration) {
+	defer close(db.gcDone)
+	if interval < 0 {
+		<-db.stopGC
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopGC:
+			return
+		case <-t.C:
+		}
+		for {
+			select {
+			case <-db.stopGC:
+				return
+			default:
+			}
+			err := db.bdb.RunValueLogGC(0.5)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				// No caller to return this to: the loop is the edge.
+				db.log.Warn("value log garbage collection failed", "err", err)
+			}
+			break
+		}
+	}
+}
+
+// badgerLogger passes badger's warnings and errors to slog and drops its
+// info and debug messages.
+type badgerLogger struct{ l *slog.Logger }
+
+func (a badgerLogger) Errorf(format string, args ...any) {
+	a.l.Error(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}
+
+func (a badgerLogger) Warningf(format string, args ...any) {
+	a.l.Warn(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
