@@ -1,0 +1,209 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+)
+
+// Inbox returns one page of the caller's mailbox, oldest first, and the
+// token of the next page ("" after the last).
+func (n *Node) Inbox(ctx context.Context, caller pki.Peer, pageToken string, pageSize int) ([]broker.InboxEntry, string, error) {
+	if err := requireParticipant(caller); err != nil {
+		return nil, "", err
+	}
+	entries, next, err := n.store.Inbox(ctx, caller.Address, pageToken, pageSize)
+	if err != nil {
+		return nil, "", fmt.Errorf("list mailbox %s: %w", caller.Address, err)
+	}
+	return entries, next, nil
+}
+
+// Subscribe returns a channel of new entries in the caller's mailbox and a
+// function that ends the subscription. A subscriber that falls far behind
+// misses notices; the mailbox listing stays complete.
+func (n *Node) Subscribe(caller pki.Peer) (<-chan broker.InboxEntry, func(), error) {
+	if err := requireParticipant(caller); err != nil {
+		return nil, nil, err
+	}
+	ch, cancel := n.hub.subscribe(caller.Address)
+	return ch, cancel, nil
+}
+
+// Fetch opens one message of the caller's mailbox: the stored message, the
+// caller's copy, and a reader of the sealed payload that the caller must
+// close. Once the payload has been passed on whole, call Retrieved.
+// A message outside the caller's mailbox is broker.ErrNotFound, whether it
+// exists or not.
+func (n *Node) Fetch(ctx context.Context, caller pki.Peer, id string) (*broker.Message, *broker.Copy, io.ReadCloser, error) {
+	m, c, err := n.ownCopy(ctx, caller, id)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r, err := n.store.OpenBlob(ctx, m.Blob)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("fetch %s: open payload: %w", id, err)
+	}
+	return m, c, r, nil
+}
+
+// Retrieved records that the caller has been sent its copy of message id
+// whole: the first time, it issues Retrieval evidence; later, it returns
+// the copy's newest evidence.
+func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broker.Evidence, error) {
+	for attempt := 0; ; attempt++ {
+		m, c, err := n.ownCopy(ctx, caller, id)
+		if err != nil {
+			return broker.Evidence{}, err
+		}
+		if c.State != broker.StateDelivered {
+			return n.head(ctx, c)
+		}
+		ev, err := n.issue(m, c.Recipient, evidence.Retrieval, c.Head, "")
+		if err != nil {
+			return broker.Evidence{}, fmt.Errorf("retrieve %s: %w", id, err)
+		}
+		ev, err = n.store.AppendEvidence(ctx, ev, c.Head, evidence.Digest(ev.DER), broker.StateRetrieved)
+		if errors.Is(err, broker.ErrConflict) && attempt < 3 {
+			continue // another fetch of the same copy won; answer with its evidence
+		}
+		if err != nil {
+			return broker.Evidence{}, fmt.Errorf("retrieve %s: %w", id, err)
+		}
+		n.log.Info("message retrieved", slog.String("msg_id", id), slog.String("mailbox", caller.Address))
+		return ev, nil
+	}
+}
+
+// Acknowledge stores the caller's signed Acknowledgement of a message it
+// has fetched. The statement must be signed by the caller's own valid
+// certificate, name the caller as recipient and issuer, match the stored
+// message, and follow the copy's newest evidence. Acknowledging the same
+// message again with the same evidence returns it; anything else after an
+// acknowledgement is broker.ErrState.
+func (n *Node) Acknowledge(ctx context.Context, caller pki.Peer, der []byte) (broker.Evidence, error) {
+	if err := requireParticipant(caller); err != nil {
+		return broker.Evidence{}, err
+	}
+	now := n.now()
+	ev, err := evidence.Verify(der, cms.Policy{Trust: n.trust, At: now, KeyUsages: participantUsages})
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("%w: acknowledgement: %v", broker.ErrSignature, err)
+	}
+	st := ev.Statement
+	if st.Type != evidence.Acknowledgement {
+		return broker.Evidence{}, fmt.Errorf("%w: expected an Acknowledgement, got %s", broker.ErrInvalid, st.Type)
+	}
+	if st.Recipient != caller.Address {
+		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is for %s but you are %s", broker.ErrForbidden, st.Recipient, caller.Address)
+	}
+	if d := st.Time.Sub(now); d > n.limits.MaxClockSkew || -d > n.limits.MaxClockSkew {
+		return broker.Evidence{}, fmt.Errorf("%w: acknowledgement time %s is more than %s from the node's time %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), n.limits.MaxClockSkew, now.UTC().Format(evidence.TimeFormat))
+	}
+	m, c, err := n.ownCopy(ctx, caller, st.MessageID)
+	if err != nil {
+		return broker.Evidence{}, err
+	}
+	if st.Sender != m.Header.From || st.EnvelopeSHA256 != m.EnvelopeSHA256 || st.PayloadSHA256 != m.Header.PayloadSHA256 {
+		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement names another sender, envelope or payload than message %s", broker.ErrInvalid, m.ID())
+	}
+	switch c.State {
+	case broker.StateDelivered:
+		return broker.Evidence{}, fmt.Errorf("%w: message %s has not been fetched yet; fetch it before acknowledging", broker.ErrState, m.ID())
+	case broker.StateAcknowledged:
+		if c.Head == ev.Digest() {
+			return n.head(ctx, c)
+		}
+		return broker.Evidence{}, fmt.Errorf("%w: message %s is already acknowledged", broker.ErrState, m.ID())
+	}
+	if st.PreviousSHA256 != c.Head {
+		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement does not name the newest evidence of your copy (%s); load the evidence again and sign anew", broker.ErrState, c.Head)
+	}
+	head, err := n.head(ctx, c)
+	if err != nil {
+		return broker.Evidence{}, err
+	}
+	prev, err := evidence.Parse(head.DER)
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("acknowledge %s: stored evidence: %w", m.ID(), err)
+	}
+	if !evidence.Allowed(prev.Statement.Type, evidence.Acknowledgement) {
+		return broker.Evidence{}, fmt.Errorf("%w: an acknowledgement cannot follow %s", broker.ErrState, prev.Statement.Type)
+	}
+	if st.Time.Before(prev.Statement.Time) {
+		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is dated %s, before the retrieval at %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), prev.Statement.Time.UTC().Format(evidence.TimeFormat))
+	}
+	rec := broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: c.Recipient, Type: string(evidence.Acknowledgement), DER: der}
+	rec, err = n.store.AppendEvidence(ctx, rec, c.Head, ev.Digest(), broker.StateAcknowledged)
+	if errors.Is(err, broker.ErrConflict) {
+		return broker.Evidence{}, fmt.Errorf("%w: the copy changed while acknowledging; load the evidence again", broker.ErrState)
+	}
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("acknowledge %s: %w", m.ID(), err)
+	}
+	n.log.Info("message acknowledged", slog.String("msg_id", m.ID()), slog.String("mailbox", caller.Address))
+	return rec, nil
+}
+
+// Evidence returns what the caller may see of a message's evidence, in
+// order of issue: everything for its sender, the evidence about its own
+// copy for a recipient. Anyone else gets broker.ErrNotFound.
+func (n *Node) Evidence(ctx context.Context, caller pki.Peer, id string) ([]broker.Evidence, error) {
+	if err := requireParticipant(caller); err != nil {
+		return nil, err
+	}
+	all, err := n.store.Evidence(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("evidence of %s: %w", id, err)
+	}
+	var out []broker.Evidence
+	for _, ev := range all {
+		if ev.Sender == caller.Address || ev.Recipient == caller.Address {
+			out = append(out, ev)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no evidence of message %s for %s", broker.ErrNotFound, id, caller.Address)
+	}
+	return out, nil
+}
+
+// ownCopy loads message id and the caller's copy of it.
+func (n *Node) ownCopy(ctx context.Context, caller pki.Peer, id string) (*broker.Message, *broker.Copy, error) {
+	if err := requireParticipant(caller); err != nil {
+		return nil, nil, err
+	}
+	c, err := n.store.Copy(ctx, id, caller.Address)
+	if errors.Is(err, broker.ErrNotFound) {
+		return nil, nil, fmt.Errorf("%w: message %s is not in the mailbox of %s", broker.ErrNotFound, id, caller.Address)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load copy of %s: %w", id, err)
+	}
+	m, err := n.store.Message(ctx, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load message %s: %w", id, err)
+	}
+	return m, c, nil
+}
+
+// head returns the newest evidence of a copy's chain.
+func (n *Node) head(ctx context.Context, c *broker.Copy) (broker.Evidence, error) {
+	evs, err := n.store.Evidence(ctx, c.MessageID)
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("evidence of %s: %w", c.MessageID, err)
+	}
+	for _, ev := range evs {
+		if ev.Recipient == c.Recipient && evidence.Digest(ev.DER) == c.Head {
+			return ev, nil
+		}
+	}
+	return broker.Evidence{}, fmt.Errorf("evidence of %s: newest evidence %s of %s missing from the store", c.MessageID, c.Head, c.Recipient)
+}

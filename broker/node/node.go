@@ -1,0 +1,257 @@
+// Package node is a Kurier node's logic: it accepts submissions, persists
+// them, delivers them to local mailboxes, serves fetches and
+// acknowledgements, and issues signed evidence for every step. It knows
+// nothing of gRPC: callers pass the authenticated peer (pki.Peer) taken
+// from the caller's certificate, and broker/rpc maps the sentinel errors
+// of package broker to status codes.
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+)
+
+// Store is what the node needs of its durable state; *store.DB provides it.
+// Every method returns errors wrapping the broker sentinels.
+type Store interface {
+	// WriteBlob streams a payload into the store; broker.ErrTooLarge past max.
+	WriteBlob(ctx context.Context, r io.Reader, max int64) (store.Blob, error)
+	// OpenBlob streams a stored payload; broker.ErrNotFound if absent.
+	OpenBlob(ctx context.Context, id string) (io.ReadCloser, error)
+	// DeleteBlob removes a payload that no message will reference.
+	DeleteBlob(ctx context.Context, id string) error
+	// CreateMessage durably stores a message, its copies and evidence in one
+	// transaction; broker.ErrExists for the same envelope again,
+	// broker.ErrDuplicate for the same id with another envelope.
+	CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error)
+	// Message returns a stored message; broker.ErrNotFound if absent.
+	Message(ctx context.Context, id string) (*broker.Message, error)
+	// Copy returns a recipient's copy; broker.ErrNotFound if absent.
+	Copy(ctx context.Context, messageID, recipient string) (*broker.Copy, error)
+	// Inbox pages through a mailbox in order of arrival.
+	Inbox(ctx context.Context, recipient, after string, limit int) ([]broker.InboxEntry, string, error)
+	// AppendEvidence extends a copy's chain if its head is still prevHead;
+	// broker.ErrConflict otherwise.
+	AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, newHead string, newState broker.State) (broker.Evidence, error)
+	// AddEvidence stores evidence outside any copy's chain.
+	AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error)
+	// Evidence lists a message's evidence in order of issue.
+	Evidence(ctx context.Context, messageID string) ([]broker.Evidence, error)
+}
+
+var _ Store = (*store.DB)(nil)
+
+// Participant is a local mailbox in the node's directory.
+type Participant struct {
+	Address     string
+	DisplayName string
+	Kind        string
+	// EncryptionCert is the certificate senders encrypt to.
+	EncryptionCert *x509.Certificate
+}
+
+// Limits bound what one submission may ask of the node.
+type Limits struct {
+	MaxPayload    int64 // bytes of sealed payload; default 256 MiB
+	MaxRecipients int   // default 100
+	// MaxClockSkew bounds how far a client-signed time (an envelope's
+	// creation, an acknowledgement's time) may lie from the node's clock;
+	// default 10 minutes.
+	MaxClockSkew time.Duration
+}
+
+// Default limits.
+const (
+	DefaultMaxPayload    = 256 << 20
+	DefaultMaxRecipients = 100
+	DefaultMaxClockSkew  = 10 * time.Minute
+)
+
+// Config is what a node is made of besides its store.
+type Config struct {
+	// Domains are the domains whose mailboxes this node holds.
+	Domains []string
+	// Signer signs the node's evidence: its node certificate and key.
+	Signer cms.Signer
+	// Trust verifies every certificate the node is shown.
+	Trust *pki.TrustStore
+	// Participants is the directory of local mailboxes.
+	Participants []Participant
+	Limits       Limits
+	// Now is the clock; default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Node is one Kurier node. Its methods are safe for concurrent use.
+type Node struct {
+	store   Store
+	signer  cms.Signer
+	trust   *pki.TrustStore
+	domain  string // the issuer name on node evidence
+	domains map[string]bool
+	dir     map[string]Participant
+	limits  Limits
+	now     func() time.Time
+	log     *slog.Logger
+	hub     hub
+}
+
+// New checks cfg and returns a node over st.
+func New(st Store, cfg Config) (*Node, error) {
+	if len(cfg.Domains) == 0 {
+		return nil, errors.New("new node: no domains")
+	}
+	if cfg.Signer.Cert == nil || cfg.Signer.Key == nil {
+		return nil, errors.New("new node: no signing certificate and key")
+	}
+	if cfg.Trust == nil {
+		return nil, errors.New("new node: no trust store")
+	}
+	peer, err := pki.PeerOf(cfg.Signer.Cert)
+	if err != nil || peer.Kind != pki.KindNode {
+		return nil, fmt.Errorf("new node: signing certificate is not a node certificate: %v", err)
+	}
+	n := &Node{
+		store:   st,
+		signer:  cfg.Signer,
+		trust:   cfg.Trust,
+		domain:  cfg.Domains[0],
+		domains: make(map[string]bool),
+		dir:     make(map[string]Participant),
+		limits:  cfg.Limits,
+		now:     cfg.Now,
+		log:     cfg.Logger,
+	}
+	for _, d := range cfg.Domains {
+		if err := address.CheckDomain(d); err != nil {
+			return nil, fmt.Errorf("new node: %w", err)
+		}
+		if !peer.Serves(d) {
+			return nil, fmt.Errorf("new node: node certificate does not name domain %s", d)
+		}
+		n.domains[d] = true
+	}
+	for _, p := range cfg.Participants {
+		a, err := address.Parse(p.Address)
+		if err != nil {
+			return nil, fmt.Errorf("new node: participant: %w", err)
+		}
+		if !n.domains[a.Domain] {
+			return nil, fmt.Errorf("new node: participant %s is not in a domain of this node", p.Address)
+		}
+		if p.EncryptionCert == nil {
+			return nil, fmt.Errorf("new node: participant %s has no encryption certificate", p.Address)
+		}
+		if _, dup := n.dir[p.Address]; dup {
+			return nil, fmt.Errorf("new node: participant %s listed twice", p.Address)
+		}
+		n.dir[p.Address] = p
+	}
+	if n.limits.MaxPayload <= 0 {
+		n.limits.MaxPayload = DefaultMaxPayload
+	}
+	if n.limits.MaxRecipients <= 0 {
+		n.limits.MaxRecipients = DefaultMaxRecipients
+	}
+	if n.limits.MaxClockSkew <= 0 {
+		n.limits.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	return n, nil
+}
+
+// Domain returns the domain the node names itself by in evidence.
+func (n *Node) Domain() string { return n.domain }
+
+// Limits returns the limits in force.
+func (n *Node) Limits() Limits { return n.limits }
+
+// Lookup returns the directory entry of a local address.
+func (n *Node) Lookup(addr string) (Participant, bool) {
+	p, ok := n.dir[addr]
+	return p, ok
+}
+
+// Search returns up to limit directory entries whose address or display
+// name contains query (case-insensitive), ordered by address.
+func (n *Node) Search(query string, limit int) []Participant {
+	q := strings.ToLower(query)
+	var out []Participant
+	for _, p := range n.dir {
+		if strings.Contains(p.Address, q) || strings.Contains(strings.ToLower(p.DisplayName), q) {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+func requireParticipant(caller pki.Peer) error {
+	if caller.Kind != pki.KindParticipant {
+		return fmt.Errorf("%w: only participant certificates may use mailboxes, not %s", broker.ErrForbidden, caller)
+	}
+	return nil
+}
+
+// hub fans out notices of new mailbox entries to subscribers.
+type hub struct {
+	mu   sync.Mutex
+	subs map[string]map[chan broker.InboxEntry]struct{}
+}
+
+func (h *hub) subscribe(addr string) (chan broker.InboxEntry, func()) {
+	ch := make(chan broker.InboxEntry, 64)
+	h.mu.Lock()
+	if h.subs == nil {
+		h.subs = make(map[string]map[chan broker.InboxEntry]struct{})
+	}
+	if h.subs[addr] == nil {
+		h.subs[addr] = make(map[chan broker.InboxEntry]struct{})
+	}
+	h.subs[addr][ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(h.subs[addr], ch)
+		if len(h.subs[addr]) == 0 {
+			delete(h.subs, addr)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// publish never blocks: a subscriber that falls 64 notices behind misses
+// some and must list its inbox, which stays the source of truth.
+func (h *hub) publish(e broker.InboxEntry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs[e.Copy.Recipient] {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+}

@@ -1,0 +1,526 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/pki/pkitest"
+)
+
+const (
+	agency = pkitest.Agency
+	court  = pkitest.Court
+	other  = pkitest.Other
+)
+
+var fx *pkitest.PKI
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kurier-node-test")
+	if err != nil {
+		panic(err)
+	}
+	fx, err = pkitest.New(dir)
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var signer = pkitest.Signer
+
+func participant(addr string) pki.Peer { return pki.Peer{Kind: pki.KindParticipant, Address: addr} }
+
+type harness struct {
+	t     *testing.T
+	node  *node.Node
+	db    *store.DB
+	trust *pki.TrustStore
+	now   time.Time
+}
+
+func newHarness(t *testing.T, limits node.Limits) *harness {
+	t.Helper()
+	db, err := store.Open(t.TempDir(), store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	trust, err := pki.NewTrustStore(fx.Node.Roots, fx.CRL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, db: db, trust: trust, now: time.Now()}
+	var parts []node.Participant
+	for _, a := range []string{agency, court, other} {
+		parts = append(parts, node.Participant{Address: a, EncryptionCert: fx.IDs[a].EncCert})
+	}
+	h.node, err = node.New(db, node.Config{
+		Domains:      []string{"stadt.example", "amtsgericht.example"},
+		Signer:       signer(fx.Node),
+		Trust:        trust,
+		Participants: parts,
+		Limits:       limits,
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// message is a submission as a client would build it; the payload is
+// random bytes, since the node never opens it.
+type message struct {
+	env     *envelope.Envelope
+	bytes   []byte
+	sig     []byte
+	payload []byte
+}
+
+func newMessage(t *testing.T, from *pki.Identity, fromAddr string, to ...string) *message {
+	t.Helper()
+	payload := make([]byte, 3000)
+	rand.Read(payload)
+	id, err := envelope.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(payload)
+	env := &envelope.Envelope{
+		Version: envelope.Version, ID: id, From: fromAddr, To: to,
+		Subject: "Klage", Type: "Schriftsatz", Reference: "4 C 12/26",
+		Created:       time.Now().UTC(),
+		PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
+		Files: []envelope.File{{Name: "klage.pdf", Size: 100}},
+	}
+	return signMessage(t, from, env, payload)
+}
+
+func signMessage(t *testing.T, from *pki.Identity, env *envelope.Envelope, payload []byte) *message {
+	t.Helper()
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := cms.SignDetached(b, signer(from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &message{env: env, bytes: b, sig: sig, payload: payload}
+}
+
+func (h *harness) submit(caller string, m *message) (*node.Receipt, error) {
+	return h.node.Submit(context.Background(), participant(caller), m.bytes, m.sig, bytes.NewReader(m.payload))
+}
+
+func (h *harness) verify(der []byte) *evidence.Evidence {
+	h.t.Helper()
+	ev, err := evidence.Verify(der, cms.Policy{Trust: h.trust, At: time.Now()})
+	if err != nil {
+		h.t.Fatalf("evidence does not verify: %v", err)
+	}
+	return ev
+}
+
+func types(evs []broker.Evidence) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Type)
+	}
+	return out
+}
+
+func TestNode_Submit(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	m := newMessage(t, fx.IDs[agency], agency, court, other)
+	r, err := h.submit(agency, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"SubmissionAcceptance", "Delivery", "SubmissionAcceptance", "Delivery"}
+	if got := types(r.Evidence); !equal(got, want) {
+		t.Fatalf("evidence types = %v, want %v", got, want)
+	}
+	// Each recipient's chain verifies, is signed by the node and names the envelope.
+	for _, rcpt := range []string{court, other} {
+		var links []evidence.Link
+		for _, ev := range r.Evidence {
+			if ev.Recipient != rcpt {
+				continue
+			}
+			e := h.verify(ev.DER)
+			// Acceptance is issued under the sender's domain, Delivery under the recipient's.
+			wantIssuer := address.DomainOf(agency)
+			if e.Statement.Type == evidence.Delivery {
+				wantIssuer = address.DomainOf(rcpt)
+			}
+			if e.Statement.Issuer != wantIssuer || e.Statement.EnvelopeSHA256 != envelope.Digest(m.bytes) || e.Statement.PayloadSHA256 != m.env.PayloadSHA256 {
+				t.Errorf("statement %+v does not name the node, envelope and payload", e.Statement)
+			}
+			links = append(links, e.Link())
+		}
+		if err := evidence.CheckChain(links); err != nil {
+			t.Errorf("chain of %s: %v", rcpt, err)
+		}
+	}
+	entries, _, err := h.node.Inbox(context.Background(), participant(court), "", 10)
+	if err != nil || len(entries) != 1 || entries[0].Message.ID() != m.env.ID {
+		t.Fatalf("court inbox = %v, %v; want the message", entries, err)
+	}
+	if entries, _, _ := h.node.Inbox(context.Background(), participant(agency), "", 10); len(entries) != 0 {
+		t.Errorf("agency inbox has %d entries, want none", len(entries))
+	}
+
+	t.Run("repeat is idempotent", func(t *testing.T) {
+		r2, err := h.submit(agency, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r2.Evidence) != len(r.Evidence) {
+			t.Fatalf("repeat returned %d evidence, want %d", len(r2.Evidence), len(r.Evidence))
+		}
+		for i := range r.Evidence {
+			if !bytes.Equal(r.Evidence[i].DER, r2.Evidence[i].DER) {
+				t.Errorf("evidence %d differs on repeat", i)
+			}
+		}
+		entries, _, _ := h.node.Inbox(context.Background(), participant(court), "", 10)
+		if len(entries) != 1 {
+			t.Errorf("court inbox has %d entries after repeat, want 1", len(entries))
+		}
+	})
+
+	t.Run("same id other content", func(t *testing.T) {
+		env := *m.env
+		env.Subject = "Something else"
+		m2 := signMessage(t, fx.IDs[agency], &env, m.payload)
+		_, err := h.submit(agency, m2)
+		var rej *node.Rejection
+		if !errors.Is(err, broker.ErrDuplicate) || !errors.As(err, &rej) {
+			t.Fatalf("err = %v, want a rejection with ErrDuplicate", err)
+		}
+		e := h.verify(rej.Evidence.DER)
+		if e.Statement.Type != evidence.SubmissionRejection || e.Statement.Reason == "" {
+			t.Errorf("rejection statement = %+v", e.Statement)
+		}
+	})
+}
+
+func TestNode_SubmitRefused(t *testing.T) {
+	tests := map[string]struct {
+		limits   node.Limits
+		caller   string
+		build    func(t *testing.T) *message
+		want     error
+		rejected bool // an authentic envelope earns a SubmissionRejection
+	}{
+		"sender is not the caller": {
+			caller: other,
+			build:  func(t *testing.T) *message { return newMessage(t, fx.IDs[agency], agency, court) },
+			want:   broker.ErrForbidden,
+		},
+		"signed by another participant": {
+			caller: agency,
+			build:  func(t *testing.T) *message { return newMessage(t, fx.IDs[other], agency, court) },
+			want:   broker.ErrSignature,
+		},
+		"signed by a revoked certificate": {
+			caller: agency,
+			build:  func(t *testing.T) *message { return newMessage(t, fx.Revoked, agency, court) },
+			want:   broker.ErrSignature,
+		},
+		"signed by a foreign CA": {
+			caller: agency,
+			build:  func(t *testing.T) *message { return newMessage(t, fx.Foreign, agency, court) },
+			want:   broker.ErrSignature,
+		},
+		"malformed envelope": {
+			caller: agency,
+			build: func(t *testing.T) *message {
+				m := newMessage(t, fx.IDs[agency], agency, court)
+				m.bytes = append([]byte(" "), m.bytes...)
+				return m
+			},
+			want: broker.ErrInvalid,
+		},
+		"malformed signature": {
+			caller: agency,
+			build: func(t *testing.T) *message {
+				m := newMessage(t, fx.IDs[agency], agency, court)
+				m.sig = []byte("not CMS")
+				return m
+			},
+			want: broker.ErrSignature,
+		},
+		"unknown recipient": {
+			caller: agency,
+			build: func(t *testing.T) *message {
+				return newMessage(t, fx.IDs[agency], agency, "niemand@amtsgericht.example")
+			},
+			want:     broker.ErrUnknownRecipient,
+			rejected: true,
+		},
+		"domain not served": {
+			caller:   agency,
+			build:    func(t *testing.T) *message { return newMessage(t, fx.IDs[agency], agency, "eingang@lg.example") },
+			want:     broker.ErrUnknownRecipient,
+			rejected: true,
+		},
+		"too many recipients": {
+			limits:   node.Limits{MaxRecipients: 1},
+			caller:   agency,
+			build:    func(t *testing.T) *message { return newMessage(t, fx.IDs[agency], agency, court, other) },
+			want:     broker.ErrTooLarge,
+			rejected: true,
+		},
+		"payload over the maximum": {
+			limits:   node.Limits{MaxPayload: 1000},
+			caller:   agency,
+			build:    func(t *testing.T) *message { return newMessage(t, fx.IDs[agency], agency, court) },
+			want:     broker.ErrTooLarge,
+			rejected: true,
+		},
+		"payload does not match its digest": {
+			caller: agency,
+			build: func(t *testing.T) *message {
+				m := newMessage(t, fx.IDs[agency], agency, court)
+				m.payload[10] ^= 1
+				return m
+			},
+			want:     broker.ErrInvalid,
+			rejected: true,
+		},
+		"payload longer than declared": {
+			caller: agency,
+			build: func(t *testing.T) *message {
+				m := newMessage(t, fx.IDs[agency], agency, court)
+				m.payload = append(m.payload, 0)
+				return m
+			},
+			want:     broker.ErrInvalid,
+			rejected: true,
+		},
+		"payload shorter than declared": {
+			caller: agency,
+			build: func(t *testing.T) *message {
+				m := newMessage(t, fx.IDs[agency], agency, court)
+				m.payload = m.payload[:len(m.payload)-1]
+				return m
+			},
+			want:     broker.ErrInvalid,
+			rejected: true,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, tc.limits)
+			m := tc.build(t)
+			_, err := h.submit(tc.caller, m)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			var rej *node.Rejection
+			if got := errors.As(err, &rej); got != tc.rejected {
+				t.Fatalf("rejection evidence = %v, want %v (err %v)", got, tc.rejected, err)
+			}
+			if _, err := h.db.Message(context.Background(), m.env.ID); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("refused message was stored: %v", err)
+			}
+			if rej != nil {
+				e := h.verify(rej.Evidence.DER)
+				if e.Statement.Type != evidence.SubmissionRejection || e.Statement.Reason == "" || e.Statement.Sender != agency {
+					t.Errorf("rejection statement = %+v", e.Statement)
+				}
+				// The sender sees its rejection.
+				evs, err := h.node.Evidence(context.Background(), participant(agency), m.env.ID)
+				if err != nil || len(evs) != 1 {
+					t.Errorf("sender's evidence = %v, %v; want the rejection", types(evs), err)
+				}
+			}
+		})
+	}
+
+	t.Run("node certificate may not submit", func(t *testing.T) {
+		h := newHarness(t, node.Limits{})
+		m := newMessage(t, fx.IDs[agency], agency, court)
+		_, err := h.node.Submit(context.Background(), pki.Peer{Kind: pki.KindNode, Domains: []string{"stadt.example"}}, m.bytes, m.sig, bytes.NewReader(m.payload))
+		if !errors.Is(err, broker.ErrForbidden) {
+			t.Fatalf("err = %v, want ErrForbidden", err)
+		}
+	})
+}
+
+func TestNode_FetchAcknowledge(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, node.Limits{})
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	if _, err := h.submit(agency, m); err != nil {
+		t.Fatal(err)
+	}
+	id := m.env.ID
+
+	t.Run("only the recipient fetches", func(t *testing.T) {
+		for _, caller := range []string{agency, other} {
+			if _, _, _, err := h.node.Fetch(ctx, participant(caller), id); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("fetch by %s: err = %v, want ErrNotFound", caller, err)
+			}
+		}
+	})
+
+	ack := func(t *testing.T, by *pki.Identity, addr string, prev string, at time.Time) []byte {
+		t.Helper()
+		st := &evidence.Statement{
+			Version: evidence.StatementVersion, Type: evidence.Acknowledgement, MessageID: id,
+			EnvelopeSHA256: envelope.Digest(m.bytes), PayloadSHA256: m.env.PayloadSHA256,
+			Sender: agency, Recipient: addr, Issuer: addr, Time: at, PreviousSHA256: prev,
+		}
+		b, err := st.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := cms.Sign(b, signer(by))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	copyHead := func() string {
+		c, err := h.db.Copy(ctx, id, court)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Head
+	}
+
+	t.Run("acknowledge before fetch", func(t *testing.T) {
+		_, err := h.node.Acknowledge(ctx, participant(court), ack(t, fx.IDs[court], court, copyHead(), time.Now()))
+		if !errors.Is(err, broker.ErrState) {
+			t.Fatalf("err = %v, want ErrState", err)
+		}
+	})
+
+	_, _, r, err := h.node.Fetch(ctx, participant(court), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, m.payload) {
+		t.Fatalf("fetched payload differs (%v)", err)
+	}
+	ret, err := h.node.Retrieved(ctx, participant(court), id)
+	if err != nil || ret.Type != string(evidence.Retrieval) {
+		t.Fatalf("Retrieved = %v, %v", ret.Type, err)
+	}
+	again, err := h.node.Retrieved(ctx, participant(court), id)
+	if err != nil || !bytes.Equal(again.DER, ret.DER) {
+		t.Errorf("second Retrieved issued new evidence (%v)", err)
+	}
+
+	refused := map[string]struct {
+		caller string
+		der    func(t *testing.T) []byte
+		want   error
+	}{
+		"signed by the sender": {court, func(t *testing.T) []byte { return ack(t, fx.IDs[agency], court, copyHead(), time.Now()) }, broker.ErrSignature},
+		"for someone else":     {agency, func(t *testing.T) []byte { return ack(t, fx.IDs[court], court, copyHead(), time.Now()) }, broker.ErrForbidden},
+		"wrong predecessor": {court, func(t *testing.T) []byte {
+			return ack(t, fx.IDs[court], court, envelope.Digest([]byte("x")), time.Now())
+		}, broker.ErrState},
+		"clock far off": {court, func(t *testing.T) []byte { return ack(t, fx.IDs[court], court, copyHead(), time.Now().Add(time.Hour)) }, broker.ErrInvalid},
+		"garbage":       {court, func(t *testing.T) []byte { return []byte{0x30, 0x03, 0x01, 0x01, 0xff} }, broker.ErrSignature},
+	}
+	for name, tc := range refused {
+		t.Run(name, func(t *testing.T) {
+			if _, err := h.node.Acknowledge(ctx, participant(tc.caller), tc.der(t)); !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+
+	der := ack(t, fx.IDs[court], court, copyHead(), time.Now())
+	stored, err := h.node.Acknowledge(ctx, participant(court), der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := h.node.Acknowledge(ctx, participant(court), der); err != nil || again.Seq != stored.Seq {
+		t.Errorf("repeated acknowledgement: %v, %v", again, err)
+	}
+	later := ack(t, fx.IDs[court], court, evidence.Digest(der), time.Now())
+	if _, err := h.node.Acknowledge(ctx, participant(court), later); !errors.Is(err, broker.ErrState) {
+		t.Errorf("second, different acknowledgement: err = %v, want ErrState", err)
+	}
+
+	t.Run("evidence views", func(t *testing.T) {
+		want := []string{"SubmissionAcceptance", "Delivery", "Retrieval", "Acknowledgement"}
+		for _, caller := range []string{agency, court} {
+			evs, err := h.node.Evidence(ctx, participant(caller), id)
+			if err != nil || !equal(types(evs), want) {
+				t.Errorf("%s sees %v (%v), want %v", caller, types(evs), err, want)
+			}
+			var links []evidence.Link
+			for _, ev := range evs {
+				links = append(links, h.verify(ev.DER).Link())
+			}
+			if err := evidence.CheckChain(links); err != nil {
+				t.Errorf("%s's chain: %v", caller, err)
+			}
+		}
+		if _, err := h.node.Evidence(ctx, participant(other), id); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("a third participant sees evidence: %v", err)
+		}
+	})
+}
+
+func TestNode_Subscribe(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	ch, cancel, err := h.node.Subscribe(participant(court))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	if _, err := h.submit(agency, m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-ch:
+		if e.Message.ID() != m.env.ID {
+			t.Errorf("notice for %s, want %s", e.Message.ID(), m.env.ID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notice within 5s")
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

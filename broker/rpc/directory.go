@@ -1,0 +1,58 @@
+package rpc
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker/node"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+const maxSearchQuery = 256
+
+// Lookup answers whether an address has a mailbox here and which
+// certificate to encrypt to.
+func (s *service) Lookup(ctx context.Context, req *kurierv1.LookupRequest) (*kurierv1.LookupResponse, error) {
+	if _, err := callerOf(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := address.Parse(req.GetAddress()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "lookup: %v", err)
+	}
+	p, ok := s.node.Lookup(req.GetAddress())
+	if !ok {
+		return &kurierv1.LookupResponse{Exists: false}, nil
+	}
+	return &kurierv1.LookupResponse{Exists: true, Entry: toEntry(p)}, nil
+}
+
+// Search lists directory entries matching a query.
+func (s *service) Search(ctx context.Context, req *kurierv1.SearchRequest) (*kurierv1.SearchResponse, error) {
+	if _, err := callerOf(ctx); err != nil {
+		return nil, err
+	}
+	if len(req.GetQuery()) > maxSearchQuery {
+		return nil, status.Errorf(codes.InvalidArgument, "search: query longer than %d bytes", maxSearchQuery)
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	resp := &kurierv1.SearchResponse{}
+	for _, p := range s.node.Search(req.GetQuery(), limit) {
+		resp.Entries = append(resp.Entries, toEntry(p))
+	}
+	return resp, nil
+}
+
+func toEntry(p node.Participant) *kurierv1.DirectoryEntry {
+	return &kurierv1.DirectoryEntry{
+		Address:               p.Address,
+		DisplayName:           p.DisplayName,
+		Kind:                  p.Kind,
+		EncryptionCertificate: p.EncryptionCert.Raw,
+	}
+}

@@ -1,0 +1,223 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"kurier.dev/kurier/broker"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+// Submit reads the signed envelope, then hands the chunk stream to the node
+// as a reader.
+func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitRequest, kurierv1.SubmitResponse]) error {
+	ctx := stream.Context()
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "submit: no envelope received: %v", err)
+	}
+	env := first.GetEnvelope()
+	if env == nil {
+		return status.Error(codes.InvalidArgument, "submit: the first frame must carry the signed envelope")
+	}
+	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), &chunkReader{recv: stream.Recv})
+	if err != nil {
+		s.logRefusal(ctx, "submit refused", err)
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&kurierv1.SubmitResponse{MessageId: r.MessageID, Evidence: toEvidenceList(r.Evidence)})
+}
+
+// chunkReader turns the chunk frames of a Submit stream into a reader.
+type chunkReader struct {
+	recv func() (*kurierv1.SubmitRequest, error)
+	buf  []byte
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		req, err := c.recv()
+		if err != nil {
+			return 0, err // io.EOF at the end of the stream
+		}
+		chunk, ok := req.GetPart().(*kurierv1.SubmitRequest_Chunk)
+		if !ok {
+			return 0, fmt.Errorf("%w: only payload chunks may follow the envelope", broker.ErrInvalid)
+		}
+		if len(chunk.Chunk) > MaxChunkSize {
+			return 0, fmt.Errorf("%w: payload chunk of %d bytes, at most %d", broker.ErrInvalid, len(chunk.Chunk), MaxChunkSize)
+		}
+		c.buf = chunk.Chunk
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+// ListInbox lists one page of the caller's mailbox.
+func (s *service) ListInbox(ctx context.Context, req *kurierv1.ListInboxRequest) (*kurierv1.ListInboxResponse, error) {
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPageSize:
+		return nil, status.Errorf(codes.InvalidArgument, "page_size %d out of range 0..%d", size, maxPageSize)
+	case size == 0:
+		size = defaultPageSize
+	}
+	entries, next, err := s.node.Inbox(ctx, caller, req.GetPageToken(), size)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &kurierv1.ListInboxResponse{NextPageToken: next}
+	for _, e := range entries {
+		resp.Messages = append(resp.Messages, toSummary(e))
+	}
+	return resp, nil
+}
+
+// Subscribe streams notices of new messages until the caller hangs up.
+func (s *service) Subscribe(_ *kurierv1.SubscribeRequest, stream grpc.ServerStreamingServer[kurierv1.SubscribeResponse]) error {
+	caller, err := callerOf(stream.Context())
+	if err != nil {
+		return err
+	}
+	ch, cancel, err := s.node.Subscribe(caller)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer cancel()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case e := <-ch:
+			if err := stream.Send(&kurierv1.SubscribeResponse{Message: toSummary(e)}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Fetch streams the envelope, the payload in chunks, then the Retrieval
+// evidence, issued once the whole payload has been sent.
+func (s *service) Fetch(req *kurierv1.FetchRequest, stream grpc.ServerStreamingServer[kurierv1.FetchResponse]) error {
+	ctx := stream.Context()
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return err
+	}
+	m, _, payload, err := s.node.Fetch(ctx, caller, req.GetMessageId())
+	if err != nil {
+		s.logRefusal(ctx, "fetch refused", err)
+		return toStatus(err)
+	}
+	defer payload.Close()
+	if err := stream.Send(&kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Envelope{Envelope: &kurierv1.SignedEnvelope{Envelope: m.Envelope, Signature: m.Signature}}}); err != nil {
+		return err
+	}
+	buf := make([]byte, ChunkSize)
+	for {
+		n, err := io.ReadFull(payload, buf)
+		if n > 0 {
+			if serr := stream.Send(&kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Chunk{Chunk: buf[:n]}}); serr != nil {
+				return serr
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			s.log.Error("fetch: read payload", slog.String("msg_id", m.ID()), slog.Any("err", err))
+			return toStatus(err)
+		}
+	}
+	ev, err := s.node.Retrieved(ctx, caller, m.ID())
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Evidence{Evidence: toEvidence(ev)}})
+}
+
+// Acknowledge stores the recipient's signed acknowledgement.
+func (s *service) Acknowledge(ctx context.Context, req *kurierv1.AcknowledgeRequest) (*kurierv1.AcknowledgeResponse, error) {
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.node.Acknowledge(ctx, caller, req.GetEvidence())
+	if err != nil {
+		s.logRefusal(ctx, "acknowledgement refused", err)
+		return nil, toStatus(err)
+	}
+	return &kurierv1.AcknowledgeResponse{Evidence: toEvidence(ev)}, nil
+}
+
+// GetEvidence returns the caller's view of a message's evidence.
+func (s *service) GetEvidence(ctx context.Context, req *kurierv1.GetEvidenceRequest) (*kurierv1.GetEvidenceResponse, error) {
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := s.node.Evidence(ctx, caller, req.GetMessageId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &kurierv1.GetEvidenceResponse{Evidence: toEvidenceList(evs)}, nil
+}
+
+// logRefusal logs why a request was refused, without payload or keys.
+func (s *service) logRefusal(ctx context.Context, msg string, err error) {
+	caller, _ := callerOf(ctx)
+	level := slog.LevelInfo
+	if status.Code(toStatus(err)) == codes.Internal {
+		level = slog.LevelError
+	}
+	s.log.Log(ctx, level, msg, slog.String("peer", caller.String()), slog.Any("err", err))
+}
+
+func toEvidence(ev broker.Evidence) *kurierv1.Evidence {
+	return &kurierv1.Evidence{Der: ev.DER, Type: ev.Type, Recipient: ev.Recipient, Seq: ev.Seq}
+}
+
+func toEvidenceList(evs []broker.Evidence) []*kurierv1.Evidence {
+	out := make([]*kurierv1.Evidence, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, toEvidence(ev))
+	}
+	return out
+}
+
+func toSummary(e broker.InboxEntry) *kurierv1.MessageSummary {
+	h := e.Message.Header
+	return &kurierv1.MessageSummary{
+		MessageId:   h.ID,
+		From:        h.From,
+		Subject:     h.Subject,
+		Type:        h.Type,
+		Reference:   h.Reference,
+		Received:    timestamppb.New(e.Copy.Received),
+		PayloadSize: h.PayloadSize,
+		State:       string(e.Copy.State),
+		Envelope:    &kurierv1.SignedEnvelope{Envelope: e.Message.Envelope, Signature: e.Message.Signature},
+	}
+}

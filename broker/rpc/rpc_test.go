@@ -1,0 +1,221 @@
+package rpc_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/rpc"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/pki/pkitest"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+var fx *pkitest.PKI
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kurier-rpc-test")
+	if err != nil {
+		panic(err)
+	}
+	fx, err = pkitest.New(dir)
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startServer runs a node behind the real gRPC server on 127.0.0.1:0.
+func startServer(t *testing.T) (string, *pki.TrustStore) {
+	t.Helper()
+	db, err := store.Open(t.TempDir(), store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := fx.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []node.Participant
+	for addr, id := range fx.IDs {
+		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
+	}
+	n, err := node.New(db, node.Config{
+		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), Trust: trust,
+		Participants: parts, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), rpc.Options{Logger: slog.New(slog.DiscardHandler)})
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Stop(); db.Close() })
+	return lis.Addr().String(), trust
+}
+
+func dial(t *testing.T, addr string, id *pki.Identity, trust *pki.TrustStore) *grpc.ClientConn {
+	t.Helper()
+	cfg := pki.ClientTLS(id, trust, "stadt.example")
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func TestServer_Handshake(t *testing.T) {
+	addr, trust := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	t.Run("valid participant", func(t *testing.T) {
+		conn := dial(t, addr, fx.IDs[pkitest.Agency], trust)
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health = %v, %v", resp, err)
+		}
+		lk, err := kurierv1.NewDirectoryServiceClient(conn).Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court})
+		if err != nil || !lk.Exists || !bytes.Equal(lk.Entry.EncryptionCertificate, fx.IDs[pkitest.Court].EncCert.Raw) {
+			t.Fatalf("lookup = %v, %v", lk, err)
+		}
+	})
+	for name, id := range map[string]*pki.Identity{"revoked": fx.Revoked, "foreign CA": fx.Foreign} {
+		t.Run(name, func(t *testing.T) {
+			conn := dial(t, addr, id, trust)
+			_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("err = %v, want the handshake refused (Unavailable)", err)
+			}
+		})
+	}
+	t.Run("no client certificate", func(t *testing.T) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: trust.Roots(), ServerName: "stadt.example"}
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("err = %v, want the handshake refused", err)
+		}
+	})
+}
+
+func TestServer_SubmitStatus(t *testing.T) {
+	addr, trust := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	agency := fx.IDs[pkitest.Agency]
+	mailbox := kurierv1.NewMailboxServiceClient(dial(t, addr, agency, trust))
+
+	submit := func(frames ...*kurierv1.SubmitRequest) (*kurierv1.SubmitResponse, error) {
+		stream, err := mailbox.Submit(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range frames {
+			if err := stream.Send(f); err != nil {
+				break // the server answered early; CloseAndRecv has its status
+			}
+		}
+		return stream.CloseAndRecv()
+	}
+	build := func(to string, payload []byte) *kurierv1.SubmitRequest {
+		id, _ := envelope.NewID()
+		sum := sha256.Sum256(payload)
+		env := &envelope.Envelope{
+			Version: 1, ID: id, From: pkitest.Agency, To: []string{to}, Subject: "Test",
+			Created: time.Now().UTC(), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
+			Files: []envelope.File{{Name: "a.txt", Size: 1}},
+		}
+		b, err := env.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := cms.SignDetached(b, pkitest.Signer(agency))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Envelope{Envelope: &kurierv1.SignedEnvelope{Envelope: b, Signature: sig}}}
+	}
+	chunk := func(b []byte) *kurierv1.SubmitRequest {
+		return &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: b}}
+	}
+	payload := make([]byte, 1000)
+	rand.Read(payload)
+
+	t.Run("accepted", func(t *testing.T) {
+		resp, err := submit(build(pkitest.Court, payload), chunk(payload[:400]), chunk(payload[400:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Evidence) != 2 || resp.Evidence[0].Type != "SubmissionAcceptance" || resp.Evidence[1].Type != "Delivery" {
+			t.Fatalf("evidence = %v", resp.Evidence)
+		}
+	})
+	t.Run("unknown recipient carries a rejection", func(t *testing.T) {
+		_, err := submit(build("niemand@amtsgericht.example", payload), chunk(payload))
+		st := status.Convert(err)
+		if st.Code() != codes.NotFound {
+			t.Fatalf("code = %v (%v), want NotFound", st.Code(), err)
+		}
+		var found bool
+		for _, d := range st.Details() {
+			if rej, ok := d.(*kurierv1.SubmissionRejected); ok && rej.Evidence.Type == "SubmissionRejection" && len(rej.Evidence.Der) > 0 {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("status details %v carry no SubmissionRejected", st.Details())
+		}
+	})
+	t.Run("chunk before envelope", func(t *testing.T) {
+		_, err := submit(chunk(payload))
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("err = %v, want InvalidArgument", err)
+		}
+	})
+	t.Run("oversized chunk", func(t *testing.T) {
+		big := make([]byte, rpc.MaxChunkSize+1)
+		_, err := submit(build(pkitest.Court, big), chunk(big))
+		if c := status.Code(err); c != codes.InvalidArgument && c != codes.ResourceExhausted {
+			t.Fatalf("err = %v, want InvalidArgument or ResourceExhausted", err)
+		}
+	})
+	t.Run("fetch of a message not in the mailbox", func(t *testing.T) {
+		id, _ := envelope.NewID()
+		stream, err := mailbox.Fetch(ctx, &kurierv1.FetchRequest{MessageId: id})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("err = %v, want NotFound", err)
+		}
+	})
+}
