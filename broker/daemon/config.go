@@ -1,0 +1,133 @@
+// Package daemon wires a Kurier node together from its configuration: the
+// store, the node's identity and trust, the node logic and the gRPC server.
+// It also creates the embedded development setup behind `kurierd -dev`.
+// The kurierd command only parses flags and calls Run.
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+
+	"kurier.dev/kurier/address"
+)
+
+// Config is a node's whole configuration, read from one YAML file.
+type Config struct {
+	// Listen is the TCP address to serve on, e.g. 127.0.0.1:7443.
+	Listen string `yaml:"listen"`
+	// Data is the directory of the node's store.
+	Data string `yaml:"data"`
+	// Identity is the node's identity folder: cert.pem, key.pem, ca.pem.
+	Identity string `yaml:"identity"`
+	// CRL is the CA's current CRL (PEM); every handshake and signature is
+	// checked against it.
+	CRL string `yaml:"crl"`
+	// Domains are the domains whose mailboxes this node holds.
+	Domains []string `yaml:"domains"`
+	// Participants is the directory of local mailboxes.
+	Participants []ParticipantConfig `yaml:"participants"`
+	Limits       LimitsConfig        `yaml:"limits"`
+}
+
+// ParticipantConfig is one local mailbox.
+type ParticipantConfig struct {
+	Address     string `yaml:"address"`
+	DisplayName string `yaml:"display_name"`
+	Kind        string `yaml:"kind"`
+	// EncryptionCert is the PEM file of the certificate senders encrypt to.
+	EncryptionCert string `yaml:"encryption_cert"`
+}
+
+// LimitsConfig overrides the node's default limits; zero keeps a default.
+type LimitsConfig struct {
+	MaxPayloadBytes int64 `yaml:"max_payload_bytes"`
+	MaxRecipients   int   `yaml:"max_recipients"`
+}
+
+// LoadConfig reads and validates a config file. Unknown keys are refused,
+// so that a misspelt setting is an error rather than a silent default.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.resolve(filepath.Dir(path))
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// resolve makes relative paths relative to the config file's directory.
+func (c *Config) resolve(base string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	c.Data, c.Identity, c.CRL = abs(c.Data), abs(c.Identity), abs(c.CRL)
+	for i := range c.Participants {
+		c.Participants[i].EncryptionCert = abs(c.Participants[i].EncryptionCert)
+	}
+}
+
+// Validate checks the whole configuration and reports every problem found.
+func (c *Config) Validate() error {
+	var errs []error
+	req := func(name, v string) {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", name))
+		}
+	}
+	req("listen", c.Listen)
+	req("data", c.Data)
+	req("identity", c.Identity)
+	req("crl", c.CRL)
+	if len(c.Domains) == 0 {
+		errs = append(errs, errors.New("domains: at least one domain is required"))
+	}
+	domains := map[string]bool{}
+	for _, d := range c.Domains {
+		if err := address.CheckDomain(d); err != nil {
+			errs = append(errs, fmt.Errorf("domains: %w", err))
+		}
+		domains[d] = true
+	}
+	for i, p := range c.Participants {
+		a, err := address.Parse(p.Address)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("participants[%d]: %w", i, err))
+		case !domains[a.Domain]:
+			errs = append(errs, fmt.Errorf("participants[%d]: %s is not in one of the node's domains", i, p.Address))
+		}
+		if p.EncryptionCert == "" {
+			errs = append(errs, fmt.Errorf("participants[%d]: encryption_cert is required", i))
+		}
+	}
+	if c.Limits.MaxPayloadBytes < 0 || c.Limits.MaxRecipients < 0 {
+		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Write stores c as YAML at path, for operators to start from.
+func (c *Config) Write(path string) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return os.WriteFile(path, b, 0o600)
+}

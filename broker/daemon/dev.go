@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"kurier.dev/kurier/pki"
+)
+
+// The embedded development setup: one node for two domains with one agency
+// and one court, so that a newcomer can send a first message at once.
+const (
+	DevAgency       = "poststelle@stadt.example"
+	DevCourt        = "eingang@amtsgericht.example"
+	DevListen       = "127.0.0.1:7443"
+	devCRLValidity  = 30 * 24 * time.Hour
+	devCAName       = "Kurier Development CA"
+	devConfigFile   = "kurierd.yaml"
+	devIdentityRoot = "identities"
+)
+
+// DevDomains are the domains of the development node.
+var DevDomains = []string{"stadt.example", "amtsgericht.example"}
+
+// DevIdentity returns the folder of a development participant: "agency" or
+// "court".
+func DevIdentity(dir, name string) string { return filepath.Join(dir, devIdentityRoot, name) }
+
+// Dev creates, or reuses, the development setup in dir and returns its
+// configuration: a CA (dir/ca), a node identity (dir/node), the agency
+// (identities/agency, poststelle@stadt.example) and the court
+// (identities/court, eingang@amtsgericht.example), and the store in
+// dir/store. The CRL is written anew at every start so that it never goes
+// stale on a development machine. The configuration is also written to
+// dir/kurierd.yaml as a starting point for a production config.
+func Dev(dir, listen string) (*Config, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	caDir := filepath.Join(dir, "ca")
+	ca, err := pki.OpenCA(caDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		ca, err = pki.InitCA(caDir, devCAName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	nodeDir := filepath.Join(dir, "node")
+	if !exists(filepath.Join(nodeDir, "cert.pem")) {
+		if _, err := ca.IssueNode(nodeDir, DevDomains); err != nil {
+			return nil, fmt.Errorf("dev setup: %w", err)
+		}
+	}
+	people := []struct{ name, addr, display, kind string }{
+		{"agency", DevAgency, "Stadt, Poststelle", "agency"},
+		{"court", DevCourt, "Amtsgericht, Eingangsstelle", "court"},
+	}
+	cfg := &Config{
+		Listen:   listen,
+		Data:     filepath.Join(dir, "store"),
+		Identity: nodeDir,
+		Domains:  DevDomains,
+	}
+	for _, p := range people {
+		idDir := DevIdentity(dir, p.name)
+		if !exists(filepath.Join(idDir, "enc-cert.pem")) {
+			if _, err := ca.IssueParticipant(idDir, p.addr); err != nil {
+				return nil, fmt.Errorf("dev setup: %w", err)
+			}
+		}
+		cfg.Participants = append(cfg.Participants, ParticipantConfig{
+			Address: p.addr, DisplayName: p.display, Kind: p.kind,
+			EncryptionCert: filepath.Join(idDir, "enc-cert.pem"),
+		})
+	}
+	crl, err := ca.WriteCRL(devCRLValidity)
+	if err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	cfg.CRL = crl
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	if err := cfg.Write(filepath.Join(dir, devConfigFile)); err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	return cfg, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,96 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/rpc"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+)
+
+// shutdownGrace is how long running calls may finish after a stop signal.
+const shutdownGrace = 10 * time.Second
+
+// Run starts a node as configured and serves until ctx is cancelled. Once
+// it listens, it calls ready (if not nil) with the address it listens on.
+func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr net.Addr)) error {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	id, err := pki.LoadIdentity(cfg.Identity)
+	if err != nil {
+		return fmt.Errorf("node identity: %w", err)
+	}
+	trust, err := pki.NewTrustStore(id.Roots, cfg.CRL)
+	if err != nil {
+		return fmt.Errorf("trust store: %w", err)
+	}
+	var participants []node.Participant
+	for _, p := range cfg.Participants {
+		certs, err := pki.LoadCertificates(p.EncryptionCert)
+		if err != nil {
+			return fmt.Errorf("participant %s: %w", p.Address, err)
+		}
+		participants = append(participants, node.Participant{
+			Address: p.Address, DisplayName: p.DisplayName, Kind: p.Kind, EncryptionCert: certs[0],
+		})
+	}
+	db, err := store.Open(cfg.Data, store.Options{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			logger.Error("close store", slog.Any("err", err))
+		}
+	}()
+	n, err := node.New(db, node.Config{
+		Domains:      cfg.Domains,
+		Signer:       cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
+		Trust:        trust,
+		Participants: participants,
+		Limits:       node.Limits{MaxPayload: cfg.Limits.MaxPayloadBytes, MaxRecipients: cfg.Limits.MaxRecipients},
+		Logger:       logger,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpc.Options{Logger: logger})
+	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
+	if ready != nil {
+		ready(lis.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("node stopping")
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace):
+		srv.Stop()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
