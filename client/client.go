@@ -1,0 +1,169 @@
+package client
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// MaxPayload is the largest sealed payload the client sends or opens: the
+// node's default limit. Opening holds the payload in memory several times
+// over, which is what this bounds.
+const MaxPayload = 256 << 20
+
+// Transport settings: payload chunks of 256 KiB, the fastest over loopback
+// mutual TLS, with windows large enough to keep a long link busy.
+const (
+	chunkSize          = 256 << 10
+	maxRecvMsgSize     = 2 << 20
+	streamWindowSize   = 8 << 20
+	connWindowSize     = 16 << 20
+	logKeyMsgID        = "msg_id"
+	logKeyAttempt      = "attempt"
+	submitRetries      = 3
+	submitFirstBackoff = 200 * time.Millisecond
+)
+
+// emailProtection is the usage that participant signatures and encryption
+// certificates carry.
+var emailProtection = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
+
+// Client is a participant's connection to its home node. Its methods are
+// safe for concurrent use.
+type Client struct {
+	conn      *grpc.ClientConn
+	mailbox   kurierv1.MailboxServiceClient
+	directory kurierv1.DirectoryServiceClient
+	id        *pki.Identity
+	addr      string
+	signer    cms.Signer
+	trust     *pki.TrustStore
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// Option configures Dial.
+type Option func(*options)
+
+type options struct {
+	crl    string
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// WithCRL makes the client check the node's certificate at the handshake,
+// and every signer's certificate, against the CA's CRL at path (PEM or
+// DER). The file is re-read when it changes; a missing, forged or stale CRL
+// fails every check. Without it the client checks no revocation at all.
+func WithCRL(path string) Option { return func(o *options) { o.crl = path } }
+
+// WithLogger sets the logger for retries and other events worth noting;
+// default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithClock sets the clock used for certificate checks and the times the
+// client signs; default time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Dial returns a client of the node at node (host:port) acting as the
+// participant id. The node must prove a certificate for the domain of id's
+// own address, whatever host name or IP node names. Dial does not wait for
+// the connection; the first call makes it.
+func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*Client, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if id == nil || id.Cert == nil || id.Key == nil {
+		return nil, errors.New("dial: no identity")
+	}
+	if node == "" {
+		return nil, errors.New("dial: no node address")
+	}
+	peer, err := id.Peer()
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	if peer.Kind != pki.KindParticipant {
+		return nil, fmt.Errorf("dial: the identity is a %s; mailboxes need a participant identity", peer)
+	}
+	trust, err := pki.NewTrustStore(id.Roots, o.crl)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	tlsConfig := pki.ClientTLS(id, trust, address.DomainOf(peer.Address))
+	conn, err := grpc.NewClient(node,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+		grpc.WithInitialWindowSize(streamWindowSize),
+		grpc.WithInitialConnWindowSize(connWindowSize),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", node, err)
+	}
+	return &Client{
+		conn:      conn,
+		mailbox:   kurierv1.NewMailboxServiceClient(conn),
+		directory: kurierv1.NewDirectoryServiceClient(conn),
+		id:        id,
+		addr:      peer.Address,
+		signer:    cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
+		trust:     trust,
+		log:       o.logger,
+		now:       o.now,
+	}, nil
+}
+
+// Close ends the connection to the node.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Address returns the participant's own address, as its certificate names
+// it.
+func (c *Client) Address() string { return c.addr }
+
+// participantPolicy is the policy for signatures by participants: a chain
+// to the trust anchors now, with the emailProtection usage.
+func (c *Client) participantPolicy(maxSize int) cms.Policy {
+	return cms.Policy{Trust: c.trust, At: c.now(), KeyUsages: emailProtection, MaxSize: maxSize}
+}
+
+// signedBy checks that cert is a participant certificate of addr.
+func signedBy(cert *x509.Certificate, addr string) error {
+	p, err := pki.PeerOf(cert)
+	if err != nil {
+		return err
+	}
+	if p.Kind != pki.KindParticipant || p.Address != addr {
+		return fmt.Errorf("signed by %s, not by %s", p, addr)
+	}
+	return nil
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

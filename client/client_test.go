@@ -1,0 +1,569 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
+)
+
+// The node every test in this package talks to: the development setup of
+// kurierd, in process, over real mutual TLS and a real badger store.
+var (
+	devDir   string
+	nodeAddr string
+	crlPath  string
+	agency   *pki.Identity // poststelle@stadt.example
+	court    *pki.Identity // eingang@amtsgericht.example
+)
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "kurier-client-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	devDir = dir
+	stop, err := startNode(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start node:", err)
+		return 1
+	}
+	defer stop()
+	return m.Run()
+}
+
+func startNode(dir string) (stop func(), err error) {
+	cfg, err := daemon.Dev(dir, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	crlPath = cfg.CRL
+	if agency, err = pki.LoadIdentity(daemon.DevIdentity(dir, "agency")); err != nil {
+		return nil, err
+	}
+	if court, err = pki.LoadIdentity(daemon.DevIdentity(dir, "court")); err != nil {
+		return nil, err
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("KURIER_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(ctx, cfg, logger, func(a net.Addr) { ready <- a }) }()
+	select {
+	case a := <-ready:
+		nodeAddr = a.String()
+	case err := <-done:
+		cancel()
+		return nil, err
+	case <-time.After(30 * time.Second):
+		cancel()
+		return nil, errors.New("node did not start within 30s")
+	}
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "node:", err)
+		}
+	}, nil
+}
+
+func dial(t *testing.T, id *pki.Identity) *client.Client {
+	t.Helper()
+	c, err := client.Dial(context.Background(), nodeAddr, id, client.WithCRL(crlPath))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+var (
+	malloryOnce sync.Once
+	mallory     *pki.Identity
+	malloryErr  error
+)
+
+// malloryID returns a participant with a valid certificate of the same CA
+// that is not in the node's directory.
+func malloryID(t *testing.T) *pki.Identity {
+	t.Helper()
+	malloryOnce.Do(func() {
+		ca, err := pki.OpenCA(filepath.Join(devDir, "ca"))
+		if err != nil {
+			malloryErr = err
+			return
+		}
+		mallory, malloryErr = ca.IssueParticipant(filepath.Join(devDir, "identities", "mallory"), "mallory@stadt.example")
+	})
+	if malloryErr != nil {
+		t.Fatalf("issue mallory: %v", malloryErr)
+	}
+	return mallory
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func types(evs []client.Evidence) []evidence.Type {
+	var out []evidence.Type
+	for _, ev := range evs {
+		out = append(out, ev.Type())
+	}
+	return out
+}
+
+func send(t *testing.T, c *client.Client, docs ...client.Document) string {
+	t.Helper()
+	r, err := c.Send(ctxT(t), client.Message{To: []string{daemon.DevCourt}, Subject: "Test " + t.Name(), Documents: docs}, nil)
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	return r.MessageID
+}
+
+func inboxIDs(t *testing.T, c *client.Client) []string {
+	t.Helper()
+	entries, err := c.Inbox(ctxT(t))
+	if err != nil {
+		t.Fatalf("Inbox: %v", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+func TestClient_Flow(t *testing.T) {
+	ctx := ctxT(t)
+	ag, ct := dial(t, agency), dial(t, court)
+	if ag.Address() != daemon.DevAgency || ct.Address() != daemon.DevCourt {
+		t.Fatalf("addresses %s, %s", ag.Address(), ct.Address())
+	}
+
+	docs := []client.Document{
+		{Name: "Klageerwiderung vom 23.11.pdf", Data: randomBytes(t, 700<<10)}, // several chunks
+		{Name: "Anlage K1 – Übersicht.txt", Data: []byte("Anlage K1\n")},
+		{Name: "leer.txt", Data: nil},
+	}
+	var lastSent, lastTotal int64
+	calls := 0
+	r, err := ag.Send(ctx, client.Message{
+		To: []string{daemon.DevCourt}, Subject: "Klageerwiderung", Type: "Schriftsatz", Reference: "3 C 123/26",
+		Documents: docs,
+	}, func(sent, total int64) { calls++; lastSent, lastTotal = sent, total })
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	id := r.MessageID
+	if calls < 3 || lastSent != lastTotal || lastTotal < 700<<10 {
+		t.Errorf("progress: %d calls, last %d/%d", calls, lastSent, lastTotal)
+	}
+	if diff := cmp.Diff([]evidence.Type{evidence.SubmissionAcceptance, evidence.Delivery}, types(r.Evidence)); diff != "" {
+		t.Errorf("receipt evidence (-want +got):\n%s", diff)
+	}
+
+	t.Run("inbox", func(t *testing.T) {
+		entries, err := ct.Inbox(ctx)
+		if err != nil {
+			t.Fatalf("Inbox: %v", err)
+		}
+		i := slices.IndexFunc(entries, func(e client.InboxEntry) bool { return e.ID == id })
+		if i < 0 {
+			t.Fatalf("message %s not in the court's inbox", id)
+		}
+		e := entries[i]
+		want := client.InboxEntry{ID: id, From: daemon.DevAgency, Subject: "Klageerwiderung", Type: "Schriftsatz", Reference: "3 C 123/26", State: "delivered", Received: e.Received, Size: e.Size}
+		if diff := cmp.Diff(want, e); diff != "" {
+			t.Errorf("entry (-want +got):\n%s", diff)
+		}
+		if e.Received.IsZero() || e.Size <= 700<<10 {
+			t.Errorf("received %v, size %d", e.Received, e.Size)
+		}
+		if slices.Contains(inboxIDs(t, ag), id) {
+			t.Errorf("message %s is in the sender's inbox", id)
+		}
+	})
+
+	t.Run("others cannot fetch", func(t *testing.T) {
+		_, err := ag.Fetch(ctx, id, t.TempDir())
+		if status.Code(err) != codes.NotFound {
+			t.Errorf("agency fetching the court's message: %v, want NotFound", err)
+		}
+	})
+
+	t.Run("acknowledge before fetch", func(t *testing.T) {
+		_, err := ct.Acknowledge(ctx, id)
+		if err == nil || !strings.Contains(err.Error(), "fetch the message before acknowledging it") {
+			t.Errorf("Acknowledge before Fetch: %v", err)
+		}
+	})
+
+	t.Run("fetch", func(t *testing.T) {
+		dir := t.TempDir()
+		f, err := ct.Fetch(ctx, id, dir)
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		var want []string
+		for i, d := range docs {
+			want = append(want, filepath.Join(dir, d.Name))
+			got, err := os.ReadFile(f.Files[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, d.Data) {
+				t.Errorf("%s differs from what was sent", d.Name)
+			}
+		}
+		if diff := cmp.Diff(want, f.Files); diff != "" {
+			t.Errorf("files (-want +got):\n%s", diff)
+		}
+		if names := dirNames(t, dir); len(names) != len(docs) {
+			t.Errorf("dir holds %q, want only the documents", names)
+		}
+		if f.Retrieval.Type() != evidence.Retrieval || f.Envelope.From != daemon.DevAgency || f.Signer.EmailAddresses[0] != daemon.DevAgency {
+			t.Errorf("fetched: retrieval %s, from %s", f.Retrieval.Type(), f.Envelope.From)
+		}
+	})
+
+	t.Run("acknowledge", func(t *testing.T) {
+		ack, err := ct.Acknowledge(ctx, id)
+		if err != nil {
+			t.Fatalf("Acknowledge: %v", err)
+		}
+		if ack.Type() != evidence.Acknowledgement || ack.Statement.Issuer != daemon.DevCourt {
+			t.Errorf("ack: %s by %s", ack.Type(), ack.Statement.Issuer)
+		}
+		again, err := ct.Acknowledge(ctx, id)
+		if err != nil {
+			t.Fatalf("Acknowledge again: %v", err)
+		}
+		if !bytes.Equal(again.DER, ack.DER) {
+			t.Error("a second Acknowledge made another acknowledgement")
+		}
+	})
+
+	t.Run("evidence", func(t *testing.T) {
+		want := []evidence.Type{evidence.SubmissionAcceptance, evidence.Delivery, evidence.Retrieval, evidence.Acknowledgement}
+		for name, c := range map[string]*client.Client{"court": ct, "agency": ag} {
+			evs, err := c.Evidence(ctx, id)
+			if err != nil {
+				t.Fatalf("%s: Evidence: %v", name, err)
+			}
+			if diff := cmp.Diff(want, types(evs)); diff != "" {
+				t.Errorf("%s: evidence (-want +got):\n%s", name, diff)
+			}
+		}
+	})
+
+	t.Run("fetch again", func(t *testing.T) {
+		f, err := ct.Fetch(ctx, id, t.TempDir())
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		if f.Retrieval.Type() != evidence.Acknowledgement {
+			t.Errorf("evidence of a second fetch: %s", f.Retrieval.Type())
+		}
+	})
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestClient_FetchTargetExists(t *testing.T) {
+	ctx := ctxT(t)
+	ag, ct := dial(t, agency), dial(t, court)
+	id := send(t, ag, client.Document{Name: "a.txt", Data: []byte("from the agency")}, client.Document{Name: "b.txt", Data: []byte("b")})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ct.Fetch(ctx, id, dir); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("Fetch over an existing file: %v", err)
+	}
+	if diff := cmp.Diff([]string{"a.txt"}, dirNames(t, dir)); diff != "" {
+		t.Errorf("dir after refused fetch (-want +got):\n%s", diff)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "a.txt")); string(b) != "mine" {
+		t.Errorf("a.txt was changed to %q", b)
+	}
+}
+
+func TestClient_SendErrors(t *testing.T) {
+	ag := dial(t, agency)
+	doc := []client.Document{{Name: "a.txt", Data: []byte("a")}}
+	tests := map[string]struct {
+		msg  client.Message
+		want string
+	}{
+		"unknown recipient": {client.Message{To: []string{"niemand@amtsgericht.example"}, Subject: "s", Documents: doc}, "no mailbox niemand@amtsgericht.example"},
+		"no recipient":      {client.Message{Subject: "s", Documents: doc}, "no recipient"},
+		"bad recipient":     {client.Message{To: []string{"Eingang@amtsgericht.example"}, Subject: "s", Documents: doc}, "invalid address"},
+		"recipient twice":   {client.Message{To: []string{daemon.DevCourt, daemon.DevCourt}, Subject: "s", Documents: doc}, "named twice"},
+		"no subject":        {client.Message{To: []string{daemon.DevCourt}, Subject: " ", Documents: doc}, "no subject"},
+		"no documents":      {client.Message{To: []string{daemon.DevCourt}, Subject: "s"}, "no documents"},
+		"path in name":      {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Documents: []client.Document{{Name: "../x", Data: nil}}}, "path separator"},
+		"duplicate name": {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Documents: []client.Document{
+			{Name: "a.txt"}, {Name: "a.txt"}}}, `two documents are named "a.txt"`},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := ag.Send(ctxT(t), tt.msg, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Send: %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestClient_SubmitTwice(t *testing.T) {
+	ctx := ctxT(t)
+	ag, ct := dial(t, agency), dial(t, court)
+	s, err := ag.Seal(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "twice", Documents: []client.Document{{Name: "a.txt", Data: randomBytes(t, 300<<10)}}})
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	first, err := ag.Submit(ctx, s)
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	second, err := ag.Submit(ctx, s)
+	if err != nil {
+		t.Fatalf("Submit again: %v", err)
+	}
+	if first.MessageID != second.MessageID || len(first.Evidence) != len(second.Evidence) {
+		t.Fatalf("receipts differ: %d vs %d evidence", len(first.Evidence), len(second.Evidence))
+	}
+	for i := range first.Evidence {
+		if !bytes.Equal(first.Evidence[i].DER, second.Evidence[i].DER) {
+			t.Errorf("evidence %d differs between the submissions", i+1)
+		}
+	}
+	evs, err := ct.Evidence(ctx, first.MessageID)
+	if err != nil {
+		t.Fatalf("Evidence: %v", err)
+	}
+	if diff := cmp.Diff([]evidence.Type{evidence.SubmissionAcceptance, evidence.Delivery}, types(evs)); diff != "" {
+		t.Errorf("stored evidence (-want +got):\n%s", diff)
+	}
+	n := 0
+	for _, id := range inboxIDs(t, ct) {
+		if id == first.MessageID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("message listed %d times in the inbox", n)
+	}
+
+	t.Run("same id, other content", func(t *testing.T) {
+		other, err := ag.Reseal(s, "another subject")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ag.Submit(ctx, other)
+		var rej *client.RejectedError
+		if !errors.As(err, &rej) {
+			t.Fatalf("Submit of another message under a used id: %v, want a *RejectedError", err)
+		}
+		if rej.Code != codes.AlreadyExists || status.Code(err) != codes.AlreadyExists {
+			t.Errorf("code %s", rej.Code)
+		}
+		if rej.Evidence == nil || rej.Evidence.Type() != evidence.SubmissionRejection || rej.Evidence.Statement.Reason == "" {
+			t.Errorf("rejection evidence %+v", rej.Evidence)
+		}
+	})
+}
+
+func TestClient_Subscribe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ag, ct := dial(t, agency), dial(t, court)
+
+	notices := make(chan client.InboxEntry, 16)
+	errStop := errors.New("stop")
+	var mu sync.Mutex
+	sent := map[string]bool{}
+	done := make(chan error, 1)
+	go func() {
+		done <- ct.Subscribe(ctx, func(e client.InboxEntry) error {
+			notices <- e
+			mu.Lock()
+			defer mu.Unlock()
+			if sent[e.ID] {
+				return errStop
+			}
+			return nil
+		})
+	}()
+	// The subscription is registered at the node asynchronously: send until
+	// a notice of one of our messages arrives.
+	for attempt := 0; ; attempt++ {
+		if attempt == 20 {
+			t.Fatal("no notice after 20 messages")
+		}
+		r, err := ag.Send(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "notice", Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}}, nil)
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		mu.Lock()
+		sent[r.MessageID] = true
+		mu.Unlock()
+		select {
+		case err := <-done:
+			if !errors.Is(err, errStop) {
+				t.Fatalf("Subscribe: %v, want the callback's error", err)
+			}
+			e := <-notices
+			for len(notices) > 0 {
+				e = <-notices
+			}
+			if e.From != daemon.DevAgency || e.Subject != "notice" || e.State != "delivered" {
+				t.Errorf("notice %+v", e)
+			}
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func TestClient_SubscribeEndsWithContext(t *testing.T) {
+	ct := dial(t, court)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ct.Subscribe(ctx, func(client.InboxEntry) error { return nil }) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Subscribe after cancel: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Subscribe did not return after cancel")
+	}
+}
+
+func TestDial(t *testing.T) {
+	if _, err := client.Dial(context.Background(), nodeAddr, nil); err == nil {
+		t.Error("Dial without identity succeeded")
+	}
+	node, err := pki.LoadIdentity(filepath.Join(devDir, "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Dial(context.Background(), nodeAddr, node); err == nil || !strings.Contains(err.Error(), "participant") {
+		t.Errorf("Dial with a node identity: %v", err)
+	}
+	if _, err := client.Dial(context.Background(), nodeAddr, agency, client.WithCRL(filepath.Join(devDir, "missing.pem"))); err == nil {
+		t.Error("Dial with a missing CRL succeeded")
+	}
+}
+
+// syncBuffer is a log sink for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestClient_SubmitRetriesUnavailable(t *testing.T) {
+	ctx := ctxT(t)
+	ag := dial(t, agency)
+	s, err := ag.Seal(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "retry", Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}})
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	// A port where nothing listens: every attempt fails with Unavailable.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+	var logs syncBuffer
+	down, err := client.Dial(ctx, dead, agency, client.WithCRL(crlPath), client.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	start := time.Now()
+	_, err = down.Submit(ctx, s)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Submit to a dead node: %v, want Unavailable", err)
+	}
+	if n := strings.Count(logs.String(), "submitting again"); n != 3 {
+		t.Errorf("%d retries logged, want 3:\n%s", n, logs.String())
+	}
+	if d := time.Since(start); d < 1400*time.Millisecond {
+		t.Errorf("gave up after %v, want backoff of at least 1.4s", d)
+	}
+	// The same sealed message, once the node is reachable, goes through.
+	r, err := ag.Submit(ctx, s)
+	if err != nil {
+		t.Fatalf("Submit to the live node: %v", err)
+	}
+	if len(r.Evidence) != 2 {
+		t.Errorf("receipt with %d evidence", len(r.Evidence))
+	}
+}

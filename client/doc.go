@@ -1,0 +1,51 @@
+// Package client is the Go library through which a participant (an agency,
+// a court, or the municipal system working for one) uses its Kurier
+// mailbox: send documents, list and watch the mailbox, fetch and open
+// messages, acknowledge them and collect the evidence.
+//
+// A Client talks to the participant's home node over mutual TLS with the
+// participant's own identity (see pki.LoadIdentity). It trusts the node
+// only as far as it must: every signature, certificate and evidence the
+// node hands over is verified here against the federation's trust anchors
+// (and the CA's CRL when given WithCRL) before it is used or returned.
+//
+// Sending seals the documents before they leave the process: they are
+// bundled as a tar file, signed with the sender's key (CMS SignedData), and
+// encrypted to every recipient's encryption certificate (CMS
+// EnvelopedData), after checking that certificate against the trust
+// anchors and the recipient's address. Fetching reverses this and refuses
+// anything that does not check out, writing nothing in that case.
+//
+// Sealing and opening happen in memory (the CMS library takes whole byte
+// slices), so a message costs a few times its size in memory on both ends;
+// the transfer itself is streamed. Messages are limited to MaxPayload.
+//
+// Example:
+//
+//	id, err := pki.LoadIdentity("/etc/kurier/poststelle")
+//	if err != nil { … }
+//	c, err := client.Dial(ctx, "kurier.stadt.example:7443", id, client.WithCRL("/etc/kurier/crl.pem"))
+//	if err != nil { … }
+//	defer c.Close()
+//
+//	r, err := c.Send(ctx, client.Message{
+//		To:        []string{"eingang@amtsgericht.example"},
+//		Subject:   "Klageerwiderung",
+//		Reference: "3 C 123/26",
+//		Documents: []client.Document{{Name: "erwiderung.pdf", Data: pdf}},
+//	}, nil)
+//	if err != nil { … }
+//	fmt.Println("sent", r.MessageID)
+//
+// and on the court's side:
+//
+//	entries, err := c.Inbox(ctx)
+//	…
+//	f, err := c.Fetch(ctx, entries[0].ID, "/srv/eakte/eingang")
+//	…
+//	ack, err := c.Acknowledge(ctx, f.MessageID)
+//
+// Every method that talks to the node returns errors that carry the node's
+// gRPC status: status.Code(err) gives its code. A refused submission is a
+// *RejectedError carrying the node's signed SubmissionRejection.
+package client

@@ -1,0 +1,417 @@
+package client
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki/cms"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// maxOpen bounds what opening a payload may parse or produce: the largest
+// payload plus room for CMS structure.
+const maxOpen = MaxPayload + 1<<20
+
+// stagingPrefix names the temporary folder Fetch creates inside the target
+// folder; it is removed when Fetch returns.
+const stagingPrefix = ".kurier-fetch-"
+
+// Fetched is a message that was fetched, opened and verified, and whose
+// documents were written.
+type Fetched struct {
+	MessageID string
+	// Envelope is the sender's signed envelope, verified.
+	Envelope *envelope.Envelope
+	// Files are the paths of the written documents, in the envelope's
+	// order.
+	Files []string
+	// Signer is the sender's verified certificate that signed the
+	// documents.
+	Signer *x509.Certificate
+	// Retrieval is the node's verified evidence that the message was
+	// handed over: the Retrieval, or the Acknowledgement when the message
+	// had been acknowledged before.
+	Retrieval *Evidence
+}
+
+// Fetch fetches message id from the mailbox, opens and verifies it, and
+// writes its documents under their original names into dir, which must
+// exist.
+//
+// Security: this is where the client decides whether to believe a message.
+// It checks, and refuses the message on any failure:
+//   - the envelope: canonical form, the sender's signature (a participant
+//     certificate of envelope.From, valid now, emailProtection, not
+//     revoked) and the caller among its recipients;
+//   - the payload: size and SHA-256 as the envelope declares;
+//   - the content: it decrypts with the caller's encryption key, and the
+//     signature inside is again the sender's, valid now;
+//   - the bundle: only regular files, every name a plain file name, names
+//     and sizes exactly those the envelope lists, in the same order;
+//   - the node's Retrieval evidence about the caller's copy.
+//
+// The payload is streamed to a temporary file inside dir while it is
+// hashed, then read into memory to be opened (the CMS library needs whole
+// byte slices). Documents are written to a temporary folder inside dir,
+// synced, and only then moved into dir; if any of their names already
+// exists in dir nothing is moved. A failed Fetch writes nothing into dir
+// (only a process killed mid-way leaves its .kurier-fetch-* folder behind).
+func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
+	if err := envelope.CheckID(id); err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	if c.id.EncCert == nil || c.id.EncKey == nil {
+		return nil, fmt.Errorf("fetch %s: the identity has no encryption certificate and key to open messages with", id)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("fetch %s: %s is not a directory", id, dir)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.mailbox.Fetch(ctx, &kurierv1.FetchRequest{MessageId: id})
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	se := first.GetEnvelope()
+	if se == nil {
+		return nil, fmt.Errorf("fetch %s: the node did not send the envelope first", id)
+	}
+	env, err := c.checkEnvelope(se.GetEnvelope(), se.GetSignature())
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	if env.ID != id {
+		return nil, fmt.Errorf("fetch %s: the node sent the envelope of message %s", id, env.ID)
+	}
+	// Refuse early, before the node has handed the message over, where
+	// the documents could not be written anyway.
+	if err := checkTargets(dir, env.Files); err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+
+	staging, err := os.MkdirTemp(dir, stagingPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	defer os.RemoveAll(staging)
+	payload, last, err := receive(stream, env, filepath.Join(staging, "payload.p7m"))
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	retrieval, err := c.checkCopyEvidence(last, env, se.GetEnvelope())
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	names, signer, err := c.unpack(env, payload, staging)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	paths, err := commit(filepath.Join(staging, stagedFiles), dir, names)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
+	return &Fetched{MessageID: id, Envelope: env, Files: paths, Signer: signer, Retrieval: &retrieval}, nil
+}
+
+// checkEnvelope parses and verifies a signed envelope as its recipient:
+// signed now by a participant certificate of its sender, addressed to the
+// caller, within the client's limits.
+func (c *Client) checkEnvelope(envBytes, sig []byte) (*envelope.Envelope, error) {
+	env, err := envelope.Parse(envBytes)
+	if err != nil {
+		return nil, err
+	}
+	v, err := cms.VerifyDetached(sig, envBytes, c.participantPolicy(0))
+	if err != nil {
+		return nil, fmt.Errorf("envelope signature: %w", err)
+	}
+	if err := signedBy(v.Signer, env.From); err != nil {
+		return nil, fmt.Errorf("envelope signature: %w", err)
+	}
+	if !slices.Contains(env.To, c.addr) {
+		return nil, fmt.Errorf("the message is not addressed to %s", c.addr)
+	}
+	if env.PayloadSize > MaxPayload {
+		return nil, fmt.Errorf("the payload has %d bytes, this client opens at most %d", env.PayloadSize, MaxPayload)
+	}
+	return env, nil
+}
+
+// receive reads the payload chunks of a Fetch stream into a new file at
+// path while hashing them, then the final evidence frame. It checks size
+// and digest against env and returns the payload, read back whole.
+func receive(stream kurierv1.MailboxService_FetchClient, env *envelope.Envelope, path string) ([]byte, *kurierv1.Evidence, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	var n int64
+	var last *kurierv1.Evidence
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		switch part := resp.GetPart().(type) {
+		case *kurierv1.FetchResponse_Chunk:
+			if last != nil {
+				return nil, nil, errors.New("the node sent payload after the evidence")
+			}
+			n += int64(len(part.Chunk))
+			if n > env.PayloadSize {
+				return nil, nil, fmt.Errorf("the payload is longer than the %d bytes the envelope declares", env.PayloadSize)
+			}
+			if _, err := w.Write(part.Chunk); err != nil {
+				return nil, nil, fmt.Errorf("store payload: %w", err)
+			}
+		case *kurierv1.FetchResponse_Evidence:
+			if last != nil {
+				return nil, nil, errors.New("the node sent two evidence frames")
+			}
+			last = part.Evidence
+		default:
+			return nil, nil, fmt.Errorf("unexpected frame %T", part)
+		}
+	}
+	if last == nil {
+		return nil, nil, errors.New("the node ended the stream without the Retrieval evidence")
+	}
+	if n != env.PayloadSize {
+		return nil, nil, fmt.Errorf("the payload has %d bytes, the envelope declares %d", n, env.PayloadSize)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != env.PayloadSHA256 {
+		return nil, nil, fmt.Errorf("the payload's SHA-256 is %s, the envelope declares %s", sum, env.PayloadSHA256)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, fmt.Errorf("read payload back: %w", err)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(f, payload); err != nil {
+		return nil, nil, fmt.Errorf("read payload back: %w", err)
+	}
+	return payload, last, nil
+}
+
+// checkPayload checks a payload held in memory against its envelope.
+func checkPayload(env *envelope.Envelope, payload []byte) error {
+	if int64(len(payload)) != env.PayloadSize {
+		return fmt.Errorf("the payload has %d bytes, the envelope declares %d", len(payload), env.PayloadSize)
+	}
+	sum := sha256.Sum256(payload)
+	if got := hex.EncodeToString(sum[:]); got != env.PayloadSHA256 {
+		return fmt.Errorf("the payload's SHA-256 is %s, the envelope declares %s", got, env.PayloadSHA256)
+	}
+	return nil
+}
+
+// checkCopyEvidence verifies the evidence that ends a Fetch stream: a
+// Retrieval (or, fetched again, the Acknowledgement) about the caller's
+// copy of exactly this envelope and payload.
+func (c *Client) checkCopyEvidence(pb *kurierv1.Evidence, env *envelope.Envelope, envBytes []byte) (Evidence, error) {
+	ev, err := c.verifyEvidence(pb, env.ID)
+	if err != nil {
+		return Evidence{}, fmt.Errorf("retrieval evidence: %w", err)
+	}
+	st := ev.Statement
+	switch {
+	case st.Type != evidence.Retrieval && st.Type != evidence.Acknowledgement:
+		return Evidence{}, fmt.Errorf("retrieval evidence: got %s", st.Type)
+	case st.Recipient != c.addr:
+		return Evidence{}, fmt.Errorf("retrieval evidence: about %s's copy, not %s's", st.Recipient, c.addr)
+	case st.Sender != env.From, st.EnvelopeSHA256 != envelope.Digest(envBytes), st.PayloadSHA256 != env.PayloadSHA256:
+		return Evidence{}, errors.New("retrieval evidence: names another sender, envelope or payload")
+	}
+	return ev, nil
+}
+
+// stagedFiles is the folder inside the staging folder that receives the
+// documents.
+const stagedFiles = "files"
+
+// unpack decrypts payload with the caller's encryption key, verifies the
+// sender's signature inside, and writes the bundled documents into
+// staging/files after checking them against the envelope. It returns the
+// documents' names in order and the signer's certificate.
+func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string) ([]string, *x509.Certificate, error) {
+	inner, err := cms.Decrypt(payload, c.id.EncCert, c.id.EncKey, maxOpen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decrypt: %w", err)
+	}
+	v, err := cms.Verify(inner, c.participantPolicy(maxOpen))
+	if err != nil {
+		return nil, nil, fmt.Errorf("document signature: %w", err)
+	}
+	if err := signedBy(v.Signer, env.From); err != nil {
+		return nil, nil, fmt.Errorf("document signature: %w", err)
+	}
+	into := filepath.Join(staging, stagedFiles)
+	if err := os.Mkdir(into, 0o700); err != nil {
+		return nil, nil, err
+	}
+	names, err := untar(v.Content, env.Files, into)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundle: %w", err)
+	}
+	return names, v.Signer, nil
+}
+
+// untar writes the documents of bundle into the folder into, checking
+// every entry against the envelope's manifest: only regular files, plain
+// file names, and exactly the manifest's names and sizes in its order.
+// Each file is synced.
+func untar(bundle []byte, manifest []envelope.File, into string) ([]string, error) {
+	tr := tar.NewReader(bytes.NewReader(bundle))
+	names := make([]string, 0, len(manifest))
+	var total int64
+	for i := 0; ; i++ {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			if i != len(manifest) {
+				return nil, fmt.Errorf("holds %d files, the envelope lists %d", i, len(manifest))
+			}
+			return names, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if i >= len(manifest) {
+			return nil, fmt.Errorf("holds more files than the %d the envelope lists", len(manifest))
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			return nil, fmt.Errorf("entry %d (%q) is not a regular file", i+1, hdr.Name)
+		}
+		if err := envelope.CheckFileName(hdr.Name); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i+1, err)
+		}
+		if want := manifest[i]; hdr.Name != want.Name || hdr.Size != want.Size {
+			return nil, fmt.Errorf("entry %d is %q (%d bytes), the envelope lists %q (%d bytes)", i+1, hdr.Name, hdr.Size, want.Name, want.Size)
+		}
+		total += hdr.Size
+		if hdr.Size < 0 || total > int64(len(bundle)) {
+			return nil, fmt.Errorf("entry %d (%q) is larger than the bundle", i+1, hdr.Name)
+		}
+		if err := writeFile(filepath.Join(into, hdr.Name), tr, hdr.Size); err != nil {
+			return nil, fmt.Errorf("entry %d (%q): %w", i+1, hdr.Name, err)
+		}
+		names = append(names, hdr.Name)
+	}
+}
+
+// writeFile creates path (which must not exist) with exactly size bytes
+// from r, and syncs it.
+func writeFile(path string, r io.Reader, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(f, r, size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// checkTargets fails if any of files already exists in dir.
+func checkTargets(dir string, files []envelope.File) error {
+	for _, f := range files {
+		if err := absent(filepath.Join(dir, f.Name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func absent(path string) error {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%s already exists; nothing was written", path)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	default:
+		return err
+	}
+}
+
+// commit moves the staged files names from staging into dir, refusing
+// before moving anything if one of them exists there, and never replacing
+// a file that appears meanwhile (a hard link fails where the target
+// exists). On failure it removes what it had moved. It returns the new
+// paths.
+func commit(staging, dir string, names []string) ([]string, error) {
+	for _, name := range names {
+		if err := absent(filepath.Join(dir, name)); err != nil {
+			return nil, err
+		}
+	}
+	var done []string
+	undo := func(err error) ([]string, error) {
+		for _, p := range done {
+			os.Remove(p)
+		}
+		return nil, err
+	}
+	for _, name := range names {
+		src, dst := filepath.Join(staging, name), filepath.Join(dir, name)
+		err := os.Link(src, dst)
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrExist):
+			return undo(fmt.Errorf("%s already exists; nothing was written", dst))
+		default:
+			// No hard links on this file system: rename after one more look.
+			if err := absent(dst); err != nil {
+				return undo(err)
+			}
+			if err := os.Rename(src, dst); err != nil {
+				return undo(err)
+			}
+		}
+		done = append(done, dst)
+	}
+	if err := syncDir(dir); err != nil {
+		return undo(err)
+	}
+	return done, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

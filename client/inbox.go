@@ -1,0 +1,112 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"kurier.dev/kurier/envelope"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// maxInboxPages bounds how many pages Inbox follows, so that a node that
+// keeps handing out page tokens cannot keep the client busy forever.
+const maxInboxPages = 100_000
+
+// InboxEntry is one message in the mailbox as a listing shows it.
+//
+// ID, From, Subject, Type, Reference and Size are read from the envelope
+// the sender signed (as the node passes it on); its signature is checked
+// only by Fetch. Received and State are the node's.
+type InboxEntry struct {
+	ID, From, Subject, Type, Reference string
+	// State is "delivered", "retrieved" or "acknowledged".
+	State    string
+	Received time.Time
+	// Size is the size of the sealed payload in bytes.
+	Size int64
+}
+
+// Inbox lists the whole mailbox, oldest first.
+func (c *Client) Inbox(ctx context.Context) ([]InboxEntry, error) {
+	var out []InboxEntry
+	token := ""
+	for range maxInboxPages {
+		resp, err := c.mailbox.ListInbox(ctx, &kurierv1.ListInboxRequest{PageToken: token})
+		if err != nil {
+			return nil, fmt.Errorf("list inbox: %w", err)
+		}
+		for _, m := range resp.GetMessages() {
+			e, err := inboxEntry(m)
+			if err != nil {
+				return nil, fmt.Errorf("list inbox: %w", err)
+			}
+			out = append(out, e)
+		}
+		token = resp.GetNextPageToken()
+		if token == "" {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("list inbox: more than %d pages", maxInboxPages)
+}
+
+// Subscribe calls fn for every message that arrives in the mailbox from now
+// on, until ctx ends (it returns ctx's error), the stream fails, or fn
+// returns an error (it returns that error). A subscriber that falls far
+// behind may miss notices; Inbox stays complete, so list the mailbox after
+// subscribing and after any error.
+func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.mailbox.Subscribe(ctx, &kurierv1.SubscribeRequest{})
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	for {
+		resp, err := stream.Recv()
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, io.EOF):
+			return errors.New("subscribe: the node ended the subscription")
+		case err != nil:
+			return fmt.Errorf("subscribe: %w", err)
+		}
+		e, err := inboxEntry(resp.GetMessage())
+		if err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}
+
+// inboxEntry converts a node's summary, taking the message's own data from
+// the signed envelope bytes rather than the node's decoded copy.
+func inboxEntry(m *kurierv1.MessageSummary) (InboxEntry, error) {
+	if m == nil {
+		return InboxEntry{}, errors.New("empty message summary")
+	}
+	e := InboxEntry{
+		ID: m.GetMessageId(), From: m.GetFrom(), Subject: m.GetSubject(),
+		Type: m.GetType(), Reference: m.GetReference(), State: m.GetState(),
+		Received: m.GetReceived().AsTime(), Size: m.GetPayloadSize(),
+	}
+	b := m.GetEnvelope().GetEnvelope()
+	if len(b) == 0 {
+		return e, nil
+	}
+	env, err := envelope.Parse(b)
+	if err != nil {
+		return InboxEntry{}, fmt.Errorf("message %s: %w", m.GetMessageId(), err)
+	}
+	if env.ID != m.GetMessageId() {
+		return InboxEntry{}, fmt.Errorf("message %s carries the envelope of message %s", m.GetMessageId(), env.ID)
+	}
+	e.From, e.Subject, e.Type, e.Reference, e.Size = env.From, env.Subject, env.Type, env.Reference, env.PayloadSize
+	return e, nil
+}

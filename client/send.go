@@ -1,0 +1,429 @@
+package client
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki/cms"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// minEncryptionBits is the smallest RSA key the client encrypts to (BSI
+// TR-02102).
+const minEncryptionBits = 3072
+
+// Document is one file of a message. Data is held in memory: sealing signs
+// and encrypts whole byte slices, so a message needs a few times its size
+// in memory while it is sent.
+type Document struct {
+	// Name is the file name the recipient gets: one path element, no
+	// separators or control characters (envelope.CheckFileName).
+	Name string
+	Data []byte
+}
+
+// Message is what Send sends.
+type Message struct {
+	// To lists the recipients' addresses; each must have a mailbox.
+	To      []string
+	Subject string
+	// Type classifies the message for the recipient's systems (for example
+	// "Schriftsatz"); optional.
+	Type string
+	// Reference is the case reference (Aktenzeichen); optional.
+	Reference string
+	// Documents are the files, in the order the recipient will see them.
+	Documents []Document
+}
+
+// Receipt is the node's confirmation that it has durably accepted a
+// message.
+type Receipt struct {
+	MessageID string
+	// Evidence holds the verified SubmissionAcceptance and, for recipients
+	// of the same node, Delivery evidence of every recipient, in order of
+	// issue.
+	Evidence []Evidence
+}
+
+// RejectedError is the error of a submission the node refused after
+// checking that it really came from the sender: the node signed a
+// SubmissionRejection, which Evidence holds once verified (nil if it could
+// not be verified). status.Code works on it.
+type RejectedError struct {
+	MessageID string
+	Code      codes.Code
+	// Message is the node's explanation.
+	Message  string
+	Evidence *Evidence
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("send %s: refused by the node: %s: %s", e.MessageID, e.Code, e.Message)
+}
+
+// GRPCStatus returns the node's status, so that status.Code(err) and
+// status.FromError(err) see it.
+func (e *RejectedError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+
+// sealed is a message ready to be submitted: everything the node gets.
+type sealed struct {
+	env      *envelope.Envelope
+	envBytes []byte
+	sig      []byte
+	payload  []byte
+}
+
+// Send seals m and submits it to the node, returning once the node has
+// durably accepted it. progress, if not nil, is called as the payload goes
+// out (sent and total bytes of the sealed payload); it starts again from 0
+// if the submission is retried.
+//
+// Before anything leaves the process each recipient is looked up in the
+// node's directory and its encryption certificate checked: issued under the
+// trust anchors, valid now, for emailProtection and key encipherment, naming
+// exactly the recipient's address, RSA of at least 3072 bits. An unknown
+// recipient is an error naming it ("no mailbox ADDR").
+//
+// A submission that fails because the node cannot be reached
+// (codes.Unavailable) is retried up to three times with the same message id,
+// which the node treats as one message. A refused submission is a
+// *RejectedError where the node signed a rejection, otherwise the node's
+// status error wrapped with the message id.
+func (c *Client) Send(ctx context.Context, m Message, progress func(sent, total int64)) (*Receipt, error) {
+	s, err := c.seal(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return c.submit(ctx, s, progress)
+}
+
+// seal validates m, seals its documents to the recipients and signs the
+// envelope.
+func (c *Client) seal(ctx context.Context, m Message) (*sealed, error) {
+	if err := validate(m); err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	certs := make([]*x509.Certificate, 0, len(m.To))
+	for _, to := range m.To {
+		cert, err := c.encryptionCert(ctx, to)
+		if err != nil {
+			return nil, fmt.Errorf("send: %w", err)
+		}
+		certs = append(certs, cert)
+	}
+	bundle, err := bundle(m.Documents)
+	if err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	signed, err := cms.Sign(bundle, c.signer)
+	if err != nil {
+		return nil, fmt.Errorf("send: sign documents: %w", err)
+	}
+	payload, err := cms.Encrypt(signed, certs)
+	if err != nil {
+		return nil, fmt.Errorf("send: encrypt documents: %w", err)
+	}
+	if len(payload) > MaxPayload {
+		return nil, fmt.Errorf("send: the sealed message has %d bytes, at most %d are allowed", len(payload), MaxPayload)
+	}
+	id, err := envelope.NewID()
+	if err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	sum := sha256.Sum256(payload)
+	env := &envelope.Envelope{
+		Version:       envelope.Version,
+		ID:            id,
+		From:          c.addr,
+		To:            slices.Clone(m.To),
+		Subject:       m.Subject,
+		Type:          m.Type,
+		Reference:     m.Reference,
+		Created:       c.now().UTC(),
+		PayloadSHA256: hex.EncodeToString(sum[:]),
+		PayloadSize:   int64(len(payload)),
+	}
+	for _, d := range m.Documents {
+		env.Files = append(env.Files, envelope.File{Name: d.Name, Size: int64(len(d.Data))})
+	}
+	envBytes, err := env.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	sig, err := cms.SignDetached(envBytes, c.signer)
+	if err != nil {
+		return nil, fmt.Errorf("send: sign envelope: %w", err)
+	}
+	return &sealed{env: env, envBytes: envBytes, sig: sig, payload: payload}, nil
+}
+
+// validate checks m before any work is done, with messages that name the
+// field at fault. The envelope checks the same rules again when it is
+// built.
+func validate(m Message) error {
+	if len(m.To) == 0 {
+		return errors.New("no recipient")
+	}
+	if len(m.To) > envelope.MaxRecipients {
+		return fmt.Errorf("%d recipients, at most %d", len(m.To), envelope.MaxRecipients)
+	}
+	for i, to := range m.To {
+		if _, err := address.Parse(to); err != nil {
+			return fmt.Errorf("recipient: %w", err)
+		}
+		if slices.Contains(m.To[:i], to) {
+			return fmt.Errorf("recipient %s named twice", to)
+		}
+	}
+	if strings.TrimSpace(m.Subject) == "" {
+		return errors.New("no subject")
+	}
+	if len(m.Documents) == 0 {
+		return errors.New("no documents")
+	}
+	if len(m.Documents) > envelope.MaxFiles {
+		return fmt.Errorf("%d documents, at most %d", len(m.Documents), envelope.MaxFiles)
+	}
+	names := make(map[string]bool, len(m.Documents))
+	var total int64
+	for _, d := range m.Documents {
+		if err := envelope.CheckFileName(d.Name); err != nil {
+			return err
+		}
+		if names[d.Name] {
+			return fmt.Errorf("two documents are named %q", d.Name)
+		}
+		names[d.Name] = true
+		total += int64(len(d.Data))
+	}
+	if total > MaxPayload {
+		return fmt.Errorf("the documents have %d bytes together, at most %d are allowed", total, MaxPayload)
+	}
+	return nil
+}
+
+// encryptionCert looks addr up in the directory and checks its encryption
+// certificate before anything is encrypted to it. Security: this is what
+// stops a node (or a directory entry gone wrong) from substituting a key.
+func (c *Client) encryptionCert(ctx context.Context, addr string) (*x509.Certificate, error) {
+	resp, err := c.directory.Lookup(ctx, &kurierv1.LookupRequest{Address: addr})
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", addr, err)
+	}
+	if !resp.GetExists() {
+		return nil, fmt.Errorf("no mailbox %s", addr)
+	}
+	entry := resp.GetEntry()
+	if entry.GetAddress() != addr {
+		return nil, fmt.Errorf("look up %s: the directory answered for %q", addr, entry.GetAddress())
+	}
+	cert, err := x509.ParseCertificate(entry.GetEncryptionCertificate())
+	if err != nil {
+		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
+	}
+	if err := checkEncryptionCert(cert, addr); err != nil {
+		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
+	}
+	if _, err := c.trust.Verify(cert, nil, c.now(), emailProtection...); err != nil {
+		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
+	}
+	return cert, nil
+}
+
+// checkEncryptionCert checks the shape of a recipient's encryption
+// certificate; the chain is the trust store's business.
+func checkEncryptionCert(cert *x509.Certificate, addr string) error {
+	if !slices.Equal(cert.EmailAddresses, []string{addr}) || len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.URIs) > 0 {
+		return fmt.Errorf("names %v, not exactly %s", cert.EmailAddresses, addr)
+	}
+	key, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("has a %T key, want RSA", cert.PublicKey)
+	}
+	if n := key.N.BitLen(); n < minEncryptionBits {
+		return fmt.Errorf("RSA key of %d bits, at least %d required", n, minEncryptionBits)
+	}
+	if cert.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
+		return errors.New("does not allow key encipherment")
+	}
+	return nil
+}
+
+// bundleTime is the modification time of every bundled file, so that the
+// same documents always make the same bundle.
+var bundleTime = time.Unix(0, 0).UTC()
+
+// bundle packs documents as a POSIX tar file of regular files, in order.
+func bundle(docs []Document) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range docs {
+		hdr := &tar.Header{
+			Typeflag: tar.TypeReg,
+			Name:     d.Name,
+			Mode:     0o644,
+			Size:     int64(len(d.Data)),
+			ModTime:  bundleTime,
+			// No format: the writer picks USTAR, or PAX where a name needs
+			// it (long or non-ASCII), never GNU for these headers.
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", d.Name, err)
+		}
+		if _, err := tw.Write(d.Data); err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", d.Name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// submit streams s to the node, retrying with the same id while the node
+// cannot be reached, and verifies the receipt.
+func (c *Client) submit(ctx context.Context, s *sealed, progress func(sent, total int64)) (*Receipt, error) {
+	id := s.env.ID
+	backoff := submitFirstBackoff
+	for attempt := 1; ; attempt++ {
+		resp, err := c.submitOnce(ctx, s, progress)
+		if err == nil {
+			r, err := c.receipt(s, resp)
+			if err != nil {
+				return nil, fmt.Errorf("send %s: %w", id, err)
+			}
+			return r, nil
+		}
+		if status.Code(err) != codes.Unavailable || attempt > submitRetries || ctx.Err() != nil {
+			return nil, c.submitError(id, err)
+		}
+		c.log.LogAttrs(ctx, slog.LevelWarn, "node unavailable, submitting again",
+			slog.String(logKeyMsgID, id), slog.Int(logKeyAttempt, attempt), slog.Any("err", err))
+		if err := sleep(ctx, backoff); err != nil {
+			return nil, fmt.Errorf("send %s: %w", id, err)
+		}
+		backoff *= 2
+	}
+}
+
+// submitOnce makes one Submit call: the signed envelope, then the payload in
+// chunks. The node may answer before reading the payload (a repeated
+// message); then Send reports io.EOF and the answer is in CloseAndRecv.
+func (c *Client) submitOnce(ctx context.Context, s *sealed, progress func(sent, total int64)) (*kurierv1.SubmitResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.mailbox.Submit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	first := &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Envelope{
+		Envelope: &kurierv1.SignedEnvelope{Envelope: s.envBytes, Signature: s.sig},
+	}}
+	if err := stream.Send(first); err != nil {
+		if errors.Is(err, io.EOF) {
+			return stream.CloseAndRecv()
+		}
+		return nil, err
+	}
+	total := int64(len(s.payload))
+	if progress != nil {
+		progress(0, total)
+	}
+	for off := 0; off < len(s.payload); off += chunkSize {
+		end := min(off+chunkSize, len(s.payload))
+		req := &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: s.payload[off:end]}}
+		if err := stream.Send(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return stream.CloseAndRecv()
+			}
+			return nil, err
+		}
+		if progress != nil {
+			progress(int64(end), total)
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// receipt verifies the node's answer: every evidence signed by a node,
+// about this very envelope and payload, each recipient's chain intact and
+// starting with a SubmissionAcceptance.
+func (c *Client) receipt(s *sealed, resp *kurierv1.SubmitResponse) (*Receipt, error) {
+	id := s.env.ID
+	if resp.GetMessageId() != id {
+		return nil, fmt.Errorf("the node confirmed message %q instead", resp.GetMessageId())
+	}
+	envDigest := envelope.Digest(s.envBytes)
+	r := &Receipt{MessageID: id}
+	chains := map[string][]evidence.Link{}
+	for i, pb := range resp.GetEvidence() {
+		ev, err := c.verifyEvidence(pb, id)
+		if err != nil {
+			return nil, fmt.Errorf("evidence %d: %w", i+1, err)
+		}
+		st := ev.Statement
+		switch {
+		case st.Sender != c.addr, st.EnvelopeSHA256 != envDigest, st.PayloadSHA256 != s.env.PayloadSHA256:
+			return nil, fmt.Errorf("evidence %d (%s) names another sender, envelope or payload", i+1, st.Type)
+		case !slices.Contains(s.env.To, st.Recipient):
+			return nil, fmt.Errorf("evidence %d (%s) is about %q, not a recipient of the message", i+1, st.Type, st.Recipient)
+		}
+		chains[st.Recipient] = append(chains[st.Recipient], ev.link())
+		r.Evidence = append(r.Evidence, ev)
+	}
+	for _, to := range s.env.To {
+		links := chains[to]
+		if len(links) == 0 || links[0].Statement.Type != evidence.SubmissionAcceptance {
+			return nil, fmt.Errorf("no SubmissionAcceptance for %s in the node's answer", to)
+		}
+		if err := evidence.CheckChain(links); err != nil {
+			return nil, fmt.Errorf("evidence for %s: %w", to, err)
+		}
+	}
+	return r, nil
+}
+
+// submitError turns a failed Submit into the error Send returns.
+func (c *Client) submitError(id string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("send %s: %w", id, err)
+	}
+	for _, d := range st.Details() {
+		rej, ok := d.(*kurierv1.SubmissionRejected)
+		if !ok {
+			continue
+		}
+		re := &RejectedError{MessageID: id, Code: st.Code(), Message: st.Message()}
+		ev, verr := c.verifyEvidence(rej.GetEvidence(), id)
+		switch {
+		case verr != nil:
+			c.log.Warn("rejection evidence does not verify", slog.String(logKeyMsgID, id), slog.Any("err", verr))
+		case ev.Type() != evidence.SubmissionRejection || ev.Statement.Sender != c.addr:
+			c.log.Warn("rejection evidence is not a SubmissionRejection of ours", slog.String(logKeyMsgID, id), slog.String("type", string(ev.Type())))
+		default:
+			re.Evidence = &ev
+		}
+		return re
+	}
+	return fmt.Errorf("send %s: %w", id, err)
+}

@@ -1,0 +1,235 @@
+// Command kurier is the command-line client of Kurier: participants send,
+// list, fetch and acknowledge messages and collect evidence with it;
+// operators run the federation's CA with it. Run `kurier help` for usage.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/pki"
+)
+
+const defaultNode = "127.0.0.1:7443"
+
+const usage = `kurier — send and receive documents through a Kurier node
+
+Usage:
+  kurier send --to ADDR [--to ADDR…] --subject TEXT [--type TYPE] [--reference AZ] FILE…
+  kurier inbox
+  kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
+  kurier ack ID                     sign and send the acknowledgement (Empfangsbekenntnis)
+  kurier evidence ID [-o DIR]       list the evidence of message ID; with -o write each as NN-Type.p7m
+
+  kurier pki init --ca DIR [--name NAME]
+  kurier pki issue --ca DIR (--node DOMAIN[,DOMAIN…] | --participant ADDR) -o DIR
+  kurier pki revoke --ca DIR [--reason CODE] SERIAL     (0x… hex or decimal)
+  kurier pki crl --ca DIR [--validity 168h]
+
+  kurier help
+
+Options of the mailbox commands (send, inbox, fetch, ack, evidence):
+  --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
+  --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
+  --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
+
+Every command takes --json and then prints exactly one JSON value on stdout.
+Flags may come before or after the other arguments.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "kurier:", describe(err))
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned after the usage has been printed for a wrong call.
+var errUsage = errors.New("see `kurier help`")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, rest := splitCommand(args)
+	err := dispatch(&env{ctx: ctx, stdout: stdout, stderr: stderr}, cmd, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h: the command's usage is printed
+	}
+	return err
+}
+
+func dispatch(e *env, cmd string, rest []string) error {
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return nil
+	case "send":
+		return e.send(rest)
+	case "inbox":
+		return e.inbox(rest)
+	case "fetch":
+		return e.fetch(rest)
+	case "ack":
+		return e.ack(rest)
+	case "evidence":
+		return e.evidence(rest)
+	case "pki":
+		return e.pki(rest)
+	}
+	if cmd == "" {
+		return fmt.Errorf("no command given; %w", errUsage)
+	}
+	return fmt.Errorf("unknown command %q; %w", cmd, errUsage)
+}
+
+// splitCommand finds the command among args, so that the common options
+// may also come before it (kurier --id DIR inbox), and returns it with the
+// other arguments. Before the command every option takes a value (--id
+// DIR, --node=ADDR) except --json and the help flags.
+func splitCommand(args []string) (string, []string) {
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-" {
+		name := strings.TrimLeft(args[i], "-")
+		switch {
+		case name == "h" || name == "help":
+			return args[i], nil
+		case name == "json" || strings.Contains(name, "="):
+			i++
+		default:
+			i += 2
+		}
+	}
+	if i >= len(args) {
+		return "", args
+	}
+	rest := append(slices.Clip(args[:i]), args[i+1:]...)
+	return args[i], rest
+}
+
+// env is what every command runs with.
+type env struct {
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// command is one command's flag set with the options all commands share.
+type command struct {
+	*flag.FlagSet
+	json bool
+}
+
+func newCommand(name string, stderr io.Writer) *command {
+	c := &command{FlagSet: flag.NewFlagSet("kurier "+name, flag.ContinueOnError)}
+	c.SetOutput(stderr)
+	c.BoolVar(&c.json, "json", false, "print one JSON value on stdout")
+	c.Usage = func() {
+		fmt.Fprintf(stderr, "Usage of kurier %s:\n", name)
+		c.PrintDefaults()
+	}
+	return c
+}
+
+// parse parses flags wherever they stand among the positional arguments,
+// which it returns: the flag package stops at the first positional, so
+// parsing resumes after each one. Everything after "--" is positional.
+func (c *command) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := c.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := c.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// mailboxFlags are the options of the commands that talk to a node.
+type mailboxFlags struct {
+	id, node, crl string
+}
+
+func (c *command) mailboxFlags() *mailboxFlags {
+	f := &mailboxFlags{}
+	c.StringVar(&f.id, "id", os.Getenv("KURIER_ID"), "identity folder (env KURIER_ID)")
+	node := os.Getenv("KURIER_NODE")
+	if node == "" {
+		node = defaultNode
+	}
+	c.StringVar(&f.node, "node", node, "home node host:port (env KURIER_NODE)")
+	c.StringVar(&f.crl, "crl", os.Getenv("KURIER_CRL"), "CRL file to check certificates against (env KURIER_CRL)")
+	return f
+}
+
+// dial loads the identity and connects to the node.
+func (e *env) dial(f *mailboxFlags) (*client.Client, error) {
+	if f.id == "" {
+		return nil, errors.New("no identity: give --id DIR or set KURIER_ID")
+	}
+	id, err := pki.LoadIdentity(f.id)
+	if err != nil {
+		return nil, err
+	}
+	var opts []client.Option
+	if f.crl != "" {
+		opts = append(opts, client.WithCRL(f.crl))
+	}
+	return client.Dial(e.ctx, f.node, id, opts...)
+}
+
+// printJSON writes v as the one JSON value of a --json command.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// describe renders err for a person: a gRPC status inside it reads as
+// "Code: message" instead of "rpc error: code = Code desc = message".
+func describe(err error) string {
+	msg := err.Error()
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return msg
+	}
+	st := se.GRPCStatus()
+	raw := st.Err().Error()
+	if strings.Contains(msg, raw) {
+		return strings.Replace(msg, raw, fmt.Sprintf("%s: %s", st.Code(), st.Message()), 1)
+	}
+	return msg
+}
+
+// isTerminal reports whether w is a terminal, where progress may be drawn.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
+)
+
+// The development node of kurierd, in process, over real mutual TLS.
+var (
+	devDir   string
+	nodeAddr string
+	crlPath  string
+)
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) int {
+	for _, v := range []string{"KURIER_ID", "KURIER_NODE", "KURIER_CRL"} {
+		os.Unsetenv(v)
+	}
+	dir, err := os.MkdirTemp("", "kurier-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	devDir = dir
+	cfg, err := daemon.Dev(dir, "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dev setup:", err)
+		return 1
+	}
+	crlPath = cfg.CRL
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a net.Addr) { ready <- a })
+	}()
+	select {
+	case a := <-ready:
+		nodeAddr = a.String()
+	case err := <-done:
+		cancel()
+		fmt.Fprintln(os.Stderr, "node:", err)
+		return 1
+	}
+	code := m.Run()
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Fprintln(os.Stderr, "node:", err)
+	}
+	return code
+}
+
+// kurier runs the command line and returns stdout, failing the test on
+// error.
+func kurier(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := try(t, args...)
+	if err != nil {
+		t.Fatalf("kurier %s: %s", strings.Join(args, " "), describe(err))
+	}
+	return out
+}
+
+func try(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, args, &stdout, &stderr)
+	if stderr.Len() > 0 {
+		t.Logf("stderr of kurier %q:\n%s", args, stderr.String())
+	}
+	return stdout.String(), err
+}
+
+// kurierJSON runs a command with --json, checks that stdout holds exactly
+// one JSON value and decodes it into v.
+func kurierJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	out := kurier(t, append(args, "--json")...)
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("kurier %q --json: %v in %q", args, err, out)
+	}
+	if err := dec.Decode(new(json.RawMessage)); !errors.Is(err, io.EOF) {
+		t.Fatalf("kurier %q --json printed more than one JSON value: %q", args, out)
+	}
+}
+
+func as(who string) []string {
+	return []string{"--id", daemon.DevIdentity(devDir, who), "--node", nodeAddr, "--crl", crlPath}
+}
+
+func TestRun_Mailbox(t *testing.T) {
+	src := t.TempDir()
+	big := make([]byte, 3<<20/2)
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"Schriftsatz.pdf": big, "Anlage 1.txt": []byte("Anlage\n")}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(src, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Flags after the files, and the identity from the environment.
+	t.Setenv("KURIER_ID", daemon.DevIdentity(devDir, "agency"))
+	t.Setenv("KURIER_NODE", nodeAddr)
+	var sent struct {
+		ID       string
+		Evidence []struct{ Type, Recipient string }
+	}
+	kurierJSON(t, &sent, "send", "--to", daemon.DevCourt, "--subject", "Klageerwiderung",
+		filepath.Join(src, "Schriftsatz.pdf"), filepath.Join(src, "Anlage 1.txt"),
+		"--type", "Schriftsatz", "--reference", "3 C 123/26", "--crl", crlPath)
+	if sent.ID == "" || len(sent.Evidence) != 2 || sent.Evidence[0].Type != "SubmissionAcceptance" {
+		t.Fatalf("send: %+v", sent)
+	}
+	id := sent.ID
+
+	t.Run("send plain", func(t *testing.T) {
+		out := kurier(t, append(as("agency"), "send", "--to", daemon.DevCourt, "--subject", "plain", filepath.Join(src, "Anlage 1.txt"))...)
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || len(lines[0]) != 36 {
+			t.Errorf("send printed %q, want the message id", out)
+		}
+	})
+
+	t.Run("inbox", func(t *testing.T) {
+		var entries []map[string]any
+		kurierJSON(t, &entries, append(as("court"), "inbox")...)
+		i := slices.IndexFunc(entries, func(e map[string]any) bool { return e["id"] == id })
+		if i < 0 {
+			t.Fatalf("message %s not in %v", id, entries)
+		}
+		e := entries[i]
+		for k, want := range map[string]any{"from": daemon.DevAgency, "subject": "Klageerwiderung", "type": "Schriftsatz", "reference": "3 C 123/26", "state": "delivered"} {
+			if e[k] != want {
+				t.Errorf("%s = %v, want %v", k, e[k], want)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339, e["received"].(string)); err != nil {
+			t.Errorf("received: %v", err)
+		}
+		if e["size"].(float64) < float64(len(big)) {
+			t.Errorf("size %v", e["size"])
+		}
+		table := kurier(t, append(as("court"), "inbox")...)
+		if !strings.Contains(table, id) || !strings.Contains(table, "SUBJECT") {
+			t.Errorf("inbox table:\n%s", table)
+		}
+		// Nobody writes to the agency.
+		if out := kurier(t, append(as("agency"), "inbox", "--json")...); strings.TrimSpace(out) != "[]" {
+			t.Errorf("empty inbox --json printed %q", out)
+		}
+	})
+
+	t.Run("ack before fetch", func(t *testing.T) {
+		_, err := try(t, append(as("court"), "ack", id)...)
+		if err == nil || !strings.Contains(err.Error(), "fetch the message before acknowledging it") {
+			t.Errorf("ack before fetch: %v", err)
+		}
+	})
+
+	t.Run("fetch", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "new")
+		var f struct {
+			ID, From, Subject string
+			Files             []string
+			Retrieval         struct{ Type string }
+		}
+		kurierJSON(t, &f, append([]string{"fetch", id, "-o", dir}, as("court")...)...)
+		if f.ID != id || f.From != daemon.DevAgency || f.Subject != "Klageerwiderung" || f.Retrieval.Type != "Retrieval" || len(f.Files) != 2 {
+			t.Fatalf("fetch: %+v", f)
+		}
+		for _, p := range f.Files {
+			got, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, files[filepath.Base(p)]) {
+				t.Errorf("%s differs from what was sent", p)
+			}
+		}
+		// Again into the same folder: the files are there, nothing changes.
+		_, err := try(t, append([]string{"fetch", id, "-o", dir}, as("court")...)...)
+		if err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("fetch over existing files: %v", err)
+		}
+	})
+
+	t.Run("ack", func(t *testing.T) {
+		var ack struct{ ID, Type, SHA256 string }
+		kurierJSON(t, &ack, append(as("court"), "ack", id)...)
+		if ack.ID != id || ack.Type != "Acknowledgement" || len(ack.SHA256) != 64 {
+			t.Errorf("ack: %+v", ack)
+		}
+	})
+
+	t.Run("evidence", func(t *testing.T) {
+		dir := t.TempDir()
+		var list []struct{ File, Type, Recipient, Issuer, Time, SHA256 string }
+		kurierJSON(t, &list, append([]string{"evidence", id, "-o", dir}, as("court")...)...)
+		var names, kinds []string
+		for _, ev := range list {
+			names = append(names, filepath.Base(ev.File))
+			kinds = append(kinds, ev.Type)
+			der, err := os.ReadFile(ev.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := evidence.Parse(der)
+			if err != nil || string(parsed.Statement.Type) != ev.Type || parsed.Digest() != ev.SHA256 {
+				t.Errorf("%s: %v", ev.File, err)
+			}
+		}
+		want := []string{"01-SubmissionAcceptance.p7m", "02-Delivery.p7m", "03-Retrieval.p7m", "04-Acknowledgement.p7m"}
+		if diff := cmp.Diff(want, names); diff != "" {
+			t.Errorf("evidence files (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"SubmissionAcceptance", "Delivery", "Retrieval", "Acknowledgement"}, kinds); diff != "" {
+			t.Errorf("evidence types (-want +got):\n%s", diff)
+		}
+		// Writing again into the same folder keeps identical files.
+		kurier(t, append([]string{"evidence", id, "-o", dir}, as("court")...)...)
+	})
+
+	t.Run("errors read well", func(t *testing.T) {
+		_, err := try(t, append(as("agency"), "fetch", id, "-o", t.TempDir())...)
+		if err == nil {
+			t.Fatal("the sender fetched the recipient's copy")
+		}
+		if msg := describe(err); !strings.Contains(msg, "NotFound: ") || strings.Contains(msg, "rpc error") {
+			t.Errorf("error reads %q", msg)
+		}
+		_, err = try(t, append(as("agency"), "send", "--to", "niemand@amtsgericht.example", "--subject", "x", filepath.Join(src, "Anlage 1.txt"))...)
+		if err == nil || !strings.Contains(err.Error(), "no mailbox niemand@amtsgericht.example") {
+			t.Errorf("send to an unknown address: %v", err)
+		}
+	})
+}
+
+func TestRun_PKI(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	var ca struct{ CA, Certificate, Subject string }
+	kurierJSON(t, &ca, "pki", "init", "--ca", caDir, "--name", "Test CA")
+	if ca.Subject != "CN=Test CA" || ca.Certificate != filepath.Join(caDir, "ca.pem") {
+		t.Errorf("init: %+v", ca)
+	}
+	if _, err := try(t, "pki", "init", "--ca", caDir); err == nil {
+		t.Error("a second init replaced the CA")
+	}
+
+	var p struct {
+		Kind, Address, Serial string
+		EncryptionSerial      string `json:"encryption_serial"`
+	}
+	kurierJSON(t, &p, "pki", "issue", "--ca", caDir, "--participant", "eingang@gericht.example", "-o", filepath.Join(dir, "court"))
+	if p.Kind != "participant" || p.Address != "eingang@gericht.example" || !strings.HasPrefix(p.Serial, "0x") || !strings.HasPrefix(p.EncryptionSerial, "0x") {
+		t.Fatalf("issue participant: %+v", p)
+	}
+	id, err := pki.LoadIdentity(filepath.Join(dir, "court"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("0x%x", id.Cert.SerialNumber) != p.Serial {
+		t.Errorf("serial %s, certificate has %x", p.Serial, id.Cert.SerialNumber)
+	}
+	var n struct {
+		Kind    string
+		Domains []string
+		Serial  string
+	}
+	kurierJSON(t, &n, "pki", "issue", "--ca", caDir, "--node", "gericht.example,stadt.example", "-o", filepath.Join(dir, "node"))
+	if n.Kind != "node" || !slices.Equal(n.Domains, []string{"gericht.example", "stadt.example"}) {
+		t.Errorf("issue node: %+v", n)
+	}
+	if _, err := try(t, "pki", "issue", "--ca", caDir, "-o", filepath.Join(dir, "x")); err == nil {
+		t.Error("issue without --node or --participant succeeded")
+	}
+
+	// Revoke the signing certificate by hex serial, the encryption
+	// certificate by decimal serial.
+	var r struct {
+		Serial        string
+		SerialDecimal string `json:"serial_decimal"`
+		Reason        int
+	}
+	kurierJSON(t, &r, "pki", "revoke", "--ca", caDir, p.Serial, "--reason", "1")
+	if r.Serial != p.Serial || r.Reason != 1 {
+		t.Errorf("revoke: %+v", r)
+	}
+	kurier(t, "pki", "revoke", "--ca", caDir, id.EncCert.SerialNumber.String())
+	if _, err := try(t, "pki", "revoke", "--ca", caDir, "xyz"); err == nil {
+		t.Error("revoke of a malformed serial succeeded")
+	}
+
+	var crl struct {
+		CRL        string
+		Revoked    int
+		NextUpdate string `json:"next_update"`
+	}
+	kurierJSON(t, &crl, "pki", "crl", "--ca", caDir, "--validity", "48h")
+	if crl.Revoked != 2 || crl.CRL != filepath.Join(caDir, "crl.pem") {
+		t.Errorf("crl: %+v", crl)
+	}
+	list, err := readCRL(crl.CRL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serials []*big.Int
+	for _, e := range list.RevokedCertificateEntries {
+		serials = append(serials, e.SerialNumber)
+	}
+	for _, want := range []*big.Int{id.Cert.SerialNumber, id.EncCert.SerialNumber} {
+		if !slices.ContainsFunc(serials, func(s *big.Int) bool { return s.Cmp(want) == 0 }) {
+			t.Errorf("serial %x not in the CRL", want)
+		}
+	}
+	if next, err := time.Parse(time.RFC3339, crl.NextUpdate); err != nil || next.Sub(time.Now()) < 47*time.Hour {
+		t.Errorf("next update %s: %v", crl.NextUpdate, err)
+	}
+	if out := kurier(t, "pki", "crl", "--ca", caDir); strings.TrimSpace(out) != crl.CRL {
+		t.Errorf("crl printed %q", out)
+	}
+}
+
+func TestRun_Usage(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		out := kurier(t, args...)
+		for _, cmd := range []string{"kurier send", "kurier inbox", "kurier fetch", "kurier ack", "kurier evidence", "kurier pki init", "kurier pki revoke"} {
+			if !strings.Contains(out, cmd) {
+				t.Errorf("%v: usage does not mention %q", args, cmd)
+			}
+		}
+	}
+	if _, err := try(t, "frobnicate"); err == nil {
+		t.Error("an unknown command succeeded")
+	}
+	if _, err := try(t); err == nil {
+		t.Error("no command succeeded")
+	}
+	if _, err := try(t, "send", "-h"); err != nil {
+		t.Errorf("send -h: %v", err)
+	}
+	if _, err := try(t, "inbox"); err == nil || !strings.Contains(err.Error(), "KURIER_ID") {
+		t.Errorf("inbox without identity: %v", err)
+	}
+}
+
+func TestCommand_Parse(t *testing.T) {
+	tests := map[string]struct {
+		args      []string
+		wantPos   []string
+		wantOut   string
+		wantJSON  bool
+		wantError bool
+	}{
+		"flags first":           {args: []string{"-o", "d", "--json", "id"}, wantPos: []string{"id"}, wantOut: "d", wantJSON: true},
+		"flags after":           {args: []string{"id", "-o", "d"}, wantPos: []string{"id"}, wantOut: "d"},
+		"interleaved":           {args: []string{"a", "--json", "b", "--o=d", "c"}, wantPos: []string{"a", "b", "c"}, wantOut: "d", wantJSON: true},
+		"double dash":           {args: []string{"a", "--", "-o", "x"}, wantPos: []string{"a", "-o", "x"}},
+		"unknown flag":          {args: []string{"a", "--nope"}, wantError: true},
+		"no arguments":          {args: nil},
+		"single dash flag form": {args: []string{"-json", "x"}, wantPos: []string{"x"}, wantJSON: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := newCommand("test", io.Discard)
+			out := c.String("o", "", "")
+			pos, err := c.parse(tt.args)
+			if tt.wantError {
+				if err == nil {
+					t.Error("no error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.wantPos, pos); diff != "" {
+				t.Errorf("positional (-want +got):\n%s", diff)
+			}
+			if *out != tt.wantOut || c.json != tt.wantJSON {
+				t.Errorf("-o %q, --json %v", *out, c.json)
+			}
+		})
+	}
+}
+
+func TestSplitCommand(t *testing.T) {
+	tests := map[string]struct {
+		args     []string
+		wantCmd  string
+		wantRest []string
+	}{
+		"command first":        {[]string{"inbox", "--json"}, "inbox", []string{"--json"}},
+		"options before":       {[]string{"--id", "d", "--json", "fetch", "x"}, "fetch", []string{"--id", "d", "--json", "x"}},
+		"option with equals":   {[]string{"--node=h:1", "ack", "x"}, "ack", []string{"--node=h:1", "x"}},
+		"value like a command": {[]string{"--id", "inbox", "send", "f"}, "send", []string{"--id", "inbox", "f"}},
+		"help":                 {[]string{"--id", "d", "-h"}, "-h", nil},
+		"no command":           {[]string{"--id", "d"}, "", []string{"--id", "d"}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			cmd, rest := splitCommand(tt.args)
+			if cmd != tt.wantCmd || !slices.Equal(rest, tt.wantRest) {
+				t.Errorf("splitCommand(%q) = %q, %q; want %q, %q", tt.args, cmd, rest, tt.wantCmd, tt.wantRest)
+			}
+		})
+	}
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"kurier.dev/kurier/client"
+)
+
+// progressThreshold is the size above which send draws a progress bar.
+const progressThreshold = 1 << 20
+
+// addressList is a repeatable flag; each use may also list several
+// addresses separated by commas.
+type addressList []string
+
+func (l *addressList) String() string { return strings.Join(*l, ",") }
+
+func (l *addressList) Set(v string) error {
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			*l = append(*l, a)
+		}
+	}
+	return nil
+}
+
+type sentJSON struct {
+	ID       string         `json:"id"`
+	Evidence []evidenceJSON `json:"evidence"`
+}
+
+func (e *env) send(args []string) error {
+	c := newCommand("send", e.stderr)
+	mf := c.mailboxFlags()
+	var to addressList
+	c.Var(&to, "to", "recipient address (repeat, or separate by commas, for several)")
+	subject := c.String("subject", "", "subject (required)")
+	typ := c.String("type", "", "message type, e.g. Schriftsatz")
+	ref := c.String("reference", "", "case reference (Aktenzeichen)")
+	files, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("send: no files given")
+	}
+	docs, total, err := readDocuments(files)
+	if err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	cl, err := e.dial(mf)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var progress func(sent, total int64)
+	if !c.json && total > progressThreshold && isTerminal(e.stderr) {
+		bar := &progressBar{w: e.stderr}
+		progress = bar.update
+		defer bar.finish()
+	}
+	r, err := cl.Send(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs}, progress)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		out := sentJSON{ID: r.MessageID, Evidence: []evidenceJSON{}}
+		for _, ev := range r.Evidence {
+			out.Evidence = append(out.Evidence, toEvidenceJSON(ev, ""))
+		}
+		return e.printJSON(out)
+	}
+	_, err = fmt.Fprintln(e.stdout, r.MessageID)
+	return err
+}
+
+// readDocuments reads the files to send, each under its base name.
+func readDocuments(paths []string) ([]client.Document, int64, error) {
+	var docs []client.Document
+	var total int64
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, 0, fmt.Errorf("%s is not a regular file", p)
+		}
+		if total += fi.Size(); total > client.MaxPayload {
+			return nil, 0, fmt.Errorf("the files have more than %d bytes together", client.MaxPayload)
+		}
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, 0, err
+		}
+		docs = append(docs, client.Document{Name: filepath.Base(p), Data: data})
+	}
+	return docs, total, nil
+}
+
+// progressBar draws the upload on a terminal, at most ten times a second.
+type progressBar struct {
+	w     io.Writer
+	last  time.Time
+	drawn bool
+}
+
+func (p *progressBar) update(sent, total int64) {
+	now := time.Now()
+	if total <= 0 || (sent < total && now.Sub(p.last) < 100*time.Millisecond) {
+		return
+	}
+	p.last, p.drawn = now, true
+	const width = 30
+	filled := int(sent * width / total)
+	fmt.Fprintf(p.w, "\rsending [%s%s] %3d%%  %.1f / %.1f MiB", strings.Repeat("=", filled), strings.Repeat(" ", width-filled),
+		sent*100/total, float64(sent)/(1<<20), float64(total)/(1<<20))
+}
+
+func (p *progressBar) finish() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
