@@ -65,6 +65,10 @@ func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error) error
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
+	// The node sends its header once the subscription is registered.
+	if _, err := stream.Header(); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
 	for {
 		resp, err := stream.Recv()
 		switch {

@@ -56,12 +56,12 @@ func TestParse_NonCanonical(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string][]byte{
-		"leading space":  append([]byte(" "), b...),
-		"trailing data":  append(append([]byte{}, b...), []byte(`{}`)...),
-		"unknown field":  bytes.Replace(b, []byte(`{"version":1,`), []byte(`{"version":1,"x":1,`), 1),
-		"duplicate key":  bytes.Replace(b, []byte(`{"version":1,`), []byte(`{"version":1,"version":1,`), 1),
-		"escaped html":   bytes.Replace(b, []byte(`&`), []byte(`\u0026`), 1),
-		"too large":      append(append([]byte{}, b...), bytes.Repeat([]byte(" "), MaxSize)...),
+		"leading space": append([]byte(" "), b...),
+		"trailing data": append(append([]byte{}, b...), []byte(`{}`)...),
+		"unknown field": bytes.Replace(b, []byte(`{"version":1,`), []byte(`{"version":1,"x":1,`), 1),
+		"duplicate key": bytes.Replace(b, []byte(`{"version":1,`), []byte(`{"version":1,"version":1,`), 1),
+		"escaped html":  bytes.Replace(b, []byte(`&`), []byte(`\u0026`), 1),
+		"too large":     append(append([]byte{}, b...), bytes.Repeat([]byte(" "), MaxSize)...),
 	}
 	cases["reordered keys"] = append(bytes.Replace(b[:len(b)-1], []byte(`{"version":1,`), []byte(`{`), 1), []byte(`,"version":1}`)...)
 	for name, in := range cases {

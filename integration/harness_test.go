@@ -55,10 +55,11 @@ type nodeProc struct {
 }
 
 // startDevNode starts `kurierd -dev` on a free loopback port with its data
-// in dir, and waits until it listens.
-func startDevNode(t *testing.T, dir string) *nodeProc {
+// in dir and env added to its environment, and waits until it listens.
+func startDevNode(t *testing.T, dir string, env ...string) *nodeProc {
 	t.Helper()
 	cmd := exec.Command(kurierd, "-dev", "-data", dir, "-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -148,23 +149,27 @@ func (n *nodeProc) runJSON(ctx context.Context, idDir string, out any, args ...s
 	return nil
 }
 
-// rss returns the peak resident memory of the node process in bytes.
-func (n *nodeProc) peakRSS() (int64, error) {
+// anonRSS returns the node process's resident anonymous memory in bytes:
+// its heap and stacks, without the store's memory-mapped files, which the
+// kernel pages in and out as it likes.
+func (n *nodeProc) anonRSS() (int64, error) {
 	if runtime.GOOS != "linux" {
-		return 0, fmt.Errorf("peak RSS only on linux")
+		return 0, fmt.Errorf("RssAnon is read from /proc, linux only")
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
 			var kb int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb)
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, err
+			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM")
+	return 0, fmt.Errorf("no RssAnon in /proc/%d/status", n.cmd.Process.Pid)
 }
 
 // syncBuffer collects a process's log while tests read it.

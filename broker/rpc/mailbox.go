@@ -106,6 +106,11 @@ func (s *service) Subscribe(_ *kurierv1.SubscribeRequest, stream grpc.ServerStre
 		return toStatus(err)
 	}
 	defer cancel()
+	// The header tells the client that the subscription is registered:
+	// every message stored from now on is announced.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-stream.Context().Done():
