@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker/node"
@@ -102,6 +104,29 @@ func TestServer_Handshake(t *testing.T) {
 		lk, err := kurierv1.NewDirectoryServiceClient(conn).Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court})
 		if err != nil || !lk.Exists || !bytes.Equal(lk.Entry.EncryptionCertificate, fx.IDs[pkitest.Court].EncCert.Raw) {
 			t.Fatalf("lookup = %v, %v", lk, err)
+		}
+	})
+	t.Run("reflection lists the services", func(t *testing.T) {
+		conn := dial(t, addr, fx.IDs[pkitest.Agency], trust)
+		stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range resp.GetListServicesResponse().GetService() {
+			names = append(names, s.GetName())
+		}
+		for _, want := range []string{"kurier.v1.MailboxService", "kurier.v1.DirectoryService", "grpc.health.v1.Health"} {
+			if !slices.Contains(names, want) {
+				t.Errorf("reflection lists %v, missing %s", names, want)
+			}
 		}
 	})
 	for name, id := range map[string]*pki.Identity{"revoked": fx.Revoked, "foreign CA": fx.Foreign} {
