@@ -3,7 +3,6 @@ package evidence_test
 import (
 	"bytes"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +15,7 @@ import (
 
 var fx *pkitest.PKI
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kurier-evidence-test")
-	if err != nil {
-		panic(err)
-	}
-	fx, err = pkitest.New(dir)
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pkitest.Main(m, &fx) }
 
 func statement(typ evidence.Type, prev string) *evidence.Statement {
 	st := &evidence.Statement{

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -32,19 +31,7 @@ const (
 
 var fx *pkitest.PKI
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kurier-node-test")
-	if err != nil {
-		panic(err)
-	}
-	fx, err = pkitest.New(dir)
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pkitest.Main(m, &fx) }
 
 var signer = pkitest.Signer
 

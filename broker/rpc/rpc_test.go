@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -33,19 +32,7 @@ import (
 
 var fx *pkitest.PKI
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kurier-rpc-test")
-	if err != nil {
-		panic(err)
-	}
-	fx, err = pkitest.New(dir)
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pkitest.Main(m, &fx) }
 
 // startServer runs a node behind the real gRPC server on 127.0.0.1:0.
 func startServer(t *testing.T) (string, *pki.TrustStore) {

@@ -7,7 +7,9 @@ package pkitest
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"testing"
 	"time"
 
 	"kurier.dev/kurier/pki"
@@ -85,4 +87,25 @@ func (p *PKI) Trust() (*pki.TrustStore, error) {
 // Signer returns an identity's signing certificate and key.
 func Signer(id *pki.Identity) cms.Signer {
 	return cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain}
+}
+
+// Main is a TestMain for packages that share one federation: it builds it
+// in a temporary folder, stores it in *fx, runs the tests, removes the
+// folder and exits with the tests' status.
+func Main(m *testing.M, fx **PKI) {
+	dir, err := os.MkdirTemp("", "kurier-pkitest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	p, err := New(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	*fx = p
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
