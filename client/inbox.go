@@ -89,28 +89,18 @@ func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error) error
 	}
 }
 
-// inboxEntry converts a node's summary, taking the message's own data from
-// the signed envelope bytes rather than the node's decoded copy.
+// inboxEntry converts a node's summary. Listings are the node's word, not
+// signed data: Fetch checks the sender's signed envelope.
 func inboxEntry(m *kurierv1.MessageSummary) (InboxEntry, error) {
 	if m == nil {
 		return InboxEntry{}, errors.New("empty message summary")
 	}
-	e := InboxEntry{
+	if err := envelope.CheckID(m.GetMessageId()); err != nil {
+		return InboxEntry{}, fmt.Errorf("listing: %w", err)
+	}
+	return InboxEntry{
 		ID: m.GetMessageId(), From: m.GetFrom(), Subject: m.GetSubject(),
 		Type: m.GetType(), Reference: m.GetReference(), State: m.GetState(),
 		Received: m.GetReceived().AsTime(), Size: m.GetPayloadSize(),
-	}
-	b := m.GetEnvelope().GetEnvelope()
-	if len(b) == 0 {
-		return e, nil
-	}
-	env, err := envelope.Parse(b)
-	if err != nil {
-		return InboxEntry{}, fmt.Errorf("message %s: %w", m.GetMessageId(), err)
-	}
-	if env.ID != m.GetMessageId() {
-		return InboxEntry{}, fmt.Errorf("message %s carries the envelope of message %s", m.GetMessageId(), env.ID)
-	}
-	e.From, e.Subject, e.Type, e.Reference, e.Size = env.From, env.Subject, env.Type, env.Reference, env.PayloadSize
-	return e, nil
+	}, nil
 }

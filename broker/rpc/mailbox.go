@@ -223,6 +223,5 @@ func toSummary(e broker.InboxEntry) *kurierv1.MessageSummary {
 		Received:    timestamppb.New(e.Copy.Received),
 		PayloadSize: h.PayloadSize,
 		State:       string(e.Copy.State),
-		Envelope:    &kurierv1.SignedEnvelope{Envelope: e.Message.Envelope, Signature: e.Message.Signature},
 	}
 }

@@ -166,8 +166,7 @@ type MessageSummary struct {
 	Received    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=received,proto3" json:"received,omitempty"`
 	PayloadSize int64                  `protobuf:"varint,7,opt,name=payload_size,json=payloadSize,proto3" json:"payload_size,omitempty"`
 	// delivered, retrieved or acknowledged.
-	State         string          `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
-	Envelope      *SignedEnvelope `protobuf:"bytes,9,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	State         string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,13 +257,6 @@ func (x *MessageSummary) GetState() string {
 	return ""
 }
 
-func (x *MessageSummary) GetEnvelope() *SignedEnvelope {
-	if x != nil {
-		return x.Envelope
-	}
-	return nil
-}
-
 var File_kurier_v1_types_proto protoreflect.FileDescriptor
 
 const file_kurier_v1_types_proto_rawDesc = "" +
@@ -277,7 +269,7 @@ const file_kurier_v1_types_proto_rawDesc = "" +
 	"\x03der\x18\x01 \x01(\fR\x03der\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1c\n" +
 	"\trecipient\x18\x03 \x01(\tR\trecipient\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xb7\x02\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\x90\x02\n" +
 	"\x0eMessageSummary\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x12\n" +
@@ -287,8 +279,8 @@ const file_kurier_v1_types_proto_rawDesc = "" +
 	"\treference\x18\x05 \x01(\tR\treference\x126\n" +
 	"\breceived\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\breceived\x12!\n" +
 	"\fpayload_size\x18\a \x01(\x03R\vpayloadSize\x12\x14\n" +
-	"\x05state\x18\b \x01(\tR\x05state\x125\n" +
-	"\benvelope\x18\t \x01(\v2\x19.kurier.v1.SignedEnvelopeR\benvelopeB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
+	"\x05state\x18\b \x01(\tR\x05stateJ\x04\b\t\x10\n" +
+	"R\benvelopeB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
 
 var (
 	file_kurier_v1_types_proto_rawDescOnce sync.Once
@@ -311,12 +303,11 @@ var file_kurier_v1_types_proto_goTypes = []any{
 }
 var file_kurier_v1_types_proto_depIdxs = []int32{
 	3, // 0: kurier.v1.MessageSummary.received:type_name -> google.protobuf.Timestamp
-	0, // 1: kurier.v1.MessageSummary.envelope:type_name -> kurier.v1.SignedEnvelope
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_kurier_v1_types_proto_init() }
