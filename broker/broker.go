@@ -35,6 +35,17 @@ var (
 	ErrState = errors.New("wrong state")
 	// ErrSignature: a signature, certificate chain or revocation check failed.
 	ErrSignature = errors.New("signature not valid")
+	// ErrUnauthenticated: the caller presented no usable, unrevoked
+	// certificate.
+	ErrUnauthenticated = errors.New("not authenticated")
+)
+
+// Log attribute keys, the same in every package of the node.
+const (
+	LogMsgID   = "msg_id"
+	LogPeer    = "peer"
+	LogMailbox = "mailbox"
+	LogErr     = "err"
 )
 
 // Message is a message as a node stores it: the sender's signed envelope,

@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -284,4 +285,18 @@ func writeCRLFile(t *testing.T, ca *CA, thisUpdate, nextUpdate time.Time) string
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestTrustStore_CheckRevoked_intermediate: a leaf under an intermediate
+// has no CRL here, so its revocation cannot be checked and it is refused.
+func TestTrustStore_CheckRevoked_intermediate(t *testing.T) {
+	inter := fx.ca.makeCert(t, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "Intermediate"}, IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	})
+	leaf := &x509.Certificate{RawIssuer: inter.RawSubject, Issuer: inter.Subject, Subject: pkix.Name{CommonName: "leaf"}, SerialNumber: big.NewInt(7)}
+	ts := newTrustStore(t)
+	if err := ts.CheckRevoked([]*x509.Certificate{leaf, inter, fx.ca.Certificate()}); !errors.Is(err, ErrNoCRL) {
+		t.Fatalf("CheckRevoked = %v, want ErrNoCRL", err)
+	}
 }

@@ -16,4 +16,7 @@ var (
 	// ErrUnknownIdentity means a certificate is neither a well-formed
 	// participant nor a well-formed node certificate.
 	ErrUnknownIdentity = errors.New("unknown identity")
+	// ErrNoCRL means a certificate's issuer has no CRL here, so its
+	// revocation cannot be checked; such chains are refused.
+	ErrNoCRL = errors.New("no CRL for the certificate's issuer")
 )

@@ -75,11 +75,13 @@ func (t *TrustStore) HasCRL() bool { return t.crlPath != "" }
 
 // CheckRevoked checks every certificate in chain that was issued by the
 // CRL's issuer against the CRL, and returns an error wrapping ErrRevoked,
-// naming the serial in hex, for the first one listed. Certificates from
-// other issuers (a root, or leaves under an intermediate, which would need
-// that intermediate's own CRL) are not looked up. It fails if the CRL is
-// unusable (missing, forged: errors; past NextUpdate: ErrCRLStale). A store
-// without a CRL returns nil.
+// naming the serial in hex, for the first one listed. A self-signed root
+// ends the chain and needs no lookup; any other certificate issued by
+// someone the CRL does not speak for (a leaf under an intermediate, which
+// would need that intermediate's own CRL) fails with ErrNoCRL, so that
+// revocation never passes unchecked. It fails if the CRL is unusable
+// (missing, forged: errors; past NextUpdate: ErrCRLStale). A store without
+// a CRL returns nil.
 func (t *TrustStore) CheckRevoked(chain []*x509.Certificate) error {
 	if t.crlPath == "" {
 		return nil
@@ -90,7 +92,10 @@ func (t *TrustStore) CheckRevoked(chain []*x509.Certificate) error {
 	}
 	for _, c := range chain {
 		if !issuedBy(c, state.crl) {
-			continue
+			if bytes.Equal(c.RawIssuer, c.RawSubject) && c.IsCA {
+				continue // a trust anchor
+			}
+			return fmt.Errorf("%w: %q is issued by %q", ErrNoCRL, c.Subject, c.Issuer)
 		}
 		if state.revoked[c.SerialNumber.String()] {
 			return fmt.Errorf("%w: serial %x (%q)", ErrRevoked, c.SerialNumber, c.Subject)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -109,5 +110,32 @@ func TestRun_MissingCRLRefused(t *testing.T) {
 	err = Run(ctx, cfg, slog.New(slog.DiscardHandler), func(net.Addr) { t.Error("node started without a CRL") })
 	if err == nil {
 		t.Fatal("Run started without its CRL")
+	}
+}
+
+func TestIssueOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "identities", "agency")
+	failed := errors.New("power cut")
+	err := issueOnce(dir, func(tmp string) error {
+		os.WriteFile(filepath.Join(tmp, "enc-cert.pem"), []byte("half"), 0o600)
+		return failed
+	})
+	if !errors.Is(err, failed) {
+		t.Fatalf("issueOnce = %v, want the issue error", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(dir)); len(entries) != 0 {
+		t.Fatalf("an interrupted issue left %d entries", len(entries))
+	}
+	calls := 0
+	for range 2 {
+		if err := issueOnce(dir, func(tmp string) error {
+			calls++
+			return os.WriteFile(filepath.Join(tmp, "cert.pem"), []byte("x"), 0o600)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cert.pem")); err != nil || calls != 1 {
+		t.Fatalf("issued %d times (%v), want once", calls, err)
 	}
 }

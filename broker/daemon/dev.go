@@ -54,10 +54,11 @@ func Dev(dir, listen string) (*Config, error) {
 		return nil, fmt.Errorf("dev setup: %w", err)
 	}
 	nodeDir := filepath.Join(dir, "node")
-	if !exists(filepath.Join(nodeDir, "cert.pem")) {
-		if _, err := ca.IssueNode(nodeDir, DevDomains); err != nil {
-			return nil, fmt.Errorf("dev setup: %w", err)
-		}
+	if err := issueOnce(nodeDir, func(tmp string) error {
+		_, err := ca.IssueNode(tmp, DevDomains)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
 	}
 	people := []struct{ name, addr, display, kind string }{
 		{"agency", DevAgency, "Stadt, Poststelle", "agency"},
@@ -71,10 +72,11 @@ func Dev(dir, listen string) (*Config, error) {
 	}
 	for _, p := range people {
 		idDir := DevIdentity(dir, p.name)
-		if !exists(filepath.Join(idDir, "enc-cert.pem")) {
-			if _, err := ca.IssueParticipant(idDir, p.addr); err != nil {
-				return nil, fmt.Errorf("dev setup: %w", err)
-			}
+		if err := issueOnce(idDir, func(tmp string) error {
+			_, err := ca.IssueParticipant(tmp, p.addr)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("dev setup: %w", err)
 		}
 		cfg.Participants = append(cfg.Participants, ParticipantConfig{
 			Address: p.addr, DisplayName: p.display, Kind: p.kind,
@@ -95,7 +97,25 @@ func Dev(dir, listen string) (*Config, error) {
 	return cfg, nil
 }
 
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+// issueOnce creates an identity folder at dir unless it exists: issue
+// writes into a fresh sibling folder that is renamed into place only when
+// complete, so an interrupted start leaves no half-made identity behind.
+func issueOnce(dir string, issue func(tmp string) error) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // gone after the rename; cleans up after a failure
+	if err := issue(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir)
 }

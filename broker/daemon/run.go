@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
@@ -51,7 +52,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	}
 	defer func() {
 		if err := db.Close(); err != nil {
-			logger.Error("close store", slog.Any("err", err))
+			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
 	}()
 	n, err := node.New(db, node.Config{
@@ -63,14 +64,21 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		Logger:       logger,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("start node: %w", err)
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpc.Options{Logger: logger})
+	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpc.Options{Trust: trust, Logger: logger})
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep() // before the store closes: defers run last first
+	go sweepLoop(sweepCtx, db, logger)
 	if ready != nil {
 		ready(lis.Addr())
 	}
@@ -93,4 +101,27 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// sweepInterval is how often a running node removes payloads that no
+// message references (left by refused or interrupted submissions).
+const sweepInterval = time.Hour
+
+func sweepLoop(ctx context.Context, db *store.DB, logger *slog.Logger) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := db.SweepBlobs(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn("sweep unused payloads", slog.Any(broker.LogErr, err))
+			case n > 0:
+				logger.Info("swept unused payloads", slog.Int("count", n))
+			}
+		}
+	}
 }

@@ -66,7 +66,17 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 		if c.State != broker.StateDelivered {
 			return n.head(ctx, c)
 		}
-		ev, err := n.issue(m, c.Recipient, evidence.Retrieval, c.Head, "")
+		// Evidence times never go backwards in a chain, even if the
+		// node's clock is set back.
+		prev, err := n.headStatement(ctx, c)
+		if err != nil {
+			return broker.Evidence{}, err
+		}
+		at := prev.Time
+		if now := n.now(); now.After(at) {
+			at = now
+		}
+		ev, err := n.issueAt(m, c.Recipient, evidence.Retrieval, c.Head, "", at)
 		if err != nil {
 			return broker.Evidence{}, fmt.Errorf("retrieve %s: %w", id, err)
 		}
@@ -77,7 +87,7 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 		if err != nil {
 			return broker.Evidence{}, fmt.Errorf("retrieve %s: %w", id, err)
 		}
-		n.log.Info("message retrieved", slog.String("msg_id", id), slog.String("mailbox", caller.Address))
+		n.log.Info("message retrieved", slog.String(broker.LogMsgID, id), slog.String(broker.LogMailbox, caller.Address))
 		return ev, nil
 	}
 }
@@ -126,19 +136,15 @@ func (n *Node) Acknowledge(ctx context.Context, caller pki.Peer, der []byte) (br
 	if st.PreviousSHA256 != c.Head {
 		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement does not name the newest evidence of your copy (%s); load the evidence again and sign anew", broker.ErrState, c.Head)
 	}
-	head, err := n.head(ctx, c)
+	prev, err := n.headStatement(ctx, c)
 	if err != nil {
 		return broker.Evidence{}, err
 	}
-	prev, err := evidence.Parse(head.DER)
-	if err != nil {
-		return broker.Evidence{}, fmt.Errorf("acknowledge %s: stored evidence: %w", m.ID(), err)
+	if !evidence.Allowed(prev.Type, evidence.Acknowledgement) {
+		return broker.Evidence{}, fmt.Errorf("%w: an acknowledgement cannot follow %s", broker.ErrState, prev.Type)
 	}
-	if !evidence.Allowed(prev.Statement.Type, evidence.Acknowledgement) {
-		return broker.Evidence{}, fmt.Errorf("%w: an acknowledgement cannot follow %s", broker.ErrState, prev.Statement.Type)
-	}
-	if st.Time.Before(prev.Statement.Time) {
-		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is dated %s, before the retrieval at %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), prev.Statement.Time.UTC().Format(evidence.TimeFormat))
+	if st.Time.Before(prev.Time) {
+		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is dated %s, before the retrieval at %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), prev.Time.UTC().Format(evidence.TimeFormat))
 	}
 	rec := broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: c.Recipient, Type: string(evidence.Acknowledgement), DER: der}
 	rec, err = n.store.AppendEvidence(ctx, rec, c.Head, ev.Digest(), broker.StateAcknowledged)
@@ -148,7 +154,7 @@ func (n *Node) Acknowledge(ctx context.Context, caller pki.Peer, der []byte) (br
 	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("acknowledge %s: %w", m.ID(), err)
 	}
-	n.log.Info("message acknowledged", slog.String("msg_id", m.ID()), slog.String("mailbox", caller.Address))
+	n.log.Info("message acknowledged", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, caller.Address))
 	return rec, nil
 }
 
@@ -206,4 +212,17 @@ func (n *Node) head(ctx context.Context, c *broker.Copy) (broker.Evidence, error
 		}
 	}
 	return broker.Evidence{}, fmt.Errorf("evidence of %s: newest evidence %s of %s missing from the store", c.MessageID, c.Head, c.Recipient)
+}
+
+// headStatement returns the statement of a copy's newest evidence.
+func (n *Node) headStatement(ctx context.Context, c *broker.Copy) (*evidence.Statement, error) {
+	head, err := n.head(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := evidence.Parse(head.DER)
+	if err != nil {
+		return nil, fmt.Errorf("evidence of %s: stored evidence unreadable: %w", c.MessageID, err)
+	}
+	return ev.Statement, nil
 }

@@ -72,6 +72,9 @@ type Limits struct {
 	// creation, an acknowledgement's time) may lie from the node's clock;
 	// default 10 minutes.
 	MaxClockSkew time.Duration
+	// MaxUploads bounds how many payloads are streamed into the store at
+	// once (each buffers up to a few MiB); more wait. Default 32.
+	MaxUploads int
 }
 
 // Default limits.
@@ -79,6 +82,7 @@ const (
 	DefaultMaxPayload    = 256 << 20
 	DefaultMaxRecipients = 100
 	DefaultMaxClockSkew  = 10 * time.Minute
+	DefaultMaxUploads    = 32
 )
 
 // Config is what a node is made of besides its store.
@@ -109,6 +113,7 @@ type Node struct {
 	now     func() time.Time
 	log     *slog.Logger
 	hub     hub
+	uploads chan struct{} // a slot per payload being stored
 }
 
 // New checks cfg and returns a node over st.
@@ -171,6 +176,10 @@ func New(st Store, cfg Config) (*Node, error) {
 	if n.limits.MaxClockSkew <= 0 {
 		n.limits.MaxClockSkew = DefaultMaxClockSkew
 	}
+	if n.limits.MaxUploads <= 0 {
+		n.limits.MaxUploads = DefaultMaxUploads
+	}
+	n.uploads = make(chan struct{}, n.limits.MaxUploads)
 	if n.now == nil {
 		n.now = time.Now
 	}
@@ -186,10 +195,19 @@ func (n *Node) Domain() string { return n.domain }
 // Limits returns the limits in force.
 func (n *Node) Limits() Limits { return n.limits }
 
-// Lookup returns the directory entry of a local address.
-func (n *Node) Lookup(addr string) (Participant, bool) {
+// Lookup returns the directory entry of a local address: broker.ErrNotFound
+// if there is none, broker.ErrSignature if its encryption certificate is no
+// longer valid (expired or revoked), so that no sender encrypts to a
+// compromised key.
+func (n *Node) Lookup(addr string) (Participant, error) {
 	p, ok := n.dir[addr]
-	return p, ok
+	if !ok {
+		return Participant{}, fmt.Errorf("%w: no mailbox %s", broker.ErrNotFound, addr)
+	}
+	if _, err := n.trust.Verify(p.EncryptionCert, nil, n.now(), x509.ExtKeyUsageEmailProtection); err != nil {
+		return Participant{}, fmt.Errorf("%w: the encryption certificate of %s is not valid: %v; its holder needs a new one", broker.ErrSignature, addr, err)
+	}
+	return p, nil
 }
 
 // Search returns up to limit directory entries whose address or display

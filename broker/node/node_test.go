@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -209,6 +210,88 @@ func TestNode_Submit(t *testing.T) {
 		e := h.verify(rej.Evidence.DER)
 		if e.Statement.Type != evidence.SubmissionRejection || e.Statement.Reason == "" {
 			t.Errorf("rejection statement = %+v", e.Statement)
+		}
+		// The rejection is not stored among the first message's evidence.
+		evs, err := h.node.Evidence(context.Background(), participant(agency), m.env.ID)
+		if err != nil || len(evs) != len(r.Evidence) {
+			t.Errorf("evidence after a duplicate = %v (%v), want the first message's only", types(evs), err)
+		}
+	})
+}
+
+func TestNode_Lookup(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	if p, err := h.node.Lookup(court); err != nil || p.EncryptionCert != fx.IDs[court].EncCert {
+		t.Fatalf("Lookup(court) = %v, %v", p, err)
+	}
+	if _, err := h.node.Lookup("niemand@amtsgericht.example"); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("unknown address: err = %v, want ErrNotFound", err)
+	}
+	// A revoked encryption certificate is not handed out.
+	id, err := fx.CA.IssueParticipant(filepath.Join(t.TempDir(), "id"), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.CA.Revoke(id.EncCert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the trust store rereads its CRL at most once a second
+	if _, err := fx.CA.WriteCRL(24 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.New(h.db, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), Trust: h.trust,
+		Participants: []node.Participant{{Address: other, EncryptionCert: id.EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Lookup(other); !errors.Is(err, broker.ErrSignature) {
+		t.Errorf("revoked encryption certificate: err = %v, want ErrSignature", err)
+	}
+}
+
+func TestNode_Clock(t *testing.T) {
+	t.Run("envelope from the future", func(t *testing.T) {
+		h := newHarness(t, node.Limits{})
+		m := newMessage(t, fx.IDs[agency], agency, court)
+		m.env.Created = time.Now().Add(time.Hour).UTC()
+		m = signMessage(t, fx.IDs[agency], m.env, m.payload)
+		if _, err := h.submit(agency, m); !errors.Is(err, broker.ErrInvalid) {
+			t.Fatalf("err = %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("clock set back", func(t *testing.T) {
+		h := newHarness(t, node.Limits{})
+		now := time.Now()
+		clock := func() time.Time { return now }
+		n, err := node.New(h.db, node.Config{
+			Domains: pkitest.Domains, Signer: signer(fx.Node), Trust: h.trust, Now: func() time.Time { return clock() },
+			Participants: []node.Participant{{Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+			Logger:       slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newMessage(t, fx.IDs[agency], agency, court)
+		if _, err := n.Submit(context.Background(), participant(agency), m.bytes, m.sig, bytes.NewReader(m.payload)); err != nil {
+			t.Fatal(err)
+		}
+		clock = func() time.Time { return now.Add(-time.Hour) }
+		if _, err := n.Retrieved(context.Background(), participant(court), m.env.ID); err != nil {
+			t.Fatal(err)
+		}
+		evs, err := n.Evidence(context.Background(), participant(court), m.env.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var links []evidence.Link
+		for _, ev := range evs {
+			links = append(links, h.verify(ev.DER).Link())
+		}
+		if err := evidence.CheckChain(links); err != nil {
+			t.Fatalf("chain after the clock went back: %v", err)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
@@ -60,6 +61,9 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 		return nil, fmt.Errorf("%w: the envelope names sender %s but you are %s; a participant sends only as itself", broker.ErrForbidden, env.From, caller.Address)
 	}
 	now := n.now()
+	if ahead := env.Created.Sub(now); ahead > n.limits.MaxClockSkew {
+		return nil, fmt.Errorf("%w: the envelope was created %s, %s ahead of the node's clock; check your clock", broker.ErrInvalid, env.Created.UTC().Format(time.RFC3339), ahead.Round(time.Second))
+	}
 	signed, err := cms.VerifyDetached(sig, envBytes, cms.Policy{Trust: n.trust, At: now, KeyUsages: participantUsages})
 	if err != nil {
 		return nil, fmt.Errorf("%w: envelope signature: %v", broker.ErrSignature, err)
@@ -74,14 +78,14 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 		EnvelopeSHA256: envelope.Digest(envBytes),
 		Received:       now.UTC(),
 	}
-	log := n.log.With(slog.String("msg_id", env.ID), slog.String("mailbox", env.From))
+	log := n.log.With(slog.String(broker.LogMsgID, env.ID), slog.String(broker.LogMailbox, env.From))
 
 	// An earlier submission of this id answers before any payload is read.
 	if prev, err := n.store.Message(ctx, env.ID); err == nil {
 		if prev.EnvelopeSHA256 == m.EnvelopeSHA256 {
 			return n.storedReceipt(ctx, env.ID)
 		}
-		return nil, n.reject(ctx, m, fmt.Errorf("%w: message id %s was already used for another message; choose a new id", broker.ErrDuplicate, env.ID))
+		return nil, n.rejectDuplicate(m)
 	} else if !errors.Is(err, broker.ErrNotFound) {
 		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
 	}
@@ -92,7 +96,12 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 		return nil, n.reject(ctx, m, fmt.Errorf("%w: payload of %d bytes is over this node's maximum of %d bytes", broker.ErrTooLarge, env.PayloadSize, n.limits.MaxPayload))
 	}
 
+	release, err := n.uploadSlot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("submit %s: wait for an upload slot: %w", env.ID, err)
+	}
 	blob, err := n.store.WriteBlob(ctx, payload, env.PayloadSize)
+	release()
 	if errors.Is(err, broker.ErrTooLarge) {
 		return nil, n.reject(ctx, m, fmt.Errorf("%w: payload is longer than the %d bytes the envelope declares", broker.ErrInvalid, env.PayloadSize))
 	}
@@ -118,7 +127,7 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 		return n.storedReceipt(ctx, env.ID)
 	case errors.Is(err, broker.ErrDuplicate):
 		n.dropBlob(ctx, blob.ID, log)
-		return nil, n.reject(ctx, m, fmt.Errorf("%w: message id %s was already used for another message; choose a new id", broker.ErrDuplicate, env.ID))
+		return nil, n.rejectDuplicate(m)
 	case err != nil:
 		n.dropBlob(ctx, blob.ID, log)
 		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
@@ -172,8 +181,14 @@ func (n *Node) acceptance(m *broker.Message) ([]broker.Copy, []broker.Evidence, 
 	return copies, evs, nil
 }
 
-// issue signs one node evidence about m.
+// issue signs one node evidence about m, dated now. Its reason is cut to
+// the statement's limit.
 func (n *Node) issue(m *broker.Message, recipient string, typ evidence.Type, prev, reason string) (broker.Evidence, error) {
+	return n.issueAt(m, recipient, typ, prev, reason, n.now())
+}
+
+// issueAt signs one node evidence about m dated at.
+func (n *Node) issueAt(m *broker.Message, recipient string, typ evidence.Type, prev, reason string, at time.Time) (broker.Evidence, error) {
 	st := &evidence.Statement{
 		Version:        evidence.StatementVersion,
 		Type:           typ,
@@ -183,9 +198,9 @@ func (n *Node) issue(m *broker.Message, recipient string, typ evidence.Type, pre
 		Sender:         m.Header.From,
 		Recipient:      recipient,
 		Issuer:         n.issuerFor(typ, m.Header.From, recipient),
-		Time:           n.now(),
+		Time:           at,
 		PreviousSHA256: prev,
-		Reason:         reason,
+		Reason:         truncate(reason, evidence.MaxReasonLen),
 	}
 	der, err := evidence.Sign(st, n.signer)
 	if err != nil {
@@ -213,17 +228,42 @@ func (n *Node) issuerFor(typ evidence.Type, sender, recipient string) string {
 // and returns it as a *Rejection wrapping reason. If the evidence cannot be
 // issued, the reason is still returned.
 func (n *Node) reject(ctx context.Context, m *broker.Message, reason error) error {
-	log := n.log.With(slog.String("msg_id", m.ID()), slog.String("mailbox", m.Header.From))
-	ev, err := n.issue(m, "", evidence.SubmissionRejection, "", truncate(reason.Error(), evidence.MaxReasonLen))
+	log := n.log.With(slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From))
+	ev, err := n.issue(m, "", evidence.SubmissionRejection, "", reason.Error())
 	if err == nil {
 		ev, err = n.store.AddEvidence(ctx, ev)
 	}
 	if err != nil {
-		log.Error("cannot issue SubmissionRejection", slog.Any("err", err))
+		log.Error("cannot issue SubmissionRejection", slog.Any(broker.LogErr, err))
 		return reason
 	}
 	log.Info("message rejected", slog.String("reason", reason.Error()))
 	return &Rejection{Err: reason, Evidence: ev}
+}
+
+// rejectDuplicate refuses an envelope whose id another message holds. Its
+// SubmissionRejection travels in the error only: stored under the id, it
+// would sit in the other message's evidence, and anyone who knows an id
+// could grow that without bound.
+func (n *Node) rejectDuplicate(m *broker.Message) error {
+	reason := fmt.Errorf("%w: message id %s was already used for another message; choose a new id", broker.ErrDuplicate, m.ID())
+	ev, err := n.issue(m, "", evidence.SubmissionRejection, "", reason.Error())
+	if err != nil {
+		n.log.Error("cannot issue SubmissionRejection", slog.String(broker.LogMsgID, m.ID()), slog.Any(broker.LogErr, err))
+		return reason
+	}
+	return &Rejection{Err: reason, Evidence: ev}
+}
+
+// uploadSlot waits for room to store one more payload and returns the
+// function that frees it.
+func (n *Node) uploadSlot(ctx context.Context) (func(), error) {
+	select {
+	case n.uploads <- struct{}{}:
+		return func() { <-n.uploads }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // storedReceipt answers a repeated submission with the first one's evidence.
@@ -243,7 +283,7 @@ func (n *Node) storedReceipt(ctx context.Context, id string) (*Receipt, error) {
 
 func (n *Node) dropBlob(ctx context.Context, id string, log *slog.Logger) {
 	if err := n.store.DeleteBlob(context.WithoutCancel(ctx), id); err != nil {
-		log.Warn("cannot delete unused payload; the next start sweeps it", slog.Any("err", err))
+		log.Warn("cannot delete unused payload; the sweep removes it later", slog.Any(broker.LogErr, err))
 	}
 }
 

@@ -2,11 +2,11 @@ package rpc
 
 import (
 	"context"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"errors"
+	"fmt"
 
 	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
@@ -20,11 +20,15 @@ func (s *service) Lookup(ctx context.Context, req *kurierv1.LookupRequest) (*kur
 		return nil, err
 	}
 	if _, err := address.Parse(req.GetAddress()); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "lookup: %v", err)
+		return nil, toStatus(fmt.Errorf("%w: lookup: %v", broker.ErrInvalid, err))
 	}
-	p, ok := s.node.Lookup(req.GetAddress())
-	if !ok {
+	p, err := s.node.Lookup(req.GetAddress())
+	if errors.Is(err, broker.ErrNotFound) {
 		return &kurierv1.LookupResponse{Exists: false}, nil
+	}
+	if err != nil {
+		s.logRefusal(ctx, "lookup refused", err)
+		return nil, toStatus(err)
 	}
 	return &kurierv1.LookupResponse{Exists: true, Entry: toEntry(p)}, nil
 }
@@ -35,7 +39,7 @@ func (s *service) Search(ctx context.Context, req *kurierv1.SearchRequest) (*kur
 		return nil, err
 	}
 	if len(req.GetQuery()) > maxSearchQuery {
-		return nil, status.Errorf(codes.InvalidArgument, "search: query longer than %d bytes", maxSearchQuery)
+		return nil, toStatus(fmt.Errorf("%w: search: query longer than %d bytes", broker.ErrInvalid, maxSearchQuery))
 	}
 	limit := int(req.GetLimit())
 	if limit <= 0 || limit > 500 {

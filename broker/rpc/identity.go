@@ -2,13 +2,13 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 
+	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/pki"
 )
 
@@ -20,25 +20,31 @@ type peerKey struct{}
 func callerOf(ctx context.Context) (pki.Peer, error) {
 	p, ok := ctx.Value(peerKey{}).(pki.Peer)
 	if !ok {
-		return pki.Peer{}, status.Error(codes.Unauthenticated, "no verified client certificate")
+		return pki.Peer{}, toStatus(fmt.Errorf("%w: no verified client certificate", broker.ErrUnauthenticated))
 	}
 	return p, nil
 }
 
 // authenticate derives the caller's identity from its verified certificate
-// chain. Security: this is the only source of identity in the node.
-func authenticate(ctx context.Context) (context.Context, error) {
+// chain and checks that chain against the current CRL: a handshake may be
+// long past when a certificate is revoked, so every call checks again.
+// Security: this is the only source of identity in the node.
+func (s *service) authenticate(ctx context.Context) (context.Context, error) {
 	pr, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no peer information")
+		return nil, fmt.Errorf("%w: no peer information", broker.ErrUnauthenticated)
 	}
 	info, ok := pr.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return nil, status.Error(codes.Unauthenticated, "connect with mutual TLS and a certificate of the federation's CA")
+		return nil, fmt.Errorf("%w: connect with mutual TLS and a certificate of the federation's CA", broker.ErrUnauthenticated)
 	}
-	p, err := pki.PeerOf(info.State.VerifiedChains[0][0])
+	chain := info.State.VerifiedChains[0]
+	if err := s.trust.CheckRevoked(chain); err != nil {
+		return nil, fmt.Errorf("%w: %v", broker.ErrUnauthenticated, err)
+	}
+	p, err := pki.PeerOf(chain[0])
 	if err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "certificate not usable here: %v", err)
+		return nil, fmt.Errorf("%w: certificate not usable here: %v", broker.ErrForbidden, err)
 	}
 	return context.WithValue(ctx, peerKey{}, p), nil
 }
@@ -53,15 +59,16 @@ var publicMethods = map[string]bool{
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
 }
 
-func unaryIdentity(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *service) unaryIdentity(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if publicMethods[info.FullMethod] {
 		return handler(ctx, req)
 	}
-	ctx, err := authenticate(ctx)
+	authed, err := s.authenticate(ctx)
 	if err != nil {
-		return nil, err
+		s.logRefusal(ctx, "call refused", err)
+		return nil, toStatus(err)
 	}
-	return handler(ctx, req)
+	return handler(authed, req)
 }
 
 type identityStream struct {
@@ -71,13 +78,14 @@ type identityStream struct {
 
 func (s *identityStream) Context() context.Context { return s.ctx }
 
-func streamIdentity(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *service) streamIdentity(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if publicMethods[info.FullMethod] {
 		return handler(srv, ss)
 	}
-	ctx, err := authenticate(ss.Context())
+	ctx, err := s.authenticate(ss.Context())
 	if err != nil {
-		return err
+		s.logRefusal(ss.Context(), "call refused", err)
+		return toStatus(err)
 	}
 	return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
 }

@@ -31,13 +31,16 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "submit: no envelope received: %v", err)
+		if ctx.Err() != nil {
+			return toStatus(ctx.Err())
+		}
+		return toStatus(fmt.Errorf("%w: submit: no envelope received: %v", broker.ErrInvalid, err))
 	}
 	env := first.GetEnvelope()
 	if env == nil {
-		return status.Error(codes.InvalidArgument, "submit: the first frame must carry the signed envelope")
+		return toStatus(fmt.Errorf("%w: submit: the first frame must carry the signed envelope", broker.ErrInvalid))
 	}
-	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), &chunkReader{recv: stream.Recv})
+	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), &chunkReader{ctx: ctx, recv: stream.Recv})
 	if err != nil {
 		s.logRefusal(ctx, "submit refused", err)
 		return toStatus(err)
@@ -47,6 +50,7 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 
 // chunkReader turns the chunk frames of a Submit stream into a reader.
 type chunkReader struct {
+	ctx  context.Context
 	recv func() (*kurierv1.SubmitRequest, error)
 	buf  []byte
 }
@@ -54,8 +58,14 @@ type chunkReader struct {
 func (c *chunkReader) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
 		req, err := c.recv()
+		if errors.Is(err, io.EOF) {
+			return 0, io.EOF
+		}
 		if err != nil {
-			return 0, err // io.EOF at the end of the stream
+			if c.ctx.Err() != nil {
+				return 0, c.ctx.Err() // the client went away: not the node's fault
+			}
+			return 0, fmt.Errorf("%w: receive payload: %v", broker.ErrInvalid, err)
 		}
 		chunk, ok := req.GetPart().(*kurierv1.SubmitRequest_Chunk)
 		if !ok {
@@ -80,7 +90,7 @@ func (s *service) ListInbox(ctx context.Context, req *kurierv1.ListInboxRequest)
 	size := int(req.GetPageSize())
 	switch {
 	case size < 0 || size > maxPageSize:
-		return nil, status.Errorf(codes.InvalidArgument, "page_size %d out of range 0..%d", size, maxPageSize)
+		return nil, toStatus(fmt.Errorf("%w: page_size %d out of range 0..%d", broker.ErrInvalid, size, maxPageSize))
 	case size == 0:
 		size = defaultPageSize
 	}
@@ -152,7 +162,7 @@ func (s *service) Fetch(req *kurierv1.FetchRequest, stream grpc.ServerStreamingS
 			break
 		}
 		if err != nil {
-			s.log.Error("fetch: read payload", slog.String("msg_id", m.ID()), slog.Any("err", err))
+			s.log.Error("fetch: read payload", slog.String(broker.LogMsgID, m.ID()), slog.Any(broker.LogErr, err))
 			return toStatus(err)
 		}
 	}
@@ -197,7 +207,7 @@ func (s *service) logRefusal(ctx context.Context, msg string, err error) {
 	if status.Code(toStatus(err)) == codes.Internal {
 		level = slog.LevelError
 	}
-	s.log.Log(ctx, level, msg, slog.String("peer", caller.String()), slog.Any("err", err))
+	s.log.Log(ctx, level, msg, slog.String(broker.LogPeer, caller.String()), slog.Any(broker.LogErr, err))
 }
 
 func toEvidence(ev broker.Evidence) *kurierv1.Evidence {

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -60,7 +61,10 @@ func startServer(t *testing.T) (string, *pki.TrustStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), rpc.Options{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), rpc.Options{Trust: trust, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Stop(); db.Close() })
 	return lis.Addr().String(), trust
@@ -137,6 +141,34 @@ func TestServer_Handshake(t *testing.T) {
 			t.Fatalf("err = %v, want the handshake refused", err)
 		}
 	})
+}
+
+// TestServer_RevokedWhileConnected revokes a participant whose connection
+// is already up: its next call must be refused, not just its next
+// handshake.
+func TestServer_RevokedWhileConnected(t *testing.T) {
+	addr, trust := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	id, err := fx.CA.IssueParticipant(filepath.Join(t.TempDir(), "id"), pkitest.Other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := kurierv1.NewDirectoryServiceClient(dial(t, addr, id, trust))
+	if _, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court}); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	if err := fx.CA.Revoke(id.Cert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the trust store rereads its CRL at most once a second
+	if _, err := fx.CA.WriteCRL(24 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dir.Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("after revocation on the same connection: err = %v, want Unauthenticated", err)
+	}
 }
 
 func TestServer_SubmitStatus(t *testing.T) {

@@ -6,6 +6,7 @@ package rpc
 
 import (
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/pki"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
@@ -29,6 +31,8 @@ const (
 
 // Options tune the gRPC server.
 type Options struct {
+	// Trust checks every call's certificate chain against the current CRL.
+	Trust  *pki.TrustStore
 	Logger *slog.Logger
 	// MaxConcurrentStreams per connection; default 256.
 	MaxConcurrentStreams uint32
@@ -37,25 +41,33 @@ type Options struct {
 // NewServer returns a gRPC server for n that serves the mailbox and
 // directory services, gRPC health checking and server reflection, over
 // the mutual-TLS configuration tlsConfig (see pki.ServerTLS).
-func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) *grpc.Server {
+func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server, error) {
+	if opts.Trust == nil {
+		return nil, errors.New("new server: no trust store to check revocation with")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.MaxConcurrentStreams == 0 {
 		opts.MaxConcurrentStreams = 256
 	}
+	svc := &service{node: n, trust: opts.Trust, log: opts.Logger}
 	s := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(svc.unaryIdentity),
+		grpc.ChainStreamInterceptor(svc.streamIdentity),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.MaxRecvMsgSize(MaxChunkSize+64<<10),
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.InitialWindowSize(8<<20),
 		grpc.InitialConnWindowSize(16<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
-		grpc.ChainUnaryInterceptor(unaryIdentity),
-		grpc.ChainStreamInterceptor(streamIdentity),
+		// Connections are re-established hourly so that long-lived ones
+		// also pass a fresh handshake; every call checks the CRL anyway.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 10 * time.Minute,
+		}),
 	)
-	svc := &service{node: n, log: opts.Logger}
 	kurierv1.RegisterMailboxServiceServer(s, svc)
 	kurierv1.RegisterDirectoryServiceServer(s, svc)
 	hs := health.NewServer()
@@ -63,13 +75,14 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) *grpc.Server {
 	hs.SetServingStatus(kurierv1.MailboxService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
-	return s
+	return s, nil
 }
 
 // service implements the generated service interfaces over a node.
 type service struct {
 	kurierv1.UnimplementedMailboxServiceServer
 	kurierv1.UnimplementedDirectoryServiceServer
-	node *node.Node
-	log  *slog.Logger
+	node  *node.Node
+	trust *pki.TrustStore
+	log   *slog.Logger
 }

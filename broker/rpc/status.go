@@ -18,11 +18,11 @@ var codeOf = []struct {
 	err  error
 	code codes.Code
 }{
+	{broker.ErrUnauthenticated, codes.Unauthenticated},
 	{broker.ErrNotFound, codes.NotFound},
 	{broker.ErrUnknownRecipient, codes.NotFound},
 	{broker.ErrForbidden, codes.PermissionDenied},
 	{broker.ErrDuplicate, codes.AlreadyExists},
-	{broker.ErrExists, codes.AlreadyExists},
 	{broker.ErrInvalid, codes.InvalidArgument},
 	{broker.ErrSignature, codes.InvalidArgument},
 	{broker.ErrTooLarge, codes.ResourceExhausted},

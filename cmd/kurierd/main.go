@@ -49,11 +49,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 
+	devOnly := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "data" || f.Name == "listen" {
+			devOnly[f.Name] = true
+		}
+	})
 	var cfg *daemon.Config
 	var err error
 	switch {
 	case *dev && *configPath != "":
 		return errors.New("-dev and -config exclude each other")
+	case !*dev && len(devOnly) > 0:
+		return errors.New("-data and -listen go with -dev; a config file names its own data and listen")
 	case *dev:
 		cfg, err = daemon.Dev(*data, *listen)
 	case *configPath != "":

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestRun_Flags(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"nothing":             {nil, "give -dev or -config FILE"},
+		"both":                {[]string{"-dev", "-config", "x.yaml"}, "exclude each other"},
+		"data without dev":    {[]string{"-config", "x.yaml", "-data", "d"}, "go with -dev"},
+		"listen without dev":  {[]string{"-listen", "127.0.0.1:1"}, "go with -dev"},
+		"missing config file": {[]string{"-config", "/nonexistent/kurierd.yaml"}, "read config"},
+		"stray argument":      {[]string{"-dev", "extra"}, "unexpected arguments"},
+		"bad log level":       {[]string{"-dev", "-log-level", "loud"}, "-log-level"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run(%q) = %v, want an error with %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
