@@ -23,10 +23,12 @@ import (
 const MaxPayload = 256 << 20
 
 // Transport settings: payload chunks of 256 KiB, the fastest over loopback
-// mutual TLS, with windows large enough to keep a long link busy.
+// mutual TLS, with windows large enough to keep a long link busy. A message
+// from the node may have up to 16 MiB, room for a page of 1000 inbox
+// summaries.
 const (
 	chunkSize          = 256 << 10
-	maxRecvMsgSize     = 2 << 20
+	maxRecvMsgSize     = 16 << 20
 	streamWindowSize   = 8 << 20
 	connWindowSize     = 16 << 20
 	logKeyMsgID        = "msg_id"

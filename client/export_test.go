@@ -2,10 +2,12 @@ package client
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 
 	"kurier.dev/kurier/pki/cms"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
 // Sealed exposes a sealed message to the tests in package client_test.
@@ -25,14 +27,19 @@ func (c *Client) Submit(ctx context.Context, s Sealed) (*Receipt, error) {
 	return c.submit(ctx, s.s, nil)
 }
 
+// VerifyEvidence runs the client's checks of one evidence file about
+// message id, as every evidence the client accepts goes through them.
+func (c *Client) VerifyEvidence(der []byte, id string) (Evidence, error) {
+	return c.verifyEvidence(&kurierv1.Evidence{Der: der}, id)
+}
+
 // Open runs the recipient's checks of Fetch on a message given as bytes
-// and writes its documents into dir, as Fetch does after the transfer.
+// and writes its documents into dir, as Fetch does: the payload goes
+// through the same receive path, streamed in chunks and followed by an
+// evidence frame, which Open does not check.
 func (c *Client) Open(envBytes, sig, payload []byte, dir string) ([]string, error) {
 	env, err := c.checkEnvelope(envBytes, sig)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkPayload(env, payload); err != nil {
 		return nil, err
 	}
 	staging, err := os.MkdirTemp(dir, stagingPrefix)
@@ -40,11 +47,40 @@ func (c *Client) Open(envBytes, sig, payload []byte, dir string) ([]string, erro
 		return nil, err
 	}
 	defer os.RemoveAll(staging)
+	payload, _, err = receive(newFrames(payload), env, filepath.Join(staging, "payload.p7m"))
+	if err != nil {
+		return nil, err
+	}
 	names, _, err := c.unpack(env, payload, staging)
 	if err != nil {
 		return nil, err
 	}
 	return commit(filepath.Join(staging, stagedFiles), dir, names)
+}
+
+// frames is a Fetch stream held in memory.
+type frames []*kurierv1.FetchResponse
+
+// newFrames returns the frames a node sends for payload: its chunks, then
+// an (empty) evidence frame.
+func newFrames(payload []byte) *frames {
+	var f frames
+	for off := 0; off < len(payload); off += chunkSize {
+		end := min(off+chunkSize, len(payload))
+		f = append(f, &kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Chunk{Chunk: payload[off:end]}})
+	}
+	f = append(f, &kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Evidence{Evidence: &kurierv1.Evidence{}}})
+	return &f
+}
+
+// Recv returns the next frame, then io.EOF.
+func (f *frames) Recv() (*kurierv1.FetchResponse, error) {
+	if len(*f) == 0 {
+		return nil, io.EOF
+	}
+	r := (*f)[0]
+	*f = (*f)[1:]
+	return r, nil
 }
 
 // Reseal returns s with its envelope's subject replaced and signed anew:

@@ -156,10 +156,15 @@ func (c *Client) checkEnvelope(envBytes, sig []byte) (*envelope.Envelope, error)
 	return env, nil
 }
 
+// fetchStream is the part of a Fetch stream that receive reads.
+type fetchStream interface {
+	Recv() (*kurierv1.FetchResponse, error)
+}
+
 // receive reads the payload chunks of a Fetch stream into a new file at
 // path while hashing them, then the final evidence frame. It checks size
 // and digest against env and returns the payload, read back whole.
-func receive(stream kurierv1.MailboxService_FetchClient, env *envelope.Envelope, path string) ([]byte, *kurierv1.Evidence, error) {
+func receive(stream fetchStream, env *envelope.Envelope, path string) ([]byte, *kurierv1.Evidence, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, nil, err
@@ -217,21 +222,10 @@ func receive(stream kurierv1.MailboxService_FetchClient, env *envelope.Envelope,
 	return payload, last, nil
 }
 
-// checkPayload checks a payload held in memory against its envelope.
-func checkPayload(env *envelope.Envelope, payload []byte) error {
-	if int64(len(payload)) != env.PayloadSize {
-		return fmt.Errorf("the payload has %d bytes, the envelope declares %d", len(payload), env.PayloadSize)
-	}
-	sum := sha256.Sum256(payload)
-	if got := hex.EncodeToString(sum[:]); got != env.PayloadSHA256 {
-		return fmt.Errorf("the payload's SHA-256 is %s, the envelope declares %s", got, env.PayloadSHA256)
-	}
-	return nil
-}
-
 // checkCopyEvidence verifies the evidence that ends a Fetch stream: a
-// Retrieval (or, fetched again, the Acknowledgement) about the caller's
-// copy of exactly this envelope and payload.
+// Retrieval issued under the caller's domain (or, fetched again, the
+// caller's Acknowledgement; see verifyEvidence) about the caller's copy of
+// exactly this envelope and payload.
 func (c *Client) checkCopyEvidence(pb *kurierv1.Evidence, env *envelope.Envelope, envBytes []byte) (Evidence, error) {
 	ev, err := c.verifyEvidence(pb, env.ID)
 	if err != nil {

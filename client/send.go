@@ -76,6 +76,8 @@ type RejectedError struct {
 	Evidence *Evidence
 }
 
+// Error returns the message id, the node's status code and its
+// explanation.
 func (e *RejectedError) Error() string {
 	return fmt.Sprintf("send %s: refused by the node: %s: %s", e.MessageID, e.Code, e.Message)
 }
@@ -364,9 +366,10 @@ func (c *Client) submitOnce(ctx context.Context, s *sealed, progress func(sent, 
 	return stream.CloseAndRecv()
 }
 
-// receipt verifies the node's answer: every evidence signed by a node,
-// about this very envelope and payload, each recipient's chain intact and
-// starting with a SubmissionAcceptance.
+// receipt verifies the node's answer: every evidence signed by a node and
+// issued under the domain its type requires (verifyEvidence), about this
+// very envelope and payload, each recipient's chain intact and starting
+// with a SubmissionAcceptance.
 func (c *Client) receipt(s *sealed, resp *kurierv1.SubmitResponse) (*Receipt, error) {
 	id := s.env.ID
 	if resp.GetMessageId() != id {

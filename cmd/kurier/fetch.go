@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 type fetchedJSON struct {
@@ -27,16 +30,18 @@ func (e *env) fetch(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*out, 0o700); err != nil {
-		return fmt.Errorf("fetch: %w", err)
-	}
 	cl, err := e.dial(mf)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	undo, err := mkdirAll(*out, 0o700)
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
 	f, err := cl.Fetch(e.ctx, id, *out)
 	if err != nil {
+		undo()
 		return err
 	}
 	if c.json {
@@ -53,37 +58,28 @@ func (e *env) fetch(args []string) error {
 	return nil
 }
 
-type ackJSON struct {
-	ID     string `json:"id"`
-	Type   string `json:"type"`
-	SHA256 string `json:"sha256"`
-	Time   string `json:"time"`
-}
-
-func (e *env) ack(args []string) error {
-	c := newCommand("ack", e.stderr)
-	mf := c.mailboxFlags()
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
+// mkdirAll creates dir and any missing parents as os.MkdirAll does, and
+// returns a function that removes the folders it created again, deepest
+// first, as long as they are empty: a failed fetch leaves nothing behind.
+func mkdirAll(dir string, perm fs.FileMode) (undo func(), err error) {
+	var created []string
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		created = append(created, p)
+		if filepath.Dir(p) == p {
+			break
+		}
 	}
-	id, err := oneID("ack", pos)
-	if err != nil {
-		return err
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return nil, err
 	}
-	cl, err := e.dial(mf)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ev, err := cl.Acknowledge(e.ctx, id)
-	if err != nil {
-		return err
-	}
-	j := toEvidenceJSON(*ev, "")
-	if c.json {
-		return e.printJSON(ackJSON{ID: id, Type: j.Type, SHA256: j.SHA256, Time: j.Time})
-	}
-	_, err = fmt.Fprintf(e.stdout, "acknowledged %s at %s (evidence SHA-256 %s)\n", id, j.Time, j.SHA256)
-	return err
+	return func() {
+		for _, p := range created {
+			if os.Remove(p) != nil {
+				return
+			}
+		}
+	}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
 )
@@ -248,19 +249,68 @@ func TestRun_Mailbox(t *testing.T) {
 		kurier(t, append([]string{"evidence", id, "-o", dir}, as("court")...)...)
 	})
 
+	t.Run("failed fetch leaves no folder", func(t *testing.T) {
+		parent := t.TempDir()
+		_, err := try(t, append(as("agency"), "fetch", id, "-o", filepath.Join(parent, "new", "sub"))...)
+		if err == nil {
+			t.Fatal("the sender fetched the recipient's copy")
+		}
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) > 0 {
+			t.Errorf("a failed fetch left %s/%s behind", parent, entries[0].Name())
+		}
+	})
+
 	t.Run("errors read well", func(t *testing.T) {
-		_, err := try(t, append(as("agency"), "fetch", id, "-o", t.TempDir())...)
+		dir := t.TempDir()
+		_, err := try(t, append(as("agency"), "fetch", id, "-o", dir)...)
 		if err == nil {
 			t.Fatal("the sender fetched the recipient's copy")
 		}
 		if msg := describe(err); !strings.Contains(msg, "NotFound: ") || strings.Contains(msg, "rpc error") {
 			t.Errorf("error reads %q", msg)
 		}
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("a failed fetch removed the folder it did not create: %v", err)
+		}
 		_, err = try(t, append(as("agency"), "send", "--to", "niemand@amtsgericht.example", "--subject", "x", filepath.Join(src, "Anlage 1.txt"))...)
 		if err == nil || !strings.Contains(err.Error(), "no mailbox niemand@amtsgericht.example") {
 			t.Errorf("send to an unknown address: %v", err)
 		}
 	})
+}
+
+func TestWriteEvidence(t *testing.T) {
+	evs := make([]client.Evidence, 100)
+	for i := range evs {
+		evs[i] = client.Evidence{DER: []byte{byte(i)}, Statement: &evidence.Statement{Type: evidence.Delivery}}
+	}
+	dir := t.TempDir()
+	short, err := writeEvidence(dir, evs[:3])
+	if err != nil {
+		t.Fatalf("writeEvidence of 3: %v", err)
+	}
+	long, err := writeEvidence(dir, evs)
+	if err != nil {
+		t.Fatalf("writeEvidence of 100 after 3: %v", err)
+	}
+	var names []string
+	for _, i := range []int{0, 1, 2, 8, 9, 98, 99} {
+		names = append(names, filepath.Base(long[i]))
+	}
+	want := []string{"01-Delivery.p7m", "02-Delivery.p7m", "03-Delivery.p7m", "09-Delivery.p7m", "10-Delivery.p7m", "99-Delivery.p7m", "100-Delivery.p7m"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("file names (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(short, long[:3]); diff != "" {
+		t.Errorf("a longer chain named the first files otherwise (-short +long):\n%s", diff)
+	}
+	if got, err := os.ReadFile(long[99]); err != nil || !bytes.Equal(got, []byte{99}) {
+		t.Errorf("%s holds %v: %v", long[99], got, err)
+	}
 }
 
 func TestRun_PKI(t *testing.T) {

@@ -19,8 +19,10 @@ const progressThreshold = 1 << 20
 // addresses separated by commas.
 type addressList []string
 
+// String returns the addresses separated by commas.
 func (l *addressList) String() string { return strings.Join(*l, ",") }
 
+// Set adds the addresses of one use of the flag.
 func (l *addressList) Set(v string) error {
 	for _, a := range strings.Split(v, ",") {
 		if a = strings.TrimSpace(a); a != "" {
