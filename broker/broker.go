@@ -51,13 +51,12 @@ const (
 // Message is a message as a node stores it: the sender's signed envelope,
 // decoded, and a reference to the sealed payload.
 type Message struct {
-	Envelope          []byte             `json:"envelope"`  // the signed bytes, as submitted
-	Signature         []byte             `json:"signature"` // detached CMS SignedData over Envelope
-	Header            *envelope.Envelope `json:"header"`    // Envelope decoded
-	EnvelopeSHA256    string             `json:"envelope_sha256"`
-	Received          time.Time          `json:"received"`
-	Blob              string             `json:"blob"` // where the payload is stored
-	SignatureVerified time.Time          `json:"signature_verified"`
+	Envelope       []byte             `json:"envelope"`  // the signed bytes, as submitted
+	Signature      []byte             `json:"signature"` // detached CMS SignedData over Envelope
+	Header         *envelope.Envelope `json:"header"`    // Envelope decoded
+	EnvelopeSHA256 string             `json:"envelope_sha256"`
+	Received       time.Time          `json:"received"`
+	Blob           string             `json:"blob"` // where the payload is stored
 }
 
 // ID returns the message id.

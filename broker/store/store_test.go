@@ -100,13 +100,12 @@ func buildFixture(t testing.TB, blob Blob, received time.Time, to ...string) fix
 		t.Fatalf("Marshal envelope: %v", err)
 	}
 	f := fixture{msg: &broker.Message{
-		Envelope:          raw,
-		Signature:         randomBytes(t, 700),
-		Header:            env,
-		EnvelopeSHA256:    envelope.Digest(raw),
-		Received:          received,
-		Blob:              blob.ID,
-		SignatureVerified: received,
+		Envelope:       raw,
+		Signature:      randomBytes(t, 700),
+		Header:         env,
+		EnvelopeSHA256: envelope.Digest(raw),
+		Received:       received,
+		Blob:           blob.ID,
 	}}
 	f.evs = append(f.evs, broker.Evidence{MessageID: id, Sender: sender, Type: "SubmissionAcceptance", DER: randomBytes(t, 1024)})
 	for _, r := range to {
