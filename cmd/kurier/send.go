@@ -62,12 +62,13 @@ func (e *env) send(args []string) error {
 	}
 	defer cl.Close()
 	var progress func(sent, total int64)
+	var bar *progressBar
 	if !c.json && total > progressThreshold && isTerminal(e.stderr) {
-		bar := &progressBar{w: e.stderr}
+		bar = &progressBar{w: e.stderr}
 		progress = bar.update
-		defer bar.finish()
 	}
 	r, err := cl.Send(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs}, progress)
+	bar.finish() // end the bar's line before anything else is printed
 	if err != nil {
 		return err
 	}
@@ -127,8 +128,10 @@ func (p *progressBar) update(sent, total int64) {
 		sent*100/total, float64(sent)/(1<<20), float64(total)/(1<<20))
 }
 
+// finish ends the bar's line, if one was drawn; p may be nil.
 func (p *progressBar) finish() {
-	if p.drawn {
+	if p != nil && p.drawn {
 		fmt.Fprintln(p.w)
+		p.drawn = false
 	}
 }
