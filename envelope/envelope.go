@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/canonjson"
 )
 
 // Version is the envelope format version this package writes and reads.
@@ -88,13 +88,11 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	}
 	c := *e
 	c.Created = c.Created.UTC()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&c); err != nil {
+	b, err := canonjson.Marshal(&c)
+	if err != nil {
 		return nil, fmt.Errorf("marshal envelope: %w", err)
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return b, nil
 }
 
 // Parse decodes and validates envelope bytes. It accepts only the canonical
@@ -103,14 +101,9 @@ func Parse(b []byte) (*Envelope, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalid, len(b), MaxSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var e Envelope
-	if err := dec.Decode(&e); err != nil {
+	if err := canonjson.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
 	}
 	canon, err := e.Marshal()
 	if err != nil {

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/canonjson"
 	"kurier.dev/kurier/envelope"
 )
 
@@ -109,13 +109,11 @@ func (s *Statement) Marshal() ([]byte, error) {
 		Time: s.Time.UTC().Format(TimeFormat), PreviousSHA256: s.PreviousSHA256,
 		Reason: s.Reason,
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&w); err != nil {
+	b, err := canonjson.Marshal(&w)
+	if err != nil {
 		return nil, fmt.Errorf("marshal statement: %w", err)
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return b, nil
 }
 
 // ParseStatement decodes statement JSON, accepting only the canonical form.
@@ -123,14 +121,9 @@ func ParseStatement(b []byte) (*Statement, error) {
 	if len(b) > MaxStatementSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalid, len(b), MaxStatementSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var w wire
-	if err := dec.Decode(&w); err != nil {
+	if err := canonjson.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data", ErrInvalid)
 	}
 	t, err := time.Parse(TimeFormat, w.Time)
 	if err != nil {
