@@ -14,11 +14,7 @@ type ackJSON struct {
 func (e *env) ack(args []string) error {
 	c := newCommand("ack", e.stderr)
 	mf := c.mailboxFlags()
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneID("ack", pos)
+	id, err := c.parseID(args)
 	if err != nil {
 		return err
 	}

@@ -36,11 +36,7 @@ func (e *env) evidence(args []string) error {
 	c := newCommand("evidence", e.stderr)
 	mf := c.mailboxFlags()
 	out := c.String("o", "", "write each evidence into this folder as NN-Type.p7m (created if missing)")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneID("evidence", pos)
+	id, err := c.parseID(args)
 	if err != nil {
 		return err
 	}

@@ -22,11 +22,7 @@ func (e *env) fetch(args []string) error {
 	c := newCommand("fetch", e.stderr)
 	mf := c.mailboxFlags()
 	out := c.String("o", ".", "folder to write the documents into; created if missing")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneID("fetch", pos)
+	id, err := c.parseID(args)
 	if err != nil {
 		return err
 	}

@@ -59,13 +59,17 @@ func (e *env) inbox(args []string) error {
 	return tw.Flush()
 }
 
-// oneID returns the single message id among the positional arguments.
-func oneID(cmd string, pos []string) (string, error) {
+// parseID parses the arguments of a command that takes one message id.
+func (c *command) parseID(args []string) (string, error) {
+	pos, err := c.parse(args)
+	if err != nil {
+		return "", err
+	}
 	switch len(pos) {
 	case 0:
-		return "", errors.New(cmd + ": no message id given")
+		return "", errors.New(c.name + ": no message id given")
 	case 1:
 		return pos[0], nil
 	}
-	return "", fmt.Errorf("%s: one message id expected, got %q", cmd, pos)
+	return "", fmt.Errorf("%s: one message id expected, got %q", c.name, pos)
 }

@@ -132,11 +132,12 @@ type env struct {
 // command is one command's flag set with the options all commands share.
 type command struct {
 	*flag.FlagSet
+	name string
 	json bool
 }
 
 func newCommand(name string, stderr io.Writer) *command {
-	c := &command{FlagSet: flag.NewFlagSet("kurier "+name, flag.ContinueOnError)}
+	c := &command{FlagSet: flag.NewFlagSet("kurier "+name, flag.ContinueOnError), name: name}
 	c.SetOutput(stderr)
 	c.BoolVar(&c.json, "json", false, "print one JSON value on stdout")
 	c.Usage = func() {
