@@ -86,7 +86,11 @@ type Copy struct {
 // Evidence is one evidence file as a node keeps it.
 type Evidence struct {
 	// Seq orders all evidence of one node in the order it was issued.
-	Seq       uint64 `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// LeafIndex is the evidence's position in the node's transparency log:
+	// 0 for the first evidence, then one more for each, in Seq order but
+	// without gaps. The store sets it, with Seq.
+	LeafIndex uint64 `json:"leaf_index"`
 	MessageID string `json:"message_id"`
 	// Sender is the message's sender, who may see all of its evidence.
 	Sender string `json:"sender"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/transparency-dev/merkle/compact"
 
 	"kurier.dev/kurier/broker"
 )
@@ -35,6 +36,15 @@ import (
 // Every key a request reads (m/, c/, s/, r/, b/<blob>/h) is written only by
 // committer requests. So the shared transaction never conflicts with another
 // one (badger's conflict detection stays on to catch a mistake).
+//
+// The transparency log's compact range (see log.go) follows the same
+// rules as Seq: DB.tree is the log as committed, each batch works on a
+// clone of it, try snapshots the batch's range before each request and
+// puts the snapshot back if the request fails, and a successful commit
+// makes the batch's range DB.tree. A failed commit has an unknown outcome
+// (badger may have applied part of it, or all of it and failed to sync), so
+// the committer then reads the log back from badger instead of guessing;
+// see reloadLog.
 
 const (
 	maxBatchLength = 256
@@ -59,10 +69,11 @@ type write struct {
 type batch struct {
 	db     *DB
 	txn    *badger.Txn
-	seq    uint64     // last Seq assigned, in this txn or before
-	writes []write    // writes of the requests in reqs, in order
-	reqs   []*request // requests whose writes are in txn
-	err    error      // set if txn could not be rebuilt; fails the batch
+	seq    uint64         // last Seq assigned, in this txn or before
+	tree   *compact.Range // the log with the leaves of this txn; nil if the log is unusable (DB.logErr)
+	writes []write        // writes of the requests in reqs, in order
+	reqs   []*request     // requests whose writes are in txn
+	err    error          // set if txn could not be rebuilt; fails the batch
 }
 
 // submit queues a request and waits for its answer. ctx is honoured while
@@ -148,22 +159,28 @@ func (db *DB) runBatch(queue []*request) {
 }
 
 func (db *DB) newBatch() *batch {
-	return &batch{db: db, txn: db.bdb.NewTransaction(true), seq: db.seq}
+	b := &batch{db: db, txn: db.bdb.NewTransaction(true), seq: db.seq}
+	b.tree, b.err = cloneRange(db.tree)
+	return b
 }
 
 // try runs r in the batch. If r fails, it leaves the batch as it was
-// before r, and r is not answered.
+// before r (writes, Seq and log), and r is not answered.
 func (b *batch) try(r *request) error {
 	if b.err != nil {
 		return b.err
 	}
+	tree, err := cloneRange(b.tree)
+	if err != nil {
+		return err
+	}
 	mark, seq := len(b.writes), b.seq
-	err := r.run(b)
+	err = r.run(b)
 	if err == nil {
 		b.reqs = append(b.reqs, r)
 		return nil
 	}
-	b.seq = seq
+	b.seq, b.tree = seq, tree
 	if len(b.writes) > mark {
 		b.writes = b.writes[:mark]
 		b.rebuild()
@@ -198,8 +215,13 @@ func (db *DB) commit(b *batch) {
 		return
 	case err == nil:
 		err = b.txn.Commit()
+		if err == nil {
+			db.tree = b.tree
+		} else {
+			db.reloadLog()
+		}
 	default:
-		b.txn.Discard()
+		b.txn.Discard() // nothing written: DB.tree is still what is on disk
 	}
 	// Even after a failed commit the Seqs of this batch are not handed out
 	// again: a failed commit may still have reached the disk.
@@ -238,12 +260,19 @@ func (b *batch) del(k []byte) error {
 }
 
 // nextSeq assigns the next evidence Seq. A request that assigns any must
-// call saveSeq as its last write.
+// call saveCounters as its last write.
 func (b *batch) nextSeq() uint64 {
 	b.seq++
 	return b.seq
 }
 
-func (b *batch) saveSeq() error {
-	return b.set(seqCounterKey, encodeSeq(b.seq))
+// saveCounters writes the last Seq and the log size.
+func (b *batch) saveCounters() error {
+	if err := b.set(seqCounterKey, encodeSeq(b.seq)); err != nil {
+		return err
+	}
+	if b.tree == nil {
+		return nil
+	}
+	return b.set(logSizeKey, encodeSeq(b.tree.End()))
 }

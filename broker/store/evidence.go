@@ -2,21 +2,25 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/tlog"
 )
 
-// Evidence is stored as the JSON of broker.Evidence with Seq left zero: the
-// Seq is in the key, so that the record can be encoded before the committer
-// assigns it. Fields added to broker.Evidence are stored without changes
-// here.
+// Evidence is stored as its leaf index in the transparency log (8 bytes,
+// big-endian) followed by the JSON of broker.Evidence with Seq and
+// LeafIndex left zero: the Seq is in the key, and both are assigned by the
+// committer, so the JSON can be encoded before. Fields added to
+// broker.Evidence are stored without changes here.
 
+// encodeEvidence returns the JSON part of an evidence value.
 func encodeEvidence(ev broker.Evidence) ([]byte, error) {
-	ev.Seq = 0
+	ev.Seq, ev.LeafIndex = 0, 0
 	v, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode evidence: %w", err)
@@ -24,27 +28,60 @@ func encodeEvidence(ev broker.Evidence) ([]byte, error) {
 	return v, nil
 }
 
+// evidenceValue returns the stored value of an evidence: its leaf index,
+// then js from encodeEvidence.
+func evidenceValue(index uint64, js []byte) []byte {
+	v := make([]byte, 8, 8+len(js))
+	binary.BigEndian.PutUint64(v, index)
+	return append(v, js...)
+}
+
 func decodeEvidence(seq uint64, v []byte) (broker.Evidence, error) {
 	var ev broker.Evidence
-	if err := json.Unmarshal(v, &ev); err != nil {
+	if len(v) < 8 {
+		return broker.Evidence{}, fmt.Errorf("decode evidence %d: %d bytes", seq, len(v))
+	}
+	if err := json.Unmarshal(v[8:], &ev); err != nil {
 		return broker.Evidence{}, fmt.Errorf("decode evidence %d: %w", seq, err)
 	}
-	ev.Seq = seq
+	ev.Seq, ev.LeafIndex = seq, binary.BigEndian.Uint64(v)
 	return ev, nil
 }
 
-// putEvidence writes an evidence record and its entry in the node-wide log.
-func putEvidence(b *batch, seq uint64, id string, val []byte) error {
-	if err := b.set(evidenceKey(id, seq), val); err != nil {
-		return err
+// logWriteSize estimates the bytes the transparency log adds to a batch per
+// evidence (leaf entry, about two tree nodes, counters), for the batch
+// bound.
+const logWriteSize = 192
+
+// putEvidence assigns the next Seq to an evidence, appends it to the
+// transparency log and writes the evidence record, its entry in the
+// node-wide log (l/) and its leaf entry (i/). js is from encodeEvidence,
+// leaf the evidence's tlog.LeafHash. A request that calls it must call
+// saveCounters as its last write.
+func putEvidence(b *batch, id string, js, leaf []byte) (seq, index uint64, err error) {
+	seq = b.nextSeq()
+	index, err = b.appendLeaf(leaf)
+	if err != nil {
+		return 0, 0, err
 	}
-	return b.set(logKey(seq), []byte(id))
+	ek := evidenceKey(id, seq)
+	if err := b.set(ek, evidenceValue(index, js)); err != nil {
+		return 0, 0, err
+	}
+	if err := b.set(logKey(seq), []byte(id)); err != nil {
+		return 0, 0, err
+	}
+	if err := b.set(leafKey(index), ek); err != nil {
+		return 0, 0, err
+	}
+	return seq, index, nil
 }
 
 // AppendEvidence adds ev to the chain of the copy (ev.MessageID,
 // ev.Recipient) if the copy's Head is still prevHead, and sets the copy's
-// Head to newHead and its State to newState, in one durable transaction. It
-// returns ev with its Seq. Errors wrap broker.ErrNotFound if there is no
+// Head to newHead and its State to newState, in one durable transaction
+// that also appends ev to the transparency log. It returns ev with its Seq
+// and LeafIndex. Errors wrap broker.ErrNotFound if there is no
 // such copy and broker.ErrConflict if its Head is not prevHead (nothing is
 // written then); a context error means the outcome is unknown.
 func (db *DB) AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, newHead string, newState broker.State) (broker.Evidence, error) {
@@ -54,12 +91,13 @@ func (db *DB) AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, 
 	if err := checkKeyPart("recipient", ev.Recipient); err != nil {
 		return broker.Evidence{}, fmt.Errorf("append evidence to %s: %w", ev.MessageID, err)
 	}
-	val, err := encodeEvidence(ev)
+	js, err := encodeEvidence(ev)
 	if err != nil {
 		return broker.Evidence{}, err
 	}
+	leaf := tlog.LeafHash(ev.DER)
 	ck := copyKey(ev.MessageID, ev.Recipient)
-	err = db.submit(ctx, len(val)+len(ck)+64, func(b *batch) error {
+	err = db.submit(ctx, len(js)+len(ck)+64+logWriteSize, func(b *batch) error {
 		v, ok, err := b.get(ck)
 		if err != nil {
 			return err
@@ -82,11 +120,10 @@ func (db *DB) AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, 
 		if err := b.set(ck, cv); err != nil {
 			return err
 		}
-		ev.Seq = b.nextSeq()
-		if err := putEvidence(b, ev.Seq, ev.MessageID, val); err != nil {
+		if ev.Seq, ev.LeafIndex, err = putEvidence(b, ev.MessageID, js, leaf); err != nil {
 			return err
 		}
-		return b.saveSeq()
+		return b.saveCounters()
 	})
 	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("append evidence to %s for %s: %w", ev.MessageID, ev.Recipient, err)
@@ -95,22 +132,24 @@ func (db *DB) AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, 
 }
 
 // AddEvidence stores evidence that belongs to no copy's chain (a
-// SubmissionRejection, whose message may not be stored at all) and returns
-// it with its Seq. A context error means the outcome is unknown.
+// SubmissionRejection, whose message may not be stored at all), appends it
+// to the transparency log in the same durable transaction, and returns it
+// with its Seq and LeafIndex. A context error means the outcome is unknown.
 func (db *DB) AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error) {
 	if err := checkKeyPart("message id", ev.MessageID); err != nil {
 		return broker.Evidence{}, fmt.Errorf("add evidence: %w", err)
 	}
-	val, err := encodeEvidence(ev)
+	js, err := encodeEvidence(ev)
 	if err != nil {
 		return broker.Evidence{}, err
 	}
-	err = db.submit(ctx, len(val)+64, func(b *batch) error {
-		ev.Seq = b.nextSeq()
-		if err := putEvidence(b, ev.Seq, ev.MessageID, val); err != nil {
+	leaf := tlog.LeafHash(ev.DER)
+	err = db.submit(ctx, len(js)+64+logWriteSize, func(b *batch) error {
+		var err error
+		if ev.Seq, ev.LeafIndex, err = putEvidence(b, ev.MessageID, js, leaf); err != nil {
 			return err
 		}
-		return b.saveSeq()
+		return b.saveCounters()
 	})
 	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("add evidence to %s: %w", ev.MessageID, err)
@@ -157,7 +196,8 @@ func (db *DB) Evidence(ctx context.Context, messageID string) ([]broker.Evidence
 
 // EvidenceSince returns evidence of all messages with Seq greater than
 // after, in Seq order, at most limit (limit <= 0 means 1000): the node's
-// evidence log, for example to append it to the Merkle log after a crash.
+// evidence log. (The transparency log has the same evidence in the same
+// order; its leaf indexes have no gaps, Seqs may.)
 func (db *DB) EvidenceSince(ctx context.Context, after uint64, limit int) ([]broker.Evidence, error) {
 	if limit <= 0 {
 		limit = 1000

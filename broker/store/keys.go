@@ -24,9 +24,12 @@ import (
 //	m/<id>                              message record (JSON of broker.Message)
 //	c/str(id)str(rcpt)                  copy record (JSON of broker.Copy)
 //	x/str(rcpt)<received u64>str(id)    mailbox index, empty value; sorts by received time, then id
-//	e/str(id)<seq u64>                  evidence (JSON of broker.Evidence with seq 0; Seq is the key's)
+//	e/str(id)<seq u64>                  evidence: its leaf index (u64), then the JSON of broker.Evidence (see evidence.go)
 //	l/<seq u64>                         node-wide evidence log: value is the message id
 //	s/evseq                             last evidence Seq assigned (u64)
+//	i/<index u64>                       transparency log leaf: value is the key (e/…) of the evidence at that leaf index
+//	t/<level u8><index u64>             transparency log tree node (RFC 6962): its 32-byte hash; level 0 holds the leaf hashes
+//	s/logsize                           leaves in the transparency log (u64)
 //	r/<blob>                            blob reference: value is the id of the message using it
 //	b/<blob>/c<index u32>               blob chunk, index from 0
 //	b/<blob>/h                          blob header (JSON of blobHeader); sorts after the chunks
@@ -34,8 +37,13 @@ import (
 // received is the copy's receive time in Unix nanoseconds with the sign bit
 // flipped, so that times before 1970 still sort first.
 //
+// A tree node is stored once it is complete, that is when the last leaf
+// under it is appended (see log.go); it never changes afterwards. Seqs may
+// have gaps (a failed commit does not hand its Seqs out again), leaf indexes
+// never do, so the log has keys of its own instead of reusing l/.
+//
 // Keys read by the committer (m/, c/, s/, r/, b/<blob>/h) are written only by
-// the committer; see commit.go.
+// the committer; see commit.go. So are i/ and t/.
 
 const (
 	// maxKeyPart bounds ids and addresses stored in keys (str uses 2 length
@@ -46,6 +54,7 @@ const (
 
 var (
 	seqCounterKey = []byte("s/evseq")
+	logSizeKey    = []byte("s/logsize")
 	blobsPrefix   = []byte("b/")
 	logPrefix     = []byte("l/")
 )
@@ -159,13 +168,40 @@ func seqOfLogKey(k []byte) (uint64, bool) {
 	return binary.BigEndian.Uint64(k[len(logPrefix):]), true
 }
 
+// parseEvidenceKey splits an evidence key into message id and Seq.
+func parseEvidenceKey(k []byte) (id string, seq uint64, ok bool) {
+	rest, found := bytes.CutPrefix(k, []byte("e/"))
+	if !found {
+		return "", 0, false
+	}
+	id, rest, ok = readStr(rest)
+	if !ok || id == "" || len(rest) != 8 {
+		return "", 0, false
+	}
+	return id, binary.BigEndian.Uint64(rest), true
+}
+
+// encodeSeq and decodeSeq encode the counters under s/ (evidence Seq, log
+// size) and the leaf index in evidence values.
 func encodeSeq(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
 func decodeSeq(b []byte) (uint64, error) {
 	if len(b) != 8 {
-		return 0, fmt.Errorf("evidence counter is %d bytes, want 8", len(b))
+		return 0, fmt.Errorf("counter is %d bytes, want 8", len(b))
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+func leafKey(index uint64) []byte {
+	return binary.BigEndian.AppendUint64(key("i/", 8), index)
+}
+
+// treeNodeKey is the key of the tree node at level (0 for leaves) and
+// index within the level, as compact.NodeID numbers them. Levels are below
+// 64.
+func treeNodeKey(level uint, index uint64) []byte {
+	b := append(key("t/", 9), byte(level))
+	return binary.BigEndian.AppendUint64(b, index)
 }
 
 func blobRefKey(blob string) []byte {

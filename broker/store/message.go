@@ -10,13 +10,14 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/tlog"
 )
 
 // CreateMessage stores a message, its recipients' copies (each also entered
 // into the recipient's mailbox, ordered by the copy's Received time, then
 // message id) and its first evidence, in one durable transaction. Each
-// evidence gets the next Seq, in the order given; the evidence is returned
-// with Seq set.
+// evidence gets the next Seq and is appended to the transparency log, in the
+// order given; the evidence is returned with Seq and LeafIndex set.
 //
 // The payload blob m.Blob must have been written completely by WriteBlob,
 // with the size and SHA-256 that m.Header announces, and must not belong to
@@ -74,6 +75,7 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 		size += len(copyVals[i]) + 3*len(c.Recipient) + 4*len(id)
 	}
 	evVals := make([][]byte, len(evs))
+	evLeaves := make([][]byte, len(evs))
 	for i := range evs {
 		if evs[i].MessageID != id {
 			return nil, fmt.Errorf("create message %s: %w: evidence for message %q", id, broker.ErrInvalid, evs[i].MessageID)
@@ -81,7 +83,8 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 		if evVals[i], err = encodeEvidence(evs[i]); err != nil {
 			return nil, fmt.Errorf("create message %s: %w", id, err)
 		}
-		size += len(evVals[i]) + 2*len(id) + 32
+		evLeaves[i] = tlog.LeafHash(evs[i].DER)
+		size += len(evVals[i]) + 2*len(id) + 32 + logWriteSize
 	}
 
 	blob := m.Blob
@@ -145,12 +148,11 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 			return nil
 		}
 		for i := range out {
-			out[i].Seq = b.nextSeq()
-			if err := putEvidence(b, out[i].Seq, id, evVals[i]); err != nil {
+			if out[i].Seq, out[i].LeafIndex, err = putEvidence(b, id, evVals[i], evLeaves[i]); err != nil {
 				return err
 			}
 		}
-		return b.saveSeq()
+		return b.saveCounters()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create message %s: %w", id, err)

@@ -43,8 +43,18 @@
 // committer never takes it, and nothing nests it (a goroutine holding it
 // shared never asks for it again, which could deadlock behind Close).
 //
-// The committer goroutine owns, without locks, the shared write transaction
-// and the evidence counter (DB.seq). Nobody else assigns Seq values.
+// The committer goroutine owns, without locks, the shared write transaction,
+// the evidence counter (DB.seq) and the transparency log's compact range
+// (DB.tree). Nobody else assigns Seq values or leaf indexes.
+//
+// # Transparency log
+//
+// Every evidence stored is appended, in the same transaction, to the node's
+// append-only Merkle log (RFC 6962 hashing; the leaf is the evidence's DER
+// file, see package tlog). Because evidence and log commit atomically, no
+// evidence is ever committed without being logged, and nothing is logged
+// twice. LogSize, LogRoot, InclusionProof, ConsistencyProof and LogLeaf
+// read it; see log.go.
 package store
 
 import (
@@ -57,6 +67,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/transparency-dev/merkle/compact"
 )
 
 // ErrClosed is returned by every method called after Close.
@@ -164,10 +175,12 @@ type DB struct {
 	gcDone        chan struct{}
 
 	// Owned by the committer goroutine once Open has returned.
-	seq            uint64 // last evidence Seq assigned
-	maxBatchBytes  int    // bound on the estimated bytes of one batch
-	maxBatchLength int    // bound on the requests in one batch
-	splits         int    // batches split on ErrTxnTooBig (read by tests after Close)
+	seq            uint64         // last evidence Seq assigned
+	tree           *compact.Range // the transparency log as committed; nil if unusable
+	logErr         error          // why tree is nil
+	maxBatchBytes  int            // bound on the estimated bytes of one batch
+	maxBatchLength int            // bound on the requests in one batch
+	splits         int            // batches split on ErrTxnTooBig (read by tests after Close)
 }
 
 // Open opens (or creates) the store in dir. It deletes blobs that no
@@ -207,16 +220,26 @@ func Open(dir string, opts Options) (*DB, error) {
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
 	if err := bdb.View(func(txn *badger.Txn) error {
 		v, ok, err := get(txn, seqCounterKey)
-		if err != nil || !ok {
-			return err
+		if err != nil {
+			return fmt.Errorf("load evidence counter: %w", err)
 		}
-		db.seq, err = decodeSeq(v)
-		return err
+		if ok {
+			if db.seq, err = decodeSeq(v); err != nil {
+				return fmt.Errorf("load evidence counter: %w", err)
+			}
+		}
+		if db.tree, err = loadLog(txn); err != nil {
+			return fmt.Errorf("load transparency log: %w", err)
+		}
+		if db.seq > 0 && db.tree.End() == 0 {
+			return errors.New("the store holds evidence but no transparency log (written by a version without one)")
+		}
+		return nil
 	}); err != nil {
 		bdb.Close()
-		return nil, fmt.Errorf("open store %s: load evidence counter: %w", dir, err)
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	seq := db.seq
+	seq, logSize := db.seq, db.tree.End()
 	go db.commitLoop()
 	go db.gcLoop(opts.GCInterval)
 
@@ -226,7 +249,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "evidence_seq", seq)
+	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "evidence_seq", seq, "log_size", logSize)
 	return db, nil
 }
 

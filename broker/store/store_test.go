@@ -191,7 +191,7 @@ func TestDB_CreateMessage(t *testing.T) {
 
 			want := make([]broker.Evidence, len(f.evs))
 			for i, ev := range f.evs {
-				ev.Seq = uint64(i + 1)
+				ev.Seq, ev.LeafIndex = uint64(i+1), uint64(i)
 				want[i] = ev
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
@@ -457,6 +457,9 @@ func TestDB_CreateMessage_Concurrent(t *testing.T) {
 	if len(page) != n || next != "" {
 		t.Errorf("Inbox: %d entries and cursor %q, want %d and none", len(page), next, n)
 	}
+	if leaves := checkLog(t, db); len(leaves) != 3*n {
+		t.Errorf("%d leaves in the log, want %d", len(leaves), 3*n)
+	}
 }
 
 func TestDB_Inbox(t *testing.T) {
@@ -586,7 +589,7 @@ func TestDB_AppendEvidence(t *testing.T) {
 				return
 			}
 			last++
-			ev.Seq = last
+			ev.Seq, ev.LeafIndex = last, last-1
 			if diff := cmp.Diff(ev, got); diff != "" {
 				t.Errorf("AppendEvidence (-want +got):\n%s", diff)
 			}
@@ -627,7 +630,7 @@ func TestDB_AddEvidence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev.Seq = uint64(i + 1)
+		ev.Seq, ev.LeafIndex = uint64(i+1), uint64(i)
 		if diff := cmp.Diff(ev, got); diff != "" {
 			t.Errorf("AddEvidence (-want +got):\n%s", diff)
 		}
@@ -720,6 +723,7 @@ func TestDB_Batch(t *testing.T) {
 				t.Fatalf("evidence %d has Seq %d", i, ev.Seq)
 			}
 		}
+		checkLog(t, db)
 		db.Close()
 		if db.splits == 0 {
 			t.Error("the batch was never split: the test did not exercise ErrTxnTooBig")
@@ -739,8 +743,11 @@ func TestDB_Batch(t *testing.T) {
 			t.Errorf("Message: err %v, want ErrNotFound", err)
 		}
 		ev, err := db.AddEvidence(ctx, broker.Evidence{MessageID: f.msg.ID(), Type: "SubmissionRejection"})
-		if err != nil || ev.Seq != 1 {
-			t.Errorf("AddEvidence after the refused request: Seq %d, %v; want 1", ev.Seq, err)
+		if err != nil || ev.Seq != 1 || ev.LeafIndex != 0 {
+			t.Errorf("AddEvidence after the refused request: Seq %d, leaf index %d, %v; want 1 and 0", ev.Seq, ev.LeafIndex, err)
+		}
+		if leaves := checkLog(t, db); len(leaves) != 1 {
+			t.Errorf("%d leaves in the log, want 1", len(leaves))
 		}
 	})
 
@@ -778,13 +785,18 @@ func TestDB_Close(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	calls := map[string]func() error{
-		"CreateMessage": func() error { _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); return err },
-		"AddEvidence":   func() error { _, err := db.AddEvidence(ctx, f.evs[0]); return err },
-		"Message":       func() error { _, err := db.Message(ctx, f.msg.ID()); return err },
-		"Inbox":         func() error { _, _, err := db.Inbox(ctx, court, "", 0); return err },
-		"WriteBlob":     func() error { _, err := db.WriteBlob(ctx, strings.NewReader("x"), 10); return err },
-		"OpenBlob":      func() error { _, err := db.OpenBlob(ctx, f.msg.Blob); return err },
-		"SweepBlobs":    func() error { _, err := db.SweepBlobs(ctx); return err },
+		"CreateMessage":    func() error { _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); return err },
+		"AddEvidence":      func() error { _, err := db.AddEvidence(ctx, f.evs[0]); return err },
+		"Message":          func() error { _, err := db.Message(ctx, f.msg.ID()); return err },
+		"Inbox":            func() error { _, _, err := db.Inbox(ctx, court, "", 0); return err },
+		"WriteBlob":        func() error { _, err := db.WriteBlob(ctx, strings.NewReader("x"), 10); return err },
+		"OpenBlob":         func() error { _, err := db.OpenBlob(ctx, f.msg.Blob); return err },
+		"SweepBlobs":       func() error { _, err := db.SweepBlobs(ctx); return err },
+		"LogSize":          func() error { _, err := db.LogSize(ctx); return err },
+		"LogRoot":          func() error { _, err := db.LogRoot(ctx, 0); return err },
+		"LogLeaf":          func() error { _, err := db.LogLeaf(ctx, 0); return err },
+		"InclusionProof":   func() error { _, err := db.InclusionProof(ctx, 0, 1); return err },
+		"ConsistencyProof": func() error { _, err := db.ConsistencyProof(ctx, 0, 1); return err },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

@@ -1,0 +1,314 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/tlog"
+)
+
+// The transparency log: an append-only Merkle tree (RFC 6962 hashing) over
+// every evidence the node stores, in Seq order. Leaf i is the DER file of
+// the evidence with LeafIndex i; its hash is tlog.LeafHash(DER).
+//
+// The committer appends each evidence's leaf in the same badger transaction
+// that stores the evidence (putEvidence), so the two commit together or not
+// at all: no evidence is stored without being logged, and none is logged
+// twice (a repeated CreateMessage stores nothing and returns ErrExists).
+//
+// The committer keeps the log's right edge in memory as a compact range
+// (github.com/transparency-dev/merkle/compact): the hashes of the at most
+// 64 perfect subtrees that make up [0, size). Appending a leaf reports every
+// node that becomes complete, and each is written under t/<level><index>,
+// so the store holds every node of every perfect subtree, including the
+// leaf hashes at level 0. A node never changes once written. Roots and
+// proofs for any size up to the current one are computed from these nodes:
+// the nodes a proof needs that are not perfect subtrees (at most one per
+// proof, on the right edge of a smaller tree) are hashed from perfect ones
+// (proof.Nodes.Rehash).
+//
+// s/logsize holds the size; it and the nodes are read in one read
+// transaction, so a reader sees a consistent tree. Open and reloadLog
+// rebuild the compact range from s/logsize and the nodes.
+
+var (
+	logHasher    = rfc6962.DefaultHasher
+	rangeFactory = &compact.RangeFactory{Hash: logHasher.HashChildren}
+)
+
+// cloneRange returns a copy of r that shares nothing that Append changes.
+// A nil r (the log is unusable) gives nil.
+func cloneRange(r *compact.Range) (*compact.Range, error) {
+	if r == nil {
+		return nil, nil
+	}
+	c, err := rangeFactory.NewRange(r.Begin(), r.End(), slices.Clone(r.Hashes()))
+	if err != nil {
+		return nil, fmt.Errorf("copy the log's compact range: %w", err)
+	}
+	return c, nil
+}
+
+// appendLeaf appends a leaf hash to the batch's log, writes every node
+// that becomes complete, and returns the leaf's index. If it fails, the
+// caller's request fails and try restores the range.
+func (b *batch) appendLeaf(hash []byte) (uint64, error) {
+	if b.tree == nil {
+		return 0, b.db.logErr
+	}
+	index := b.tree.End()
+	var err error
+	visit := func(id compact.NodeID, h []byte) {
+		if err == nil {
+			err = b.set(treeNodeKey(id.Level, id.Index), h)
+		}
+	}
+	if aerr := b.tree.Append(hash, visit); aerr != nil {
+		return 0, fmt.Errorf("append leaf %d to the log: %w", index, aerr)
+	}
+	return index, err
+}
+
+// reloadLog replaces the committer's range with the log as badger has it,
+// after a failed commit. If that cannot be read back consistently, the log
+// is unusable until the store is reopened: every request that would append
+// to it fails with DB.logErr. (Open reads the log after badger has replayed
+// its write-ahead log, which drops a transaction that was not written
+// whole.)
+func (db *DB) reloadLog() {
+	var tree *compact.Range
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		var err error
+		tree, err = loadLog(txn)
+		return err
+	})
+	if err != nil {
+		db.tree = nil
+		db.logErr = fmt.Errorf("transparency log unusable until the store is reopened: read back after a failed commit: %w", err)
+		// Log it: the error reaches callers only later, with other requests.
+		db.log.Error("transparency log unusable until the store is reopened", "err", err)
+		return
+	}
+	db.tree = tree
+}
+
+// loadLog reads the log's compact range. It refuses a log with a leaf
+// entry or leaf hash beyond its size, which the next append would write
+// again.
+func loadLog(txn *badger.Txn) (*compact.Range, error) {
+	size, err := logSize(txn)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := loadNodes(txn, compact.RangeNodes(0, size, nil))
+	if err != nil {
+		return nil, err
+	}
+	r, err := rangeFactory.NewRange(0, size, hashes)
+	if err != nil {
+		return nil, fmt.Errorf("log of size %d: %w", size, err)
+	}
+	for _, k := range [][]byte{leafKey(size), treeNodeKey(0, size)} {
+		if ok, err := has(txn, k); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, fmt.Errorf("log of size %d has an entry for leaf %d already", size, size)
+		}
+	}
+	return r, nil
+}
+
+// logSize reads the log's size; no key means an empty log.
+func logSize(txn *badger.Txn) (uint64, error) {
+	v, ok, err := get(txn, logSizeKey)
+	if err != nil || !ok {
+		return 0, err
+	}
+	n, err := decodeSeq(v)
+	if err != nil {
+		return 0, fmt.Errorf("log size: %w", err)
+	}
+	return n, nil
+}
+
+// loadNodes reads the hashes of stored tree nodes.
+func loadNodes(txn *badger.Txn, ids []compact.NodeID) ([][]byte, error) {
+	hashes := make([][]byte, len(ids))
+	for i, id := range ids {
+		h, ok, err := get(txn, treeNodeKey(id.Level, id.Index))
+		if err != nil {
+			return nil, err
+		}
+		if !ok || len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("log node %d at level %d missing or malformed", id.Index, id.Level)
+		}
+		hashes[i] = h
+	}
+	return hashes, nil
+}
+
+// checkSize returns an error wrapping broker.ErrNotFound if the log is
+// smaller than size.
+func checkSize(txn *badger.Txn, size uint64) error {
+	n, err := logSize(txn)
+	if err != nil {
+		return err
+	}
+	if size > n {
+		return fmt.Errorf("%w: the log has %d entries, not %d", broker.ErrNotFound, n, size)
+	}
+	return nil
+}
+
+// LogSize returns the number of evidence in the node's transparency log.
+func (db *DB) LogSize(ctx context.Context) (uint64, error) {
+	var n uint64
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		var err error
+		n, err = logSize(txn)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("load log size: %w", err)
+	}
+	return n, nil
+}
+
+// LogRoot returns the root hash of the log's tree of the given size (the
+// tree of the first size evidence; SHA-256 of nothing for size 0). It
+// returns an error wrapping broker.ErrNotFound if the log is smaller.
+func (db *DB) LogRoot(ctx context.Context, size uint64) ([]byte, error) {
+	var root []byte
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		if err := checkSize(txn, size); err != nil {
+			return err
+		}
+		if size == 0 {
+			root = tlog.EmptyRoot()
+			return nil
+		}
+		hashes, err := loadNodes(txn, compact.RangeNodes(0, size, nil))
+		if err != nil {
+			return err
+		}
+		r, err := rangeFactory.NewRange(0, size, hashes)
+		if err != nil {
+			return err
+		}
+		root, err = r.GetRootHash(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load log root of size %d: %w", size, err)
+	}
+	return root, nil
+}
+
+// InclusionProof returns the proof that leaf index is in the log's tree of
+// the given size (RFC 6962 audit path, to check with tlog.VerifyInclusion).
+// It returns an error wrapping broker.ErrInvalid if index is not below
+// size, and broker.ErrNotFound if the log is smaller than size.
+func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	if index >= size {
+		return nil, fmt.Errorf("load inclusion proof: %w: leaf %d is not in a tree of size %d", broker.ErrInvalid, index, size)
+	}
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, fmt.Errorf("load inclusion proof: %w: %v", broker.ErrInvalid, err)
+	}
+	p, err := db.proof(ctx, size, nodes)
+	if err != nil {
+		return nil, fmt.Errorf("load inclusion proof of leaf %d in tree of size %d: %w", index, size, err)
+	}
+	return p, nil
+}
+
+// ConsistencyProof returns the proof that the log's tree of size1 is a
+// prefix of its tree of size2 (RFC 6962 consistency proof, to check with
+// tlog.VerifyConsistency); it is empty if size1 is 0 or size1 equals
+// size2. It returns an error wrapping broker.ErrInvalid if size1 exceeds
+// size2, and broker.ErrNotFound if the log is smaller than size2.
+func (db *DB) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	if size1 > size2 {
+		return nil, fmt.Errorf("load consistency proof: %w: tree size %d is larger than %d", broker.ErrInvalid, size1, size2)
+	}
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, fmt.Errorf("load consistency proof: %w: %v", broker.ErrInvalid, err)
+	}
+	p, err := db.proof(ctx, size2, nodes)
+	if err != nil {
+		return nil, fmt.Errorf("load consistency proof from tree size %d to %d: %w", size1, size2, err)
+	}
+	return p, nil
+}
+
+// proof loads the nodes of a proof in the tree of the given size and
+// hashes its ephemeral node.
+func (db *DB) proof(ctx context.Context, size uint64, nodes proof.Nodes) ([][]byte, error) {
+	var hashes [][]byte
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		if err := checkSize(txn, size); err != nil {
+			return err
+		}
+		var err error
+		hashes, err = loadNodes(txn, nodes.IDs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return nodes.Rehash(hashes, logHasher.HashChildren)
+}
+
+// LogLeaf returns the evidence at leaf index of the log. It returns an
+// error wrapping broker.ErrNotFound if the log has no such leaf.
+func (db *DB) LogLeaf(ctx context.Context, index uint64) (broker.Evidence, error) {
+	var ev broker.Evidence
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		n, err := logSize(txn)
+		if err != nil {
+			return err
+		}
+		if index >= n {
+			return fmt.Errorf("%w: the log has %d entries", broker.ErrNotFound, n)
+		}
+		ek, ok, err := get(txn, leafKey(index))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errors.New("leaf entry missing")
+		}
+		_, seq, ok := parseEvidenceKey(ek)
+		if !ok {
+			return fmt.Errorf("malformed leaf entry %q", ek)
+		}
+		v, ok, err := get(txn, ek)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("evidence %d is in the log but not stored", seq)
+		}
+		if ev, err = decodeEvidence(seq, v); err != nil {
+			return err
+		}
+		if ev.LeafIndex != index {
+			return fmt.Errorf("evidence %d at this leaf names leaf index %d", seq, ev.LeafIndex)
+		}
+		return nil
+	})
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("load log leaf %d: %w", index, err)
+	}
+	return ev, nil
+}

@@ -1,0 +1,579 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/go-cmp/cmp"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/tlog"
+)
+
+// refRoot is MTH(D[n]) of RFC 6962, section 2.1, written from the RFC and
+// independent of the library the store uses.
+func refRoot(d [][]byte) []byte {
+	switch len(d) {
+	case 0:
+		h := sha256.Sum256(nil)
+		return h[:]
+	case 1:
+		h := sha256.Sum256(append([]byte{0}, d[0]...))
+		return h[:]
+	}
+	k := 1 << (bits.Len(uint(len(d)-1)) - 1) // largest power of two below n
+	h := sha256.Sum256(append(append([]byte{1}, refRoot(d[:k])...), refRoot(d[k:])...))
+	return h[:]
+}
+
+// sampleSizes returns tree sizes up to n worth checking: all small ones,
+// powers of two and their neighbours, n and a few random ones.
+func sampleSizes(n uint64) []uint64 {
+	var s []uint64
+	for i := uint64(0); i <= min(n, 20); i++ {
+		s = append(s, i)
+	}
+	for p := uint64(16); p <= n+1; p *= 2 {
+		s = append(s, p-1, p)
+		if p+1 <= n {
+			s = append(s, p+1)
+		}
+	}
+	if n > 0 {
+		s = append(s, n-1, n)
+		for range 8 {
+			s = append(s, rand.Uint64N(n+1))
+		}
+	}
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// checkLog checks the whole transparency log against the evidence stored:
+// one leaf per evidence, leaf indexes without gaps in Seq order, LogLeaf
+// returning each, roots matching a reference computation for many sizes,
+// every evidence's inclusion proof in the current tree and in smaller
+// ones, and consistency proofs between many pairs of sizes. It returns
+// the leaves (the evidence DER files) in order.
+func checkLog(t *testing.T, db *DB) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	n, err := db.LogSize(ctx)
+	if err != nil {
+		t.Fatalf("LogSize: %v", err)
+	}
+	var all []broker.Evidence
+	for {
+		var after uint64
+		if len(all) > 0 {
+			after = all[len(all)-1].Seq
+		}
+		page, err := db.EvidenceSince(ctx, after, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+	}
+	if uint64(len(all)) != n {
+		t.Fatalf("LogSize %d, but %d evidence stored", n, len(all))
+	}
+	ders := make([][]byte, n)
+	for i, ev := range all {
+		if ev.LeafIndex != uint64(i) {
+			t.Fatalf("evidence %d (Seq %d) has leaf index %d, want %d", i, ev.Seq, ev.LeafIndex, i)
+		}
+		ders[i] = ev.DER
+		leaf, err := db.LogLeaf(ctx, uint64(i))
+		if err != nil {
+			t.Fatalf("LogLeaf(%d): %v", i, err)
+		}
+		if diff := cmp.Diff(ev, leaf); diff != "" {
+			t.Fatalf("LogLeaf(%d) (-want +got):\n%s", i, diff)
+		}
+	}
+
+	sizes := sampleSizes(n)
+	roots := map[uint64][]byte{}
+	for _, s := range sizes {
+		root, err := db.LogRoot(ctx, s)
+		if err != nil {
+			t.Fatalf("LogRoot(%d): %v", s, err)
+		}
+		if want := refRoot(ders[:s]); !bytes.Equal(root, want) {
+			t.Fatalf("LogRoot(%d) = %x, want %x", s, root, want)
+		}
+		roots[s] = root
+	}
+	checkInclusion := func(i, s uint64) {
+		t.Helper()
+		p, err := db.InclusionProof(ctx, i, s)
+		if err != nil {
+			t.Fatalf("InclusionProof(%d, %d): %v", i, s, err)
+		}
+		if err := tlog.VerifyInclusion(ders[i], i, p, tlog.Checkpoint{Size: s, Root: roots[s]}); err != nil {
+			t.Fatalf("leaf %d in tree of size %d: %v", i, s, err)
+		}
+	}
+	for i := range n {
+		checkInclusion(i, n)
+	}
+	for _, s := range sizes {
+		for _, i := range sampleSizes(s) {
+			if i < s {
+				checkInclusion(i, s)
+			}
+		}
+	}
+	for _, s1 := range sizes {
+		for _, s2 := range sizes {
+			if s1 > s2 {
+				continue
+			}
+			p, err := db.ConsistencyProof(ctx, s1, s2)
+			if err != nil {
+				t.Fatalf("ConsistencyProof(%d, %d): %v", s1, s2, err)
+			}
+			if err := tlog.VerifyConsistency(tlog.Checkpoint{Size: s1, Root: roots[s1]}, tlog.Checkpoint{Size: s2, Root: roots[s2]}, p); err != nil {
+				t.Fatalf("tree of size %d to %d: %v", s1, s2, err)
+			}
+		}
+	}
+	return ders
+}
+
+// dersOf returns the DER files of evidence.
+func dersOf(evs ...[]broker.Evidence) [][]byte {
+	var d [][]byte
+	for _, e := range evs {
+		for _, ev := range e {
+			d = append(d, ev.DER)
+		}
+	}
+	return d
+}
+
+func TestDB_Log(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("empty", func(t *testing.T) {
+		db := openTest(t, "")
+		if n, err := db.LogSize(ctx); n != 0 || err != nil {
+			t.Errorf("LogSize = %d, %v; want 0", n, err)
+		}
+		if root, err := db.LogRoot(ctx, 0); err != nil || !bytes.Equal(root, tlog.EmptyRoot()) {
+			t.Errorf("LogRoot(0) = %x, %v; want %x", root, err, tlog.EmptyRoot())
+		}
+		if p, err := db.ConsistencyProof(ctx, 0, 0); err != nil || len(p) != 0 {
+			t.Errorf("ConsistencyProof(0, 0) = %x, %v; want empty", p, err)
+		}
+	})
+
+	t.Run("out of range", func(t *testing.T) {
+		db := openTest(t, "")
+		newFixture(t, db, t0, court, kreis).create(t, db) // 3 leaves
+		calls := []struct {
+			name string
+			call func() error
+			want error
+		}{
+			{"LogRoot beyond the size", func() error { _, err := db.LogRoot(ctx, 4); return err }, broker.ErrNotFound},
+			{"LogLeaf at the size", func() error { _, err := db.LogLeaf(ctx, 3); return err }, broker.ErrNotFound},
+			{"LogLeaf far beyond", func() error { _, err := db.LogLeaf(ctx, ^uint64(0)); return err }, broker.ErrNotFound},
+			{"InclusionProof, index at the size", func() error { _, err := db.InclusionProof(ctx, 3, 3); return err }, broker.ErrInvalid},
+			{"InclusionProof, empty tree", func() error { _, err := db.InclusionProof(ctx, 0, 0); return err }, broker.ErrInvalid},
+			{"InclusionProof, size beyond", func() error { _, err := db.InclusionProof(ctx, 0, 4); return err }, broker.ErrNotFound},
+			{"ConsistencyProof, sizes reversed", func() error { _, err := db.ConsistencyProof(ctx, 3, 2); return err }, broker.ErrInvalid},
+			{"ConsistencyProof, size beyond", func() error { _, err := db.ConsistencyProof(ctx, 1, 4); return err }, broker.ErrNotFound},
+			{"ConsistencyProof, largest sizes", func() error { _, err := db.ConsistencyProof(ctx, ^uint64(0)-1, ^uint64(0)); return err }, broker.ErrNotFound},
+		}
+		for _, c := range calls {
+			t.Run(c.name, func(t *testing.T) {
+				if err := c.call(); !errors.Is(err, c.want) {
+					t.Errorf("err %v, want %v", err, c.want)
+				}
+			})
+		}
+	})
+
+	t.Run("every evidence write appends", func(t *testing.T) {
+		db := openTest(t, "")
+		f := newFixture(t, db, t0, court, kreis, amt)
+		created := f.create(t, db)
+		for i, ev := range created {
+			if ev.LeafIndex != uint64(i) {
+				t.Errorf("CreateMessage: evidence %d has leaf index %d", i, ev.LeafIndex)
+			}
+		}
+		if diff := cmp.Diff(dersOf(created), checkLog(t, db)); diff != "" {
+			t.Fatalf("log after CreateMessage (-want +got):\n%s", diff)
+		}
+
+		ret := broker.Evidence{MessageID: f.msg.ID(), Sender: sender, Recipient: court, Type: "Retrieval", DER: randomBytes(t, 900)}
+		ret, err := db.AppendEvidence(ctx, ret, f.copies[0].Head, "ab", broker.StateRetrieved)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rej, err := db.AddEvidence(ctx, broker.Evidence{MessageID: "other", Sender: sender, Type: "SubmissionRejection", DER: randomBytes(t, 300)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret.LeafIndex != 4 || rej.LeafIndex != 5 {
+			t.Errorf("leaf indexes %d and %d, want 4 and 5", ret.LeafIndex, rej.LeafIndex)
+		}
+		want := dersOf(created, []broker.Evidence{ret, rej})
+
+		// Refused writes append nothing.
+		if _, err := db.AppendEvidence(ctx, ret, "stale", "cd", broker.StateRetrieved); !errors.Is(err, broker.ErrConflict) {
+			t.Fatalf("AppendEvidence with a stale head: %v", err)
+		}
+		if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); !errors.Is(err, broker.ErrExists) {
+			t.Fatalf("CreateMessage again: %v", err)
+		}
+		if diff := cmp.Diff(want, checkLog(t, db)); diff != "" {
+			t.Fatalf("log (-want +got):\n%s", diff)
+		}
+		evs, err := db.Evidence(ctx, f.msg.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(append(created, ret), evs); diff != "" {
+			t.Errorf("Evidence with leaf indexes (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("signed checkpoints over a run of many messages", func(t *testing.T) {
+		// 200 messages from 10 writers, each with three evidence, while a
+		// reader signs a checkpoint of whatever the log holds, as a node
+		// will. Every checkpoint must be consistent with every other.
+		db := openTest(t, "")
+		o := tlog.Origin("stadt.example")
+		skey, vkey, err := tlog.GenerateKey(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sign := func() []byte {
+			size, err := db.LogSize(ctx)
+			if err != nil {
+				t.Error(err)
+				return nil
+			}
+			root, err := db.LogRoot(ctx, size)
+			if err != nil {
+				t.Error(err)
+				return nil
+			}
+			signed, err := tlog.Sign(tlog.Checkpoint{Origin: o, Size: size, Root: root}, skey)
+			if err != nil {
+				t.Error(err)
+			}
+			return signed
+		}
+		const writers, perWriter = 10, 20
+		var signed [][]byte
+		done := make(chan struct{})
+		var reader sync.WaitGroup
+		reader.Go(func() {
+			for {
+				signed = append(signed, sign())
+				select {
+				case <-done:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		})
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range perWriter {
+					f := newFixture(t, db, t0.Add(time.Duration(w*perWriter+i)), court, kreis)
+					if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(done)
+		reader.Wait()
+		signed = append(signed, sign())
+		if t.Failed() {
+			t.FailNow()
+		}
+
+		var cps []tlog.Checkpoint
+		for _, s := range signed {
+			c, err := tlog.Open(s, vkey)
+			if err != nil {
+				t.Fatalf("Open(%s): %v", s, err)
+			}
+			cps = append(cps, c)
+		}
+		last := cps[len(cps)-1]
+		if last.Size != 3*writers*perWriter {
+			t.Fatalf("final checkpoint of size %d, want %d", last.Size, 3*writers*perWriter)
+		}
+		t.Logf("%d checkpoints, sizes %d to %d", len(cps), cps[0].Size, last.Size)
+		for i, older := range cps {
+			for j := i; j < len(cps); j++ {
+				// Every pair for the first and last few, and each with its successor.
+				if j != i+1 && i > 5 && j < len(cps)-5 {
+					continue
+				}
+				newer := cps[j]
+				if newer.Size < older.Size {
+					t.Fatalf("checkpoint %d has size %d after %d", j, newer.Size, older.Size)
+				}
+				p, err := db.ConsistencyProof(ctx, older.Size, newer.Size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := tlog.VerifyConsistency(older, newer, p); err != nil {
+					t.Fatalf("checkpoint %d to %d: %v", i, j, err)
+				}
+			}
+		}
+		checkLog(t, db)
+	})
+
+	t.Run("reopen", func(t *testing.T) {
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		var first []broker.Evidence
+		for i := range 5 {
+			first = append(first, newFixture(t, db, t0.Add(time.Duration(i)), court, kreis).create(t, db)...)
+		}
+		size, err := db.LogSize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := db.LogRoot(ctx, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		db = openTest(t, dir)
+		if n, err := db.LogSize(ctx); err != nil || n != size {
+			t.Fatalf("LogSize after reopen = %d, %v; want %d", n, err, size)
+		}
+		if r, err := db.LogRoot(ctx, size); err != nil || !bytes.Equal(r, root) {
+			t.Fatalf("LogRoot after reopen = %x, %v; want %x", r, err, root)
+		}
+		var second []broker.Evidence
+		for i := range 4 {
+			second = append(second, newFixture(t, db, t0.Add(time.Hour+time.Duration(i)), court).create(t, db)...)
+		}
+		if second[0].LeafIndex != size {
+			t.Errorf("first leaf index after reopen %d, want %d", second[0].LeafIndex, size)
+		}
+		n, err := db.LogSize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newRoot, err := db.LogRoot(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := db.ConsistencyProof(ctx, size, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.VerifyConsistency(tlog.Checkpoint{Size: size, Root: root}, tlog.Checkpoint{Size: n, Root: newRoot}, p); err != nil {
+			t.Errorf("the log after reopen does not extend the one before: %v", err)
+		}
+		if diff := cmp.Diff(dersOf(first, second), checkLog(t, db)); diff != "" {
+			t.Errorf("log (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("request failing in a batch", func(t *testing.T) {
+		// The duplicate fails its checks; the oversized message fails
+		// after it has appended leaves (the transaction overflows). Neither
+		// may leave a trace: the log is as if they had never run.
+		db := openTest(t, "")
+		a, b := newFixture(t, db, t0, court), newFixture(t, db, t0, court)
+		dup := buildFixture(t, Blob{ID: b.msg.Blob, Size: b.msg.Header.PayloadSize}, t0, kreis)
+		dup.msg.Header.ID = a.msg.ID()
+		dup.msg.Header.PayloadSHA256 = b.msg.Header.PayloadSHA256
+		dup.copies[0].MessageID, dup.evs[0].MessageID, dup.evs[1].MessageID = a.msg.ID(), a.msg.ID(), a.msg.ID()
+		big := newFixture(t, db, t0, court)
+		for range 24 {
+			big.evs = append(big.evs, broker.Evidence{MessageID: big.msg.ID(), Type: "Delivery", DER: randomBytes(t, 45<<10)})
+		}
+		c := newFixture(t, db, t0, kreis)
+
+		release := holdCommitter(t, db)
+		fs := []fixture{a, dup, big, b, c}
+		errs := make([]error, len(fs))
+		evs := make([][]broker.Evidence, len(fs))
+		var wg sync.WaitGroup
+		for i, f := range fs {
+			wg.Go(func() { evs[i], errs[i] = db.CreateMessage(ctx, f.msg, f.copies, f.evs) })
+			waitQueued(t, db, i+1)
+		}
+		release()
+		wg.Wait()
+		if errs[0] != nil || !errors.Is(errs[1], broker.ErrDuplicate) || !errors.Is(errs[2], broker.ErrTooLarge) || errs[3] != nil || errs[4] != nil {
+			t.Fatalf("errors %v, want nil, ErrDuplicate, ErrTooLarge, nil, nil", errs)
+		}
+		want := dersOf(evs[0], evs[3], evs[4])
+		if diff := cmp.Diff(want, checkLog(t, db)); diff != "" {
+			t.Fatalf("log (-want +got):\n%s", diff)
+		}
+		// The root is that of a store that only ever got a, b and c.
+		if root, err := db.LogRoot(ctx, uint64(len(want))); err != nil || !bytes.Equal(root, refRoot(want)) {
+			t.Errorf("LogRoot = %x, %v; want %x", root, err, refRoot(want))
+		}
+	})
+
+	t.Run("failed commit", func(t *testing.T) {
+		// A request that makes the batch's commit fail for real: it reads
+		// a key, then commits a write to that key outside the batch, a
+		// conflict badger detects when the batch commits. The evidence of
+		// that batch is not stored; its Seqs are skipped, its leaf
+		// indexes are used by the next evidence.
+		db := openTest(t, "")
+		before := newFixture(t, db, t0, court).create(t, db)
+		after := sabotagedBatch(t, db, nil)
+		if want := dersOf(before, after); !cmp.Equal(want, checkLog(t, db)) {
+			t.Errorf("log after a failed commit is not the evidence stored before and after it")
+		}
+		if after[0].LeafIndex != 2 || after[0].Seq != 6 {
+			t.Errorf("evidence after the failed commit: Seq %d, leaf index %d; want 6 and 2", after[0].Seq, after[0].LeafIndex)
+		}
+	})
+
+	t.Run("unusable after a failed commit", func(t *testing.T) {
+		// As above, but the log's state on disk is also damaged, so that
+		// it cannot be read back: evidence is refused until the store is
+		// reopened, other writes go on, and Open refuses the damaged log.
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		newFixture(t, db, t0, court).create(t, db) // 2 leaves: the range is the node (1, 0)
+		sabotagedBatch(t, db, treeNodeKey(1, 0))
+		if _, err := db.AddEvidence(ctx, broker.Evidence{MessageID: "x", Type: "SubmissionRejection"}); err == nil || !strings.Contains(err.Error(), "reopen") {
+			t.Errorf("AddEvidence with an unusable log: err %v, want one that says to reopen", err)
+		}
+		f := newFixture(t, db, t0, kreis) // writes without evidence still work (WriteBlob uses the committer)
+		if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); err == nil {
+			t.Error("CreateMessage with an unusable log succeeded")
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if db, err := Open(dir, Options{Small: true, Logger: db.log}); err == nil {
+			db.Close()
+			t.Fatal("Open succeeded with a tree node missing")
+		} else if !strings.Contains(err.Error(), "missing") {
+			t.Errorf("Open: %v", err)
+		}
+	})
+
+	t.Run("store without a log refused", func(t *testing.T) {
+		// A store that holds evidence but no log (as an older version
+		// wrote it) is not silently given an empty log.
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		newFixture(t, db, t0, court).create(t, db)
+		err := db.bdb.Update(func(txn *badger.Txn) error {
+			for _, prefix := range [][]byte{[]byte("i/"), []byte("t/"), logSizeKey} {
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+				var keys [][]byte
+				for it.Seek(prefix); it.Valid(); it.Next() {
+					keys = append(keys, it.Item().KeyCopy(nil))
+				}
+				it.Close()
+				for _, k := range keys {
+					if err := txn.Delete(k); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if db, err := Open(dir, Options{Small: true, Logger: db.log}); err == nil {
+			db.Close()
+			t.Fatal("Open succeeded")
+		} else if !strings.Contains(err.Error(), "no transparency log") {
+			t.Errorf("Open: %v", err)
+		}
+	})
+}
+
+// sabotagedBatch runs three AddEvidence in one batch whose commit fails
+// with a badger transaction conflict, then one more that succeeds, and
+// returns that one. If del is not nil, the key is deleted along with the
+// conflicting write.
+func sabotagedBatch(t *testing.T, db *DB, del []byte) []broker.Evidence {
+	t.Helper()
+	ctx := context.Background()
+	conflict := []byte("z/test-conflict")
+	release := holdCommitter(t, db)
+	errs := make(chan error, 4)
+	go func() {
+		errs <- db.submit(ctx, 0, func(b *batch) error {
+			if _, _, err := b.get(conflict); err != nil {
+				return err
+			}
+			return db.bdb.Update(func(txn *badger.Txn) error {
+				if del != nil {
+					if err := txn.Delete(del); err != nil {
+						return err
+					}
+				}
+				return txn.Set(conflict, []byte("x"))
+			})
+		})
+	}()
+	waitQueued(t, db, 1)
+	for i := range 3 {
+		go func() {
+			_, err := db.AddEvidence(ctx, broker.Evidence{MessageID: "lost", Type: "SubmissionRejection", DER: randomBytes(t, 100)})
+			errs <- err
+		}()
+		waitQueued(t, db, i+2)
+	}
+	release()
+	for range 4 {
+		if err := <-errs; !errors.Is(err, badger.ErrConflict) {
+			t.Fatalf("request of the sabotaged batch: err %v, want badger.ErrConflict", err)
+		}
+	}
+	if evs, err := db.Evidence(ctx, "lost"); err != nil || len(evs) != 0 {
+		t.Fatalf("Evidence of the failed batch = %v, %v; want none", evs, err)
+	}
+	if del != nil {
+		return nil
+	}
+	id, err := envelope.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := db.AddEvidence(ctx, broker.Evidence{MessageID: id, Type: "SubmissionRejection", DER: randomBytes(t, 100)})
+	if err != nil {
+		t.Fatalf("AddEvidence after the failed commit: %v", err)
+	}
+	return []broker.Evidence{ev}
+}
