@@ -20,7 +20,10 @@ import (
 type Evidence struct {
 	DER []byte
 	// Seq is the node's order of issue.
-	Seq       uint64
+	Seq uint64
+	// LeafIndex is the evidence's place in the issuing node's
+	// transparency log.
+	LeafIndex uint64
 	Statement *evidence.Statement
 	// Signer is the verified certificate that signed DER.
 	Signer *x509.Certificate
@@ -61,7 +64,7 @@ func (c *Client) verifyEvidence(pb *kurierv1.Evidence, id string) (Evidence, err
 	if st.MessageID != id {
 		return Evidence{}, fmt.Errorf("%s evidence is about message %s", st.Type, st.MessageID)
 	}
-	return Evidence{DER: ev.DER, Seq: pb.GetSeq(), Statement: ev.Statement, Signer: ev.Signer}, nil
+	return Evidence{DER: ev.DER, Seq: pb.GetSeq(), LeafIndex: pb.GetLeafIndex(), Statement: ev.Statement, Signer: ev.Signer}, nil
 }
 
 // expectedIssuer returns the issuer st must name: the domain of the sender

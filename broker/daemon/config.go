@@ -27,6 +27,10 @@ type Config struct {
 	// CRL is the CA's current CRL (PEM); every handshake and signature is
 	// checked against it.
 	CRL string `yaml:"crl"`
+	// LogKey is the file holding the signed-note private key that signs the
+	// transparency log's checkpoints (kurierd -dev writes one, and its
+	// verifier key beside it as log.vkey).
+	LogKey string `yaml:"log_key"`
 	// Domains are the domains whose mailboxes this node holds.
 	Domains []string `yaml:"domains"`
 	// Participants is the directory of local mailboxes.
@@ -77,7 +81,7 @@ func (c *Config) resolve(base string) {
 		}
 		return filepath.Join(base, p)
 	}
-	c.Data, c.Identity, c.CRL = abs(c.Data), abs(c.Identity), abs(c.CRL)
+	c.Data, c.Identity, c.CRL, c.LogKey = abs(c.Data), abs(c.Identity), abs(c.CRL), abs(c.LogKey)
 	for i := range c.Participants {
 		c.Participants[i].EncryptionCert = abs(c.Participants[i].EncryptionCert)
 	}
@@ -95,6 +99,7 @@ func (c *Config) Validate() error {
 	req("data", c.Data)
 	req("identity", c.Identity)
 	req("crl", c.CRL)
+	req("log_key", c.LogKey)
 	if len(c.Domains) == 0 {
 		errs = append(errs, errors.New("domains: at least one domain is required"))
 	}

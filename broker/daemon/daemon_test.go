@@ -70,6 +70,7 @@ func TestLoadConfig(t *testing.T) {
 data: store
 identity: node
 crl: ca/crl.pem
+log_key: node/log.key
 domains: [stadt.example]
 participants:
   - {address: poststelle@stadt.example, encryption_cert: enc.pem}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"kurier.dev/kurier/broker"
@@ -36,6 +38,10 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if err != nil {
 		return fmt.Errorf("trust store: %w", err)
 	}
+	logKey, err := readSecret(cfg.LogKey)
+	if err != nil {
+		return fmt.Errorf("log key: %w", err)
+	}
 	var participants []node.Participant
 	for _, p := range cfg.Participants {
 		certs, err := pki.LoadCertificates(p.EncryptionCert)
@@ -58,6 +64,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	n, err := node.New(db, node.Config{
 		Domains:      cfg.Domains,
 		Signer:       cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
+		LogKey:       logKey,
 		Trust:        trust,
 		Participants: participants,
 		Limits:       node.Limits{MaxPayload: cfg.Limits.MaxPayloadBytes, MaxRecipients: cfg.Limits.MaxRecipients},
@@ -124,4 +131,20 @@ func sweepLoop(ctx context.Context, db *store.DB, logger *slog.Logger) {
 			}
 		}
 	}
+}
+
+// readSecret reads a one-line key file, refusing one others may read.
+func readSecret(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is readable by others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }

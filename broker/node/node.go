@@ -23,6 +23,7 @@ import (
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/tlog"
 )
 
 // Store is what the node needs of its durable state; *store.DB provides it.
@@ -51,6 +52,14 @@ type Store interface {
 	AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error)
 	// Evidence lists a message's evidence in order of issue.
 	Evidence(ctx context.Context, messageID string) ([]broker.Evidence, error)
+	// LogSize returns the number of leaves in the transparency log.
+	LogSize(ctx context.Context) (uint64, error)
+	// LogRoot returns the root hash of the log's first size leaves.
+	LogRoot(ctx context.Context, size uint64) ([]byte, error)
+	// InclusionProof proves leaf index in the tree of size leaves.
+	InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error)
+	// ConsistencyProof proves that the tree of size2 extends that of size1.
+	ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error)
 }
 
 var _ Store = (*store.DB)(nil)
@@ -91,6 +100,9 @@ type Config struct {
 	Domains []string
 	// Signer signs the node's evidence: its node certificate and key.
 	Signer cms.Signer
+	// LogKey signs the transparency log's checkpoints: a signed-note
+	// private key (tlog.GenerateKey) named tlog.Origin of the first domain.
+	LogKey string
 	// Trust verifies every certificate the node is shown.
 	Trust *pki.TrustStore
 	// Participants is the directory of local mailboxes.
@@ -114,6 +126,7 @@ type Node struct {
 	log     *slog.Logger
 	hub     hub
 	uploads chan struct{} // a slot per payload being stored
+	logKey  string
 }
 
 // New checks cfg and returns a node over st.
@@ -141,6 +154,10 @@ func New(st Store, cfg Config) (*Node, error) {
 		limits:  cfg.Limits,
 		now:     cfg.Now,
 		log:     cfg.Logger,
+		logKey:  cfg.LogKey,
+	}
+	if _, err := tlog.Sign(tlog.Checkpoint{Origin: tlog.Origin(n.domain), Root: tlog.EmptyRoot()}, cfg.LogKey); err != nil {
+		return nil, fmt.Errorf("new node: log key: %w", err)
 	}
 	for _, d := range cfg.Domains {
 		if err := address.CheckDomain(d); err != nil {

@@ -63,8 +63,8 @@ func newHarness(t *testing.T, limits node.Limits) *harness {
 		parts = append(parts, node.Participant{Address: a, EncryptionCert: fx.IDs[a].EncCert})
 	}
 	h.node, err = node.New(db, node.Config{
-		Domains:      []string{"stadt.example", "amtsgericht.example"},
-		Signer:       signer(fx.Node),
+		Domains: []string{"stadt.example", "amtsgericht.example"},
+		Signer:  signer(fx.Node), LogKey: fx.LogKey,
 		Trust:        trust,
 		Participants: parts,
 		Limits:       limits,
@@ -240,7 +240,7 @@ func TestNode_Lookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, err := node.New(h.db, node.Config{
-		Domains: pkitest.Domains, Signer: signer(fx.Node), Trust: h.trust,
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
 		Participants: []node.Participant{{Address: other, EncryptionCert: id.EncCert}},
 		Logger:       slog.New(slog.DiscardHandler),
 	})
@@ -267,7 +267,7 @@ func TestNode_Clock(t *testing.T) {
 		now := time.Now()
 		clock := func() time.Time { return now }
 		n, err := node.New(h.db, node.Config{
-			Domains: pkitest.Domains, Signer: signer(fx.Node), Trust: h.trust, Now: func() time.Time { return clock() },
+			Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust, Now: func() time.Time { return clock() },
 			Participants: []node.Participant{{Address: court, EncryptionCert: fx.IDs[court].EncCert}},
 			Logger:       slog.New(slog.DiscardHandler),
 		})

@@ -211,7 +211,7 @@ func (s *service) logRefusal(ctx context.Context, msg string, err error) {
 }
 
 func toEvidence(ev broker.Evidence) *kurierv1.Evidence {
-	return &kurierv1.Evidence{Der: ev.DER, Type: ev.Type, Recipient: ev.Recipient, Seq: ev.Seq}
+	return &kurierv1.Evidence{Der: ev.DER, Type: ev.Type, Recipient: ev.Recipient, Seq: ev.Seq, LeafIndex: ev.LeafIndex}
 }
 
 func toEvidenceList(evs []broker.Evidence) []*kurierv1.Evidence {

@@ -29,6 +29,7 @@ import (
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+	"kurier.dev/kurier/tlog"
 )
 
 var fx *pkitest.PKI
@@ -51,7 +52,7 @@ func startServer(t *testing.T) (string, *pki.TrustStore) {
 		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
 	}
 	n, err := node.New(db, node.Config{
-		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), Trust: trust,
+		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), LogKey: fx.LogKey, Trust: trust,
 		Participants: parts, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -114,7 +115,7 @@ func TestServer_Handshake(t *testing.T) {
 		for _, s := range resp.GetListServicesResponse().GetService() {
 			names = append(names, s.GetName())
 		}
-		for _, want := range []string{"kurier.v1.MailboxService", "kurier.v1.DirectoryService", "grpc.health.v1.Health"} {
+		for _, want := range []string{"kurier.v1.MailboxService", "kurier.v1.DirectoryService", "kurier.v1.LogService", "grpc.health.v1.Health"} {
 			if !slices.Contains(names, want) {
 				t.Errorf("reflection lists %v, missing %s", names, want)
 			}
@@ -221,6 +222,52 @@ func TestServer_SubmitStatus(t *testing.T) {
 		}
 		if len(resp.Evidence) != 2 || resp.Evidence[0].Type != "SubmissionAcceptance" || resp.Evidence[1].Type != "Delivery" {
 			t.Fatalf("evidence = %v", resp.Evidence)
+		}
+	})
+	t.Run("log proves the evidence", func(t *testing.T) {
+		logs := kurierv1.NewLogServiceClient(dial(t, addr, agency, trust))
+		checkpoint := func() tlog.Checkpoint {
+			t.Helper()
+			resp, err := logs.GetCheckpoint(ctx, &kurierv1.GetCheckpointRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := tlog.Open(resp.Checkpoint, fx.LogVKey)
+			if err != nil || c.Size != resp.TreeSize || c.Origin != "stadt.example/kurier-log" {
+				t.Fatalf("checkpoint %+v does not open: %v", c, err)
+			}
+			return c
+		}
+		older := checkpoint()
+		resp, err := submit(build(pkitest.Court, payload), chunk(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer := checkpoint()
+		if newer.Size != older.Size+2 {
+			t.Fatalf("log grew from %d to %d, want 2 leaves more", older.Size, newer.Size)
+		}
+		for _, ev := range resp.Evidence {
+			p, err := logs.GetInclusionProof(ctx, &kurierv1.GetInclusionProofRequest{LeafIndex: ev.LeafIndex, TreeSize: newer.Size})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tlog.VerifyInclusion(ev.Der, ev.LeafIndex, p.Hashes, newer); err != nil {
+				t.Errorf("%s at leaf %d: %v", ev.Type, ev.LeafIndex, err)
+			}
+		}
+		cp, err := logs.GetConsistencyProof(ctx, &kurierv1.GetConsistencyProofRequest{FromSize: older.Size, ToSize: newer.Size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.VerifyConsistency(older, newer, cp.Hashes); err != nil {
+			t.Errorf("consistency %d → %d: %v", older.Size, newer.Size, err)
+		}
+		if _, err := logs.GetInclusionProof(ctx, &kurierv1.GetInclusionProofRequest{LeafIndex: newer.Size, TreeSize: newer.Size}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("leaf beyond the tree: %v, want InvalidArgument", err)
+		}
+		if _, err := logs.GetConsistencyProof(ctx, &kurierv1.GetConsistencyProofRequest{FromSize: 1, ToSize: newer.Size + 1}); status.Code(err) != codes.NotFound {
+			t.Errorf("tree size beyond the log: %v, want NotFound", err)
 		}
 	})
 	t.Run("unknown recipient carries a rejection", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/tlog"
 )
 
 // Addresses and domains of the test federation.
@@ -40,6 +41,9 @@ type PKI struct {
 	Foreign *pki.Identity
 	// CRL is the CA's current CRL file.
 	CRL string
+	// LogKey and LogVKey are the node's checkpoint signing key and its
+	// verifier key, named tlog.Origin of the first of Domains.
+	LogKey, LogVKey string
 }
 
 // New creates the federation in dir.
@@ -64,6 +68,9 @@ func New(dir string) (*PKI, error) {
 		return nil, fmt.Errorf("pkitest: %w", err)
 	}
 	if p.CRL, err = ca.WriteCRL(24 * time.Hour); err != nil {
+		return nil, fmt.Errorf("pkitest: %w", err)
+	}
+	if p.LogKey, p.LogVKey, err = tlog.GenerateKey(tlog.Origin(Domains[0])); err != nil {
 		return nil, fmt.Errorf("pkitest: %w", err)
 	}
 	foreign, err := pki.InitCA(filepath.Join(dir, "foreign-ca"), "Foreign CA")
