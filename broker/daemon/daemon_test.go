@@ -140,3 +140,20 @@ func TestIssueOnce(t *testing.T) {
 		t.Fatalf("issued %d times (%v), want once", calls, err)
 	}
 }
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "log.key")
+	if err := os.WriteFile(path, []byte("PRIVATE+KEY+x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readSecret(path); err != nil || got != "PRIVATE+KEY+x" {
+		t.Fatalf("readSecret = %q, %v", got, err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readSecret(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a world-readable key: err = %v, want a refusal", err)
+	}
+}
