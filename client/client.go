@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,10 +51,20 @@ type Client struct {
 	id        *pki.Identity
 	addr      string
 	signer    cms.Signer
-	trust     *pki.TrustStore
 	log       *slog.Logger
 	now       func() time.Time
+
+	// crlFromNode: no WithCRL was given, so signatures are checked against
+	// the CRL the node serves (see refreshCRL).
+	crlFromNode bool
+	trustMu     sync.Mutex // guards trust and crlAt
+	trust       *pki.TrustStore
+	crlAt       time.Time // when trust's CRL was fetched from the node
 }
+
+// crlRefresh is how long a CRL fetched from the node is used before the
+// client asks for the current one again.
+const crlRefresh = 10 * time.Minute
 
 // Option configures Dial.
 type Option func(*options)
@@ -67,7 +78,9 @@ type options struct {
 // WithCRL makes the client check the node's certificate at the handshake,
 // and every signer's certificate, against the CA's CRL at path (PEM or
 // DER). The file is re-read when it changes; a missing, forged or stale CRL
-// fails every check. Without it the client checks no revocation at all.
+// fails every check. Without it the client checks signers against the CRL
+// its node serves (signed by the CA, so the node cannot forge it), but
+// cannot check the node's own certificate at the handshake.
 func WithCRL(path string) Option { return func(o *options) { o.crl = path } }
 
 // WithLogger sets the logger for retries and other events worth noting;
@@ -127,10 +140,45 @@ func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*
 		id:        id,
 		addr:      peer.Address,
 		signer:    cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
-		trust:     trust,
 		log:       o.logger,
 		now:       o.now,
+
+		crlFromNode: o.crl == "",
+		trust:       trust,
 	}, nil
+}
+
+// refreshCRL makes sure that, unless WithCRL was given, signatures are
+// checked against the CRL the node serves, fetched again every crlRefresh.
+// The CRL is signed by the CA, so taking it from the node needs no trust in
+// the node. A CRL that cannot be had fails the call: revocation is never
+// skipped silently.
+func (c *Client) refreshCRL(ctx context.Context) error {
+	if !c.crlFromNode {
+		return nil
+	}
+	c.trustMu.Lock()
+	defer c.trustMu.Unlock()
+	if !c.crlAt.IsZero() && c.now().Sub(c.crlAt) < crlRefresh {
+		return nil
+	}
+	resp, err := c.directory.GetCRL(ctx, &kurierv1.GetCRLRequest{})
+	if err != nil {
+		return fmt.Errorf("get the CA's CRL from the node: %w", err)
+	}
+	t, err := pki.NewTrustStoreWithCRL(c.id.Roots, resp.GetCrl())
+	if err != nil {
+		return fmt.Errorf("the CRL the node sent: %w", err)
+	}
+	c.trust, c.crlAt = t, c.now()
+	return nil
+}
+
+// trustStore returns the trust store signatures are checked with.
+func (c *Client) trustStore() *pki.TrustStore {
+	c.trustMu.Lock()
+	defer c.trustMu.Unlock()
+	return c.trust
 }
 
 // Close ends the connection to the node.
@@ -143,7 +191,7 @@ func (c *Client) Address() string { return c.addr }
 // participantPolicy is the policy for signatures by participants: a chain
 // to the trust anchors now, with the emailProtection usage.
 func (c *Client) participantPolicy(maxSize int) cms.Policy {
-	return cms.Policy{Trust: c.trust, At: c.now(), KeyUsages: emailProtection, MaxSize: maxSize}
+	return cms.Policy{Trust: c.trustStore(), At: c.now(), KeyUsages: emailProtection, MaxSize: maxSize}
 }
 
 // signedBy checks that cert is a participant certificate of addr.

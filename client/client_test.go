@@ -567,3 +567,45 @@ func TestClient_SubmitRetriesUnavailable(t *testing.T) {
 		t.Errorf("receipt with %d evidence", len(r.Evidence))
 	}
 }
+
+// TestClient_RevocationFromNode: without WithCRL the client checks signers
+// against the CRL its node serves, so a message whose sender was revoked
+// after sending is refused when fetched.
+func TestClient_RevocationFromNode(t *testing.T) {
+	ctx := ctxT(t)
+	ca, err := pki.OpenCA(filepath.Join(devDir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := ca.IssueParticipant(filepath.Join(t.TempDir(), "agency2"), daemon.DevAgency)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := client.Dial(ctx, nodeAddr, sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	id := send(t, sc, client.Document{Name: "a.txt", Data: []byte("signed before the revocation")})
+
+	if err := ca.Revoke(sender.Cert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the node rereads its CRL at most once a second
+	if _, err := ca.WriteCRL(24 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := client.Dial(ctx, nodeAddr, court) // no WithCRL: the node's CRL
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	dir := t.TempDir()
+	_, err = cc.Fetch(ctx, id, dir)
+	if !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("Fetch of a revoked sender's message: %v, want ErrRevoked", err)
+	}
+	if names := dirNames(t, dir); len(names) != 0 {
+		t.Fatalf("a refused fetch wrote %v", names)
+	}
+}

@@ -53,7 +53,7 @@ func (c *Client) verifyEvidence(pb *kurierv1.Evidence, id string) (Evidence, err
 	if pb == nil {
 		return Evidence{}, errors.New("missing evidence")
 	}
-	ev, err := evidence.Verify(pb.GetDer(), cms.Policy{Trust: c.trust, At: c.now()})
+	ev, err := evidence.Verify(pb.GetDer(), cms.Policy{Trust: c.trustStore(), At: c.now()})
 	if err != nil {
 		return Evidence{}, err
 	}
@@ -94,6 +94,9 @@ func expectedIssuer(st *evidence.Statement) string {
 func (c *Client) Evidence(ctx context.Context, id string) ([]Evidence, error) {
 	if err := envelope.CheckID(id); err != nil {
 		return nil, fmt.Errorf("evidence: %w", err)
+	}
+	if err := c.refreshCRL(ctx); err != nil {
+		return nil, fmt.Errorf("evidence of %s: %w", id, err)
 	}
 	resp, err := c.mailbox.GetEvidence(ctx, &kurierv1.GetEvidenceRequest{MessageId: id})
 	if err != nil {

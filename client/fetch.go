@@ -73,6 +73,9 @@ func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if err := envelope.CheckID(id); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
+	if err := c.refreshCRL(ctx); err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	}
 	if c.id.EncCert == nil || c.id.EncKey == nil {
 		return nil, fmt.Errorf("fetch %s: the identity has no encryption certificate and key to open messages with", id)
 	}

@@ -111,6 +111,9 @@ type sealed struct {
 // *RejectedError where the node signed a rejection, otherwise the node's
 // status error wrapped with the message id.
 func (c *Client) Send(ctx context.Context, m Message, progress func(sent, total int64)) (*Receipt, error) {
+	if err := c.refreshCRL(ctx); err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
 	s, err := c.seal(ctx, m)
 	if err != nil {
 		return nil, err
@@ -245,7 +248,7 @@ func (c *Client) encryptionCert(ctx context.Context, addr string) (*x509.Certifi
 	if err := checkEncryptionCert(cert, addr); err != nil {
 		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
 	}
-	if _, err := c.trust.Verify(cert, nil, c.now(), emailProtection...); err != nil {
+	if _, err := c.trustStore().Verify(cert, nil, c.now(), emailProtection...); err != nil {
 		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
 	}
 	return cert, nil

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -298,5 +299,54 @@ func TestTrustStore_CheckRevoked_intermediate(t *testing.T) {
 	ts := newTrustStore(t)
 	if err := ts.CheckRevoked([]*x509.Certificate{leaf, inter, fx.ca.Certificate()}); !errors.Is(err, ErrNoCRL) {
 		t.Fatalf("CheckRevoked = %v, want ErrNoCRL", err)
+	}
+}
+
+func TestNewTrustStoreWithCRL(t *testing.T) {
+	gone := issueNode(t, fx.ca, "gone.example")
+	if err := fx.ca.Revoke(gone.Cert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.ca.WriteCRL(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	der, err := newTrustStore(t).CRL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.CheckRevoked([]*x509.Certificate{gone.Cert}); !errors.Is(err, ErrRevoked) {
+		t.Errorf("revoked certificate: %v, want ErrRevoked", err)
+	}
+	if err := ts.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); err != nil {
+		t.Errorf("good certificate: %v", err)
+	}
+	if got, err := ts.CRL(); err != nil || !bytes.Equal(got, der) {
+		t.Errorf("CRL() = %d bytes, %v", len(got), err)
+	}
+	forged, err := fx.foreignCA.WriteCRL(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fts, err := NewTrustStore([]*x509.Certificate{fx.foreignCA.Certificate()}, forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedDER, err := fts.CRL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, forgedDER); err == nil {
+		t.Error("a CRL signed by another CA was accepted")
+	}
+	if _, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, []byte("junk")); err == nil {
+		t.Error("junk was accepted as a CRL")
+	}
+	noCRL, _ := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, "")
+	if _, err := noCRL.CRL(); !errors.Is(err, ErrNoCRL) {
+		t.Errorf("CRL() without one: %v, want ErrNoCRL", err)
 	}
 }

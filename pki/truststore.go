@@ -22,6 +22,7 @@ type TrustStore struct {
 	roots   []*x509.Certificate
 	pool    *x509.CertPool
 	crlPath string
+	static  bool // the CRL was given as bytes: nothing to re-read
 
 	now     func() time.Time // injected so tests can move time on
 	recheck time.Duration
@@ -64,6 +65,41 @@ func NewTrustStore(roots []*x509.Certificate, crlPath string) (*TrustStore, erro
 		}
 	}
 	return t, nil
+}
+
+// NewTrustStoreWithCRL returns a trust store over roots and a CRL given as
+// DER bytes, as a client gets it from its node. The CRL must be signed by
+// one of roots, which is what makes it safe to take from anyone; it is
+// checked for freshness at every use, like a CRL file.
+func NewTrustStoreWithCRL(roots []*x509.Certificate, der []byte) (*TrustStore, error) {
+	t, err := NewTrustStore(roots, "")
+	if err != nil {
+		return nil, err
+	}
+	t.crlPath, t.static = "the CRL received from the node", true
+	crl, revoked, err := t.parseCRL(der)
+	if err != nil {
+		return nil, fmt.Errorf("new trust store: crl: %w", err)
+	}
+	t.crl, t.revoked = crl, revoked
+	if _, err := t.currentCRL(); err != nil {
+		return nil, fmt.Errorf("new trust store: %w", err)
+	}
+	return t, nil
+}
+
+// CRL returns the current CRL as DER, for publishing it to clients or
+// putting it into an evidence bundle; it fails like CheckRevoked when the
+// CRL is unusable, and with ErrNoCRL for a store without one.
+func (t *TrustStore) CRL() ([]byte, error) {
+	if t.crlPath == "" {
+		return nil, fmt.Errorf("%w: this trust store was given none", ErrNoCRL)
+	}
+	state, err := t.currentCRL()
+	if err != nil {
+		return nil, err
+	}
+	return state.crl.Raw, nil
 }
 
 // Roots returns the trust anchors as a pool, for TLS configs.
@@ -158,7 +194,7 @@ func (t *TrustStore) currentCRL() (crlState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	if t.checkedAt.IsZero() || now.Sub(t.checkedAt) >= t.recheck || now.Before(t.checkedAt) {
+	if !t.static && (t.checkedAt.IsZero() || now.Sub(t.checkedAt) >= t.recheck || now.Before(t.checkedAt)) {
 		t.checkedAt = now
 		t.refreshLocked()
 	}
@@ -204,6 +240,14 @@ func (t *TrustStore) loadCRL() (*x509.RevocationList, map[string]bool, error) {
 			return nil, nil, fmt.Errorf("unexpected PEM block %q, want %q", block.Type, pemCRL)
 		}
 		der = block.Bytes
+	}
+	return t.parseCRL(der)
+}
+
+// parseCRL parses a DER CRL and checks that one of the roots signed it.
+func (t *TrustStore) parseCRL(der []byte) (*x509.RevocationList, map[string]bool, error) {
+	if len(der) > maxPEMFile {
+		return nil, nil, fmt.Errorf("%d bytes, at most %d", len(der), maxPEMFile)
 	}
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {

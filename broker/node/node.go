@@ -227,6 +227,15 @@ func (n *Node) Lookup(addr string) (Participant, error) {
 	return p, nil
 }
 
+// CRL returns the CA's current CRL (DER) as the node checks against it.
+func (n *Node) CRL() ([]byte, error) {
+	der, err := n.trust.CRL()
+	if err != nil {
+		return nil, fmt.Errorf("current CRL: %w", err)
+	}
+	return der, nil
+}
+
 // Search returns up to limit directory entries whose address or display
 // name contains query (case-insensitive), ordered by address.
 func (n *Node) Search(query string, limit int) []Participant {

@@ -52,6 +52,19 @@ func (s *service) Search(ctx context.Context, req *kurierv1.SearchRequest) (*kur
 	return resp, nil
 }
 
+// GetCRL returns the CRL the node checks against.
+func (s *service) GetCRL(ctx context.Context, _ *kurierv1.GetCRLRequest) (*kurierv1.GetCRLResponse, error) {
+	if _, err := callerOf(ctx); err != nil {
+		return nil, err
+	}
+	der, err := s.node.CRL()
+	if err != nil {
+		s.logRefusal(ctx, "crl", err)
+		return nil, toStatus(err)
+	}
+	return &kurierv1.GetCRLResponse{Crl: der}, nil
+}
+
 func toEntry(p node.Participant) *kurierv1.DirectoryEntry {
 	return &kurierv1.DirectoryEntry{
 		Address:               p.Address,

@@ -21,6 +21,89 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetCRLRequest asks for the current CRL.
+type GetCRLRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLRequest) Reset() {
+	*x = GetCRLRequest{}
+	mi := &file_kurier_v1_directory_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLRequest) ProtoMessage() {}
+
+func (x *GetCRLRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_directory_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLRequest.ProtoReflect.Descriptor instead.
+func (*GetCRLRequest) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{0}
+}
+
+// GetCRLResponse carries the CRL.
+type GetCRLResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DER, signed by the federation's CA.
+	Crl           []byte `protobuf:"bytes,1,opt,name=crl,proto3" json:"crl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLResponse) Reset() {
+	*x = GetCRLResponse{}
+	mi := &file_kurier_v1_directory_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLResponse) ProtoMessage() {}
+
+func (x *GetCRLResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_directory_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLResponse.ProtoReflect.Descriptor instead.
+func (*GetCRLResponse) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetCRLResponse) GetCrl() []byte {
+	if x != nil {
+		return x.Crl
+	}
+	return nil
+}
+
 // DirectoryEntry describes one mailbox.
 type DirectoryEntry struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -37,7 +120,7 @@ type DirectoryEntry struct {
 
 func (x *DirectoryEntry) Reset() {
 	*x = DirectoryEntry{}
-	mi := &file_kurier_v1_directory_proto_msgTypes[0]
+	mi := &file_kurier_v1_directory_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +132,7 @@ func (x *DirectoryEntry) String() string {
 func (*DirectoryEntry) ProtoMessage() {}
 
 func (x *DirectoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_directory_proto_msgTypes[0]
+	mi := &file_kurier_v1_directory_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +145,7 @@ func (x *DirectoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectoryEntry.ProtoReflect.Descriptor instead.
 func (*DirectoryEntry) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{0}
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DirectoryEntry) GetAddress() string {
@@ -103,7 +186,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_kurier_v1_directory_proto_msgTypes[1]
+	mi := &file_kurier_v1_directory_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +198,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_directory_proto_msgTypes[1]
+	mi := &file_kurier_v1_directory_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +211,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{1}
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LookupRequest) GetAddress() string {
@@ -149,7 +232,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_kurier_v1_directory_proto_msgTypes[2]
+	mi := &file_kurier_v1_directory_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +244,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_directory_proto_msgTypes[2]
+	mi := &file_kurier_v1_directory_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +257,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{2}
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LookupResponse) GetExists() bool {
@@ -203,7 +286,7 @@ type SearchRequest struct {
 
 func (x *SearchRequest) Reset() {
 	*x = SearchRequest{}
-	mi := &file_kurier_v1_directory_proto_msgTypes[3]
+	mi := &file_kurier_v1_directory_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +298,7 @@ func (x *SearchRequest) String() string {
 func (*SearchRequest) ProtoMessage() {}
 
 func (x *SearchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_directory_proto_msgTypes[3]
+	mi := &file_kurier_v1_directory_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +311,7 @@ func (x *SearchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchRequest.ProtoReflect.Descriptor instead.
 func (*SearchRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{3}
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SearchRequest) GetQuery() string {
@@ -255,7 +338,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_kurier_v1_directory_proto_msgTypes[4]
+	mi := &file_kurier_v1_directory_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +350,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_directory_proto_msgTypes[4]
+	mi := &file_kurier_v1_directory_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +363,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{4}
+	return file_kurier_v1_directory_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SearchResponse) GetEntries() []*DirectoryEntry {
@@ -294,7 +377,10 @@ var File_kurier_v1_directory_proto protoreflect.FileDescriptor
 
 const file_kurier_v1_directory_proto_rawDesc = "" +
 	"\n" +
-	"\x19kurier/v1/directory.proto\x12\tkurier.v1\"\x98\x01\n" +
+	"\x19kurier/v1/directory.proto\x12\tkurier.v1\"\x0f\n" +
+	"\rGetCRLRequest\"\"\n" +
+	"\x0eGetCRLResponse\x12\x10\n" +
+	"\x03crl\x18\x01 \x01(\fR\x03crl\"\x98\x01\n" +
 	"\x0eDirectoryEntry\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x12\n" +
@@ -309,10 +395,11 @@ const file_kurier_v1_directory_proto_rawDesc = "" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"E\n" +
 	"\x0eSearchResponse\x123\n" +
-	"\aentries\x18\x01 \x03(\v2\x19.kurier.v1.DirectoryEntryR\aentries2\x90\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.kurier.v1.DirectoryEntryR\aentries2\xcf\x01\n" +
 	"\x10DirectoryService\x12=\n" +
 	"\x06Lookup\x12\x18.kurier.v1.LookupRequest\x1a\x19.kurier.v1.LookupResponse\x12=\n" +
-	"\x06Search\x12\x18.kurier.v1.SearchRequest\x1a\x19.kurier.v1.SearchResponseB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
+	"\x06Search\x12\x18.kurier.v1.SearchRequest\x1a\x19.kurier.v1.SearchResponse\x12=\n" +
+	"\x06GetCRL\x12\x18.kurier.v1.GetCRLRequest\x1a\x19.kurier.v1.GetCRLResponseB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
 
 var (
 	file_kurier_v1_directory_proto_rawDescOnce sync.Once
@@ -326,23 +413,27 @@ func file_kurier_v1_directory_proto_rawDescGZIP() []byte {
 	return file_kurier_v1_directory_proto_rawDescData
 }
 
-var file_kurier_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_kurier_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_kurier_v1_directory_proto_goTypes = []any{
-	(*DirectoryEntry)(nil), // 0: kurier.v1.DirectoryEntry
-	(*LookupRequest)(nil),  // 1: kurier.v1.LookupRequest
-	(*LookupResponse)(nil), // 2: kurier.v1.LookupResponse
-	(*SearchRequest)(nil),  // 3: kurier.v1.SearchRequest
-	(*SearchResponse)(nil), // 4: kurier.v1.SearchResponse
+	(*GetCRLRequest)(nil),  // 0: kurier.v1.GetCRLRequest
+	(*GetCRLResponse)(nil), // 1: kurier.v1.GetCRLResponse
+	(*DirectoryEntry)(nil), // 2: kurier.v1.DirectoryEntry
+	(*LookupRequest)(nil),  // 3: kurier.v1.LookupRequest
+	(*LookupResponse)(nil), // 4: kurier.v1.LookupResponse
+	(*SearchRequest)(nil),  // 5: kurier.v1.SearchRequest
+	(*SearchResponse)(nil), // 6: kurier.v1.SearchResponse
 }
 var file_kurier_v1_directory_proto_depIdxs = []int32{
-	0, // 0: kurier.v1.LookupResponse.entry:type_name -> kurier.v1.DirectoryEntry
-	0, // 1: kurier.v1.SearchResponse.entries:type_name -> kurier.v1.DirectoryEntry
-	1, // 2: kurier.v1.DirectoryService.Lookup:input_type -> kurier.v1.LookupRequest
-	3, // 3: kurier.v1.DirectoryService.Search:input_type -> kurier.v1.SearchRequest
-	2, // 4: kurier.v1.DirectoryService.Lookup:output_type -> kurier.v1.LookupResponse
-	4, // 5: kurier.v1.DirectoryService.Search:output_type -> kurier.v1.SearchResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
+	2, // 0: kurier.v1.LookupResponse.entry:type_name -> kurier.v1.DirectoryEntry
+	2, // 1: kurier.v1.SearchResponse.entries:type_name -> kurier.v1.DirectoryEntry
+	3, // 2: kurier.v1.DirectoryService.Lookup:input_type -> kurier.v1.LookupRequest
+	5, // 3: kurier.v1.DirectoryService.Search:input_type -> kurier.v1.SearchRequest
+	0, // 4: kurier.v1.DirectoryService.GetCRL:input_type -> kurier.v1.GetCRLRequest
+	4, // 5: kurier.v1.DirectoryService.Lookup:output_type -> kurier.v1.LookupResponse
+	6, // 6: kurier.v1.DirectoryService.Search:output_type -> kurier.v1.SearchResponse
+	1, // 7: kurier.v1.DirectoryService.GetCRL:output_type -> kurier.v1.GetCRLResponse
+	5, // [5:8] is the sub-list for method output_type
+	2, // [2:5] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -359,7 +450,7 @@ func file_kurier_v1_directory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kurier_v1_directory_proto_rawDesc), len(file_kurier_v1_directory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

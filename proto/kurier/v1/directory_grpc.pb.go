@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	DirectoryService_Lookup_FullMethodName = "/kurier.v1.DirectoryService/Lookup"
 	DirectoryService_Search_FullMethodName = "/kurier.v1.DirectoryService/Search"
+	DirectoryService_GetCRL_FullMethodName = "/kurier.v1.DirectoryService/GetCRL"
 )
 
 // DirectoryServiceClient is the client API for DirectoryService service.
@@ -34,6 +35,9 @@ type DirectoryServiceClient interface {
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	// Search lists entries whose address or display name contains a text.
 	Search(ctx context.Context, in *SearchRequest, opts ...grpc.CallOption) (*SearchResponse, error)
+	// GetCRL returns the federation CA's current CRL, as the node uses it.
+	// Clients check it against their trust anchors before relying on it.
+	GetCRL(ctx context.Context, in *GetCRLRequest, opts ...grpc.CallOption) (*GetCRLResponse, error)
 }
 
 type directoryServiceClient struct {
@@ -64,6 +68,16 @@ func (c *directoryServiceClient) Search(ctx context.Context, in *SearchRequest, 
 	return out, nil
 }
 
+func (c *directoryServiceClient) GetCRL(ctx context.Context, in *GetCRLRequest, opts ...grpc.CallOption) (*GetCRLResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCRLResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_GetCRL_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServiceServer is the server API for DirectoryService service.
 // All implementations must embed UnimplementedDirectoryServiceServer
 // for forward compatibility.
@@ -75,6 +89,9 @@ type DirectoryServiceServer interface {
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	// Search lists entries whose address or display name contains a text.
 	Search(context.Context, *SearchRequest) (*SearchResponse, error)
+	// GetCRL returns the federation CA's current CRL, as the node uses it.
+	// Clients check it against their trust anchors before relying on it.
+	GetCRL(context.Context, *GetCRLRequest) (*GetCRLResponse, error)
 	mustEmbedUnimplementedDirectoryServiceServer()
 }
 
@@ -90,6 +107,9 @@ func (UnimplementedDirectoryServiceServer) Lookup(context.Context, *LookupReques
 }
 func (UnimplementedDirectoryServiceServer) Search(context.Context, *SearchRequest) (*SearchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Search not implemented")
+}
+func (UnimplementedDirectoryServiceServer) GetCRL(context.Context, *GetCRLRequest) (*GetCRLResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCRL not implemented")
 }
 func (UnimplementedDirectoryServiceServer) mustEmbedUnimplementedDirectoryServiceServer() {}
 func (UnimplementedDirectoryServiceServer) testEmbeddedByValue()                          {}
@@ -148,6 +168,24 @@ func _DirectoryService_Search_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DirectoryService_GetCRL_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCRLRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).GetCRL(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_GetCRL_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).GetCRL(ctx, req.(*GetCRLRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DirectoryService_ServiceDesc is the grpc.ServiceDesc for DirectoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +200,10 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Search",
 			Handler:    _DirectoryService_Search_Handler,
+		},
+		{
+			MethodName: "GetCRL",
+			Handler:    _DirectoryService_GetCRL_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
