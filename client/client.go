@@ -48,6 +48,7 @@ type Client struct {
 	conn      *grpc.ClientConn
 	mailbox   kurierv1.MailboxServiceClient
 	directory kurierv1.DirectoryServiceClient
+	tlog      kurierv1.LogServiceClient
 	id        *pki.Identity
 	addr      string
 	signer    cms.Signer
@@ -137,6 +138,7 @@ func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*
 		conn:      conn,
 		mailbox:   kurierv1.NewMailboxServiceClient(conn),
 		directory: kurierv1.NewDirectoryServiceClient(conn),
+		tlog:      kurierv1.NewLogServiceClient(conn),
 		id:        id,
 		addr:      peer.Address,
 		signer:    cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},

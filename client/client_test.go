@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/broker/daemon/daemontest"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
@@ -57,38 +57,13 @@ func runMain(m *testing.M) int {
 }
 
 func startNode(dir string) (stop func(), err error) {
-	cfg, err := daemon.Dev(dir, "127.0.0.1:0")
+	n, err := daemontest.Start(dir)
 	if err != nil {
 		return nil, err
 	}
-	crlPath = cfg.CRL
-	if agency, err = pki.LoadIdentity(daemon.DevIdentity(dir, "agency")); err != nil {
-		return nil, err
-	}
-	if court, err = pki.LoadIdentity(daemon.DevIdentity(dir, "court")); err != nil {
-		return nil, err
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("KURIER_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, cfg, logger, func(a net.Addr) { ready <- a }) }()
-	select {
-	case a := <-ready:
-		nodeAddr = a.String()
-	case err := <-done:
-		cancel()
-		return nil, err
-	case <-time.After(30 * time.Second):
-		cancel()
-		return nil, errors.New("node did not start within 30s")
-	}
+	nodeAddr, crlPath, agency, court = n.Addr, n.CRL, n.Agency, n.Court
 	return func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := n.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "node:", err)
 		}
 	}, nil

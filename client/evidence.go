@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki/cms"
@@ -41,14 +40,10 @@ func (e *Evidence) link() evidence.Link {
 }
 
 // verifyEvidence checks one evidence file at the current time: signature,
-// the signer's chain and revocation, the statement, and that the signer may
-// issue its type (evidence.Verify); that it is issued by whom its type
-// requires (expectedIssuer); and that it is about message id. Every evidence
-// the client accepts passes through here.
-//
-// Security: evidence.Verify only checks that the signer serves the domain
-// the statement names as issuer; without the issuer check a node serving
-// several domains could attest a Delivery in the name of the wrong one.
+// the signer's chain and revocation, the statement, that it is issued by
+// whom its type requires and that the signer speaks for that issuer
+// (evidence.Verify); and that it is about message id. Every evidence the
+// client accepts passes through here.
 func (c *Client) verifyEvidence(pb *kurierv1.Evidence, id string) (Evidence, error) {
 	if pb == nil {
 		return Evidence{}, errors.New("missing evidence")
@@ -58,33 +53,10 @@ func (c *Client) verifyEvidence(pb *kurierv1.Evidence, id string) (Evidence, err
 		return Evidence{}, err
 	}
 	st := ev.Statement
-	if want := expectedIssuer(st); want != "" && st.Issuer != want {
-		return Evidence{}, fmt.Errorf("%s evidence is issued by %s, but only %s may issue it", st.Type, st.Issuer, want)
-	}
 	if st.MessageID != id {
 		return Evidence{}, fmt.Errorf("%s evidence is about message %s", st.Type, st.MessageID)
 	}
 	return Evidence{DER: ev.DER, Seq: pb.GetSeq(), LeafIndex: pb.GetLeafIndex(), Statement: ev.Statement, Signer: ev.Signer}, nil
-}
-
-// expectedIssuer returns the issuer st must name: the domain of the sender
-// for SubmissionAcceptance and SubmissionRejection (issued by the sender's
-// node); the domain of the recipient for Delivery and Retrieval (issued by
-// the recipient's node); the recipient's address for an Acknowledgement.
-// It returns "" for relay evidence and NonDelivery, which whichever node
-// holds the message issues; evidence.Verify still checks that its signer
-// serves the domain it names.
-func expectedIssuer(st *evidence.Statement) string {
-	switch st.Type {
-	case evidence.SubmissionAcceptance, evidence.SubmissionRejection:
-		return address.DomainOf(st.Sender)
-	case evidence.Delivery, evidence.Retrieval:
-		return address.DomainOf(st.Recipient)
-	case evidence.Acknowledgement:
-		return st.Recipient
-	default:
-		return ""
-	}
 }
 
 // Evidence returns every evidence the caller may see for message id, in

@@ -10,6 +10,7 @@ import (
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
 )
 
 // The node of the tests serves both stadt.example and amtsgericht.example,
@@ -57,7 +58,12 @@ func TestClient_VerifyEvidenceIssuer(t *testing.T) {
 			if tt.typ == evidence.SubmissionRejection || tt.typ == evidence.NonDelivery {
 				st.Reason = "test"
 			}
-			der, err := evidence.Sign(st, signer(node))
+			// Signed without evidence.Sign, which refuses a wrong issuer.
+			b, err := st.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			der, err := cms.Sign(b, signer(node))
 			if err != nil {
 				t.Fatalf("Sign: %v", err)
 			}

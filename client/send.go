@@ -135,11 +135,11 @@ func (c *Client) seal(ctx context.Context, m Message) (*sealed, error) {
 		}
 		certs = append(certs, cert)
 	}
-	bundle, err := bundle(m.Documents)
+	archive, err := tarball(m.Documents)
 	if err != nil {
 		return nil, fmt.Errorf("send: %w", err)
 	}
-	signed, err := cms.Sign(bundle, c.signer)
+	signed, err := cms.Sign(archive, c.signer)
 	if err != nil {
 		return nil, fmt.Errorf("send: sign documents: %w", err)
 	}
@@ -273,12 +273,12 @@ func checkEncryptionCert(cert *x509.Certificate, addr string) error {
 	return nil
 }
 
-// bundleTime is the modification time of every bundled file, so that the
-// same documents always make the same bundle.
-var bundleTime = time.Unix(0, 0).UTC()
+// tarTime is the modification time of every packed file, so that the
+// same documents always make the same tar file.
+var tarTime = time.Unix(0, 0).UTC()
 
-// bundle packs documents as a POSIX tar file of regular files, in order.
-func bundle(docs []Document) ([]byte, error) {
+// tarball packs documents as a POSIX tar file of regular files, in order.
+func tarball(docs []Document) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, d := range docs {
@@ -287,15 +287,15 @@ func bundle(docs []Document) ([]byte, error) {
 			Name:     d.Name,
 			Mode:     0o644,
 			Size:     int64(len(d.Data)),
-			ModTime:  bundleTime,
+			ModTime:  tarTime,
 			// No format: the writer picks USTAR, or PAX where a name needs
 			// it (long or non-ASCII), never GNU for these headers.
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, fmt.Errorf("bundle %s: %w", d.Name, err)
+			return nil, fmt.Errorf("pack %s: %w", d.Name, err)
 		}
 		if _, err := tw.Write(d.Data); err != nil {
-			return nil, fmt.Errorf("bundle %s: %w", d.Name, err)
+			return nil, fmt.Errorf("pack %s: %w", d.Name, err)
 		}
 	}
 	if err := tw.Close(); err != nil {

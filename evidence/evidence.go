@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 )
@@ -105,7 +106,14 @@ func Verify(der []byte, p cms.Policy) (*Evidence, error) {
 // ErrRole is returned when a certificate may not issue an evidence.
 var ErrRole = errors.New("signer may not issue this evidence")
 
+// checkRole checks that cert may sign st. Security: checking only that the
+// signer serves the issuer domain is not enough; without the issuer check a
+// node serving several domains could attest a Delivery in the name of the
+// wrong one.
 func checkRole(st *Statement, cert *x509.Certificate) error {
+	if want := ExpectedIssuer(st); want != "" && st.Issuer != want {
+		return fmt.Errorf("%w: %s evidence is issued by %s, but only %s may issue it", ErrRole, st.Type, st.Issuer, want)
+	}
 	peer, err := pki.PeerOf(cert)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRole, err)
@@ -120,4 +128,24 @@ func checkRole(st *Statement, cert *x509.Certificate) error {
 		return fmt.Errorf("%w: %s must be signed by the node of %s, not by %s", ErrRole, st.Type, st.Issuer, peer)
 	}
 	return nil
+}
+
+// ExpectedIssuer returns the issuer st must name: the domain of the sender
+// for SubmissionAcceptance and SubmissionRejection (issued by the sender's
+// node); the domain of the recipient for Delivery and Retrieval (issued by
+// the recipient's node); the recipient's address for an Acknowledgement.
+// It returns "" for relay evidence and NonDelivery, which whichever node
+// holds the message issues; Verify still checks that its signer
+// serves the domain it names.
+func ExpectedIssuer(st *Statement) string {
+	switch st.Type {
+	case SubmissionAcceptance, SubmissionRejection:
+		return address.DomainOf(st.Sender)
+	case Delivery, Retrieval:
+		return address.DomainOf(st.Recipient)
+	case Acknowledgement:
+		return st.Recipient
+	default:
+		return ""
+	}
 }

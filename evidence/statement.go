@@ -157,11 +157,11 @@ func (s *Statement) Validate() error {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	for name, h := range map[string]string{"envelope_sha256": s.EnvelopeSHA256, "payload_sha256": s.PayloadSHA256} {
-		if !isHexDigest(h) {
+		if !IsDigest(h) {
 			return fmt.Errorf("%w: %s must be 64 lowercase hex digits", ErrInvalid, name)
 		}
 	}
-	if s.PreviousSHA256 != "" && !isHexDigest(s.PreviousSHA256) {
+	if s.PreviousSHA256 != "" && !IsDigest(s.PreviousSHA256) {
 		return fmt.Errorf("%w: previous_sha256 must be empty or 64 lowercase hex digits", ErrInvalid)
 	}
 	if !address.Valid(s.Sender) {
@@ -200,7 +200,9 @@ func Digest(der []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func isHexDigest(s string) bool {
+// IsDigest reports whether s has the form of Digest's result: 64
+// lowercase hex digits.
+func IsDigest(s string) bool {
 	if len(s) != 64 {
 		return false
 	}

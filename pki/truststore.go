@@ -88,6 +88,37 @@ func NewTrustStoreWithCRL(roots []*x509.Certificate, der []byte) (*TrustStore, e
 	return t, nil
 }
 
+// NewTrustStoreWithCRLAt is NewTrustStoreWithCRL for judging the past, as
+// an offline verifier of an evidence bundle must: the CRL's freshness is
+// judged at the time at (the CRL must not have been due for renewal then)
+// instead of now. at is a time the caller can vouch for, such as the time
+// of the evidence being checked; a CRL that was current when a bundle was
+// exported thereby stays usable for the evidence in it, years later.
+func NewTrustStoreWithCRLAt(roots []*x509.Certificate, der []byte, at time.Time) (*TrustStore, error) {
+	if at.IsZero() {
+		return nil, errors.New("new trust store: no time to judge the CRL at")
+	}
+	t, err := NewTrustStore(roots, "")
+	if err != nil {
+		return nil, err
+	}
+	t.crlPath, t.static, t.now = "the given CRL", true, func() time.Time { return at }
+	crl, revoked, err := t.parseCRL(der)
+	if err != nil {
+		return nil, fmt.Errorf("new trust store: crl: %w", err)
+	}
+	t.crl, t.revoked = crl, revoked
+	return t, nil
+}
+
+// RevocationList returns the parsed CRL, signature checked, for showing
+// what it says; nil for a store without one.
+func (t *TrustStore) RevocationList() *x509.RevocationList {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.crl
+}
+
 // CRL returns the current CRL as DER, for publishing it to clients or
 // putting it into an evidence bundle; it fails like CheckRevoked when the
 // CRL is unusable, and with ErrNoCRL for a store without one.

@@ -2,6 +2,7 @@ package tlog
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -182,4 +183,61 @@ func Open(signed []byte, vkey string) (Checkpoint, error) {
 		return Checkpoint{}, fmt.Errorf("open checkpoint: %w: origin %q is not the key's name %q", ErrSignature, c.Origin, v.Name())
 	}
 	return c, nil
+}
+
+// VerifierKey returns the signed-note verifier key that matches the
+// private key skey (as GenerateKey returns them), so that a node needs to
+// be configured with its private key only.
+func VerifierKey(skey string) (string, error) {
+	// The format is note's: PRIVATE+KEY+<name>+<hash>+<base64(alg || seed)>.
+	rest, ok := strings.CutPrefix(skey, "PRIVATE+KEY+")
+	if !ok {
+		return "", errors.New("checkpoint key: not a signed-note private key")
+	}
+	// Names cannot hold '+', the base64 key can.
+	name, rest, ok1 := strings.Cut(rest, "+")
+	_, b64, ok2 := strings.Cut(rest, "+")
+	if !ok1 || !ok2 {
+		return "", errors.New("checkpoint key: malformed private key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != algEd25519 {
+		return "", errors.New("checkpoint key: not an Ed25519 signed-note private key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint key: %w", err)
+	}
+	// The derived key must be the one the private key signs for.
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint key: %w", err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil || v.KeyHash() != s.KeyHash() {
+		return "", errors.New("checkpoint key: private key's hash does not match its key")
+	}
+	return vkey, nil
+}
+
+// algEd25519 is the signed-note algorithm byte for Ed25519.
+const algEd25519 = 1
+
+// PeekSize returns the tree size a signed checkpoint claims, WITHOUT
+// VERIFYING its signature: only to know which consistency proof to ask a
+// node for, which the verifier then checks against the opened checkpoint.
+func PeekSize(signed []byte) (uint64, error) {
+	if len(signed) > MaxCheckpointSize {
+		return 0, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(signed), MaxCheckpointSize)
+	}
+	body, _, ok := bytes.Cut(signed, []byte("\n\n"))
+	if !ok {
+		return 0, fmt.Errorf("%w: not a signed note", ErrMalformed)
+	}
+	c, err := ParseCheckpoint(append(body, '\n'))
+	if err != nil {
+		return 0, err
+	}
+	return c.Size, nil
 }

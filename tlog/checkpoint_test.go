@@ -239,3 +239,50 @@ func mustVerifier(t *testing.T, vkey string) note.Verifier {
 	}
 	return v
 }
+
+func TestVerifierKey(t *testing.T) {
+	skey, vkey, err := tlog.GenerateKey(tlog.Origin("stadt.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tlog.VerifierKey(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != vkey {
+		t.Fatalf("VerifierKey = %q, want %q", got, vkey)
+	}
+	for _, bad := range []string{"", vkey, "PRIVATE+KEY+x", skey[:len(skey)-4] + "AAAA"} {
+		if _, err := tlog.VerifierKey(bad); err == nil {
+			t.Errorf("tlog.VerifierKey(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestOriginDomain(t *testing.T) {
+	if d, err := tlog.OriginDomain(tlog.Origin("stadt.example")); err != nil || d != "stadt.example" {
+		t.Fatalf("OriginDomain = %q, %v", d, err)
+	}
+	for _, bad := range []string{"stadt.example", "/kurier-log", "a b/kurier-log", "stadt.example/kurier-log/x"} {
+		if _, err := tlog.OriginDomain(bad); err == nil {
+			t.Errorf("tlog.OriginDomain(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestPeekSize(t *testing.T) {
+	skey, _, err := tlog.GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := tlog.Sign(tlog.Checkpoint{Origin: origin, Size: 42, Root: testRoot("x")}, skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := tlog.PeekSize(signed); err != nil || n != 42 {
+		t.Fatalf("PeekSize = %d, %v; want 42", n, err)
+	}
+	if _, err := tlog.PeekSize([]byte("stadt.example/kurier-log\n42\n")); err == nil {
+		t.Error("PeekSize of an unsigned body succeeded")
+	}
+}

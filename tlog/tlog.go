@@ -44,8 +44,12 @@ package tlog
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/transparency-dev/merkle/rfc6962"
+
+	"kurier.dev/kurier/address"
 )
 
 // Sentinel errors, wrapped with detail; check them with errors.Is.
@@ -75,6 +79,20 @@ const OriginSuffix = "/kurier-log"
 // Origin returns the origin of the log of the node serving domain, which
 // is also the name of the node's checkpoint key.
 func Origin(domain string) string { return domain + OriginSuffix }
+
+// OriginDomain returns the domain of a Kurier log's origin, the inverse of
+// Origin; it fails for an origin that is not a domain followed by
+// OriginSuffix.
+func OriginDomain(origin string) (string, error) {
+	d, ok := strings.CutSuffix(origin, OriginSuffix)
+	if !ok {
+		return "", fmt.Errorf("origin %q does not end in %q", origin, OriginSuffix)
+	}
+	if err := address.CheckDomain(d); err != nil {
+		return "", fmt.Errorf("origin %q: %w", origin, err)
+	}
+	return d, nil
+}
 
 // LeafHash returns the RFC 6962 leaf hash of an evidence's DER file:
 // SHA-256(0x00 || der).

@@ -127,6 +127,7 @@ type Node struct {
 	hub     hub
 	uploads chan struct{} // a slot per payload being stored
 	logKey  string
+	logVKey string // logKey's verifier key, named in export indexes
 }
 
 // New checks cfg and returns a node over st.
@@ -159,6 +160,11 @@ func New(st Store, cfg Config) (*Node, error) {
 	if _, err := tlog.Sign(tlog.Checkpoint{Origin: tlog.Origin(n.domain), Root: tlog.EmptyRoot()}, cfg.LogKey); err != nil {
 		return nil, fmt.Errorf("new node: log key: %w", err)
 	}
+	vkey, err := tlog.VerifierKey(cfg.LogKey)
+	if err != nil {
+		return nil, fmt.Errorf("new node: log key: %w", err)
+	}
+	n.logVKey = vkey
 	for _, d := range cfg.Domains {
 		if err := address.CheckDomain(d); err != nil {
 			return nil, fmt.Errorf("new node: %w", err)

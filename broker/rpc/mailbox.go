@@ -200,6 +200,33 @@ func (s *service) GetEvidence(ctx context.Context, req *kurierv1.GetEvidenceRequ
 	return &kurierv1.GetEvidenceResponse{Evidence: toEvidenceList(evs)}, nil
 }
 
+// ExportMessage returns the node's part of a message's evidence bundle.
+func (s *service) ExportMessage(ctx context.Context, req *kurierv1.ExportMessageRequest) (*kurierv1.ExportMessageResponse, error) {
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x, err := s.node.Export(ctx, caller, req.GetMessageId(), req.GetSinceTreeSizes())
+	if err != nil {
+		s.logRefusal(ctx, "export refused", err)
+		return nil, toStatus(err)
+	}
+	resp := &kurierv1.ExportMessageResponse{
+		Envelope:   &kurierv1.SignedEnvelope{Envelope: x.Message.Envelope, Signature: x.Message.Signature},
+		Evidence:   toEvidenceList(x.Evidence),
+		Checkpoint: x.Checkpoint,
+		Index:      x.Index,
+		Crl:        x.CRL,
+	}
+	for i, ev := range x.Evidence {
+		resp.InclusionProofs = append(resp.InclusionProofs, &kurierv1.GetInclusionProofResponse{LeafIndex: ev.LeafIndex, TreeSize: x.TreeSize, Hashes: x.Proofs[i]})
+	}
+	for _, c := range x.Consistency {
+		resp.ConsistencyProofs = append(resp.ConsistencyProofs, &kurierv1.GetConsistencyProofResponse{FromSize: c.From, ToSize: x.TreeSize, Hashes: c.Proof})
+	}
+	return resp, nil
+}
+
 // logRefusal logs why a request was refused, without payload or keys.
 func (s *service) logRefusal(ctx context.Context, msg string, err error) {
 	caller, _ := callerOf(ctx)

@@ -728,11 +728,166 @@ func (x *GetEvidenceResponse) GetEvidence() []*Evidence {
 	return nil
 }
 
+// ExportMessageRequest names a message and, optionally, the tree sizes of
+// older checkpoints the caller holds.
+type ExportMessageRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// At most 16, each at most the log's size.
+	SinceTreeSizes []uint64 `protobuf:"varint,2,rep,packed,name=since_tree_sizes,json=sinceTreeSizes,proto3" json:"since_tree_sizes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExportMessageRequest) Reset() {
+	*x = ExportMessageRequest{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportMessageRequest) ProtoMessage() {}
+
+func (x *ExportMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportMessageRequest.ProtoReflect.Descriptor instead.
+func (*ExportMessageRequest) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExportMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *ExportMessageRequest) GetSinceTreeSizes() []uint64 {
+	if x != nil {
+		return x.SinceTreeSizes
+	}
+	return nil
+}
+
+// ExportMessageResponse is the node's part of an evidence bundle.
+type ExportMessageResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Envelope *SignedEnvelope        `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// Each recipient's chain in order; leaf_index is set.
+	Evidence []*Evidence `protobuf:"bytes,2,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// inclusion_proofs[i] proves evidence[i] in the checkpoint's tree.
+	InclusionProofs []*GetInclusionProofResponse `protobuf:"bytes,3,rep,name=inclusion_proofs,json=inclusionProofs,proto3" json:"inclusion_proofs,omitempty"`
+	// The log's signed checkpoint (C2SP signed note).
+	Checkpoint []byte `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// One per since_tree_sizes entry, in that order.
+	ConsistencyProofs []*GetConsistencyProofResponse `protobuf:"bytes,5,rep,name=consistency_proofs,json=consistencyProofs,proto3" json:"consistency_proofs,omitempty"`
+	// The node's signed index (attached CMS over canonical JSON): message,
+	// requester, time, log origin and key, tree size, evidence digests.
+	Index []byte `protobuf:"bytes,6,opt,name=index,proto3" json:"index,omitempty"`
+	// The CA's current CRL, DER.
+	Crl           []byte `protobuf:"bytes,7,opt,name=crl,proto3" json:"crl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportMessageResponse) Reset() {
+	*x = ExportMessageResponse{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportMessageResponse) ProtoMessage() {}
+
+func (x *ExportMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportMessageResponse.ProtoReflect.Descriptor instead.
+func (*ExportMessageResponse) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExportMessageResponse) GetEnvelope() *SignedEnvelope {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *ExportMessageResponse) GetEvidence() []*Evidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *ExportMessageResponse) GetInclusionProofs() []*GetInclusionProofResponse {
+	if x != nil {
+		return x.InclusionProofs
+	}
+	return nil
+}
+
+func (x *ExportMessageResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *ExportMessageResponse) GetConsistencyProofs() []*GetConsistencyProofResponse {
+	if x != nil {
+		return x.ConsistencyProofs
+	}
+	return nil
+}
+
+func (x *ExportMessageResponse) GetIndex() []byte {
+	if x != nil {
+		return x.Index
+	}
+	return nil
+}
+
+func (x *ExportMessageResponse) GetCrl() []byte {
+	if x != nil {
+		return x.Crl
+	}
+	return nil
+}
+
 var File_kurier_v1_mailbox_proto protoreflect.FileDescriptor
 
 const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"\n" +
-	"\x17kurier/v1/mailbox.proto\x12\tkurier.v1\x1a\x15kurier/v1/types.proto\"h\n" +
+	"\x17kurier/v1/mailbox.proto\x12\tkurier.v1\x1a\x13kurier/v1/log.proto\x1a\x15kurier/v1/types.proto\"h\n" +
 	"\rSubmitRequest\x127\n" +
 	"\benvelope\x18\x01 \x01(\v2\x19.kurier.v1.SignedEnvelopeH\x00R\benvelope\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -769,14 +924,29 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\"F\n" +
 	"\x13GetEvidenceResponse\x12/\n" +
-	"\bevidence\x18\x01 \x03(\v2\x13.kurier.v1.EvidenceR\bevidence2\xbd\x03\n" +
+	"\bevidence\x18\x01 \x03(\v2\x13.kurier.v1.EvidenceR\bevidence\"_\n" +
+	"\x14ExportMessageRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12(\n" +
+	"\x10since_tree_sizes\x18\x02 \x03(\x04R\x0esinceTreeSizes\"\xef\x02\n" +
+	"\x15ExportMessageResponse\x125\n" +
+	"\benvelope\x18\x01 \x01(\v2\x19.kurier.v1.SignedEnvelopeR\benvelope\x12/\n" +
+	"\bevidence\x18\x02 \x03(\v2\x13.kurier.v1.EvidenceR\bevidence\x12O\n" +
+	"\x10inclusion_proofs\x18\x03 \x03(\v2$.kurier.v1.GetInclusionProofResponseR\x0finclusionProofs\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x04 \x01(\fR\n" +
+	"checkpoint\x12U\n" +
+	"\x12consistency_proofs\x18\x05 \x03(\v2&.kurier.v1.GetConsistencyProofResponseR\x11consistencyProofs\x12\x14\n" +
+	"\x05index\x18\x06 \x01(\fR\x05index\x12\x10\n" +
+	"\x03crl\x18\a \x01(\fR\x03crl2\x91\x04\n" +
 	"\x0eMailboxService\x12?\n" +
 	"\x06Submit\x12\x18.kurier.v1.SubmitRequest\x1a\x19.kurier.v1.SubmitResponse(\x01\x12F\n" +
 	"\tListInbox\x12\x1b.kurier.v1.ListInboxRequest\x1a\x1c.kurier.v1.ListInboxResponse\x12H\n" +
 	"\tSubscribe\x12\x1b.kurier.v1.SubscribeRequest\x1a\x1c.kurier.v1.SubscribeResponse0\x01\x12<\n" +
 	"\x05Fetch\x12\x17.kurier.v1.FetchRequest\x1a\x18.kurier.v1.FetchResponse0\x01\x12L\n" +
 	"\vAcknowledge\x12\x1d.kurier.v1.AcknowledgeRequest\x1a\x1e.kurier.v1.AcknowledgeResponse\x12L\n" +
-	"\vGetEvidence\x12\x1d.kurier.v1.GetEvidenceRequest\x1a\x1e.kurier.v1.GetEvidenceResponseB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
+	"\vGetEvidence\x12\x1d.kurier.v1.GetEvidenceRequest\x1a\x1e.kurier.v1.GetEvidenceResponse\x12R\n" +
+	"\rExportMessage\x12\x1f.kurier.v1.ExportMessageRequest\x1a .kurier.v1.ExportMessageResponseB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
 
 var (
 	file_kurier_v1_mailbox_proto_rawDescOnce sync.Once
@@ -790,52 +960,62 @@ func file_kurier_v1_mailbox_proto_rawDescGZIP() []byte {
 	return file_kurier_v1_mailbox_proto_rawDescData
 }
 
-var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_kurier_v1_mailbox_proto_goTypes = []any{
-	(*SubmitRequest)(nil),       // 0: kurier.v1.SubmitRequest
-	(*SubmitResponse)(nil),      // 1: kurier.v1.SubmitResponse
-	(*SubmissionRejected)(nil),  // 2: kurier.v1.SubmissionRejected
-	(*ListInboxRequest)(nil),    // 3: kurier.v1.ListInboxRequest
-	(*ListInboxResponse)(nil),   // 4: kurier.v1.ListInboxResponse
-	(*SubscribeRequest)(nil),    // 5: kurier.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),   // 6: kurier.v1.SubscribeResponse
-	(*FetchRequest)(nil),        // 7: kurier.v1.FetchRequest
-	(*FetchResponse)(nil),       // 8: kurier.v1.FetchResponse
-	(*AcknowledgeRequest)(nil),  // 9: kurier.v1.AcknowledgeRequest
-	(*AcknowledgeResponse)(nil), // 10: kurier.v1.AcknowledgeResponse
-	(*GetEvidenceRequest)(nil),  // 11: kurier.v1.GetEvidenceRequest
-	(*GetEvidenceResponse)(nil), // 12: kurier.v1.GetEvidenceResponse
-	(*SignedEnvelope)(nil),      // 13: kurier.v1.SignedEnvelope
-	(*Evidence)(nil),            // 14: kurier.v1.Evidence
-	(*MessageSummary)(nil),      // 15: kurier.v1.MessageSummary
+	(*SubmitRequest)(nil),               // 0: kurier.v1.SubmitRequest
+	(*SubmitResponse)(nil),              // 1: kurier.v1.SubmitResponse
+	(*SubmissionRejected)(nil),          // 2: kurier.v1.SubmissionRejected
+	(*ListInboxRequest)(nil),            // 3: kurier.v1.ListInboxRequest
+	(*ListInboxResponse)(nil),           // 4: kurier.v1.ListInboxResponse
+	(*SubscribeRequest)(nil),            // 5: kurier.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),           // 6: kurier.v1.SubscribeResponse
+	(*FetchRequest)(nil),                // 7: kurier.v1.FetchRequest
+	(*FetchResponse)(nil),               // 8: kurier.v1.FetchResponse
+	(*AcknowledgeRequest)(nil),          // 9: kurier.v1.AcknowledgeRequest
+	(*AcknowledgeResponse)(nil),         // 10: kurier.v1.AcknowledgeResponse
+	(*GetEvidenceRequest)(nil),          // 11: kurier.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),         // 12: kurier.v1.GetEvidenceResponse
+	(*ExportMessageRequest)(nil),        // 13: kurier.v1.ExportMessageRequest
+	(*ExportMessageResponse)(nil),       // 14: kurier.v1.ExportMessageResponse
+	(*SignedEnvelope)(nil),              // 15: kurier.v1.SignedEnvelope
+	(*Evidence)(nil),                    // 16: kurier.v1.Evidence
+	(*MessageSummary)(nil),              // 17: kurier.v1.MessageSummary
+	(*GetInclusionProofResponse)(nil),   // 18: kurier.v1.GetInclusionProofResponse
+	(*GetConsistencyProofResponse)(nil), // 19: kurier.v1.GetConsistencyProofResponse
 }
 var file_kurier_v1_mailbox_proto_depIdxs = []int32{
-	13, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
-	14, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
-	14, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
-	15, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
-	15, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
-	13, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	14, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
-	14, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
-	14, // 8: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
-	0,  // 9: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
-	3,  // 10: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
-	5,  // 11: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
-	7,  // 12: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
-	9,  // 13: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
-	11, // 14: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
-	1,  // 15: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
-	4,  // 16: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
-	6,  // 17: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
-	8,  // 18: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
-	10, // 19: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
-	12, // 20: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	15, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
+	16, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
+	16, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
+	17, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
+	17, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
+	15, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	16, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
+	16, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
+	16, // 8: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
+	15, // 9: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	16, // 10: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
+	18, // 11: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
+	19, // 12: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
+	0,  // 13: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
+	3,  // 14: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
+	5,  // 15: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
+	7,  // 16: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
+	9,  // 17: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
+	11, // 18: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
+	13, // 19: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
+	1,  // 20: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
+	4,  // 21: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
+	6,  // 22: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
+	8,  // 23: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
+	10, // 24: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
+	12, // 25: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
+	14, // 26: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_kurier_v1_mailbox_proto_init() }
@@ -843,6 +1023,7 @@ func file_kurier_v1_mailbox_proto_init() {
 	if File_kurier_v1_mailbox_proto != nil {
 		return
 	}
+	file_kurier_v1_log_proto_init()
 	file_kurier_v1_types_proto_init()
 	file_kurier_v1_mailbox_proto_msgTypes[0].OneofWrappers = []any{
 		(*SubmitRequest_Envelope)(nil),
@@ -859,7 +1040,7 @@ func file_kurier_v1_mailbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kurier_v1_mailbox_proto_rawDesc), len(file_kurier_v1_mailbox_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

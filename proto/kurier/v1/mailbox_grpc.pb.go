@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MailboxService_Submit_FullMethodName      = "/kurier.v1.MailboxService/Submit"
-	MailboxService_ListInbox_FullMethodName   = "/kurier.v1.MailboxService/ListInbox"
-	MailboxService_Subscribe_FullMethodName   = "/kurier.v1.MailboxService/Subscribe"
-	MailboxService_Fetch_FullMethodName       = "/kurier.v1.MailboxService/Fetch"
-	MailboxService_Acknowledge_FullMethodName = "/kurier.v1.MailboxService/Acknowledge"
-	MailboxService_GetEvidence_FullMethodName = "/kurier.v1.MailboxService/GetEvidence"
+	MailboxService_Submit_FullMethodName        = "/kurier.v1.MailboxService/Submit"
+	MailboxService_ListInbox_FullMethodName     = "/kurier.v1.MailboxService/ListInbox"
+	MailboxService_Subscribe_FullMethodName     = "/kurier.v1.MailboxService/Subscribe"
+	MailboxService_Fetch_FullMethodName         = "/kurier.v1.MailboxService/Fetch"
+	MailboxService_Acknowledge_FullMethodName   = "/kurier.v1.MailboxService/Acknowledge"
+	MailboxService_GetEvidence_FullMethodName   = "/kurier.v1.MailboxService/GetEvidence"
+	MailboxService_ExportMessage_FullMethodName = "/kurier.v1.MailboxService/ExportMessage"
 )
 
 // MailboxServiceClient is the client API for MailboxService service.
@@ -55,6 +56,11 @@ type MailboxServiceClient interface {
 	// GetEvidence returns every evidence the caller may see for a message:
 	// all of it for the sender, that about its own copy for a recipient.
 	GetEvidence(ctx context.Context, in *GetEvidenceRequest, opts ...grpc.CallOption) (*GetEvidenceResponse, error)
+	// ExportMessage returns the node's part of a message's evidence bundle:
+	// the signed envelope, the evidence the caller may see with an inclusion
+	// proof each, the log checkpoint they lead to, consistency proofs from
+	// older tree sizes, the node's signed index of it all, and the CRL.
+	ExportMessage(ctx context.Context, in *ExportMessageRequest, opts ...grpc.CallOption) (*ExportMessageResponse, error)
 }
 
 type mailboxServiceClient struct {
@@ -146,6 +152,16 @@ func (c *mailboxServiceClient) GetEvidence(ctx context.Context, in *GetEvidenceR
 	return out, nil
 }
 
+func (c *mailboxServiceClient) ExportMessage(ctx context.Context, in *ExportMessageRequest, opts ...grpc.CallOption) (*ExportMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportMessageResponse)
+	err := c.cc.Invoke(ctx, MailboxService_ExportMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailboxServiceServer is the server API for MailboxService service.
 // All implementations must embed UnimplementedMailboxServiceServer
 // for forward compatibility.
@@ -174,6 +190,11 @@ type MailboxServiceServer interface {
 	// GetEvidence returns every evidence the caller may see for a message:
 	// all of it for the sender, that about its own copy for a recipient.
 	GetEvidence(context.Context, *GetEvidenceRequest) (*GetEvidenceResponse, error)
+	// ExportMessage returns the node's part of a message's evidence bundle:
+	// the signed envelope, the evidence the caller may see with an inclusion
+	// proof each, the log checkpoint they lead to, consistency proofs from
+	// older tree sizes, the node's signed index of it all, and the CRL.
+	ExportMessage(context.Context, *ExportMessageRequest) (*ExportMessageResponse, error)
 	mustEmbedUnimplementedMailboxServiceServer()
 }
 
@@ -201,6 +222,9 @@ func (UnimplementedMailboxServiceServer) Acknowledge(context.Context, *Acknowled
 }
 func (UnimplementedMailboxServiceServer) GetEvidence(context.Context, *GetEvidenceRequest) (*GetEvidenceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEvidence not implemented")
+}
+func (UnimplementedMailboxServiceServer) ExportMessage(context.Context, *ExportMessageRequest) (*ExportMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportMessage not implemented")
 }
 func (UnimplementedMailboxServiceServer) mustEmbedUnimplementedMailboxServiceServer() {}
 func (UnimplementedMailboxServiceServer) testEmbeddedByValue()                        {}
@@ -306,6 +330,24 @@ func _MailboxService_GetEvidence_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MailboxService_ExportMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailboxServiceServer).ExportMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MailboxService_ExportMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailboxServiceServer).ExportMessage(ctx, req.(*ExportMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MailboxService_ServiceDesc is the grpc.ServiceDesc for MailboxService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,6 +366,10 @@ var MailboxService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetEvidence",
 			Handler:    _MailboxService_GetEvidence_Handler,
+		},
+		{
+			MethodName: "ExportMessage",
+			Handler:    _MailboxService_ExportMessage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

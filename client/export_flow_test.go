@@ -1,0 +1,94 @@
+package client_test
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/evidence/audit"
+	"kurier.dev/kurier/evidence/bundle"
+	"kurier.dev/kurier/tlog"
+)
+
+func TestClient_Export(t *testing.T) {
+	ag, ct := dial(t, agency), dial(t, court)
+	older, err := ag.Checkpoint(ctxT(t))
+	if err != nil {
+		t.Fatalf("Checkpoint: %v", err)
+	}
+	id := send(t, ag, client.Document{Name: "a.txt", Data: []byte("Schriftsatz")})
+	if _, err := ct.Fetch(ctxT(t), id, t.TempDir()); err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if _, err := ct.Acknowledge(ctxT(t), id); err != nil {
+		t.Fatalf("Acknowledge: %v", err)
+	}
+
+	// The sender's export holds the whole chain, verified, and proves the
+	// log consistent with the checkpoint taken before sending.
+	b, r, err := ag.Export(ctxT(t), id, older)
+	if err != nil {
+		t.Fatalf("Export: %v", err)
+	}
+	if !r.OK() {
+		t.Fatalf("report not OK: %+v", r.Failed())
+	}
+	var types []string
+	for _, e := range b.Evidence {
+		types = append(types, e.Name)
+	}
+	want := []string{"01-SubmissionAcceptance.p7m", "02-Delivery.p7m", "03-Retrieval.p7m", "04-Acknowledgement.p7m"}
+	if !slices.Equal(types, want) {
+		t.Errorf("evidence = %v, want %v", types, want)
+	}
+	oldSize, _ := tlog.PeekSize(older)
+	if len(b.Consistency) != 1 || b.Consistency[0].From != oldSize {
+		t.Errorf("consistency proofs = %+v, want one from size %d", b.Consistency, oldSize)
+	}
+	if !hasCheck(r, audit.CheckConsistency, audit.Pass) {
+		t.Error("the report has no passed consistency check")
+	}
+
+	// Written and read back, it verifies offline with the CA certificate
+	// alone.
+	var buf bytes.Buffer
+	if err := b.Write(&buf, time.Now()); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	r2 := audit.Verify("bundle.zip", buf.Bytes(), audit.Options{Roots: agency.Roots, Since: []audit.File{{Name: "older", Data: older}}})
+	if !r2.OK() {
+		t.Fatalf("offline report not OK: %+v", r2.Failed())
+	}
+	if _, err := bundle.Read(bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+
+	// The recipient's export holds its own chain, signed for it.
+	_, r3, err := ct.Export(ctxT(t), id)
+	if err != nil {
+		t.Fatalf("recipient Export: %v", err)
+	}
+	if len(r3.Chains) != 1 || r3.Chains[0].State != "Acknowledgement" {
+		t.Errorf("recipient's chains = %+v", r3.Chains)
+	}
+
+	// Anyone else learns nothing.
+	other := dial(t, malloryID(t))
+	if _, _, err := other.Export(ctxT(t), id); status.Code(err) != codes.NotFound {
+		t.Errorf("Export by another participant: %v, want NotFound", err)
+	}
+}
+
+func hasCheck(r *audit.Report, name string, s audit.Status) bool {
+	for _, c := range r.Checks {
+		if c.Name == name && c.Status == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,183 @@
+// Package audit verifies evidence offline — a whole bundle (package
+// evidence/bundle) or single evidence files — and writes the result as a
+// verification report (Prüfprotokoll): every check made, each passed,
+// indeterminate or failed, and who signed what and when.
+//
+// Nothing here touches the network. Trust comes from the CA certificates
+// the caller passes; everything in a bundle, its certificates included, is
+// treated as claims to check. A report passes only when every check passed.
+package audit
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Status is a check's outcome, the colours of a Prüfprotokoll.
+type Status string
+
+// The outcomes.
+const (
+	// Pass (green): the check held.
+	Pass Status = "pass"
+	// Indeterminate (yellow): nothing contradicts the claim, but it could
+	// not be established, for instance because the trust anchor came from
+	// the bundle itself.
+	Indeterminate Status = "indeterminate"
+	// Fail (red): the check did not hold.
+	Fail Status = "fail"
+)
+
+// Check is one check and its outcome.
+type Check struct {
+	// Name is the check, one of the Check* constants.
+	Name string `json:"check"`
+	// Subject is what it was applied to: a file in the bundle, a
+	// recipient's chain, a signer.
+	Subject string `json:"subject"`
+	Status  Status `json:"status"`
+	// Detail says what was found, in words a person can act on.
+	Detail string `json:"detail"`
+}
+
+// The names of the checks, stable so that scripts can select them.
+const (
+	CheckFormat            = "bundle format"
+	CheckTrustAnchor       = "trust anchor"
+	CheckCRL               = "CRL"
+	CheckEnvelope          = "envelope"
+	CheckEnvelopeSignature = "envelope signature"
+	CheckEvidenceSignature = "evidence signature"
+	CheckSignerRole        = "signer role"
+	CheckRevocation        = "revocation"
+	CheckStatement         = "statement"
+	CheckEnvelopeDigest    = "envelope digest"
+	CheckPayloadDigest     = "payload digest"
+	CheckChain             = "evidence chain"
+	CheckIndexSignature    = "index signature"
+	CheckIndex             = "index"
+	CheckCheckpoint        = "checkpoint signature"
+	CheckInclusion         = "inclusion proof"
+	CheckConsistency       = "consistency"
+	CheckOlderCheckpoint   = "older checkpoint"
+)
+
+// Signature describes one signature in the report: who signed what, when.
+type Signature struct {
+	File   string    `json:"file"`
+	What   string    `json:"what"`   // an evidence type, "envelope" or "index"
+	Signer string    `json:"signer"` // "node amtsgericht.example", "participant eingang@…"
+	Time   time.Time `json:"time"`   // the time the signed statement names
+	// Certificate identifies the signer's certificate.
+	Certificate string `json:"certificate"` // subject
+	Serial      string `json:"serial"`      // hex
+	Issuer      string `json:"issuer"`
+}
+
+// Report is the result of verifying one file.
+type Report struct {
+	File      string    `json:"file"`
+	Verified  time.Time `json:"verified"` // when the report was made
+	MessageID string    `json:"message_id,omitempty"`
+	// Sender, Recipients and Subject are from the verified envelope.
+	Sender     string   `json:"sender,omitempty"`
+	Recipients []string `json:"recipients,omitempty"`
+	Subject    string   `json:"subject,omitempty"`
+	// Anchor names the trust anchor the chains were built to.
+	Anchor string `json:"trust_anchor,omitempty"`
+	// Log names the checkpoint the evidence was proven against.
+	Log        *LogState   `json:"log,omitempty"`
+	Chains     []Chain     `json:"chains,omitempty"`
+	Signatures []Signature `json:"signatures"`
+	Checks     []Check     `json:"checks"`
+}
+
+// LogState is a verified checkpoint.
+type LogState struct {
+	Origin   string `json:"origin"`
+	TreeSize uint64 `json:"tree_size"`
+	Root     string `json:"root_sha256"` // hex
+}
+
+// Chain is one recipient's evidence chain as verified.
+type Chain struct {
+	Recipient string   `json:"recipient"`
+	Types     []string `json:"types"`
+	// State is where the message stands for this recipient: the last
+	// evidence type.
+	State string `json:"state"`
+}
+
+// OK reports whether every check passed: the only result on which a
+// verifier exits 0.
+func (r *Report) OK() bool {
+	if len(r.Checks) == 0 {
+		return false
+	}
+	for _, c := range r.Checks {
+		if c.Status != Pass {
+			return false
+		}
+	}
+	return true
+}
+
+// Failed returns the checks that did not pass.
+func (r *Report) Failed() []Check {
+	var out []Check
+	for _, c := range r.Checks {
+		if c.Status != Pass {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Worst returns the worst status among the checks.
+func (r *Report) Worst() Status {
+	w := Pass
+	for _, c := range r.Checks {
+		switch {
+		case c.Status == Fail:
+			return Fail
+		case c.Status == Indeterminate:
+			w = Indeterminate
+		}
+	}
+	if len(r.Checks) == 0 {
+		return Fail
+	}
+	return w
+}
+
+func (r *Report) add(name, subject string, s Status, format string, args ...any) {
+	r.Checks = append(r.Checks, Check{Name: name, Subject: subject, Status: s, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (r *Report) pass(name, subject, format string, args ...any) {
+	r.add(name, subject, Pass, format, args...)
+}
+
+func (r *Report) fail(name, subject, format string, args ...any) {
+	r.add(name, subject, Fail, format, args...)
+}
+
+// Fingerprint returns a certificate's SHA-256 fingerprint as colon-separated
+// uppercase hex, the form `openssl x509 -fingerprint -sha256` prints, for
+// comparing a trust anchor by eye.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	h := strings.ToUpper(hex.EncodeToString(sum[:]))
+	var b strings.Builder
+	for i := 0; i < len(h); i += 2 {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(h[i : i+2])
+	}
+	return b.String()
+}

@@ -1,0 +1,574 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/evidence/bundle"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/tlog"
+)
+
+// Options configure a verification.
+type Options struct {
+	// Roots are the trust anchors: the federation's CA certificates,
+	// obtained independently of the file being checked. None: the
+	// self-signed CA certificates in a bundle stand in, and the trust
+	// anchor check is indeterminate, since a forger would bring his own.
+	Roots []*x509.Certificate
+	// CRL, DER or PEM, replaces the bundle's CRL, for instance with a
+	// newer one from the CA; for single evidence files it is the only CRL.
+	CRL []byte
+	// Since are older signed checkpoints of the bundle's log, which the
+	// verifier kept: the bundle must prove its checkpoint consistent with
+	// each.
+	Since []File
+	// Now dates the report; default time.Now.
+	Now func() time.Time
+}
+
+// File is a named input.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// Verify checks data, a bundle (a zip file) or a single evidence file
+// (DER), and reports every check it made.
+func Verify(name string, data []byte, o Options) *Report {
+	if bytes.HasPrefix(data, []byte("PK\x03\x04")) {
+		b, err := bundle.Read(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			r := newReport(name, o)
+			r.fail(CheckFormat, name, "%v", err)
+			return r
+		}
+		return Bundle(name, b, o)
+	}
+	return Evidence(name, data, o)
+}
+
+func newReport(name string, o Options) *Report {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	return &Report{File: name, Verified: now().UTC(), Signatures: []Signature{}}
+}
+
+// verifier holds what one verification has established so far.
+type verifier struct {
+	r      *Report
+	o      Options
+	roots  []*x509.Certificate
+	certs  []*x509.Certificate // from the file, to help build chains
+	trust  *pki.TrustStore     // chains only; revocation is its own check
+	crl    []byte              // DER
+	crlNum string
+}
+
+// Evidence checks one evidence file on its own: signature and chain at the
+// evidence's time, the signer's role, and revocation against o.CRL. What
+// needs the rest of a bundle (chain, envelope, log) is not checked, and
+// the report says so.
+func Evidence(name string, der []byte, o Options) *Report {
+	v := &verifier{r: newReport(name, o), o: o}
+	if !v.anchor(nil) {
+		return v.r
+	}
+	if len(o.CRL) > 0 {
+		v.loadCRL(o.CRL, "given")
+	} else {
+		v.r.add(CheckCRL, name, Indeterminate, "no CRL given (--crl): revocation of the signer cannot be checked")
+	}
+	ev := v.evidence(name, der)
+	if ev != nil {
+		v.r.MessageID = ev.Statement.MessageID
+	}
+	return v.r
+}
+
+// Bundle checks an evidence bundle: see the package documentation of
+// evidence/bundle for what it holds, and docs/PROTOCOL.md for the checks.
+func Bundle(name string, b *bundle.Bundle, o Options) *Report {
+	v := &verifier{r: newReport(name, o), o: o, certs: b.Certificates}
+	r := v.r
+	r.MessageID = b.MessageID
+	r.pass(CheckFormat, name, "a Kurier evidence bundle for message %s with %d evidence files", b.MessageID, len(b.Evidence))
+	if !v.anchor(b.Certificates) {
+		return r
+	}
+	if len(o.CRL) > 0 {
+		v.loadCRL(o.CRL, "given")
+	} else {
+		v.loadCRL(b.CRL, "from the bundle")
+	}
+
+	// The envelope: what every evidence is about.
+	env, err := envelope.Parse(b.Envelope)
+	switch {
+	case err != nil:
+		r.fail(CheckEnvelope, bundle.FileEnvelope, "%v", err)
+	case env.ID != b.MessageID:
+		r.fail(CheckEnvelope, bundle.FileEnvelope, "the envelope is of message %s, the bundle of %s", env.ID, b.MessageID)
+		env = nil
+	default:
+		r.Sender, r.Recipients, r.Subject = env.From, env.To, env.Subject
+		r.pass(CheckEnvelope, bundle.FileEnvelope, "message %s from %s to %s, %d files, %d bytes sealed",
+			env.ID, env.From, strings.Join(env.To, ", "), len(env.Files), env.PayloadSize)
+		v.envelopeSignature(b, env)
+	}
+
+	// The node's index, which names the log key and every evidence.
+	ix := v.index(b, env)
+	var cp *tlog.Checkpoint
+	if ix != nil {
+		cp = v.checkpoint(b, ix)
+	}
+
+	// Every evidence, then each recipient's chain.
+	var links []evidence.Link
+	for _, e := range b.Evidence {
+		file := "evidence/" + e.Name
+		ev := v.evidence(file, e.DER)
+		if ev == nil {
+			if p, err := evidence.Parse(e.DER); err == nil {
+				links = append(links, p.Link()) // still show the chain as claimed
+			}
+			v.inclusion(file, e, cp)
+			continue
+		}
+		links = append(links, ev.Link())
+		if env != nil {
+			v.statement(file, ev.Statement, b.Envelope, env)
+		}
+		v.inclusion(file, e, cp)
+	}
+	v.chains(links)
+
+	if ix != nil && cp != nil {
+		for _, f := range o.Since {
+			v.consistency(f, b, ix, *cp)
+		}
+	} else if len(o.Since) > 0 {
+		r.fail(CheckConsistency, "", "no verified checkpoint in the bundle to compare the older checkpoints with")
+	}
+	return r
+}
+
+// anchor settles the trust anchors: the caller's, or else the bundle's
+// self-signed CA certificates, which prove nothing by themselves.
+func (v *verifier) anchor(fromFile []*x509.Certificate) bool {
+	roots := v.o.Roots
+	how := "given"
+	status := Pass
+	if len(roots) == 0 {
+		for _, c := range fromFile {
+			if c.IsCA && bytes.Equal(c.RawIssuer, c.RawSubject) {
+				roots = append(roots, c)
+			}
+		}
+		how, status = "taken from the file itself, so anyone could have made it: compare the fingerprint with the federation's published CA certificate, or pass it with --ca", Indeterminate
+	}
+	if len(roots) == 0 {
+		v.r.fail(CheckTrustAnchor, "", "no CA certificate: pass the federation's CA certificate with --ca")
+		return false
+	}
+	store, err := pki.NewTrustStore(roots, "")
+	if err != nil {
+		v.r.fail(CheckTrustAnchor, "", "%v", err)
+		return false
+	}
+	v.roots, v.trust = roots, store
+	var names []string
+	for _, c := range roots {
+		names = append(names, fmt.Sprintf("%q (SHA-256 %s)", c.Subject.String(), Fingerprint(c)))
+	}
+	v.r.Anchor = strings.Join(names, "; ")
+	v.r.add(CheckTrustAnchor, "", status, "%s, %s", v.r.Anchor, how)
+	return true
+}
+
+// loadCRL checks that the CRL is the anchors' and remembers it.
+func (v *verifier) loadCRL(data []byte, how string) {
+	der := data
+	if block, _ := pem.Decode(data); block != nil {
+		der = block.Bytes
+	}
+	// The time only matters for freshness, judged per signature later.
+	t, err := pki.NewTrustStoreWithCRLAt(v.roots, der, time.Unix(1, 0))
+	if err != nil {
+		v.r.fail(CheckCRL, "", "the CRL %s is unusable: %v", how, err)
+		return
+	}
+	crl := t.RevocationList()
+	v.crl = der
+	v.crlNum = "without a number"
+	if crl.Number != nil {
+		v.crlNum = "number " + crl.Number.String()
+	}
+	v.r.pass(CheckCRL, "", "CRL %s (%s) of %q, issued %s, next update %s, lists %d revoked certificates",
+		v.crlNum, how, crl.Issuer.String(), stamp(crl.ThisUpdate), stamp(crl.NextUpdate), len(crl.RevokedCertificateEntries))
+}
+
+// revocation checks a signer's chain against the CRL as it stood for a
+// signature made at at.
+func (v *verifier) revocation(subject string, signer *x509.Certificate, at time.Time) {
+	if v.crl == nil {
+		if len(v.o.CRL) > 0 || v.r.hasCheck(CheckCRL, Fail) {
+			v.r.fail(CheckRevocation, subject, "no usable CRL: revocation of serial %x cannot be ruled out", signer.SerialNumber)
+		} else {
+			v.r.add(CheckRevocation, subject, Indeterminate, "no CRL: revocation of serial %x not checked", signer.SerialNumber)
+		}
+		return
+	}
+	chain, err := v.trust.Verify(signer, v.certs, at)
+	if err != nil {
+		v.r.fail(CheckRevocation, subject, "no chain to check: %v", err)
+		return
+	}
+	store, err := pki.NewTrustStoreWithCRLAt(v.roots, v.crl, at)
+	if err == nil {
+		err = store.CheckRevoked(chain)
+	}
+	switch {
+	case err == nil:
+		v.r.pass(CheckRevocation, subject, "certificate serial %x is not on CRL %s", signer.SerialNumber, v.crlNum)
+	case errors.Is(err, pki.ErrCRLStale):
+		v.r.add(CheckRevocation, subject, Indeterminate, "CRL %s was already due for renewal when this was signed (%s): pass a CRL current at that time with --crl", v.crlNum, stamp(at))
+	case errors.Is(err, pki.ErrRevoked):
+		v.r.fail(CheckRevocation, subject, "the signer's certificate serial %x (%q) is revoked on CRL %s%s", signer.SerialNumber, signer.Subject.String(), v.crlNum, revokedAt(store.RevocationList(), signer))
+	default:
+		v.r.fail(CheckRevocation, subject, "%v", err)
+	}
+}
+
+func revokedAt(crl *x509.RevocationList, c *x509.Certificate) string {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+			return " since " + stamp(e.RevocationTime)
+		}
+	}
+	return ""
+}
+
+// envelopeSignature checks the sender's detached signature at the time the
+// sender's node accepted the message (the first SubmissionAcceptance),
+// which the node attests, or the envelope's own time without one.
+func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
+	at, attested := env.Created, false
+	for _, e := range b.Evidence {
+		if p, err := evidence.Parse(e.DER); err == nil && p.Statement.Type == evidence.SubmissionAcceptance {
+			at, attested = p.Statement.Time, true
+			break
+		}
+	}
+	const file = bundle.FileSignature
+	vd, err := cms.VerifyDetached(b.Signature, b.Envelope, cms.Policy{
+		Trust: v.chainsWith(), At: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	})
+	if err != nil {
+		v.r.fail(CheckEnvelopeSignature, file, "%v", err)
+		return
+	}
+	peer, err := pki.PeerOf(vd.Signer)
+	if err != nil || peer.Kind != pki.KindParticipant || peer.Address != env.From {
+		v.r.fail(CheckEnvelopeSignature, file, "signed by %s, but only the sender %s may sign its envelope", describe(vd.Signer), env.From)
+		return
+	}
+	when := "at the envelope's own time " + stamp(at)
+	if attested {
+		when = "at its acceptance " + stamp(at)
+	}
+	v.r.pass(CheckEnvelopeSignature, file, "signed by the sender %s; certificate serial %x valid %s", env.From, vd.Signer.SerialNumber, when)
+	v.r.Signatures = append(v.r.Signatures, signature(file, "envelope", vd.Signer, at))
+	v.revocation(file, vd.Signer, at)
+}
+
+// chainsWith returns the chain verifier with the file's certificates as
+// intermediates.
+func (v *verifier) chainsWith() cms.Verifier {
+	return withIntermediates{v.trust, v.certs}
+}
+
+type withIntermediates struct {
+	t     *pki.TrustStore
+	certs []*x509.Certificate
+}
+
+func (w withIntermediates) Verify(cert *x509.Certificate, inter []*x509.Certificate, at time.Time, usages ...x509.ExtKeyUsage) ([]*x509.Certificate, error) {
+	return w.t.Verify(cert, append(slices.Clone(inter), w.certs...), at, usages...)
+}
+
+// evidence checks one evidence file's signature and chain at its time,
+// its form, and its signer's role and revocation. It returns nil if any
+// of that failed.
+func (v *verifier) evidence(file string, der []byte) *evidence.Evidence {
+	claimed, err := evidence.Parse(der)
+	if err != nil {
+		v.r.fail(checkOf(err), file, "%v", unwrapStep(err))
+		return nil
+	}
+	st := claimed.Statement
+	ev, err := evidence.Verify(der, cms.Policy{Trust: v.chainsWith(), At: st.Time})
+	if err != nil {
+		check := checkOf(err)
+		if check == CheckSignerRole {
+			v.r.pass(CheckEvidenceSignature, file, "%s signed by %s; certificate valid at %s", st.Type, describe(claimed.Signer), stamp(st.Time))
+		}
+		v.r.fail(check, file, "%v", unwrapStep(err))
+		return nil
+	}
+	v.r.pass(CheckEvidenceSignature, file, "%s signed by %s; certificate serial %x valid at %s", st.Type, describe(ev.Signer), ev.Signer.SerialNumber, stamp(st.Time))
+	if st.Type.ByRecipient() {
+		v.r.pass(CheckSignerRole, file, "%s issued by the recipient %s itself", st.Type, st.Recipient)
+	} else {
+		v.r.pass(CheckSignerRole, file, "%s issued by %s, signed by a node certificate serving it", st.Type, st.Issuer)
+	}
+	v.r.Signatures = append(v.r.Signatures, signature(file, string(st.Type), ev.Signer, st.Time))
+	v.revocation(file, ev.Signer, st.Time)
+	return ev
+}
+
+func checkOf(err error) string {
+	var ve *evidence.VerifyError
+	if errors.As(err, &ve) {
+		switch ve.Step {
+		case "statement":
+			return CheckStatement
+		case "signer role":
+			return CheckSignerRole
+		}
+	}
+	return CheckEvidenceSignature
+}
+
+func unwrapStep(err error) error {
+	var ve *evidence.VerifyError
+	if errors.As(err, &ve) {
+		return ve.Reason
+	}
+	return err
+}
+
+// statement checks that an evidence is about the bundle's envelope.
+func (v *verifier) statement(file string, st *evidence.Statement, envBytes []byte, env *envelope.Envelope) {
+	switch {
+	case st.MessageID != env.ID:
+		v.r.fail(CheckStatement, file, "about message %s, not %s", st.MessageID, env.ID)
+	case st.Sender != env.From:
+		v.r.fail(CheckStatement, file, "names sender %s, the envelope %s", st.Sender, env.From)
+	case st.Recipient != "" && !slices.Contains(env.To, st.Recipient):
+		v.r.fail(CheckStatement, file, "names recipient %s, who is not among the envelope's", st.Recipient)
+	default:
+		v.r.pass(CheckStatement, file, "%s about message %s from %s to %s", st.Type, st.MessageID, st.Sender, st.Recipient)
+	}
+	if got := envelope.Digest(envBytes); st.EnvelopeSHA256 != got {
+		v.r.fail(CheckEnvelopeDigest, file, "names envelope SHA-256 %s, the bundle's envelope has %s", st.EnvelopeSHA256, got)
+	} else {
+		v.r.pass(CheckEnvelopeDigest, file, "envelope SHA-256 %s matches envelope.json", short(got))
+	}
+	if st.PayloadSHA256 != env.PayloadSHA256 {
+		v.r.fail(CheckPayloadDigest, file, "names payload SHA-256 %s, the signed envelope %s", st.PayloadSHA256, env.PayloadSHA256)
+	} else {
+		v.r.pass(CheckPayloadDigest, file, "payload SHA-256 %s matches the one the sender signed in the envelope", short(st.PayloadSHA256))
+	}
+}
+
+// chains groups statements by recipient, in bundle order, and checks each
+// chain.
+func (v *verifier) chains(links []evidence.Link) {
+	byRecipient := map[string][]evidence.Link{}
+	var order []string
+	for _, l := range links {
+		r := l.Statement.Recipient
+		if _, ok := byRecipient[r]; !ok {
+			order = append(order, r)
+		}
+		byRecipient[r] = append(byRecipient[r], l)
+	}
+	for _, rcpt := range order {
+		chain := byRecipient[rcpt]
+		var types []string
+		for _, l := range chain {
+			types = append(types, string(l.Statement.Type))
+		}
+		subject := "chain for " + rcpt
+		if rcpt == "" {
+			subject = "chain without recipient"
+		}
+		if err := evidence.CheckChain(chain); err != nil {
+			v.r.fail(CheckChain, subject, "%v", err)
+			continue
+		}
+		v.r.Chains = append(v.r.Chains, Chain{Recipient: rcpt, Types: types, State: types[len(types)-1]})
+		v.r.pass(CheckChain, subject, "%s: each names its predecessor's SHA-256, in an order the state machine allows", strings.Join(types, " → "))
+	}
+}
+
+// index checks the node's signed index of the export.
+func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index {
+	const file = bundle.FileIndex
+	claimed, err := cms.ParseSigned(b.Index)
+	if err != nil {
+		v.r.fail(CheckIndexSignature, file, "%v", err)
+		return nil
+	}
+	ix, err := bundle.ParseIndex(claimed.Content)
+	if err != nil {
+		v.r.fail(CheckIndex, file, "%v", err)
+		return nil
+	}
+	vs, err := cms.Verify(b.Index, cms.Policy{Trust: v.chainsWith(), At: ix.Time})
+	if err != nil {
+		v.r.fail(CheckIndexSignature, file, "%v", err)
+		return nil
+	}
+	peer, err := pki.PeerOf(vs.Signer)
+	if err != nil || !peer.Serves(ix.Domain()) {
+		v.r.fail(CheckIndexSignature, file, "signed by %s, but only the node of %s may sign the index of its log", describe(vs.Signer), ix.Domain())
+		return nil
+	}
+	v.r.pass(CheckIndexSignature, file, "signed by %s at %s; certificate serial %x", peer, stamp(ix.Time), vs.Signer.SerialNumber)
+	v.r.Signatures = append(v.r.Signatures, signature(file, "index", vs.Signer, ix.Time))
+	v.revocation(file, vs.Signer, ix.Time)
+
+	var got []string
+	for _, e := range b.Evidence {
+		got = append(got, evidence.Digest(e.DER))
+	}
+	switch {
+	case ix.MessageID != b.MessageID:
+		v.r.fail(CheckIndex, file, "the index is of message %s, the bundle of %s", ix.MessageID, b.MessageID)
+	case env != nil && ix.RequestedBy != env.From && !slices.Contains(env.To, ix.RequestedBy):
+		v.r.fail(CheckIndex, file, "exported for %s, who is neither sender nor recipient", ix.RequestedBy)
+	case !slices.Equal(got, ix.Evidence):
+		v.r.fail(CheckIndex, file, "%s", indexMismatch(ix.Evidence, got, b.Evidence))
+	default:
+		v.r.pass(CheckIndex, file, "the node lists exactly the %d evidence files of the bundle, in this order, for %s at tree size %d", len(got), ix.RequestedBy, ix.TreeSize)
+	}
+	return ix
+}
+
+// indexMismatch says how the bundle's evidence differs from the index.
+func indexMismatch(want, got []string, evs []bundle.Evidence) string {
+	for i, d := range got {
+		if !slices.Contains(want, d) {
+			return fmt.Sprintf("evidence/%s is not among the %d evidence files the node listed", evs[i].Name, len(want))
+		}
+	}
+	for i, d := range want {
+		if !slices.Contains(got, d) {
+			return fmt.Sprintf("the node listed %d evidence files; the bundle lacks number %d (SHA-256 %s)", len(want), i+1, short(d))
+		}
+	}
+	return fmt.Sprintf("the evidence files are not in the order the node listed them (%d files)", len(want))
+}
+
+// checkpoint opens the bundle's checkpoint with the log key the index
+// names.
+func (v *verifier) checkpoint(b *bundle.Bundle, ix *bundle.Index) *tlog.Checkpoint {
+	const file = bundle.FileCheckpoint
+	c, err := tlog.Open(b.Checkpoint, ix.LogKey)
+	if err != nil {
+		v.r.fail(CheckCheckpoint, file, "%v (the key is the one the node's index names)", err)
+		return nil
+	}
+	v.r.Log = &LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root)}
+	if c.Origin != ix.Origin || c.Size != ix.TreeSize {
+		v.r.fail(CheckCheckpoint, file, "checkpoint of %s at tree size %d, but the node's index names %s at %d", c.Origin, c.Size, ix.Origin, ix.TreeSize)
+		return nil
+	}
+	v.r.pass(CheckCheckpoint, file, "signed by the log key of %s; tree size %d, root %s", c.Origin, c.Size, short(hex.EncodeToString(c.Root)))
+	return &c
+}
+
+// inclusion checks one evidence's inclusion proof.
+func (v *verifier) inclusion(file string, e bundle.Evidence, cp *tlog.Checkpoint) {
+	if cp == nil {
+		v.r.fail(CheckInclusion, file, "no verified checkpoint to prove leaf %d against", e.LeafIndex)
+		return
+	}
+	if err := tlog.VerifyInclusion(e.DER, e.LeafIndex, e.Proof, *cp); err != nil {
+		v.r.fail(CheckInclusion, file, "leaf %d: %v", e.LeafIndex, err)
+		return
+	}
+	v.r.pass(CheckInclusion, file, "leaf %d of the %d in the log of %s", e.LeafIndex, cp.Size, cp.Origin)
+}
+
+// consistency checks an older checkpoint against the bundle's.
+func (v *verifier) consistency(f File, b *bundle.Bundle, ix *bundle.Index, cp tlog.Checkpoint) {
+	older, err := tlog.Open(f.Data, ix.LogKey)
+	if err != nil {
+		v.r.fail(CheckOlderCheckpoint, f.Name, "%v (not a checkpoint of the bundle's log %s?)", err, ix.Origin)
+		return
+	}
+	v.r.pass(CheckOlderCheckpoint, f.Name, "signed by the log key of %s; tree size %d, root %s", older.Origin, older.Size, short(hex.EncodeToString(older.Root)))
+	if older.Size > cp.Size {
+		v.r.fail(CheckConsistency, f.Name, "the log was rolled back: the older checkpoint has %d leaves, the bundle's only %d", older.Size, cp.Size)
+		return
+	}
+	var proof [][]byte
+	found := older.Size == cp.Size || older.Size == 0 // no proof needed
+	for _, c := range b.Consistency {
+		if c.From == older.Size {
+			proof, found = c.Proof, true
+			break
+		}
+	}
+	if !found {
+		v.r.fail(CheckConsistency, f.Name, "the bundle holds no consistency proof from tree size %d: export it again with --since %s", older.Size, f.Name)
+		return
+	}
+	if err := tlog.VerifyConsistency(older, cp, proof); err != nil {
+		v.r.fail(CheckConsistency, f.Name, "the log forked: the bundle's checkpoint (size %d) does not extend the older one (size %d): %v", cp.Size, older.Size, err)
+		return
+	}
+	v.r.pass(CheckConsistency, f.Name, "the bundle's checkpoint (size %d) extends the older one (size %d): nothing logged was changed or removed", cp.Size, older.Size)
+}
+
+func (r *Report) hasCheck(name string, s Status) bool {
+	for _, c := range r.Checks {
+		if c.Name == name && c.Status == s {
+			return true
+		}
+	}
+	return false
+}
+
+func signature(file, what string, c *x509.Certificate, at time.Time) Signature {
+	return Signature{
+		File: file, What: what, Signer: describe(c), Time: at.UTC(),
+		Certificate: c.Subject.String(), Serial: fmt.Sprintf("%x", c.SerialNumber), Issuer: c.Issuer.String(),
+	}
+}
+
+// describe names a certificate's holder as Kurier sees it.
+func describe(c *x509.Certificate) string {
+	if c == nil {
+		return "no certificate"
+	}
+	if p, err := pki.PeerOf(c); err == nil {
+		return p.String()
+	}
+	return fmt.Sprintf("%q", c.Subject.String())
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}
