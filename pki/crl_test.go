@@ -350,3 +350,50 @@ func TestNewTrustStoreWithCRL(t *testing.T) {
 		t.Errorf("CRL() without one: %v, want ErrNoCRL", err)
 	}
 }
+
+func TestNewTrustStoreWithCRLAt(t *testing.T) {
+	gone := issueNode(t, fx.ca, "gone-at.example")
+	if err := fx.ca.Revoke(gone.Cert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.ca.WriteCRL(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	der, err := newTrustStore(t).CRL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := []*x509.Certificate{fx.ca.Certificate()}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Years after its NextUpdate, the CRL still speaks for a time before it.
+	past, err := NewTrustStoreWithCRLAt(roots, der, crl.ThisUpdate.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := past.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); err != nil {
+		t.Errorf("good certificate at a time the CRL covers: %v", err)
+	}
+	if err := past.CheckRevoked([]*x509.Certificate{gone.Cert}); !errors.Is(err, ErrRevoked) {
+		t.Errorf("revoked certificate: %v, want ErrRevoked", err)
+	}
+	if got := past.RevocationList(); got == nil || got.Number.Cmp(crl.Number) != 0 {
+		t.Errorf("RevocationList() = %v", got)
+	}
+	// Not for a time after it was due for renewal.
+	late, err := NewTrustStoreWithCRLAt(roots, der, crl.NextUpdate.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := late.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); !errors.Is(err, ErrCRLStale) {
+		t.Errorf("at a time after NextUpdate: %v, want ErrCRLStale", err)
+	}
+	if _, err := NewTrustStoreWithCRLAt(roots, der, time.Time{}); err == nil {
+		t.Error("no time was accepted")
+	}
+	if _, err := NewTrustStoreWithCRLAt(roots, []byte("junk"), time.Now()); err == nil {
+		t.Error("junk was accepted as a CRL")
+	}
+}

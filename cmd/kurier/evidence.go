@@ -12,6 +12,7 @@ import (
 
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/evidence/bundle"
 )
 
 type evidenceJSON struct {
@@ -79,7 +80,7 @@ func (e *env) evidence(args []string) error {
 }
 
 // writeEvidence writes each evidence's DER into dir as NN-Type.p7m
-// (evidenceFileName), in order of issue, and returns the paths. A file that is already there with
+// (bundle.EvidenceName), in order of issue, and returns the paths. A file that is already there with
 // the same bytes is kept; one with other bytes stops everything before
 // anything is written.
 func writeEvidence(dir string, evs []client.Evidence) ([]string, error) {
@@ -89,7 +90,7 @@ func writeEvidence(dir string, evs []client.Evidence) ([]string, error) {
 	paths := make([]string, len(evs))
 	skip := make([]bool, len(evs))
 	for i, ev := range evs {
-		paths[i] = filepath.Join(dir, evidenceFileName(i+1, ev.Type()))
+		paths[i] = filepath.Join(dir, bundle.EvidenceName(i, ev.Type()))
 		have, err := os.ReadFile(paths[i])
 		switch {
 		case err == nil && bytes.Equal(have, ev.DER):
@@ -109,13 +110,6 @@ func writeEvidence(dir string, evs []client.Evidence) ([]string, error) {
 		}
 	}
 	return paths, nil
-}
-
-// evidenceFileName names the nth evidence of a message (from 1): two digits
-// at least, so that the files sort in order of issue up to 99 and a
-// longer chain names its first files as a shorter one did.
-func evidenceFileName(n int, typ evidence.Type) string {
-	return fmt.Sprintf("%02d-%s.p7m", n, typ)
 }
 
 // writeFileAtomic writes data to a temporary file beside path, syncs it and

@@ -32,6 +32,13 @@ Usage:
   kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
   kurier ack ID                     sign and send the acknowledgement (Empfangsbekenntnis)
   kurier evidence ID [-o DIR]       list the evidence of message ID; with -o write each as NN-Type.p7m
+  kurier export ID [-o FILE] [--since CHECKPOINT…]
+                                    write the evidence bundle of message ID (a zip; default ID.zip)
+  kurier checkpoint [-o FILE]       save the node's current log checkpoint, for a later --since
+
+  kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--report report.html]
+                                    check bundles or .p7m evidence offline; exit 0 only if every
+                                    check passed, 1 if one failed, 3 if one was indeterminate
 
   kurier pki init --ca DIR [--name NAME]
   kurier pki issue --ca DIR (--node DOMAIN[,DOMAIN…] | --participant ADDR) -o DIR
@@ -40,7 +47,7 @@ Usage:
 
   kurier help
 
-Options of the mailbox commands (send, inbox, fetch, ack, evidence):
+Options of the mailbox commands (send, inbox, fetch, ack, evidence, export, checkpoint):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
@@ -54,7 +61,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "kurier:", describe(err))
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -89,6 +96,12 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.ack(rest)
 	case "evidence":
 		return e.evidence(rest)
+	case "export":
+		return e.export(rest)
+	case "checkpoint":
+		return e.checkpoint(rest)
+	case "verify":
+		return e.verify(rest)
 	case "pki":
 		return e.pki(rest)
 	}

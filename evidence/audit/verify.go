@@ -79,8 +79,8 @@ type verifier struct {
 
 // Evidence checks one evidence file on its own: signature and chain at the
 // evidence's time, the signer's role, and revocation against o.CRL. What
-// needs the rest of a bundle (chain, envelope, log) is not checked, and
-// the report says so.
+// needs the rest of a bundle (chain, envelope, log) cannot be checked: the
+// report lists only the checks made, and passes if they hold.
 func Evidence(name string, der []byte, o Options) *Report {
 	v := &verifier{r: newReport(name, o), o: o}
 	if !v.anchor(nil) {
@@ -316,6 +316,12 @@ func (w withIntermediates) Verify(cert *x509.Certificate, inter []*x509.Certific
 func (v *verifier) evidence(file string, der []byte) *evidence.Evidence {
 	claimed, err := evidence.Parse(der)
 	if err != nil {
+		// A file altered after signing rarely still parses: say that it
+		// was altered rather than blame the statement its signer made.
+		if _, serr := cms.CheckSignature(der); serr != nil {
+			v.r.fail(CheckEvidenceSignature, file, "%v", serr)
+			return nil
+		}
 		v.r.fail(checkOf(err), file, "%v", unwrapStep(err))
 		return nil
 	}
@@ -426,6 +432,10 @@ func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index
 	}
 	ix, err := bundle.ParseIndex(claimed.Content)
 	if err != nil {
+		if _, serr := cms.CheckSignature(b.Index); serr != nil {
+			v.r.fail(CheckIndexSignature, file, "%v", serr) // altered after signing
+			return nil
+		}
 		v.r.fail(CheckIndex, file, "%v", err)
 		return nil
 	}
@@ -519,9 +529,10 @@ func (v *verifier) consistency(f File, b *bundle.Bundle, ix *bundle.Index, cp tl
 		return
 	}
 	var proof [][]byte
-	found := older.Size == cp.Size || older.Size == 0 // no proof needed
+	// Equal sizes and the empty tree need no proof (equal roots do).
+	found := older.Size == cp.Size || older.Size == 0
 	for _, c := range b.Consistency {
-		if c.From == older.Size {
+		if !found && c.From == older.Size {
 			proof, found = c.Proof, true
 			break
 		}

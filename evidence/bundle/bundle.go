@@ -41,6 +41,9 @@ const (
 	maxCRLSize      = 8 << 20
 	maxCertsSize    = 1 << 20
 	maxManifestSize = 1 << 20
+	// maxIndexFileSize bounds index.p7m: the index JSON and the node's
+	// signature with its certificates.
+	maxIndexFileSize = maxIndexSize + 32<<10
 )
 
 // ErrFormat is returned for a file that is not a well-formed bundle.
@@ -208,8 +211,8 @@ func (b *Bundle) check() error {
 		return fmt.Errorf("%w: envelope of %d bytes, want 1 to %d", ErrFormat, len(b.Envelope), envelope.MaxSize)
 	case len(b.Signature) == 0 || len(b.Signature) > evidence.MaxSize:
 		return fmt.Errorf("%w: envelope signature of %d bytes, want 1 to %d", ErrFormat, len(b.Signature), evidence.MaxSize)
-	case len(b.Index) == 0 || len(b.Index) > evidence.MaxSize:
-		return fmt.Errorf("%w: index of %d bytes, want 1 to %d", ErrFormat, len(b.Index), evidence.MaxSize)
+	case len(b.Index) == 0 || len(b.Index) > maxIndexFileSize:
+		return fmt.Errorf("%w: index of %d bytes, want 1 to %d", ErrFormat, len(b.Index), maxIndexFileSize)
 	case len(b.Checkpoint) == 0 || len(b.Checkpoint) > tlog.MaxCheckpointSize:
 		return fmt.Errorf("%w: checkpoint of %d bytes, want 1 to %d", ErrFormat, len(b.Checkpoint), tlog.MaxCheckpointSize)
 	case len(b.CRL) == 0 || len(b.CRL) > maxCRLSize:
@@ -264,9 +267,17 @@ func Read(r io.ReaderAt, size int64) (*Bundle, error) {
 	if size > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrFormat, size, MaxSize)
 	}
+	// Nothing may hide before the first entry or in a comment.
+	magic := make([]byte, 4)
+	if _, err := r.ReadAt(magic, 0); err != nil || string(magic) != "PK\x03\x04" {
+		return nil, fmt.Errorf("%w: not a zip file starting with its first entry", ErrFormat)
+	}
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	if zr.Comment != "" {
+		return nil, fmt.Errorf("%w: the zip file has a comment", ErrFormat)
 	}
 	if len(zr.File) > maxFiles {
 		return nil, fmt.Errorf("%w: %d entries, at most %d", ErrFormat, len(zr.File), maxFiles)
@@ -349,8 +360,10 @@ func entryLimit(name string) (int64, bool) {
 		return maxManifestSize, true
 	case FileEnvelope:
 		return envelope.MaxSize, true
-	case FileSignature, FileIndex:
+	case FileSignature:
 		return evidence.MaxSize, true
+	case FileIndex:
+		return maxIndexFileSize, true
 	case FileCheckpoint:
 		return tlog.MaxCheckpointSize, true
 	case FileCertificates:
@@ -422,7 +435,7 @@ where ca.pem is the federation's CA certificate, obtained independently.
 Every part can also be checked with standard tools:
 
   envelope.json, envelope.p7s  the envelope as the sender signed it:
-      openssl cms -verify -inform DER -in envelope.p7s -content envelope.json -binary -CAfile ca.pem -purpose any -out /dev/null
+      openssl cms -verify -inform DER -in envelope.p7s -content envelope.json -binary -CAfile ca.pem -out /dev/null
   evidence/NN-Type.p7m         each evidence, signed by its issuer:
       openssl cms -verify -inform DER -in evidence/01-SubmissionAcceptance.p7m -CAfile ca.pem -purpose any
   index.p7m                    the node's signed list of the evidence (SHA-256 of each

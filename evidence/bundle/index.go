@@ -14,8 +14,9 @@ import (
 // IndexVersion is the index format version this package writes.
 const IndexVersion = 1
 
-// maxIndexSize bounds an index's JSON: MaxEvidence digests and a key.
-const maxIndexSize = 64 << 10
+// maxIndexSize bounds an index's JSON: MaxEvidence digests (67 bytes each
+// with quotes and comma, 67 KiB in all) and a key.
+const maxIndexSize = 96 << 10
 
 // Index is the node's signed statement about one export: which evidence it
 // holds for a message as of a tree size of its log, and the key that signs
@@ -59,6 +60,9 @@ func (ix *Index) Marshal() ([]byte, error) {
 	b, err := canonjson.Marshal(&w)
 	if err != nil {
 		return nil, fmt.Errorf("marshal index: %w", err)
+	}
+	if len(b) > maxIndexSize {
+		return nil, fmt.Errorf("%w: index of %d bytes, at most %d", ErrFormat, len(b), maxIndexSize)
 	}
 	return b, nil
 }

@@ -311,3 +311,38 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestCheckSignature(t *testing.T) {
+	good, err := cms.Sign(document, signerOf(fx.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Intact, whoever signed: a foreign CA's signature is intact too.
+	for name, der := range map[string][]byte{"ours": good, "foreign": func() []byte {
+		d, err := cms.Sign(document, signerOf(fx.foreign))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}()} {
+		v, err := cms.CheckSignature(der)
+		if err != nil || !bytes.Equal(v.Content, document) {
+			t.Errorf("%s: CheckSignature = %v", name, err)
+		}
+	}
+	tampered := bytes.Clone(good)
+	tampered[bytes.Index(tampered, []byte("Delivery"))] = 'd'
+	if _, err := cms.CheckSignature(tampered); !errors.Is(err, cms.ErrSignature) {
+		t.Errorf("CheckSignature(tampered) = %v, want ErrSignature", err)
+	}
+	if _, err := cms.CheckSignature(signSHA1(t)); err == nil {
+		t.Error("CheckSignature accepted SHA-1")
+	}
+	detached, err := cms.SignDetached(document, signerOf(fx.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.CheckSignature(detached); !errors.Is(err, cms.ErrMalformed) {
+		t.Errorf("CheckSignature(detached) = %v, want ErrMalformed", err)
+	}
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/evidence/bundle"
+	"kurier.dev/kurier/tlog"
+)
+
+// fileList is a repeatable flag of file names.
+type fileList []string
+
+func (l *fileList) String() string { return fmt.Sprint(*l) }
+
+// Set adds one file.
+func (l *fileList) Set(v string) error { *l = append(*l, v); return nil }
+
+type exportJSON struct {
+	File      string `json:"file"`
+	MessageID string `json:"message_id"`
+	Evidence  int    `json:"evidence"`
+	Log       string `json:"log"`
+	TreeSize  uint64 `json:"tree_size"`
+	Checks    int    `json:"checks"`
+}
+
+func (e *env) export(args []string) error {
+	c := newCommand("export", e.stderr)
+	mf := c.mailboxFlags()
+	out := c.String("o", "", "write the bundle (a zip file) here; default ID.zip")
+	var since fileList
+	c.Var(&since, "since", "an older checkpoint (or bundle) of the node's log to prove consistency with; repeatable")
+	id, err := c.parseID(args)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = id + ".zip"
+	}
+	var older [][]byte
+	for _, f := range since {
+		cp, err := readCheckpoint(f)
+		if err != nil {
+			return fmt.Errorf("export: --since %s: %w", f, err)
+		}
+		older = append(older, cp)
+	}
+	cl, err := e.dial(mf)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	b, r, err := cl.Export(e.ctx, id, older...)
+	if err != nil {
+		if errors.Is(err, client.ErrBundleUnverified) {
+			printChecks(e.stderr, r)
+			return fmt.Errorf("export %s: the node's bundle does not verify; nothing written", id)
+		}
+		return err
+	}
+	var buf bytes.Buffer
+	if err := b.Write(&buf, r.Verified); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(*out, buf.Bytes()); err != nil {
+		return fmt.Errorf("export %s: %w", id, err)
+	}
+	j := exportJSON{File: *out, MessageID: id, Evidence: len(b.Evidence), Checks: len(r.Checks)}
+	if r.Log != nil {
+		j.Log, j.TreeSize = r.Log.Origin, r.Log.TreeSize
+	}
+	if c.json {
+		return e.printJSON(j)
+	}
+	fmt.Fprintf(e.stdout, "wrote %s: message %s, %d evidence, log %s at tree size %d; all %d checks passed\n",
+		j.File, id, j.Evidence, j.Log, j.TreeSize, j.Checks)
+	return nil
+}
+
+func (e *env) checkpoint(args []string) error {
+	c := newCommand("checkpoint", e.stderr)
+	mf := c.mailboxFlags()
+	out := c.String("o", "", "write the checkpoint here (default: print it)")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("checkpoint: unexpected arguments %q", pos)
+	}
+	cl, err := e.dial(mf)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cp, err := cl.Checkpoint(e.ctx)
+	if err != nil {
+		return err
+	}
+	size, err := tlog.PeekSize(cp)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		if c.json {
+			return e.printJSON(map[string]any{"checkpoint": string(cp), "tree_size": size})
+		}
+		_, err := e.stdout.Write(cp)
+		return err
+	}
+	if err := writeFileAtomic(*out, cp); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if c.json {
+		return e.printJSON(map[string]any{"file": *out, "tree_size": size})
+	}
+	fmt.Fprintf(e.stdout, "wrote %s: tree size %d\n", *out, size)
+	return nil
+}
+
+// readCheckpoint reads a signed checkpoint from a file that holds one, or
+// takes the checkpoint of a bundle.
+func readCheckpoint(path string) ([]byte, error) {
+	data, err := readBounded(path, bundle.MaxSize)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(data, []byte("PK\x03\x04")) {
+		if len(data) > tlog.MaxCheckpointSize {
+			return nil, fmt.Errorf("%d bytes: not a checkpoint", len(data))
+		}
+		return data, nil
+	}
+	b, err := bundle.Read(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	return b.Checkpoint, nil
+}
+
+// readBounded reads a file of at most max bytes.
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(filepath.Clean(path))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s has %d bytes, at most %d", path, fi.Size(), max)
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}

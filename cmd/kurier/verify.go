@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"kurier.dev/kurier/evidence/audit"
+	"kurier.dev/kurier/evidence/bundle"
+	"kurier.dev/kurier/pki"
+)
+
+// Exit codes of kurier verify besides 0 (everything holds) and 1 (a check
+// failed, or the command could not run).
+const exitIndeterminate = 3
+
+// errIndeterminate is returned when no check failed but not every check
+// could be established.
+var errIndeterminate = errors.New("not every check could be established")
+
+// exitCode returns the process exit code for err.
+func exitCode(err error) int {
+	if errors.Is(err, errIndeterminate) {
+		return exitIndeterminate
+	}
+	return 1
+}
+
+func (e *env) verify(args []string) error {
+	c := newCommand("verify", e.stderr)
+	ca := c.String("ca", "", "the federation's CA certificate (PEM), obtained independently; without it the bundle's own is used and the result is at best indeterminate")
+	crl := c.String("crl", "", "a CRL (PEM or DER) to use instead of the bundle's; for single .p7m files the only CRL")
+	report := c.String("report", "", "write an HTML verification report (Prüfprotokoll) here")
+	var since fileList
+	c.Var(&since, "since", "an older checkpoint (or bundle) of the same log, to check the bundle's log extends it; repeatable")
+	files, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem]")
+	}
+	var o audit.Options
+	if *ca != "" {
+		if o.Roots, err = pki.LoadCertificates(*ca); err != nil {
+			return fmt.Errorf("verify: --ca: %w", err)
+		}
+	}
+	if *crl != "" {
+		if o.CRL, err = readBounded(*crl, 8<<20); err != nil {
+			return fmt.Errorf("verify: --crl: %w", err)
+		}
+	}
+	for _, f := range since {
+		cp, err := readCheckpoint(f)
+		if err != nil {
+			return fmt.Errorf("verify: --since %s: %w", f, err)
+		}
+		o.Since = append(o.Since, audit.File{Name: f, Data: cp})
+	}
+	var reports []*audit.Report
+	for _, f := range files {
+		data, err := readBounded(f, bundle.MaxSize)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		reports = append(reports, audit.Verify(f, data, o))
+	}
+	if *report != "" {
+		var buf bytes.Buffer
+		if err := audit.WriteHTML(&buf, reports); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(*report, buf.Bytes()); err != nil {
+			return fmt.Errorf("verify: report: %w", err)
+		}
+	}
+	if c.json {
+		if err := e.printJSON(reports); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range reports {
+			printChecks(e.stdout, r)
+		}
+		if *report != "" {
+			fmt.Fprintf(e.stdout, "report written to %s\n", *report)
+		}
+	}
+	worst := audit.Pass
+	for _, r := range reports {
+		switch r.Worst() {
+		case audit.Fail:
+			worst = audit.Fail
+		case audit.Indeterminate:
+			if worst == audit.Pass {
+				worst = audit.Indeterminate
+			}
+		}
+	}
+	switch worst {
+	case audit.Fail:
+		return errors.New("verification failed: see the checks marked FAIL")
+	case audit.Indeterminate:
+		return fmt.Errorf("verification indeterminate: %w (marked ????)", errIndeterminate)
+	}
+	return nil
+}
+
+// printChecks prints a report as one line per check, the outcome first.
+func printChecks(w io.Writer, r *audit.Report) {
+	if r == nil {
+		return
+	}
+	verdict := map[audit.Status]string{audit.Pass: "PASSED", audit.Indeterminate: "INDETERMINATE", audit.Fail: "FAILED"}[r.Worst()]
+	fmt.Fprintf(w, "%s: %s\n", r.File, verdict)
+	mark := map[audit.Status]string{audit.Pass: "ok  ", audit.Indeterminate: "????", audit.Fail: "FAIL"}
+	for _, ch := range r.Checks {
+		subject := ""
+		if ch.Subject != "" {
+			subject = " " + ch.Subject
+		}
+		fmt.Fprintf(w, "  %s %s%s: %s\n", mark[ch.Status], ch.Name, subject, ch.Detail)
+	}
+}

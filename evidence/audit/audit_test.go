@@ -1,0 +1,499 @@
+package audit_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/broker/daemon/daemontest"
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/evidence/audit"
+	"kurier.dev/kurier/evidence/bundle"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/tlog"
+)
+
+// fx is the fixture every test in this package shares: one message from
+// the agency to the court, delivered, retrieved and acknowledged on a real
+// development node, exported by the agency, and checkpoints of the node's
+// log from before, during and after that message's history.
+var fx struct {
+	dir    string        // the development directory: CA, node, identities
+	agency *pki.Identity // poststelle@stadt.example, the sender
+	court  *pki.Identity // eingang@amtsgericht.example, the recipient
+	crl    []byte        // the CA's CRL (PEM) as the node uses it
+
+	id      string // the message
+	otherID string // another message from the agency to the court
+	zip     []byte // id's bundle, as the agency exported it, written as a zip
+
+	// Signed checkpoints of the node's log: taken before the message was
+	// sent (the bundle proves consistency with it), after the court
+	// retrieved it but before it acknowledged it, and after the export,
+	// once the log had grown by another message.
+	before, beforeAck, after []byte
+	// logKey is the node's checkpoint signing key, logVKey its verifier key.
+	logKey, logVKey string
+}
+
+// The evidence files of the bundle, in order.
+var evidenceFiles = []string{
+	"evidence/01-SubmissionAcceptance.p7m",
+	"evidence/02-Delivery.p7m",
+	"evidence/03-Retrieval.p7m",
+	"evidence/04-Acknowledgement.p7m",
+}
+
+const courtChain = "chain for " + daemon.DevCourt
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "kurier-audit-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	n, err := daemontest.Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start node:", err)
+		return 1
+	}
+	defer func() {
+		if err := n.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "node:", err)
+		}
+	}()
+	if err := setUp(dir, n); err != nil {
+		fmt.Fprintln(os.Stderr, "set up the fixture:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// setUp runs the message's history on node n and fills fx.
+func setUp(dir string, n *daemontest.Node) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fx.dir, fx.agency, fx.court = dir, n.Agency, n.Court
+	var err error
+	if fx.crl, err = os.ReadFile(n.CRL); err != nil {
+		return err
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "node", "log.key"))
+	if err != nil {
+		return err
+	}
+	fx.logKey = strings.TrimSpace(string(key))
+	if fx.logVKey, err = tlog.VerifierKey(fx.logKey); err != nil {
+		return err
+	}
+
+	ag, err := client.Dial(ctx, n.Addr, n.Agency, client.WithCRL(n.CRL))
+	if err != nil {
+		return err
+	}
+	defer ag.Close()
+	ct, err := client.Dial(ctx, n.Addr, n.Court, client.WithCRL(n.CRL))
+	if err != nil {
+		return err
+	}
+	defer ct.Close()
+	send := func(subject string) (string, error) {
+		r, err := ag.Send(ctx, client.Message{
+			To: []string{daemon.DevCourt}, Subject: subject,
+			Documents: []client.Document{{Name: "schriftsatz.txt", Data: []byte("Klageschrift, " + subject)}},
+		}, nil)
+		if err != nil {
+			return "", fmt.Errorf("send: %w", err)
+		}
+		return r.MessageID, nil
+	}
+
+	// A first message, so that the checkpoint taken before the one under
+	// test is of a tree that is not empty.
+	if fx.otherID, err = send("Vorgang 1"); err != nil {
+		return err
+	}
+	if fx.before, err = ag.Checkpoint(ctx); err != nil {
+		return err
+	}
+	if fx.id, err = send("Vorgang 2"); err != nil {
+		return err
+	}
+	inbox := filepath.Join(dir, "inbox")
+	if err := os.Mkdir(inbox, 0o700); err != nil {
+		return err
+	}
+	if _, err := ct.Fetch(ctx, fx.id, inbox); err != nil {
+		return err
+	}
+	if fx.beforeAck, err = ag.Checkpoint(ctx); err != nil {
+		return err
+	}
+	if _, err := ct.Acknowledge(ctx, fx.id); err != nil {
+		return err
+	}
+	b, _, err := ag.Export(ctx, fx.id, fx.before)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := b.Write(&buf, time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)); err != nil {
+		return err
+	}
+	fx.zip = buf.Bytes()
+	if _, err := send("Vorgang 3"); err != nil {
+		return err
+	}
+	if fx.after, err = ag.Checkpoint(ctx); err != nil {
+		return err
+	}
+
+	// The tests rely on these sizes growing strictly.
+	var sizes []uint64
+	for _, c := range [][]byte{fx.before, fx.beforeAck, b.Checkpoint, fx.after} {
+		s, err := tlog.PeekSize(c)
+		if err != nil {
+			return err
+		}
+		if len(sizes) > 0 && s <= sizes[len(sizes)-1] {
+			return fmt.Errorf("checkpoint sizes %v then %d: the log did not grow", sizes, s)
+		}
+		sizes = append(sizes, s)
+	}
+	if len(b.Evidence) != len(evidenceFiles) {
+		return fmt.Errorf("the export holds %d evidence files, want %d", len(b.Evidence), len(evidenceFiles))
+	}
+	return nil
+}
+
+// fresh returns a copy of the fixture's bundle that a test may change at
+// will: read anew from the zip file.
+func fresh(t *testing.T) *bundle.Bundle {
+	t.Helper()
+	b, err := bundle.Read(bytes.NewReader(fx.zip), int64(len(fx.zip)))
+	if err != nil {
+		t.Fatalf("read the fixture bundle: %v", err)
+	}
+	return b
+}
+
+// verify writes b as a zip file and verifies it offline, as `kurier
+// verify` does.
+func verify(t *testing.T, b *bundle.Bundle, o audit.Options) *audit.Report {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := b.Write(&buf, time.Now()); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	return audit.Verify("bundle.zip", buf.Bytes(), o)
+}
+
+// roots returns options with the federation's CA certificate as the trust
+// anchor.
+func roots() audit.Options { return audit.Options{Roots: fx.agency.Roots} }
+
+// checkpoint returns the fixture checkpoint c, opened.
+func checkpoint(t *testing.T, c []byte) tlog.Checkpoint {
+	t.Helper()
+	cp, err := tlog.Open(c, fx.logVKey)
+	if err != nil {
+		t.Fatalf("open checkpoint: %v", err)
+	}
+	return cp
+}
+
+// find returns the checks of r named name about subject.
+func find(r *audit.Report, name, subject string) []audit.Check {
+	var out []audit.Check
+	for _, c := range r.Checks {
+		if c.Name == name && c.Subject == subject {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// wantCheck fails t unless r has a check name about subject with status s
+// whose detail holds detail.
+func wantCheck(t *testing.T, r *audit.Report, name, subject string, s audit.Status, detail string) {
+	t.Helper()
+	cs := find(r, name, subject)
+	if len(cs) == 0 {
+		t.Errorf("no %q check of %q; checks:\n%s", name, subject, dump(r))
+		return
+	}
+	for _, c := range cs {
+		if c.Status == s && strings.Contains(c.Detail, detail) {
+			return
+		}
+	}
+	t.Errorf("%q check of %q = %+v, want status %s with detail containing %q", name, subject, cs, s, detail)
+}
+
+// wantFail fails t if r is OK or lacks a failed check name about subject
+// whose detail holds detail.
+func wantFail(t *testing.T, r *audit.Report, name, subject, detail string) {
+	t.Helper()
+	if r.OK() {
+		t.Errorf("report OK, want a failed %q check of %q", name, subject)
+	}
+	wantCheck(t, r, name, subject, audit.Fail, detail)
+}
+
+func dump(r *audit.Report) string {
+	var b strings.Builder
+	for _, c := range r.Checks {
+		fmt.Fprintf(&b, "  %-13s %-22s %-40s %s\n", c.Status, c.Name, c.Subject, c.Detail)
+	}
+	return b.String()
+}
+
+// allChecks are the names of every check a bundle verification with an
+// older checkpoint makes.
+var allChecks = []string{
+	audit.CheckFormat, audit.CheckTrustAnchor, audit.CheckCRL, audit.CheckEnvelope,
+	audit.CheckEnvelopeSignature, audit.CheckEvidenceSignature, audit.CheckSignerRole,
+	audit.CheckRevocation, audit.CheckStatement, audit.CheckEnvelopeDigest,
+	audit.CheckPayloadDigest, audit.CheckChain, audit.CheckIndexSignature, audit.CheckIndex,
+	audit.CheckCheckpoint, audit.CheckInclusion, audit.CheckConsistency, audit.CheckOlderCheckpoint,
+}
+
+func TestVerify_Bundle(t *testing.T) {
+	o := roots()
+	o.Since = []audit.File{{Name: "before.checkpoint", Data: fx.before}}
+	r := audit.Verify("bundle.zip", fx.zip, o)
+	if !r.OK() || r.Worst() != audit.Pass || len(r.Failed()) != 0 {
+		t.Fatalf("the untouched bundle does not verify:\n%s", dump(r))
+	}
+
+	// Every check is named, with a known name, and every kind is made.
+	made := map[string]bool{}
+	for _, c := range r.Checks {
+		if !slices.Contains(allChecks, c.Name) {
+			t.Errorf("check with unknown name %q: %+v", c.Name, c)
+		}
+		if c.Detail == "" {
+			t.Errorf("check without detail: %+v", c)
+		}
+		made[c.Name] = true
+	}
+	for _, name := range allChecks {
+		if !made[name] {
+			t.Errorf("no %q check made", name)
+		}
+	}
+
+	// Each evidence file, every check of its own.
+	for _, f := range evidenceFiles {
+		for _, name := range []string{
+			audit.CheckEvidenceSignature, audit.CheckSignerRole, audit.CheckRevocation,
+			audit.CheckStatement, audit.CheckEnvelopeDigest, audit.CheckPayloadDigest, audit.CheckInclusion,
+		} {
+			wantCheck(t, r, name, f, audit.Pass, "")
+		}
+	}
+	for _, c := range []struct{ name, subject string }{
+		{audit.CheckEnvelope, bundle.FileEnvelope},
+		{audit.CheckEnvelopeSignature, bundle.FileSignature},
+		{audit.CheckRevocation, bundle.FileSignature},
+		{audit.CheckIndexSignature, bundle.FileIndex},
+		{audit.CheckRevocation, bundle.FileIndex},
+		{audit.CheckIndex, bundle.FileIndex},
+		{audit.CheckCheckpoint, bundle.FileCheckpoint},
+		{audit.CheckChain, courtChain},
+		{audit.CheckOlderCheckpoint, "before.checkpoint"},
+		{audit.CheckConsistency, "before.checkpoint"},
+	} {
+		wantCheck(t, r, c.name, c.subject, audit.Pass, "")
+	}
+	wantCheck(t, r, audit.CheckTrustAnchor, "", audit.Pass, audit.Fingerprint(fx.agency.Roots[0]))
+
+	// What the report says about the message.
+	want := []audit.Chain{{
+		Recipient: daemon.DevCourt,
+		Types:     []string{"SubmissionAcceptance", "Delivery", "Retrieval", "Acknowledgement"},
+		State:     "Acknowledgement",
+	}}
+	if diff := cmp.Diff(want, r.Chains); diff != "" {
+		t.Errorf("chains (-want +got):\n%s", diff)
+	}
+	if r.MessageID != fx.id || r.Sender != daemon.DevAgency || !slices.Equal(r.Recipients, []string{daemon.DevCourt}) || r.Subject != "Vorgang 2" {
+		t.Errorf("report names message %s from %s to %v, subject %q", r.MessageID, r.Sender, r.Recipients, r.Subject)
+	}
+	cp := checkpoint(t, fresh(t).Checkpoint)
+	if r.Log == nil || r.Log.TreeSize != cp.Size || r.Log.Origin != cp.Origin {
+		t.Errorf("log = %+v, want %s at size %d", r.Log, cp.Origin, cp.Size)
+	}
+	var what []string
+	for _, s := range r.Signatures {
+		what = append(what, s.File+" "+s.What)
+	}
+	wantWhat := []string{
+		"envelope.p7s envelope", "index.p7m index",
+		"evidence/01-SubmissionAcceptance.p7m SubmissionAcceptance", "evidence/02-Delivery.p7m Delivery",
+		"evidence/03-Retrieval.p7m Retrieval", "evidence/04-Acknowledgement.p7m Acknowledgement",
+	}
+	if diff := cmp.Diff(wantWhat, what); diff != "" {
+		t.Errorf("signatures (-want +got):\n%s", diff)
+	}
+	if s := r.Signatures[len(r.Signatures)-1]; s.Signer != "participant "+daemon.DevCourt || s.Serial != fmt.Sprintf("%x", fx.court.Cert.SerialNumber) {
+		t.Errorf("the acknowledgement's signature = %+v, want the court's", s)
+	}
+
+	t.Run("struct", func(t *testing.T) {
+		// audit.Bundle on the bundle read agrees with audit.Verify on the
+		// file.
+		r2 := audit.Bundle("bundle.zip", fresh(t), o)
+		strip := func(r *audit.Report) *audit.Report { c := *r; c.Verified = time.Time{}; return &c }
+		if diff := cmp.Diff(strip(r), strip(r2)); diff != "" {
+			t.Errorf("Bundle and Verify differ (-Verify +Bundle):\n%s", diff)
+		}
+	})
+}
+
+func TestVerify_NoRoots(t *testing.T) {
+	r := audit.Verify("bundle.zip", fx.zip, audit.Options{})
+	if r.OK() {
+		t.Fatal("report OK without a trust anchor given")
+	}
+	wantCheck(t, r, audit.CheckTrustAnchor, "", audit.Indeterminate, "taken from the file itself")
+	if r.Worst() != audit.Indeterminate {
+		t.Errorf("worst = %s, want %s:\n%s", r.Worst(), audit.Indeterminate, dump(r))
+	}
+	// Everything else holds: the bundle's own CA certificate signed it all.
+	for _, c := range r.Failed() {
+		if c.Name != audit.CheckTrustAnchor {
+			t.Errorf("check not passed: %+v", c)
+		}
+	}
+}
+
+func TestVerify_Garbage(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"truncated zip": fx.zip[:len(fx.zip)/2],
+		"zip header":    []byte("PK\x03\x04 and nothing else"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := audit.Verify("bundle.zip", data, roots())
+			wantFail(t, r, audit.CheckFormat, "bundle.zip", bundle.ErrFormat.Error())
+			if len(r.Checks) != 1 {
+				t.Errorf("checks after a format failure:\n%s", dump(r))
+			}
+		})
+	}
+	t.Run("neither zip nor evidence", func(t *testing.T) {
+		r := audit.Verify("x.p7m", []byte("not DER"), roots())
+		wantFail(t, r, audit.CheckEvidenceSignature, "x.p7m", "")
+	})
+}
+
+func TestWriteHTML(t *testing.T) {
+	r := audit.Verify("bundle.zip", fx.zip, roots())
+	if !r.OK() {
+		t.Fatalf("report not OK:\n%s", dump(r))
+	}
+	var buf bytes.Buffer
+	if err := audit.WriteHTML(&buf, []*audit.Report{r}); err != nil {
+		t.Fatalf("WriteHTML: %v", err)
+	}
+	page := buf.String()
+	for _, want := range []string{fx.id, "bestanden", "Alle Prüfungen bestanden", daemon.DevCourt, "04-Acknowledgement.p7m"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the report page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "<script") {
+		t.Error("the report page holds a script")
+	}
+
+	t.Run("failed", func(t *testing.T) {
+		b := fresh(t)
+		b.Evidence = b.Evidence[:3]
+		var buf bytes.Buffer
+		if err := audit.WriteHTML(&buf, []*audit.Report{r, verify(t, b, roots())}); err != nil {
+			t.Fatalf("WriteHTML: %v", err)
+		}
+		if !strings.Contains(buf.String(), "Nicht alle Prüfungen bestanden") || !strings.Contains(buf.String(), `class="fail"`) {
+			t.Error("the report page of a failed bundle does not say so")
+		}
+	})
+}
+
+func TestVerify_EvidenceFile(t *testing.T) {
+	b := fresh(t)
+	for _, e := range b.Evidence {
+		t.Run(e.Name, func(t *testing.T) {
+			o := roots()
+			o.CRL = fx.crl
+			r := audit.Verify(e.Name, e.DER, o)
+			if !r.OK() {
+				t.Fatalf("report not OK:\n%s", dump(r))
+			}
+			if r.MessageID != fx.id {
+				t.Errorf("message id = %q, want %q", r.MessageID, fx.id)
+			}
+			for _, name := range []string{audit.CheckEvidenceSignature, audit.CheckSignerRole, audit.CheckRevocation} {
+				wantCheck(t, r, name, e.Name, audit.Pass, "")
+			}
+			wantCheck(t, r, audit.CheckCRL, "", audit.Pass, "given")
+
+			// Without a CRL, revocation stays open.
+			r = audit.Verify(e.Name, e.DER, roots())
+			if r.OK() {
+				t.Error("report OK without a CRL")
+			}
+			if r.Worst() != audit.Indeterminate {
+				t.Errorf("worst = %s, want %s:\n%s", r.Worst(), audit.Indeterminate, dump(r))
+			}
+			wantCheck(t, r, audit.CheckCRL, e.Name, audit.Indeterminate, "no CRL given")
+			wantCheck(t, r, audit.CheckRevocation, e.Name, audit.Indeterminate, "not checked")
+
+			// Without a trust anchor, nothing.
+			r = audit.Verify(e.Name, e.DER, audit.Options{CRL: fx.crl})
+			wantFail(t, r, audit.CheckTrustAnchor, "", "no CA certificate")
+		})
+	}
+}
+
+func TestVerify_CRL(t *testing.T) {
+	t.Run("given", func(t *testing.T) {
+		o := roots()
+		o.CRL = fx.crl
+		r := verify(t, fresh(t), o)
+		if !r.OK() {
+			t.Fatalf("report not OK:\n%s", dump(r))
+		}
+		wantCheck(t, r, audit.CheckCRL, "", audit.Pass, "(given)")
+	})
+	t.Run("not the CA's", func(t *testing.T) {
+		other, err := pki.InitCA(filepath.Join(t.TempDir(), "ca"), "Fremde CA")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, err := other.WriteCRL(time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := roots()
+		if o.CRL, err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		r := verify(t, fresh(t), o)
+		wantFail(t, r, audit.CheckCRL, "", "not signed by a trusted root")
+		for _, f := range evidenceFiles {
+			wantFail(t, r, audit.CheckRevocation, f, "no usable CRL")
+		}
+	})
+}
