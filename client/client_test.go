@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -37,36 +36,11 @@ var (
 	court    *pki.Identity // eingang@amtsgericht.example
 )
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "kurier-client-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	devDir = dir
-	stop, err := startNode(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start node:", err)
-		return 1
-	}
-	defer stop()
-	return m.Run()
-}
-
-func startNode(dir string) (stop func(), err error) {
-	n, err := daemontest.Start(dir)
-	if err != nil {
-		return nil, err
-	}
-	nodeAddr, crlPath, agency, court = n.Addr, n.CRL, n.Agency, n.Court
-	return func() {
-		if err := n.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "node:", err)
-		}
-	}, nil
+func TestMain(m *testing.M) {
+	daemontest.Main(m, func(n *daemontest.Node) error {
+		devDir, nodeAddr, crlPath, agency, court = n.Dir, n.Addr, n.CRL, n.Agency, n.Court
+		return nil
+	})
 }
 
 func dial(t *testing.T, id *pki.Identity) *client.Client {

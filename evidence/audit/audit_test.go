@@ -55,34 +55,11 @@ var evidenceFiles = []string{
 
 const courtChain = "chain for " + daemon.DevCourt
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "kurier-audit-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	n, err := daemontest.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start node:", err)
-		return 1
-	}
-	defer func() {
-		if err := n.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "node:", err)
-		}
-	}()
-	if err := setUp(dir, n); err != nil {
-		fmt.Fprintln(os.Stderr, "set up the fixture:", err)
-		return 1
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { daemontest.Main(m, setUp) }
 
 // setUp runs the message's history on node n and fills fx.
-func setUp(dir string, n *daemontest.Node) error {
+func setUp(n *daemontest.Node) error {
+	dir := n.Dir
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	fx.dir, fx.agency, fx.court = dir, n.Agency, n.Court
@@ -99,12 +76,12 @@ func setUp(dir string, n *daemontest.Node) error {
 		return err
 	}
 
-	ag, err := client.Dial(ctx, n.Addr, n.Agency, client.WithCRL(n.CRL))
+	ag, err := n.Dial(ctx, n.Agency)
 	if err != nil {
 		return err
 	}
 	defer ag.Close()
-	ct, err := client.Dial(ctx, n.Addr, n.Court, client.WithCRL(n.CRL))
+	ct, err := n.Dial(ctx, n.Court)
 	if err != nil {
 		return err
 	}

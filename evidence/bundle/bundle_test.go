@@ -43,45 +43,22 @@ var fx struct {
 // written is the time the fixture's bundle was written with.
 var written = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+func TestMain(m *testing.M) { daemontest.Main(m, setUp) }
 
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "kurier-bundle-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	n, err := daemontest.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start node:", err)
-		return 1
-	}
-	defer func() {
-		if err := n.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "node:", err)
-		}
-	}()
-	if err := setUp(dir, n); err != nil {
-		fmt.Fprintln(os.Stderr, "set up the fixture:", err)
-		return 1
-	}
-	return m.Run()
-}
-
-func setUp(dir string, n *daemontest.Node) error {
+func setUp(n *daemontest.Node) error {
+	dir := n.Dir
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var err error
 	if fx.node, err = pki.LoadIdentity(filepath.Join(dir, "node")); err != nil {
 		return err
 	}
-	ag, err := client.Dial(ctx, n.Addr, n.Agency, client.WithCRL(n.CRL))
+	ag, err := n.Dial(ctx, n.Agency)
 	if err != nil {
 		return err
 	}
 	defer ag.Close()
-	ct, err := client.Dial(ctx, n.Addr, n.Court, client.WithCRL(n.CRL))
+	ct, err := n.Dial(ctx, n.Court)
 	if err != nil {
 		return err
 	}

@@ -6,13 +6,16 @@ package daemontest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"testing"
 	"time"
 
 	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/pki"
 )
 
@@ -68,4 +71,44 @@ func Start(dir string) (*Node, error) {
 func (n *Node) Stop() error {
 	n.cancel()
 	return <-n.done
+}
+
+// Main is a test package's TestMain around one development node: it starts
+// the node in a fresh temporary directory, calls setUp (which may be nil)
+// to build the package's fixture, runs the tests, stops the node, removes
+// the directory and exits with the tests' code.
+func Main(m *testing.M, setUp func(n *Node) error) {
+	os.Exit(run(m, setUp))
+}
+
+func run(m *testing.M, setUp func(n *Node) error) int {
+	dir, err := os.MkdirTemp("", "kurier-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	n, err := Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start node:", err)
+		return 1
+	}
+	defer func() {
+		if err := n.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "node:", err)
+		}
+	}()
+	if setUp != nil {
+		if err := setUp(n); err != nil {
+			fmt.Fprintln(os.Stderr, "set up the fixture:", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// Dial connects a client as id to the node, checking certificates against
+// the CA's CRL file.
+func (n *Node) Dial(ctx context.Context, id *pki.Identity) (*client.Client, error) {
+	return client.Dial(ctx, n.Addr, id, client.WithCRL(n.CRL))
 }
