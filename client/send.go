@@ -299,7 +299,7 @@ func tarball(docs []Document) ([]byte, error) {
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("bundle: %w", err)
+		return nil, fmt.Errorf("pack: %w", err)
 	}
 	return buf.Bytes(), nil
 }

@@ -111,7 +111,7 @@ var ErrRole = errors.New("signer may not issue this evidence")
 // node serving several domains could attest a Delivery in the name of the
 // wrong one.
 func checkRole(st *Statement, cert *x509.Certificate) error {
-	if want := ExpectedIssuer(st); want != "" && st.Issuer != want {
+	if want := expectedIssuer(st); want != "" && st.Issuer != want {
 		return fmt.Errorf("%w: %s evidence is issued by %s, but only %s may issue it", ErrRole, st.Type, st.Issuer, want)
 	}
 	peer, err := pki.PeerOf(cert)
@@ -130,14 +130,14 @@ func checkRole(st *Statement, cert *x509.Certificate) error {
 	return nil
 }
 
-// ExpectedIssuer returns the issuer st must name: the domain of the sender
+// expectedIssuer returns the issuer st must name: the domain of the sender
 // for SubmissionAcceptance and SubmissionRejection (issued by the sender's
 // node); the domain of the recipient for Delivery and Retrieval (issued by
 // the recipient's node); the recipient's address for an Acknowledgement.
 // It returns "" for relay evidence and NonDelivery, which whichever node
 // holds the message issues; Verify still checks that its signer
 // serves the domain it names.
-func ExpectedIssuer(st *Statement) string {
+func expectedIssuer(st *Statement) string {
 	switch st.Type {
 	case SubmissionAcceptance, SubmissionRejection:
 		return address.DomainOf(st.Sender)

@@ -45,12 +45,18 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		return nil, err
 	}
 	if len(evs) > bundle.MaxEvidence {
-		return nil, fmt.Errorf("export %s: %d evidence, a bundle holds at most %d", id, len(evs), bundle.MaxEvidence)
+		return nil, fmt.Errorf("%w: message %s has %d evidence, a bundle holds at most %d", broker.ErrTooLarge, id, len(evs), bundle.MaxEvidence)
 	}
 	m, err := n.store.Message(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", id, err)
 	}
+	// Rejections of other envelopes that once claimed this id are not
+	// about this message.
+	evs = slices.DeleteFunc(evs, func(ev broker.Evidence) bool {
+		st, err := evidence.Parse(ev.DER)
+		return err != nil || st.Statement.EnvelopeSHA256 != m.EnvelopeSHA256
+	})
 	evs = byRecipient(evs, m.Header.To)
 	signed, cp, err := n.Checkpoint(ctx)
 	if err != nil {
@@ -81,9 +87,13 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		}
 		x.Consistency = append(x.Consistency, bundle.Consistency{From: from, Proof: p})
 	}
+	if x.CRL, err = n.CRL(); err != nil {
+		return nil, fmt.Errorf("export %s: %w", id, err)
+	}
 	ix := bundle.Index{
 		Version: bundle.IndexVersion, MessageID: id, RequestedBy: caller.Address,
 		Time: n.now(), Origin: cp.Origin, LogKey: n.logVKey, TreeSize: cp.Size, Evidence: digests,
+		CRLSHA256: evidence.Digest(x.CRL),
 	}
 	b, err := ix.Marshal()
 	if err != nil {
@@ -91,9 +101,6 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 	}
 	if x.Index, err = cms.Sign(b, n.signer); err != nil {
 		return nil, fmt.Errorf("export %s: sign index: %w", id, err)
-	}
-	if x.CRL, err = n.CRL(); err != nil {
-		return nil, fmt.Errorf("export %s: %w", id, err)
 	}
 	return x, nil
 }

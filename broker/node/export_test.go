@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/tlog"
@@ -110,5 +112,47 @@ func TestNode_Export(t *testing.T) {
 	}
 	if _, err := h.node.Export(ctx, participant(agency), id, make([]uint64, bundle.MaxConsistency+1)); !errors.Is(err, broker.ErrInvalid) {
 		t.Errorf("too many since: %v, want ErrInvalid", err)
+	}
+}
+
+// TestNode_ExportAfterRejections: an id refused twice for a payload that
+// did not match, then accepted, exports into a bundle that verifies, each
+// rejection standing alone.
+func TestNode_ExportAfterRejections(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	ctx := context.Background()
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	good := m.payload
+	for range 2 {
+		m.payload = append(slices.Clone(good[:len(good)-1]), good[len(good)-1]^1)
+		if _, err := h.submit(agency, m); err == nil {
+			t.Fatal("a payload that does not match its digest was accepted")
+		}
+	}
+	m.payload = good
+	if _, err := h.submit(agency, m); err != nil {
+		t.Fatal(err)
+	}
+	x, err := h.node.Export(ctx, participant(agency), m.env.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle.Bundle{
+		MessageID: m.env.ID, Envelope: x.Message.Envelope, Signature: x.Message.Signature,
+		Checkpoint: x.Checkpoint, Index: x.Index, CRL: x.CRL,
+		Certificates: append([]*x509.Certificate{fx.Node.Cert, fx.IDs[agency].Cert}, fx.Node.Roots...),
+	}
+	for i, ev := range x.Evidence {
+		st, err := evidence.Parse(ev.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Evidence = append(b.Evidence, bundle.Evidence{Name: bundle.EvidenceName(i, st.Statement.Type), DER: ev.DER, LeafIndex: ev.LeafIndex, Proof: x.Proofs[i]})
+	}
+	if got := types(x.Evidence); !slices.Equal(got, []string{"SubmissionAcceptance", "Delivery", "SubmissionRejection", "SubmissionRejection"}) {
+		t.Errorf("evidence = %v", got)
+	}
+	if r := audit.Bundle("bundle.zip", b, audit.Options{Roots: fx.Node.Roots}); !r.OK() {
+		t.Errorf("bundle does not verify: %+v", r.Failed())
 	}
 }

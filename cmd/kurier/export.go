@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/tlog"
 )
@@ -42,6 +43,10 @@ func (e *env) export(args []string) error {
 	}
 	if *out == "" {
 		*out = id + ".zip"
+	}
+	// An earlier bundle is proof too: never replace one.
+	if _, err := os.Lstat(*out); err == nil {
+		return fmt.Errorf("export: %s already exists; choose another file name", *out)
 	}
 	var older [][]byte
 	for _, f := range since {
@@ -131,17 +136,7 @@ func readCheckpoint(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.HasPrefix(data, []byte("PK\x03\x04")) {
-		if len(data) > tlog.MaxCheckpointSize {
-			return nil, fmt.Errorf("%d bytes: not a checkpoint", len(data))
-		}
-		return data, nil
-	}
-	b, err := bundle.Read(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return nil, err
-	}
-	return b.Checkpoint, nil
+	return audit.CheckpointOf(data)
 }
 
 // readBounded reads a file of at most max bytes.

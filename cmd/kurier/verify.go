@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
@@ -63,7 +65,8 @@ func (e *env) verify(args []string) error {
 	for _, f := range files {
 		data, err := readBounded(f, bundle.MaxSize)
 		if err != nil {
-			return fmt.Errorf("verify: %w", err)
+			reports = append(reports, audit.Unreadable(f, err, o))
+			continue
 		}
 		reports = append(reports, audit.Verify(f, data, o))
 	}
@@ -88,18 +91,7 @@ func (e *env) verify(args []string) error {
 			fmt.Fprintf(e.stdout, "report written to %s\n", *report)
 		}
 	}
-	worst := audit.Pass
-	for _, r := range reports {
-		switch r.Worst() {
-		case audit.Fail:
-			worst = audit.Fail
-		case audit.Indeterminate:
-			if worst == audit.Pass {
-				worst = audit.Indeterminate
-			}
-		}
-	}
-	switch worst {
+	switch audit.Worst(reports) {
 	case audit.Fail:
 		return errors.New("verification failed: see the checks marked FAIL")
 	case audit.Indeterminate:
@@ -114,13 +106,24 @@ func printChecks(w io.Writer, r *audit.Report) {
 		return
 	}
 	verdict := map[audit.Status]string{audit.Pass: "PASSED", audit.Indeterminate: "INDETERMINATE", audit.Fail: "FAILED"}[r.Worst()]
-	fmt.Fprintf(w, "%s: %s\n", r.File, verdict)
+	fmt.Fprintf(w, "%s: %s\n", printable(r.File), verdict)
 	mark := map[audit.Status]string{audit.Pass: "ok  ", audit.Indeterminate: "????", audit.Fail: "FAIL"}
 	for _, ch := range r.Checks {
 		subject := ""
 		if ch.Subject != "" {
 			subject = " " + ch.Subject
 		}
-		fmt.Fprintf(w, "  %s %s%s: %s\n", mark[ch.Status], ch.Name, subject, ch.Detail)
+		fmt.Fprintf(w, "  %s %s%s: %s\n", mark[ch.Status], ch.Name, printable(subject), printable(ch.Detail))
 	}
+}
+
+// printable replaces control characters, which a forged file could use to
+// redraw the terminal, with U+FFFD.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
 }

@@ -12,7 +12,7 @@ import (
 var templates embed.FS
 
 var reportTemplate = template.Must(template.New("report.html.tmpl").Funcs(template.FuncMap{
-	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000000 UTC") },
 	"label": func(s Status) string {
 		switch s {
 		case Pass:
@@ -33,10 +33,11 @@ func WriteHTML(w io.Writer, reports []*Report) error {
 	data := struct {
 		Reports []*Report
 		OK      bool
+		Worst   Status
 		Made    time.Time
-	}{Reports: reports, OK: len(reports) > 0, Made: time.Now()}
+	}{Reports: reports, Worst: Worst(reports), Made: time.Now()}
+	data.OK = data.Worst == Pass
 	for _, r := range reports {
-		data.OK = data.OK && r.OK()
 		data.Made = r.Verified
 	}
 	if err := reportTemplate.Execute(w, data); err != nil {

@@ -101,6 +101,10 @@ type LogState struct {
 	Origin   string `json:"origin"`
 	TreeSize uint64 `json:"tree_size"`
 	Root     string `json:"root_sha256"` // hex
+	// Key is the log's signed-note verifier key, as the node's index names
+	// it: compare it with keys published or kept elsewhere, since a node
+	// that starts a new log under a new key is only caught that way.
+	Key string `json:"key"`
 }
 
 // Chain is one recipient's evidence chain as verified.
@@ -150,6 +154,23 @@ func (r *Report) Worst() Status {
 	}
 	if len(r.Checks) == 0 {
 		return Fail
+	}
+	return w
+}
+
+// Worst returns the worst status of several reports; Fail for none.
+func Worst(reports []*Report) Status {
+	if len(reports) == 0 {
+		return Fail
+	}
+	w := Pass
+	for _, r := range reports {
+		switch r.Worst() {
+		case Fail:
+			return Fail
+		case Indeterminate:
+			w = Indeterminate
+		}
 	}
 	return w
 }

@@ -5,11 +5,16 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+
+	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
@@ -236,13 +241,102 @@ func TestTamper_RolledBackCheckpoint(t *testing.T) {
 }
 
 func TestTamper_RolledBackLog(t *testing.T) {
-	// The verifier holds a checkpoint newer than the bundle's: the log the
-	// bundle shows is behind what the node signed before.
+	// The verifier holds a checkpoint newer than the bundle's. An honest
+	// bundle exported earlier looks the same, since checkpoints carry no
+	// time: the bundle cannot prove anything either way, which is not a
+	// pass.
 	o := roots()
 	o.Since = []audit.File{{Name: "after.checkpoint", Data: fx.after}}
 	r := verify(t, fresh(t), o)
 	wantCheck(t, r, audit.CheckOlderCheckpoint, "after.checkpoint", audit.Pass, "")
-	wantFail(t, r, audit.CheckConsistency, "after.checkpoint", "rolled back")
+	wantCheck(t, r, audit.CheckConsistency, "after.checkpoint", audit.Indeterminate, "is newer than the bundle's")
+	if r.OK() {
+		t.Error("report OK")
+	}
+}
+
+// TestTamper_ForeignNodeIndex is a complete-looking bundle that another
+// certified node made: its own log, its own key, holding the evidence
+// without the Acknowledgement, and an index it signed listing just those.
+func TestTamper_ForeignNodeIndex(t *testing.T) {
+	caDir := filepath.Join(t.TempDir(), "ca")
+	if err := os.CopyFS(caDir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.OpenCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, err := ca.IssueNode(filepath.Join(t.TempDir(), "evil"), []string{"evil.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := tlog.Origin("evil.example")
+	skey, vkey, err := tlog.GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := fresh(t)
+	b.Evidence = b.Evidence[:3]
+	tree := testonly.New(rfc6962.DefaultHasher)
+	var digests []string
+	for _, e := range b.Evidence {
+		tree.AppendData(e.DER)
+		digests = append(digests, evidence.Digest(e.DER))
+	}
+	for i := range b.Evidence {
+		p, err := tree.InclusionProof(uint64(i), tree.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Evidence[i].LeafIndex, b.Evidence[i].Proof = uint64(i), p
+	}
+	b.Consistency = nil
+	if b.Checkpoint, err = tlog.Sign(tlog.Checkpoint{Origin: origin, Size: tree.Size(), Root: tree.Hash()}, skey); err != nil {
+		t.Fatal(err)
+	}
+	ix := bundle.Index{
+		Version: bundle.IndexVersion, MessageID: b.MessageID, RequestedBy: daemon.DevAgency,
+		Time: time.Now().UTC(), Origin: origin, LogKey: vkey, TreeSize: tree.Size(), Evidence: digests,
+		CRLSHA256: evidence.Digest(b.CRL),
+	}
+	js, err := ix.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Index, err = cms.Sign(js, pkitest.Signer(evil)); err != nil {
+		t.Fatal(err)
+	}
+	r := verify(t, b, roots())
+	wantCheck(t, r, audit.CheckIndexSignature, bundle.FileIndex, audit.Pass, "evil.example")
+	wantFail(t, r, audit.CheckIndex, bundle.FileIndex, "does not serve stadt.example")
+}
+
+// TestTamper_CRLSwapped replaces the exported CRL by another genuine one of
+// the CA.
+func TestTamper_CRLSwapped(t *testing.T) {
+	caDir := filepath.Join(t.TempDir(), "ca")
+	if err := os.CopyFS(caDir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.OpenCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := ca.WriteCRL(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemCRL, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemCRL)
+	b := fresh(t)
+	b.CRL = block.Bytes
+	r := verify(t, b, roots())
+	wantCheck(t, r, audit.CheckCRL, "", audit.Pass, "")
+	wantFail(t, r, audit.CheckIndex, bundle.FileIndex, "not the CRL the node exported")
 }
 
 func TestTamper_NoConsistencyProof(t *testing.T) {

@@ -58,6 +58,32 @@ func Verify(name string, data []byte, o Options) *Report {
 	return Evidence(name, data, o)
 }
 
+// CheckpointOf returns the signed checkpoint that data holds: data itself
+// if it is a checkpoint file (as `kurier checkpoint` writes), or the
+// checkpoint of a bundle. The checkpoint is not verified here; Options.Since
+// takes it for that.
+func CheckpointOf(data []byte) ([]byte, error) {
+	if !bytes.HasPrefix(data, []byte("PK\x03\x04")) {
+		if _, err := tlog.PeekSize(data); err != nil {
+			return nil, err
+		}
+		return data, nil
+	}
+	b, err := bundle.Read(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	return b.Checkpoint, nil
+}
+
+// Unreadable returns the report of a file that could not be read, so that
+// it counts as failed among the others.
+func Unreadable(name string, err error, o Options) *Report {
+	r := newReport(name, o)
+	r.fail(CheckFormat, name, "cannot read it: %v", err)
+	return r
+}
+
 func newReport(name string, o Options) *Report {
 	now := time.Now
 	if o.Now != nil {
@@ -95,6 +121,9 @@ func Evidence(name string, der []byte, o Options) *Report {
 	if ev != nil {
 		v.r.MessageID = ev.Statement.MessageID
 	}
+	if len(o.Since) > 0 {
+		v.r.fail(CheckConsistency, name, "a single evidence file carries no log proofs: an older checkpoint can only be checked against a bundle")
+	}
 	return v.r
 }
 
@@ -103,6 +132,10 @@ func Evidence(name string, der []byte, o Options) *Report {
 func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 	v := &verifier{r: newReport(name, o), o: o, certs: b.Certificates}
 	r := v.r
+	if err := b.Check(); err != nil {
+		r.fail(CheckFormat, name, "%v", err)
+		return r
+	}
 	r.MessageID = b.MessageID
 	r.pass(CheckFormat, name, "a Kurier evidence bundle for message %s with %d evidence files", b.MessageID, len(b.Evidence))
 	if !v.anchor(b.Certificates) {
@@ -268,7 +301,11 @@ func revokedAt(crl *x509.RevocationList, c *x509.Certificate) string {
 func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
 	at, attested := env.Created, false
 	for _, e := range b.Evidence {
-		if p, err := evidence.Parse(e.DER); err == nil && p.Statement.Type == evidence.SubmissionAcceptance {
+		p, err := evidence.Parse(e.DER)
+		if err != nil || p.Statement.Type != evidence.SubmissionAcceptance || p.Statement.MessageID != env.ID {
+			continue
+		}
+		if _, err := evidence.Verify(e.DER, cms.Policy{Trust: v.chainsWith(), At: p.Statement.Time}); err == nil {
 			at, attested = p.Statement.Time, true
 			break
 		}
@@ -396,8 +433,12 @@ func (v *verifier) statement(file string, st *evidence.Statement, envBytes []byt
 func (v *verifier) chains(links []evidence.Link) {
 	byRecipient := map[string][]evidence.Link{}
 	var order []string
-	for _, l := range links {
+	for i, l := range links {
 		r := l.Statement.Recipient
+		if r == "" {
+			// A SubmissionRejection stands alone.
+			r = fmt.Sprintf("\x00%d", i)
+		}
 		if _, ok := byRecipient[r]; !ok {
 			order = append(order, r)
 		}
@@ -410,8 +451,8 @@ func (v *verifier) chains(links []evidence.Link) {
 			types = append(types, string(l.Statement.Type))
 		}
 		subject := "chain for " + rcpt
-		if rcpt == "" {
-			subject = "chain without recipient"
+		if strings.HasPrefix(rcpt, "\x00") {
+			rcpt, subject = "", "rejection "+chain[0].Digest[:16]
 		}
 		if err := evidence.CheckChain(chain); err != nil {
 			v.r.fail(CheckChain, subject, "%v", err)
@@ -464,10 +505,37 @@ func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index
 		v.r.fail(CheckIndex, file, "exported for %s, who is neither sender nor recipient", ix.RequestedBy)
 	case !slices.Equal(got, ix.Evidence):
 		v.r.fail(CheckIndex, file, "%s", indexMismatch(ix.Evidence, got, b.Evidence))
+	case ix.CRLSHA256 != evidence.Digest(b.CRL):
+		v.r.fail(CheckIndex, file, "the bundle's crl.der is not the CRL the node exported (SHA-256 %s)", short(ix.CRLSHA256))
 	default:
-		v.r.pass(CheckIndex, file, "the node lists exactly the %d evidence files of the bundle, in this order, for %s at tree size %d", len(got), ix.RequestedBy, ix.TreeSize)
+		if why := v.issuedElsewhere(b, peer, ix); why != "" {
+			v.r.fail(CheckIndex, file, "%s", why)
+			break
+		}
+		v.r.pass(CheckIndex, file, "the node lists exactly the %d evidence files of the bundle, in this order, and its CRL, for %s at tree size %d", len(got), ix.RequestedBy, ix.TreeSize)
 	}
 	return ix
+}
+
+// issuedElsewhere says why the index's signer cannot speak for the
+// bundle's evidence: only the node that issued the node evidence keeps its
+// log and may vouch that the list is complete; and it cannot have listed
+// evidence dated after the index. It returns "" if nothing is amiss.
+func (v *verifier) issuedElsewhere(b *bundle.Bundle, signer pki.Peer, ix *bundle.Index) string {
+	for _, e := range b.Evidence {
+		p, err := evidence.Parse(e.DER)
+		if err != nil {
+			continue // reported with the evidence
+		}
+		st := p.Statement
+		if !st.Type.ByRecipient() && !signer.Serves(st.Issuer) {
+			return fmt.Sprintf("the index is signed by %s, which does not serve %s, the issuer of evidence/%s: only the issuing node's log proves it", signer, st.Issuer, e.Name)
+		}
+		if st.Time.After(ix.Time) {
+			return fmt.Sprintf("the index is dated %s, before evidence/%s (%s) it lists", stamp(ix.Time), e.Name, stamp(st.Time))
+		}
+	}
+	return ""
 }
 
 // indexMismatch says how the bundle's evidence differs from the index.
@@ -494,12 +562,12 @@ func (v *verifier) checkpoint(b *bundle.Bundle, ix *bundle.Index) *tlog.Checkpoi
 		v.r.fail(CheckCheckpoint, file, "%v (the key is the one the node's index names)", err)
 		return nil
 	}
-	v.r.Log = &LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root)}
+	v.r.Log = &LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root), Key: ix.LogKey}
 	if c.Origin != ix.Origin || c.Size != ix.TreeSize {
 		v.r.fail(CheckCheckpoint, file, "checkpoint of %s at tree size %d, but the node's index names %s at %d", c.Origin, c.Size, ix.Origin, ix.TreeSize)
 		return nil
 	}
-	v.r.pass(CheckCheckpoint, file, "signed by the log key of %s; tree size %d, root %s", c.Origin, c.Size, short(hex.EncodeToString(c.Root)))
+	v.r.pass(CheckCheckpoint, file, "signed by the log key %s, which the node's index names; tree size %d, root %s", ix.LogKey, c.Size, short(hex.EncodeToString(c.Root)))
 	return &c
 }
 
@@ -525,7 +593,9 @@ func (v *verifier) consistency(f File, b *bundle.Bundle, ix *bundle.Index, cp tl
 	}
 	v.r.pass(CheckOlderCheckpoint, f.Name, "signed by the log key of %s; tree size %d, root %s", older.Origin, older.Size, short(hex.EncodeToString(older.Root)))
 	if older.Size > cp.Size {
-		v.r.fail(CheckConsistency, f.Name, "the log was rolled back: the older checkpoint has %d leaves, the bundle's only %d", older.Size, cp.Size)
+		// A bundle exported earlier than the checkpoint was kept: nothing
+		// here proves either way, since checkpoints carry no time.
+		v.r.add(CheckConsistency, f.Name, Indeterminate, "the given checkpoint (size %d) is newer than the bundle's (size %d): the bundle cannot prove that its tree is a prefix of it; export the bundle again to compare, or give an older checkpoint", older.Size, cp.Size)
 		return
 	}
 	var proof [][]byte

@@ -23,6 +23,7 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,7 +141,7 @@ var evidenceName = regexp.MustCompile(`^[0-9]{2,4}-[A-Za-z]{1,32}\.p7m$`)
 // Write writes b as a zip file to w. Entries are dated t, so that the same
 // bundle written twice gives the same bytes.
 func (b *Bundle) Write(w io.Writer, t time.Time) error {
-	if err := b.check(); err != nil {
+	if err := b.Check(); err != nil {
 		return fmt.Errorf("write bundle: %w", err)
 	}
 	m := manifest{Format: formatName, Version: 1, MessageID: b.MessageID}
@@ -202,11 +203,16 @@ func nonNil(p [][]byte) [][]byte {
 	return p
 }
 
-// check validates the parts of b that the format itself constrains.
-func (b *Bundle) check() error {
+// Check validates the parts of b that the format itself constrains: what
+// Write requires and Read ensures.
+func (b *Bundle) Check() error {
+	if err := envelope.CheckID(b.MessageID); err != nil {
+		return fmt.Errorf("%w: message id: %v", ErrFormat, err)
+	}
+	if slices.Contains(b.Certificates, nil) {
+		return fmt.Errorf("%w: an empty certificate", ErrFormat)
+	}
 	switch {
-	case b.MessageID == "":
-		return fmt.Errorf("%w: no message id", ErrFormat)
 	case len(b.Envelope) == 0 || len(b.Envelope) > envelope.MaxSize:
 		return fmt.Errorf("%w: envelope of %d bytes, want 1 to %d", ErrFormat, len(b.Envelope), envelope.MaxSize)
 	case len(b.Signature) == 0 || len(b.Signature) > evidence.MaxSize:
@@ -346,7 +352,7 @@ func Read(r io.ReaderAt, size int64) (*Bundle, error) {
 	if b.Certificates, err = parseCertificates(files[FileCertificates]); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrFormat, FileCertificates, err)
 	}
-	if err := b.check(); err != nil {
+	if err := b.Check(); err != nil {
 		return nil, err
 	}
 	return b, nil

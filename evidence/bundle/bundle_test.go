@@ -516,6 +516,7 @@ func validIndex() *bundle.Index {
 		LogKey:      "stadt.example/kurier-log+12345678+AQ==",
 		TreeSize:    42,
 		Evidence:    []string{digest("a"), digest("b")},
+		CRLSHA256:   digest("crl"),
 	}
 }
 
@@ -527,7 +528,7 @@ func TestIndex_MarshalParse(t *testing.T) {
 	}
 	want := `{"version":1,"message_id":"0195f2a4-7c3e-7b1a-9d2e-5f6a7b8c9d0e","requested_by":"poststelle@stadt.example",` +
 		`"time":"2025-03-01T12:00:00.123456Z","origin":"stadt.example/kurier-log","log_key":"stadt.example/kurier-log+12345678+AQ==",` +
-		`"tree_size":42,"evidence_sha256":["` + digest("a") + `","` + digest("b") + `"]}`
+		`"tree_size":42,"evidence_sha256":["` + digest("a") + `","` + digest("b") + `"],"crl_sha256":"` + digest("crl") + `"}`
 	if string(b) != want {
 		t.Errorf("Marshal =\n%s\nwant\n%s", b, want)
 	}
@@ -616,6 +617,8 @@ func TestIndex_Real(t *testing.T) {
 		t.Errorf("index of the log of %s", ix.Domain())
 	case !slices.Equal(ix.Evidence, digests):
 		t.Errorf("index lists %v, bundle holds %v", ix.Evidence, digests)
+	case ix.CRLSHA256 != evidence.Digest(b.CRL):
+		t.Errorf("index names CRL %s, bundle holds %s", ix.CRLSHA256, evidence.Digest(b.CRL))
 	}
 }
 
@@ -661,18 +664,20 @@ func TestParseIndex_Refuses(t *testing.T) {
 	}
 
 	for name, change := range map[string]func(ix *bundle.Index){
-		"version":              func(ix *bundle.Index) { ix.Version = 2 },
-		"no message id":        func(ix *bundle.Index) { ix.MessageID = "" },
-		"no time":              func(ix *bundle.Index) { ix.Time = time.Time{} },
-		"no log key":           func(ix *bundle.Index) { ix.LogKey = "" },
-		"empty log":            func(ix *bundle.Index) { ix.TreeSize = 0 },
-		"no evidence":          func(ix *bundle.Index) { ix.Evidence = nil },
-		"upper-case digest":    func(ix *bundle.Index) { ix.Evidence[1] = strings.ToUpper(ix.Evidence[1]) },
-		"short digest":         func(ix *bundle.Index) { ix.Evidence[1] = ix.Evidence[1][:62] },
-		"requested by nobody":  func(ix *bundle.Index) { ix.RequestedBy = "" },
-		"requested by domain":  func(ix *bundle.Index) { ix.RequestedBy = "stadt.example" },
-		"origin without log":   func(ix *bundle.Index) { ix.Origin = "stadt.example" },
-		"origin without a dot": func(ix *bundle.Index) { ix.Origin = "" },
+		"version":               func(ix *bundle.Index) { ix.Version = 2 },
+		"no message id":         func(ix *bundle.Index) { ix.MessageID = "" },
+		"no time":               func(ix *bundle.Index) { ix.Time = time.Time{} },
+		"no log key":            func(ix *bundle.Index) { ix.LogKey = "" },
+		"empty log":             func(ix *bundle.Index) { ix.TreeSize = 0 },
+		"no evidence":           func(ix *bundle.Index) { ix.Evidence = nil },
+		"upper-case digest":     func(ix *bundle.Index) { ix.Evidence[1] = strings.ToUpper(ix.Evidence[1]) },
+		"short digest":          func(ix *bundle.Index) { ix.Evidence[1] = ix.Evidence[1][:62] },
+		"requested by nobody":   func(ix *bundle.Index) { ix.RequestedBy = "" },
+		"requested by domain":   func(ix *bundle.Index) { ix.RequestedBy = "stadt.example" },
+		"origin without log":    func(ix *bundle.Index) { ix.Origin = "stadt.example" },
+		"origin without a dot":  func(ix *bundle.Index) { ix.Origin = "" },
+		"message id not a UUID": func(ix *bundle.Index) { ix.MessageID = "\x1b[2Jok" },
+		"no CRL digest":         func(ix *bundle.Index) { ix.CRLSHA256 = "" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			ix := validIndex()

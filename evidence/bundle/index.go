@@ -7,6 +7,7 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/canonjson"
+	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/tlog"
 )
@@ -33,6 +34,9 @@ type Index struct {
 	LogKey      string    // the log's signed-note verifier key
 	TreeSize    uint64    // the size of the checkpoint in the bundle
 	Evidence    []string  // SHA-256 of every evidence DER, in bundle order
+	// CRLSHA256 is the SHA-256 of the CRL (DER) the node exported with it,
+	// so that an older CRL cannot be swapped in.
+	CRLSHA256 string
 }
 
 type indexWire struct {
@@ -44,6 +48,7 @@ type indexWire struct {
 	LogKey      string   `json:"log_key"`
 	TreeSize    uint64   `json:"tree_size"`
 	Evidence    []string `json:"evidence_sha256"`
+	CRLSHA256   string   `json:"crl_sha256"`
 }
 
 // Marshal validates ix and returns its canonical JSON, the bytes the node
@@ -55,7 +60,7 @@ func (ix *Index) Marshal() ([]byte, error) {
 	w := indexWire{
 		Version: ix.Version, MessageID: ix.MessageID, RequestedBy: ix.RequestedBy,
 		Time: ix.Time.UTC().Format(evidence.TimeFormat), Origin: ix.Origin,
-		LogKey: ix.LogKey, TreeSize: ix.TreeSize, Evidence: ix.Evidence,
+		LogKey: ix.LogKey, TreeSize: ix.TreeSize, Evidence: ix.Evidence, CRLSHA256: ix.CRLSHA256,
 	}
 	b, err := canonjson.Marshal(&w)
 	if err != nil {
@@ -82,7 +87,7 @@ func ParseIndex(b []byte) (*Index, error) {
 	}
 	ix := &Index{
 		Version: w.Version, MessageID: w.MessageID, RequestedBy: w.RequestedBy, Time: t,
-		Origin: w.Origin, LogKey: w.LogKey, TreeSize: w.TreeSize, Evidence: w.Evidence,
+		Origin: w.Origin, LogKey: w.LogKey, TreeSize: w.TreeSize, Evidence: w.Evidence, CRLSHA256: w.CRLSHA256,
 	}
 	canon, err := ix.Marshal()
 	if err != nil {
@@ -114,6 +119,12 @@ func (ix *Index) validate() error {
 		return fmt.Errorf("%w: index lists %d evidence, want 1 to %d", ErrFormat, len(ix.Evidence), MaxEvidence)
 	case ix.TreeSize == 0:
 		return fmt.Errorf("%w: index names an empty log", ErrFormat)
+	}
+	if err := envelope.CheckID(ix.MessageID); err != nil {
+		return fmt.Errorf("%w: index message id: %v", ErrFormat, err)
+	}
+	if !evidence.IsDigest(ix.CRLSHA256) {
+		return fmt.Errorf("%w: index CRL digest %q is not lowercase hex SHA-256", ErrFormat, ix.CRLSHA256)
 	}
 	if _, err := address.Parse(ix.RequestedBy); err != nil {
 		return fmt.Errorf("%w: index requested_by: %v", ErrFormat, err)

@@ -6,6 +6,7 @@ package daemontest
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,6 +83,13 @@ func Main(m *testing.M, setUp func(n *Node) error) {
 }
 
 func run(m *testing.M, setUp func(n *Node) error) int {
+	// A fuzzing worker gets its inputs from the coordinating process, which
+	// has the fixture; starting a node in every worker would leave no time
+	// to fuzz.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "kurier-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
