@@ -117,6 +117,12 @@ func TestOneNode_ExportVerify(t *testing.T) {
 		t.Errorf("verify --since exited %d: %s\n%s", code, stderr, stdout)
 	}
 
+	// The node's published log key, pinned.
+	copyFile(t, filepath.Join(n.dir, "node", "log.vkey"), filepath.Join(fresh, "log.vkey"))
+	if stdout, stderr, code := offline(ctx, t, fresh, "verify", "bundle.zip", "--ca", "ca.pem", "--log-key", "log.vkey"); code != 0 {
+		t.Errorf("verify --log-key exited %d: %s\n%s", code, stderr, stdout)
+	}
+
 	// Without the CA certificate, the bundle's own is only a claim.
 	if _, _, code := offline(ctx, t, fresh, "verify", "bundle.zip"); code != 3 {
 		t.Errorf("verify without --ca exited %d, want 3 (indeterminate)", code)

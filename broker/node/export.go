@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -48,6 +49,10 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		return nil, fmt.Errorf("%w: message %s has %d evidence, a bundle holds at most %d", broker.ErrTooLarge, id, len(evs), bundle.MaxEvidence)
 	}
 	m, err := n.store.Message(ctx, id)
+	if errors.Is(err, broker.ErrNotFound) {
+		// Only rejections: the node keeps no envelope of a refused message.
+		return nil, fmt.Errorf("%w: message %s was refused, so there is no bundle of it; its SubmissionRejection is its evidence (kurier evidence)", broker.ErrNotFound, id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", id, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,5 +155,18 @@ func TestNode_ExportAfterRejections(t *testing.T) {
 	}
 	if r := audit.Bundle("bundle.zip", b, audit.Options{Roots: fx.Node.Roots}); !r.OK() {
 		t.Errorf("bundle does not verify: %+v", r.Failed())
+	}
+}
+
+func TestNode_ExportRefusedMessage(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	m.payload[0] ^= 1
+	if _, err := h.submit(agency, m); err == nil {
+		t.Fatal("a payload that does not match its digest was accepted")
+	}
+	_, err := h.node.Export(context.Background(), participant(agency), m.env.ID, nil)
+	if !errors.Is(err, broker.ErrNotFound) || !strings.Contains(err.Error(), "was refused") {
+		t.Errorf("Export of a refused message: %v, want ErrNotFound saying it was refused", err)
 	}
 }

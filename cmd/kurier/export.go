@@ -65,7 +65,7 @@ func (e *env) export(args []string) error {
 	if err != nil {
 		if errors.Is(err, client.ErrBundleUnverified) {
 			printChecks(e.stderr, r)
-			return fmt.Errorf("export %s: the node's bundle does not verify; nothing written", id)
+			return fmt.Errorf("export %s: the bundle does not verify (see the checks marked FAIL above); nothing written", id)
 		}
 		return err
 	}

@@ -36,7 +36,7 @@ Usage:
                                     write the evidence bundle of message ID (a zip; default ID.zip)
   kurier checkpoint [-o FILE]       save the node's current log checkpoint, for a later --since
 
-  kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--report report.html]
+  kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--log-key log.vkey…] [--report report.html]
                                     check bundles or .p7m evidence offline; exit 0 only if every
                                     check passed, 1 if one failed, 3 if one was indeterminate
 

@@ -34,8 +34,9 @@ func (e *env) verify(args []string) error {
 	ca := c.String("ca", "", "the federation's CA certificate (PEM), obtained independently; without it the bundle's own is used and the result is at best indeterminate")
 	crl := c.String("crl", "", "a CRL (PEM or DER) to use instead of the bundle's; for single .p7m files the only CRL")
 	report := c.String("report", "", "write an HTML verification report (Prüfprotokoll) here")
-	var since fileList
+	var since, logKeys fileList
 	c.Var(&since, "since", "an older checkpoint (or bundle) of the same log, to check the bundle's log extends it; repeatable")
+	c.Var(&logKeys, "log-key", "a file with a node's known log key (log.vkey); the bundle's log must use one of those given; repeatable")
 	files, err := c.parse(args)
 	if err != nil {
 		return err
@@ -52,6 +53,15 @@ func (e *env) verify(args []string) error {
 	if *crl != "" {
 		if o.CRL, err = readBounded(*crl, 8<<20); err != nil {
 			return fmt.Errorf("verify: --crl: %w", err)
+		}
+	}
+	for _, f := range logKeys {
+		data, err := readBounded(f, 64<<10)
+		if err != nil {
+			return fmt.Errorf("verify: --log-key: %w", err)
+		}
+		for _, line := range strings.Fields(string(data)) {
+			o.LogKeys = append(o.LogKeys, line)
 		}
 	}
 	for _, f := range since {

@@ -529,3 +529,19 @@ func TestTamper_ForeignCA(t *testing.T) {
 		wantFail(t, r, audit.CheckEvidenceSignature, f, "")
 	}
 }
+
+func TestTamper_UnknownLogKey(t *testing.T) {
+	_, otherKey, err := tlog.GenerateKey(tlog.Origin("stadt.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := roots()
+	o.LogKeys = []string{otherKey}
+	r := verify(t, fresh(t), o)
+	wantFail(t, r, audit.CheckCheckpoint, bundle.FileCheckpoint, "not among the 1 keys given")
+
+	o.LogKeys = []string{otherKey, fx.logVKey}
+	if r := verify(t, fresh(t), o); !r.OK() {
+		t.Errorf("with the node's own key among those given: %+v", r.Failed())
+	}
+}

@@ -33,6 +33,10 @@ type Options struct {
 	// verifier kept: the bundle must prove its checkpoint consistent with
 	// each.
 	Since []File
+	// LogKeys, if any, are the log keys (signed-note verifier keys) the
+	// verifier knows from elsewhere, such as a node's published log.vkey;
+	// the key the node's index names must be one of them.
+	LogKeys []string
 	// Now dates the report; default time.Now.
 	Now func() time.Time
 }
@@ -557,6 +561,10 @@ func indexMismatch(want, got []string, evs []bundle.Evidence) string {
 // names.
 func (v *verifier) checkpoint(b *bundle.Bundle, ix *bundle.Index) *tlog.Checkpoint {
 	const file = bundle.FileCheckpoint
+	if len(v.o.LogKeys) > 0 && !slices.Contains(v.o.LogKeys, ix.LogKey) {
+		v.r.fail(CheckCheckpoint, file, "the node's index names the log key %s, which is not among the %d keys given: the node may have started another log", ix.LogKey, len(v.o.LogKeys))
+		return nil
+	}
 	c, err := tlog.Open(b.Checkpoint, ix.LogKey)
 	if err != nil {
 		v.r.fail(CheckCheckpoint, file, "%v (the key is the one the node's index names)", err)
@@ -567,7 +575,11 @@ func (v *verifier) checkpoint(b *bundle.Bundle, ix *bundle.Index) *tlog.Checkpoi
 		v.r.fail(CheckCheckpoint, file, "checkpoint of %s at tree size %d, but the node's index names %s at %d", c.Origin, c.Size, ix.Origin, ix.TreeSize)
 		return nil
 	}
-	v.r.pass(CheckCheckpoint, file, "signed by the log key %s, which the node's index names; tree size %d, root %s", ix.LogKey, c.Size, short(hex.EncodeToString(c.Root)))
+	how := "which the node's index names"
+	if len(v.o.LogKeys) > 0 {
+		how = "which the node's index names and which was given as known"
+	}
+	v.r.pass(CheckCheckpoint, file, "signed by the log key %s, %s; tree size %d, root %s", ix.LogKey, how, c.Size, short(hex.EncodeToString(c.Root)))
 	return &c
 }
 

@@ -144,34 +144,25 @@ func (b *Bundle) Write(w io.Writer, t time.Time) error {
 	if err := b.Check(); err != nil {
 		return fmt.Errorf("write bundle: %w", err)
 	}
-	m := manifest{Format: formatName, Version: 1, MessageID: b.MessageID}
-	for _, e := range b.Evidence {
-		m.Evidence = append(m.Evidence, manifestEvidence{File: evidenceDir + e.Name, LeafIndex: e.LeafIndex, Proof: nonNil(e.Proof)})
-	}
-	for _, c := range b.Consistency {
-		m.Consistency = append(m.Consistency, manifestConsistency{FromSize: c.From, Proof: nonNil(c.Proof)})
-	}
-	mj, err := json.MarshalIndent(&m, "", "  ")
+	mj, err := b.manifestJSON()
 	if err != nil {
 		return fmt.Errorf("write bundle: %w", err)
 	}
-	var certs bytes.Buffer
-	for _, c := range b.Certificates {
-		if err := pem.Encode(&certs, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}); err != nil {
-			return fmt.Errorf("write bundle: %w", err)
-		}
+	certs, err := encodeCertificates(b.Certificates)
+	if err != nil {
+		return fmt.Errorf("write bundle: %w", err)
 	}
 	files := []struct {
 		name string
 		data []byte
 	}{
 		{FileReadme, []byte(readme)},
-		{FileManifest, append(mj, '\n')},
+		{FileManifest, mj},
 		{FileIndex, b.Index},
 		{FileEnvelope, b.Envelope},
 		{FileSignature, b.Signature},
 		{FileCheckpoint, b.Checkpoint},
-		{FileCertificates, certs.Bytes()},
+		{FileCertificates, certs},
 		{FileCRL, b.CRL},
 	}
 	for _, e := range b.Evidence {
@@ -180,7 +171,7 @@ func (b *Bundle) Write(w io.Writer, t time.Time) error {
 			data []byte
 		}{evidenceDir + e.Name, e.DER})
 	}
-	zw := zip.NewWriter(w)
+	zw := zip.NewWriter(&capped{w: w, left: MaxSize})
 	for _, f := range files {
 		fw, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Deflate, Modified: t.UTC()})
 		if err != nil {
@@ -194,6 +185,50 @@ func (b *Bundle) Write(w io.Writer, t time.Time) error {
 		return fmt.Errorf("write bundle: %w", err)
 	}
 	return nil
+}
+
+// capped passes at most left bytes on to w, so that Write never makes a
+// file that Read refuses.
+type capped struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		return 0, fmt.Errorf("%w: the bundle would exceed %d bytes", ErrFormat, MaxSize)
+	}
+	c.left -= int64(len(p))
+	return c.w.Write(p)
+}
+
+// manifestJSON returns manifest.json as Write writes it: the only form
+// Read accepts.
+func (b *Bundle) manifestJSON() ([]byte, error) {
+	m := manifest{Format: formatName, Version: 1, MessageID: b.MessageID}
+	for _, e := range b.Evidence {
+		m.Evidence = append(m.Evidence, manifestEvidence{File: evidenceDir + e.Name, LeafIndex: e.LeafIndex, Proof: nonNil(e.Proof)})
+	}
+	for _, c := range b.Consistency {
+		m.Consistency = append(m.Consistency, manifestConsistency{FromSize: c.From, Proof: nonNil(c.Proof)})
+	}
+	mj, err := json.MarshalIndent(&m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(mj, '\n'), nil
+}
+
+// encodeCertificates returns certificates.pem as Write writes it: the only
+// form Read accepts.
+func encodeCertificates(certs []*x509.Certificate) ([]byte, error) {
+	var buf bytes.Buffer
+	for _, c := range certs {
+		if err := pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
 }
 
 func nonNil(p [][]byte) [][]byte {
@@ -354,6 +389,14 @@ func Read(r io.ReaderAt, size int64) (*Bundle, error) {
 	}
 	if err := b.Check(); err != nil {
 		return nil, err
+	}
+	// Only the form Write writes: no duplicate or differently cased keys,
+	// nothing after the JSON or between the certificates.
+	if mj, err := b.manifestJSON(); err != nil || !bytes.Equal(mj, files[FileManifest]) {
+		return nil, fmt.Errorf("%w: %s is not in the form Kurier writes", ErrFormat, FileManifest)
+	}
+	if certs, err := encodeCertificates(b.Certificates); err != nil || !bytes.Equal(certs, files[FileCertificates]) {
+		return nil, fmt.Errorf("%w: %s is not in the form Kurier writes", ErrFormat, FileCertificates)
 	}
 	return b, nil
 }

@@ -354,6 +354,17 @@ func TestRead_Refuses(t *testing.T) {
 			return append(make([]byte, bundle.MaxSize), fx.zip...)
 		}, fmt.Sprintf("at most %d", bundle.MaxSize)},
 		{"unknown entry", func(t *testing.T) []byte { return good.with("notes.txt", []byte("x")).zip(t) }, `unexpected entry "notes.txt"`},
+		{"data after the manifest", func(t *testing.T) []byte {
+			return good.without(bundle.FileManifest).with(bundle.FileManifest, append(good.get(bundle.FileManifest), "{}"...)).zip(t)
+		}, "manifest.json is not in the form Kurier writes"},
+		{"manifest key in other case", func(t *testing.T) []byte {
+			m := bytes.Replace(good.get(bundle.FileManifest), []byte(`"format"`), []byte(`"FORMAT"`), 1)
+			return good.without(bundle.FileManifest).with(bundle.FileManifest, m).zip(t)
+		}, "manifest.json is not in the form Kurier writes"},
+		{"text before the certificates", func(t *testing.T) []byte {
+			c := append([]byte("Bitte beachten: alles gültig\n"), good.get(bundle.FileCertificates)...)
+			return good.without(bundle.FileCertificates).with(bundle.FileCertificates, c).zip(t)
+		}, "certificates.pem is not in the form Kurier writes"},
 		{"directory entry", func(t *testing.T) []byte { return good.with("evidence/", nil).zip(t) }, `unexpected entry "evidence/"`},
 		{"path outside", func(t *testing.T) []byte {
 			return good.with("evidence/../01-Delivery.p7m", ack).zip(t)
