@@ -259,14 +259,7 @@ func TestTamper_RolledBackLog(t *testing.T) {
 // certified node made: its own log, its own key, holding the evidence
 // without the Acknowledgement, and an index it signed listing just those.
 func TestTamper_ForeignNodeIndex(t *testing.T) {
-	caDir := filepath.Join(t.TempDir(), "ca")
-	if err := os.CopyFS(caDir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.OpenCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := copyCA(t)
 	evil, err := ca.IssueNode(filepath.Join(t.TempDir(), "evil"), []string{"evil.example"})
 	if err != nil {
 		t.Fatal(err)
@@ -315,14 +308,7 @@ func TestTamper_ForeignNodeIndex(t *testing.T) {
 // TestTamper_CRLSwapped replaces the exported CRL by another genuine one of
 // the CA.
 func TestTamper_CRLSwapped(t *testing.T) {
-	caDir := filepath.Join(t.TempDir(), "ca")
-	if err := os.CopyFS(caDir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.OpenCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := copyCA(t)
 	path, err := ca.WriteCRL(time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -351,14 +337,7 @@ func TestTamper_NoConsistencyProof(t *testing.T) {
 func TestTamper_RevokedSigner(t *testing.T) {
 	// A copy of the development CA, so that the running node keeps its
 	// CRL: the same CA key signs a CRL on which the court is revoked.
-	caDir := filepath.Join(t.TempDir(), "ca")
-	if err := os.CopyFS(caDir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.OpenCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := copyCA(t)
 	if err := ca.Revoke(fx.court.Cert.SerialNumber, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -544,4 +523,19 @@ func TestTamper_UnknownLogKey(t *testing.T) {
 	if r := verify(t, fresh(t), o); !r.OK() {
 		t.Errorf("with the node's own key among those given: %+v", r.Failed())
 	}
+}
+
+// copyCA returns a copy of the development CA, so that a test can revoke
+// and sign CRLs with the same key while the running node keeps its CRL.
+func copyCA(t *testing.T) *pki.CA {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ca")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.OpenCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
 }
