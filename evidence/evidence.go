@@ -21,6 +21,9 @@ type Evidence struct {
 	// Signer is the certificate that signed DER. After Verify it has been
 	// checked; after Parse it is only what the file claims.
 	Signer *x509.Certificate
+	// Chain is the verified chain from Signer to a trust anchor; nil after
+	// Parse.
+	Chain []*x509.Certificate
 }
 
 // Digest returns the SHA-256 of the DER file, as the next evidence names it.
@@ -100,7 +103,7 @@ func Verify(der []byte, p cms.Policy) (*Evidence, error) {
 	if err := checkRole(st, v.Signer); err != nil {
 		return nil, &VerifyError{Step: "signer role", Reason: err}
 	}
-	return &Evidence{DER: der, Statement: st, Signer: v.Signer}, nil
+	return &Evidence{DER: der, Statement: st, Signer: v.Signer, Chain: v.Chain}, nil
 }
 
 // ErrRole is returned when a certificate may not issue an evidence.

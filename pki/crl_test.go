@@ -302,8 +302,11 @@ func TestTrustStore_CheckRevoked_intermediate(t *testing.T) {
 	}
 }
 
-func TestNewTrustStoreWithCRL(t *testing.T) {
-	gone := issueNode(t, fx.ca, "gone.example")
+// revokedNodeCRL issues a node certificate for domain, revokes it, and
+// returns it with the CA's new CRL (DER).
+func revokedNodeCRL(t *testing.T, domain string) (*Identity, []byte) {
+	t.Helper()
+	gone := issueNode(t, fx.ca, domain)
 	if err := fx.ca.Revoke(gone.Cert.SerialNumber, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -314,6 +317,11 @@ func TestNewTrustStoreWithCRL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return gone, der
+}
+
+func TestNewTrustStoreWithCRL(t *testing.T) {
+	gone, der := revokedNodeCRL(t, "gone.example")
 	ts, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, der)
 	if err != nil {
 		t.Fatal(err)
@@ -352,17 +360,7 @@ func TestNewTrustStoreWithCRL(t *testing.T) {
 }
 
 func TestNewTrustStoreWithCRLAt(t *testing.T) {
-	gone := issueNode(t, fx.ca, "gone-at.example")
-	if err := fx.ca.Revoke(gone.Cert.SerialNumber, 1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fx.ca.WriteCRL(time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	der, err := newTrustStore(t).CRL()
-	if err != nil {
-		t.Fatal(err)
-	}
+	gone, der := revokedNodeCRL(t, "gone-at.example")
 	roots := []*x509.Certificate{fx.ca.Certificate()}
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
@@ -389,6 +387,13 @@ func TestNewTrustStoreWithCRLAt(t *testing.T) {
 	}
 	if err := late.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); !errors.Is(err, ErrCRLStale) {
 		t.Errorf("at a time after NextUpdate: %v, want ErrCRLStale", err)
+	}
+	// CheckRevokedAt judges the CRL at the time it is given instead.
+	if err := late.CheckRevokedAt([]*x509.Certificate{fx.alice.Cert}, crl.ThisUpdate); err != nil {
+		t.Errorf("CheckRevokedAt a time the CRL covers: %v", err)
+	}
+	if err := past.CheckRevokedAt([]*x509.Certificate{gone.Cert}, crl.NextUpdate); !errors.Is(err, ErrCRLStale) {
+		t.Errorf("CheckRevokedAt NextUpdate: %v, want ErrCRLStale", err)
 	}
 	if _, err := NewTrustStoreWithCRLAt(roots, der, time.Time{}); err == nil {
 		t.Error("no time was accepted")

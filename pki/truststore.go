@@ -150,10 +150,22 @@ func (t *TrustStore) HasCRL() bool { return t.crlPath != "" }
 // (missing, forged: errors; past NextUpdate: ErrCRLStale). A store without
 // a CRL returns nil.
 func (t *TrustStore) CheckRevoked(chain []*x509.Certificate) error {
+	return t.checkRevoked(chain, t.now())
+}
+
+// CheckRevokedAt is CheckRevoked for a signature made at the time at: the
+// CRL must not have been due for renewal then. Offline verifiers of old
+// evidence use it with the evidence's time; everyone else uses
+// CheckRevoked, which judges the CRL now.
+func (t *TrustStore) CheckRevokedAt(chain []*x509.Certificate, at time.Time) error {
+	return t.checkRevoked(chain, at)
+}
+
+func (t *TrustStore) checkRevoked(chain []*x509.Certificate, at time.Time) error {
 	if t.crlPath == "" {
 		return nil
 	}
-	state, err := t.currentCRL()
+	state, err := t.crlAt(at)
 	if err != nil {
 		return fmt.Errorf("check revocation: %w", err)
 	}
@@ -221,7 +233,10 @@ type crlState struct {
 // currentCRL returns the CRL, re-reading the file if it changed since the
 // last look (at most once per recheck interval), and checks that it is
 // still fresh.
-func (t *TrustStore) currentCRL() (crlState, error) {
+func (t *TrustStore) currentCRL() (crlState, error) { return t.crlAt(t.now()) }
+
+// crlAt is currentCRL with freshness judged at the time at.
+func (t *TrustStore) crlAt(at time.Time) (crlState, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -232,9 +247,9 @@ func (t *TrustStore) currentCRL() (crlState, error) {
 	if t.loadErr != nil {
 		return crlState{}, t.loadErr
 	}
-	if !now.Before(t.crl.NextUpdate) {
+	if !at.Before(t.crl.NextUpdate) {
 		return crlState{}, fmt.Errorf("%w: %s was due for renewal at %s (now %s); run `kurier pki crl` on the CA and publish the new CRL",
-			ErrCRLStale, t.crlPath, t.crl.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+			ErrCRLStale, t.crlPath, t.crl.NextUpdate.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))
 	}
 	return crlState{crl: t.crl, revoked: t.revoked}, nil
 }

@@ -57,8 +57,11 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		return nil, fmt.Errorf("export %s: %w", id, err)
 	}
 	// Rejections of other envelopes that once claimed this id are not
-	// about this message.
+	// about this message; all other evidence is of the stored envelope.
 	evs = slices.DeleteFunc(evs, func(ev broker.Evidence) bool {
+		if ev.Type != string(evidence.SubmissionRejection) {
+			return false
+		}
 		st, err := evidence.Parse(ev.DER)
 		return err != nil || st.Statement.EnvelopeSHA256 != m.EnvelopeSHA256
 	})

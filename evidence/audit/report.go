@@ -118,17 +118,7 @@ type Chain struct {
 
 // OK reports whether every check passed: the only result on which a
 // verifier exits 0.
-func (r *Report) OK() bool {
-	if len(r.Checks) == 0 {
-		return false
-	}
-	for _, c := range r.Checks {
-		if c.Status != Pass {
-			return false
-		}
-	}
-	return true
-}
+func (r *Report) OK() bool { return r.Worst() == Pass }
 
 // Failed returns the checks that did not pass.
 func (r *Report) Failed() []Check {

@@ -50,7 +50,7 @@ type File struct {
 // Verify checks data, a bundle (a zip file) or a single evidence file
 // (DER), and reports every check it made.
 func Verify(name string, data []byte, o Options) *Report {
-	if bytes.HasPrefix(data, []byte("PK\x03\x04")) {
+	if bundle.Sniff(data) {
 		b, err := bundle.Read(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			r := newReport(name, o)
@@ -67,7 +67,7 @@ func Verify(name string, data []byte, o Options) *Report {
 // checkpoint of a bundle. The checkpoint is not verified here; Options.Since
 // takes it for that.
 func CheckpointOf(data []byte) ([]byte, error) {
-	if !bytes.HasPrefix(data, []byte("PK\x03\x04")) {
+	if !bundle.Sniff(data) {
 		if _, err := tlog.PeekSize(data); err != nil {
 			return nil, err
 		}
@@ -103,8 +103,22 @@ type verifier struct {
 	roots  []*x509.Certificate
 	certs  []*x509.Certificate // from the file, to help build chains
 	trust  *pki.TrustStore     // chains only; revocation is its own check
-	crl    []byte              // DER
+	crl    *pki.TrustStore     // the CRL, judged at each signature's time; nil if none is usable
 	crlNum string
+	// claims are a bundle's evidence as parsed, not yet verified, in
+	// bundle order.
+	claims []claim
+}
+
+// claim is an evidence file as its bytes claim it to be.
+type claim struct {
+	ev  *evidence.Evidence // nil if it did not parse
+	err error
+}
+
+func parseClaim(der []byte) claim {
+	ev, err := evidence.Parse(der)
+	return claim{ev, err}
 }
 
 // Evidence checks one evidence file on its own: signature and chain at the
@@ -121,7 +135,7 @@ func Evidence(name string, der []byte, o Options) *Report {
 	} else {
 		v.r.add(CheckCRL, name, Indeterminate, "no CRL given (--crl): revocation of the signer cannot be checked")
 	}
-	ev := v.evidence(name, der)
+	ev := v.evidence(name, der, parseClaim(der))
 	if ev != nil {
 		v.r.MessageID = ev.Statement.MessageID
 	}
@@ -139,6 +153,9 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 	if err := b.Check(); err != nil {
 		r.fail(CheckFormat, name, "%v", err)
 		return r
+	}
+	for _, e := range b.Evidence {
+		v.claims = append(v.claims, parseClaim(e.DER))
 	}
 	r.MessageID = b.MessageID
 	r.pass(CheckFormat, name, "a Kurier evidence bundle for message %s with %d evidence files", b.MessageID, len(b.Evidence))
@@ -175,12 +192,12 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 
 	// Every evidence, then each recipient's chain.
 	var links []evidence.Link
-	for _, e := range b.Evidence {
+	for i, e := range b.Evidence {
 		file := "evidence/" + e.Name
-		ev := v.evidence(file, e.DER)
+		ev := v.evidence(file, e.DER, v.claims[i])
 		if ev == nil {
-			if p, err := evidence.Parse(e.DER); err == nil {
-				links = append(links, p.Link()) // still show the chain as claimed
+			if c := v.claims[i].ev; c != nil {
+				links = append(links, c.Link()) // still show the chain as claimed
 			}
 			v.inclusion(file, e, cp)
 			continue
@@ -242,14 +259,15 @@ func (v *verifier) loadCRL(data []byte, how string) {
 	if block, _ := pem.Decode(data); block != nil {
 		der = block.Bytes
 	}
-	// The time only matters for freshness, judged per signature later.
+	// Freshness is judged per signature (CheckRevokedAt), not at this
+	// time.
 	t, err := pki.NewTrustStoreWithCRLAt(v.roots, der, time.Unix(1, 0))
 	if err != nil {
 		v.r.fail(CheckCRL, "", "the CRL %s is unusable: %v", how, err)
 		return
 	}
 	crl := t.RevocationList()
-	v.crl = der
+	v.crl = t
 	v.crlNum = "without a number"
 	if crl.Number != nil {
 		v.crlNum = "number " + crl.Number.String()
@@ -258,9 +276,10 @@ func (v *verifier) loadCRL(data []byte, how string) {
 		v.crlNum, how, crl.Issuer.String(), stamp(crl.ThisUpdate), stamp(crl.NextUpdate), len(crl.RevokedCertificateEntries))
 }
 
-// revocation checks a signer's chain against the CRL as it stood for a
-// signature made at at.
-func (v *verifier) revocation(subject string, signer *x509.Certificate, at time.Time) {
+// revocation checks a signer's verified chain against the CRL as it stood
+// for a signature made at at.
+func (v *verifier) revocation(subject string, chain []*x509.Certificate, at time.Time) {
+	signer := chain[0]
 	if v.crl == nil {
 		if len(v.o.CRL) > 0 || v.r.hasCheck(CheckCRL, Fail) {
 			v.r.fail(CheckRevocation, subject, "no usable CRL: revocation of serial %x cannot be ruled out", signer.SerialNumber)
@@ -269,22 +288,14 @@ func (v *verifier) revocation(subject string, signer *x509.Certificate, at time.
 		}
 		return
 	}
-	chain, err := v.trust.Verify(signer, v.certs, at)
-	if err != nil {
-		v.r.fail(CheckRevocation, subject, "no chain to check: %v", err)
-		return
-	}
-	store, err := pki.NewTrustStoreWithCRLAt(v.roots, v.crl, at)
-	if err == nil {
-		err = store.CheckRevoked(chain)
-	}
+	err := v.crl.CheckRevokedAt(chain, at)
 	switch {
 	case err == nil:
 		v.r.pass(CheckRevocation, subject, "certificate serial %x is not on CRL %s", signer.SerialNumber, v.crlNum)
 	case errors.Is(err, pki.ErrCRLStale):
 		v.r.add(CheckRevocation, subject, Indeterminate, "CRL %s was already due for renewal when this was signed (%s): pass a CRL current at that time with --crl", v.crlNum, stamp(at))
 	case errors.Is(err, pki.ErrRevoked):
-		v.r.fail(CheckRevocation, subject, "the signer's certificate serial %x (%q) is revoked on CRL %s%s", signer.SerialNumber, signer.Subject.String(), v.crlNum, revokedAt(store.RevocationList(), signer))
+		v.r.fail(CheckRevocation, subject, "the signer's certificate serial %x (%q) is revoked on CRL %s%s", signer.SerialNumber, signer.Subject.String(), v.crlNum, revokedAt(v.crl.RevocationList(), signer))
 	default:
 		v.r.fail(CheckRevocation, subject, "%v", err)
 	}
@@ -304,9 +315,9 @@ func revokedAt(crl *x509.RevocationList, c *x509.Certificate) string {
 // which the node attests, or the envelope's own time without one.
 func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
 	at, attested := env.Created, false
-	for _, e := range b.Evidence {
-		p, err := evidence.Parse(e.DER)
-		if err != nil || p.Statement.Type != evidence.SubmissionAcceptance || p.Statement.MessageID != env.ID {
+	for i, e := range b.Evidence {
+		p := v.claims[i].ev
+		if p == nil || p.Statement.Type != evidence.SubmissionAcceptance || p.Statement.MessageID != env.ID {
 			continue
 		}
 		if _, err := evidence.Verify(e.DER, cms.Policy{Trust: v.chainsWith(), At: p.Statement.Time}); err == nil {
@@ -333,7 +344,7 @@ func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
 	}
 	v.r.pass(CheckEnvelopeSignature, file, "signed by the sender %s; certificate serial %x valid %s", env.From, vd.Signer.SerialNumber, when)
 	v.r.Signatures = append(v.r.Signatures, signature(file, "envelope", vd.Signer, at))
-	v.revocation(file, vd.Signer, at)
+	v.revocation(file, vd.Chain, at)
 }
 
 // chainsWith returns the chain verifier with the file's certificates as
@@ -354,8 +365,8 @@ func (w withIntermediates) Verify(cert *x509.Certificate, inter []*x509.Certific
 // evidence checks one evidence file's signature and chain at its time,
 // its form, and its signer's role and revocation. It returns nil if any
 // of that failed.
-func (v *verifier) evidence(file string, der []byte) *evidence.Evidence {
-	claimed, err := evidence.Parse(der)
+func (v *verifier) evidence(file string, der []byte, c claim) *evidence.Evidence {
+	claimed, err := c.ev, c.err
 	if err != nil {
 		// A file altered after signing rarely still parses: say that it
 		// was altered rather than blame the statement its signer made.
@@ -383,7 +394,7 @@ func (v *verifier) evidence(file string, der []byte) *evidence.Evidence {
 		v.r.pass(CheckSignerRole, file, "%s issued by %s, signed by a node certificate serving it", st.Type, st.Issuer)
 	}
 	v.r.Signatures = append(v.r.Signatures, signature(file, string(st.Type), ev.Signer, st.Time))
-	v.revocation(file, ev.Signer, st.Time)
+	v.revocation(file, ev.Chain, st.Time)
 	return ev
 }
 
@@ -496,7 +507,7 @@ func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index
 	}
 	v.r.pass(CheckIndexSignature, file, "signed by %s at %s; certificate serial %x", peer, stamp(ix.Time), vs.Signer.SerialNumber)
 	v.r.Signatures = append(v.r.Signatures, signature(file, "index", vs.Signer, ix.Time))
-	v.revocation(file, vs.Signer, ix.Time)
+	v.revocation(file, vs.Chain, ix.Time)
 
 	var got []string
 	for _, e := range b.Evidence {
@@ -526,9 +537,9 @@ func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index
 // log and may vouch that the list is complete; and it cannot have listed
 // evidence dated after the index. It returns "" if nothing is amiss.
 func (v *verifier) issuedElsewhere(b *bundle.Bundle, signer pki.Peer, ix *bundle.Index) string {
-	for _, e := range b.Evidence {
-		p, err := evidence.Parse(e.DER)
-		if err != nil {
+	for i, e := range b.Evidence {
+		p := v.claims[i].ev
+		if p == nil {
 			continue // reported with the evidence
 		}
 		st := p.Statement

@@ -63,6 +63,14 @@ const (
 	evidenceDir      = "evidence/"
 )
 
+// magic starts every bundle: a zip file's first local file header, since
+// Read accepts nothing before it.
+const magic = "PK\x03\x04"
+
+// Sniff reports whether data starts as a bundle does, to tell a bundle
+// from a single evidence file or a checkpoint before reading it.
+func Sniff(data []byte) bool { return bytes.HasPrefix(data, []byte(magic)) }
+
 // formatName marks a manifest as a Kurier bundle's.
 const formatName = "kurier-bundle"
 
@@ -309,8 +317,8 @@ func Read(r io.ReaderAt, size int64) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrFormat, size, MaxSize)
 	}
 	// Nothing may hide before the first entry or in a comment.
-	magic := make([]byte, 4)
-	if _, err := r.ReadAt(magic, 0); err != nil || string(magic) != "PK\x03\x04" {
+	head := make([]byte, len(magic))
+	if _, err := r.ReadAt(head, 0); err != nil || !Sniff(head) {
 		return nil, fmt.Errorf("%w: not a zip file starting with its first entry", ErrFormat)
 	}
 	zr, err := zip.NewReader(r, size)

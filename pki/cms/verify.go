@@ -76,38 +76,13 @@ func verify(der, content []byte, detached bool, p Policy) (*Verified, error) {
 	if p.At.IsZero() {
 		return nil, errors.New("policy has no verification time")
 	}
-	p7, err := parse(der, p.MaxSize)
+	// With CurrentTime set pkcs7 takes its verifySignatureAtTime path, and
+	// with Roots nil it skips its own chain check, which is done below
+	// through p.Trust at p.At. pkcs7 still refuses a claimed signing time
+	// outside the signer's validity.
+	p7, signer, err := intact(der, content, detached, p.MaxSize, func(*x509.Certificate) time.Time { return p.At })
 	if err != nil {
 		return nil, err
-	}
-	signer, err := onlySigner(p7)
-	if err != nil {
-		return nil, err
-	}
-	if detached {
-		if len(p7.Content) > 0 {
-			return nil, fmt.Errorf("%w: signature carries its content; use Verify", ErrMalformed)
-		}
-		if len(content) == 0 {
-			return nil, errors.New("no content to verify the signature over")
-		}
-		p7.Content = content
-	} else if len(p7.Content) == 0 {
-		return nil, fmt.Errorf("%w: no content (a detached signature? use VerifyDetached)", ErrMalformed)
-	}
-	if err := checkAlgorithms(p7); err != nil {
-		return nil, err
-	}
-	if err := checkContentType(p7); err != nil {
-		return nil, err
-	}
-	// Signature and digest only: with CurrentTime set pkcs7 takes its
-	// verifySignatureAtTime path, and with Roots nil it skips its own chain
-	// check, which is done below through p.Trust at p.At. pkcs7 still
-	// refuses a claimed signing time outside the signer's validity.
-	err = protect(func() error { return p7.VerifyWithOpts(x509.VerifyOptions{CurrentTime: p.At}) })
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
 	}
 	var intermediates []*x509.Certificate
 	for _, c := range p7.Certificates {
@@ -122,6 +97,43 @@ func verify(der, content []byte, detached bool, p Policy) (*Verified, error) {
 	return &Verified{Content: p7.Content, Signer: signer, Chain: chain, SigningTime: signingTime(p7)}, nil
 }
 
+// intact parses der and checks everything but the signer's chain: one
+// signer with an embedded certificate, content attached or (detached)
+// given, the algorithms and content type, and the signature and digest,
+// verified as of at(signer).
+func intact(der, content []byte, detached bool, maxSize int, at func(*x509.Certificate) time.Time) (*pkcs7.PKCS7, *x509.Certificate, error) {
+	p7, err := parse(der, maxSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := onlySigner(p7)
+	if err != nil {
+		return nil, nil, err
+	}
+	if detached {
+		if len(p7.Content) > 0 {
+			return nil, nil, fmt.Errorf("%w: signature carries its content; use Verify", ErrMalformed)
+		}
+		if len(content) == 0 {
+			return nil, nil, errors.New("no content to verify the signature over")
+		}
+		p7.Content = content
+	} else if len(p7.Content) == 0 {
+		return nil, nil, fmt.Errorf("%w: no content (a detached signature? use VerifyDetached)", ErrMalformed)
+	}
+	if err := checkAlgorithms(p7); err != nil {
+		return nil, nil, err
+	}
+	if err := checkContentType(p7); err != nil {
+		return nil, nil, err
+	}
+	err = protect(func() error { return p7.VerifyWithOpts(x509.VerifyOptions{CurrentTime: at(signer)}) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	return p7, signer, nil
+}
+
 // CheckSignature checks only that attached SignedData der is intact: one
 // signer whose certificate is embedded, SHA-256 or stronger, and a
 // signature and content digest that match the content. It checks NOT who
@@ -130,28 +142,11 @@ func verify(der, content []byte, detached bool, p Policy) (*Verified, error) {
 // signer, and learn the signed content's own time before the full Verify
 // at that time.
 func CheckSignature(der []byte) (*Verified, error) {
-	p7, err := parse(der, DefaultMaxSignedSize)
-	if err != nil {
-		return nil, fmt.Errorf("check signature: %w", err)
-	}
-	signer, err := onlySigner(p7)
-	if err != nil {
-		return nil, fmt.Errorf("check signature: %w", err)
-	}
-	if len(p7.Content) == 0 {
-		return nil, fmt.Errorf("check signature: %w: no content", ErrMalformed)
-	}
-	if err := checkAlgorithms(p7); err != nil {
-		return nil, fmt.Errorf("check signature: %w", err)
-	}
-	if err := checkContentType(p7); err != nil {
-		return nil, fmt.Errorf("check signature: %w", err)
-	}
 	// At the start of the signer's validity, so that only the mathematics
 	// can fail.
-	err = protect(func() error { return p7.VerifyWithOpts(x509.VerifyOptions{CurrentTime: signer.NotBefore}) })
+	p7, signer, err := intact(der, nil, false, DefaultMaxSignedSize, func(c *x509.Certificate) time.Time { return c.NotBefore })
 	if err != nil {
-		return nil, fmt.Errorf("check signature: %w: %v", ErrSignature, err)
+		return nil, fmt.Errorf("check signature: %w", err)
 	}
 	return &Verified{Content: p7.Content, Signer: signer, SigningTime: signingTime(p7)}, nil
 }
