@@ -1,6 +1,7 @@
 // Package daemon wires a Kurier node together from its configuration: the
 // store, the node's identity and trust, the node logic and the gRPC server.
-// It also creates the embedded development setup behind `kurierd -dev`.
+// It also creates the embedded development setup behind `kurierd -dev`, and
+// the local federations of several nodes that `kurier dev federation` writes.
 // The kurierd command only parses flags and calls Run.
 package daemon
 
@@ -8,8 +9,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -35,7 +41,13 @@ type Config struct {
 	Domains []string `yaml:"domains"`
 	// Participants is the directory of local mailboxes.
 	Participants []ParticipantConfig `yaml:"participants"`
-	Limits       LimitsConfig        `yaml:"limits"`
+	// Peers are the nodes of the federation's other domains, domain →
+	// host:port. The node relays messages to these nodes and looks up their
+	// recipients there, over mutual TLS with its own node certificate; a
+	// peer must present a certificate for the domain it is listed under, so
+	// a wrong address here fails the handshake instead of misrouting.
+	Peers  map[string]string `yaml:"peers"`
+	Limits LimitsConfig      `yaml:"limits"`
 }
 
 // ParticipantConfig is one local mailbox.
@@ -48,9 +60,21 @@ type ParticipantConfig struct {
 }
 
 // LimitsConfig overrides the node's default limits; zero keeps a default.
+// Durations are written as Go durations, e.g. 168h (there is no unit for
+// days).
 type LimitsConfig struct {
 	MaxPayloadBytes int64 `yaml:"max_payload_bytes"`
 	MaxRecipients   int   `yaml:"max_recipients"`
+	// DefaultExpiry is how long a message whose envelope names no expiry
+	// may wait to be relayed before it gets NonDelivery; the node's
+	// default is 7 days.
+	DefaultExpiry time.Duration `yaml:"default_expiry"`
+	// MaxExpiry caps the expiry any envelope may name; the node's default
+	// is 30 days.
+	MaxExpiry time.Duration `yaml:"max_expiry"`
+	// Retention is how long a delivered copy waits in the mailbox to be
+	// retrieved before it gets NonDelivery; the node's default is 30 days.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // LoadConfig reads and validates a config file. Unknown keys are refused,
@@ -122,10 +146,65 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("participants[%d]: encryption_cert is required", i))
 		}
 	}
-	if c.Limits.MaxPayloadBytes < 0 || c.Limits.MaxRecipients < 0 {
+	errs = append(errs, c.validatePeers(domains)...)
+	errs = append(errs, c.Limits.validate()...)
+	return errors.Join(errs...)
+}
+
+// validatePeers checks each peer's domain, that it is not one of the
+// node's own domains, and its address; in the order of the domains, so
+// that the report does not change from run to run.
+func (c *Config) validatePeers(own map[string]bool) []error {
+	var errs []error
+	for _, d := range slices.Sorted(maps.Keys(c.Peers)) {
+		switch err := address.CheckDomain(d); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("peers: %w", err))
+		case own[d]:
+			errs = append(errs, fmt.Errorf("peers: %s is one of the node's own domains; list only other nodes", d))
+		}
+		if err := checkHostPort(c.Peers[d]); err != nil {
+			errs = append(errs, fmt.Errorf("peers: %s: %w", d, err))
+		}
+	}
+	return errs
+}
+
+// checkHostPort checks that s is a host:port another node can dial: a
+// host, and a port from 1 to 65535.
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", s, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+	}
+	return nil
+}
+
+// validate checks that no limit is negative and that the default expiry is
+// no longer than the cap on expiries.
+func (l LimitsConfig) validate() []error {
+	var errs []error
+	if l.MaxPayloadBytes < 0 || l.MaxRecipients < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
-	return errors.Join(errs...)
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"default_expiry", l.DefaultExpiry}, {"max_expiry", l.MaxExpiry}, {"retention", l.Retention}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("limits: %s %v is negative; give a duration such as 168h, or 0 for the default", d.key, d.v))
+		}
+	}
+	if l.DefaultExpiry > 0 && l.MaxExpiry > 0 && l.DefaultExpiry > l.MaxExpiry {
+		errs = append(errs, fmt.Errorf("limits: default_expiry %v is longer than max_expiry %v", l.DefaultExpiry, l.MaxExpiry))
+	}
+	return errs
 }
 
 // Write stores c as YAML at path, for operators to start from.

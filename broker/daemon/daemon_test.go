@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"kurier.dev/kurier/pki"
 )
 
@@ -155,5 +157,127 @@ func TestReadSecret(t *testing.T) {
 	}
 	if _, err := readSecret(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("a world-readable key: err = %v, want a refusal", err)
+	}
+}
+
+func TestLoadConfig_PeersAndLimits(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "kurierd.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := `listen: 127.0.0.1:7441
+data: store
+identity: node
+crl: ca/crl.pem
+log_key: node/log.key
+domains: [stadt.example]
+peers:
+  amtsgericht.example: 127.0.0.1:7442
+  landgericht.example: "[::1]:7443"
+limits:
+  default_expiry: 168h
+  max_expiry: 720h
+  retention: 720h
+`
+	cfg, err := LoadConfig(write(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPeers := map[string]string{"amtsgericht.example": "127.0.0.1:7442", "landgericht.example": "[::1]:7443"}
+	if diff := cmp.Diff(wantPeers, cfg.Peers); diff != "" {
+		t.Errorf("peers (-want +got):\n%s", diff)
+	}
+	wantLimits := LimitsConfig{DefaultExpiry: 7 * 24 * time.Hour, MaxExpiry: 30 * 24 * time.Hour, Retention: 30 * 24 * time.Hour}
+	if diff := cmp.Diff(wantLimits, cfg.Limits); diff != "" {
+		t.Errorf("limits (-want +got):\n%s", diff)
+	}
+	for name, tc := range map[string]struct {
+		body string
+		want []string // every one must be in the error
+	}{
+		"no peers and no limits": {body: strings.Split(good, "peers:")[0]},
+		"only default_expiry":    {body: strings.Replace(good, "  max_expiry: 720h\n", "", 1)},
+		"equal expiries":         {body: strings.Replace(good, "default_expiry: 168h", "default_expiry: 720h", 1)},
+		"peer domain invalid":    {body: strings.Replace(good, "amtsgericht.example:", "Amtsgericht:", 1), want: []string{"peers: ", `"Amtsgericht"`}},
+		"peer is own domain":     {body: strings.Replace(good, "amtsgericht.example:", "stadt.example:", 1), want: []string{"peers: stadt.example is one of the node's own domains"}},
+		"peer twice":             {body: strings.Replace(good, "landgericht.example:", "amtsgericht.example:", 1), want: []string{"already defined"}},
+		"peer without port":      {body: strings.Replace(good, "127.0.0.1:7442", "127.0.0.1", 1), want: []string{"peers: amtsgericht.example", "not host:port"}},
+		"peer without host":      {body: strings.Replace(good, "127.0.0.1:7442", ":7442", 1), want: []string{"peers: amtsgericht.example", "has no host"}},
+		"peer port 0":            {body: strings.Replace(good, "127.0.0.1:7442", "127.0.0.1:0", 1), want: []string{`port "0" is not a number from 1 to 65535`}},
+		"peer port too big":      {body: strings.Replace(good, "127.0.0.1:7442", "127.0.0.1:65536", 1), want: []string{`port "65536"`}},
+		"peer port by name":      {body: strings.Replace(good, "127.0.0.1:7442", "127.0.0.1:https", 1), want: []string{`port "https"`}},
+		"negative expiry":        {body: strings.Replace(good, "default_expiry: 168h", "default_expiry: -1h", 1), want: []string{"default_expiry -1h0m0s is negative"}},
+		"negative max expiry":    {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: -720h", 1), want: []string{"max_expiry -720h0m0s is negative"}},
+		"negative retention":     {body: strings.Replace(good, "retention: 720h", "retention: -1s", 1), want: []string{"retention -1s is negative"}},
+		"default above max":      {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: 24h", 1), want: []string{"default_expiry 168h0m0s is longer than max_expiry 24h0m0s"}},
+		"days are no unit":       {body: strings.Replace(good, "168h", "7d", 1), want: []string{"7d", "time.Duration"}},
+		"bare number":            {body: strings.Replace(good, "168h", "604800", 1), want: []string{"604800", "time.Duration"}},
+		"every problem at once": {
+			body: strings.NewReplacer("stadt.example]", "stadt.example, amtsgericht.example]", "127.0.0.1:7442", "x:0", "retention: 720h", "retention: -1h").Replace(good),
+			want: []string{"amtsgericht.example is one of the node's own domains", `port "0"`, "retention -1h0m0s is negative"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := LoadConfig(write(tc.body))
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("LoadConfig = %v, want success", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("LoadConfig succeeded, want an error mentioning %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("LoadConfig = %v, want it to mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfig_WriteRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &Config{
+		Listen:   "127.0.0.1:7441",
+		Data:     filepath.Join(dir, "store"),
+		Identity: filepath.Join(dir, "node"),
+		CRL:      filepath.Join(dir, "ca", "crl.pem"),
+		LogKey:   filepath.Join(dir, "node", "log.key"),
+		Domains:  []string{"stadt.example"},
+		Participants: []ParticipantConfig{{
+			Address: "poststelle@stadt.example", DisplayName: "Stadt, Poststelle", Kind: "agency",
+			EncryptionCert: filepath.Join(dir, "enc-cert.pem"),
+		}},
+		Peers: map[string]string{"amtsgericht.example": "127.0.0.1:7442", "landgericht.example": "127.0.0.1:7443"},
+		Limits: LimitsConfig{
+			MaxPayloadBytes: 1 << 20, DefaultExpiry: 168 * time.Hour,
+			MaxExpiry: 30 * 24 * time.Hour, Retention: 90 * time.Minute,
+		},
+	}
+	path := filepath.Join(dir, "kurierd.yaml")
+	if err := cfg.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"default_expiry: 168h0m0s", "max_expiry: 720h0m0s", "retention: 1h30m0s", "amtsgericht.example: 127.0.0.1:7442"} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("written config lacks %q:\n%s", want, raw)
+		}
+	}
+	got, err := LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the written config does not load: %v", err)
+	}
+	if diff := cmp.Diff(cfg, got); diff != "" {
+		t.Errorf("round trip (-wrote +read):\n%s", diff)
 	}
 }

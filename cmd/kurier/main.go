@@ -45,6 +45,9 @@ Usage:
   kurier pki revoke --ca DIR [--reason CODE] SERIAL     (0x… hex or decimal)
   kurier pki crl --ca DIR [--validity 168h]
 
+  kurier dev federation -o DIR --node DOMAIN=HOST:PORT… --mailbox ADDR…
+                                    write a local development federation: a CA, a node per DOMAIN, an identity per ADDR
+
   kurier help
 
 Options of the mailbox commands (send, inbox, fetch, ack, evidence, export, checkpoint):
@@ -104,6 +107,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.verify(rest)
 	case "pki":
 		return e.pki(rest)
+	case "dev":
+		return e.dev(rest)
 	}
 	if cmd == "" {
 		return fmt.Errorf("no command given; %w", errUsage)
