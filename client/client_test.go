@@ -22,6 +22,7 @@ import (
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/broker/daemon/daemontest"
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
 )
@@ -303,6 +304,7 @@ func TestClient_SendErrors(t *testing.T) {
 		"path in name":      {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Documents: []client.Document{{Name: "../x", Data: nil}}}, "path separator"},
 		"duplicate name": {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Documents: []client.Document{
 			{Name: "a.txt"}, {Name: "a.txt"}}}, `two documents are named "a.txt"`},
+		"negative expiry": {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Documents: doc, Expires: -time.Hour}, "expires is negative"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -312,6 +314,63 @@ func TestClient_SendErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestClient_SealExpiry(t *testing.T) {
+	// A clock in another zone: the envelope's times are written in UTC.
+	now := time.Now().In(time.FixedZone("CET", 3600)).Truncate(time.Second)
+	c, err := client.Dial(context.Background(), nodeAddr, agency, client.WithCRL(crlPath), client.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tests := map[string]struct {
+		expires time.Duration
+		want    time.Duration
+	}{
+		"default":  {0, client.DefaultExpiry},
+		"36 hours": {36 * time.Hour, 36 * time.Hour},
+		"a second": {time.Second, time.Second},
+		"90 days":  {90 * 24 * time.Hour, 90 * 24 * time.Hour},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			s, err := c.Seal(ctxT(t), client.Message{To: []string{daemon.DevCourt}, Subject: "expiry", Expires: tt.expires,
+				Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}})
+			if err != nil {
+				t.Fatalf("Seal: %v", err)
+			}
+			b := s.EnvelopeBytes()
+			env, err := envelope.Parse(b)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if env.Version != 2 {
+				t.Errorf("version %d, want 2", env.Version)
+			}
+			if !env.Created.Equal(now) || env.Expires.Sub(env.Created) != tt.want {
+				t.Errorf("created %v, expires %v; want %v and %s later", env.Created, env.Expires, now, tt.want)
+			}
+			wantBytes := `"created":"` + now.UTC().Format(time.RFC3339Nano) + `","expires":"` + now.UTC().Add(tt.want).Format(time.RFC3339Nano) + `"`
+			if !bytes.Contains(b, []byte(wantBytes)) {
+				t.Errorf("envelope %s does not contain %s", b, wantBytes)
+			}
+		})
+	}
+	t.Run("the node accepts it", func(t *testing.T) {
+		r, err := c.Send(ctxT(t), client.Message{To: []string{daemon.DevCourt}, Subject: "expiry", Expires: 36 * time.Hour,
+			Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}}, nil)
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		f, err := dial(t, court).Fetch(ctxT(t), r.MessageID, t.TempDir())
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		if f.Envelope.Version != 2 || f.Envelope.Expires.Sub(f.Envelope.Created) != 36*time.Hour {
+			t.Errorf("fetched envelope: version %d, created %v, expires %v", f.Envelope.Version, f.Envelope.Created, f.Envelope.Expires)
+		}
+	})
 }
 
 func TestClient_SubmitTwice(t *testing.T) {

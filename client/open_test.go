@@ -95,9 +95,10 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(payload)
+	now := time.Now().UTC()
 	env := &envelope.Envelope{
 		Version: envelope.Version, ID: id, From: daemon.DevAgency, To: f.to, Subject: "forged",
-		Created: time.Now().UTC(), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
+		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
 		Files: manifest,
 	}
 	envBytes, err = env.Marshal()

@@ -30,6 +30,10 @@ import (
 // TR-02102).
 const minEncryptionBits = 3072
 
+// DefaultExpiry is how long a message may take to reach its recipients'
+// nodes when Message.Expires is 0.
+const DefaultExpiry = 7 * 24 * time.Hour
+
 // Document is one file of a message. Data is held in memory: sealing signs
 // and encrypts whole byte slices, so a message needs a few times its size
 // in memory while it is sent.
@@ -52,6 +56,13 @@ type Message struct {
 	Reference string
 	// Documents are the files, in the order the recipient will see them.
 	Documents []Document
+	// Expires is how long the message may take to reach the recipients'
+	// nodes, counted from when it is sealed; 0 means DefaultExpiry, and a
+	// negative duration is an error. The envelope names the resulting time;
+	// a message that has not reached a recipient's node by then is given
+	// up with NonDelivery evidence. The nodes may cap it by their own
+	// maximum.
+	Expires time.Duration
 }
 
 // Receipt is the node's confirmation that it has durably accepted a
@@ -155,6 +166,11 @@ func (c *Client) seal(ctx context.Context, m Message) (*sealed, error) {
 		return nil, fmt.Errorf("send: %w", err)
 	}
 	sum := sha256.Sum256(payload)
+	expires := m.Expires
+	if expires == 0 {
+		expires = DefaultExpiry
+	}
+	created := c.now().UTC()
 	env := &envelope.Envelope{
 		Version:       envelope.Version,
 		ID:            id,
@@ -163,7 +179,8 @@ func (c *Client) seal(ctx context.Context, m Message) (*sealed, error) {
 		Subject:       m.Subject,
 		Type:          m.Type,
 		Reference:     m.Reference,
-		Created:       c.now().UTC(),
+		Created:       created,
+		Expires:       created.Add(expires),
 		PayloadSHA256: hex.EncodeToString(sum[:]),
 		PayloadSize:   int64(len(payload)),
 	}
@@ -201,6 +218,9 @@ func validate(m Message) error {
 	}
 	if strings.TrimSpace(m.Subject) == "" {
 		return errors.New("no subject")
+	}
+	if m.Expires < 0 {
+		return fmt.Errorf("expires is negative (%s); give 0 for the default of %d days", m.Expires, DefaultExpiry/(24*time.Hour))
 	}
 	if len(m.Documents) == 0 {
 		return errors.New("no documents")

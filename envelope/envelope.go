@@ -7,6 +7,12 @@
 // signed byte string, an envelope is accepted only in its canonical form:
 // the JSON that Marshal produces (fixed key order, no extra white space, no
 // unknown or duplicate keys, UTC times). See docs/PROTOCOL.md.
+//
+// Two versions of the format are read. Version 2, which new envelopes use,
+// carries the time by which the message expires;
+// version 1 has no expiry (the node applies its default) and is otherwise
+// the same. Each has exactly one canonical form: a version 1 envelope never
+// has an "expires" key, a version 2 envelope always has one.
 package envelope
 
 import (
@@ -25,8 +31,13 @@ import (
 	"kurier.dev/kurier/canonjson"
 )
 
-// Version is the envelope format version this package writes and reads.
-const Version = 1
+// Format versions. Version is the one to write new envelopes in; Version1
+// is still read, and written for an Envelope whose Version says so (old
+// senders, tests).
+const (
+	Version  = 2
+	Version1 = 1
+)
 
 // Hard limits of the envelope format. A node may configure tighter limits
 // (for example fewer recipients) but never looser ones.
@@ -44,8 +55,9 @@ const (
 // wrapped message names the field and the rule.
 var ErrInvalid = errors.New("invalid envelope")
 
-// Envelope is the routing data of one message. Field order here is the
-// canonical key order of the JSON form.
+// Envelope is the routing data of one message. Field order and tags here
+// are the canonical JSON form of the current version; envelopeV1 is the
+// form of version 1.
 type Envelope struct {
 	Version   int       `json:"version"`
 	ID        string    `json:"id"`
@@ -55,6 +67,12 @@ type Envelope struct {
 	Type      string    `json:"type"`
 	Reference string    `json:"reference"`
 	Created   time.Time `json:"created"`
+	// Expires is the time by which the message must have reached each
+	// recipient's node, strictly after Created; required from version 2 on.
+	// Version 1 envelopes have no expiry: Expires is zero, and the node
+	// applies its default. A node may also cap Expires by its own maximum;
+	// that is node policy, not part of the format.
+	Expires time.Time `json:"expires"`
 	// PayloadSHA256 is the lowercase hex SHA-256 of the sealed payload
 	// (the CMS EnvelopedData bytes), PayloadSize its length in bytes.
 	PayloadSHA256 string `json:"payload_sha256"`
@@ -71,6 +89,22 @@ type File struct {
 	Size int64  `json:"size"`
 }
 
+// envelopeV1 is the canonical form of version 1: Envelope without expires.
+// It is frozen; new fields go into Envelope under a new version.
+type envelopeV1 struct {
+	Version       int       `json:"version"`
+	ID            string    `json:"id"`
+	From          string    `json:"from"`
+	To            []string  `json:"to"`
+	Subject       string    `json:"subject"`
+	Type          string    `json:"type"`
+	Reference     string    `json:"reference"`
+	Created       time.Time `json:"created"`
+	PayloadSHA256 string    `json:"payload_sha256"`
+	PayloadSize   int64     `json:"payload_size"`
+	Files         []File    `json:"files"`
+}
+
 // NewID returns a fresh message id: a UUIDv7, so ids sort by creation time.
 func NewID() (string, error) {
 	id, err := uuid.NewV7()
@@ -80,23 +114,37 @@ func NewID() (string, error) {
 	return id.String(), nil
 }
 
-// Marshal validates e and returns its canonical JSON form, the bytes the
-// sender signs.
+// Marshal validates e and returns its canonical JSON form in the format
+// version e.Version names, the bytes the sender signs.
 func (e *Envelope) Marshal() ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
 	c := *e
 	c.Created = c.Created.UTC()
-	b, err := canonjson.Marshal(&c)
+	c.Expires = c.Expires.UTC()
+	var v any = &c
+	if c.Version == Version1 {
+		v = &envelopeV1{
+			Version: c.Version, ID: c.ID, From: c.From, To: c.To,
+			Subject: c.Subject, Type: c.Type, Reference: c.Reference, Created: c.Created,
+			PayloadSHA256: c.PayloadSHA256, PayloadSize: c.PayloadSize, Files: c.Files,
+		}
+	}
+	b, err := canonjson.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("marshal envelope: %w", err)
 	}
 	return b, nil
 }
 
-// Parse decodes and validates envelope bytes. It accepts only the canonical
-// form, so that the bytes a signature covers have exactly one reading.
+// Parse decodes and validates envelope bytes of either version. It accepts
+// only the canonical form, so that the bytes a signature covers have
+// exactly one reading: a version 1 envelope with an expires key, or a
+// version 2 envelope without one, is refused.
+//
+// Security: nodes, recipients and auditors read signed envelopes only
+// through Parse.
 func Parse(b []byte) (*Envelope, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalid, len(b), MaxSize)
@@ -124,8 +172,14 @@ func Digest(b []byte) string {
 
 // Validate checks every field against the format's rules.
 func (e *Envelope) Validate() error {
-	if e.Version != Version {
-		return fmt.Errorf("%w: version %d, want %d", ErrInvalid, e.Version, Version)
+	switch e.Version {
+	case Version:
+	case Version1:
+		if !e.Expires.IsZero() {
+			return fmt.Errorf("%w: a version %d envelope has no expires; write version %d to set one", ErrInvalid, Version1, Version)
+		}
+	default:
+		return fmt.Errorf("%w: version %d, want %d (or %d)", ErrInvalid, e.Version, Version, Version1)
 	}
 	if err := CheckID(e.ID); err != nil {
 		return err
@@ -163,6 +217,15 @@ func (e *Envelope) Validate() error {
 	}
 	if e.Created.IsZero() {
 		return fmt.Errorf("%w: created time missing", ErrInvalid)
+	}
+	if e.Version != Version1 {
+		if e.Expires.IsZero() {
+			return fmt.Errorf("%w: expires time missing", ErrInvalid)
+		}
+		if !e.Expires.After(e.Created) {
+			return fmt.Errorf("%w: expires %s is not after created %s", ErrInvalid,
+				e.Expires.UTC().Format(time.RFC3339Nano), e.Created.UTC().Format(time.RFC3339Nano))
+		}
 	}
 	if len(e.PayloadSHA256) != 64 || strings.ToLower(e.PayloadSHA256) != e.PayloadSHA256 {
 		return fmt.Errorf("%w: payload_sha256 must be 64 lowercase hex digits", ErrInvalid)

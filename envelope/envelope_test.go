@@ -3,6 +3,8 @@ package envelope
 import (
 	"bytes"
 	"errors"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,56 +22,167 @@ func valid(t *testing.T) *Envelope {
 		To: []string{"eingang@amtsgericht.example"}, Subject: "Klage <Müller> & Söhne",
 		Type: "Schriftsatz", Reference: "4 C 12/26",
 		Created:       time.Date(2026, 11, 23, 10, 15, 2, 123456789, time.FixedZone("CET", 3600)),
+		Expires:       time.Date(2026, 11, 30, 10, 15, 2, 123456789, time.FixedZone("CET", 3600)),
 		PayloadSHA256: strings.Repeat("ab", 32), PayloadSize: 42,
 		Files: []File{{Name: "klage.pdf", Size: 10}, {Name: "Anlage K1 (Vertrag).pdf", Size: 20}},
 	}
 }
 
-func TestEnvelope_RoundTrip(t *testing.T) {
+// validV1 returns a valid version 1 envelope, as senders wrote them before
+// version 2.
+func validV1(t *testing.T) *Envelope {
+	t.Helper()
 	e := valid(t)
+	e.Version, e.Expires = Version1, time.Time{}
+	return e
+}
+
+func TestEnvelope_RoundTrip(t *testing.T) {
+	tests := map[string]struct {
+		env         func(t *testing.T) *Envelope
+		wantContain []string
+		wantAbsent  string
+	}{
+		"version 2": {
+			env: valid,
+			wantContain: []string{
+				`{"version":2,`,
+				`"created":"2026-11-23T09:15:02.123456789Z","expires":"2026-11-30T09:15:02.123456789Z","payload_sha256":`,
+			},
+		},
+		"version 1": {
+			env:         validV1,
+			wantContain: []string{`{"version":1,`, `"created":"2026-11-23T09:15:02.123456789Z","payload_sha256":`},
+			wantAbsent:  `"expires"`,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			e := tt.env(t)
+			b, err := e.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tt.wantContain {
+				if !bytes.Contains(b, []byte(want)) {
+					t.Errorf("%s not in %s", want, b)
+				}
+			}
+			if tt.wantAbsent != "" && bytes.Contains(b, []byte(tt.wantAbsent)) {
+				t.Errorf("%s in %s", tt.wantAbsent, b)
+			}
+			if !bytes.Contains(b, []byte(`<Müller> & Söhne`)) {
+				t.Errorf("subject escaped: %s", b)
+			}
+			got, err := Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Version != e.Version || !got.Created.Equal(e.Created) || !got.Expires.Equal(e.Expires) {
+				t.Errorf("parsed version %d, created %v, expires %v; want %d, %v, %v", got.Version, got.Created, got.Expires, e.Version, e.Created, e.Expires)
+			}
+			again, err := got.Marshal()
+			if err != nil || !bytes.Equal(again, b) {
+				t.Fatalf("re-marshal differs: %s vs %s (%v)", again, b, err)
+			}
+			if Digest(b) == Digest(again[:len(again)-1]) {
+				t.Error("digest ignores content")
+			}
+		})
+	}
+}
+
+// TestParse_Version1 pins the version 1 form byte for byte: envelopes
+// signed before version 2 must still parse and marshal to the same bytes.
+func TestParse_Version1(t *testing.T) {
+	const v1 = `{"version":1,"id":"019a0000-0000-7000-8000-000000000000","from":"poststelle@stadt.example",` +
+		`"to":["eingang@amtsgericht.example"],"subject":"Klage <Müller> & Söhne","type":"Schriftsatz","reference":"4 C 12/26",` +
+		`"created":"2026-11-23T09:15:02.123456789Z","payload_sha256":"` + "abababababababababababababababababababababababababababababababab" + `",` +
+		`"payload_size":42,"files":[{"name":"klage.pdf","size":10}]}`
+	e, err := Parse([]byte(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Version != Version1 || !e.Expires.IsZero() {
+		t.Errorf("version %d, expires %v; want 1 and none", e.Version, e.Expires)
+	}
 	b, err := e.Marshal()
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || string(b) != v1 {
+		t.Fatalf("re-marshal of a version 1 envelope:\n%s\nwant\n%s (%v)", b, v1, err)
 	}
-	if !bytes.Contains(b, []byte(`"created":"2026-11-23T09:15:02.123456789Z"`)) {
-		t.Errorf("created not written in UTC: %s", b)
+}
+
+// TestEnvelopeV1_Fields checks that the version 1 form is the current one
+// without expires, key for key and in order.
+func TestEnvelopeV1_Fields(t *testing.T) {
+	keys := func(typ reflect.Type) []string {
+		var ks []string
+		for i := range typ.NumField() {
+			ks = append(ks, typ.Field(i).Tag.Get("json")+" "+typ.Field(i).Type.String())
+		}
+		return ks
 	}
-	if !bytes.Contains(b, []byte(`<Müller> & Söhne`)) {
-		t.Errorf("subject escaped: %s", b)
-	}
-	got, err := Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := got.Marshal()
-	if err != nil || !bytes.Equal(again, b) {
-		t.Fatalf("re-marshal differs: %s vs %s (%v)", again, b, err)
-	}
-	if Digest(b) == Digest(again[:len(again)-1]) {
-		t.Error("digest ignores content")
+	want := slices.DeleteFunc(keys(reflect.TypeFor[Envelope]()), func(k string) bool { return strings.HasPrefix(k, "expires ") })
+	if got := keys(reflect.TypeFor[envelopeV1]()); !slices.Equal(got, want) {
+		t.Errorf("envelopeV1 fields %q, want %q", got, want)
 	}
 }
 
 func TestParse_NonCanonical(t *testing.T) {
-	b, err := valid(t).Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases := map[string][]byte{
-		"leading space": append([]byte(" "), b...),
-		"trailing data": append(append([]byte{}, b...), []byte(`{}`)...),
-		"unknown field": bytes.Replace(b, []byte(`{"version":1,`), []byte(`{"version":1,"x":1,`), 1),
-		"duplicate key": bytes.Replace(b, []byte(`{"version":1,`), []byte(`{"version":1,"version":1,`), 1),
-		"escaped html":  bytes.Replace(b, []byte(`&`), []byte(`\u0026`), 1),
-		"too large":     append(append([]byte{}, b...), bytes.Repeat([]byte(" "), MaxSize)...),
-	}
-	cases["reordered keys"] = append(bytes.Replace(b[:len(b)-1], []byte(`{"version":1,`), []byte(`{`), 1), []byte(`,"version":1}`)...)
-	for name, in := range cases {
-		t.Run(name, func(t *testing.T) {
-			if _, err := Parse(in); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Parse = %v, want ErrInvalid", err)
+	for _, version := range []int{Version1, Version} {
+		mk := valid
+		if version == Version1 {
+			mk = validV1
+		}
+		b, err := mk(t).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := []byte(`{"version":` + strconv.Itoa(version) + `,`)
+		cases := map[string][]byte{
+			"leading space": append([]byte(" "), b...),
+			"trailing data": append(append([]byte{}, b...), []byte(`{}`)...),
+			"unknown field": bytes.Replace(b, head, append(slices.Clip(head), `"x":1,`...), 1),
+			"duplicate key": bytes.Replace(b, head, append(slices.Clip(head), head[1:]...), 1),
+			"escaped html":  bytes.Replace(b, []byte(`&`), []byte(`\u0026`), 1),
+			"too large":     append(append([]byte{}, b...), bytes.Repeat([]byte(" "), MaxSize)...),
+			"created not in UTC": bytes.Replace(b, []byte(`"created":"2026-11-23T09:15:02.123456789Z"`),
+				[]byte(`"created":"2026-11-23T10:15:02.123456789+01:00"`), 1),
+			"reordered keys": append(bytes.Replace(b[:len(b)-1], head, []byte(`{`), 1),
+				`,"version":`+strconv.Itoa(version)+`}`...),
+		}
+		switch version {
+		case Version1:
+			withExpires := func(v string) []byte {
+				return bytes.Replace(b, []byte(`Z","payload_sha256"`), []byte(`Z","expires":`+v+`,"payload_sha256"`), 1)
 			}
-		})
+			cases["version 1 with expires"] = withExpires(`"2026-11-30T09:15:02Z"`)
+			cases["version 1 with zero expires"] = withExpires(`"0001-01-01T00:00:00Z"`)
+			cases["version 1 with null expires"] = withExpires(`null`)
+		case Version:
+			expires := []byte(`"expires":"2026-11-30T09:15:02.123456789Z"`)
+			replace := func(with string) []byte { return bytes.Replace(b, expires, []byte(with), 1) }
+			cases["version 2 without expires"] = bytes.Replace(b, append(slices.Clip(expires), ','), nil, 1)
+			cases["version 2 with null expires"] = replace(`"expires":null`)
+			cases["version 2 with zero expires"] = replace(`"expires":"0001-01-01T00:00:00Z"`)
+			cases["expires not in UTC"] = replace(`"expires":"2026-11-30T10:15:02.123456789+01:00"`)
+			cases["expires with trailing zeros"] = replace(`"expires":"2026-11-30T09:15:02.123456789000Z"`)
+			cases["expires equals created"] = replace(`"expires":"2026-11-23T09:15:02.123456789Z"`)
+			cases["expires before created"] = replace(`"expires":"2026-11-22T09:15:02.123456789Z"`)
+			cases["expires as a number"] = replace(`"expires":1795000000`)
+			cases["expires after files"] = append(bytes.Replace(b[:len(b)-1], append(slices.Clip(expires), ','), nil, 1),
+				append(append([]byte(`,`), expires...), '}')...)
+		}
+		for name, in := range cases {
+			t.Run("version "+strconv.Itoa(version)+"/"+name, func(t *testing.T) {
+				if bytes.Equal(in, b) {
+					t.Fatal("test case did not change the envelope")
+				}
+				if _, err := Parse(in); !errors.Is(err, ErrInvalid) {
+					t.Fatalf("Parse(%s) = %v, want ErrInvalid", in, err)
+				}
+			})
+		}
 	}
 }
 
@@ -82,7 +195,12 @@ func TestEnvelope_Validate(t *testing.T) {
 		return fs
 	}
 	cases := map[string]func(e *Envelope){
-		"version":             func(e *Envelope) { e.Version = 2 },
+		"version 0":           func(e *Envelope) { e.Version = 0 },
+		"version 3":           func(e *Envelope) { e.Version = 3 },
+		"no expires":          func(e *Envelope) { e.Expires = time.Time{} },
+		"expires at created":  func(e *Envelope) { e.Expires = e.Created.UTC() },
+		"expires before":      func(e *Envelope) { e.Expires = e.Created.Add(-time.Nanosecond) },
+		"version 1 expires":   func(e *Envelope) { e.Version = Version1 },
 		"id not uuid":         func(e *Envelope) { e.ID = "123" },
 		"id uppercase":        func(e *Envelope) { e.ID = strings.ToUpper(e.ID) },
 		"id version 4":        func(e *Envelope) { e.ID = "0b6f4b7c-6a3e-4b8e-9a7e-0a4d3c2b1a09" },
@@ -119,6 +237,18 @@ func TestEnvelope_Validate(t *testing.T) {
 			}
 		})
 	}
+	t.Run("version 1 without expires is fine", func(t *testing.T) {
+		if err := validV1(t).Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("expires a nanosecond after created is fine", func(t *testing.T) {
+		e := valid(t)
+		e.Expires = e.Created.Add(time.Nanosecond)
+		if err := e.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("1000 files and a 255-byte name are fine", func(t *testing.T) {
 		e := valid(t)
 		e.Files = many(MaxFiles)
@@ -134,14 +264,20 @@ func itoa(i int) string { return strconv.Itoa(i) }
 func FuzzParse(f *testing.F) {
 	e := &Envelope{
 		Version: Version, ID: "019a0000-0000-7000-8000-000000000000", From: "a@b.example", To: []string{"c@d.example"},
-		Subject: "s", Created: time.Unix(0, 0), PayloadSHA256: strings.Repeat("0", 64), PayloadSize: 1,
+		Subject: "s", Created: time.Unix(0, 0), Expires: time.Unix(86400, 0), PayloadSHA256: strings.Repeat("0", 64), PayloadSize: 1,
 		Files: []File{{Name: "f", Size: 1}},
 	}
-	b, err := e.Marshal()
-	if err != nil {
-		f.Fatal(err)
+	for _, v := range []int{Version, Version1} {
+		e.Version = v
+		if v == Version1 {
+			e.Expires = time.Time{}
+		}
+		b, err := e.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
-	f.Add(b)
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		e, err := Parse(in)
@@ -151,6 +287,19 @@ func FuzzParse(f *testing.F) {
 		out, err := e.Marshal()
 		if err != nil || !bytes.Equal(out, in) {
 			t.Fatalf("accepted bytes that do not re-marshal identically: %q", in)
+		}
+		hasKey := bytes.Contains(in, []byte(`"expires":`))
+		switch e.Version {
+		case Version1:
+			if !e.Expires.IsZero() {
+				t.Fatalf("accepted a version 1 envelope with an expiry: %q", in)
+			}
+		case Version:
+			if !hasKey || !e.Expires.After(e.Created) {
+				t.Fatalf("accepted a version 2 envelope without an expiry after its creation: %q", in)
+			}
+		default:
+			t.Fatalf("accepted version %d: %q", e.Version, in)
 		}
 	})
 }

@@ -27,7 +27,7 @@ const defaultNode = "127.0.0.1:7443"
 const usage = `kurier — send and receive documents through a Kurier node
 
 Usage:
-  kurier send --to ADDR [--to ADDR…] --subject TEXT [--type TYPE] [--reference AZ] FILE…
+  kurier send --to ADDR [--to ADDR…] --subject TEXT [--type TYPE] [--reference AZ] [--expires DURATION] FILE…
   kurier inbox
   kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
   kurier ack ID                     sign and send the acknowledgement (Empfangsbekenntnis)

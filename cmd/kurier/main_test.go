@@ -283,6 +283,107 @@ func TestRun_Mailbox(t *testing.T) {
 	})
 }
 
+func TestParseExpiry(t *testing.T) {
+	const day = 24 * time.Hour
+	tests := map[string]struct {
+		in        string
+		want      time.Duration
+		wantError string
+	}{
+		"hours":             {in: "36h", want: 36 * time.Hour},
+		"minutes":           {in: "90m", want: 90 * time.Minute},
+		"mixed":             {in: "1h30m", want: 90 * time.Minute},
+		"fraction of hours": {in: "1.5h", want: 90 * time.Minute},
+		"days":              {in: "14d", want: 14 * day},
+		"one day":           {in: "1d", want: day},
+		"leading zero":      {in: "07d", want: 7 * day},
+		"most days":         {in: "106751d", want: 106751 * day},
+		"too many days":     {in: "106752d", wantError: "at most 106751d"},
+		"huge days":         {in: "99999999999999999999d", wantError: "at most"},
+		"zero":              {in: "0", wantError: "not a positive duration"},
+		"zero days":         {in: "0d", wantError: "not a positive duration"},
+		"negative":          {in: "-5h", wantError: "not a positive duration"},
+		"negative days":     {in: "-5d", wantError: "not a duration"},
+		"plus days":         {in: "+5d", wantError: "not a duration"},
+		"fraction of days":  {in: "1.5d", wantError: "not a duration"},
+		"days and hours":    {in: "1d12h", wantError: "not a duration"},
+		"weeks":             {in: "2w", wantError: "not a duration"},
+		"no unit":           {in: "14", wantError: "not a duration"},
+		"only d":            {in: "d", wantError: "not a duration"},
+		"space":             {in: "14 d", wantError: "not a duration"},
+		"empty":             {in: "", wantError: "not a duration"},
+		"words":             {in: "two weeks", wantError: "not a duration"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := parseExpiry(tt.in)
+			if tt.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+					t.Errorf("parseExpiry(%q) = %v, %v; want an error containing %q", tt.in, got, err, tt.wantError)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("parseExpiry(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRun_SendExpires(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "a.txt")
+	if err := os.WriteFile(src, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	court, err := pki.LoadIdentity(daemon.DevIdentity(devDir, "court"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := client.Dial(ctx, nodeAddr, court, client.WithCRL(crlPath))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer cl.Close()
+	inbox := func() []client.InboxEntry {
+		t.Helper()
+		entries, err := cl.Inbox(ctx)
+		if err != nil {
+			t.Fatalf("Inbox: %v", err)
+		}
+		return entries
+	}
+
+	t.Run("bad value fails before anything is sent", func(t *testing.T) {
+		subject := "never sent " + t.Name()
+		_, err := try(t, append(as("agency"), "send", "--to", daemon.DevCourt, "--subject", subject, "--expires", "2w", src)...)
+		if err == nil || !strings.Contains(err.Error(), "-expires") || !strings.Contains(err.Error(), "not a duration") {
+			t.Fatalf("send --expires 2w: %v", err)
+		}
+		if slices.ContainsFunc(inbox(), func(e client.InboxEntry) bool { return e.Subject == subject }) {
+			t.Error("a send with a bad --expires reached the court")
+		}
+	})
+
+	for flagValue, want := range map[string]time.Duration{"14d": 14 * 24 * time.Hour, "36h": 36 * time.Hour, "": client.DefaultExpiry} {
+		t.Run("expires "+flagValue, func(t *testing.T) {
+			args := append(as("agency"), "send", "--to", daemon.DevCourt, "--subject", "expires "+flagValue, src)
+			if flagValue != "" {
+				args = append(args, "--expires", flagValue)
+			}
+			id := strings.TrimSpace(kurier(t, args...))
+			f, err := cl.Fetch(ctx, id, t.TempDir())
+			if err != nil {
+				t.Fatalf("Fetch: %v", err)
+			}
+			if got := f.Envelope.Expires.Sub(f.Envelope.Created); f.Envelope.Version != 2 || got != want {
+				t.Errorf("envelope version %d expires %s after creation, want version 2 and %s", f.Envelope.Version, got, want)
+			}
+		})
+	}
+}
+
 func TestWriteEvidence(t *testing.T) {
 	evs := make([]client.Evidence, 100)
 	for i := range evs {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +34,30 @@ func (l *addressList) Set(v string) error {
 	return nil
 }
 
+// parseExpiry reads the value of --expires: a Go duration such as 36h or
+// 90m, or a whole number of days such as 14d. It must be positive.
+func parseExpiry(s string) (time.Duration, error) {
+	const day = 24 * time.Hour
+	const maxDays = math.MaxInt64 / int64(day)
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || days > maxDays {
+			return 0, fmt.Errorf("at most %dd", maxDays)
+		}
+		d = time.Duration(days) * day
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, errors.New("not a duration; give one like 36h or 90m, or whole days like 14d")
+		}
+	}
+	if d <= 0 {
+		return 0, errors.New("not a positive duration; give one like 36h, 90m or 14d")
+	}
+	return d, nil
+}
+
 type sentJSON struct {
 	ID       string         `json:"id"`
 	Evidence []evidenceJSON `json:"evidence"`
@@ -45,6 +71,12 @@ func (e *env) send(args []string) error {
 	subject := c.String("subject", "", "subject (required)")
 	typ := c.String("type", "", "message type, e.g. Schriftsatz")
 	ref := c.String("reference", "", "case reference (Aktenzeichen)")
+	var expires time.Duration
+	c.Func("expires", fmt.Sprintf("how long the message may take to reach the recipients' nodes: a `duration` like 36h, or whole days like 14d (default %dd; the node may cap it)", client.DefaultExpiry/(24*time.Hour)), func(v string) error {
+		d, err := parseExpiry(v)
+		expires = d
+		return err
+	})
 	files, err := c.parse(args)
 	if err != nil {
 		return err
@@ -67,7 +99,7 @@ func (e *env) send(args []string) error {
 		bar = &progressBar{w: e.stderr}
 		progress = bar.update
 	}
-	r, err := cl.Send(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs}, progress)
+	r, err := cl.Send(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs, Expires: expires}, progress)
 	bar.finish() // end the bar's line before anything else is printed
 	if err != nil {
 		return err
