@@ -38,6 +38,9 @@ var (
 	// ErrUnauthenticated: the caller presented no usable, unrevoked
 	// certificate.
 	ErrUnauthenticated = errors.New("not authenticated")
+	// ErrUnavailable: another node that the request needs cannot be reached
+	// now; the same request may succeed later.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Log attribute keys, the same in every package of the node.
@@ -57,6 +60,10 @@ type Message struct {
 	EnvelopeSHA256 string             `json:"envelope_sha256"`
 	Received       time.Time          `json:"received"`
 	Blob           string             `json:"blob"` // where the payload is stored
+	// Expires is when the message must have reached every recipient's
+	// node: the envelope's expiry capped by the node's maximum, or the
+	// node's default for envelopes that name none.
+	Expires time.Time `json:"expires"`
 }
 
 // ID returns the message id.
@@ -65,11 +72,17 @@ func (m *Message) ID() string { return m.Header.ID }
 // State is where a recipient's copy of a message stands.
 type State string
 
-// States of a copy, in the only order they can follow each other.
+// States of a copy. A local copy is delivered, then retrieved, then
+// acknowledged. A copy for a recipient of another node is relaying until
+// that node accepts it, and then follows the states that node reports
+// back. Undeliverable ends a copy that NonDelivery or a relay refusal
+// ended.
 const (
-	StateDelivered    State = "delivered"
-	StateRetrieved    State = "retrieved"
-	StateAcknowledged State = "acknowledged"
+	StateRelaying      State = "relaying"
+	StateDelivered     State = "delivered"
+	StateRetrieved     State = "retrieved"
+	StateAcknowledged  State = "acknowledged"
+	StateUndeliverable State = "undeliverable"
 )
 
 // Copy is one recipient's copy of a message: its mailbox entry.
@@ -81,15 +94,56 @@ type Copy struct {
 	// Head is the lowercase hex SHA-256 of the newest evidence in this copy's
 	// chain, the previous_sha256 of the next one.
 	Head string `json:"head"`
+	// Local is true for a copy in a mailbox of this node, false for the
+	// sender node's record of a copy relayed to another node.
+	Local bool `json:"local"`
+	// Deadline is when the node must act on the copy if nothing else
+	// happens first: the message's expiry while it is relaying, the end of
+	// retention while it waits to be retrieved; zero when nothing is due.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// Step moves one copy on by one evidence: the store appends Evidence to
+// the copy's chain only if its head is still PrevHead, and then writes
+// Next as the copy's record (its Received time stays as stored).
+type Step struct {
+	Evidence Evidence
+	PrevHead string
+	Next     Copy
+	// Push names the domain whose node must be sent Evidence (the sender's
+	// node, for evidence about a relayed message); "" for none.
+	Push string
+}
+
+// Outbound is a message waiting in the queue to another domain's node.
+// Which recipients it carries follows from the message and its copies:
+// those of that domain still relaying.
+type Outbound struct {
+	Domain    string    `json:"-"`
+	MessageID string    `json:"-"`
+	Attempts  int       `json:"attempts"`
+	NextTry   time.Time `json:"next_try"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// Blob describes a stored payload.
+type Blob struct {
+	ID     string
+	Size   int64
+	SHA256 [32]byte
 }
 
 // Evidence is one evidence file as a node keeps it.
 type Evidence struct {
-	// Seq orders all evidence of one node in the order it was issued.
-	Seq uint64 `json:"seq"`
-	// LeafIndex is the evidence's position in the node's transparency log:
-	// 0 for the first evidence, then one more for each, in Seq order but
-	// without gaps. The store sets it, with Seq.
+	// Log names the transparency log that holds the evidence: empty for
+	// this node's own log, which holds what this node issued or first
+	// received from its issuer (an Acknowledgement); otherwise the origin
+	// of the log of the node that did (tlog.Origin of its domain), for
+	// evidence relayed back from there.
+	Log string `json:"log,omitempty"`
+	// LeafIndex is the evidence's position in that log. For the node's own
+	// log the store assigns it: 0 for the first evidence, then one more
+	// for each, without gaps; it is also the node-wide order of issue.
 	LeafIndex uint64 `json:"leaf_index"`
 	MessageID string `json:"message_id"`
 	// Sender is the message's sender, who may see all of its evidence.

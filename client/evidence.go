@@ -18,10 +18,11 @@ import (
 // (the part that counts, to be archived as it is) and its statement.
 type Evidence struct {
 	DER []byte
-	// Seq is the node's order of issue.
-	Seq uint64
-	// LeafIndex is the evidence's place in the issuing node's
-	// transparency log.
+	// Log is the origin of the transparency log that holds the evidence:
+	// that of the node that issued it (or first received it, for an
+	// Acknowledgement), e.g. "amtsgericht.example/kurier-log".
+	Log string
+	// LeafIndex is the evidence's place in that log.
 	LeafIndex uint64
 	Statement *evidence.Statement
 	// Signer is the verified certificate that signed DER.
@@ -56,7 +57,7 @@ func (c *Client) verifyEvidence(pb *kurierv1.Evidence, id string) (Evidence, err
 	if st.MessageID != id {
 		return Evidence{}, fmt.Errorf("%s evidence is about message %s", st.Type, st.MessageID)
 	}
-	return Evidence{DER: ev.DER, Seq: pb.GetSeq(), LeafIndex: pb.GetLeafIndex(), Statement: ev.Statement, Signer: ev.Signer}, nil
+	return Evidence{DER: ev.DER, Log: pb.GetLog(), LeafIndex: pb.GetLeafIndex(), Statement: ev.Statement, Signer: ev.Signer}, nil
 }
 
 // Evidence returns every evidence the caller may see for message id, in

@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/relay"
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/pki"
@@ -52,6 +54,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			Address: p.Address, DisplayName: p.DisplayName, Kind: p.Kind, EncryptionCert: certs[0],
 		})
 	}
+	peers, err := relay.NewPeers(id, trust, cfg.Peers)
+	if err != nil {
+		return err
+	}
+	defer peers.Close()
 	db, err := store.Open(cfg.Data, store.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -67,8 +74,12 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		LogKey:       logKey,
 		Trust:        trust,
 		Participants: participants,
-		Limits:       node.Limits{MaxPayload: cfg.Limits.MaxPayloadBytes, MaxRecipients: cfg.Limits.MaxRecipients},
-		Logger:       logger,
+		Peers:        peers,
+		Limits: node.Limits{
+			MaxPayload: cfg.Limits.MaxPayloadBytes, MaxRecipients: cfg.Limits.MaxRecipients,
+			DefaultExpiry: cfg.Limits.DefaultExpiry, MaxExpiry: cfg.Limits.MaxExpiry, Retention: cfg.Limits.Retention,
+		},
+		Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -83,9 +94,18 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return err
 	}
 	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
-	sweepCtx, stopSweep := context.WithCancel(ctx)
-	defer stopSweep() // before the store closes: defers run last first
-	go sweepLoop(sweepCtx, db, logger)
+	// The background work ends before the store closes: defers run last
+	// first.
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	var background sync.WaitGroup
+	defer background.Wait()
+	defer stopBackground()
+	background.Go(func() { sweepLoop(bgCtx, db, logger) })
+	background.Go(func() { expireLoop(bgCtx, n, logger) })
+	for _, d := range peers.Domains() {
+		w := &relay.Worker{Node: n, Peers: peers, Domain: d, Logger: logger}
+		background.Go(func() { w.Run(bgCtx) })
+	}
 	if ready != nil {
 		ready(lis.Addr())
 	}
@@ -128,6 +148,26 @@ func sweepLoop(ctx context.Context, db *store.DB, logger *slog.Logger) {
 				logger.Warn("sweep unused payloads", slog.Any(broker.LogErr, err))
 			case n > 0:
 				logger.Info("swept unused payloads", slog.Int("count", n))
+			}
+		}
+	}
+}
+
+// expireInterval is how often the node looks for copies past their
+// deadline: messages not relayed before they expired, copies not retrieved
+// within the retention time.
+const expireInterval = time.Second
+
+func expireLoop(ctx context.Context, n *node.Node, logger *slog.Logger) {
+	t := time.NewTicker(expireInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := n.Expire(ctx); err != nil && ctx.Err() == nil {
+				logger.Error("expire undelivered messages", slog.Any(broker.LogErr, err))
 			}
 		}
 	}

@@ -66,21 +66,17 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 		if c.State != broker.StateDelivered {
 			return n.head(ctx, c)
 		}
-		// Evidence times never go backwards in a chain, even if the
-		// node's clock is set back.
 		prev, err := n.headStatement(ctx, c)
 		if err != nil {
 			return broker.Evidence{}, err
 		}
-		at := prev.Time
-		if now := n.now(); now.After(at) {
-			at = now
-		}
-		ev, err := n.issueAt(m, c.Recipient, evidence.Retrieval, c.Head, "", at)
+		ev, err := n.issueAt(m, c.Recipient, evidence.Retrieval, c.Head, "", laterOf(n.now(), prev.Time))
 		if err != nil {
 			return broker.Evidence{}, fmt.Errorf("retrieve %s: %w", id, err)
 		}
-		ev, err = n.store.AppendEvidence(ctx, ev, c.Head, evidence.Digest(ev.DER), broker.StateRetrieved)
+		next := *c
+		next.State, next.Head, next.Deadline = broker.StateRetrieved, evidence.Digest(ev.DER), timeZero
+		ev, err = n.store.AppendEvidence(ctx, broker.Step{Evidence: ev, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
 		if errors.Is(err, broker.ErrConflict) && attempt < 3 {
 			continue // another fetch of the same copy won; answer with its evidence
 		}
@@ -147,7 +143,9 @@ func (n *Node) Acknowledge(ctx context.Context, caller pki.Peer, der []byte) (br
 		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is dated %s, before the retrieval at %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), prev.Time.UTC().Format(evidence.TimeFormat))
 	}
 	rec := broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: c.Recipient, Type: string(evidence.Acknowledgement), DER: der}
-	rec, err = n.store.AppendEvidence(ctx, rec, c.Head, ev.Digest(), broker.StateAcknowledged)
+	next := *c
+	next.State, next.Head, next.Deadline = broker.StateAcknowledged, ev.Digest(), timeZero
+	rec, err = n.store.AppendEvidence(ctx, broker.Step{Evidence: rec, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
 	if errors.Is(err, broker.ErrConflict) {
 		return broker.Evidence{}, fmt.Errorf("%w: the copy changed while acknowledging; load the evidence again", broker.ErrState)
 	}
@@ -187,7 +185,7 @@ func (n *Node) ownCopy(ctx context.Context, caller pki.Peer, id string) (*broker
 		return nil, nil, err
 	}
 	c, err := n.store.Copy(ctx, id, caller.Address)
-	if errors.Is(err, broker.ErrNotFound) {
+	if errors.Is(err, broker.ErrNotFound) || err == nil && !c.Local {
 		return nil, nil, fmt.Errorf("%w: message %s is not in the mailbox of %s", broker.ErrNotFound, id, caller.Address)
 	}
 	if err != nil {

@@ -20,41 +20,64 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
-	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/tlog"
 )
 
-// Store is what the node needs of its durable state; *store.DB provides it.
-// Every method returns errors wrapping the broker sentinels.
+// Store is what the node needs of its durable state; broker/store
+// provides it over badger. Every method returns errors wrapping the broker
+// sentinels; a context error from a write means its outcome is unknown.
 type Store interface {
 	// WriteBlob streams a payload into the store; broker.ErrTooLarge past max.
-	WriteBlob(ctx context.Context, r io.Reader, max int64) (store.Blob, error)
+	WriteBlob(ctx context.Context, r io.Reader, max int64) (broker.Blob, error)
 	// OpenBlob streams a stored payload; broker.ErrNotFound if absent.
 	OpenBlob(ctx context.Context, id string) (io.ReadCloser, error)
 	// DeleteBlob removes a payload that no message will reference.
 	DeleteBlob(ctx context.Context, id string) error
-	// CreateMessage durably stores a message, its copies and evidence in one
-	// transaction; broker.ErrExists for the same envelope again,
-	// broker.ErrDuplicate for the same id with another envelope.
-	CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error)
+	// CreateMessage durably stores a message, its copies, evidence and
+	// outbound queue entries in one transaction and returns the evidence
+	// with leaf indexes; broker.ErrExists for the same envelope again,
+	// broker.ErrDuplicate for the same id with another envelope,
+	// broker.ErrNotFound or broker.ErrInvalid for a blob not fit for it.
+	CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, out []broker.Outbound) ([]broker.Evidence, error)
+	// AddCopies adds copies and their evidence to a stored message with
+	// the envelope digest envSHA256: broker.ErrNotFound if there is no such
+	// message, broker.ErrDuplicate if it has another envelope,
+	// broker.ErrExists if one of the copies exists already.
+	AddCopies(ctx context.Context, id, envSHA256 string, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error)
 	// Message returns a stored message; broker.ErrNotFound if absent.
 	Message(ctx context.Context, id string) (*broker.Message, error)
 	// Copy returns a recipient's copy; broker.ErrNotFound if absent.
 	Copy(ctx context.Context, messageID, recipient string) (*broker.Copy, error)
-	// Inbox pages through a mailbox in order of arrival.
+	// Inbox pages through a mailbox in order of arrival; broker.ErrInvalid
+	// for a malformed cursor.
 	Inbox(ctx context.Context, recipient, after string, limit int) ([]broker.InboxEntry, string, error)
-	// AppendEvidence extends a copy's chain if its head is still prevHead;
-	// broker.ErrConflict otherwise.
-	AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, newHead string, newState broker.State) (broker.Evidence, error)
-	// AddEvidence stores evidence outside any copy's chain.
+	// AppendEvidence applies one step to a copy: broker.ErrConflict if its
+	// head is no longer s.PrevHead, broker.ErrNotFound if there is no copy.
+	AppendEvidence(ctx context.Context, s broker.Step) (broker.Evidence, error)
+	// AddEvidence stores own evidence outside any copy's chain.
 	AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error)
-	// Evidence lists a message's evidence in order of issue.
+	// Evidence lists a message's evidence in the order stored.
 	Evidence(ctx context.Context, messageID string) ([]broker.Evidence, error)
+	// Outbound lists messages queued for the node of domain.
+	Outbound(ctx context.Context, domain string, limit int) ([]broker.Outbound, error)
+	// SetOutbound replaces a queued message's retry state;
+	// broker.ErrNotFound if it is no longer queued.
+	SetOutbound(ctx context.Context, o broker.Outbound) error
+	// FinishRelay applies steps and removes the message from domain's
+	// queue in one transaction; errors as AppendEvidence's.
+	FinishRelay(ctx context.Context, domain, id string, steps []broker.Step) ([]broker.Evidence, error)
+	// Pushes lists own evidence queued for the node of domain, in order.
+	Pushes(ctx context.Context, domain string, limit int) ([]broker.Evidence, error)
+	// DeletePush removes one evidence from domain's push queue.
+	DeletePush(ctx context.Context, domain string, index uint64) error
+	// Due lists copies whose deadline is not after now, earliest first.
+	Due(ctx context.Context, now time.Time, limit int) ([]broker.Copy, error)
 	// LogSize returns the number of leaves in the transparency log.
 	LogSize(ctx context.Context) (uint64, error)
-	// LogRoot returns the root hash of the log's first size leaves.
+	// LogRoot returns the root hash of the log's first size leaves;
+	// broker.ErrNotFound beyond the log.
 	LogRoot(ctx context.Context, size uint64) ([]byte, error)
 	// InclusionProof proves leaf index in the tree of size leaves.
 	InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error)
@@ -62,7 +85,16 @@ type Store interface {
 	ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error)
 }
 
-var _ Store = (*store.DB)(nil)
+// Peers is how the node reaches the nodes of other domains; broker/relay
+// provides it over mutual TLS with the node's certificate.
+type Peers interface {
+	// Knows reports whether a node is configured for domain.
+	Knows(domain string) bool
+	// Lookup asks the node of addr's domain for addr's directory entry;
+	// found is false if that node has no such mailbox. Errors wrap
+	// broker.ErrUnavailable when the node cannot be reached.
+	Lookup(ctx context.Context, addr string) (p Participant, found bool, err error)
+}
 
 // Participant is a local mailbox in the node's directory.
 type Participant struct {
@@ -84,6 +116,16 @@ type Limits struct {
 	// MaxUploads bounds how many payloads are streamed into the store at
 	// once (each buffers up to a few MiB); more wait. Default 32.
 	MaxUploads int
+	// DefaultExpiry is how long a message whose envelope names no expiry
+	// (format version 1) may take to reach its recipients' nodes; default
+	// 7 days.
+	DefaultExpiry time.Duration
+	// MaxExpiry caps every message's expiry, counted from its receipt;
+	// default 30 days.
+	MaxExpiry time.Duration
+	// Retention is how long a delivered copy waits to be retrieved before
+	// the node gives up with NonDelivery; default 30 days.
+	Retention time.Duration
 }
 
 // Default limits.
@@ -92,6 +134,9 @@ const (
 	DefaultMaxRecipients = 100
 	DefaultMaxClockSkew  = 10 * time.Minute
 	DefaultMaxUploads    = 32
+	DefaultExpiry        = 7 * 24 * time.Hour
+	DefaultMaxExpiry     = 30 * 24 * time.Hour
+	DefaultRetention     = 30 * 24 * time.Hour
 )
 
 // Config is what a node is made of besides its store.
@@ -107,7 +152,10 @@ type Config struct {
 	Trust *pki.TrustStore
 	// Participants is the directory of local mailboxes.
 	Participants []Participant
-	Limits       Limits
+	// Peers reaches other domains' nodes; nil for a node on its own, which
+	// refuses every recipient outside its domains.
+	Peers  Peers
+	Limits Limits
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -128,6 +176,8 @@ type Node struct {
 	uploads chan struct{} // a slot per payload being stored
 	logKey  string
 	logVKey string // logKey's verifier key, named in export indexes
+	peers   Peers
+	remote  remoteDirectory
 }
 
 // New checks cfg and returns a node over st.
@@ -156,6 +206,7 @@ func New(st Store, cfg Config) (*Node, error) {
 		now:     cfg.Now,
 		log:     cfg.Logger,
 		logKey:  cfg.LogKey,
+		peers:   cfg.Peers,
 	}
 	if _, err := tlog.Sign(tlog.Checkpoint{Origin: tlog.Origin(n.domain), Root: tlog.EmptyRoot()}, cfg.LogKey); err != nil {
 		return nil, fmt.Errorf("new node: log key: %w", err)
@@ -202,6 +253,18 @@ func New(st Store, cfg Config) (*Node, error) {
 	if n.limits.MaxUploads <= 0 {
 		n.limits.MaxUploads = DefaultMaxUploads
 	}
+	if n.limits.DefaultExpiry <= 0 {
+		n.limits.DefaultExpiry = DefaultExpiry
+	}
+	if n.limits.MaxExpiry <= 0 {
+		n.limits.MaxExpiry = DefaultMaxExpiry
+	}
+	if n.limits.Retention <= 0 {
+		n.limits.Retention = DefaultRetention
+	}
+	if n.limits.DefaultExpiry > n.limits.MaxExpiry {
+		return nil, fmt.Errorf("new node: default expiry %s exceeds the maximum %s", n.limits.DefaultExpiry, n.limits.MaxExpiry)
+	}
 	n.uploads = make(chan struct{}, n.limits.MaxUploads)
 	if n.now == nil {
 		n.now = time.Now
@@ -215,14 +278,21 @@ func New(st Store, cfg Config) (*Node, error) {
 // Domain returns the domain the node names itself by in evidence.
 func (n *Node) Domain() string { return n.domain }
 
+// LogOrigin returns the origin of the node's transparency log, the name
+// its checkpoints carry and other nodes store with its evidence.
+func (n *Node) LogOrigin() string { return tlog.Origin(n.domain) }
+
+// Serves reports whether domain is one of the node's own.
+func (n *Node) Serves(domain string) bool { return n.domains[domain] }
+
 // Limits returns the limits in force.
 func (n *Node) Limits() Limits { return n.limits }
 
-// Lookup returns the directory entry of a local address: broker.ErrNotFound
-// if there is none, broker.ErrSignature if its encryption certificate is no
-// longer valid (expired or revoked), so that no sender encrypts to a
-// compromised key.
-func (n *Node) Lookup(addr string) (Participant, error) {
+// localEntry returns the directory entry of a local address:
+// broker.ErrNotFound if there is none, broker.ErrSignature if its encryption
+// certificate is no longer valid (expired or revoked), so that no sender
+// encrypts to a compromised key.
+func (n *Node) localEntry(addr string) (Participant, error) {
 	p, ok := n.dir[addr]
 	if !ok {
 		return Participant{}, fmt.Errorf("%w: no mailbox %s", broker.ErrNotFound, addr)

@@ -98,6 +98,7 @@ func newMessage(t *testing.T, from *pki.Identity, fromAddr string, to ...string)
 		Version: envelope.Version, ID: id, From: fromAddr, To: to,
 		Subject: "Klage", Type: "Schriftsatz", Reference: "4 C 12/26",
 		Created:       time.Now().UTC(),
+		Expires:       time.Now().UTC().Add(7 * 24 * time.Hour),
 		PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
 		Files: []envelope.File{{Name: "klage.pdf", Size: 100}},
 	}
@@ -221,10 +222,10 @@ func TestNode_Submit(t *testing.T) {
 
 func TestNode_Lookup(t *testing.T) {
 	h := newHarness(t, node.Limits{})
-	if p, err := h.node.Lookup(court); err != nil || p.EncryptionCert != fx.IDs[court].EncCert {
+	if p, err := h.node.Lookup(context.Background(), court); err != nil || p.EncryptionCert != fx.IDs[court].EncCert {
 		t.Fatalf("Lookup(court) = %v, %v", p, err)
 	}
-	if _, err := h.node.Lookup("niemand@amtsgericht.example"); !errors.Is(err, broker.ErrNotFound) {
+	if _, err := h.node.Lookup(context.Background(), "niemand@amtsgericht.example"); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("unknown address: err = %v, want ErrNotFound", err)
 	}
 	// A revoked encryption certificate is not handed out.
@@ -247,7 +248,7 @@ func TestNode_Lookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.Lookup(other); !errors.Is(err, broker.ErrSignature) {
+	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrSignature) {
 		t.Errorf("revoked encryption certificate: err = %v, want ErrSignature", err)
 	}
 }
@@ -533,7 +534,7 @@ func TestNode_FetchAcknowledge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := h.node.Acknowledge(ctx, participant(court), der); err != nil || again.Seq != stored.Seq {
+	if again, err := h.node.Acknowledge(ctx, participant(court), der); err != nil || again.LeafIndex != stored.LeafIndex {
 		t.Errorf("repeated acknowledgement: %v, %v", again, err)
 	}
 	later := ack(t, fx.IDs[court], court, evidence.Digest(der), time.Now())

@@ -22,8 +22,9 @@ import (
 // Receipt is the node's answer to an accepted submission.
 type Receipt struct {
 	MessageID string
-	// Evidence holds the SubmissionAcceptance and Delivery evidence of every
-	// recipient, in order of issue.
+	// Evidence holds every recipient's chain: its SubmissionAcceptance,
+	// followed by Delivery for a local recipient. A repeated submission
+	// gets each chain as it stands by then.
 	Evidence []broker.Evidence
 }
 
@@ -41,25 +42,77 @@ func (r *Rejection) Error() string { return r.Err.Error() }
 func (r *Rejection) Unwrap() error { return r.Err }
 
 // Submit accepts one message from caller: the signed envelope, then the
-// sealed payload from payload. It returns only once the message, its copies
-// and its evidence are durably stored. Submitting the same message again
-// returns the first receipt; the same id with another envelope is refused
-// with broker.ErrDuplicate.
+// sealed payload from payload. It returns only once the message, its copies,
+// its evidence and its place in the outbound queues are durably stored.
+// Recipients of this node's domains get a copy in their mailbox at once
+// (Delivery); those of other domains are relayed to their nodes later.
+// Submitting the same message again returns the first receipt; the same id
+// with another envelope is refused with broker.ErrDuplicate.
 //
 // Security: the envelope's sender must be the caller, and the envelope must
 // be signed by a valid, unrevoked participant certificate of that sender.
-// Failures before that point return a plain error; later ones a *Rejection.
+// Failures before that point return a plain error; later ones a *Rejection,
+// except that a recipient whose node cannot be reached and has never
+// answered for it is broker.ErrUnavailable, to try again later: nothing is
+// accepted then, and nothing refused.
 func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte, payload io.Reader) (*Receipt, error) {
 	if err := requireParticipant(caller); err != nil {
 		return nil, err
 	}
-	env, err := envelope.Parse(envBytes)
+	env, err := parseEnvelope(envBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", broker.ErrInvalid, err)
+		return nil, err
 	}
 	if env.From != caller.Address {
 		return nil, fmt.Errorf("%w: the envelope names sender %s but you are %s; a participant sends only as itself", broker.ErrForbidden, env.From, caller.Address)
 	}
+	if d := address.DomainOf(env.From); !n.domains[d] {
+		return nil, fmt.Errorf("%w: this node does not serve %s; send through the node of your own domain", broker.ErrForbidden, d)
+	}
+	m, err := n.verifyEnvelope(env, envBytes, sig)
+	if err != nil {
+		return nil, err
+	}
+	if r, err, repeated := n.repeated(ctx, m); repeated {
+		return r, err
+	}
+	if !m.Expires.After(m.Received) {
+		return nil, n.reject(ctx, m, fmt.Errorf("%w: the message expired at %s, before it arrived; send it again with a later expiry", broker.ErrInvalid, m.Expires.Format(time.RFC3339)))
+	}
+	rt, err := n.route(ctx, env)
+	if errors.Is(err, broker.ErrUnavailable) {
+		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
+	}
+	if err != nil {
+		return nil, n.reject(ctx, m, err)
+	}
+	if err := n.storePayload(ctx, m, payload, func(reason error) error { return n.reject(ctx, m, reason) }); err != nil {
+		return nil, err
+	}
+	copies, evs, out, err := n.acceptance(m, rt)
+	if err != nil {
+		n.dropBlob(ctx, m.Blob)
+		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
+	}
+	return n.accept(ctx, m, copies, evs, out)
+}
+
+var participantUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
+
+// parseEnvelope decodes envelope bytes as they arrive.
+func parseEnvelope(envBytes []byte) (*envelope.Envelope, error) {
+	env, err := envelope.Parse(envBytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", broker.ErrInvalid, err)
+	}
+	return env, nil
+}
+
+// verifyEnvelope checks the sender's signature over envBytes, valid now,
+// and returns the message as the node will store it, received now, with
+// its expiry: the envelope's, or the node's default for an envelope that
+// names none, in either case at most MaxExpiry after now.
+func (n *Node) verifyEnvelope(env *envelope.Envelope, envBytes, sig []byte) (*broker.Message, error) {
 	now := n.now()
 	if ahead := env.Created.Sub(now); ahead > n.limits.MaxClockSkew {
 		return nil, fmt.Errorf("%w: the envelope was created %s, %s ahead of the node's clock; check your clock", broker.ErrInvalid, env.Created.UTC().Format(time.RFC3339), ahead.Round(time.Second))
@@ -71,114 +124,168 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 	if signer, err := pki.PeerOf(signed.Signer); err != nil || signer.Address != env.From {
 		return nil, fmt.Errorf("%w: envelope is not signed by a certificate of %s", broker.ErrSignature, env.From)
 	}
-	m := &broker.Message{
+	received := now.UTC()
+	expires := env.Expires
+	if expires.IsZero() {
+		expires = received.Add(n.limits.DefaultExpiry)
+	}
+	if limit := received.Add(n.limits.MaxExpiry); expires.After(limit) {
+		expires = limit
+	}
+	return &broker.Message{
 		Envelope:       envBytes,
 		Signature:      sig,
 		Header:         env,
 		EnvelopeSHA256: envelope.Digest(envBytes),
-		Received:       now.UTC(),
-	}
-	log := n.log.With(slog.String(broker.LogMsgID, env.ID), slog.String(broker.LogMailbox, env.From))
+		Received:       received,
+		Expires:        expires.UTC(),
+	}, nil
+}
 
-	// An earlier submission of this id answers before any payload is read.
-	if prev, err := n.store.Message(ctx, env.ID); err == nil {
-		if prev.EnvelopeSHA256 == m.EnvelopeSHA256 {
-			return n.storedReceipt(ctx, env.ID)
+// repeated answers a submission of an id the node has stored already: with
+// the first receipt for the same envelope, with a rejection for another.
+func (n *Node) repeated(ctx context.Context, m *broker.Message) (*Receipt, error, bool) {
+	prev, err := n.store.Message(ctx, m.ID())
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+		return nil, nil, false
+	case err != nil:
+		return nil, fmt.Errorf("submit %s: %w", m.ID(), err), true
+	case prev.EnvelopeSHA256 == m.EnvelopeSHA256:
+		r, err := n.storedReceipt(ctx, m.ID())
+		return r, err, true
+	}
+	return nil, n.rejectDuplicate(m), true
+}
+
+// route is where a message's recipients are: in this node's mailboxes, or
+// at other domains' nodes.
+type route struct {
+	remote  map[string][]string // domain → its recipients, in envelope order
+	domains []string            // the keys of remote, in envelope order
+}
+
+func (r *route) isRemote(addr string) bool { return len(r.remote[address.DomainOf(addr)]) > 0 }
+
+// route finds every recipient: a local mailbox, or a mailbox that its
+// domain's node confirms. An unknown recipient is broker.ErrUnknownRecipient;
+// a node that cannot be asked is broker.ErrUnavailable.
+func (n *Node) route(ctx context.Context, env *envelope.Envelope) (*route, error) {
+	if len(env.To) > n.limits.MaxRecipients {
+		return nil, fmt.Errorf("%w: %d recipients, this node allows at most %d per message", broker.ErrTooLarge, len(env.To), n.limits.MaxRecipients)
+	}
+	rt := &route{remote: map[string][]string{}}
+	for _, to := range env.To {
+		d := address.DomainOf(to)
+		if n.domains[d] {
+			if _, ok := n.dir[to]; !ok {
+				return nil, fmt.Errorf("%w: no mailbox %s", broker.ErrUnknownRecipient, to)
+			}
+			continue
 		}
-		return nil, n.rejectDuplicate(m)
-	} else if !errors.Is(err, broker.ErrNotFound) {
-		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
+		_, err := n.Lookup(ctx, to)
+		switch {
+		case errors.Is(err, broker.ErrNotFound):
+			return nil, fmt.Errorf("%w: %v", broker.ErrUnknownRecipient, err)
+		case err != nil:
+			return nil, err
+		}
+		if len(rt.remote[d]) == 0 {
+			rt.domains = append(rt.domains, d)
+		}
+		rt.remote[d] = append(rt.remote[d], to)
 	}
-	if err := n.checkRoute(env); err != nil {
-		return nil, n.reject(ctx, m, err)
-	}
-	if env.PayloadSize > n.limits.MaxPayload {
-		return nil, n.reject(ctx, m, fmt.Errorf("%w: payload of %d bytes is over this node's maximum of %d bytes", broker.ErrTooLarge, env.PayloadSize, n.limits.MaxPayload))
-	}
+	return rt, nil
+}
 
+// storePayload streams the payload into the store and checks it against
+// the envelope; on success m.Blob names it. Every refusal of the payload
+// is returned through refuse, which turns the reason into the error.
+func (n *Node) storePayload(ctx context.Context, m *broker.Message, payload io.Reader, refuse func(reason error) error) error {
+	env := m.Header
+	if env.PayloadSize > n.limits.MaxPayload {
+		return refuse(fmt.Errorf("%w: payload of %d bytes is over this node's maximum of %d bytes", broker.ErrTooLarge, env.PayloadSize, n.limits.MaxPayload))
+	}
 	release, err := n.uploadSlot(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("submit %s: wait for an upload slot: %w", env.ID, err)
+		return fmt.Errorf("store payload of %s: wait for an upload slot: %w", env.ID, err)
 	}
 	blob, err := n.store.WriteBlob(ctx, payload, env.PayloadSize)
 	release()
 	if errors.Is(err, broker.ErrTooLarge) {
-		return nil, n.reject(ctx, m, fmt.Errorf("%w: payload is longer than the %d bytes the envelope declares", broker.ErrInvalid, env.PayloadSize))
+		return refuse(fmt.Errorf("%w: payload is longer than the %d bytes the envelope declares", broker.ErrInvalid, env.PayloadSize))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("submit %s: store payload: %w", env.ID, err)
+		return fmt.Errorf("store payload of %s: %w", env.ID, err)
+	}
+	if blob.Size != env.PayloadSize || hex.EncodeToString(blob.SHA256[:]) != env.PayloadSHA256 {
+		n.dropBlob(ctx, blob.ID)
+		return refuse(fmt.Errorf("%w: payload (%d bytes, SHA-256 %x) does not match the envelope (%d bytes, SHA-256 %s)", broker.ErrInvalid, blob.Size, blob.SHA256, env.PayloadSize, env.PayloadSHA256))
 	}
 	m.Blob = blob.ID
-	if blob.Size != env.PayloadSize || hex.EncodeToString(blob.SHA256[:]) != env.PayloadSHA256 {
-		n.dropBlob(ctx, blob.ID, log)
-		return nil, n.reject(ctx, m, fmt.Errorf("%w: payload (%d bytes, SHA-256 %x) does not match the envelope (%d bytes, SHA-256 %s)", broker.ErrInvalid, blob.Size, blob.SHA256, env.PayloadSize, env.PayloadSHA256))
-	}
-
-	copies, evs, err := n.acceptance(m)
-	if err != nil {
-		n.dropBlob(ctx, blob.ID, log)
-		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
-	}
-	stored, err := n.store.CreateMessage(ctx, m, copies, evs)
-	switch {
-	case errors.Is(err, broker.ErrExists):
-		// A concurrent submission of the same message won.
-		n.dropBlob(ctx, blob.ID, log)
-		return n.storedReceipt(ctx, env.ID)
-	case errors.Is(err, broker.ErrDuplicate):
-		n.dropBlob(ctx, blob.ID, log)
-		return nil, n.rejectDuplicate(m)
-	case err != nil:
-		n.dropBlob(ctx, blob.ID, log)
-		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
-	}
-	for _, c := range copies {
-		n.hub.publish(broker.InboxEntry{Copy: c, Message: m})
-	}
-	log.Info("message accepted", slog.Int("recipients", len(env.To)), slog.Int64("bytes", env.PayloadSize))
-	return &Receipt{MessageID: env.ID, Evidence: stored}, nil
-}
-
-var participantUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
-
-// checkRoute checks that every recipient can be reached from here.
-func (n *Node) checkRoute(env *envelope.Envelope) error {
-	if len(env.To) > n.limits.MaxRecipients {
-		return fmt.Errorf("%w: %d recipients, this node allows at most %d per message", broker.ErrTooLarge, len(env.To), n.limits.MaxRecipients)
-	}
-	for _, to := range env.To {
-		if _, ok := n.dir[to]; ok {
-			continue
-		}
-		if !n.domains[address.DomainOf(to)] {
-			return fmt.Errorf("%w: %s: this node does not serve domain %s and relays to other nodes are not configured", broker.ErrUnknownRecipient, to, address.DomainOf(to))
-		}
-		return fmt.Errorf("%w: no mailbox %s", broker.ErrUnknownRecipient, to)
-	}
 	return nil
 }
 
+// accept stores an accepted submission and announces its local copies.
+func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, out []broker.Outbound) (*Receipt, error) {
+	stored, err := n.store.CreateMessage(ctx, m, copies, evs, out)
+	switch {
+	case errors.Is(err, broker.ErrExists):
+		// A concurrent submission of the same message won.
+		n.dropBlob(ctx, m.Blob)
+		return n.storedReceipt(ctx, m.ID())
+	case errors.Is(err, broker.ErrDuplicate):
+		n.dropBlob(ctx, m.Blob)
+		return nil, n.rejectDuplicate(m)
+	case err != nil:
+		n.dropBlob(ctx, m.Blob)
+		return nil, fmt.Errorf("submit %s: %w", m.ID(), err)
+	}
+	n.announce(m, copies)
+	n.log.Info("message accepted", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From),
+		slog.Int("recipients", len(m.Header.To)), slog.Int64("bytes", m.Header.PayloadSize))
+	return &Receipt{MessageID: m.ID(), Evidence: stored}, nil
+}
+
+// announce tells subscribers of the local copies about them.
+func (n *Node) announce(m *broker.Message, copies []broker.Copy) {
+	for _, c := range copies {
+		if c.Local {
+			n.hub.publish(broker.InboxEntry{Copy: c, Message: m})
+		}
+	}
+}
+
 // acceptance builds each recipient's copy and signs its first evidence:
-// SubmissionAcceptance, then Delivery into the local mailbox.
-func (n *Node) acceptance(m *broker.Message) ([]broker.Copy, []broker.Evidence, error) {
+// SubmissionAcceptance, then, for a local recipient, Delivery into its
+// mailbox; a remote recipient's copy waits in its domain's outbound queue.
+func (n *Node) acceptance(m *broker.Message, rt *route) ([]broker.Copy, []broker.Evidence, []broker.Outbound, error) {
 	var copies []broker.Copy
 	var evs []broker.Evidence
 	for _, to := range m.Header.To {
-		head := ""
-		for _, typ := range []evidence.Type{evidence.SubmissionAcceptance, evidence.Delivery} {
-			ev, err := n.issue(m, to, typ, head, "")
-			if err != nil {
-				return nil, nil, err
-			}
-			evs = append(evs, ev)
-			head = evidence.Digest(ev.DER)
+		sa, err := n.issue(m, to, evidence.SubmissionAcceptance, "", "")
+		if err != nil {
+			return nil, nil, nil, err
 		}
-		copies = append(copies, broker.Copy{
-			MessageID: m.ID(), Recipient: to, Received: m.Received,
-			State: broker.StateDelivered, Head: head,
-		})
+		evs = append(evs, sa)
+		c := broker.Copy{MessageID: m.ID(), Recipient: to, Received: m.Received, Head: evidence.Digest(sa.DER)}
+		if rt.isRemote(to) {
+			c.State, c.Deadline = broker.StateRelaying, m.Expires
+		} else {
+			d, err := n.issue(m, to, evidence.Delivery, c.Head, "")
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			evs = append(evs, d)
+			c.Local, c.State, c.Head, c.Deadline = true, broker.StateDelivered, evidence.Digest(d.DER), m.Received.Add(n.limits.Retention)
+		}
+		copies = append(copies, c)
 	}
-	return copies, evs, nil
+	var out []broker.Outbound
+	for _, d := range rt.domains {
+		out = append(out, broker.Outbound{Domain: d, MessageID: m.ID(), NextTry: m.Received})
+	}
+	return copies, evs, out, nil
 }
 
 // issue signs one node evidence about m, dated now. Its reason is cut to
@@ -210,15 +317,19 @@ func (n *Node) issueAt(m *broker.Message, recipient string, typ evidence.Type, p
 }
 
 // issuerFor names the domain a node evidence is issued under: the
-// recipient's domain for what happens at the recipient's mailbox, the
-// sender's for what happens at submission, so that a court's Delivery
-// names the court's domain. Both are served by this node's certificate.
+// recipient's domain for what happens at the recipient's node (relay
+// intake, the mailbox), the sender's for what happens at submission, so
+// that a court's Delivery names the court's domain; where the node serves
+// neither (a NonDelivery for a remote recipient), the sender's, else its
+// own. Each is served by this node's certificate.
 func (n *Node) issuerFor(typ evidence.Type, sender, recipient string) string {
-	addr := sender
-	if typ == evidence.Delivery || typ == evidence.Retrieval || typ == evidence.NonDelivery {
-		addr = recipient
+	switch typ {
+	case evidence.RelayAcceptance, evidence.RelayRejection, evidence.Delivery, evidence.Retrieval, evidence.NonDelivery:
+		if d := address.DomainOf(recipient); n.domains[d] {
+			return d
+		}
 	}
-	if d := address.DomainOf(addr); n.domains[d] {
+	if d := address.DomainOf(sender); n.domains[d] {
 		return d
 	}
 	return n.domain
@@ -266,7 +377,8 @@ func (n *Node) uploadSlot(ctx context.Context) (func(), error) {
 	}
 }
 
-// storedReceipt answers a repeated submission with the first one's evidence.
+// storedReceipt answers a repeated submission: every recipient's chain as
+// it stands now, which starts with the first submission's acceptance.
 func (n *Node) storedReceipt(ctx context.Context, id string) (*Receipt, error) {
 	evs, err := n.store.Evidence(ctx, id)
 	if err != nil {
@@ -274,16 +386,19 @@ func (n *Node) storedReceipt(ctx context.Context, id string) (*Receipt, error) {
 	}
 	r := &Receipt{MessageID: id}
 	for _, ev := range evs {
-		if ev.Type == string(evidence.SubmissionAcceptance) || ev.Type == string(evidence.Delivery) {
+		if ev.Type != string(evidence.SubmissionRejection) {
 			r.Evidence = append(r.Evidence, ev)
 		}
 	}
 	return r, nil
 }
 
-func (n *Node) dropBlob(ctx context.Context, id string, log *slog.Logger) {
+func (n *Node) dropBlob(ctx context.Context, id string) {
+	if id == "" {
+		return
+	}
 	if err := n.store.DeleteBlob(context.WithoutCancel(ctx), id); err != nil {
-		log.Warn("cannot delete unused payload; the sweep removes it later", slog.Any(broker.LogErr, err))
+		n.log.Warn("cannot delete unused payload; the sweep removes it later", slog.String("blob", id), slog.Any(broker.LogErr, err))
 	}
 }
 

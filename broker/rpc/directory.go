@@ -22,7 +22,7 @@ func (s *service) Lookup(ctx context.Context, req *kurierv1.LookupRequest) (*kur
 	if _, err := address.Parse(req.GetAddress()); err != nil {
 		return nil, toStatus(fmt.Errorf("%w: lookup: %v", broker.ErrInvalid, err))
 	}
-	p, err := s.node.Lookup(req.GetAddress())
+	p, err := s.node.Lookup(ctx, req.GetAddress())
 	if errors.Is(err, broker.ErrNotFound) {
 		return &kurierv1.LookupResponse{Exists: false}, nil
 	}

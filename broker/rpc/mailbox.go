@@ -40,24 +40,37 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 	if env == nil {
 		return toStatus(fmt.Errorf("%w: submit: the first frame must carry the signed envelope", broker.ErrInvalid))
 	}
-	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), &chunkReader{ctx: ctx, recv: stream.Recv})
+	payload := &chunkReader{ctx: ctx, recv: func() ([]byte, bool, error) {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil, false, err
+		}
+		c, ok := req.GetPart().(*kurierv1.SubmitRequest_Chunk)
+		if !ok {
+			return nil, false, nil
+		}
+		return c.Chunk, true, nil
+	}}
+	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), payload)
 	if err != nil {
 		s.logRefusal(ctx, "submit refused", err)
 		return toStatus(err)
 	}
-	return stream.SendAndClose(&kurierv1.SubmitResponse{MessageId: r.MessageID, Evidence: toEvidenceList(r.Evidence)})
+	return stream.SendAndClose(&kurierv1.SubmitResponse{MessageId: r.MessageID, Evidence: s.toEvidenceList(r.Evidence)})
 }
 
-// chunkReader turns the chunk frames of a Submit stream into a reader.
+// chunkReader turns the chunk frames of a Submit or Relay stream into a
+// reader. recv returns the next frame's chunk, or ok false for a frame
+// that is not a chunk.
 type chunkReader struct {
 	ctx  context.Context
-	recv func() (*kurierv1.SubmitRequest, error)
+	recv func() (chunk []byte, ok bool, err error)
 	buf  []byte
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
-		req, err := c.recv()
+		chunk, ok, err := c.recv()
 		if errors.Is(err, io.EOF) {
 			return 0, io.EOF
 		}
@@ -67,14 +80,13 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			}
 			return 0, fmt.Errorf("%w: receive payload: %v", broker.ErrInvalid, err)
 		}
-		chunk, ok := req.GetPart().(*kurierv1.SubmitRequest_Chunk)
 		if !ok {
 			return 0, fmt.Errorf("%w: only payload chunks may follow the envelope", broker.ErrInvalid)
 		}
-		if len(chunk.Chunk) > MaxChunkSize {
-			return 0, fmt.Errorf("%w: payload chunk of %d bytes, at most %d", broker.ErrInvalid, len(chunk.Chunk), MaxChunkSize)
+		if len(chunk) > MaxChunkSize {
+			return 0, fmt.Errorf("%w: payload chunk of %d bytes, at most %d", broker.ErrInvalid, len(chunk), MaxChunkSize)
 		}
-		c.buf = chunk.Chunk
+		c.buf = chunk
 	}
 	n := copy(p, c.buf)
 	c.buf = c.buf[n:]
@@ -170,7 +182,7 @@ func (s *service) Fetch(req *kurierv1.FetchRequest, stream grpc.ServerStreamingS
 	if err != nil {
 		return toStatus(err)
 	}
-	return stream.Send(&kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Evidence{Evidence: toEvidence(ev)}})
+	return stream.Send(&kurierv1.FetchResponse{Part: &kurierv1.FetchResponse_Evidence{Evidence: s.toEvidence(ev)}})
 }
 
 // Acknowledge stores the recipient's signed acknowledgement.
@@ -184,7 +196,7 @@ func (s *service) Acknowledge(ctx context.Context, req *kurierv1.AcknowledgeRequ
 		s.logRefusal(ctx, "acknowledgement refused", err)
 		return nil, toStatus(err)
 	}
-	return &kurierv1.AcknowledgeResponse{Evidence: toEvidence(ev)}, nil
+	return &kurierv1.AcknowledgeResponse{Evidence: s.toEvidence(ev)}, nil
 }
 
 // GetEvidence returns the caller's view of a message's evidence.
@@ -197,7 +209,7 @@ func (s *service) GetEvidence(ctx context.Context, req *kurierv1.GetEvidenceRequ
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &kurierv1.GetEvidenceResponse{Evidence: toEvidenceList(evs)}, nil
+	return &kurierv1.GetEvidenceResponse{Evidence: s.toEvidenceList(evs)}, nil
 }
 
 // ExportMessage returns the node's part of a message's evidence bundle.
@@ -213,7 +225,7 @@ func (s *service) ExportMessage(ctx context.Context, req *kurierv1.ExportMessage
 	}
 	resp := &kurierv1.ExportMessageResponse{
 		Envelope:   &kurierv1.SignedEnvelope{Envelope: x.Message.Envelope, Signature: x.Message.Signature},
-		Evidence:   toEvidenceList(x.Evidence),
+		Evidence:   s.toEvidenceList(x.Evidence),
 		Checkpoint: x.Checkpoint,
 		Index:      x.Index,
 		Crl:        x.CRL,
@@ -237,16 +249,31 @@ func (s *service) logRefusal(ctx context.Context, msg string, err error) {
 	s.log.Log(ctx, level, msg, slog.String(broker.LogPeer, caller.String()), slog.Any(broker.LogErr, err))
 }
 
-func toEvidence(ev broker.Evidence) *kurierv1.Evidence {
-	return &kurierv1.Evidence{Der: ev.DER, Type: ev.Type, Recipient: ev.Recipient, Seq: ev.Seq, LeafIndex: ev.LeafIndex}
+// toEvidence converts evidence of the node's store; an empty log is the
+// node's own.
+func (s *service) toEvidence(ev broker.Evidence) *kurierv1.Evidence {
+	if ev.Log == "" {
+		ev.Log = s.node.LogOrigin()
+	}
+	return toEvidence(ev)
 }
 
-func toEvidenceList(evs []broker.Evidence) []*kurierv1.Evidence {
+func toEvidence(ev broker.Evidence) *kurierv1.Evidence {
+	return &kurierv1.Evidence{Der: ev.DER, Type: ev.Type, Recipient: ev.Recipient, LeafIndex: ev.LeafIndex, Log: ev.Log}
+}
+
+func (s *service) toEvidenceList(evs []broker.Evidence) []*kurierv1.Evidence {
 	out := make([]*kurierv1.Evidence, 0, len(evs))
 	for _, ev := range evs {
-		out = append(out, toEvidence(ev))
+		out = append(out, s.toEvidence(ev))
 	}
 	return out
+}
+
+// fromEvidence takes evidence another node sent, with the log it names.
+// Its decoded fields are not trusted; the node reads the DER.
+func fromEvidence(pb *kurierv1.Evidence) broker.Evidence {
+	return broker.Evidence{DER: pb.GetDer(), Type: pb.GetType(), Recipient: pb.GetRecipient(), LeafIndex: pb.GetLeafIndex(), Log: pb.GetLog()}
 }
 
 func toSummary(e broker.InboxEntry) *kurierv1.MessageSummary {

@@ -38,8 +38,8 @@ type Options struct {
 	MaxConcurrentStreams uint32
 }
 
-// NewServer returns a gRPC server for n that serves the mailbox, directory
-// and log services, gRPC health checking and server reflection, over
+// NewServer returns a gRPC server for n that serves the mailbox, directory,
+// log and relay services, gRPC health checking and server reflection, over
 // the mutual-TLS configuration tlsConfig (see pki.ServerTLS).
 func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server, error) {
 	if opts.Trust == nil {
@@ -71,6 +71,7 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	kurierv1.RegisterMailboxServiceServer(s, svc)
 	kurierv1.RegisterDirectoryServiceServer(s, svc)
 	kurierv1.RegisterLogServiceServer(s, svc)
+	kurierv1.RegisterRelayServiceServer(s, svc)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(kurierv1.MailboxService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -84,6 +85,7 @@ type service struct {
 	kurierv1.UnimplementedMailboxServiceServer
 	kurierv1.UnimplementedDirectoryServiceServer
 	kurierv1.UnimplementedLogServiceServer
+	kurierv1.UnimplementedRelayServiceServer
 	node  *node.Node
 	trust *pki.TrustStore
 	log   *slog.Logger

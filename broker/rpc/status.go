@@ -28,6 +28,7 @@ var codeOf = []struct {
 	{broker.ErrTooLarge, codes.ResourceExhausted},
 	{broker.ErrState, codes.FailedPrecondition},
 	{broker.ErrConflict, codes.Aborted},
+	{broker.ErrUnavailable, codes.Unavailable},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

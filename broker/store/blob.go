@@ -38,13 +38,6 @@ const (
 	deleteGroup = 4096
 )
 
-// Blob describes a stored blob.
-type Blob struct {
-	ID     string
-	Size   int64
-	SHA256 [32]byte
-}
-
 // blobHeader is stored at b/<id>/h.
 type blobHeader struct {
 	Started  time.Time `json:"started"`
@@ -78,7 +71,7 @@ func (db *DB) putChunk(b *[]byte) { db.chunks.Put(b) }
 // ending, a limit) it deletes what it wrote. The blob counts as an orphan,
 // deleted by SweepBlobs after the grace period or at the next Open, until a
 // message created with CreateMessage references it.
-func (db *DB) WriteBlob(ctx context.Context, r io.Reader, max int64) (Blob, error) {
+func (db *DB) WriteBlob(ctx context.Context, r io.Reader, max int64) (broker.Blob, error) {
 	w := &blobWriter{db: db, id: newBlobID(), hash: sha256.New(), max: max}
 	blob, err := w.write(ctx, r)
 	if err != nil {
@@ -87,7 +80,7 @@ func (db *DB) WriteBlob(ctx context.Context, r io.Reader, max int64) (Blob, erro
 				err = errors.Join(err, fmt.Errorf("delete partial blob: %w", derr))
 			}
 		}
-		return Blob{}, fmt.Errorf("write blob %s: %w", w.id, err)
+		return broker.Blob{}, fmt.Errorf("write blob %s: %w", w.id, err)
 	}
 	return blob, nil
 }
@@ -122,16 +115,16 @@ func (w *blobWriter) readChunk(r io.Reader, buf []byte) (n int, last bool, err e
 	return n, last, nil
 }
 
-func (w *blobWriter) write(ctx context.Context, r io.Reader) (Blob, error) {
+func (w *blobWriter) write(ctx context.Context, r io.Reader) (broker.Blob, error) {
 	if err := ctx.Err(); err != nil {
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	w.started = w.db.now().UTC()
 	buf := w.db.getChunk()
 	n, last, err := w.readChunk(r, *buf)
 	if err != nil {
 		w.db.putChunk(buf)
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	if last {
 		// Small payload: header and chunk in one committer request. The
@@ -147,13 +140,13 @@ func (w *blobWriter) write(ctx context.Context, r io.Reader) (Blob, error) {
 	hv, err := json.Marshal(blobHeader{Started: w.started})
 	if err != nil {
 		w.db.putChunk(buf)
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	if err := w.db.submit(ctx, len(hv), func(b *batch) error {
 		return b.set(blobHeaderKey(w.id), hv)
 	}); err != nil {
 		w.db.putChunk(buf)
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	w.group, w.lens = append(w.group, buf), append(w.lens, n)
 	defer func() {
@@ -163,23 +156,23 @@ func (w *blobWriter) write(ctx context.Context, r io.Reader) (Blob, error) {
 	}()
 	for !last {
 		if err := ctx.Err(); err != nil {
-			return Blob{}, err
+			return broker.Blob{}, err
 		}
 		if len(w.group)*chunkSize >= groupSize {
 			if err := w.flush(); err != nil {
-				return Blob{}, err
+				return broker.Blob{}, err
 			}
 		}
 		buf := w.db.getChunk()
 		w.group = append(w.group, buf)
 		n, last, err = w.readChunk(r, *buf)
 		if err != nil {
-			return Blob{}, err
+			return broker.Blob{}, err
 		}
 		w.lens = append(w.lens, n)
 	}
 	if err := w.flush(); err != nil {
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	return w.finish(ctx, nil)
 }
@@ -210,12 +203,12 @@ func (w *blobWriter) flush() error {
 
 // finish marks the blob complete, together with the only chunk if one is
 // given (a small payload written in one request).
-func (w *blobWriter) finish(ctx context.Context, only []byte) (Blob, error) {
-	blob := Blob{ID: w.id, Size: w.size}
+func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, error) {
+	blob := broker.Blob{ID: w.id, Size: w.size}
 	w.hash.Sum(blob.SHA256[:0])
 	hv, err := json.Marshal(blobHeader{Started: w.started, Complete: true, Size: w.size, SHA256: hex.EncodeToString(blob.SHA256[:])})
 	if err != nil {
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	small := !w.touched
 	w.touched = true
@@ -236,7 +229,7 @@ func (w *blobWriter) finish(ctx context.Context, only []byte) (Blob, error) {
 		return b.set(hk, hv)
 	})
 	if err != nil {
-		return Blob{}, err
+		return broker.Blob{}, err
 	}
 	return blob, nil
 }

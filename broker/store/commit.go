@@ -33,13 +33,12 @@ import (
 // transaction reads its own pending writes), so they behave as if committed
 // one by one in queue order.
 //
-// Every key a request reads (m/, c/, s/, r/, b/<blob>/h) is written only by
-// committer requests. So the shared transaction never conflicts with another
+// Every key a request reads (m/, c/, e/, o/, s/, r/, b/<blob>/h) is written
+// only by committer requests. So the shared transaction never conflicts with another
 // one (badger's conflict detection stays on to catch a mistake).
 //
-// The transparency log's compact range (see log.go) follows the same
-// rules as Seq: DB.tree is the log as committed, each batch works on a
-// clone of it, try snapshots the batch's range before each request and
+// The transparency log's compact range (see log.go): DB.tree is the log as
+// committed, each batch works on a clone of it, try snapshots the batch's range before each request and
 // puts the snapshot back if the request fails, and a successful commit
 // makes the batch's range DB.tree. A failed commit has an unknown outcome
 // (badger may have applied part of it, or all of it and failed to sync), so
@@ -69,7 +68,6 @@ type write struct {
 type batch struct {
 	db     *DB
 	txn    *badger.Txn
-	seq    uint64         // last Seq assigned, in this txn or before
 	tree   *compact.Range // the log with the leaves of this txn; nil if the log is unusable (DB.logErr)
 	writes []write        // writes of the requests in reqs, in order
 	reqs   []*request     // requests whose writes are in txn
@@ -159,13 +157,13 @@ func (db *DB) runBatch(queue []*request) {
 }
 
 func (db *DB) newBatch() *batch {
-	b := &batch{db: db, txn: db.bdb.NewTransaction(true), seq: db.seq}
+	b := &batch{db: db, txn: db.bdb.NewTransaction(true)}
 	b.tree, b.err = cloneRange(db.tree)
 	return b
 }
 
 // try runs r in the batch. If r fails, it leaves the batch as it was
-// before r (writes, Seq and log), and r is not answered.
+// before r (writes and log), and r is not answered.
 func (b *batch) try(r *request) error {
 	if b.err != nil {
 		return b.err
@@ -174,13 +172,13 @@ func (b *batch) try(r *request) error {
 	if err != nil {
 		return err
 	}
-	mark, seq := len(b.writes), b.seq
+	mark := len(b.writes)
 	err = r.run(b)
 	if err == nil {
 		b.reqs = append(b.reqs, r)
 		return nil
 	}
-	b.seq, b.tree = seq, tree
+	b.tree = tree
 	if len(b.writes) > mark {
 		b.writes = b.writes[:mark]
 		b.rebuild()
@@ -223,9 +221,6 @@ func (db *DB) commit(b *batch) {
 	default:
 		b.txn.Discard() // nothing written: DB.tree is still what is on disk
 	}
-	// Even after a failed commit the Seqs of this batch are not handed out
-	// again: a failed commit may still have reached the disk.
-	db.seq = b.seq
 	if err != nil {
 		err = fmt.Errorf("commit: %w", err)
 	}
@@ -259,18 +254,9 @@ func (b *batch) del(k []byte) error {
 	return nil
 }
 
-// nextSeq assigns the next evidence Seq. A request that assigns any must
-// call saveCounters as its last write.
-func (b *batch) nextSeq() uint64 {
-	b.seq++
-	return b.seq
-}
-
-// saveCounters writes the last Seq and the log size.
+// saveCounters writes the log size. A request that appends to the log must
+// call it as its last write.
 func (b *batch) saveCounters() error {
-	if err := b.set(seqCounterKey, encodeSeq(b.seq)); err != nil {
-		return err
-	}
 	if b.tree == nil {
 		return nil
 	}

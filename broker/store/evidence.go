@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -12,15 +15,15 @@ import (
 	"kurier.dev/kurier/tlog"
 )
 
-// Evidence is stored as its leaf index in the transparency log (8 bytes,
-// big-endian) followed by the JSON of broker.Evidence with Seq and
-// LeafIndex left zero: the Seq is in the key, and both are assigned by the
-// committer, so the JSON can be encoded before. Fields added to
-// broker.Evidence are stored without changes here.
+// Evidence is stored as its leaf index (8 bytes, big-endian) followed by
+// the JSON of broker.Evidence with LeafIndex left zero, so that the JSON can
+// be encoded before the committer assigns the index. For evidence of
+// another node's log (Log not empty) the index is the one that node
+// assigned. Fields added to broker.Evidence are stored without changes here.
 
 // encodeEvidence returns the JSON part of an evidence value.
 func encodeEvidence(ev broker.Evidence) ([]byte, error) {
-	ev.Seq, ev.LeafIndex = 0, 0
+	ev.LeafIndex = 0
 	v, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode evidence: %w", err)
@@ -36,15 +39,15 @@ func evidenceValue(index uint64, js []byte) []byte {
 	return append(v, js...)
 }
 
-func decodeEvidence(seq uint64, v []byte) (broker.Evidence, error) {
+func decodeEvidence(v []byte) (broker.Evidence, error) {
 	var ev broker.Evidence
 	if len(v) < 8 {
-		return broker.Evidence{}, fmt.Errorf("decode evidence %d: %d bytes", seq, len(v))
+		return broker.Evidence{}, fmt.Errorf("decode evidence: %d bytes", len(v))
 	}
 	if err := json.Unmarshal(v[8:], &ev); err != nil {
-		return broker.Evidence{}, fmt.Errorf("decode evidence %d: %w", seq, err)
+		return broker.Evidence{}, fmt.Errorf("decode evidence: %w", err)
 	}
-	ev.Seq, ev.LeafIndex = seq, binary.BigEndian.Uint64(v)
+	ev.LeafIndex = binary.BigEndian.Uint64(v)
 	return ev, nil
 }
 
@@ -53,100 +56,197 @@ func decodeEvidence(seq uint64, v []byte) (broker.Evidence, error) {
 // bound.
 const logWriteSize = 192
 
-// putEvidence assigns the next Seq to an evidence, appends it to the
-// transparency log and writes the evidence record, its entry in the
-// node-wide log (l/) and its leaf entry (i/). js is from encodeEvidence,
-// leaf the evidence's tlog.LeafHash. A request that calls it must call
-// saveCounters as its last write.
-func putEvidence(b *batch, id string, js, leaf []byte) (seq, index uint64, err error) {
-	seq = b.nextSeq()
-	index, err = b.appendLeaf(leaf)
-	if err != nil {
-		return 0, 0, err
-	}
-	ek := evidenceKey(id, seq)
-	if err := b.set(ek, evidenceValue(index, js)); err != nil {
-		return 0, 0, err
-	}
-	if err := b.set(logKey(seq), []byte(id)); err != nil {
-		return 0, 0, err
-	}
-	if err := b.set(leafKey(index), ek); err != nil {
-		return 0, 0, err
-	}
-	return seq, index, nil
+// pendingEvidence is an evidence prepared outside the committer.
+type pendingEvidence struct {
+	ev   broker.Evidence
+	js   []byte // from encodeEvidence
+	leaf []byte // tlog.LeafHash of the DER; nil for another node's evidence
 }
 
-// AppendEvidence adds ev to the chain of the copy (ev.MessageID,
-// ev.Recipient) if the copy's Head is still prevHead, and sets the copy's
-// Head to newHead and its State to newState, in one durable transaction
-// that also appends ev to the transparency log. It returns ev with its Seq
-// and LeafIndex. Errors wrap broker.ErrNotFound if there is no
-// such copy and broker.ErrConflict if its Head is not prevHead (nothing is
-// written then); a context error means the outcome is unknown.
-func (db *DB) AppendEvidence(ctx context.Context, ev broker.Evidence, prevHead, newHead string, newState broker.State) (broker.Evidence, error) {
+func prepareEvidence(ev broker.Evidence) (pendingEvidence, error) {
 	if err := checkKeyPart("message id", ev.MessageID); err != nil {
-		return broker.Evidence{}, fmt.Errorf("append evidence: %w", err)
-	}
-	if err := checkKeyPart("recipient", ev.Recipient); err != nil {
-		return broker.Evidence{}, fmt.Errorf("append evidence to %s: %w", ev.MessageID, err)
+		return pendingEvidence{}, err
 	}
 	js, err := encodeEvidence(ev)
 	if err != nil {
+		return pendingEvidence{}, err
+	}
+	p := pendingEvidence{ev: ev, js: js}
+	if ev.Log == "" {
+		p.leaf = tlog.LeafHash(ev.DER)
+	}
+	return p, nil
+}
+
+func (p pendingEvidence) size() int { return len(p.js) + 2*len(p.ev.MessageID) + 32 + logWriteSize }
+
+// putEvidence stores an evidence after the message's last one and, if it
+// belongs in this node's log, appends it there and writes its leaf entry.
+// It returns the evidence with its leaf index and the key it is stored
+// under. A request that calls it must call saveCounters as its last write.
+func putEvidence(b *batch, p pendingEvidence) (broker.Evidence, []byte, error) {
+	pos, err := b.nextEvidencePos(p.ev.MessageID)
+	if err != nil {
+		return broker.Evidence{}, nil, err
+	}
+	ev := p.ev
+	ek := evidenceKey(ev.MessageID, pos)
+	if p.leaf != nil {
+		if ev.LeafIndex, err = b.appendLeaf(p.leaf); err != nil {
+			return broker.Evidence{}, nil, err
+		}
+		if err := b.set(leafKey(ev.LeafIndex), ek); err != nil {
+			return broker.Evidence{}, nil, err
+		}
+	}
+	if err := b.set(ek, evidenceValue(ev.LeafIndex, p.js)); err != nil {
+		return broker.Evidence{}, nil, err
+	}
+	return ev, ek, nil
+}
+
+// nextEvidencePos returns the position after the message's last evidence,
+// as the batch sees it (a read-write iterator includes pending writes).
+func (b *batch) nextEvidencePos(id string) (uint64, error) {
+	prefix := evidencePrefix(id)
+	it := b.txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
+	defer it.Close()
+	it.Seek(evidenceKey(id, ^uint64(0)))
+	if !it.Valid() {
+		return 0, nil
+	}
+	_, pos, ok := parseEvidenceKey(it.Item().Key())
+	if !ok {
+		return 0, fmt.Errorf("malformed evidence key %q", it.Item().Key())
+	}
+	return pos + 1, nil
+}
+
+// pendingStep is a broker.Step prepared outside the committer.
+type pendingStep struct {
+	ev       pendingEvidence
+	prevHead string
+	next     broker.Copy
+	push     string
+	ck       []byte // the copy's key
+}
+
+func prepareStep(s broker.Step) (pendingStep, error) {
+	ev := s.Evidence
+	if err := checkKeyPart("recipient", ev.Recipient); err != nil {
+		return pendingStep{}, err
+	}
+	if s.Next.MessageID != ev.MessageID || s.Next.Recipient != ev.Recipient {
+		return pendingStep{}, fmt.Errorf("%w: the evidence is about %s for %s, the copy is %s for %s", broker.ErrInvalid, ev.MessageID, ev.Recipient, s.Next.MessageID, s.Next.Recipient)
+	}
+	if s.Push != "" && ev.Log != "" {
+		return pendingStep{}, fmt.Errorf("%w: only evidence of this node's log is pushed to other nodes", broker.ErrInvalid)
+	}
+	p, err := prepareEvidence(ev)
+	if err != nil {
+		return pendingStep{}, err
+	}
+	return pendingStep{ev: p, prevHead: s.PrevHead, next: s.Next, push: s.Push, ck: copyKey(ev.MessageID, ev.Recipient)}, nil
+}
+
+func (p pendingStep) size() int { return p.ev.size() + 2*len(p.ck) + 256 }
+
+// apply runs one step in the batch: checks the copy's head, stores the
+// evidence, writes the copy's next record and its deadline entry, and
+// queues the push.
+func (p pendingStep) apply(b *batch) (broker.Evidence, error) {
+	v, ok, err := b.get(p.ck)
+	if err != nil {
 		return broker.Evidence{}, err
 	}
-	leaf := tlog.LeafHash(ev.DER)
-	ck := copyKey(ev.MessageID, ev.Recipient)
-	err = db.submit(ctx, len(js)+len(ck)+64+logWriteSize, func(b *batch) error {
-		v, ok, err := b.get(ck)
-		if err != nil {
+	if !ok {
+		return broker.Evidence{}, fmt.Errorf("%w: no copy of %s for %s", broker.ErrNotFound, p.next.MessageID, p.next.Recipient)
+	}
+	c, err := decodeCopy(v)
+	if err != nil {
+		return broker.Evidence{}, err
+	}
+	if c.Head != p.prevHead {
+		return broker.Evidence{}, fmt.Errorf("%w: chain head is %q, not %q", broker.ErrConflict, c.Head, p.prevHead)
+	}
+	next := p.next
+	next.Received, next.Local = c.Received, c.Local
+	if err := b.putCopy(next, c.Deadline); err != nil {
+		return broker.Evidence{}, err
+	}
+	ev, ek, err := putEvidence(b, p.ev)
+	if err != nil {
+		return broker.Evidence{}, err
+	}
+	if p.push != "" {
+		if err := b.set(pushKey(p.push, ev.LeafIndex), ek); err != nil {
+			return broker.Evidence{}, err
+		}
+	}
+	return ev, nil
+}
+
+// putCopy writes a copy record and moves its deadline entry from old (zero
+// for none) to the copy's own Deadline.
+func (b *batch) putCopy(c broker.Copy, old time.Time) error {
+	cv, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode copy: %w", err)
+	}
+	if err := b.set(copyKey(c.MessageID, c.Recipient), cv); err != nil {
+		return err
+	}
+	if !old.IsZero() && !old.Equal(c.Deadline) {
+		if err := b.del(dueKey(old, c.MessageID, c.Recipient)); err != nil {
 			return err
 		}
-		if !ok {
-			return broker.ErrNotFound
-		}
-		c, err := decodeCopy(v)
-		if err != nil {
-			return err
-		}
-		if c.Head != prevHead {
-			return fmt.Errorf("%w: chain head is %q, not %q", broker.ErrConflict, c.Head, prevHead)
-		}
-		c.Head, c.State = newHead, newState
-		cv, err := json.Marshal(c)
-		if err != nil {
-			return fmt.Errorf("encode copy: %w", err)
-		}
-		if err := b.set(ck, cv); err != nil {
-			return err
-		}
-		if ev.Seq, ev.LeafIndex, err = putEvidence(b, ev.MessageID, js, leaf); err != nil {
+	}
+	if !c.Deadline.IsZero() {
+		return b.set(dueKey(c.Deadline, c.MessageID, c.Recipient), nil)
+	}
+	return nil
+}
+
+// AppendEvidence applies one step to a copy (see broker.Step) in one
+// durable transaction that also appends the evidence to the transparency
+// log if it is this node's (Log empty). It returns the evidence with its
+// LeafIndex. Errors wrap broker.ErrNotFound if there is no such copy and
+// broker.ErrConflict if its head is not s.PrevHead (nothing is written
+// then); a context error means the outcome is unknown.
+func (db *DB) AppendEvidence(ctx context.Context, s broker.Step) (broker.Evidence, error) {
+	p, err := prepareStep(s)
+	if err != nil {
+		return broker.Evidence{}, fmt.Errorf("append evidence to %s: %w", s.Evidence.MessageID, err)
+	}
+	var out broker.Evidence
+	err = db.submit(ctx, p.size(), func(b *batch) error {
+		var err error
+		if out, err = p.apply(b); err != nil {
 			return err
 		}
 		return b.saveCounters()
 	})
 	if err != nil {
-		return broker.Evidence{}, fmt.Errorf("append evidence to %s for %s: %w", ev.MessageID, ev.Recipient, err)
+		return broker.Evidence{}, fmt.Errorf("append evidence to %s for %s: %w", s.Evidence.MessageID, s.Evidence.Recipient, err)
 	}
-	return ev, nil
+	return out, nil
 }
 
 // AddEvidence stores evidence that belongs to no copy's chain (a
 // SubmissionRejection, whose message may not be stored at all), appends it
 // to the transparency log in the same durable transaction, and returns it
-// with its Seq and LeafIndex. A context error means the outcome is unknown.
+// with its LeafIndex. A context error means the outcome is unknown.
 func (db *DB) AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error) {
-	if err := checkKeyPart("message id", ev.MessageID); err != nil {
+	if ev.Log != "" {
+		return broker.Evidence{}, fmt.Errorf("add evidence to %s: %w: evidence of another log belongs to a copy", ev.MessageID, broker.ErrInvalid)
+	}
+	p, err := prepareEvidence(ev)
+	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("add evidence: %w", err)
 	}
-	js, err := encodeEvidence(ev)
-	if err != nil {
-		return broker.Evidence{}, err
-	}
-	leaf := tlog.LeafHash(ev.DER)
-	err = db.submit(ctx, len(js)+64+logWriteSize, func(b *batch) error {
+	err = db.submit(ctx, p.size(), func(b *batch) error {
 		var err error
-		if ev.Seq, ev.LeafIndex, err = putEvidence(b, ev.MessageID, js, leaf); err != nil {
+		if ev, _, err = putEvidence(b, p); err != nil {
 			return err
 		}
 		return b.saveCounters()
@@ -157,8 +257,8 @@ func (db *DB) AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evide
 	return ev, nil
 }
 
-// Evidence returns all evidence stored for a message, by Seq; none is an
-// empty result, not an error.
+// Evidence returns all evidence stored for a message, in the order it was
+// stored; none is an empty result, not an error.
 func (db *DB) Evidence(ctx context.Context, messageID string) ([]broker.Evidence, error) {
 	if checkKeyPart("message id", messageID) != nil {
 		return nil, nil
@@ -175,12 +275,11 @@ func (db *DB) Evidence(ctx context.Context, messageID string) ([]broker.Evidence
 			if len(item.Key()) != len(prefix)+8 {
 				return fmt.Errorf("malformed evidence key %q", item.Key())
 			}
-			seq := seqOfEvidenceKey(item.Key())
 			v, err := item.ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			ev, err := decodeEvidence(seq, v)
+			ev, err := decodeEvidence(v)
 			if err != nil {
 				return err
 			}
@@ -194,50 +293,8 @@ func (db *DB) Evidence(ctx context.Context, messageID string) ([]broker.Evidence
 	return evs, nil
 }
 
-// EvidenceSince returns evidence of all messages with Seq greater than
-// after, in Seq order, at most limit (limit <= 0 means 1000): the node's
-// evidence log. (The transparency log has the same evidence in the same
-// order; its leaf indexes have no gaps, Seqs may.)
-func (db *DB) EvidenceSince(ctx context.Context, after uint64, limit int) ([]broker.Evidence, error) {
-	if limit <= 0 {
-		limit = 1000
-	}
-	if after == ^uint64(0) {
-		return nil, nil
-	}
-	var evs []broker.Evidence
-	err := db.view(ctx, func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = logPrefix
-		opts.PrefetchSize = min(limit, 100)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(logKey(after + 1)); it.Valid() && len(evs) < limit; it.Next() {
-			seq, ok := seqOfLogKey(it.Item().Key())
-			if !ok {
-				return fmt.Errorf("malformed evidence log key %q", it.Item().Key())
-			}
-			id, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			v, ok, err := get(txn, evidenceKey(string(id), seq))
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("evidence %d of %s is in the log but not stored", seq, id)
-			}
-			ev, err := decodeEvidence(seq, v)
-			if err != nil {
-				return err
-			}
-			evs = append(evs, ev)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load evidence after %d: %w", after, err)
-	}
-	return evs, nil
+// digestHex is the lowercase hex SHA-256 of b, as copies name their head.
+func digestHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -23,27 +23,32 @@ import (
 //
 //	m/<id>                              message record (JSON of broker.Message)
 //	c/str(id)str(rcpt)                  copy record (JSON of broker.Copy)
-//	x/str(rcpt)<received u64>str(id)    mailbox index, empty value; sorts by received time, then id
-//	e/str(id)<seq u64>                  evidence: its leaf index (u64), then the JSON of broker.Evidence (see evidence.go)
-//	l/<seq u64>                         node-wide evidence log: value is the message id
-//	s/evseq                             last evidence Seq assigned (u64)
+//	x/str(rcpt)<received u64>str(id)    mailbox index of local copies, empty value; sorts by received time, then id
+//	e/str(id)<pos u64>                  evidence: its leaf index (u64), then the JSON of broker.Evidence (see evidence.go)
 //	i/<index u64>                       transparency log leaf: value is the key (e/…) of the evidence at that leaf index
 //	t/<level u8><index u64>             transparency log tree node (RFC 6962): its 32-byte hash; level 0 holds the leaf hashes
 //	s/logsize                           leaves in the transparency log (u64)
+//	o/str(domain)str(id)                outbound queue: a message waiting for the node of domain (JSON of broker.Outbound)
+//	p/str(domain)<index u64>            push queue: own evidence (by leaf index) that the node of domain must be sent; value is its e/ key
+//	w/<deadline u64>str(id)str(rcpt)    copies by deadline (broker.Copy.Deadline), empty value
 //	r/<blob>                            blob reference: value is the id of the message using it
 //	b/<blob>/c<index u32>               blob chunk, index from 0
 //	b/<blob>/h                          blob header (JSON of blobHeader); sorts after the chunks
+//	s/evseq                             legacy: last node-wide evidence counter (u64), written by versions before this layout; only Open reads it
 //
-// received is the copy's receive time in Unix nanoseconds with the sign bit
-// flipped, so that times before 1970 still sort first.
+// received and deadline are Unix nanoseconds with the sign bit flipped, so
+// that times before 1970 still sort first.
+//
+// pos orders one message's evidence in the order it was stored: one more
+// than the message's last evidence key (stores written before per-message
+// positions used a node-wide counter there, which sorts the same way).
+// Node-wide, the transparency log's leaf index is the order of issue.
 //
 // A tree node is stored once it is complete, that is when the last leaf
-// under it is appended (see log.go); it never changes afterwards. Seqs may
-// have gaps (a failed commit does not hand its Seqs out again), leaf indexes
-// never do, so the log has keys of its own instead of reusing l/.
+// under it is appended (see log.go); it never changes afterwards.
 //
-// Keys read by the committer (m/, c/, s/, r/, b/<blob>/h) are written only by
-// the committer; see commit.go. So are i/ and t/.
+// Keys read by the committer (m/, c/, e/, o/, s/, r/, b/<blob>/h) are
+// written only by the committer; see commit.go. So are i/, t/, p/ and w/.
 
 const (
 	// maxKeyPart bounds ids and addresses stored in keys (str uses 2 length
@@ -53,10 +58,12 @@ const (
 )
 
 var (
-	seqCounterKey = []byte("s/evseq")
-	logSizeKey    = []byte("s/logsize")
-	blobsPrefix   = []byte("b/")
-	logPrefix     = []byte("l/")
+	logSizeKey  = []byte("s/logsize")
+	blobsPrefix = []byte("b/")
+	duePrefix   = []byte("w/")
+	// legacySeqKey is where versions with a node-wide evidence counter kept
+	// it; every one of them wrote it with its first evidence.
+	legacySeqKey = []byte("s/evseq")
 )
 
 // checkKeyPart reports whether s may be used as an id or address in a key.
@@ -106,8 +113,7 @@ func inboxPrefix(rcpt string) []byte {
 // inboxSuffix is the part of a mailbox index key after inboxPrefix; it is
 // also what a paging cursor encodes.
 func inboxSuffix(received time.Time, id string) []byte {
-	b := make([]byte, 0, 8+2+len(id))
-	b = binary.BigEndian.AppendUint64(b, uint64(received.UnixNano())^(1<<63))
+	b := timeKeyPart(make([]byte, 0, 8+2+len(id)), received)
 	return appendStr(b, id)
 }
 
@@ -148,28 +154,12 @@ func evidencePrefix(id string) []byte {
 	return appendStr(key("e/", 2+len(id)+8), id)
 }
 
-func evidenceKey(id string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(evidencePrefix(id), seq)
+func evidenceKey(id string, pos uint64) []byte {
+	return binary.BigEndian.AppendUint64(evidencePrefix(id), pos)
 }
 
-// seqOfEvidenceKey returns the Seq at the end of an evidence key.
-func seqOfEvidenceKey(k []byte) uint64 {
-	return binary.BigEndian.Uint64(k[len(k)-8:])
-}
-
-func logKey(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(key("l/", 8), seq)
-}
-
-func seqOfLogKey(k []byte) (uint64, bool) {
-	if len(k) != len(logPrefix)+8 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(k[len(logPrefix):]), true
-}
-
-// parseEvidenceKey splits an evidence key into message id and Seq.
-func parseEvidenceKey(k []byte) (id string, seq uint64, ok bool) {
+// parseEvidenceKey splits an evidence key into message id and position.
+func parseEvidenceKey(k []byte) (id string, pos uint64, ok bool) {
 	rest, found := bytes.CutPrefix(k, []byte("e/"))
 	if !found {
 		return "", 0, false
@@ -181,8 +171,59 @@ func parseEvidenceKey(k []byte) (id string, seq uint64, ok bool) {
 	return id, binary.BigEndian.Uint64(rest), true
 }
 
-// encodeSeq and decodeSeq encode the counters under s/ (evidence Seq, log
-// size) and the leaf index in evidence values.
+func outboundPrefix(domain string) []byte {
+	return appendStr(key("o/", 2+len(domain)+2+36), domain)
+}
+
+func outboundKey(domain, id string) []byte {
+	return appendStr(outboundPrefix(domain), id)
+}
+
+// parseOutboundKey returns the message id of a key under outboundPrefix.
+func parseOutboundKey(prefix, k []byte) (id string, ok bool) {
+	id, rest, ok := readStr(k[len(prefix):])
+	return id, ok && id != "" && len(rest) == 0
+}
+
+func pushPrefix(domain string) []byte {
+	return appendStr(key("p/", 2+len(domain)+8), domain)
+}
+
+func pushKey(domain string, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(pushPrefix(domain), index)
+}
+
+// timeKeyPart encodes a time so that byte order is time order.
+func timeKeyPart(b []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(t.UnixNano())^(1<<63))
+}
+
+func dueKey(deadline time.Time, id, rcpt string) []byte {
+	b := timeKeyPart(key("w/", 8+4+len(id)+len(rcpt)), deadline)
+	b = appendStr(b, id)
+	return appendStr(b, rcpt)
+}
+
+// parseDueKey splits a key under w/ into deadline, message id and recipient.
+func parseDueKey(k []byte) (deadline time.Time, id, rcpt string, ok bool) {
+	rest, found := bytes.CutPrefix(k, duePrefix)
+	if !found || len(rest) < 8 {
+		return time.Time{}, "", "", false
+	}
+	deadline = time.Unix(0, int64(binary.BigEndian.Uint64(rest)^(1<<63))).UTC()
+	id, rest, ok = readStr(rest[8:])
+	if !ok || id == "" {
+		return time.Time{}, "", "", false
+	}
+	rcpt, rest, ok = readStr(rest)
+	if !ok || rcpt == "" || len(rest) != 0 {
+		return time.Time{}, "", "", false
+	}
+	return deadline, id, rcpt, true
+}
+
+// encodeSeq and decodeSeq encode the log size under s/ and the leaf index
+// in evidence values.
 func encodeSeq(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
 func decodeSeq(b []byte) (uint64, error) {

@@ -16,8 +16,9 @@ import (
 )
 
 // The transparency log: an append-only Merkle tree (RFC 6962 hashing) over
-// every evidence the node stores, in Seq order. Leaf i is the DER file of
-// the evidence with LeafIndex i; its hash is tlog.LeafHash(DER).
+// every evidence of the node's own log, in the order stored. Leaf i is the
+// DER file of the evidence with LeafIndex i; its hash is
+// tlog.LeafHash(DER).
 //
 // The committer appends each evidence's leaf in the same badger transaction
 // that stores the evidence (putEvidence), so the two commit together or not
@@ -288,7 +289,7 @@ func (db *DB) LogLeaf(ctx context.Context, index uint64) (broker.Evidence, error
 		if !ok {
 			return errors.New("leaf entry missing")
 		}
-		_, seq, ok := parseEvidenceKey(ek)
+		id, pos, ok := parseEvidenceKey(ek)
 		if !ok {
 			return fmt.Errorf("malformed leaf entry %q", ek)
 		}
@@ -297,13 +298,13 @@ func (db *DB) LogLeaf(ctx context.Context, index uint64) (broker.Evidence, error
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("evidence %d is in the log but not stored", seq)
+			return fmt.Errorf("evidence %d of %s is in the log but not stored", pos, id)
 		}
-		if ev, err = decodeEvidence(seq, v); err != nil {
+		if ev, err = decodeEvidence(v); err != nil {
 			return err
 		}
-		if ev.LeafIndex != index {
-			return fmt.Errorf("evidence %d at this leaf names leaf index %d", seq, ev.LeafIndex)
+		if ev.LeafIndex != index || ev.Log != "" {
+			return fmt.Errorf("evidence %d of %s at this leaf names leaf index %d of log %q", pos, id, ev.LeafIndex, ev.Log)
 		}
 		return nil
 	})

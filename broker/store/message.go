@@ -6,18 +6,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"kurier.dev/kurier/broker"
-	"kurier.dev/kurier/tlog"
 )
 
-// CreateMessage stores a message, its recipients' copies (each also entered
-// into the recipient's mailbox, ordered by the copy's Received time, then
-// message id) and its first evidence, in one durable transaction. Each
-// evidence gets the next Seq and is appended to the transparency log, in the
-// order given; the evidence is returned with Seq and LeafIndex set.
+// CreateMessage stores a message, its recipients' copies (each local one
+// also entered into the recipient's mailbox, ordered by the copy's Received
+// time, then message id; each with a Deadline entered into the deadline
+// index), its first evidence, and its entries in the outbound queues, in
+// one durable transaction. Each evidence of this node's log is appended to
+// the transparency log, in the order given; the evidence is returned with
+// LeafIndex set.
 //
 // The payload blob m.Blob must have been written completely by WriteBlob,
 // with the size and SHA-256 that m.Header announces, and must not belong to
@@ -30,7 +32,7 @@ import (
 // or a blob that does not match the envelope; broker.ErrNotFound if the
 // blob is missing or incomplete; broker.ErrTooLarge if the records do not
 // fit into one transaction; a context error means the outcome is unknown.
-func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error) {
+func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, outbound []broker.Outbound) ([]broker.Evidence, error) {
 	if m == nil || m.Header == nil {
 		return nil, fmt.Errorf("create message: %w: no message or no decoded envelope", broker.ErrInvalid)
 	}
@@ -48,49 +50,40 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 	if err != nil {
 		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
-	size := len(msgVal) + 2*len(id)
-
-	seen := make(map[string]bool, len(copies))
 	// Everything that does not depend on the store's state is prepared
 	// here, in the caller's goroutine, to keep the committer's share small.
-	copyKeys := make([][]byte, len(copies))
-	inboxKeys := make([][]byte, len(copies))
-	copyVals := make([][]byte, len(copies))
-	for i := range copies {
-		c := &copies[i]
-		if c.MessageID != id {
-			return nil, fmt.Errorf("create message %s: %w: copy for message %q", id, broker.ErrInvalid, c.MessageID)
-		}
-		if err := checkKeyPart("recipient", c.Recipient); err != nil {
-			return nil, fmt.Errorf("create message %s: %w", id, err)
-		}
-		if seen[c.Recipient] {
-			return nil, fmt.Errorf("create message %s: %w: two copies for %s", id, broker.ErrInvalid, c.Recipient)
-		}
-		seen[c.Recipient] = true
-		if copyVals[i], err = json.Marshal(c); err != nil {
-			return nil, fmt.Errorf("create message %s: %w", id, err)
-		}
-		copyKeys[i], inboxKeys[i] = copyKey(id, c.Recipient), inboxKey(c.Recipient, c.Received, id)
-		size += len(copyVals[i]) + 3*len(c.Recipient) + 4*len(id)
+	size := len(msgVal) + 2*len(id)
+	if err := checkCopies(id, copies); err != nil {
+		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
-	evVals := make([][]byte, len(evs))
-	evLeaves := make([][]byte, len(evs))
+	for _, c := range copies {
+		size += 512 + 4*len(c.Recipient) + 6*len(id)
+	}
+	pending := make([]pendingEvidence, len(evs))
 	for i := range evs {
 		if evs[i].MessageID != id {
 			return nil, fmt.Errorf("create message %s: %w: evidence for message %q", id, broker.ErrInvalid, evs[i].MessageID)
 		}
-		if evVals[i], err = encodeEvidence(evs[i]); err != nil {
+		if pending[i], err = prepareEvidence(evs[i]); err != nil {
 			return nil, fmt.Errorf("create message %s: %w", id, err)
 		}
-		evLeaves[i] = tlog.LeafHash(evs[i].DER)
-		size += len(evVals[i]) + 2*len(id) + 32 + logWriteSize
+		size += pending[i].size()
+	}
+	outVals := make([][]byte, len(outbound))
+	for i, o := range outbound {
+		if o.MessageID != id || checkKeyPart("domain", o.Domain) != nil {
+			return nil, fmt.Errorf("create message %s: %w: outbound entry for %q to %q", id, broker.ErrInvalid, o.MessageID, o.Domain)
+		}
+		if outVals[i], err = json.Marshal(o); err != nil {
+			return nil, fmt.Errorf("create message %s: %w", id, err)
+		}
+		size += len(outVals[i]) + len(o.Domain) + len(id) + 8
 	}
 
 	blob := m.Blob
 	mk, hk, rk := messageKey(id), blobHeaderKey(blob), blobRefKey(blob)
 	wantSize, wantSHA, envSHA := m.Header.PayloadSize, m.Header.PayloadSHA256, m.EnvelopeSHA256
-	out := slices.Clone(evs)
+	out := make([]broker.Evidence, len(evs))
 	err = db.submit(ctx, size, func(b *batch) error {
 		// Checks.
 		if v, ok, err := b.get(mk); err != nil {
@@ -105,28 +98,8 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 			}
 			return broker.ErrDuplicate
 		}
-		hv, ok, err := b.get(hk)
-		if err != nil {
+		if err := b.checkBlob(blob, hk, rk, wantSize, wantSHA); err != nil {
 			return err
-		}
-		if !ok {
-			return fmt.Errorf("payload blob %s: %w", blob, broker.ErrNotFound)
-		}
-		h, err := decodeBlobHeader(hv)
-		if err != nil {
-			return err
-		}
-		switch {
-		case !h.Complete:
-			return fmt.Errorf("payload blob %s is still being written: %w", blob, broker.ErrNotFound)
-		case h.Size != wantSize || h.SHA256 != wantSHA:
-			return fmt.Errorf("%w: payload blob %s has %d bytes with SHA-256 %s, the envelope announces %d bytes with %s",
-				broker.ErrInvalid, blob, h.Size, h.SHA256, wantSize, wantSHA)
-		}
-		if owner, ok, err := b.get(rk); err != nil {
-			return err
-		} else if ok {
-			return fmt.Errorf("%w: payload blob %s belongs to message %s", broker.ErrInvalid, blob, owner)
 		}
 
 		// Writes.
@@ -136,19 +109,24 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 		if err := b.set(rk, []byte(id)); err != nil {
 			return err
 		}
-		for i := range copyKeys {
-			if err := b.set(copyKeys[i], copyVals[i]); err != nil {
+		for _, c := range copies {
+			if err := b.putCopy(c, time.Time{}); err != nil {
 				return err
 			}
-			if err := b.set(inboxKeys[i], nil); err != nil {
+			if c.Local {
+				if err := b.set(inboxKey(c.Recipient, c.Received, id), nil); err != nil {
+					return err
+				}
+			}
+		}
+		for i, o := range outbound {
+			if err := b.set(outboundKey(o.Domain, id), outVals[i]); err != nil {
 				return err
 			}
 		}
-		if len(out) == 0 {
-			return nil
-		}
-		for i := range out {
-			if out[i].Seq, out[i].LeafIndex, err = putEvidence(b, id, evVals[i], evLeaves[i]); err != nil {
+		for i := range pending {
+			var err error
+			if out[i], _, err = putEvidence(b, pending[i]); err != nil {
 				return err
 			}
 		}
@@ -158,6 +136,54 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// checkCopies checks that copies are one each for distinct recipients of
+// message id.
+func checkCopies(id string, copies []broker.Copy) error {
+	seen := make(map[string]bool, len(copies))
+	for _, c := range copies {
+		if c.MessageID != id {
+			return fmt.Errorf("%w: copy for message %q", broker.ErrInvalid, c.MessageID)
+		}
+		if err := checkKeyPart("recipient", c.Recipient); err != nil {
+			return err
+		}
+		if seen[c.Recipient] {
+			return fmt.Errorf("%w: two copies for %s", broker.ErrInvalid, c.Recipient)
+		}
+		seen[c.Recipient] = true
+	}
+	return nil
+}
+
+// checkBlob checks, in the batch, that blob is complete, matches the
+// envelope and belongs to no message yet.
+func (b *batch) checkBlob(blob string, hk, rk []byte, wantSize int64, wantSHA string) error {
+	hv, ok, err := b.get(hk)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("payload blob %s: %w", blob, broker.ErrNotFound)
+	}
+	h, err := decodeBlobHeader(hv)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !h.Complete:
+		return fmt.Errorf("payload blob %s is still being written: %w", blob, broker.ErrNotFound)
+	case h.Size != wantSize || h.SHA256 != wantSHA:
+		return fmt.Errorf("%w: payload blob %s has %d bytes with SHA-256 %s, the envelope announces %d bytes with %s",
+			broker.ErrInvalid, blob, h.Size, h.SHA256, wantSize, wantSHA)
+	}
+	if owner, ok, err := b.get(rk); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("%w: payload blob %s belongs to message %s", broker.ErrInvalid, blob, owner)
+	}
+	return nil
 }
 
 // Message returns the stored message with the id, or an error wrapping
@@ -303,4 +329,80 @@ func (db *DB) Inbox(ctx context.Context, recipient, after string, limit int) ([]
 		return nil, "", fmt.Errorf("list inbox of %s: %w", recipient, err)
 	}
 	return entries, next, nil
+}
+
+// AddCopies adds copies of a stored message, with their evidence, in one
+// durable transaction: for a message relayed again for recipients that
+// had no copy yet. The message must be stored with the envelope digest
+// envSHA256. Errors wrap broker.ErrNotFound if there is no such message,
+// broker.ErrDuplicate if it has another envelope, broker.ErrExists if one
+// of the copies exists already (nothing is written then), and
+// broker.ErrInvalid for inconsistent arguments.
+func (db *DB) AddCopies(ctx context.Context, id, envSHA256 string, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error) {
+	if err := checkKeyPart("message id", id); err != nil {
+		return nil, fmt.Errorf("add copies: %w", err)
+	}
+	if err := checkCopies(id, copies); err != nil {
+		return nil, fmt.Errorf("add copies to %s: %w", id, err)
+	}
+	size := 0
+	for _, c := range copies {
+		size += 512 + 4*len(c.Recipient) + 6*len(id)
+	}
+	pending := make([]pendingEvidence, len(evs))
+	for i := range evs {
+		if evs[i].MessageID != id {
+			return nil, fmt.Errorf("add copies to %s: %w: evidence for message %q", id, broker.ErrInvalid, evs[i].MessageID)
+		}
+		var err error
+		if pending[i], err = prepareEvidence(evs[i]); err != nil {
+			return nil, fmt.Errorf("add copies to %s: %w", id, err)
+		}
+		size += pending[i].size()
+	}
+	mk := messageKey(id)
+	out := make([]broker.Evidence, len(evs))
+	err := db.submit(ctx, size, func(b *batch) error {
+		v, ok, err := b.get(mk)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return broker.ErrNotFound
+		}
+		var m broker.Message
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("decode stored message: %w", err)
+		}
+		if m.EnvelopeSHA256 != envSHA256 {
+			return broker.ErrDuplicate
+		}
+		for _, c := range copies {
+			if ok, err := b.has(copyKey(id, c.Recipient)); err != nil {
+				return err
+			} else if ok {
+				return fmt.Errorf("%w: copy for %s", broker.ErrExists, c.Recipient)
+			}
+		}
+		for _, c := range copies {
+			if err := b.putCopy(c, time.Time{}); err != nil {
+				return err
+			}
+			if c.Local {
+				if err := b.set(inboxKey(c.Recipient, c.Received, id), nil); err != nil {
+					return err
+				}
+			}
+		}
+		for i := range pending {
+			if out[i], _, err = putEvidence(b, pending[i]); err != nil {
+				return err
+			}
+		}
+		return b.saveCounters()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add copies to %s: %w", id, err)
+	}
+	return out, nil
 }

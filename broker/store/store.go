@@ -43,18 +43,29 @@
 // committer never takes it, and nothing nests it (a goroutine holding it
 // shared never asks for it again, which could deadlock behind Close).
 //
-// The committer goroutine owns, without locks, the shared write transaction,
-// the evidence counter (DB.seq) and the transparency log's compact range
-// (DB.tree). Nobody else assigns Seq values or leaf indexes.
+// The committer goroutine owns, without locks, the shared write transaction
+// and the transparency log's compact range (DB.tree). Nobody else assigns
+// leaf indexes.
 //
 // # Transparency log
 //
-// Every evidence stored is appended, in the same transaction, to the node's
-// append-only Merkle log (RFC 6962 hashing; the leaf is the evidence's DER
-// file, see package tlog). Because evidence and log commit atomically, no
+// Every evidence of this node's own log (broker.Evidence.Log empty) is
+// appended, in the transaction that stores it, to the node's append-only
+// Merkle log (RFC 6962 hashing; the leaf is the evidence's DER file, see
+// package tlog). Because evidence and log commit atomically, no such
 // evidence is ever committed without being logged, and nothing is logged
-// twice. LogSize, LogRoot, InclusionProof, ConsistencyProof and LogLeaf
-// read it; see log.go.
+// twice. Evidence that other nodes issued and relayed back is stored and
+// chained, never logged here: it is in its issuer's log. LogSize, LogRoot,
+// InclusionProof, ConsistencyProof and LogLeaf read the log; see log.go.
+//
+// # Queues
+//
+// The outbound queue (messages waiting for another domain's node), the
+// push queue (evidence waiting to be sent back to a sender's node) and the
+// deadline index of copies are written in the same transactions as the
+// messages and evidence they follow from, so a crash never leaves a
+// message that nobody will relay or an evidence that nobody will push; see
+// queue.go.
 package store
 
 import (
@@ -175,7 +186,6 @@ type DB struct {
 	gcDone        chan struct{}
 
 	// Owned by the committer goroutine once Open has returned.
-	seq            uint64         // last evidence Seq assigned
 	tree           *compact.Range // the transparency log as committed; nil if unusable
 	logErr         error          // why tree is nil
 	maxBatchBytes  int            // bound on the estimated bytes of one batch
@@ -219,27 +229,28 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
 	if err := bdb.View(func(txn *badger.Txn) error {
-		v, ok, err := get(txn, seqCounterKey)
-		if err != nil {
-			return fmt.Errorf("load evidence counter: %w", err)
-		}
-		if ok {
-			if db.seq, err = decodeSeq(v); err != nil {
-				return fmt.Errorf("load evidence counter: %w", err)
-			}
-		}
+		var err error
 		if db.tree, err = loadLog(txn); err != nil {
 			return fmt.Errorf("load transparency log: %w", err)
 		}
-		if db.seq > 0 && db.tree.End() == 0 {
-			return errors.New("the store holds evidence but no transparency log (written by a version without one)")
+		// A store of a version without the log holds evidence but no log;
+		// giving it an empty one would log new evidence from leaf 0 beside
+		// evidence this version cannot read.
+		v, ok, err := get(txn, legacySeqKey)
+		if err != nil {
+			return fmt.Errorf("load legacy evidence counter: %w", err)
+		}
+		if ok && db.tree.End() == 0 {
+			if n, err := decodeSeq(v); err != nil || n > 0 {
+				return errors.New("the store holds evidence but no transparency log (written by a version without one)")
+			}
 		}
 		return nil
 	}); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	seq, logSize := db.seq, db.tree.End()
+	logSize := db.tree.End()
 	go db.commitLoop()
 	go db.gcLoop(opts.GCInterval)
 
@@ -249,7 +260,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "evidence_seq", seq, "log_size", logSize)
+	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "log_size", logSize)
 	return db, nil
 }
 

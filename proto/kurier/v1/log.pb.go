@@ -64,9 +64,16 @@ type GetCheckpointResponse struct {
 	// The signed note, as signed: what counts.
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// Decoded for convenience.
-	TreeSize      uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TreeSize uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The verifier key of the log (a signed-note verifier key, named by the
+	// log's origin), which checks the checkpoint's signature.
+	LogKey string `protobuf:"bytes,3,opt,name=log_key,json=logKey,proto3" json:"log_key,omitempty"`
+	// Detached CMS SignedData (DER) over log_key's bytes, by the node's
+	// certificate: the node vouches that this key signs its log, so that
+	// others can carry the key in bundles without being trusted for it.
+	LogKeySignature []byte `protobuf:"bytes,4,opt,name=log_key_signature,json=logKeySignature,proto3" json:"log_key_signature,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetCheckpointResponse) Reset() {
@@ -111,6 +118,20 @@ func (x *GetCheckpointResponse) GetTreeSize() uint64 {
 		return x.TreeSize
 	}
 	return 0
+}
+
+func (x *GetCheckpointResponse) GetLogKey() string {
+	if x != nil {
+		return x.LogKey
+	}
+	return ""
+}
+
+func (x *GetCheckpointResponse) GetLogKeySignature() []byte {
+	if x != nil {
+		return x.LogKeySignature
+	}
+	return nil
 }
 
 // GetInclusionProofRequest names a leaf and a tree size.
@@ -349,12 +370,14 @@ var File_kurier_v1_log_proto protoreflect.FileDescriptor
 const file_kurier_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"\x13kurier/v1/log.proto\x12\tkurier.v1\"\x16\n" +
-	"\x14GetCheckpointRequest\"T\n" +
+	"\x14GetCheckpointRequest\"\x99\x01\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
 	"checkpoint\x12\x1b\n" +
-	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\"V\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\x12\x17\n" +
+	"\alog_key\x18\x03 \x01(\tR\x06logKey\x12*\n" +
+	"\x11log_key_signature\x18\x04 \x01(\fR\x0flogKeySignature\"V\n" +
 	"\x18GetInclusionProofRequest\x12\x1d\n" +
 	"\n" +
 	"leaf_index\x18\x01 \x01(\x04R\tleafIndex\x12\x1b\n" +

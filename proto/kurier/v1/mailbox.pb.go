@@ -799,7 +799,12 @@ type ExportMessageResponse struct {
 	// requester, time, log origin and key, tree size, evidence digests.
 	Index []byte `protobuf:"bytes,6,opt,name=index,proto3" json:"index,omitempty"`
 	// The CA's current CRL, DER.
-	Crl           []byte `protobuf:"bytes,7,opt,name=crl,proto3" json:"crl,omitempty"`
+	Crl []byte `protobuf:"bytes,7,opt,name=crl,proto3" json:"crl,omitempty"`
+	// The other nodes' logs that hold some of the evidence (evidence whose
+	// log is not this node's): each one's checkpoint, fetched from that node
+	// when the bundle was made, with its log key as that node vouches for
+	// it. inclusion_proofs[i] leads to the checkpoint of evidence[i]'s log.
+	Logs          []*LogState `protobuf:"bytes,8,rep,name=logs,proto3" json:"logs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -883,6 +888,94 @@ func (x *ExportMessageResponse) GetCrl() []byte {
 	return nil
 }
 
+func (x *ExportMessageResponse) GetLogs() []*LogState {
+	if x != nil {
+		return x.Logs
+	}
+	return nil
+}
+
+// LogState is the state of one node's transparency log.
+type LogState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log's origin, e.g. "amtsgericht.example/kurier-log".
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The log's signed checkpoint (C2SP signed note).
+	Checkpoint []byte `protobuf:"bytes,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	TreeSize   uint64 `protobuf:"varint,3,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The log's verifier key and the node's detached CMS signature over it,
+	// as GetCheckpointResponse carries them.
+	LogKey          string `protobuf:"bytes,4,opt,name=log_key,json=logKey,proto3" json:"log_key,omitempty"`
+	LogKeySignature []byte `protobuf:"bytes,5,opt,name=log_key_signature,json=logKeySignature,proto3" json:"log_key_signature,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LogState) Reset() {
+	*x = LogState{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogState) ProtoMessage() {}
+
+func (x *LogState) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogState.ProtoReflect.Descriptor instead.
+func (*LogState) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LogState) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *LogState) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *LogState) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *LogState) GetLogKey() string {
+	if x != nil {
+		return x.LogKey
+	}
+	return ""
+}
+
+func (x *LogState) GetLogKeySignature() []byte {
+	if x != nil {
+		return x.LogKeySignature
+	}
+	return nil
+}
+
 var File_kurier_v1_mailbox_proto protoreflect.FileDescriptor
 
 const file_kurier_v1_mailbox_proto_rawDesc = "" +
@@ -928,7 +1021,7 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"\x14ExportMessageRequest\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12(\n" +
-	"\x10since_tree_sizes\x18\x02 \x03(\x04R\x0esinceTreeSizes\"\xef\x02\n" +
+	"\x10since_tree_sizes\x18\x02 \x03(\x04R\x0esinceTreeSizes\"\x98\x03\n" +
 	"\x15ExportMessageResponse\x125\n" +
 	"\benvelope\x18\x01 \x01(\v2\x19.kurier.v1.SignedEnvelopeR\benvelope\x12/\n" +
 	"\bevidence\x18\x02 \x03(\v2\x13.kurier.v1.EvidenceR\bevidence\x12O\n" +
@@ -938,7 +1031,16 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"checkpoint\x12U\n" +
 	"\x12consistency_proofs\x18\x05 \x03(\v2&.kurier.v1.GetConsistencyProofResponseR\x11consistencyProofs\x12\x14\n" +
 	"\x05index\x18\x06 \x01(\fR\x05index\x12\x10\n" +
-	"\x03crl\x18\a \x01(\fR\x03crl2\x91\x04\n" +
+	"\x03crl\x18\a \x01(\fR\x03crl\x12'\n" +
+	"\x04logs\x18\b \x03(\v2\x13.kurier.v1.LogStateR\x04logs\"\xa4\x01\n" +
+	"\bLogState\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\fR\n" +
+	"checkpoint\x12\x1b\n" +
+	"\ttree_size\x18\x03 \x01(\x04R\btreeSize\x12\x17\n" +
+	"\alog_key\x18\x04 \x01(\tR\x06logKey\x12*\n" +
+	"\x11log_key_signature\x18\x05 \x01(\fR\x0flogKeySignature2\x91\x04\n" +
 	"\x0eMailboxService\x12?\n" +
 	"\x06Submit\x12\x18.kurier.v1.SubmitRequest\x1a\x19.kurier.v1.SubmitResponse(\x01\x12F\n" +
 	"\tListInbox\x12\x1b.kurier.v1.ListInboxRequest\x1a\x1c.kurier.v1.ListInboxResponse\x12H\n" +
@@ -960,7 +1062,7 @@ func file_kurier_v1_mailbox_proto_rawDescGZIP() []byte {
 	return file_kurier_v1_mailbox_proto_rawDescData
 }
 
-var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_kurier_v1_mailbox_proto_goTypes = []any{
 	(*SubmitRequest)(nil),               // 0: kurier.v1.SubmitRequest
 	(*SubmitResponse)(nil),              // 1: kurier.v1.SubmitResponse
@@ -977,45 +1079,47 @@ var file_kurier_v1_mailbox_proto_goTypes = []any{
 	(*GetEvidenceResponse)(nil),         // 12: kurier.v1.GetEvidenceResponse
 	(*ExportMessageRequest)(nil),        // 13: kurier.v1.ExportMessageRequest
 	(*ExportMessageResponse)(nil),       // 14: kurier.v1.ExportMessageResponse
-	(*SignedEnvelope)(nil),              // 15: kurier.v1.SignedEnvelope
-	(*Evidence)(nil),                    // 16: kurier.v1.Evidence
-	(*MessageSummary)(nil),              // 17: kurier.v1.MessageSummary
-	(*GetInclusionProofResponse)(nil),   // 18: kurier.v1.GetInclusionProofResponse
-	(*GetConsistencyProofResponse)(nil), // 19: kurier.v1.GetConsistencyProofResponse
+	(*LogState)(nil),                    // 15: kurier.v1.LogState
+	(*SignedEnvelope)(nil),              // 16: kurier.v1.SignedEnvelope
+	(*Evidence)(nil),                    // 17: kurier.v1.Evidence
+	(*MessageSummary)(nil),              // 18: kurier.v1.MessageSummary
+	(*GetInclusionProofResponse)(nil),   // 19: kurier.v1.GetInclusionProofResponse
+	(*GetConsistencyProofResponse)(nil), // 20: kurier.v1.GetConsistencyProofResponse
 }
 var file_kurier_v1_mailbox_proto_depIdxs = []int32{
-	15, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
-	16, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
-	16, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
-	17, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
-	17, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
-	15, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	16, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
-	16, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
-	16, // 8: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
-	15, // 9: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	16, // 10: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
-	18, // 11: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
-	19, // 12: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
-	0,  // 13: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
-	3,  // 14: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
-	5,  // 15: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
-	7,  // 16: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
-	9,  // 17: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
-	11, // 18: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
-	13, // 19: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
-	1,  // 20: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
-	4,  // 21: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
-	6,  // 22: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
-	8,  // 23: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
-	10, // 24: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
-	12, // 25: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
-	14, // 26: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
+	17, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
+	17, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
+	18, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
+	18, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
+	16, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	17, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
+	17, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
+	17, // 8: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
+	16, // 9: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	17, // 10: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
+	19, // 11: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
+	20, // 12: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
+	15, // 13: kurier.v1.ExportMessageResponse.logs:type_name -> kurier.v1.LogState
+	0,  // 14: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
+	3,  // 15: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
+	5,  // 16: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
+	7,  // 17: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
+	9,  // 18: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
+	11, // 19: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
+	13, // 20: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
+	1,  // 21: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
+	4,  // 22: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
+	6,  // 23: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
+	8,  // 24: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
+	10, // 25: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
+	12, // 26: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
+	14, // 27: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_kurier_v1_mailbox_proto_init() }
@@ -1040,7 +1144,7 @@ func file_kurier_v1_mailbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kurier_v1_mailbox_proto_rawDesc), len(file_kurier_v1_mailbox_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -91,10 +91,12 @@ type Evidence struct {
 	// Decoded from der for convenience: the recipient the evidence is about,
 	// empty for evidence about the whole submission.
 	Recipient string `protobuf:"bytes,3,opt,name=recipient,proto3" json:"recipient,omitempty"`
-	// The node's order of issue.
-	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
-	// The evidence's leaf index in the issuing node's transparency log.
-	LeafIndex     uint64 `protobuf:"varint,5,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	// The evidence's leaf index in the transparency log named by log.
+	LeafIndex uint64 `protobuf:"varint,5,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
+	// The origin of the transparency log that holds the evidence (the log of
+	// the node that issued it, or that first received it from its issuer:
+	// an Acknowledgement), e.g. "amtsgericht.example/kurier-log".
+	Log           string `protobuf:"bytes,6,opt,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,18 +152,18 @@ func (x *Evidence) GetRecipient() string {
 	return ""
 }
 
-func (x *Evidence) GetSeq() uint64 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
-}
-
 func (x *Evidence) GetLeafIndex() uint64 {
 	if x != nil {
 		return x.LeafIndex
 	}
 	return 0
+}
+
+func (x *Evidence) GetLog() string {
+	if x != nil {
+		return x.Log
+	}
+	return ""
 }
 
 // MessageSummary is what a mailbox listing or notice shows of a message.
@@ -273,14 +275,14 @@ const file_kurier_v1_types_proto_rawDesc = "" +
 	"\x15kurier/v1/types.proto\x12\tkurier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n" +
 	"\x0eSignedEnvelope\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x7f\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x8a\x01\n" +
 	"\bEvidence\x12\x10\n" +
 	"\x03der\x18\x01 \x01(\fR\x03der\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1c\n" +
-	"\trecipient\x18\x03 \x01(\tR\trecipient\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\trecipient\x18\x03 \x01(\tR\trecipient\x12\x1d\n" +
 	"\n" +
-	"leaf_index\x18\x05 \x01(\x04R\tleafIndex\"\x90\x02\n" +
+	"leaf_index\x18\x05 \x01(\x04R\tleafIndex\x12\x10\n" +
+	"\x03log\x18\x06 \x01(\tR\x03logJ\x04\b\x04\x10\x05R\x03seq\"\x90\x02\n" +
 	"\x0eMessageSummary\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x12\n" +

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
+)
+
+// How long the node trusts another node's directory answers. An entry is
+// asked for again once it is older than remoteRefresh; while the other
+// node cannot be reached, the entry is used until remoteMaxAge, so that a
+// short outage only delays relay. An answer that a mailbox does not exist
+// is kept for remoteNegative, so that a new mailbox is found soon.
+const (
+	remoteRefresh  = time.Hour
+	remoteMaxAge   = 24 * time.Hour
+	remoteNegative = time.Minute
+	// maxRemoteEntries bounds the cache; past it the oldest entries go.
+	maxRemoteEntries = 10000
+)
+
+// remoteDirectory caches what other nodes' directories answered.
+type remoteDirectory struct {
+	mu      sync.Mutex
+	entries map[string]remoteEntry
+}
+
+type remoteEntry struct {
+	p       Participant
+	found   bool
+	fetched time.Time
+}
+
+func (d *remoteDirectory) get(addr string) (remoteEntry, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.entries[addr]
+	return e, ok
+}
+
+func (d *remoteDirectory) put(addr string, e remoteEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.entries == nil {
+		d.entries = make(map[string]remoteEntry)
+	}
+	if _, ok := d.entries[addr]; !ok && len(d.entries) >= maxRemoteEntries {
+		oldest := ""
+		for a, x := range d.entries {
+			if oldest == "" || x.fetched.Before(d.entries[oldest].fetched) {
+				oldest = a
+			}
+		}
+		delete(d.entries, oldest)
+	}
+	d.entries[addr] = e
+}
+
+func (d *remoteDirectory) drop(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.entries, addr)
+}
+
+// Lookup returns the directory entry of an address, local or at another
+// domain's node. It returns an error wrapping broker.ErrNotFound if there
+// is no such mailbox or no node for its domain is known,
+// broker.ErrSignature if the mailbox's encryption certificate is not valid
+// now (expired or revoked: no sender may encrypt to it), and
+// broker.ErrUnavailable if the other node cannot be reached and has not
+// answered for the address within the last 24 hours.
+//
+// Security: an entry from another node is used only if its encryption
+// certificate verifies under the federation's trust anchors now and names
+// exactly the address asked for; the check is repeated on every use, so a
+// revoked or expired certificate stops being served at once.
+func (n *Node) Lookup(ctx context.Context, addr string) (Participant, error) {
+	domain := address.DomainOf(addr)
+	if n.domains[domain] {
+		return n.localEntry(addr)
+	}
+	if n.peers == nil || !n.peers.Knows(domain) {
+		return Participant{}, fmt.Errorf("%w: no mailbox %s: no node for domain %s is known to this node", broker.ErrNotFound, addr, domain)
+	}
+	now := n.now()
+	cached, ok := n.remote.get(addr)
+	fresh := ok && now.Sub(cached.fetched) < remoteRefresh && (cached.found || now.Sub(cached.fetched) < remoteNegative)
+	if !fresh {
+		p, found, err := n.peers.Lookup(ctx, addr)
+		switch {
+		case err == nil:
+			cached, ok = remoteEntry{p: p, found: found, fetched: now}, true
+			n.remote.put(addr, cached)
+		case !errors.Is(err, broker.ErrUnavailable):
+			return Participant{}, fmt.Errorf("look up %s at the node of %s: %w", addr, domain, err)
+		case !ok || !cached.found || now.Sub(cached.fetched) >= remoteMaxAge:
+			return Participant{}, fmt.Errorf("look up %s: %w; try again later", addr, err)
+		default:
+			n.log.Warn("directory of another node unreachable; using its earlier answer", "addr", addr, "age", now.Sub(cached.fetched).Round(time.Second).String(), "err", err)
+		}
+	}
+	if !cached.found {
+		return Participant{}, fmt.Errorf("%w: no mailbox %s at the node of %s", broker.ErrNotFound, addr, domain)
+	}
+	if err := n.checkEntry(cached.p, addr); err != nil {
+		n.remote.drop(addr)
+		return Participant{}, err
+	}
+	return cached.p, nil
+}
+
+// checkEntry checks another node's directory entry for addr.
+func (n *Node) checkEntry(p Participant, addr string) error {
+	cert := p.EncryptionCert
+	if p.Address != addr || cert == nil || !slices.Equal(cert.EmailAddresses, []string{addr}) {
+		return fmt.Errorf("%w: the node of %s answered for %s with a certificate for %v", broker.ErrSignature, address.DomainOf(addr), p.Address, certAddresses(cert))
+	}
+	if _, err := n.trust.Verify(cert, nil, n.now(), x509.ExtKeyUsageEmailProtection); err != nil {
+		return fmt.Errorf("%w: the encryption certificate of %s is not valid: %v; its holder needs a new one", broker.ErrSignature, addr, err)
+	}
+	return nil
+}
+
+func certAddresses(c *x509.Certificate) []string {
+	if c == nil {
+		return nil
+	}
+	return c.EmailAddresses
+}

@@ -1,0 +1,85 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/evidence"
+)
+
+// timeZero clears a copy's deadline.
+var timeZero time.Time
+
+// expireBatch is how many due copies one round of Expire handles.
+const expireBatch = 256
+
+// Expire gives up on every copy whose deadline has passed: a copy that
+// could not be relayed before the message expired, and a delivered copy
+// not retrieved within the retention time, each get NonDelivery evidence
+// with the reason (sent back to the sender's node where that is another
+// one). It returns how many copies it ended. A copy that moved on
+// meanwhile (relayed, retrieved) is left as it is.
+func (n *Node) Expire(ctx context.Context) (int, error) {
+	ended := 0
+	for {
+		due, err := n.store.Due(ctx, n.now(), expireBatch)
+		if err != nil {
+			return ended, fmt.Errorf("expire: %w", err)
+		}
+		progress := 0
+		for _, c := range due {
+			ok, err := n.expireCopy(ctx, c)
+			if err != nil {
+				return ended, err
+			}
+			if ok {
+				ended++
+				progress++
+			}
+		}
+		if len(due) < expireBatch || progress == 0 {
+			return ended, nil
+		}
+	}
+}
+
+func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
+	m, err := n.store.Message(ctx, c.MessageID)
+	if err != nil {
+		return false, fmt.Errorf("expire %s: %w", c.MessageID, err)
+	}
+	var reason, push string
+	switch {
+	case c.State == broker.StateRelaying && !c.Local:
+		reason = fmt.Sprintf("not relayed to the node of %s before the message expired at %s", address.DomainOf(c.Recipient), m.Expires.Format(time.RFC3339))
+	case c.State == broker.StateDelivered && c.Local:
+		reason = fmt.Sprintf("not retrieved within %s of its delivery", n.limits.Retention)
+		push = n.pushTo(m)
+	default:
+		return false, nil
+	}
+	prev, err := n.headStatement(ctx, &c)
+	if err != nil {
+		return false, err
+	}
+	ev, err := n.issueAt(m, c.Recipient, evidence.NonDelivery, c.Head, reason, laterOf(n.now(), prev.Time))
+	if err != nil {
+		return false, fmt.Errorf("expire %s: %w", c.MessageID, err)
+	}
+	next := c
+	next.State, next.Head, next.Deadline = broker.StateUndeliverable, evidence.Digest(ev.DER), timeZero
+	_, err = n.store.AppendEvidence(ctx, broker.Step{Evidence: ev, PrevHead: c.Head, Next: next, Push: push})
+	if errors.Is(err, broker.ErrConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("expire %s: %w", c.MessageID, err)
+	}
+	n.log.Info("message not delivered", slog.String(broker.LogMsgID, c.MessageID), slog.String(broker.LogMailbox, c.Recipient), slog.String("reason", reason))
+	return true, nil
+}

@@ -1,0 +1,224 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
+)
+
+// Relay is a message waiting for another domain's node, with what that
+// node needs of it: the recipients of its domain still waiting, and each
+// one's chain so far (each evidence with the log that holds it).
+type Relay struct {
+	Outbound   broker.Outbound
+	Message    *broker.Message
+	Recipients []string
+	Chains     [][]broker.Evidence
+}
+
+// Relays returns up to limit messages queued for the node of domain, due
+// or not (the caller, the relay worker, keeps the schedule). Queue entries
+// with no recipient left waiting (all given up meanwhile) are removed.
+func (n *Node) Relays(ctx context.Context, domain string, limit int) ([]Relay, error) {
+	queued, err := n.store.Outbound(ctx, domain, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Relay, 0, len(queued))
+	for _, o := range queued {
+		r, err := n.relayOf(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		if len(r.Recipients) == 0 {
+			if _, err := n.store.FinishRelay(ctx, domain, o.MessageID, nil); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (n *Node) relayOf(ctx context.Context, o broker.Outbound) (Relay, error) {
+	m, err := n.store.Message(ctx, o.MessageID)
+	if err != nil {
+		return Relay{}, fmt.Errorf("queued message %s: %w", o.MessageID, err)
+	}
+	all, err := n.store.Evidence(ctx, o.MessageID)
+	if err != nil {
+		return Relay{}, fmt.Errorf("queued message %s: %w", o.MessageID, err)
+	}
+	r := Relay{Outbound: o, Message: m}
+	for _, to := range m.Header.To {
+		if address.DomainOf(to) != o.Domain {
+			continue
+		}
+		c, err := n.store.Copy(ctx, m.ID(), to)
+		if err != nil {
+			return Relay{}, fmt.Errorf("queued message %s: %w", o.MessageID, err)
+		}
+		if c.State != broker.StateRelaying || c.Local {
+			continue
+		}
+		var chain []broker.Evidence
+		for _, ev := range all {
+			if ev.Recipient == to {
+				chain = append(chain, n.withLog(ev))
+			}
+		}
+		r.Recipients = append(r.Recipients, to)
+		r.Chains = append(r.Chains, chain)
+	}
+	return r, nil
+}
+
+// withLog names the node's own log in ev where it is implied.
+func (n *Node) withLog(ev broker.Evidence) broker.Evidence {
+	if ev.Log == "" {
+		ev.Log = n.LogOrigin()
+	}
+	return ev
+}
+
+// OpenPayload opens the sealed payload of a message to relay it.
+func (n *Node) OpenPayload(ctx context.Context, m *broker.Message) (io.ReadCloser, error) {
+	r, err := n.store.OpenBlob(ctx, m.Blob)
+	if err != nil {
+		return nil, fmt.Errorf("open payload of %s: %w", m.ID(), err)
+	}
+	return r, nil
+}
+
+// Relayed records the answer of peer, the node r was relayed to:
+// answer[i] is the evidence it added to the chain of r.Recipients[i]
+// (RelayAcceptance and Delivery, or RelayRejection), each with its log. It
+// verifies all of it first; a RelayRejection is followed by this node's
+// NonDelivery. Everything is stored, and the message leaves the queue, in
+// one transaction.
+func (n *Node) Relayed(ctx context.Context, r Relay, peer pki.Peer, answer [][]broker.Evidence) error {
+	if len(answer) != len(r.Recipients) {
+		return fmt.Errorf("%w: the node of %s answered for %d recipients, not %d", broker.ErrInvalid, r.Outbound.Domain, len(answer), len(r.Recipients))
+	}
+	var steps []broker.Step
+	for i, to := range r.Recipients {
+		s, err := n.relaySteps(peer, r, i, answer[i])
+		if err != nil {
+			return fmt.Errorf("answer for %s: %w", to, err)
+		}
+		steps = append(steps, s...)
+	}
+	if _, err := n.store.FinishRelay(ctx, r.Outbound.Domain, r.Message.ID(), steps); err != nil {
+		return err
+	}
+	for _, s := range steps {
+		n.log.Info("relay: "+s.Evidence.Type, slog.String(broker.LogMsgID, r.Message.ID()), slog.String(broker.LogMailbox, s.Evidence.Recipient), slog.String(broker.LogPeer, r.Outbound.Domain))
+	}
+	return nil
+}
+
+// relaySteps checks the answer for recipient i of r and turns it into
+// steps of its copy.
+func (n *Node) relaySteps(peer pki.Peer, r Relay, i int, answer []broker.Evidence) ([]broker.Step, error) {
+	m, to, chain := r.Message, r.Recipients[i], r.Chains[i]
+	if !peer.Serves(address.DomainOf(to)) {
+		return nil, fmt.Errorf("%w: %s does not serve the domain of %s", broker.ErrForbidden, peer, to)
+	}
+	if len(answer) == 0 || len(answer) > MaxChain {
+		return nil, fmt.Errorf("%w: 1 to %d evidence, not %d", broker.ErrInvalid, MaxChain, len(answer))
+	}
+	links, err := n.extend(peer, m, to, chain, answer)
+	if err != nil {
+		return nil, err
+	}
+	if first := links[len(chain)].Statement.Type; first != evidence.RelayAcceptance && first != evidence.RelayRejection {
+		return nil, fmt.Errorf("%w: the answer starts with %s, not RelayAcceptance or RelayRejection", broker.ErrInvalid, first)
+	}
+	head := links[len(chain)-1].Digest
+	c := broker.Copy{MessageID: m.ID(), Recipient: to, State: broker.StateRelaying}
+	var steps []broker.Step
+	for j, ev := range answer {
+		st := links[len(chain)+j].Statement
+		c.State, c.Head = stateAfter(st.Type, c.State), links[len(chain)+j].Digest
+		steps = append(steps, broker.Step{Evidence: ev, PrevHead: head, Next: c})
+		head = c.Head
+	}
+	last := links[len(links)-1].Statement
+	if last.Type != evidence.RelayRejection {
+		return steps, nil
+	}
+	nd, err := n.issueAt(m, to, evidence.NonDelivery, head, fmt.Sprintf("the node of %s refused the message: %s", r.Outbound.Domain, last.Reason), laterOf(n.now(), last.Time))
+	if err != nil {
+		return nil, err
+	}
+	c.State, c.Head = broker.StateUndeliverable, evidence.Digest(nd.DER)
+	return append(steps, broker.Step{Evidence: nd, PrevHead: head, Next: c}), nil
+}
+
+// extend verifies evidence that peer adds to the chain of m's copy for to
+// (each valid now, about m and to, in peer's log) and returns the links of
+// the whole chain, checked as one.
+func (n *Node) extend(peer pki.Peer, m *broker.Message, to string, chain, more []broker.Evidence) ([]evidence.Link, error) {
+	links := make([]evidence.Link, 0, len(chain)+len(more))
+	for _, ev := range chain {
+		e, err := evidence.Parse(ev.DER)
+		if err != nil {
+			return nil, fmt.Errorf("stored evidence of %s: %w", m.ID(), err)
+		}
+		links = append(links, e.Link())
+	}
+	for _, ev := range more {
+		e, err := n.verifyAbout(m, to, ev.DER)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkLog(peer, ev.Log); err != nil {
+			return nil, err
+		}
+		links = append(links, e.Link())
+	}
+	if err := evidence.CheckChain(links); err != nil {
+		return nil, fmt.Errorf("%w: the evidence does not continue the chain: %v", broker.ErrState, err)
+	}
+	return links, nil
+}
+
+// RelayFailed records a failed attempt to relay r and when to try next.
+// A message that left the queue meanwhile is not an error.
+func (n *Node) RelayFailed(ctx context.Context, r Relay, cause error, next time.Time) error {
+	o := r.Outbound
+	o.Attempts++
+	o.NextTry = next.UTC()
+	o.LastError = truncate(cause.Error(), 512)
+	if err := n.store.SetOutbound(ctx, o); err != nil && !errors.Is(err, broker.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// Pushes returns up to limit evidence waiting to be sent to the node of
+// domain, in order of issue, each naming this node's log.
+func (n *Node) Pushes(ctx context.Context, domain string, limit int) ([]broker.Evidence, error) {
+	evs, err := n.store.Pushes(ctx, domain, limit)
+	if err != nil {
+		return nil, err
+	}
+	for i := range evs {
+		evs[i] = n.withLog(evs[i])
+	}
+	return evs, nil
+}
+
+// Pushed records that the node of domain has, or will never take, ev.
+func (n *Node) Pushed(ctx context.Context, domain string, ev broker.Evidence) error {
+	return n.store.DeletePush(ctx, domain, ev.LeafIndex)
+}

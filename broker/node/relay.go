@@ -1,0 +1,369 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/tlog"
+)
+
+// Bounds of what one relay carries: recipients (a message has at most
+// envelope.MaxRecipients), and the evidence of one recipient's chain (a
+// SubmissionAcceptance, and relay evidence of intermediaries).
+const (
+	MaxRelayRecipients = envelope.MaxRecipients
+	MaxChain           = 8
+)
+
+// Incoming is a message that another node relays to this one.
+type Incoming struct {
+	Envelope, Signature []byte
+	// Recipients are those the relay is for, recipients of the message in
+	// this node's domains.
+	Recipients []string
+	// Chains holds each recipient's chain at the relaying node so far
+	// (its SubmissionAcceptance first), each evidence with the log it is in.
+	Chains [][]broker.Evidence
+}
+
+// Receive accepts a message relayed by caller, another node: it checks the
+// message as a submission is checked, stores it with a copy in each
+// recipient's mailbox, and returns for each recipient, in the order of
+// in.Recipients, the evidence this node adds to its chain: RelayAcceptance
+// and Delivery, or RelayRejection with the reason (an unknown mailbox, a
+// payload over this node's limit). The same message relayed again is
+// stored once; the answer is then each chain as it stands.
+//
+// Security: only a node that serves the sender's domain may relay its
+// messages; the envelope must be signed by the sender's valid certificate
+// and each chain by the nodes that issued it. A refusal of the relay itself
+// (anything but a RelayRejection) is an error, and the relaying node tries
+// again later.
+func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
+	if caller.Kind != pki.KindNode {
+		return nil, fmt.Errorf("%w: only node certificates may relay messages, not %s", broker.ErrForbidden, caller)
+	}
+	env, err := parseEnvelope(in.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	if !caller.Serves(address.DomainOf(env.From)) {
+		return nil, fmt.Errorf("%w: %s does not serve %s, the domain of the sender %s; a node relays only for its own domains", broker.ErrForbidden, caller, address.DomainOf(env.From), env.From)
+	}
+	m, err := n.verifyEnvelope(env, in.Envelope, in.Signature)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.checkIncoming(caller, m, in); err != nil {
+		return nil, err
+	}
+	prev, err := n.store.Message(ctx, m.ID())
+	switch {
+	case err == nil && prev.EnvelopeSHA256 != m.EnvelopeSHA256:
+		return nil, fmt.Errorf("%w: message id %s was already used here for another message", broker.ErrDuplicate, m.ID())
+	case err == nil:
+		return n.receiveAgain(ctx, prev, in)
+	case !errors.Is(err, broker.ErrNotFound):
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	return n.receiveNew(ctx, m, in, payload)
+}
+
+// checkIncoming checks a relay's recipients and the chains that come with
+// them.
+func (n *Node) checkIncoming(caller pki.Peer, m *broker.Message, in Incoming) error {
+	if len(in.Recipients) == 0 || len(in.Recipients) > n.limits.MaxRecipients {
+		return fmt.Errorf("%w: a relay names 1 to %d recipients, not %d", broker.ErrInvalid, n.limits.MaxRecipients, len(in.Recipients))
+	}
+	if len(in.Chains) != len(in.Recipients) {
+		return fmt.Errorf("%w: %d chains for %d recipients", broker.ErrInvalid, len(in.Chains), len(in.Recipients))
+	}
+	for i, to := range in.Recipients {
+		switch {
+		case !slices.Contains(m.Header.To, to):
+			return fmt.Errorf("%w: %s is not a recipient of message %s", broker.ErrInvalid, to, m.ID())
+		case !n.domains[address.DomainOf(to)]:
+			return fmt.Errorf("%w: %s is not in a domain of this node", broker.ErrInvalid, to)
+		case slices.Contains(in.Recipients[:i], to):
+			return fmt.Errorf("%w: recipient %s named twice", broker.ErrInvalid, to)
+		}
+		if err := n.checkChain(caller, m, to, in.Chains[i], evidence.RelayAcceptance); err != nil {
+			return fmt.Errorf("chain of %s: %w", to, err)
+		}
+	}
+	return nil
+}
+
+// checkChain verifies evidence of message m for recipient to that another
+// node (from) hands over: each signed by whom its type requires, valid
+// now, about m and to, in a log that from speaks for, together one chain
+// that next may continue.
+func (n *Node) checkChain(from pki.Peer, m *broker.Message, to string, chain []broker.Evidence, next evidence.Type) error {
+	if len(chain) == 0 || len(chain) > MaxChain {
+		return fmt.Errorf("%w: 1 to %d evidence, not %d", broker.ErrInvalid, MaxChain, len(chain))
+	}
+	links := make([]evidence.Link, len(chain))
+	for i, e := range chain {
+		ev, err := n.verifyAbout(m, to, e.DER)
+		if err != nil {
+			return err
+		}
+		if err := checkLog(from, e.Log); err != nil {
+			return err
+		}
+		links[i] = ev.Link()
+	}
+	if err := evidence.CheckChain(links); err != nil {
+		return fmt.Errorf("%w: %v", broker.ErrInvalid, err)
+	}
+	if last := links[len(links)-1].Statement.Type; !evidence.Allowed(last, next) {
+		return fmt.Errorf("%w: %s cannot follow %s", broker.ErrState, next, last)
+	}
+	return nil
+}
+
+// verifyAbout verifies one evidence file, valid now, about m and recipient
+// to.
+func (n *Node) verifyAbout(m *broker.Message, to string, der []byte) (*evidence.Evidence, error) {
+	ev, err := evidence.Verify(der, cms.Policy{Trust: n.trust, At: n.now()})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", broker.ErrSignature, err)
+	}
+	st := ev.Statement
+	if st.MessageID != m.ID() || st.Recipient != to || st.Sender != m.Header.From ||
+		st.EnvelopeSHA256 != m.EnvelopeSHA256 || st.PayloadSHA256 != m.Header.PayloadSHA256 {
+		return nil, fmt.Errorf("%w: %s evidence is not about message %s for %s", broker.ErrInvalid, st.Type, m.ID(), to)
+	}
+	return ev, nil
+}
+
+// checkLog checks that the log origin another node names for its evidence
+// is one of that node's domains' logs.
+func checkLog(from pki.Peer, origin string) error {
+	d, err := tlog.OriginDomain(origin)
+	if err != nil {
+		return fmt.Errorf("%w: evidence log: %v", broker.ErrInvalid, err)
+	}
+	if !from.Serves(d) {
+		return fmt.Errorf("%w: %s names the log %s, which is not its own", broker.ErrForbidden, from, origin)
+	}
+	return nil
+}
+
+// receiveNew stores a message relayed here for the first time.
+func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
+	var tooLarge error
+	if m.Header.PayloadSize > n.limits.MaxPayload {
+		tooLarge = fmt.Errorf("payload of %d bytes is over this node's maximum of %d bytes", m.Header.PayloadSize, n.limits.MaxPayload)
+	}
+	accepted := 0
+	for _, to := range in.Recipients {
+		if _, ok := n.dir[to]; ok && tooLarge == nil {
+			accepted++
+		}
+	}
+	if accepted > 0 {
+		if err := n.storePayload(ctx, m, payload, func(err error) error { return err }); err != nil {
+			return nil, err
+		}
+	}
+	copies, evs, answer, err := n.relayAcceptance(m, in, tooLarge)
+	if err != nil {
+		n.dropBlob(ctx, m.Blob)
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	if accepted == 0 {
+		return n.storeRejections(ctx, m, answer)
+	}
+	stored, err := n.store.CreateMessage(ctx, m, copies, evs, nil)
+	if errors.Is(err, broker.ErrExists) {
+		// A concurrent relay of the same message won.
+		n.dropBlob(ctx, m.Blob)
+		return n.receiveAgain(ctx, m, in)
+	}
+	if err != nil {
+		n.dropBlob(ctx, m.Blob)
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	n.announce(m, copies)
+	n.log.Info("relayed message accepted", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.Int("recipients", accepted))
+	return ownAnswer(stored, answer), nil
+}
+
+// relayAcceptance builds the copies and evidence of a relayed message:
+// each recipient's chain as handed over, then RelayAcceptance and
+// Delivery, or RelayRejection for a recipient without a mailbox here (or
+// for all of them, if tooLarge). answer[i] holds the new evidence of
+// recipient i.
+func (n *Node) relayAcceptance(m *broker.Message, in Incoming, tooLarge error) ([]broker.Copy, []broker.Evidence, [][]broker.Evidence, error) {
+	var copies []broker.Copy
+	var evs []broker.Evidence
+	answer := make([][]broker.Evidence, len(in.Recipients))
+	for i, to := range in.Recipients {
+		head := evidence.Digest(in.Chains[i][len(in.Chains[i])-1].DER)
+		reason := tooLarge
+		if _, ok := n.dir[to]; !ok && reason == nil {
+			reason = fmt.Errorf("no mailbox %s", to)
+		}
+		if reason != nil {
+			rej, err := n.issue(m, to, evidence.RelayRejection, head, reason.Error())
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			answer[i] = []broker.Evidence{rej}
+			evs = append(evs, rej)
+			continue
+		}
+		for _, e := range in.Chains[i] {
+			evs = append(evs, broker.Evidence{Log: e.Log, LeafIndex: e.LeafIndex, MessageID: m.ID(), Sender: m.Header.From, Recipient: to, Type: e.Type, DER: e.DER})
+		}
+		for _, typ := range []evidence.Type{evidence.RelayAcceptance, evidence.Delivery} {
+			ev, err := n.issue(m, to, typ, head, "")
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			answer[i] = append(answer[i], ev)
+			evs = append(evs, ev)
+			head = evidence.Digest(ev.DER)
+		}
+		copies = append(copies, broker.Copy{
+			MessageID: m.ID(), Recipient: to, Received: m.Received, State: broker.StateDelivered,
+			Head: head, Local: true, Deadline: m.Received.Add(n.limits.Retention),
+		})
+	}
+	return copies, evs, answer, nil
+}
+
+// storeRejections stores the RelayRejections of a message that no
+// recipient here accepts; the message itself is not kept.
+func (n *Node) storeRejections(ctx context.Context, m *broker.Message, answer [][]broker.Evidence) ([][]broker.Evidence, error) {
+	for i, evs := range answer {
+		stored, err := n.store.AddEvidence(ctx, evs[0])
+		if err != nil {
+			return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+		}
+		answer[i][0] = stored
+	}
+	n.log.Info("relayed message refused", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.String("reason", answer[0][0].Type))
+	return answer, nil
+}
+
+// ownAnswer replaces the evidence in answer by the stored versions, which
+// carry their leaf indexes.
+func ownAnswer(stored []broker.Evidence, answer [][]broker.Evidence) [][]broker.Evidence {
+	byDER := make(map[string]broker.Evidence, len(stored))
+	for _, ev := range stored {
+		byDER[string(ev.DER)] = ev
+	}
+	for _, evs := range answer {
+		for j, ev := range evs {
+			if s, ok := byDER[string(ev.DER)]; ok {
+				evs[j] = s
+			}
+		}
+	}
+	return answer
+}
+
+// receiveAgain answers a relay of a message stored before: each
+// recipient's chain after what the relaying node holds, and new copies for
+// recipients that have none yet (their evidence issued now, the payload
+// being stored already).
+func (n *Node) receiveAgain(ctx context.Context, m *broker.Message, in Incoming) ([][]broker.Evidence, error) {
+	all, err := n.store.Evidence(ctx, m.ID())
+	if err != nil {
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	answer := make([][]broker.Evidence, len(in.Recipients))
+	var missing Incoming
+	var where []int
+	for i, to := range in.Recipients {
+		after := evidence.Digest(in.Chains[i][len(in.Chains[i])-1].DER)
+		if rest, ok := chainAfter(all, to, after); ok {
+			answer[i] = rest
+			continue
+		}
+		missing.Recipients = append(missing.Recipients, to)
+		missing.Chains = append(missing.Chains, in.Chains[i])
+		where = append(where, i)
+	}
+	if len(where) == 0 {
+		return answer, nil
+	}
+	copies, evs, more, err := n.relayAcceptance(m, missing, nil)
+	if err != nil {
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	stored, err := n.store.AddCopies(ctx, m.ID(), m.EnvelopeSHA256, copies, evs)
+	if err != nil {
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	n.announce(m, copies)
+	more = ownAnswer(stored, more)
+	for j, i := range where {
+		answer[i] = more[j]
+	}
+	return answer, nil
+}
+
+// chainAfter returns the evidence of rcpt that follows the evidence with
+// digest after, and whether that evidence is stored at all.
+func chainAfter(all []broker.Evidence, rcpt, after string) ([]broker.Evidence, bool) {
+	for i, ev := range all {
+		if ev.Recipient != rcpt || evidence.Digest(ev.DER) != after {
+			continue
+		}
+		var rest []broker.Evidence
+		for _, e := range all[i+1:] {
+			if e.Recipient == rcpt {
+				rest = append(rest, e)
+			}
+		}
+		return rest, len(rest) > 0
+	}
+	return nil, false
+}
+
+// pushTo names the domain whose node must be sent evidence about m: the
+// sender's, if that is not this node's own; "" otherwise.
+func (n *Node) pushTo(m *broker.Message) string {
+	if d := address.DomainOf(m.Header.From); !n.domains[d] {
+		return d
+	}
+	return ""
+}
+
+// stateAfter is the state a copy is in after evidence of type t.
+func stateAfter(t evidence.Type, cur broker.State) broker.State {
+	switch t {
+	case evidence.Delivery:
+		return broker.StateDelivered
+	case evidence.Retrieval:
+		return broker.StateRetrieved
+	case evidence.Acknowledgement:
+		return broker.StateAcknowledged
+	case evidence.RelayRejection, evidence.NonDelivery, evidence.SubmissionRejection:
+		return broker.StateUndeliverable
+	}
+	return cur
+}
+
+// laterOf returns t, or not before if t is earlier: evidence times never go
+// backwards in a chain, even if the node's clock is set back.
+func laterOf(t, notBefore time.Time) time.Time {
+	if t.Before(notBefore) {
+		return notBefore
+	}
+	return t
+}

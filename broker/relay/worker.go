@@ -1,0 +1,272 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/node"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// Clock is the time a worker schedules by; tests pass their own.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Schedule settings. A failed relay is tried again after FirstBackoff,
+// doubling with each failure up to MaxBackoff, each wait drawn at random
+// from its upper half so that many nodes do not retry in step.
+const (
+	DefaultFirstBackoff = time.Second
+	DefaultMaxBackoff   = 10 * time.Minute
+	DefaultPoll         = time.Second
+	// relayTimeout bounds one relay call; a 256 MiB payload takes seconds.
+	relayTimeout = 10 * time.Minute
+	pushTimeout  = 30 * time.Second
+	batch        = 100
+)
+
+// Worker relays the messages queued for one peer domain and sends that
+// domain's node the evidence queued for it, until its context ends.
+type Worker struct {
+	Node   *node.Node
+	Peers  *Peers
+	Domain string
+	// Clock is the schedule's time; default the system clock.
+	Clock Clock
+	// Poll is how often the queues are looked at; default DefaultPoll.
+	Poll time.Duration
+	// FirstBackoff and MaxBackoff bound the waits between failed tries.
+	FirstBackoff, MaxBackoff time.Duration
+	Logger                   *slog.Logger
+
+	pushFailures int
+	pushNext     time.Time
+}
+
+// Backoff returns how long to wait after the given number of failed
+// tries: first doubled attempts-1 times, at most max, and then a random
+// point in its upper half (jitter from r, a number in [0, 1)).
+func Backoff(attempts int, first, max time.Duration, r float64) time.Duration {
+	d := first
+	for i := 1; i < attempts && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d/2 + time.Duration(r*float64(d/2))
+}
+
+func (w *Worker) defaults() {
+	if w.Clock == nil {
+		w.Clock = systemClock{}
+	}
+	if w.Poll <= 0 {
+		w.Poll = DefaultPoll
+	}
+	if w.FirstBackoff <= 0 {
+		w.FirstBackoff = DefaultFirstBackoff
+	}
+	if w.MaxBackoff <= 0 {
+		w.MaxBackoff = DefaultMaxBackoff
+	}
+	if w.Logger == nil {
+		w.Logger = slog.Default()
+	}
+	w.Logger = w.Logger.With(slog.String(broker.LogPeer, w.Domain))
+}
+
+// Run works the queues until ctx ends.
+func (w *Worker) Run(ctx context.Context) {
+	w.defaults()
+	for {
+		w.Round(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.Clock.After(w.Poll):
+		}
+	}
+}
+
+// Round relays every queued message that is due and sends the queued
+// evidence, once.
+func (w *Worker) Round(ctx context.Context) {
+	if w.Logger == nil {
+		w.defaults()
+	}
+	w.relayDue(ctx)
+	w.push(ctx)
+}
+
+func (w *Worker) relayDue(ctx context.Context) {
+	relays, err := w.Node.Relays(ctx, w.Domain, batch)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.Logger.Error("relay: read the outbound queue", slog.Any(broker.LogErr, err))
+		}
+		return
+	}
+	for _, r := range relays {
+		if ctx.Err() != nil {
+			return
+		}
+		if r.Outbound.NextTry.After(w.Clock.Now()) {
+			continue
+		}
+		log := w.Logger.With(slog.String(broker.LogMsgID, r.Message.ID()))
+		err := w.relay(ctx, r)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := Backoff(r.Outbound.Attempts+1, w.FirstBackoff, w.MaxBackoff, rand.Float64())
+		log.Warn("relay failed; trying again later", slog.Int("attempt", r.Outbound.Attempts+1), slog.Duration("wait", wait), slog.Any(broker.LogErr, err))
+		if err := w.Node.RelayFailed(ctx, r, err, w.Clock.Now().Add(wait)); err != nil {
+			log.Error("relay: record the failed try", slog.Any(broker.LogErr, err))
+		}
+	}
+}
+
+// relay makes one Relay call for r and records the answer.
+func (w *Worker) relay(ctx context.Context, r node.Relay) error {
+	c, err := w.Peers.conn(w.Domain)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, relayTimeout)
+	defer cancel()
+	var pr peer.Peer
+	stream, err := kurierv1.NewRelayServiceClient(c).Relay(ctx, grpc.Peer(&pr))
+	if err != nil {
+		return remoteError(err)
+	}
+	resp, err := w.send(ctx, stream, r)
+	if err != nil {
+		return remoteError(err)
+	}
+	who, err := peerOf(&pr)
+	if err != nil {
+		return fmt.Errorf("the node of %s: %w", w.Domain, err)
+	}
+	if len(resp.GetOutcomes()) != len(r.Recipients) {
+		return fmt.Errorf("%w: the node of %s answered for %d recipients, not %d", broker.ErrInvalid, w.Domain, len(resp.GetOutcomes()), len(r.Recipients))
+	}
+	answer := make([][]broker.Evidence, len(r.Recipients))
+	for i, o := range resp.GetOutcomes() {
+		if o.GetAddress() != r.Recipients[i] {
+			return fmt.Errorf("%w: the node of %s answered for %s instead of %s", broker.ErrInvalid, w.Domain, o.GetAddress(), r.Recipients[i])
+		}
+		for _, e := range o.GetEvidence() {
+			answer[i] = append(answer[i], fromEvidence(e))
+		}
+	}
+	return w.Node.Relayed(ctx, r, who, answer)
+}
+
+// send streams the header and the payload; the receiving node may answer
+// before it has read the payload (a message it has already, or refuses).
+func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kurierv1.RelayRequest, kurierv1.RelayResponse], r node.Relay) (*kurierv1.RelayResponse, error) {
+	h := &kurierv1.RelayHeader{Envelope: &kurierv1.SignedEnvelope{Envelope: r.Message.Envelope, Signature: r.Message.Signature}}
+	for i, to := range r.Recipients {
+		rr := &kurierv1.RelayRecipient{Address: to}
+		for _, ev := range r.Chains[i] {
+			rr.Chain = append(rr.Chain, toEvidence(ev))
+		}
+		h.Recipients = append(h.Recipients, rr)
+	}
+	if err := stream.Send(&kurierv1.RelayRequest{Part: &kurierv1.RelayRequest_Header{Header: h}}); err != nil {
+		if errors.Is(err, io.EOF) {
+			return stream.CloseAndRecv()
+		}
+		return nil, err
+	}
+	payload, err := w.Node.OpenPayload(ctx, r.Message)
+	if err != nil {
+		return nil, err
+	}
+	defer payload.Close()
+	buf := make([]byte, chunkSize)
+	for {
+		n, rerr := io.ReadFull(payload, buf)
+		if n > 0 {
+			if err := stream.Send(&kurierv1.RelayRequest{Part: &kurierv1.RelayRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+				if errors.Is(err, io.EOF) {
+					return stream.CloseAndRecv()
+				}
+				return nil, err
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return stream.CloseAndRecv()
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read payload of %s: %w", r.Message.ID(), rerr)
+		}
+	}
+}
+
+// push sends the evidence queued for the domain's node, in order, and
+// stops at the first one that may be taken later.
+func (w *Worker) push(ctx context.Context) {
+	if w.Clock.Now().Before(w.pushNext) {
+		return
+	}
+	evs, err := w.Node.Pushes(ctx, w.Domain, batch)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.Logger.Error("relay: read the push queue", slog.Any(broker.LogErr, err))
+		}
+		return
+	}
+	for _, ev := range evs {
+		err := w.pushOne(ctx, ev)
+		log := w.Logger.With(slog.String(broker.LogMsgID, ev.MessageID), slog.String(broker.LogMailbox, ev.Recipient), slog.String("type", ev.Type))
+		switch {
+		case err == nil:
+		case permanent(err):
+			log.Error("evidence refused by the sender's node; it stays in this node's store and log", slog.Any(broker.LogErr, err))
+		default:
+			if ctx.Err() != nil {
+				return
+			}
+			w.pushFailures++
+			wait := Backoff(w.pushFailures, w.FirstBackoff, w.MaxBackoff, rand.Float64())
+			w.pushNext = w.Clock.Now().Add(wait)
+			log.Warn("sending evidence back failed; trying again later", slog.Duration("wait", wait), slog.Any(broker.LogErr, err))
+			return
+		}
+		if err := w.Node.Pushed(ctx, w.Domain, ev); err != nil {
+			log.Error("relay: remove sent evidence from the queue", slog.Any(broker.LogErr, err))
+			return
+		}
+		w.pushFailures = 0
+	}
+}
+
+func (w *Worker) pushOne(ctx context.Context, ev broker.Evidence) error {
+	c, err := w.Peers.conn(w.Domain)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
+	defer cancel()
+	_, err = kurierv1.NewRelayServiceClient(c).PushEvidence(ctx, &kurierv1.PushEvidenceRequest{Evidence: toEvidence(ev)})
+	return err
+}
