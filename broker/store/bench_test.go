@@ -41,7 +41,7 @@ type benchMessages struct {
 	der  []byte
 }
 
-func newBenchMessages(b *testing.B, payload Blob) *benchMessages {
+func newBenchMessages(b *testing.B, payload broker.Blob) *benchMessages {
 	return &benchMessages{tmpl: buildFixture(b, payload, t0, court), der: randomBytes(b, 1024)}
 }
 
@@ -63,7 +63,7 @@ func (bm *benchMessages) next(b *testing.B, blob string) (*broker.Message, []bro
 
 // putBlobs stores n complete blobs of payload directly, outside the timed
 // part, so that the CreateMessage benchmark measures CreateMessage only.
-func putBlobs(b *testing.B, db *DB, n int, payload []byte) (Blob, []string) {
+func putBlobs(b *testing.B, db *DB, n int, payload []byte) (broker.Blob, []string) {
 	b.Helper()
 	sum := sha256.Sum256(payload)
 	hv, err := json.Marshal(blobHeader{Started: time.Now().UTC(), Complete: true, Size: int64(len(payload)), SHA256: hex.EncodeToString(sum[:])})
@@ -84,7 +84,7 @@ func putBlobs(b *testing.B, db *DB, n int, payload []byte) (Blob, []string) {
 	if err := wb.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	return Blob{ID: ids[0], Size: int64(len(payload)), SHA256: sum}, ids
+	return broker.Blob{ID: ids[0], Size: int64(len(payload)), SHA256: sum}, ids
 }
 
 func reportRecords(b *testing.B) {
@@ -101,7 +101,7 @@ func BenchmarkCreateMessage(b *testing.B) {
 		var next atomic.Int64
 		create := func() {
 			m, copies, evs := bm.next(b, blobs[next.Add(1)-1])
-			if _, err := db.CreateMessage(ctx, m, copies, evs); err != nil {
+			if _, err := db.CreateMessage(ctx, m, copies, evs, nil); err != nil {
 				b.Error(err)
 			}
 		}
@@ -127,14 +127,16 @@ func BenchmarkCreateMessage(b *testing.B) {
 
 // BenchmarkSyncedTxn is the baseline without the committer: each request
 // writes the same keys and values as CreateMessage in its own synced badger
-// transaction (with no reads or checks at all).
+// transaction (with no reads or checks at all, and stand-in hashes for the
+// log's nodes).
 func BenchmarkSyncedTxn(b *testing.B) {
 	payload := make([]byte, 1024)
 	run := func(b *testing.B, parallel bool) {
 		db := openBench(b)
 		tmpl, _ := putBlobs(b, db, 1, payload)
 		bm := newBenchMessages(b, tmpl)
-		var seq atomic.Uint64
+		var size atomic.Uint64
+		hash := randomBytes(b, 32)
 		write := func() {
 			m, copies, evs := bm.next(b, tmpl.ID)
 			id := m.ID()
@@ -142,18 +144,21 @@ func BenchmarkSyncedTxn(b *testing.B) {
 			cv, _ := json.Marshal(copies[0])
 			ev0, _ := encodeEvidence(evs[0])
 			ev1, _ := encodeEvidence(evs[1])
-			s := seq.Add(2)
+			n := size.Add(2) // leaves n-2 and n-1; n-2 is even
 			err := db.bdb.Update(func(txn *badger.Txn) error {
 				for _, kv := range [][2][]byte{
 					{messageKey(id), mv},
 					{blobRefKey(newBlobID()), []byte(id)},
 					{copyKey(id, court), cv},
 					{inboxKey(court, copies[0].Received, id), nil},
-					{evidenceKey(id, s-1), ev0},
-					{logKey(s - 1), []byte(id)},
-					{evidenceKey(id, s), ev1},
-					{logKey(s), []byte(id)},
-					{seqCounterKey, encodeSeq(s)},
+					{evidenceKey(id, 0), evidenceValue(n-2, ev0)},
+					{leafKey(n - 2), evidenceKey(id, 0)},
+					{treeNodeKey(0, n-2), hash},
+					{evidenceKey(id, 1), evidenceValue(n-1, ev1)},
+					{leafKey(n - 1), evidenceKey(id, 1)},
+					{treeNodeKey(0, n-1), hash},
+					{treeNodeKey(1, (n-2)/2), hash},
+					{logSizeKey, encodeSeq(n)},
 				} {
 					if err := txn.Set(kv[0], kv[1]); err != nil {
 						return err
@@ -203,7 +208,7 @@ func BenchmarkSubmit(b *testing.B) {
 				return
 			}
 			m, copies, evs := bm.next(b, blob.ID)
-			if _, err := db.CreateMessage(ctx, m, copies, evs); err != nil {
+			if _, err := db.CreateMessage(ctx, m, copies, evs, nil); err != nil {
 				b.Error(err)
 			}
 		}

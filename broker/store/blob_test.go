@@ -198,7 +198,7 @@ func TestDB_DeleteBlob(t *testing.T) {
 		if err := db.DeleteBlob(ctx, g.msg.Blob); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.CreateMessage(ctx, g.msg, g.copies, g.evs); !errors.Is(err, broker.ErrNotFound) {
+		if _, err := db.CreateMessage(ctx, g.msg, g.copies, g.evs, nil); !errors.Is(err, broker.ErrNotFound) {
 			t.Errorf("CreateMessage with a deleted blob: err %v, want ErrNotFound", err)
 		}
 	})

@@ -60,12 +60,48 @@ func sampleSizes(n uint64) []uint64 {
 	return slices.Compact(s)
 }
 
+// storedEvidence returns every evidence the store holds, read from the
+// evidence table itself, message by message in the order stored.
+func storedEvidence(t *testing.T, db *DB) []broker.Evidence {
+	t.Helper()
+	var all []broker.Evidence
+	prefix := []byte("e/")
+	err := db.view(context.Background(), func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+		defer it.Close()
+		for it.Seek(prefix); it.Valid(); it.Next() {
+			id, _, ok := parseEvidenceKey(it.Item().Key())
+			if !ok {
+				t.Fatalf("malformed evidence key %q", it.Item().Key())
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			ev, err := decodeEvidence(v)
+			if err != nil {
+				return err
+			}
+			if ev.MessageID != id {
+				t.Fatalf("evidence of %s stored under the key of %s", ev.MessageID, id)
+			}
+			all = append(all, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
 // checkLog checks the whole transparency log against the evidence stored:
-// one leaf per evidence, leaf indexes without gaps in Seq order, LogLeaf
-// returning each, roots matching a reference computation for many sizes,
-// every evidence's inclusion proof in the current tree and in smaller
-// ones, and consistency proofs between many pairs of sizes. It returns
-// the leaves (the evidence DER files) in order.
+// one leaf per evidence of the node's own log and none for evidence of
+// other logs, leaf indexes without gaps and increasing in the order each
+// message's evidence was stored, LogLeaf returning each, roots matching a
+// reference computation for many sizes, every evidence's inclusion proof in
+// the current tree and in smaller ones, and consistency proofs between many
+// pairs of sizes. It returns the leaves (the evidence DER files) in order.
 func checkLog(t *testing.T, db *DB) [][]byte {
 	t.Helper()
 	ctx := context.Background()
@@ -73,35 +109,38 @@ func checkLog(t *testing.T, db *DB) [][]byte {
 	if err != nil {
 		t.Fatalf("LogSize: %v", err)
 	}
-	var all []broker.Evidence
-	for {
-		var after uint64
-		if len(all) > 0 {
-			after = all[len(all)-1].Seq
+	byLeaf := make([]*broker.Evidence, n)
+	own := 0
+	last := map[string]uint64{} // each message's last leaf index so far
+	for _, ev := range storedEvidence(t, db) {
+		if ev.Log != "" {
+			continue
 		}
-		page, err := db.EvidenceSince(ctx, after, 0)
-		if err != nil {
-			t.Fatal(err)
+		own++
+		if ev.LeafIndex >= n {
+			t.Fatalf("evidence %s of %s has leaf index %d in a log of size %d", ev.Type, ev.MessageID, ev.LeafIndex, n)
 		}
-		if len(page) == 0 {
-			break
+		if byLeaf[ev.LeafIndex] != nil {
+			t.Fatalf("leaf index %d given to two evidence", ev.LeafIndex)
 		}
-		all = append(all, page...)
+		if prev, ok := last[ev.MessageID]; ok && ev.LeafIndex <= prev {
+			t.Fatalf("evidence of %s stored after leaf %d has leaf index %d", ev.MessageID, prev, ev.LeafIndex)
+		}
+		last[ev.MessageID] = ev.LeafIndex
+		byLeaf[ev.LeafIndex] = &ev
 	}
-	if uint64(len(all)) != n {
-		t.Fatalf("LogSize %d, but %d evidence stored", n, len(all))
+	if uint64(own) != n {
+		t.Fatalf("LogSize %d, but %d evidence of the node's own log stored", n, own)
 	}
+	// n evidence with distinct leaf indexes below n: no gaps.
 	ders := make([][]byte, n)
-	for i, ev := range all {
-		if ev.LeafIndex != uint64(i) {
-			t.Fatalf("evidence %d (Seq %d) has leaf index %d, want %d", i, ev.Seq, ev.LeafIndex, i)
-		}
+	for i, ev := range byLeaf {
 		ders[i] = ev.DER
 		leaf, err := db.LogLeaf(ctx, uint64(i))
 		if err != nil {
 			t.Fatalf("LogLeaf(%d): %v", i, err)
 		}
-		if diff := cmp.Diff(ev, leaf); diff != "" {
+		if diff := cmp.Diff(*ev, leaf); diff != "" {
 			t.Fatalf("LogLeaf(%d) (-want +got):\n%s", i, diff)
 		}
 	}
@@ -222,11 +261,8 @@ func TestDB_Log(t *testing.T) {
 			t.Fatalf("log after CreateMessage (-want +got):\n%s", diff)
 		}
 
-		ret := broker.Evidence{MessageID: f.msg.ID(), Sender: sender, Recipient: court, Type: "Retrieval", DER: randomBytes(t, 900)}
-		ret, err := db.AppendEvidence(ctx, ret, f.copies[0].Head, "ab", broker.StateRetrieved)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := nextStep(t, f.copies[0], "Retrieval", broker.StateRetrieved)
+		ret := appendStep(t, db, s)
 		rej, err := db.AddEvidence(ctx, broker.Evidence{MessageID: "other", Sender: sender, Type: "SubmissionRejection", DER: randomBytes(t, 300)})
 		if err != nil {
 			t.Fatal(err)
@@ -237,10 +273,13 @@ func TestDB_Log(t *testing.T) {
 		want := dersOf(created, []broker.Evidence{ret, rej})
 
 		// Refused writes append nothing.
-		if _, err := db.AppendEvidence(ctx, ret, "stale", "cd", broker.StateRetrieved); !errors.Is(err, broker.ErrConflict) {
+		if _, err := db.AppendEvidence(ctx, s); !errors.Is(err, broker.ErrConflict) {
 			t.Fatalf("AppendEvidence with a stale head: %v", err)
 		}
-		if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); !errors.Is(err, broker.ErrExists) {
+		if _, err := db.AddEvidence(ctx, broker.Evidence{Log: tlog.Origin(kreisDomain), MessageID: "other", Type: "SubmissionRejection", DER: randomBytes(t, 300)}); !errors.Is(err, broker.ErrInvalid) {
+			t.Fatalf("AddEvidence of another log: %v", err)
+		}
+		if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); !errors.Is(err, broker.ErrExists) {
 			t.Fatalf("CreateMessage again: %v", err)
 		}
 		if diff := cmp.Diff(want, checkLog(t, db)); diff != "" {
@@ -301,7 +340,7 @@ func TestDB_Log(t *testing.T) {
 			wg.Go(func() {
 				for i := range perWriter {
 					f := newFixture(t, db, t0.Add(time.Duration(w*perWriter+i)), court, kreis)
-					if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); err != nil {
+					if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); err != nil {
 						t.Error(err)
 						return
 					}
@@ -410,7 +449,7 @@ func TestDB_Log(t *testing.T) {
 		// may leave a trace: the log is as if they had never run.
 		db := openTest(t, "")
 		a, b := newFixture(t, db, t0, court), newFixture(t, db, t0, court)
-		dup := buildFixture(t, Blob{ID: b.msg.Blob, Size: b.msg.Header.PayloadSize}, t0, kreis)
+		dup := buildFixture(t, broker.Blob{ID: b.msg.Blob, Size: b.msg.Header.PayloadSize}, t0, kreis)
 		dup.msg.Header.ID = a.msg.ID()
 		dup.msg.Header.PayloadSHA256 = b.msg.Header.PayloadSHA256
 		dup.copies[0].MessageID, dup.evs[0].MessageID, dup.evs[1].MessageID = a.msg.ID(), a.msg.ID(), a.msg.ID()
@@ -426,7 +465,7 @@ func TestDB_Log(t *testing.T) {
 		evs := make([][]broker.Evidence, len(fs))
 		var wg sync.WaitGroup
 		for i, f := range fs {
-			wg.Go(func() { evs[i], errs[i] = db.CreateMessage(ctx, f.msg, f.copies, f.evs) })
+			wg.Go(func() { evs[i], errs[i] = db.CreateMessage(ctx, f.msg, f.copies, f.evs, nil) })
 			waitQueued(t, db, i+1)
 		}
 		release()
@@ -448,16 +487,27 @@ func TestDB_Log(t *testing.T) {
 		// A request that makes the batch's commit fail for real: it reads
 		// a key, then commits a write to that key outside the batch, a
 		// conflict badger detects when the batch commits. The evidence of
-		// that batch is not stored; its Seqs are skipped, its leaf
-		// indexes are used by the next evidence.
+		// that batch is not stored, and its leaf indexes (and the
+		// positions of its message's evidence) are used by the next
+		// evidence.
 		db := openTest(t, "")
 		before := newFixture(t, db, t0, court).create(t, db)
 		after := sabotagedBatch(t, db, nil)
 		if want := dersOf(before, after); !cmp.Equal(want, checkLog(t, db)) {
 			t.Errorf("log after a failed commit is not the evidence stored before and after it")
 		}
-		if after[0].LeafIndex != 2 || after[0].Seq != 6 {
-			t.Errorf("evidence after the failed commit: Seq %d, leaf index %d; want 6 and 2", after[0].Seq, after[0].LeafIndex)
+		if after[0].LeafIndex != 2 {
+			t.Errorf("evidence after the failed commit has leaf index %d, want 2", after[0].LeafIndex)
+		}
+		lost, err := db.AddEvidence(ctx, broker.Evidence{MessageID: "lost", Type: "SubmissionRejection", DER: randomBytes(t, 100)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]broker.Evidence{lost}, evidenceOf(t, db, "lost")); diff != "" {
+			t.Errorf("Evidence of the failed batch's message after a new one (-want +got):\n%s", diff)
+		}
+		if lost.LeafIndex != 3 {
+			t.Errorf("leaf index %d, want 3", lost.LeafIndex)
 		}
 	})
 
@@ -473,7 +523,7 @@ func TestDB_Log(t *testing.T) {
 			t.Errorf("AddEvidence with an unusable log: err %v, want one that says to reopen", err)
 		}
 		f := newFixture(t, db, t0, kreis) // writes without evidence still work (WriteBlob uses the committer)
-		if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs); err == nil {
+		if _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); err == nil {
 			t.Error("CreateMessage with an unusable log succeeded")
 		}
 		if err := db.Close(); err != nil {
@@ -487,39 +537,139 @@ func TestDB_Log(t *testing.T) {
 		}
 	})
 
-	t.Run("store without a log refused", func(t *testing.T) {
-		// A store that holds evidence but no log (as an older version
-		// wrote it) is not silently given an empty log.
-		dir := t.TempDir()
-		db := openTest(t, dir)
-		newFixture(t, db, t0, court).create(t, db)
-		err := db.bdb.Update(func(txn *badger.Txn) error {
-			for _, prefix := range [][]byte{[]byte("i/"), []byte("t/"), logSizeKey} {
-				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-				var keys [][]byte
-				for it.Seek(prefix); it.Valid(); it.Next() {
-					keys = append(keys, it.Item().KeyCopy(nil))
+	t.Run("stores of earlier versions", func(t *testing.T) {
+		// Earlier versions kept a node-wide evidence counter (s/evseq,
+		// never 0 once written) and used it as the position in each
+		// evidence key. The last of them had the log: its store opens and
+		// goes on, one message's new evidence after its old. Those before
+		// had no log: a store that holds evidence but no log is not
+		// silently given an empty one. Both are simulated by rewriting a
+		// store of this version.
+		tests := []struct {
+			name    string
+			withLog bool
+			wantErr string // "" for Open to succeed
+		}{
+			{"with the log", true, ""},
+			{"before the log", false, "no transparency log"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				dir := t.TempDir()
+				db := openTest(t, dir)
+				f := newFixture(t, db, t0, court, kreis)
+				f.create(t, db)
+				newFixture(t, db, t0, court).create(t, db)
+				want := evidenceOf(t, db, f.msg.ID())
+				toLegacy(t, db, tt.withLog)
+				if err := db.Close(); err != nil {
+					t.Fatal(err)
 				}
-				it.Close()
-				for _, k := range keys {
-					if err := txn.Delete(k); err != nil {
-						return err
+				db, err := Open(dir, Options{Small: true, Logger: db.log})
+				if tt.wantErr != "" {
+					if err == nil {
+						db.Close()
+						t.Fatal("Open succeeded")
 					}
+					if !strings.Contains(err.Error(), tt.wantErr) {
+						t.Errorf("Open: err %v, want one with %q", err, tt.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				t.Cleanup(func() { db.Close() })
+				if diff := cmp.Diff(want, evidenceOf(t, db, f.msg.ID())); diff != "" {
+					t.Errorf("Evidence after the upgrade (-want +got):\n%s", diff)
+				}
+				ret := appendStep(t, db, nextStep(t, f.copies[0], "Retrieval", broker.StateRetrieved))
+				if ret.LeafIndex != 5 {
+					t.Errorf("leaf index %d, want 5", ret.LeafIndex)
+				}
+				if diff := cmp.Diff(append(want, ret), evidenceOf(t, db, f.msg.ID())); diff != "" {
+					t.Errorf("Evidence after the next step (-want +got):\n%s", diff)
+				}
+				checkLog(t, db)
+			})
+		}
+	})
+}
+
+// toLegacy rewrites the store's evidence keys into the layout of the
+// versions with a node-wide counter: the position of each evidence is its
+// counter value (one more than its leaf index, all evidence being the
+// node's own), each has an entry l/<seq> with its message id, and s/evseq
+// holds the last counter value. Without withLog it also deletes the log.
+func toLegacy(t *testing.T, db *DB, withLog bool) {
+	t.Helper()
+	err := db.bdb.Update(func(txn *badger.Txn) error {
+		del := func(prefix []byte) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			var keys [][]byte
+			for it.Seek(prefix); it.Valid(); it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			it.Close()
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
 				}
 			}
 			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
 		}
-		db.Close()
-		if db, err := Open(dir, Options{Small: true, Logger: db.log}); err == nil {
-			db.Close()
-			t.Fatal("Open succeeded")
-		} else if !strings.Contains(err.Error(), "no transparency log") {
-			t.Errorf("Open: %v", err)
+		var evs []broker.Evidence
+		var vals [][]byte
+		prefix := []byte("e/")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Seek(prefix); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			ev, err := decodeEvidence(v)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			evs, vals = append(evs, ev), append(vals, v)
 		}
+		it.Close()
+		if err := del(prefix); err != nil {
+			return err
+		}
+		var last uint64
+		for i, ev := range evs {
+			seq := ev.LeafIndex + 1
+			k := evidenceKey(ev.MessageID, seq)
+			for _, kv := range [][2][]byte{
+				{k, vals[i]},
+				{append([]byte("l/"), encodeSeq(seq)...), []byte(ev.MessageID)},
+				{leafKey(ev.LeafIndex), k},
+			} {
+				if err := txn.Set(kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+			last = max(last, seq)
+		}
+		if err := txn.Set(legacySeqKey, encodeSeq(last)); err != nil {
+			return err
+		}
+		if withLog {
+			return nil
+		}
+		for _, prefix := range [][]byte{[]byte("i/"), []byte("t/"), logSizeKey} {
+			if err := del(prefix); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // sabotagedBatch runs three AddEvidence in one batch whose commit fails
