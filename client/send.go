@@ -247,31 +247,13 @@ func validate(m Message) error {
 }
 
 // encryptionCert looks addr up in the directory and checks its encryption
-// certificate before anything is encrypted to it. Security: this is what
-// stops a node (or a directory entry gone wrong) from substituting a key.
+// certificate before anything is encrypted to it.
 func (c *Client) encryptionCert(ctx context.Context, addr string) (*x509.Certificate, error) {
-	resp, err := c.directory.Lookup(ctx, &kurierv1.LookupRequest{Address: addr})
+	e, err := c.Lookup(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("look up %s: %w", addr, err)
+		return nil, err
 	}
-	if !resp.GetExists() {
-		return nil, fmt.Errorf("no mailbox %s", addr)
-	}
-	entry := resp.GetEntry()
-	if entry.GetAddress() != addr {
-		return nil, fmt.Errorf("look up %s: the directory answered for %q", addr, entry.GetAddress())
-	}
-	cert, err := x509.ParseCertificate(entry.GetEncryptionCertificate())
-	if err != nil {
-		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
-	}
-	if err := checkEncryptionCert(cert, addr); err != nil {
-		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
-	}
-	if _, err := c.trustStore().Verify(cert, nil, c.now(), emailProtection...); err != nil {
-		return nil, fmt.Errorf("encryption certificate of %s: %w", addr, err)
-	}
-	return cert, nil
+	return e.EncryptionCert, nil
 }
 
 // checkEncryptionCert checks the shape of a recipient's encryption

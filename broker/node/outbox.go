@@ -148,6 +148,7 @@ func (n *Node) relaySteps(peer pki.Peer, r Relay, i int, answer []broker.Evidenc
 	var steps []broker.Step
 	for j, ev := range answer {
 		st := links[len(chain)+j].Statement
+		ev.MessageID, ev.Sender, ev.Recipient, ev.Type = m.ID(), m.Header.From, to, string(st.Type)
 		c.State, c.Head = stateAfter(st.Type, c.State), links[len(chain)+j].Digest
 		steps = append(steps, broker.Step{Evidence: ev, PrevHead: head, Next: c})
 		head = c.Head

@@ -226,7 +226,11 @@ func (n *Node) relayAcceptance(m *broker.Message, in Incoming, tooLarge error) (
 			continue
 		}
 		for _, e := range in.Chains[i] {
-			evs = append(evs, broker.Evidence{Log: e.Log, LeafIndex: e.LeafIndex, MessageID: m.ID(), Sender: m.Header.From, Recipient: to, Type: e.Type, DER: e.DER})
+			parsed, err := evidence.Parse(e.DER) // verified by checkIncoming
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			evs = append(evs, broker.Evidence{Log: e.Log, LeafIndex: e.LeafIndex, MessageID: m.ID(), Sender: m.Header.From, Recipient: to, Type: string(parsed.Statement.Type), DER: e.DER})
 		}
 		for _, typ := range []evidence.Type{evidence.RelayAcceptance, evidence.Delivery} {
 			ev, err := n.issue(m, to, typ, head, "")

@@ -146,6 +146,7 @@ func (w *Worker) relayDue(ctx context.Context) {
 
 // relay makes one Relay call for r and records the answer.
 func (w *Worker) relay(ctx context.Context, r node.Relay) error {
+	w.Logger.Debug("relay: start", slog.String(broker.LogMsgID, r.Message.ID()), slog.Int("recipients", len(r.Recipients)), slog.Int("attempt", r.Outbound.Attempts+1))
 	c, err := w.Peers.conn(w.Domain)
 	if err != nil {
 		return err

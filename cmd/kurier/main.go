@@ -29,6 +29,7 @@ const usage = `kurier — send and receive documents through a Kurier node
 Usage:
   kurier send --to ADDR [--to ADDR…] --subject TEXT [--type TYPE] [--reference AZ] [--expires DURATION] FILE…
   kurier inbox
+  kurier directory ADDR             what the directory answers for ADDR, here or at its domain's node
   kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
   kurier ack ID                     sign and send the acknowledgement (Empfangsbekenntnis)
   kurier evidence ID [-o DIR]       list the evidence of message ID; with -o write each as NN-Type.p7m
@@ -50,7 +51,7 @@ Usage:
 
   kurier help
 
-Options of the mailbox commands (send, inbox, fetch, ack, evidence, export, checkpoint):
+Options of the mailbox commands (send, inbox, directory, fetch, ack, evidence, export, checkpoint):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
@@ -93,6 +94,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.send(rest)
 	case "inbox":
 		return e.inbox(rest)
+	case "directory":
+		return e.directory(rest)
 	case "fetch":
 		return e.fetch(rest)
 	case "ack":

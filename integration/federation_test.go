@@ -1,0 +1,181 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var fullChain = []string{"SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval", "Acknowledgement"}
+
+// TestFederation_TwoCourts sends one message from the city to the mailboxes
+// of two courts on two other nodes; each court fetches and acknowledges it
+// at its own node, and the city sees both whole chains at its node.
+func TestFederation_TwoCourts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := newFederation(ctx, t)
+	for _, d := range []string{stadt, amtsg, landg} {
+		f.start(d)
+	}
+	doc := writeDoc(t, "klage.pdf", 700<<10)
+	var sent struct{ ID string }
+	if err := f.as(ctx, poststelle, &sent, "send", "--to", amtsgEin, "--to", landgEin, "--subject", "Klage", "--reference", "4 C 12/26", doc); err != nil {
+		t.Fatal(err)
+	}
+	id := sent.ID
+	f.waitEvidence(ctx, poststelle, id, time.Minute, map[string][]string{
+		amtsgEin: fullChain[:3], landgEin: fullChain[:3],
+	})
+	for _, court := range []string{amtsgEin, landgEin} {
+		var inbox []struct{ ID, From string }
+		if err := f.as(ctx, court, &inbox, "inbox"); err != nil {
+			t.Fatal(err)
+		}
+		if len(inbox) != 1 || inbox[0].ID != id || inbox[0].From != poststelle {
+			t.Fatalf("inbox of %s = %+v, want the one message from %s", court, inbox, poststelle)
+		}
+		out := filepath.Join(t.TempDir(), "eingang")
+		if err := f.as(ctx, court, nil, "fetch", id, "-o", out); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(out, "klage.pdf"))
+		want, _ := os.ReadFile(doc)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s fetched a document that differs from the one sent (%v)", court, err)
+		}
+		if err := f.as(ctx, court, nil, "ack", id); err != nil {
+			t.Fatal(err)
+		}
+		own, err := f.evidenceTypes(ctx, court, id)
+		if err != nil || !chainsEqual(own, map[string][]string{court: fullChain}) {
+			t.Fatalf("evidence at the court's node for %s: %v (%v), want %v", court, own, err, fullChain)
+		}
+	}
+	f.waitEvidence(ctx, poststelle, id, time.Minute, map[string][]string{amtsgEin: fullChain, landgEin: fullChain})
+
+	// The same evidence files, byte for byte, at both ends.
+	senderDir, courtDir := filepath.Join(t.TempDir(), "s"), filepath.Join(t.TempDir(), "c")
+	if err := f.as(ctx, poststelle, nil, "evidence", id, "-o", senderDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.as(ctx, amtsgEin, nil, "evidence", id, "-o", courtDir); err != nil {
+		t.Fatal(err)
+	}
+	courtFiles, _ := os.ReadDir(courtDir)
+	senderFiles, _ := os.ReadDir(senderDir)
+	if len(courtFiles) != len(fullChain) || len(senderFiles) != 2*len(fullChain) {
+		t.Fatalf("evidence files: %d at the court, %d at the sender", len(courtFiles), len(senderFiles))
+	}
+	for _, e := range courtFiles {
+		c, _ := os.ReadFile(filepath.Join(courtDir, e.Name()))
+		found := false
+		for _, s := range senderFiles {
+			b, _ := os.ReadFile(filepath.Join(senderDir, s.Name()))
+			found = found || bytes.Equal(b, c)
+		}
+		if !found {
+			t.Errorf("the court's %s is not among the sender's evidence", e.Name())
+		}
+	}
+}
+
+// TestFederation_ReceiverDown kills the court's node (SIGKILL) before the
+// submission and restarts it after the city's node has tried several
+// times: the message arrives, exactly once.
+func TestFederation_ReceiverDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := newFederation(ctx, t)
+	sender, court := f.start(stadt), f.start(amtsg)
+	// The city's node has answered for the court once, so an outage only
+	// delays the relay.
+	if err := f.as(ctx, poststelle, nil, "directory", amtsgEin); err != nil {
+		t.Fatal(err)
+	}
+	court.kill()
+	var sent struct{ ID string }
+	if err := f.as(ctx, poststelle, &sent, "send", "--to", amtsgEin, "--subject", "Eilantrag", writeDoc(t, "antrag.pdf", 40<<10)); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, sender, "relay failed; trying again later", 3, time.Minute)
+	f.start(amtsg)
+	f.waitEvidence(ctx, poststelle, sent.ID, time.Minute, map[string][]string{amtsgEin: fullChain[:3]})
+	var inbox []struct{ ID string }
+	if err := f.as(ctx, amtsgEin, &inbox, "inbox"); err != nil {
+		t.Fatal(err)
+	}
+	if len(inbox) != 1 || inbox[0].ID != sent.ID {
+		t.Fatalf("inbox after the outage = %+v, want the message once", inbox)
+	}
+}
+
+// TestFederation_SenderKilledMidRelay kills the city's node while it is
+// relaying a large message and restarts it: the court gets the message
+// once, and the city's chain holds one RelayAcceptance and one Delivery.
+func TestFederation_SenderKilledMidRelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := newFederation(ctx, t)
+	sender := f.start(stadt)
+	f.start(amtsg)
+	var sent struct{ ID string }
+	if err := f.as(ctx, poststelle, &sent, "send", "--to", amtsgEin, "--subject", "Akte", writeDoc(t, "akte.pdf", 24<<20)); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, sender, "relay: start", 1, time.Minute)
+	sender.kill()
+	f.start(stadt)
+	f.waitEvidence(ctx, poststelle, sent.ID, 2*time.Minute, map[string][]string{amtsgEin: fullChain[:3]})
+	var inbox []struct{ ID string }
+	if err := f.as(ctx, amtsgEin, &inbox, "inbox"); err != nil {
+		t.Fatal(err)
+	}
+	if len(inbox) != 1 || inbox[0].ID != sent.ID {
+		t.Fatalf("inbox after the sender's crash = %+v, want the message once", inbox)
+	}
+}
+
+// TestFederation_Expiry sends to a court whose node is down until the
+// message expires: the city's node gives up with NonDelivery, signed by
+// itself, and says why.
+func TestFederation_Expiry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := newFederation(ctx, t)
+	f.start(stadt)
+	court := f.start(landg)
+	if err := f.as(ctx, poststelle, nil, "directory", landgEin); err != nil {
+		t.Fatal(err)
+	}
+	court.stop()
+	var sent struct{ ID string }
+	if err := f.as(ctx, poststelle, &sent, "send", "--to", landgEin, "--subject", "Frist", "--expires", "3s", writeDoc(t, "frist.pdf", 1000)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitEvidence(ctx, poststelle, sent.ID, time.Minute, map[string][]string{landgEin: {"SubmissionAcceptance", "NonDelivery"}})
+	var evs []struct{ Type, Issuer, Reason string }
+	if err := f.as(ctx, poststelle, &evs, "evidence", sent.ID); err != nil {
+		t.Fatal(err)
+	}
+	nd := evs[len(evs)-1]
+	if nd.Issuer != stadt || !strings.Contains(nd.Reason, "expired") {
+		t.Fatalf("NonDelivery = %+v, want one issued by %s saying the message expired", nd, stadt)
+	}
+}
+
+// waitLog waits until a node's log holds msg at least n times.
+func waitLog(t *testing.T, n *nodeProc, msg string, count int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for strings.Count(n.logs.String(), msg) < count {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not logged %d times within %s:\n%s", msg, count, limit, n.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
