@@ -8,6 +8,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
 var fullChain = []string{"SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval", "Acknowledgement"}
@@ -178,4 +188,92 @@ func waitLog(t *testing.T, n *nodeProc, msg string, count int, limit time.Durati
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestFederation_RelayAuthorization calls the relay service of a real
+// node as a participant, and as a node relaying for a domain it does not
+// serve: both are refused, and nothing is stored.
+func TestFederation_RelayAuthorization(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := newFederation(ctx, t)
+	target := f.start(landg)
+	agency, err := pki.LoadIdentity(f.ids[poststelle])
+	if err != nil {
+		t.Fatal(err)
+	}
+	court, err := pki.LoadIdentity(filepath.Join(f.dir, amtsg, "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, sig := signedEnvelope(t, agency, poststelle, landgEin)
+	header := &kurierv1.RelayRequest{Part: &kurierv1.RelayRequest_Header{Header: &kurierv1.RelayHeader{
+		Envelope:   &kurierv1.SignedEnvelope{Envelope: env, Signature: sig},
+		Recipients: []*kurierv1.RelayRecipient{{Address: landgEin}},
+	}}}
+	for name, id := range map[string]*pki.Identity{"participant": agency, "node of another domain": court} {
+		t.Run(name, func(t *testing.T) {
+			relay := kurierv1.NewRelayServiceClient(f.dial(t, id, target.addr, landg))
+			stream, err := relay.Relay(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream.Send(header) // the answer, not the send, tells
+			_, err = stream.CloseAndRecv()
+			if status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("Relay: %v, want PermissionDenied", err)
+			}
+			_, err = relay.PushEvidence(ctx, &kurierv1.PushEvidenceRequest{Evidence: &kurierv1.Evidence{Der: sig}})
+			if status.Code(err) != codes.PermissionDenied && status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("PushEvidence: %v, want a refusal", err)
+			}
+		})
+	}
+	if !strings.Contains(target.logs.String(), "does not serve stadt.example") {
+		t.Errorf("the node's log does not say why the foreign node was refused:\n%s", target.logs)
+	}
+	var inbox []struct{ ID string }
+	if err := f.as(ctx, landgEin, &inbox, "inbox"); err != nil || len(inbox) != 0 {
+		t.Fatalf("inbox after refused relays = %+v (%v), want empty", inbox, err)
+	}
+}
+
+// dial connects to a node at addr as id, expecting the node of domain.
+func (f *federation) dial(t *testing.T, id *pki.Identity, addr, domain string) *grpc.ClientConn {
+	t.Helper()
+	trust, err := pki.NewTrustStore(id.Roots, filepath.Join(f.dir, "ca", "crl.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLS(id, trust, domain))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// signedEnvelope returns a valid envelope from `from` to `to`, signed with
+// id, and its signature.
+func signedEnvelope(t *testing.T, id *pki.Identity, from, to string) ([]byte, []byte) {
+	t.Helper()
+	mid, err := envelope.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	env := &envelope.Envelope{
+		Version: envelope.Version, ID: mid, From: from, To: []string{to}, Subject: "Test",
+		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: strings.Repeat("ab", 32), PayloadSize: 10,
+		Files: []envelope.File{{Name: "a.txt", Size: 1}},
+	}
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := cms.SignDetached(b, cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, sig
 }

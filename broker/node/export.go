@@ -11,6 +11,7 @@ import (
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/tlog"
 )
 
 // Export is what the node contributes to a message's evidence bundle:
@@ -19,10 +20,15 @@ import (
 type Export struct {
 	Message  *broker.Message
 	Evidence []broker.Evidence // each recipient's chain in order, recipients in the envelope's order
-	// Proofs[i] is the inclusion proof of Evidence[i] in Checkpoint's tree.
+	// Proofs[i] is the inclusion proof of Evidence[i] in the tree of its
+	// log's checkpoint: Checkpoint for this node's own evidence, the Logs
+	// entry of its Log for another node's.
 	Proofs     [][][]byte
 	Checkpoint []byte
 	TreeSize   uint64
+	// Logs holds the other nodes' logs that hold some of Evidence, each as
+	// that node served it when the export was made, in order of first use.
+	Logs []RemoteLog
 	// Consistency holds a proof from each tree size the caller asked for
 	// to TreeSize.
 	Consistency []bundle.Consistency
@@ -71,13 +77,11 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		return nil, fmt.Errorf("export %s: %w", id, err)
 	}
 	x := &Export{Message: m, Evidence: evs, Checkpoint: signed, TreeSize: cp.Size}
+	if err := n.exportProofs(ctx, x); err != nil {
+		return nil, fmt.Errorf("export %s: %w", id, err)
+	}
 	digests := make([]string, len(evs))
 	for i, ev := range evs {
-		p, _, err := n.InclusionProof(ctx, ev.LeafIndex, cp.Size)
-		if err != nil {
-			return nil, fmt.Errorf("export %s: %w", id, err)
-		}
-		x.Proofs = append(x.Proofs, p)
 		digests[i] = evidence.Digest(ev.DER)
 	}
 	for _, from := range since {
@@ -111,6 +115,65 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		return nil, fmt.Errorf("export %s: sign index: %w", id, err)
 	}
 	return x, nil
+}
+
+// exportProofs proves every evidence of x in its log: this node's own in
+// x's checkpoint, another node's in that node's current checkpoint, which
+// is asked for (and checked) here.
+func (n *Node) exportProofs(ctx context.Context, x *Export) error {
+	x.Proofs = make([][][]byte, len(x.Evidence))
+	others := map[string][]int{} // origin → indexes into x.Evidence
+	var order []string
+	for i, ev := range x.Evidence {
+		if ev.Log != "" && ev.Log != n.LogOrigin() {
+			if len(others[ev.Log]) == 0 {
+				order = append(order, ev.Log)
+			}
+			others[ev.Log] = append(others[ev.Log], i)
+			continue
+		}
+		p, _, err := n.InclusionProof(ctx, ev.LeafIndex, x.TreeSize)
+		if err != nil {
+			return err
+		}
+		x.Proofs[i] = p
+	}
+	for _, origin := range order {
+		rl, err := n.remoteProofs(ctx, origin, x, others[origin])
+		if err != nil {
+			return err
+		}
+		x.Logs = append(x.Logs, rl)
+	}
+	return nil
+}
+
+// remoteProofs asks the node of origin's log for the proofs of the
+// evidence of x at idx, and checks each.
+func (n *Node) remoteProofs(ctx context.Context, origin string, x *Export, idx []int) (RemoteLog, error) {
+	if n.peers == nil {
+		return RemoteLog{}, fmt.Errorf("%w: evidence in the log %s, whose node is not configured here", broker.ErrUnavailable, origin)
+	}
+	leaves := make([]uint64, len(idx))
+	for j, i := range idx {
+		leaves[j] = x.Evidence[i].LeafIndex
+	}
+	rl, proofs, err := n.peers.LogProofs(ctx, origin, leaves)
+	if err != nil {
+		return RemoteLog{}, fmt.Errorf("prove the evidence in the log %s: %w", origin, err)
+	}
+	cp, err := tlog.Open(rl.Checkpoint, rl.LogKey)
+	if err != nil {
+		return RemoteLog{}, fmt.Errorf("%w: the checkpoint of %s: %v", broker.ErrSignature, origin, err)
+	}
+	for j, i := range idx {
+		ev := x.Evidence[i]
+		if err := tlog.VerifyInclusion(ev.DER, ev.LeafIndex, proofs[j], cp); err != nil {
+			return RemoteLog{}, fmt.Errorf("%w: the log %s does not prove its %s of %s at leaf %d: %v", broker.ErrSignature, origin, ev.Type, ev.Recipient, ev.LeafIndex, err)
+		}
+		x.Proofs[i] = proofs[j]
+	}
+	return rl, nil
 }
 
 // byRecipient orders evidence, given in order of issue, into one chain per

@@ -94,6 +94,23 @@ type Peers interface {
 	// found is false if that node has no such mailbox. Errors wrap
 	// broker.ErrUnavailable when the node cannot be reached.
 	Lookup(ctx context.Context, addr string) (p Participant, found bool, err error)
+	// LogProofs asks the node whose log has the given origin for that
+	// log's current checkpoint and the inclusion proof of each leaf in
+	// it. Errors wrap broker.ErrUnavailable when the node cannot be
+	// reached.
+	LogProofs(ctx context.Context, origin string, leaves []uint64) (RemoteLog, [][][]byte, error)
+}
+
+// RemoteLog is the state of another node's transparency log, as that node
+// serves it.
+type RemoteLog struct {
+	Origin     string
+	Checkpoint []byte // signed note
+	TreeSize   uint64
+	// LogKey is the log's verifier key, LogKeySignature the node's
+	// detached CMS signature over it.
+	LogKey          string
+	LogKeySignature []byte
 }
 
 // Participant is a local mailbox in the node's directory.
@@ -176,6 +193,7 @@ type Node struct {
 	uploads chan struct{} // a slot per payload being stored
 	logKey  string
 	logVKey string // logKey's verifier key, named in export indexes
+	logVSig []byte // the node certificate's detached signature over logVKey
 	peers   Peers
 	remote  remoteDirectory
 }
@@ -216,6 +234,9 @@ func New(st Store, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("new node: log key: %w", err)
 	}
 	n.logVKey = vkey
+	if n.logVSig, err = cms.SignDetached([]byte(vkey), cfg.Signer); err != nil {
+		return nil, fmt.Errorf("new node: sign the log key: %w", err)
+	}
 	for _, d := range cfg.Domains {
 		if err := address.CheckDomain(d); err != nil {
 			return nil, fmt.Errorf("new node: %w", err)
@@ -281,6 +302,11 @@ func (n *Node) Domain() string { return n.domain }
 // LogOrigin returns the origin of the node's transparency log, the name
 // its checkpoints carry and other nodes store with its evidence.
 func (n *Node) LogOrigin() string { return tlog.Origin(n.domain) }
+
+// LogKey returns the verifier key of the node's transparency log and the
+// node certificate's detached CMS signature over it, by which the node
+// vouches for the key to anyone who holds only the CA certificate.
+func (n *Node) LogKey() (string, []byte) { return n.logVKey, n.logVSig }
 
 // Serves reports whether domain is one of the node's own.
 func (n *Node) Serves(domain string) bool { return n.domains[domain] }

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -27,6 +28,7 @@ import (
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/pki"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+	"kurier.dev/kurier/tlog"
 )
 
 // Transport settings, as for clients: 256 KiB chunks, large windows.
@@ -75,8 +77,26 @@ func (p *Peers) Knows(domain string) bool { _, ok := p.addrs[domain]; return ok 
 // Domains returns the configured peer domains, sorted.
 func (p *Peers) Domains() []string { return slices.Sorted(maps.Keys(p.addrs)) }
 
-// conn returns the connection to the node of domain.
-func (p *Peers) conn(domain string) (*grpc.ClientConn, error) {
+// conn returns the connection to the node of domain. A connection that
+// failed before is woken first: the relay worker spaces its tries itself,
+// and gRPC's own reconnect backoff (up to two minutes) would only delay
+// the first try after a peer comes back.
+func (p *Peers) conn(ctx context.Context, domain string) (*grpc.ClientConn, error) {
+	c, err := p.cached(domain)
+	if err != nil {
+		return nil, err
+	}
+	if c.GetState() == connectivity.TransientFailure {
+		c.ResetConnectBackoff()
+		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+		c.WaitForStateChange(ctx, connectivity.TransientFailure)
+	}
+	return c, nil
+}
+
+// cached returns the connection to the node of domain, made on first use.
+func (p *Peers) cached(domain string) (*grpc.ClientConn, error) {
 	addr, ok := p.addrs[domain]
 	if !ok {
 		return nil, fmt.Errorf("%w: no node is configured for domain %s", broker.ErrNotFound, domain)
@@ -114,7 +134,7 @@ func (p *Peers) Close() error {
 // Lookup asks the node of addr's domain for addr's directory entry.
 func (p *Peers) Lookup(ctx context.Context, addr string) (node.Participant, bool, error) {
 	domain := address.DomainOf(addr)
-	c, err := p.conn(domain)
+	c, err := p.conn(ctx, domain)
 	if err != nil {
 		return node.Participant{}, false, err
 	}
@@ -171,4 +191,39 @@ func toEvidence(ev broker.Evidence) *kurierv1.Evidence {
 
 func fromEvidence(pb *kurierv1.Evidence) broker.Evidence {
 	return broker.Evidence{DER: pb.GetDer(), Type: pb.GetType(), Recipient: pb.GetRecipient(), LeafIndex: pb.GetLeafIndex(), Log: pb.GetLog()}
+}
+
+// LogProofs asks the node whose log has origin for its current checkpoint
+// and an inclusion proof of each leaf in it, and checks them: the
+// checkpoint must open with the log key the node names and carry that
+// origin. (That the key is the node's is checked by whoever relies on it,
+// through the node's signature over it.)
+func (p *Peers) LogProofs(ctx context.Context, origin string, leaves []uint64) (node.RemoteLog, [][][]byte, error) {
+	domain, err := tlog.OriginDomain(origin)
+	if err != nil {
+		return node.RemoteLog{}, nil, fmt.Errorf("%w: %v", broker.ErrInvalid, err)
+	}
+	c, err := p.conn(ctx, domain)
+	if err != nil {
+		return node.RemoteLog{}, nil, err
+	}
+	logs := kurierv1.NewLogServiceClient(c)
+	cp, err := logs.GetCheckpoint(ctx, &kurierv1.GetCheckpointRequest{})
+	if err != nil {
+		return node.RemoteLog{}, nil, fmt.Errorf("the log of %s: %w", domain, remoteError(err))
+	}
+	opened, err := tlog.Open(cp.GetCheckpoint(), cp.GetLogKey())
+	if err != nil || opened.Origin != origin {
+		return node.RemoteLog{}, nil, fmt.Errorf("%w: the node of %s sent a checkpoint of %q that does not open with its log key: %v", broker.ErrSignature, domain, opened.Origin, err)
+	}
+	rl := node.RemoteLog{Origin: origin, Checkpoint: cp.GetCheckpoint(), TreeSize: opened.Size, LogKey: cp.GetLogKey(), LogKeySignature: cp.GetLogKeySignature()}
+	proofs := make([][][]byte, len(leaves))
+	for i, leaf := range leaves {
+		resp, err := logs.GetInclusionProof(ctx, &kurierv1.GetInclusionProofRequest{LeafIndex: leaf, TreeSize: opened.Size})
+		if err != nil {
+			return node.RemoteLog{}, nil, fmt.Errorf("the log of %s, leaf %d: %w", domain, leaf, remoteError(err))
+		}
+		proofs[i] = resp.GetHashes()
+	}
+	return rl, proofs, nil
 }

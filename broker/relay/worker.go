@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,6 +56,7 @@ type Worker struct {
 	FirstBackoff, MaxBackoff time.Duration
 	Logger                   *slog.Logger
 
+	once         sync.Once
 	pushFailures int
 	pushNext     time.Time
 }
@@ -92,7 +94,6 @@ func (w *Worker) defaults() {
 
 // Run works the queues until ctx ends.
 func (w *Worker) Run(ctx context.Context) {
-	w.defaults()
 	for {
 		w.Round(ctx)
 		select {
@@ -104,11 +105,9 @@ func (w *Worker) Run(ctx context.Context) {
 }
 
 // Round relays every queued message that is due and sends the queued
-// evidence, once.
+// evidence, once. Rounds of one worker must not run at the same time.
 func (w *Worker) Round(ctx context.Context) {
-	if w.Logger == nil {
-		w.defaults()
-	}
+	w.once.Do(w.defaults)
 	w.relayDue(ctx)
 	w.push(ctx)
 }
@@ -147,7 +146,7 @@ func (w *Worker) relayDue(ctx context.Context) {
 // relay makes one Relay call for r and records the answer.
 func (w *Worker) relay(ctx context.Context, r node.Relay) error {
 	w.Logger.Debug("relay: start", slog.String(broker.LogMsgID, r.Message.ID()), slog.Int("recipients", len(r.Recipients)), slog.Int("attempt", r.Outbound.Attempts+1))
-	c, err := w.Peers.conn(w.Domain)
+	c, err := w.Peers.conn(ctx, w.Domain)
 	if err != nil {
 		return err
 	}
@@ -262,7 +261,7 @@ func (w *Worker) push(ctx context.Context) {
 }
 
 func (w *Worker) pushOne(ctx context.Context, ev broker.Evidence) error {
-	c, err := w.Peers.conn(w.Domain)
+	c, err := w.Peers.conn(ctx, w.Domain)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ func (s *service) GetCheckpoint(ctx context.Context, _ *kurierv1.GetCheckpointRe
 		s.logRefusal(ctx, "checkpoint", err)
 		return nil, toStatus(err)
 	}
-	return &kurierv1.GetCheckpointResponse{Checkpoint: signed, TreeSize: c.Size}, nil
+	key, sig := s.node.LogKey()
+	return &kurierv1.GetCheckpointResponse{Checkpoint: signed, TreeSize: c.Size, LogKey: key, LogKeySignature: sig}, nil
 }
 
 // GetInclusionProof proves one leaf in a tree size.

@@ -230,8 +230,17 @@ func (s *service) ExportMessage(ctx context.Context, req *kurierv1.ExportMessage
 		Index:      x.Index,
 		Crl:        x.CRL,
 	}
+	sizes := map[string]uint64{}
+	for _, l := range x.Logs {
+		sizes[l.Origin] = l.TreeSize
+		resp.Logs = append(resp.Logs, &kurierv1.LogState{Origin: l.Origin, Checkpoint: l.Checkpoint, TreeSize: l.TreeSize, LogKey: l.LogKey, LogKeySignature: l.LogKeySignature})
+	}
 	for i, ev := range x.Evidence {
-		resp.InclusionProofs = append(resp.InclusionProofs, &kurierv1.GetInclusionProofResponse{LeafIndex: ev.LeafIndex, TreeSize: x.TreeSize, Hashes: x.Proofs[i]})
+		size, other := sizes[ev.Log]
+		if !other {
+			size = x.TreeSize
+		}
+		resp.InclusionProofs = append(resp.InclusionProofs, &kurierv1.GetInclusionProofResponse{LeafIndex: ev.LeafIndex, TreeSize: size, Hashes: x.Proofs[i]})
 	}
 	for _, c := range x.Consistency {
 		resp.ConsistencyProofs = append(resp.ConsistencyProofs, &kurierv1.GetConsistencyProofResponse{FromSize: c.From, ToSize: x.TreeSize, Hashes: c.Proof})

@@ -1,0 +1,427 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/relay"
+	"kurier.dev/kurier/broker/rpc"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/cms"
+	"kurier.dev/kurier/pki/pkitest"
+	"kurier.dev/kurier/tlog"
+)
+
+var fx *pkitest.PKI
+
+func TestMain(m *testing.M) { pkitest.Main(m, &fx) }
+
+const (
+	landgericht = "landgericht.example"
+	judge       = "eingang@landgericht.example"
+)
+
+// clock is the time of a test: the nodes and the worker read it, the test
+// moves it.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+func (c *clock) After(time.Duration) <-chan time.Time { return nil }
+
+// peerNode is a node in this process, served over mutual TLS on loopback.
+type peerNode struct {
+	node  *node.Node
+	db    *store.DB
+	peers *relay.Peers
+	addr  string
+	srv   *grpc.Server
+	tls   func() *grpc.Server
+}
+
+// serve (re)starts the node's gRPC server on its address.
+func (p *peerNode) serve(t *testing.T) {
+	t.Helper()
+	lis, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = lis.Addr().String()
+	p.srv = p.tls()
+	go p.srv.Serve(lis)
+}
+
+// federation is two nodes: the test PKI's (stadt.example and
+// amtsgericht.example) and one for landgericht.example.
+type federation struct {
+	city, court *peerNode
+	judgeID     *pki.Identity
+	clock       *clock
+}
+
+func newFederation(t *testing.T) *federation { return newFederationWith(t, node.Limits{}) }
+
+// newFederationWith gives the court's node the limits courtLimits.
+func newFederationWith(t *testing.T, courtLimits node.Limits) *federation {
+	t.Helper()
+	dir := t.TempDir()
+	courtID, err := fx.CA.IssueNode(filepath.Join(dir, "node"), []string{landgericht})
+	if err != nil {
+		t.Fatal(err)
+	}
+	judgeID, err := fx.CA.IssueParticipant(filepath.Join(dir, "judge"), judge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	courtKey, _, err := tlog.GenerateKey(tlog.Origin(landgericht))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &federation{judgeID: judgeID, clock: &clock{now: time.Now()}}
+	f.city = &peerNode{addr: "127.0.0.1:0"}
+	f.court = &peerNode{addr: "127.0.0.1:0"}
+	// Listen first: each node's peers name the other's address.
+	for _, p := range []*peerNode{f.city, f.court} {
+		lis, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.addr = lis.Addr().String()
+		lis.Close()
+	}
+	var parts []node.Participant
+	for addr, id := range fx.IDs {
+		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
+	}
+	f.city.start(t, f.clock, fx.Node, pkitest.Domains, fx.LogKey, parts, node.Limits{}, map[string]string{landgericht: f.court.addr})
+	f.court.start(t, f.clock, courtID, []string{landgericht}, courtKey,
+		[]node.Participant{{Address: judge, EncryptionCert: judgeID.EncCert}}, courtLimits,
+		map[string]string{"stadt.example": f.city.addr, "amtsgericht.example": f.city.addr})
+	return f
+}
+
+func (p *peerNode) start(t *testing.T, c *clock, id *pki.Identity, domains []string, logKey string, parts []node.Participant, limits node.Limits, peers map[string]string) {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	trust, err := fx.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.db, err = store.Open(t.TempDir(), store.Options{Small: true, Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	if p.peers, err = relay.NewPeers(id, trust, peers); err != nil {
+		t.Fatal(err)
+	}
+	p.node, err = node.New(p.db, node.Config{
+		Domains: domains, Signer: pkitest.Signer(id), LogKey: logKey, Trust: trust,
+		Participants: parts, Peers: p.peers, Limits: limits, Now: c.Now, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.tls = func() *grpc.Server {
+		srv, err := rpc.NewServer(p.node, pki.ServerTLS(id, trust, quiet), rpc.Options{Trust: trust, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	p.serve(t)
+	t.Cleanup(func() { p.srv.Stop(); p.peers.Close(); p.db.Close() })
+}
+
+// worker returns a relay worker of p for domain on the test's clock.
+func (f *federation) worker(p *peerNode, domain string) *relay.Worker {
+	return &relay.Worker{Node: p.node, Peers: p.peers, Domain: domain, Clock: f.clock, Logger: slog.New(slog.DiscardHandler)}
+}
+
+// send submits a message from the agency to to at the city's node.
+func (f *federation) send(t *testing.T, expires time.Duration, to ...string) string {
+	t.Helper()
+	payload := make([]byte, 600<<10)
+	rand.Read(payload)
+	id, err := envelope.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(payload)
+	now := f.clock.Now().UTC()
+	env := &envelope.Envelope{
+		Version: envelope.Version, ID: id, From: pkitest.Agency, To: to, Subject: "Berufung",
+		Created: now, Expires: now.Add(expires), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
+		Files: []envelope.File{{Name: "berufung.pdf", Size: 100}},
+	}
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := cms.SignDetached(b, pkitest.Signer(fx.IDs[pkitest.Agency]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := pki.Peer{Kind: pki.KindParticipant, Address: pkitest.Agency}
+	if _, err := f.city.node.Submit(context.Background(), caller, b, sig, bytes.NewReader(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// chain returns the types of rcpt's evidence of message id at p, and where
+// each is logged ("" for p's own log).
+func chain(t *testing.T, p *peerNode, id, rcpt string) (types, logs []string) {
+	t.Helper()
+	evs, err := p.db.Evidence(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Recipient == rcpt {
+			types, logs = append(types, ev.Type), append(logs, ev.Log)
+		}
+	}
+	return types, logs
+}
+
+func TestWorker_RelayAndEvidenceBack(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	// The city's node asks the court's directory at submission.
+	id := f.send(t, time.Hour, judge, pkitest.Court)
+	f.worker(f.city, landgericht).Round(ctx)
+
+	types, logs := chain(t, f.city, id, judge)
+	if strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery" {
+		t.Fatalf("chain at the city's node: %v", types)
+	}
+	if logs[0] != "" || logs[1] != tlog.Origin(landgericht) || logs[2] != tlog.Origin(landgericht) {
+		t.Fatalf("logs of the chain at the city's node: %q, want its own, then the court's", logs)
+	}
+	if local, _ := chain(t, f.city, id, pkitest.Court); strings.Join(local, ",") != "SubmissionAcceptance,Delivery" {
+		t.Fatalf("the local recipient's chain: %v", local)
+	}
+	// The court's log holds only what the court issued.
+	if n, err := f.court.db.LogSize(ctx); err != nil || n != 2 {
+		t.Fatalf("court log size %d (%v), want 2 (RelayAcceptance, Delivery)", n, err)
+	}
+
+	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
+	_, _, r, err := f.court.node.Fetch(ctx, judgeP, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, r)
+	r.Close()
+	if _, err := f.court.node.Retrieved(ctx, judgeP, id); err != nil {
+		t.Fatal(err)
+	}
+	f.worker(f.court, "stadt.example").Round(ctx)
+	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery,Retrieval" {
+		t.Fatalf("chain at the city's node after the retrieval: %v", types)
+	}
+	if left, err := f.court.node.Pushes(ctx, "stadt.example", 0); err != nil || len(left) != 0 {
+		t.Fatalf("push queue after the push: %v (%v)", left, err)
+	}
+	if n, err := f.city.db.LogSize(ctx); err != nil || n != 3 {
+		t.Fatalf("city log size %d (%v), want 3: its two SubmissionAcceptances and the local Delivery, nothing of the court's", n, err)
+	}
+}
+
+func TestWorker_RetriesWithBackoff(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, judge) // the directory answer is cached now
+	f.court.srv.Stop()
+	w := f.worker(f.city, landgericht)
+
+	attempts := func() broker.Outbound {
+		t.Helper()
+		q, err := f.city.db.Outbound(ctx, landgericht, 0)
+		if err != nil || len(q) != 1 {
+			t.Fatalf("outbound queue %v (%v), want the message", q, err)
+		}
+		return q[0]
+	}
+	w.Round(ctx)
+	first := attempts()
+	if first.Attempts != 1 || first.LastError == "" {
+		t.Fatalf("after a failed try: %+v", first)
+	}
+	wait := first.NextTry.Sub(f.clock.Now())
+	if wait < relay.DefaultFirstBackoff/2 || wait > relay.DefaultFirstBackoff {
+		t.Fatalf("first wait %s, want within [%s, %s]", wait, relay.DefaultFirstBackoff/2, relay.DefaultFirstBackoff)
+	}
+	w.Round(ctx)
+	if again := attempts(); again.Attempts != 1 {
+		t.Fatalf("tried again before the backoff ended: %+v", again)
+	}
+	f.clock.add(wait)
+	w.Round(ctx)
+	second := attempts()
+	if second.Attempts != 2 || second.NextTry.Sub(f.clock.Now()) < relay.DefaultFirstBackoff {
+		t.Fatalf("after the second failure: %+v, want a longer wait", second)
+	}
+
+	f.court.serve(t)
+	f.clock.add(second.NextTry.Sub(f.clock.Now()))
+	w.Round(ctx)
+	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery" {
+		q, _ := f.city.db.Outbound(ctx, landgericht, 0)
+		t.Fatalf("chain once the court is back: %v; queue %+v", types, q)
+	}
+	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+		t.Fatalf("still queued after the relay: %v", q)
+	}
+}
+
+func TestWorker_ExpiryEndsRelay(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Minute, judge)
+	f.court.srv.Stop()
+	w := f.worker(f.city, landgericht)
+	w.Round(ctx)
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
+		t.Fatalf("Expire before the expiry ended %d (%v)", n, err)
+	}
+	f.clock.add(time.Minute)
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 1 {
+		t.Fatalf("Expire after the expiry ended %d (%v), want 1", n, err)
+	}
+	types, logs := chain(t, f.city, id, judge)
+	if strings.Join(types, ",") != "SubmissionAcceptance,NonDelivery" || logs[1] != "" {
+		t.Fatalf("chain after the expiry: %v in %q", types, logs)
+	}
+	f.court.serve(t)
+	f.clock.add(time.Hour)
+	w.Round(ctx)
+	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+		t.Fatalf("an expired message is still queued: %v", q)
+	}
+	if entries, _, err := f.court.node.Inbox(ctx, pki.Peer{Kind: pki.KindParticipant, Address: judge}, "", 0); err != nil || len(entries) != 0 {
+		t.Fatalf("the court received an expired message: %v (%v)", entries, err)
+	}
+}
+
+func TestWorker_RefusedByCourt(t *testing.T) {
+	ctx := context.Background()
+	f := newFederationWith(t, node.Limits{MaxPayload: 100 << 10})
+	id := f.send(t, time.Hour, judge)
+	f.worker(f.city, landgericht).Round(ctx)
+	types, logs := chain(t, f.city, id, judge)
+	if strings.Join(types, ",") != "SubmissionAcceptance,RelayRejection,NonDelivery" {
+		t.Fatalf("chain after the court refused: %v", types)
+	}
+	if logs[1] != tlog.Origin(landgericht) || logs[2] != "" {
+		t.Fatalf("logs %q: the RelayRejection is the court's, the NonDelivery the city's", logs)
+	}
+	c, err := f.city.db.Copy(ctx, id, judge)
+	if err != nil || c.State != broker.StateUndeliverable || !c.Deadline.IsZero() {
+		t.Fatalf("the city's copy after the refusal: %+v (%v)", c, err)
+	}
+	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+		t.Fatalf("a refused message is still queued: %v", q)
+	}
+}
+
+func TestNode_ReceiveTwice(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, judge)
+	relays, err := f.city.node.Relays(ctx, landgericht, 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	r := relays[0]
+	cityNode := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
+	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
+	open := func() io.Reader {
+		p, err := f.city.node.OpenPayload(ctx, r.Message)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	first, err := f.court.node.Receive(ctx, cityNode, in, open())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := f.court.node.Receive(ctx, cityNode, in, open())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first[0]) != 2 || len(second[0]) != 2 || !bytes.Equal(first[0][1].DER, second[0][1].DER) {
+		t.Fatalf("answers differ: %v and %v", first, second)
+	}
+	entries, _, err := f.court.node.Inbox(ctx, pki.Peer{Kind: pki.KindParticipant, Address: judge}, "", 0)
+	if err != nil || len(entries) != 1 || entries[0].Message.ID() != id {
+		t.Fatalf("inbox after two relays: %v (%v), want the message once", entries, err)
+	}
+
+	t.Run("a node that does not serve the sender's domain", func(t *testing.T) {
+		other := pki.Peer{Kind: pki.KindNode, Domains: []string{"kreis.example"}}
+		if _, err := f.court.node.Receive(ctx, other, in, open()); !errors.Is(err, broker.ErrForbidden) {
+			t.Fatalf("Receive from %s: %v, want ErrForbidden", other, err)
+		}
+	})
+	t.Run("a participant", func(t *testing.T) {
+		if _, err := f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindParticipant, Address: pkitest.Agency}, in, open()); !errors.Is(err, broker.ErrForbidden) {
+			t.Fatalf("Receive from a participant: %v, want ErrForbidden", err)
+		}
+	})
+	t.Run("a chain that was tampered with", func(t *testing.T) {
+		bad := in
+		bad.Chains = [][]broker.Evidence{{r.Chains[0][0]}}
+		der := bytes.Clone(r.Chains[0][0].DER)
+		der[len(der)/2] ^= 1
+		bad.Chains[0][0].DER = der
+		if _, err := f.court.node.Receive(ctx, cityNode, bad, open()); !errors.Is(err, broker.ErrSignature) && !errors.Is(err, broker.ErrInvalid) {
+			t.Fatalf("Receive with a tampered SubmissionAcceptance: %v, want it refused", err)
+		}
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	for _, tt := range []struct {
+		attempts int
+		r        float64
+		want     time.Duration
+	}{
+		{1, 0, 500 * time.Millisecond},
+		{1, 0.999999999, time.Second - time.Nanosecond},
+		{2, 0, time.Second},
+		{4, 0, 4 * time.Second},
+		{30, 0, 5 * time.Minute},
+		{30, 0.5, 7*time.Minute + 30*time.Second},
+	} {
+		if got := relay.Backoff(tt.attempts, time.Second, 10*time.Minute, tt.r); got != tt.want {
+			t.Errorf("Backoff(%d, %v) = %s, want %s", tt.attempts, tt.r, got, tt.want)
+		}
+	}
+}
