@@ -18,8 +18,10 @@ var next = map[Type][]Type{
 	RelayAcceptance:      {Delivery, RelayAcceptance, RelayRejection, NonDelivery},
 	Delivery:             {Retrieval, NonDelivery},
 	Retrieval:            {Acknowledgement},
-	// SubmissionRejection, RelayRejection, NonDelivery and Acknowledgement
-	// end a chain.
+	// The sender's node answers a relay refusal with NonDelivery, so that
+	// the sender learns of it from its own node.
+	RelayRejection: {NonDelivery},
+	// SubmissionRejection, NonDelivery and Acknowledgement end a chain.
 }
 
 // Allowed reports whether evidence of type to may follow evidence of type

@@ -212,6 +212,11 @@ func TestAllowed(t *testing.T) {
 		{evidence.Retrieval, evidence.Retrieval, false},
 		{evidence.Acknowledgement, evidence.Retrieval, false},
 		{evidence.SubmissionRejection, evidence.Delivery, false},
+		{evidence.SubmissionAcceptance, evidence.RelayAcceptance, true},
+		{evidence.RelayAcceptance, evidence.Delivery, true},
+		{evidence.RelayRejection, evidence.NonDelivery, true},
+		{evidence.RelayRejection, evidence.Delivery, false},
+		{evidence.NonDelivery, evidence.Retrieval, false},
 	} {
 		if got := evidence.Allowed(tc.from, tc.to); got != tc.ok {
 			t.Errorf("Allowed(%q, %s) = %v, want %v", tc.from, tc.to, got, tc.ok)

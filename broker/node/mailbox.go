@@ -47,6 +47,9 @@ func (n *Node) Fetch(ctx context.Context, caller pki.Peer, id string) (*broker.M
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if c.State == broker.StateUndeliverable {
+		return nil, nil, nil, fmt.Errorf("%w: message %s was not retrieved in time and is no longer delivered; its NonDelivery evidence says why", broker.ErrState, id)
+	}
 	r, err := n.store.OpenBlob(ctx, m.Blob)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("fetch %s: open payload: %w", id, err)
@@ -63,7 +66,10 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 		if err != nil {
 			return broker.Evidence{}, err
 		}
-		if c.State != broker.StateDelivered {
+		switch c.State {
+		case broker.StateUndeliverable:
+			return broker.Evidence{}, fmt.Errorf("%w: message %s is no longer delivered", broker.ErrState, id)
+		case broker.StateRetrieved, broker.StateAcknowledged:
 			return n.head(ctx, c)
 		}
 		prev, err := n.headStatement(ctx, c)

@@ -24,6 +24,7 @@ import (
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
@@ -164,6 +165,17 @@ func (f *federation) worker(p *peerNode, domain string) *relay.Worker {
 // send submits a message from the agency to to at the city's node.
 func (f *federation) send(t *testing.T, expires time.Duration, to ...string) string {
 	t.Helper()
+	id, err := f.submit(t, expires, to...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// submit submits a message from the agency to to at the city's node and
+// returns its id and the node's answer.
+func (f *federation) submit(t *testing.T, expires time.Duration, to ...string) (string, error) {
+	t.Helper()
 	payload := make([]byte, 600<<10)
 	rand.Read(payload)
 	id, err := envelope.NewID()
@@ -186,24 +198,68 @@ func (f *federation) send(t *testing.T, expires time.Duration, to ...string) str
 		t.Fatal(err)
 	}
 	caller := pki.Peer{Kind: pki.KindParticipant, Address: pkitest.Agency}
-	if _, err := f.city.node.Submit(context.Background(), caller, b, sig, bytes.NewReader(payload)); err != nil {
-		t.Fatal(err)
+	_, err = f.city.node.Submit(context.Background(), caller, b, sig, bytes.NewReader(payload))
+	return id, err
+}
+
+// TestNode_SubmitRemoteRefused submits to recipients at other domains that
+// cannot be reached: an unknown mailbox or domain is refused with a
+// SubmissionRejection; a court whose node is down and has never answered
+// for the address is "try again later", and nothing is stored.
+func TestNode_SubmitRemoteRefused(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	for name, to := range map[string]string{"unknown mailbox": "niemand@landgericht.example", "unknown domain": "poststelle@kreis.example"} {
+		t.Run(name, func(t *testing.T) {
+			id, err := f.submit(t, time.Hour, to)
+			var rej *node.Rejection
+			if !errors.As(err, &rej) || !errors.Is(err, broker.ErrUnknownRecipient) || rej.Evidence.Type != "SubmissionRejection" {
+				t.Fatalf("Submit to %s: %v, want a SubmissionRejection for an unknown recipient", to, err)
+			}
+			if evs, _ := f.city.db.Evidence(ctx, id); len(evs) != 1 || evs[0].Type != "SubmissionRejection" {
+				t.Fatalf("stored evidence: %v, want the SubmissionRejection", evs)
+			}
+		})
 	}
-	return id
+	t.Run("court unreachable", func(t *testing.T) {
+		f.court.srv.Stop()
+		id, err := f.submit(t, time.Hour, judge)
+		var rej *node.Rejection
+		if !errors.Is(err, broker.ErrUnavailable) || errors.As(err, &rej) {
+			t.Fatalf("Submit while the court is down: %v, want ErrUnavailable without a rejection", err)
+		}
+		if evs, _ := f.city.db.Evidence(ctx, id); len(evs) != 0 {
+			t.Fatalf("stored evidence: %v, want none", evs)
+		}
+		if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+			t.Fatalf("queued: %v, want nothing", q)
+		}
+	})
 }
 
 // chain returns the types of rcpt's evidence of message id at p, and where
-// each is logged ("" for p's own log).
+// each is logged ("" for p's own log), after checking that the evidence
+// forms one chain, as every verifier checks it.
 func chain(t *testing.T, p *peerNode, id, rcpt string) (types, logs []string) {
 	t.Helper()
 	evs, err := p.db.Evidence(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var links []evidence.Link
 	for _, ev := range evs {
-		if ev.Recipient == rcpt {
-			types, logs = append(types, ev.Type), append(logs, ev.Log)
+		if ev.Recipient != rcpt {
+			continue
 		}
+		parsed, err := evidence.Parse(ev.DER)
+		if err != nil || string(parsed.Statement.Type) != ev.Type {
+			t.Fatalf("stored %s: %v", ev.Type, err)
+		}
+		links = append(links, parsed.Link())
+		types, logs = append(types, ev.Type), append(logs, ev.Log)
+	}
+	if err := evidence.CheckChain(links); err != nil {
+		t.Fatalf("the chain of %s at the node: %v", rcpt, err)
 	}
 	return types, logs
 }
@@ -405,6 +461,89 @@ func TestNode_ReceiveTwice(t *testing.T) {
 			t.Fatalf("Receive with a tampered SubmissionAcceptance: %v, want it refused", err)
 		}
 	})
+}
+
+// TestWorker_RetentionEndsCopy lets a relayed copy wait at the court's
+// node past the retention time: the court gives up with NonDelivery, and
+// sends it back to the city's node.
+func TestWorker_RetentionEndsCopy(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, judge)
+	f.worker(f.city, landgericht).Round(ctx)
+	f.clock.add(node.DefaultRetention - time.Second)
+	if n, err := f.court.node.Expire(ctx); err != nil || n != 0 {
+		t.Fatalf("Expire within the retention ended %d (%v)", n, err)
+	}
+	f.clock.add(time.Second)
+	if n, err := f.court.node.Expire(ctx); err != nil || n != 1 {
+		t.Fatalf("Expire after the retention ended %d (%v), want 1", n, err)
+	}
+	f.worker(f.court, "stadt.example").Round(ctx)
+	types, logs := chain(t, f.city, id, judge)
+	if strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery,NonDelivery" || logs[3] != tlog.Origin(landgericht) {
+		t.Fatalf("chain at the city's node: %v in %q, want the court's NonDelivery at the end", types, logs)
+	}
+	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
+	if _, _, _, err := f.court.node.Fetch(ctx, judgeP, id); !errors.Is(err, broker.ErrState) {
+		t.Fatalf("Fetch of a copy ended with NonDelivery: %v, want ErrState", err)
+	}
+	if _, err := f.court.node.Retrieved(ctx, judgeP, id); !errors.Is(err, broker.ErrState) {
+		t.Fatalf("Retrieved of a copy ended with NonDelivery: %v, want ErrState", err)
+	}
+}
+
+// TestNode_RetentionLocal lets a local copy wait past the retention
+// time: NonDelivery ends it, and nothing is queued for another node.
+func TestNode_RetentionLocal(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, pkitest.Court)
+	f.clock.add(node.DefaultRetention)
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 1 {
+		t.Fatalf("Expire ended %d (%v), want 1", n, err)
+	}
+	if types, logs := chain(t, f.city, id, pkitest.Court); strings.Join(types, ",") != "SubmissionAcceptance,Delivery,NonDelivery" || logs[2] != "" {
+		t.Fatalf("chain: %v in %q", types, logs)
+	}
+	for _, d := range []string{landgericht, "stadt.example"} {
+		if q, err := f.city.node.Pushes(ctx, d, 0); err != nil || len(q) != 0 {
+			t.Fatalf("push queue of %s: %v (%v), want empty", d, q, err)
+		}
+	}
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
+		t.Fatalf("Expire again ended %d (%v), want 0", n, err)
+	}
+}
+
+// TestNode_LookupCached asks the city's node about the judge while the
+// court's node is up, then down: the earlier answer serves for a day, and
+// a never-seen address is "try again later", not unknown.
+func TestNode_LookupCached(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	if _, err := f.city.node.Lookup(ctx, judge); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.city.node.Lookup(ctx, "niemand@landgericht.example"); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("unknown mailbox at the court: %v, want ErrNotFound", err)
+	}
+	if _, err := f.city.node.Lookup(ctx, "jemand@unbekannt.example"); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("a domain without a node: %v, want ErrNotFound", err)
+	}
+	f.court.srv.Stop()
+	f.clock.add(2 * time.Hour) // past the refresh: the node asks again, and fails
+	p, err := f.city.node.Lookup(ctx, judge)
+	if err != nil || !p.EncryptionCert.Equal(f.judgeID.EncCert) {
+		t.Fatalf("cached lookup while the court is down: %v", err)
+	}
+	if _, err := f.city.node.Lookup(ctx, "neu@landgericht.example"); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("a new address while the court is down: %v, want ErrUnavailable", err)
+	}
+	f.clock.add(23 * time.Hour)
+	if _, err := f.city.node.Lookup(ctx, judge); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("a day-old answer while the court is down: %v, want ErrUnavailable", err)
+	}
 }
 
 func TestBackoff(t *testing.T) {

@@ -23,6 +23,10 @@ type evidenceJSON struct {
 	Time      string `json:"time"`
 	SHA256    string `json:"sha256"`
 	Reason    string `json:"reason,omitempty"`
+	// Log is the origin of the transparency log that holds the evidence,
+	// LeafIndex its place there.
+	Log       string `json:"log"`
+	LeafIndex uint64 `json:"leaf_index"`
 }
 
 func toEvidenceJSON(ev client.Evidence, file string) evidenceJSON {
@@ -30,6 +34,7 @@ func toEvidenceJSON(ev client.Evidence, file string) evidenceJSON {
 	return evidenceJSON{
 		File: file, Type: string(st.Type), Recipient: st.Recipient, Issuer: st.Issuer,
 		Time: st.Time.UTC().Format(evidence.TimeFormat), SHA256: ev.Digest(), Reason: st.Reason,
+		Log: ev.Log, LeafIndex: ev.LeafIndex,
 	}
 }
 
