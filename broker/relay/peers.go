@@ -40,6 +40,9 @@ const (
 	// lookupTimeout bounds a directory question to another node, so that a
 	// node that does not answer delays a submission only this long.
 	lookupTimeout = 5 * time.Second
+	// DefaultWakeWait is how long a failed connection may take to come up
+	// again before a call is tried on it.
+	DefaultWakeWait = 2 * time.Second
 )
 
 // Peers holds a connection to each configured peer node and implements
@@ -48,6 +51,11 @@ type Peers struct {
 	id    *pki.Identity
 	trust *pki.TrustStore
 	addrs map[string]string // domain → host:port
+
+	// WakeWait is how long a connection that failed before may take to
+	// come up again before a call is made on it (see conn); default
+	// DefaultWakeWait. Set it before the first call.
+	WakeWait time.Duration
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -68,7 +76,7 @@ func NewPeers(id *pki.Identity, trust *pki.TrustStore, addrs map[string]string) 
 			return nil, fmt.Errorf("peers: %q → %q is not a domain and an address", d, a)
 		}
 	}
-	return &Peers{id: id, trust: trust, addrs: maps.Clone(addrs), conns: map[string]*grpc.ClientConn{}}, nil
+	return &Peers{id: id, trust: trust, addrs: maps.Clone(addrs), WakeWait: DefaultWakeWait, conns: map[string]*grpc.ClientConn{}}, nil
 }
 
 // Knows reports whether a node is configured for domain.
@@ -78,9 +86,10 @@ func (p *Peers) Knows(domain string) bool { _, ok := p.addrs[domain]; return ok 
 func (p *Peers) Domains() []string { return slices.Sorted(maps.Keys(p.addrs)) }
 
 // conn returns the connection to the node of domain. A connection that
-// failed before is woken first: the relay worker spaces its tries itself,
-// and gRPC's own reconnect backoff (up to two minutes) would only delay
-// the first try after a peer comes back.
+// failed before is woken first and given WakeWait to come up: the relay
+// worker spaces its tries itself, and gRPC's own reconnect backoff (up to
+// two minutes) would only delay the first try after a peer comes back. A
+// connection still down after that fails the call at once.
 func (p *Peers) conn(ctx context.Context, domain string) (*grpc.ClientConn, error) {
 	c, err := p.cached(domain)
 	if err != nil {
@@ -88,7 +97,7 @@ func (p *Peers) conn(ctx context.Context, domain string) (*grpc.ClientConn, erro
 	}
 	if c.GetState() == connectivity.TransientFailure {
 		c.ResetConnectBackoff()
-		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		ctx, cancel := context.WithTimeout(ctx, p.WakeWait)
 		defer cancel()
 		c.WaitForStateChange(ctx, connectivity.TransientFailure)
 	}

@@ -87,22 +87,36 @@ type federation struct {
 
 func newFederation(t *testing.T) *federation { return newFederationWith(t, node.Limits{}) }
 
+// The court's identities, issued once: an RSA-3072 key takes a second.
+var court struct {
+	once        sync.Once
+	node, judge *pki.Identity
+	logKey      string
+	err         error
+}
+
+func courtIdentities(t *testing.T) (*pki.Identity, *pki.Identity, string) {
+	t.Helper()
+	court.once.Do(func() {
+		dir := filepath.Join(fx.Dir, "landgericht")
+		if court.node, court.err = fx.CA.IssueNode(filepath.Join(dir, "node"), []string{landgericht}); court.err != nil {
+			return
+		}
+		if court.judge, court.err = fx.CA.IssueParticipant(filepath.Join(dir, "judge"), judge); court.err != nil {
+			return
+		}
+		court.logKey, _, court.err = tlog.GenerateKey(tlog.Origin(landgericht))
+	})
+	if court.err != nil {
+		t.Fatal(court.err)
+	}
+	return court.node, court.judge, court.logKey
+}
+
 // newFederationWith gives the court's node the limits courtLimits.
 func newFederationWith(t *testing.T, courtLimits node.Limits) *federation {
 	t.Helper()
-	dir := t.TempDir()
-	courtID, err := fx.CA.IssueNode(filepath.Join(dir, "node"), []string{landgericht})
-	if err != nil {
-		t.Fatal(err)
-	}
-	judgeID, err := fx.CA.IssueParticipant(filepath.Join(dir, "judge"), judge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	courtKey, _, err := tlog.GenerateKey(tlog.Origin(landgericht))
-	if err != nil {
-		t.Fatal(err)
-	}
+	courtID, judgeID, courtKey := courtIdentities(t)
 	f := &federation{judgeID: judgeID, clock: &clock{now: time.Now()}}
 	f.city = &peerNode{addr: "127.0.0.1:0"}
 	f.court = &peerNode{addr: "127.0.0.1:0"}
@@ -139,6 +153,7 @@ func (p *peerNode) start(t *testing.T, c *clock, id *pki.Identity, domains []str
 	if p.peers, err = relay.NewPeers(id, trust, peers); err != nil {
 		t.Fatal(err)
 	}
+	p.peers.WakeWait = 100 * time.Millisecond
 	p.node, err = node.New(p.db, node.Config{
 		Domains: domains, Signer: pkitest.Signer(id), LogKey: logKey, Trust: trust,
 		Participants: parts, Peers: p.peers, Limits: limits, Now: c.Now, Logger: quiet,
@@ -352,6 +367,33 @@ func TestWorker_RetriesWithBackoff(t *testing.T) {
 	}
 	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
 		t.Fatalf("still queued after the relay: %v", q)
+	}
+}
+
+// TestWorker_PeerDown queues several messages for a court whose node is
+// down: a round tries one, and waits with the rest, instead of trying
+// each against the same closed door.
+func TestWorker_PeerDown(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	for range 3 {
+		f.send(t, time.Hour, judge)
+	}
+	f.court.srv.Stop()
+	w := f.worker(f.city, landgericht)
+	w.Round(ctx)
+	q, err := f.city.db.Outbound(ctx, landgericht, 0)
+	if err != nil || len(q) != 3 {
+		t.Fatalf("queue %v (%v)", q, err)
+	}
+	if q[0].Attempts != 1 || q[1].Attempts != 0 || q[2].Attempts != 0 {
+		t.Fatalf("attempts %d, %d, %d; want only the first tried", q[0].Attempts, q[1].Attempts, q[2].Attempts)
+	}
+	f.court.serve(t)
+	f.clock.add(q[0].NextTry.Sub(f.clock.Now()))
+	w.Round(ctx)
+	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+		t.Fatalf("still queued once the court is back: %v", q)
 	}
 }
 

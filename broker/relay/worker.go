@@ -56,7 +56,11 @@ type Worker struct {
 	FirstBackoff, MaxBackoff time.Duration
 	Logger                   *slog.Logger
 
-	once         sync.Once
+	once sync.Once
+	// While the peer cannot be reached, every call fails alike: the worker
+	// then waits for the peer as a whole, until the failed message's next
+	// try, instead of trying each queued message in turn.
+	downUntil    time.Time
 	pushFailures int
 	pushNext     time.Time
 }
@@ -121,13 +125,12 @@ func (w *Worker) relayDue(ctx context.Context) {
 		return
 	}
 	for _, r := range relays {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || w.Clock.Now().Before(w.downUntil) {
 			return
 		}
 		if r.Outbound.NextTry.After(w.Clock.Now()) {
 			continue
 		}
-		log := w.Logger.With(slog.String(broker.LogMsgID, r.Message.ID()))
 		err := w.relay(ctx, r)
 		if err == nil {
 			continue
@@ -135,11 +138,21 @@ func (w *Worker) relayDue(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		wait := Backoff(r.Outbound.Attempts+1, w.FirstBackoff, w.MaxBackoff, rand.Float64())
-		log.Warn("relay failed; trying again later", slog.Int("attempt", r.Outbound.Attempts+1), slog.Duration("wait", wait), slog.Any(broker.LogErr, err))
-		if err := w.Node.RelayFailed(ctx, r, err, w.Clock.Now().Add(wait)); err != nil {
-			log.Error("relay: record the failed try", slog.Any(broker.LogErr, err))
-		}
+		w.failed(ctx, r, err)
+	}
+}
+
+// failed schedules the next try of r after a failed one.
+func (w *Worker) failed(ctx context.Context, r node.Relay, err error) {
+	now := w.Clock.Now()
+	wait := Backoff(r.Outbound.Attempts+1, w.FirstBackoff, w.MaxBackoff, rand.Float64())
+	if errors.Is(err, broker.ErrUnavailable) {
+		w.downUntil = now.Add(wait)
+	}
+	log := w.Logger.With(slog.String(broker.LogMsgID, r.Message.ID()))
+	log.Warn("relay failed; trying again later", slog.Int("attempt", r.Outbound.Attempts+1), slog.Duration("wait", wait), slog.Any(broker.LogErr, err))
+	if err := w.Node.RelayFailed(ctx, r, err, now.Add(wait)); err != nil {
+		log.Error("relay: record the failed try", slog.Any(broker.LogErr, err))
 	}
 }
 
@@ -225,7 +238,7 @@ func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kur
 // push sends the evidence queued for the domain's node, in order, and
 // stops at the first one that may be taken later.
 func (w *Worker) push(ctx context.Context) {
-	if w.Clock.Now().Before(w.pushNext) {
+	if now := w.Clock.Now(); now.Before(w.pushNext) || now.Before(w.downUntil) {
 		return
 	}
 	evs, err := w.Node.Pushes(ctx, w.Domain, batch)
