@@ -5,11 +5,13 @@
 // # The log
 //
 // Every node keeps one append-only Merkle tree over every evidence it
-// stores, hashed as RFC 6962 prescribes: a leaf is the evidence's whole DER
-// file, its hash is SHA-256(0x00 || DER) (LeafHash), an inner node's is
-// SHA-256(0x01 || left || right). broker/store appends to the tree in the
-// same transaction that stores the evidence, so a stored evidence is always
-// in the log and no evidence is in it twice.
+// issued, or first received from its issuer (a recipient's
+// Acknowledgement), hashed as RFC 6962 prescribes: a leaf is the evidence's
+// whole DER file, its hash is SHA-256(0x00 || DER) (LeafHash), an inner
+// node's is SHA-256(0x01 || left || right). broker/store appends to the
+// tree in the same transaction that stores the evidence, so such evidence
+// is always in the log and none is in it twice. Evidence relayed back from
+// other nodes is in their logs, not in this one.
 //
 // # Checkpoints
 //

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/relay"
@@ -44,15 +46,9 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if err != nil {
 		return fmt.Errorf("log key: %w", err)
 	}
-	var participants []node.Participant
-	for _, p := range cfg.Participants {
-		certs, err := pki.LoadCertificates(p.EncryptionCert)
-		if err != nil {
-			return fmt.Errorf("participant %s: %w", p.Address, err)
-		}
-		participants = append(participants, node.Participant{
-			Address: p.Address, DisplayName: p.DisplayName, Kind: p.Kind, EncryptionCert: certs[0],
-		})
+	participants, err := loadParticipants(cfg.Participants)
+	if err != nil {
+		return err
 	}
 	peers, err := relay.NewPeers(id, trust, cfg.Peers)
 	if err != nil {
@@ -100,15 +96,16 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	var background sync.WaitGroup
 	defer background.Wait()
 	defer stopBackground()
-	background.Go(func() { sweepLoop(bgCtx, db, logger) })
-	background.Go(func() { expireLoop(bgCtx, n, logger) })
-	for _, d := range peers.Domains() {
-		w := &relay.Worker{Node: n, Peers: peers, Domain: d, Logger: logger}
-		background.Go(func() { w.Run(bgCtx) })
-	}
+	startBackground(bgCtx, &background, db, n, peers, logger)
 	if ready != nil {
 		ready(lis.Addr())
 	}
+	return serve(ctx, srv, lis, logger)
+}
+
+// serve runs srv on lis until ctx ends, then stops it gracefully, or
+// forcibly after shutdownGrace.
+func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, logger *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
@@ -124,10 +121,37 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	case <-time.After(shutdownGrace):
 		srv.Stop()
 	}
-	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) {
+	// A stop that came before Serve started makes Serve return
+	// ErrServerStopped: a stop all the same.
+	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// loadParticipants reads the local mailboxes' encryption certificates.
+func loadParticipants(cfgs []ParticipantConfig) ([]node.Participant, error) {
+	var out []node.Participant
+	for _, p := range cfgs {
+		certs, err := pki.LoadCertificates(p.EncryptionCert)
+		if err != nil {
+			return nil, fmt.Errorf("participant %s: %w", p.Address, err)
+		}
+		out = append(out, node.Participant{Address: p.Address, DisplayName: p.DisplayName, Kind: p.Kind, EncryptionCert: certs[0]})
+	}
+	return out, nil
+}
+
+// startBackground starts what a node does on its own until ctx ends:
+// sweeping unused payloads, expiring copies, and a relay worker per peer
+// domain.
+func startBackground(ctx context.Context, wg *sync.WaitGroup, db *store.DB, n *node.Node, peers *relay.Peers, logger *slog.Logger) {
+	wg.Go(func() { sweepLoop(ctx, db, logger) })
+	wg.Go(func() { expireLoop(ctx, n, logger) })
+	for _, d := range peers.Domains() {
+		w := &relay.Worker{Node: n, Peers: peers, Domain: d, Logger: logger}
+		wg.Go(func() { w.Run(ctx) })
+	}
 }
 
 // sweepInterval is how often a running node removes payloads that no

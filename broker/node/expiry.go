@@ -55,6 +55,8 @@ func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	}
 	var reason, push string
 	switch {
+	case c.State == broker.StateRelaying && !c.Local && n.held.held(c.MessageID):
+		return false, nil // a relay is under way; its answer decides
 	case c.State == broker.StateRelaying && !c.Local:
 		reason = fmt.Sprintf("not relayed to the node of %s before the message expired at %s", address.DomainOf(c.Recipient), m.Expires.Format(time.RFC3339))
 	case c.State == broker.StateDelivered && c.Local:

@@ -60,8 +60,9 @@ type Store interface {
 	AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error)
 	// Evidence lists a message's evidence in the order stored.
 	Evidence(ctx context.Context, messageID string) ([]broker.Evidence, error)
-	// Outbound lists messages queued for the node of domain.
-	Outbound(ctx context.Context, domain string, limit int) ([]broker.Outbound, error)
+	// Outbound lists messages queued for the node of domain, in order of
+	// message id, after the id after.
+	Outbound(ctx context.Context, domain, after string, limit int) ([]broker.Outbound, error)
 	// SetOutbound replaces a queued message's retry state;
 	// broker.ErrNotFound if it is no longer queued.
 	SetOutbound(ctx context.Context, o broker.Outbound) error
@@ -156,6 +157,34 @@ const (
 	DefaultRetention     = 30 * 24 * time.Hour
 )
 
+// withDefaults returns l with every zero limit set to its default.
+func (l Limits) withDefaults() (Limits, error) {
+	if l.MaxPayload <= 0 {
+		l.MaxPayload = DefaultMaxPayload
+	}
+	if l.MaxRecipients <= 0 {
+		l.MaxRecipients = DefaultMaxRecipients
+	}
+	if l.MaxUploads <= 0 {
+		l.MaxUploads = DefaultMaxUploads
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&l.MaxClockSkew, DefaultMaxClockSkew}, {&l.DefaultExpiry, DefaultExpiry},
+		{&l.MaxExpiry, DefaultMaxExpiry}, {&l.Retention, DefaultRetention},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if l.DefaultExpiry > l.MaxExpiry {
+		return Limits{}, fmt.Errorf("default expiry %s exceeds the maximum %s", l.DefaultExpiry, l.MaxExpiry)
+	}
+	return l, nil
+}
+
 // Config is what a node is made of besides its store.
 type Config struct {
 	// Domains are the domains whose mailboxes this node holds.
@@ -196,6 +225,7 @@ type Node struct {
 	logVSig []byte // the node certificate's detached signature over logVKey
 	peers   Peers
 	remote  remoteDirectory
+	held    holds
 }
 
 // New checks cfg and returns a node over st.
@@ -220,7 +250,6 @@ func New(st Store, cfg Config) (*Node, error) {
 		domain:  cfg.Domains[0],
 		domains: make(map[string]bool),
 		dir:     make(map[string]Participant),
-		limits:  cfg.Limits,
 		now:     cfg.Now,
 		log:     cfg.Logger,
 		logKey:  cfg.LogKey,
@@ -262,29 +291,8 @@ func New(st Store, cfg Config) (*Node, error) {
 		}
 		n.dir[p.Address] = p
 	}
-	if n.limits.MaxPayload <= 0 {
-		n.limits.MaxPayload = DefaultMaxPayload
-	}
-	if n.limits.MaxRecipients <= 0 {
-		n.limits.MaxRecipients = DefaultMaxRecipients
-	}
-	if n.limits.MaxClockSkew <= 0 {
-		n.limits.MaxClockSkew = DefaultMaxClockSkew
-	}
-	if n.limits.MaxUploads <= 0 {
-		n.limits.MaxUploads = DefaultMaxUploads
-	}
-	if n.limits.DefaultExpiry <= 0 {
-		n.limits.DefaultExpiry = DefaultExpiry
-	}
-	if n.limits.MaxExpiry <= 0 {
-		n.limits.MaxExpiry = DefaultMaxExpiry
-	}
-	if n.limits.Retention <= 0 {
-		n.limits.Retention = DefaultRetention
-	}
-	if n.limits.DefaultExpiry > n.limits.MaxExpiry {
-		return nil, fmt.Errorf("new node: default expiry %s exceeds the maximum %s", n.limits.DefaultExpiry, n.limits.MaxExpiry)
+	if n.limits, err = cfg.Limits.withDefaults(); err != nil {
+		return nil, fmt.Errorf("new node: %w", err)
 	}
 	n.uploads = make(chan struct{}, n.limits.MaxUploads)
 	if n.now == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"kurier.dev/kurier/address"
@@ -24,29 +25,75 @@ type Relay struct {
 	Chains     [][]broker.Evidence
 }
 
-// Relays returns up to limit messages queued for the node of domain, due
-// or not (the caller, the relay worker, keeps the schedule). Queue entries
-// with no recipient left waiting (all given up meanwhile) are removed.
-func (n *Node) Relays(ctx context.Context, domain string, limit int) ([]Relay, error) {
-	queued, err := n.store.Outbound(ctx, domain, limit)
+// Relays returns the messages queued for the node of domain whose next try
+// is due by now (the relay worker's clock, which keeps the schedule) and
+// that have not expired, from a page of up to limit queue entries after
+// the message id after; next is where the following page starts, "" after
+// the last. Queue entries with no recipient left waiting (all given up
+// meanwhile) are removed.
+func (n *Node) Relays(ctx context.Context, domain string, now time.Time, after string, limit int) (relays []Relay, next string, err error) {
+	queued, err := n.store.Outbound(ctx, domain, after, limit)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	if len(queued) > 0 && len(queued) == limit {
+		next = queued[len(queued)-1].MessageID
 	}
 	out := make([]Relay, 0, len(queued))
 	for _, o := range queued {
+		if o.NextTry.After(now) {
+			continue
+		}
 		r, err := n.relayOf(ctx, o)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if len(r.Recipients) == 0 {
 			if _, err := n.store.FinishRelay(ctx, domain, o.MessageID, nil); err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			continue
 		}
+		if !r.Message.Expires.After(n.now()) {
+			continue // Expire gives up on it
+		}
 		out = append(out, r)
 	}
-	return out, nil
+	return out, next, nil
+}
+
+// Hold marks message id as being relayed until release is called: Expire
+// leaves its copies alone meanwhile, so that a relay the other node
+// accepted in time is not contradicted by a NonDelivery issued while the
+// answer was on its way.
+func (n *Node) Hold(id string) (release func()) { return n.held.hold(id) }
+
+// holds counts the relays in progress per message.
+type holds struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (h *holds) hold(id string) func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]int{}
+	}
+	h.m[id]++
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.m[id]--; h.m[id] <= 0 {
+			delete(h.m, id)
+		}
+	}
+}
+
+func (h *holds) held(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[id] > 0
 }
 
 func (n *Node) relayOf(ctx context.Context, o broker.Outbound) (Relay, error) {

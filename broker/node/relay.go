@@ -68,6 +68,9 @@ func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payloa
 	if err := n.checkIncoming(caller, m, in); err != nil {
 		return nil, err
 	}
+	if d := address.DomainOf(env.From); n.peers == nil || !n.peers.Knows(d) {
+		n.log.Warn("relayed message from a domain without a configured peer: evidence about it cannot be sent back", slog.String(broker.LogMsgID, env.ID), slog.String(broker.LogPeer, caller.String()))
+	}
 	prev, err := n.store.Message(ctx, m.ID())
 	switch {
 	case err == nil && prev.EnvelopeSHA256 != m.EnvelopeSHA256:
@@ -83,8 +86,10 @@ func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payloa
 // checkIncoming checks a relay's recipients and the chains that come with
 // them.
 func (n *Node) checkIncoming(caller pki.Peer, m *broker.Message, in Incoming) error {
-	if len(in.Recipients) == 0 || len(in.Recipients) > n.limits.MaxRecipients {
-		return fmt.Errorf("%w: a relay names 1 to %d recipients, not %d", broker.ErrInvalid, n.limits.MaxRecipients, len(in.Recipients))
+	// The sender's node applied its own recipient limit; the format's
+	// bounds this one, so that nodes with different limits still relay.
+	if len(in.Recipients) == 0 || len(in.Recipients) > MaxRelayRecipients {
+		return fmt.Errorf("%w: a relay names 1 to %d recipients, not %d", broker.ErrInvalid, MaxRelayRecipients, len(in.Recipients))
 	}
 	if len(in.Chains) != len(in.Recipients) {
 		return fmt.Errorf("%w: %d chains for %d recipients", broker.ErrInvalid, len(in.Chains), len(in.Recipients))
@@ -163,13 +168,16 @@ func checkLog(from pki.Peer, origin string) error {
 
 // receiveNew stores a message relayed here for the first time.
 func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
-	var tooLarge error
-	if m.Header.PayloadSize > n.limits.MaxPayload {
-		tooLarge = fmt.Errorf("payload of %d bytes is over this node's maximum of %d bytes", m.Header.PayloadSize, n.limits.MaxPayload)
+	var refused error
+	switch {
+	case !m.Header.Expires.IsZero() && !m.Header.Expires.After(m.Received):
+		refused = fmt.Errorf("the message expired at %s, before it reached this node", m.Header.Expires.UTC().Format(time.RFC3339))
+	case m.Header.PayloadSize > n.limits.MaxPayload:
+		refused = fmt.Errorf("payload of %d bytes is over this node's maximum of %d bytes", m.Header.PayloadSize, n.limits.MaxPayload)
 	}
 	accepted := 0
 	for _, to := range in.Recipients {
-		if _, ok := n.dir[to]; ok && tooLarge == nil {
+		if _, ok := n.dir[to]; ok && refused == nil {
 			accepted++
 		}
 	}
@@ -178,7 +186,7 @@ func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, p
 			return nil, err
 		}
 	}
-	copies, evs, answer, err := n.relayAcceptance(m, in, tooLarge)
+	copies, evs, answer, err := n.relayAcceptance(m, in, refused)
 	if err != nil {
 		n.dropBlob(ctx, m.Blob)
 		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
@@ -204,20 +212,28 @@ func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, p
 // relayAcceptance builds the copies and evidence of a relayed message:
 // each recipient's chain as handed over, then RelayAcceptance and
 // Delivery, or RelayRejection for a recipient without a mailbox here (or
-// for all of them, if tooLarge). answer[i] holds the new evidence of
-// recipient i.
-func (n *Node) relayAcceptance(m *broker.Message, in Incoming, tooLarge error) ([]broker.Copy, []broker.Evidence, [][]broker.Evidence, error) {
+// for all of them, if refused is not nil: it is the reason). answer[i]
+// holds the new evidence of recipient i.
+func (n *Node) relayAcceptance(m *broker.Message, in Incoming, refused error) ([]broker.Copy, []broker.Evidence, [][]broker.Evidence, error) {
 	var copies []broker.Copy
 	var evs []broker.Evidence
 	answer := make([][]broker.Evidence, len(in.Recipients))
 	for i, to := range in.Recipients {
-		head := evidence.Digest(in.Chains[i][len(in.Chains[i])-1].DER)
-		reason := tooLarge
+		last := in.Chains[i][len(in.Chains[i])-1]
+		head := evidence.Digest(last.DER)
+		prev, err := evidence.Parse(last.DER) // verified by checkIncoming
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		// The chain's times never go backwards, even if this node's clock
+		// is behind the relaying node's.
+		at := laterOf(n.now(), prev.Statement.Time)
+		reason := refused
 		if _, ok := n.dir[to]; !ok && reason == nil {
 			reason = fmt.Errorf("no mailbox %s", to)
 		}
 		if reason != nil {
-			rej, err := n.issue(m, to, evidence.RelayRejection, head, reason.Error())
+			rej, err := n.issueAt(m, to, evidence.RelayRejection, head, reason.Error(), at)
 			if err != nil {
 				return nil, nil, nil, err
 			}
@@ -233,7 +249,7 @@ func (n *Node) relayAcceptance(m *broker.Message, in Incoming, tooLarge error) (
 			evs = append(evs, broker.Evidence{Log: e.Log, LeafIndex: e.LeafIndex, MessageID: m.ID(), Sender: m.Header.From, Recipient: to, Type: string(parsed.Statement.Type), DER: e.DER})
 		}
 		for _, typ := range []evidence.Type{evidence.RelayAcceptance, evidence.Delivery} {
-			ev, err := n.issue(m, to, typ, head, "")
+			ev, err := n.issueAt(m, to, typ, head, "", at)
 			if err != nil {
 				return nil, nil, nil, err
 			}

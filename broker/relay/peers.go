@@ -151,7 +151,9 @@ func (p *Peers) Lookup(ctx context.Context, addr string) (node.Participant, bool
 	defer cancel()
 	resp, err := kurierv1.NewDirectoryServiceClient(c).Lookup(ctx, &kurierv1.LookupRequest{Address: addr})
 	if err != nil {
-		return node.Participant{}, false, fmt.Errorf("the directory of %s: %w", domain, remoteError(err))
+		// Whatever the other node says, the sender cannot change it: the
+		// operators of the two nodes can. Until then, try again later.
+		return node.Participant{}, false, fmt.Errorf("%w: the directory of %s: %w", broker.ErrUnavailable, domain, err)
 	}
 	if !resp.GetExists() {
 		return node.Participant{}, false, nil
@@ -185,13 +187,18 @@ func permanent(err error) bool {
 }
 
 // peerOf returns who the server of a finished call was, from its verified
-// certificate.
-func peerOf(pr *peer.Peer) (pki.Peer, error) {
+// certificate, checked against the current CRL: a connection may be older
+// than a revocation, and its handshake was the last check until now.
+func (p *Peers) peerOf(pr *peer.Peer) (pki.Peer, error) {
 	info, ok := pr.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
 		return pki.Peer{}, errors.New("no verified server certificate")
 	}
-	return pki.PeerOf(info.State.VerifiedChains[0][0])
+	chain := info.State.VerifiedChains[0]
+	if err := p.trust.CheckRevoked(chain); err != nil {
+		return pki.Peer{}, fmt.Errorf("%w: %v", broker.ErrSignature, err)
+	}
+	return pki.PeerOf(chain[0])
 }
 
 func toEvidence(ev broker.Evidence) *kurierv1.Evidence {

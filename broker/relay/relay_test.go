@@ -41,13 +41,15 @@ const (
 )
 
 // clock is the time of a test: the nodes and the worker read it, the test
-// moves it.
+// moves it. skew is added for the court's node, whose clock may be off.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu   sync.Mutex
+	now  time.Time
+	skew time.Duration
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) courtNow() time.Time { return c.Now().Add(c.skew) }
 func (c *clock) add(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
@@ -133,14 +135,14 @@ func newFederationWith(t *testing.T, courtLimits node.Limits) *federation {
 	for addr, id := range fx.IDs {
 		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
 	}
-	f.city.start(t, f.clock, fx.Node, pkitest.Domains, fx.LogKey, parts, node.Limits{}, map[string]string{landgericht: f.court.addr})
-	f.court.start(t, f.clock, courtID, []string{landgericht}, courtKey,
+	f.city.start(t, f.clock.Now, fx.Node, pkitest.Domains, fx.LogKey, parts, node.Limits{}, map[string]string{landgericht: f.court.addr})
+	f.court.start(t, f.clock.courtNow, courtID, []string{landgericht}, courtKey,
 		[]node.Participant{{Address: judge, EncryptionCert: judgeID.EncCert}}, courtLimits,
 		map[string]string{"stadt.example": f.city.addr, "amtsgericht.example": f.city.addr})
 	return f
 }
 
-func (p *peerNode) start(t *testing.T, c *clock, id *pki.Identity, domains []string, logKey string, parts []node.Participant, limits node.Limits, peers map[string]string) {
+func (p *peerNode) start(t *testing.T, now func() time.Time, id *pki.Identity, domains []string, logKey string, parts []node.Participant, limits node.Limits, peers map[string]string) {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	trust, err := fx.Trust()
@@ -156,7 +158,7 @@ func (p *peerNode) start(t *testing.T, c *clock, id *pki.Identity, domains []str
 	p.peers.WakeWait = 100 * time.Millisecond
 	p.node, err = node.New(p.db, node.Config{
 		Domains: domains, Signer: pkitest.Signer(id), LogKey: logKey, Trust: trust,
-		Participants: parts, Peers: p.peers, Limits: limits, Now: c.Now, Logger: quiet,
+		Participants: parts, Peers: p.peers, Limits: limits, Now: now, Logger: quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +248,7 @@ func TestNode_SubmitRemoteRefused(t *testing.T) {
 		if evs, _ := f.city.db.Evidence(ctx, id); len(evs) != 0 {
 			t.Fatalf("stored evidence: %v, want none", evs)
 		}
-		if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+		if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 			t.Fatalf("queued: %v, want nothing", q)
 		}
 	})
@@ -332,7 +334,7 @@ func TestWorker_RetriesWithBackoff(t *testing.T) {
 
 	attempts := func() broker.Outbound {
 		t.Helper()
-		q, err := f.city.db.Outbound(ctx, landgericht, 0)
+		q, err := f.city.db.Outbound(ctx, landgericht, "", 0)
 		if err != nil || len(q) != 1 {
 			t.Fatalf("outbound queue %v (%v), want the message", q, err)
 		}
@@ -362,10 +364,10 @@ func TestWorker_RetriesWithBackoff(t *testing.T) {
 	f.clock.add(second.NextTry.Sub(f.clock.Now()))
 	w.Round(ctx)
 	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery" {
-		q, _ := f.city.db.Outbound(ctx, landgericht, 0)
+		q, _ := f.city.db.Outbound(ctx, landgericht, "", 0)
 		t.Fatalf("chain once the court is back: %v; queue %+v", types, q)
 	}
-	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 		t.Fatalf("still queued after the relay: %v", q)
 	}
 }
@@ -382,7 +384,7 @@ func TestWorker_PeerDown(t *testing.T) {
 	f.court.srv.Stop()
 	w := f.worker(f.city, landgericht)
 	w.Round(ctx)
-	q, err := f.city.db.Outbound(ctx, landgericht, 0)
+	q, err := f.city.db.Outbound(ctx, landgericht, "", 0)
 	if err != nil || len(q) != 3 {
 		t.Fatalf("queue %v (%v)", q, err)
 	}
@@ -392,7 +394,7 @@ func TestWorker_PeerDown(t *testing.T) {
 	f.court.serve(t)
 	f.clock.add(q[0].NextTry.Sub(f.clock.Now()))
 	w.Round(ctx)
-	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 		t.Fatalf("still queued once the court is back: %v", q)
 	}
 }
@@ -418,7 +420,7 @@ func TestWorker_ExpiryEndsRelay(t *testing.T) {
 	f.court.serve(t)
 	f.clock.add(time.Hour)
 	w.Round(ctx)
-	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 		t.Fatalf("an expired message is still queued: %v", q)
 	}
 	if entries, _, err := f.court.node.Inbox(ctx, pki.Peer{Kind: pki.KindParticipant, Address: judge}, "", 0); err != nil || len(entries) != 0 {
@@ -442,7 +444,7 @@ func TestWorker_RefusedByCourt(t *testing.T) {
 	if err != nil || c.State != broker.StateUndeliverable || !c.Deadline.IsZero() {
 		t.Fatalf("the city's copy after the refusal: %+v (%v)", c, err)
 	}
-	if q, _ := f.city.db.Outbound(ctx, landgericht, 0); len(q) != 0 {
+	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 		t.Fatalf("a refused message is still queued: %v", q)
 	}
 }
@@ -451,7 +453,7 @@ func TestNode_ReceiveTwice(t *testing.T) {
 	ctx := context.Background()
 	f := newFederation(t)
 	id := f.send(t, time.Hour, judge)
-	relays, err := f.city.node.Relays(ctx, landgericht, 0)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
 	if err != nil || len(relays) != 1 {
 		t.Fatalf("relays %v (%v)", relays, err)
 	}
@@ -585,6 +587,92 @@ func TestNode_LookupCached(t *testing.T) {
 	f.clock.add(23 * time.Hour)
 	if _, err := f.city.node.Lookup(ctx, judge); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("a day-old answer while the court is down: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestWorker_CourtClockBehind relays to a court whose clock is behind the
+// city's: the court dates its evidence no earlier than the chain's last,
+// so the chain holds and the city accepts it.
+func TestWorker_CourtClockBehind(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	f.clock.skew = -5 * time.Second
+	id := f.send(t, time.Hour, judge)
+	f.worker(f.city, landgericht).Round(ctx)
+	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery" {
+		t.Fatalf("chain with the court's clock behind: %v", types)
+	}
+}
+
+// TestNode_HoldDefersExpiry holds a message as the worker does while it
+// relays: Expire leaves it alone until the hold ends.
+func TestNode_HoldDefersExpiry(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Minute, judge)
+	release := f.city.node.Hold(id)
+	f.clock.add(time.Minute)
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
+		t.Fatalf("Expire during a relay ended %d (%v), want 0", n, err)
+	}
+	if relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0); err != nil || len(relays) != 0 {
+		t.Fatalf("an expired message is offered for relay: %v (%v)", relays, err)
+	}
+	release()
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 1 {
+		t.Fatalf("Expire after the relay ended %d (%v), want 1", n, err)
+	}
+}
+
+// TestNode_ReceiveExpired relays a message to the court after its
+// envelope's expiry: the court refuses it with RelayRejection.
+func TestNode_ReceiveExpired(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	f.send(t, time.Minute, judge)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	r := relays[0]
+	f.clock.skew = 2 * time.Minute
+	p, err := f.city.node.OpenPayload(ctx, r.Message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
+	answer, err := f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(answer[0]) != 1 || answer[0][0].Type != "RelayRejection" {
+		t.Fatalf("answer to an expired relay: %v, want a RelayRejection", answer)
+	}
+	st, err := evidence.Parse(answer[0][0].DER)
+	if err != nil || !strings.Contains(st.Statement.Reason, "expired") {
+		t.Fatalf("the rejection's reason: %v (%v)", st, err)
+	}
+}
+
+// TestNode_RelaysPaged lists the queue in pages.
+func TestNode_RelaysPaged(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	a, b := f.send(t, time.Hour, judge), f.send(t, time.Hour, judge)
+	first, next, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 1)
+	if err != nil || len(first) != 1 || first[0].Message.ID() != a || next != a {
+		t.Fatalf("first page %v, next %q (%v)", first, next, err)
+	}
+	second, next, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), next, 1)
+	if err != nil || len(second) != 1 || second[0].Message.ID() != b {
+		t.Fatalf("second page %v, next %q (%v)", second, next, err)
+	}
+	if last, next, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), next, 1); err != nil || len(last) != 0 || next != "" {
+		t.Fatalf("past the end: %v, next %q (%v)", last, next, err)
+	}
+	if later, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now().Add(-time.Hour), "", 0); err != nil || len(later) != 0 {
+		t.Fatalf("entries not due yet are offered: %v (%v)", later, err)
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
@@ -116,29 +118,36 @@ func (w *Worker) Round(ctx context.Context) {
 	w.push(ctx)
 }
 
+// relayDue relays every due message, page by page, until the queue ends
+// or the peer turns out to be down.
 func (w *Worker) relayDue(ctx context.Context) {
-	relays, err := w.Node.Relays(ctx, w.Domain, batch)
-	if err != nil {
-		if ctx.Err() == nil {
-			w.Logger.Error("relay: read the outbound queue", slog.Any(broker.LogErr, err))
-		}
-		return
-	}
-	for _, r := range relays {
+	after := ""
+	for {
 		if ctx.Err() != nil || w.Clock.Now().Before(w.downUntil) {
 			return
 		}
-		if r.Outbound.NextTry.After(w.Clock.Now()) {
-			continue
-		}
-		err := w.relay(ctx, r)
-		if err == nil {
-			continue
-		}
-		if ctx.Err() != nil {
+		relays, next, err := w.Node.Relays(ctx, w.Domain, w.Clock.Now(), after, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.Logger.Error("relay: read the outbound queue", slog.Any(broker.LogErr, err))
+			}
 			return
 		}
-		w.failed(ctx, r, err)
+		for _, r := range relays {
+			if ctx.Err() != nil || w.Clock.Now().Before(w.downUntil) {
+				return
+			}
+			release := w.Node.Hold(r.Message.ID())
+			err := w.relay(ctx, r)
+			release()
+			if err != nil && ctx.Err() == nil {
+				w.failed(ctx, r, err)
+			}
+		}
+		if next == "" {
+			return
+		}
+		after = next
 	}
 }
 
@@ -146,7 +155,8 @@ func (w *Worker) relayDue(ctx context.Context) {
 func (w *Worker) failed(ctx context.Context, r node.Relay, err error) {
 	now := w.Clock.Now()
 	wait := Backoff(r.Outbound.Attempts+1, w.FirstBackoff, w.MaxBackoff, rand.Float64())
-	if errors.Is(err, broker.ErrUnavailable) {
+	if status.Code(err) == codes.Unavailable {
+		// The peer itself cannot be reached: the others would fail alike.
 		w.downUntil = now.Add(wait)
 	}
 	log := w.Logger.With(slog.String(broker.LogMsgID, r.Message.ID()))
@@ -174,7 +184,7 @@ func (w *Worker) relay(ctx context.Context, r node.Relay) error {
 	if err != nil {
 		return remoteError(err)
 	}
-	who, err := peerOf(&pr)
+	who, err := w.Peers.peerOf(&pr)
 	if err != nil {
 		return fmt.Errorf("the node of %s: %w", w.Domain, err)
 	}

@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -291,10 +289,4 @@ func (db *DB) Evidence(ctx context.Context, messageID string) ([]broker.Evidence
 		return nil, fmt.Errorf("load evidence of %s: %w", messageID, err)
 	}
 	return evs, nil
-}
-
-// digestHex is the lowercase hex SHA-256 of b, as copies name their head.
-func digestHex(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }

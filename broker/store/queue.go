@@ -32,21 +32,29 @@ func queueLimit(limit int) int {
 }
 
 // Outbound lists up to limit messages waiting for the node of domain, in
-// order of message id (for UUIDv7 ids, order of creation).
-func (db *DB) Outbound(ctx context.Context, domain string, limit int) ([]broker.Outbound, error) {
+// order of message id (for UUIDv7 ids, order of creation), starting after
+// the message id after ("" for the first).
+func (db *DB) Outbound(ctx context.Context, domain, after string, limit int) ([]broker.Outbound, error) {
 	if checkKeyPart("domain", domain) != nil {
 		return nil, nil
 	}
 	limit = queueLimit(limit)
 	prefix := outboundPrefix(domain)
+	start := prefix
+	if after != "" {
+		start = outboundKey(domain, after)
+	}
 	var out []broker.Outbound
 	err := db.view(ctx, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
 		defer it.Close()
-		for it.Seek(prefix); it.Valid() && len(out) < limit; it.Next() {
+		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
 			id, ok := parseOutboundKey(prefix, it.Item().Key())
 			if !ok {
 				return fmt.Errorf("malformed outbound key %q", it.Item().Key())
+			}
+			if id == after {
+				continue
 			}
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {

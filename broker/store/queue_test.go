@@ -243,22 +243,27 @@ func TestDB_Outbound(t *testing.T) {
 	}
 
 	check := func(t *testing.T, db *DB) {
+		court := queued[courtDomain]
 		tests := []struct {
 			name   string
 			domain string
+			after  string
 			limit  int
 			want   []broker.Outbound
 		}{
-			{"court's queue in id order", courtDomain, 0, queued[courtDomain]},
-			{"kreis's queue", kreisDomain, 0, queued[kreisDomain]},
-			{"limit", courtDomain, 1, queued[courtDomain][:1]},
-			{"a domain that extends another", kreisDE, 0, queued[kreisDE]},
-			{"no queue", senderDomain, 0, nil},
-			{"no domain", "", 0, nil},
+			{"court's queue in id order", courtDomain, "", 0, court},
+			{"kreis's queue", kreisDomain, "", 0, queued[kreisDomain]},
+			{"limit", courtDomain, "", 1, court[:1]},
+			{"the next page", courtDomain, court[0].MessageID, 1, court[1:]},
+			{"after the last", courtDomain, court[1].MessageID, 0, nil},
+			{"after an id not queued", courtDomain, "0", 0, court},
+			{"a domain that extends another", kreisDE, "", 0, queued[kreisDE]},
+			{"no queue", senderDomain, "", 0, nil},
+			{"no domain", "", "", 0, nil},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				got, err := db.Outbound(ctx, tt.domain, tt.limit)
+				got, err := db.Outbound(ctx, tt.domain, tt.after, tt.limit)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -307,7 +312,7 @@ func TestDB_Outbound(t *testing.T) {
 						q[i] = tt.o
 					}
 				}
-				got, err := db.Outbound(ctx, tt.o.Domain, 0)
+				got, err := db.Outbound(ctx, tt.o.Domain, "", 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -378,7 +383,7 @@ func TestDB_FinishRelay(t *testing.T) {
 			// Neither the queue entry's removal nor any step's evidence,
 			// copy or deadline was written.
 			checkUnchanged(t, db, before)
-			if q, err := db.Outbound(ctx, courtDomain, 0); err != nil || len(q) != 1 || q[0].MessageID != id {
+			if q, err := db.Outbound(ctx, courtDomain, "", 0); err != nil || len(q) != 1 || q[0].MessageID != id {
 				t.Errorf("Outbound after a refused FinishRelay = %v, %v; want the message", q, err)
 			}
 			if diff := cmp.Diff(created, evidenceOf(t, db, id)); diff != "" {
@@ -414,10 +419,10 @@ func TestDB_FinishRelay(t *testing.T) {
 				t.Errorf("Copy(%s) (-want +got):\n%s", c.Recipient, diff)
 			}
 		}
-		if q, err := db.Outbound(ctx, courtDomain, 0); err != nil || len(q) != 0 {
+		if q, err := db.Outbound(ctx, courtDomain, "", 0); err != nil || len(q) != 0 {
 			t.Errorf("Outbound(court) after FinishRelay = %v, %v; want none", q, err)
 		}
-		if q, err := db.Outbound(ctx, kreisDomain, 0); err != nil || len(q) != 1 || q[0].MessageID != id {
+		if q, err := db.Outbound(ctx, kreisDomain, "", 0); err != nil || len(q) != 1 || q[0].MessageID != id {
 			t.Errorf("Outbound(kreis) after FinishRelay = %v, %v; want the message, still", q, err)
 		}
 		// Only kreis's copy is still due at expiry; the first copy's
@@ -446,7 +451,7 @@ func TestDB_FinishRelay(t *testing.T) {
 		if _, err := db.FinishRelay(ctx, kreisDomain, id, nil); err != nil {
 			t.Fatal(err)
 		}
-		if q, err := db.Outbound(ctx, kreisDomain, 0); err != nil || len(q) != 0 {
+		if q, err := db.Outbound(ctx, kreisDomain, "", 0); err != nil || len(q) != 0 {
 			t.Errorf("Outbound(kreis) = %v, %v; want none", q, err)
 		}
 		if diff := cmp.Diff(append(created, want...), evidenceOf(t, db, id)); diff != "" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -442,7 +443,7 @@ func TestDB_CreateMessage(t *testing.T) {
 				if n := countKeys(t, db, blobRefKey(again.msg.Blob)); n != 0 {
 					t.Errorf("the repeat's blob became referenced")
 				}
-				if out, err := db.Outbound(ctx, kreisDomain, 0); err != nil || len(out) != 0 {
+				if out, err := db.Outbound(ctx, kreisDomain, "", 0); err != nil || len(out) != 0 {
 					t.Errorf("Outbound after a refused repeat = %v, %v; want none", out, err)
 				}
 				if due, err := db.Due(ctx, t0.Add(24*time.Hour), 0); err != nil || len(due) != 0 {
@@ -502,7 +503,7 @@ func TestDB_CreateMessage(t *testing.T) {
 				if evs, _ := db.Evidence(ctx, f.msg.ID()); len(evs) != 0 {
 					t.Errorf("%d evidence stored by a refused create", len(evs))
 				}
-				if out, err := db.Outbound(ctx, kreisDomain, 0); err != nil || len(out) != 0 {
+				if out, err := db.Outbound(ctx, kreisDomain, "", 0); err != nil || len(out) != 0 {
 					t.Errorf("Outbound after a refused create = %v, %v; want none", out, err)
 				}
 			})
@@ -1126,7 +1127,7 @@ func TestDB_Close(t *testing.T) {
 		"Message":          func() error { _, err := db.Message(ctx, f.msg.ID()); return err },
 		"Copy":             func() error { _, err := db.Copy(ctx, f.msg.ID(), court); return err },
 		"Inbox":            func() error { _, _, err := db.Inbox(ctx, court, "", 0); return err },
-		"Outbound":         func() error { _, err := db.Outbound(ctx, courtDomain, 0); return err },
+		"Outbound":         func() error { _, err := db.Outbound(ctx, courtDomain, "", 0); return err },
 		"SetOutbound":      func() error { return db.SetOutbound(ctx, o) },
 		"FinishRelay":      func() error { _, err := db.FinishRelay(ctx, courtDomain, f.msg.ID(), []broker.Step{s}); return err },
 		"Pushes":           func() error { _, err := db.Pushes(ctx, senderDomain, 0); return err },
@@ -1148,4 +1149,10 @@ func TestDB_Close(t *testing.T) {
 			}
 		})
 	}
+}
+
+// digestHex is the lowercase hex SHA-256 of b, as copies name their head.
+func digestHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
