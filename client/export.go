@@ -21,12 +21,14 @@ import (
 // answer makes does not pass verification; Export returns the report too.
 var ErrBundleUnverified = errors.New("the exported bundle does not verify")
 
-// Export builds the evidence bundle of message id: the node's part (the
-// signed envelope, the evidence the caller may see with inclusion proofs,
-// the checkpoint, the node's signed index, the CRL) and the signers'
-// certificates up to the client's trust anchors. since are older signed
-// checkpoints of the node's log that the caller keeps; the bundle then
-// proves the current log consistent with each.
+// Export builds the evidence bundle of message id (format
+// bundle.Version): the node's part (the signed envelope, the evidence the
+// caller may see with inclusion proofs, the node's checkpoint and signed
+// index, the checkpoint and vouched-for key of every other node's log
+// that holds some of the evidence, the CRL) and the signers' certificates
+// up to the client's trust anchors. since are older signed checkpoints of
+// the node's log that the caller keeps; the bundle then proves the
+// current log consistent with each.
 //
 // Export verifies the bundle as an offline verifier would
 // (audit.Bundle, with the client's trust anchors and no network) and
@@ -69,14 +71,21 @@ func (c *Client) Export(ctx context.Context, id string, since ...[]byte) (*bundl
 }
 
 // assemble turns the node's answer into a bundle, adding the certificates
-// of every signer and the trust anchors.
+// of every signer and the trust anchors. Each evidence goes with the log
+// the node names for it (empty: the node's own), each other log with its
+// checkpoint and key as the node passed them on; Export's verification
+// checks them all.
 func (c *Client) assemble(id string, resp *kurierv1.ExportMessageResponse) (*bundle.Bundle, error) {
 	evs := resp.GetEvidence()
 	proofs := resp.GetInclusionProofs()
 	if len(proofs) != len(evs) {
 		return nil, fmt.Errorf("the node sent %d evidence but %d inclusion proofs", len(evs), len(proofs))
 	}
+	if n := len(resp.GetLogs()); n > bundle.MaxLogs {
+		return nil, fmt.Errorf("the node sent %d other logs, a bundle holds at most %d", n, bundle.MaxLogs)
+	}
 	b := &bundle.Bundle{
+		Version:    bundle.Version,
 		MessageID:  id,
 		Envelope:   resp.GetEnvelope().GetEnvelope(),
 		Signature:  resp.GetEnvelope().GetSignature(),
@@ -92,6 +101,12 @@ func (c *Client) assemble(id string, resp *kurierv1.ExportMessageResponse) (*bun
 	}
 	addSigner(b.Signature)
 	addSigner(b.Index)
+	for _, l := range resp.GetLogs() {
+		b.Logs = append(b.Logs, bundle.Log{
+			Origin: l.GetOrigin(), Checkpoint: l.GetCheckpoint(), LogKey: l.GetLogKey(), LogKeySignature: l.GetLogKeySignature(),
+		})
+		addSigner(l.GetLogKeySignature())
+	}
 	for i, pb := range evs {
 		p := proofs[i]
 		if p.GetLeafIndex() != pb.GetLeafIndex() {
@@ -102,7 +117,7 @@ func (c *Client) assemble(id string, resp *kurierv1.ExportMessageResponse) (*bun
 			return nil, fmt.Errorf("evidence %d: %w", i+1, err)
 		}
 		b.Evidence = append(b.Evidence, bundle.Evidence{
-			Name: bundle.EvidenceName(i, ev.Statement.Type), DER: pb.GetDer(), LeafIndex: pb.GetLeafIndex(), Proof: p.GetHashes(),
+			Name: bundle.EvidenceName(i, ev.Statement.Type), DER: pb.GetDer(), Log: pb.GetLog(), LeafIndex: pb.GetLeafIndex(), Proof: p.GetHashes(),
 		})
 		signers = append(signers, ev.Signer)
 	}

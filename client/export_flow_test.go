@@ -6,12 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -45,6 +47,16 @@ func TestClient_Export(t *testing.T) {
 	want := []string{"01-SubmissionAcceptance.p7m", "02-Delivery.p7m", "03-Retrieval.p7m", "04-Acknowledgement.p7m"}
 	if !slices.Equal(types, want) {
 		t.Errorf("evidence = %v, want %v", types, want)
+	}
+	// On one node every evidence is in its own log: a bundle of the
+	// current format with no other logs.
+	if b.Version != bundle.Version || len(b.Logs) != 0 || r.Log == nil || len(r.OtherLogs) != 0 {
+		t.Errorf("bundle version %d with %d other logs; report logs %+v and %+v", b.Version, len(b.Logs), r.Log, r.OtherLogs)
+	}
+	for _, e := range b.Evidence {
+		if r.Log != nil && e.Log != r.Log.Origin {
+			t.Errorf("%s is in log %q, want the node's %s", e.Name, e.Log, r.Log.Origin)
+		}
 	}
 	oldSize, _ := tlog.PeekSize(older)
 	if len(b.Consistency) != 1 || b.Consistency[0].From != oldSize {
@@ -139,5 +151,47 @@ func TestClient_CheckpointsConsistent(t *testing.T) {
 	}
 	if consistent != len(since) {
 		t.Errorf("%d of %d older checkpoints proven consistent: %+v", consistent, len(since), r.Failed())
+	}
+}
+
+// TestClient_ExportAssemblesLogs: the node's other logs and each
+// evidence's log go into the bundle as the node sent them, for Export's
+// verification to judge: here a log key that no node vouched for.
+func TestClient_ExportAssemblesLogs(t *testing.T) {
+	ag := dial(t, agency)
+	id := send(t, ag, client.Document{Name: "a.txt", Data: []byte("Schriftsatz")})
+	resp, err := ag.ExportResponse(ctxT(t), id)
+	if err != nil {
+		t.Fatalf("ExportMessage: %v", err)
+	}
+	own := resp.GetEvidence()[0].GetLog()
+	if own != tlog.Origin("stadt.example") {
+		t.Fatalf("the node names log %q for its own evidence", own)
+	}
+	other := tlog.Origin("landgericht.example")
+	resp.Logs = []*kurierv1.LogState{{
+		Origin: other, Checkpoint: resp.GetCheckpoint(), TreeSize: 1,
+		LogKey: other + "+01234567+AQ==", LogKeySignature: resp.GetEnvelope().GetSignature(),
+	}}
+	resp.Evidence[1].Log = other
+	b, err := ag.Assemble(id, resp)
+	if err != nil {
+		t.Fatalf("Assemble: %v", err)
+	}
+	want := bundle.Log{Origin: other, Checkpoint: resp.GetCheckpoint(), LogKey: other + "+01234567+AQ==", LogKeySignature: resp.GetEnvelope().GetSignature()}
+	if diff := cmp.Diff([]bundle.Log{want}, b.Logs); diff != "" {
+		t.Errorf("other logs (-want +got):\n%s", diff)
+	}
+	if b.Evidence[0].Log != own || b.Evidence[1].Log != other {
+		t.Errorf("evidence logs %q, %q; want %q, %q", b.Evidence[0].Log, b.Evidence[1].Log, own, other)
+	}
+	r := audit.Bundle(id+".zip", b, audit.Options{Roots: agency.Roots})
+	if !hasCheck(r, audit.CheckLogKey, audit.Fail) || hasCheck(r, audit.CheckFormat, audit.Fail) {
+		t.Errorf("the bundle's checks: %+v", r.Failed())
+	}
+
+	resp.Logs = slices.Repeat(resp.Logs, bundle.MaxLogs+1)
+	if _, err := ag.Assemble(id, resp); err == nil {
+		t.Error("Assemble took more than MaxLogs other logs")
 	}
 }

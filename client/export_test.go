@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki/cms"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
@@ -97,4 +98,15 @@ func (c *Client) Reseal(s Sealed, subject string) (Sealed, error) {
 		return Sealed{}, err
 	}
 	return Sealed{&sealed{env: &env, envBytes: envBytes, sig: sig, payload: s.s.payload}}, nil
+}
+
+// ExportResponse returns the node's answer to the export of id, as Export
+// gets it.
+func (c *Client) ExportResponse(ctx context.Context, id string) (*kurierv1.ExportMessageResponse, error) {
+	return c.mailbox.ExportMessage(ctx, &kurierv1.ExportMessageRequest{MessageId: id})
+}
+
+// Assemble turns a node's export answer into a bundle, as Export does.
+func (c *Client) Assemble(id string, resp *kurierv1.ExportMessageResponse) (*bundle.Bundle, error) {
+	return c.assemble(id, resp)
 }

@@ -28,7 +28,10 @@ type exportJSON struct {
 	Evidence  int    `json:"evidence"`
 	Log       string `json:"log"`
 	TreeSize  uint64 `json:"tree_size"`
-	Checks    int    `json:"checks"`
+	// OtherLogs are the origins of the other nodes' logs that hold some
+	// of the evidence (a relayed message's).
+	OtherLogs []string `json:"other_logs,omitempty"`
+	Checks    int      `json:"checks"`
 }
 
 func (e *env) export(args []string) error {
@@ -80,11 +83,16 @@ func (e *env) export(args []string) error {
 	if r.Log != nil {
 		j.Log, j.TreeSize = r.Log.Origin, r.Log.TreeSize
 	}
+	others := ""
+	for _, l := range r.OtherLogs {
+		j.OtherLogs = append(j.OtherLogs, l.Origin)
+		others += fmt.Sprintf(", %s at %d", l.Origin, l.TreeSize)
+	}
 	if c.json {
 		return e.printJSON(j)
 	}
-	fmt.Fprintf(e.stdout, "wrote %s: message %s, %d evidence, log %s at tree size %d; all %d checks passed\n",
-		j.File, id, j.Evidence, j.Log, j.TreeSize, j.Checks)
+	fmt.Fprintf(e.stdout, "wrote %s: message %s, %d evidence, log %s at tree size %d%s; all %d checks passed\n",
+		j.File, id, j.Evidence, j.Log, j.TreeSize, others, j.Checks)
 	return nil
 }
 

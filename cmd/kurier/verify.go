@@ -36,7 +36,7 @@ func (e *env) verify(args []string) error {
 	report := c.String("report", "", "write an HTML verification report (Prüfprotokoll) here")
 	var since, logKeys fileList
 	c.Var(&since, "since", "an older checkpoint (or bundle) of the same log, to check the bundle's log extends it; repeatable")
-	c.Var(&logKeys, "log-key", "a file with a node's known log key (log.vkey); the bundle's log must use one of those given; repeatable")
+	c.Var(&logKeys, "log-key", "a file with a node's known log key (log.vkey); each of the bundle's logs whose origin a given key names must use one of those, and one that none names is indeterminate; repeatable")
 	files, err := c.parse(args)
 	if err != nil {
 		return err
@@ -117,6 +117,12 @@ func printChecks(w io.Writer, r *audit.Report) {
 	}
 	verdict := map[audit.Status]string{audit.Pass: "PASSED", audit.Indeterminate: "INDETERMINATE", audit.Fail: "FAILED"}[r.Worst()]
 	fmt.Fprintf(w, "%s: %s\n", printable(r.File), verdict)
+	if r.Log != nil {
+		printLog(w, *r.Log, " (the exporting node's)")
+	}
+	for _, l := range r.OtherLogs {
+		printLog(w, l, "")
+	}
 	mark := map[audit.Status]string{audit.Pass: "ok  ", audit.Indeterminate: "????", audit.Fail: "FAIL"}
 	for _, ch := range r.Checks {
 		subject := ""
@@ -125,6 +131,20 @@ func printChecks(w io.Writer, r *audit.Report) {
 		}
 		fmt.Fprintf(w, "  %s %s%s: %s\n", mark[ch.Status], ch.Name, printable(subject), printable(ch.Detail))
 	}
+}
+
+// printLog prints one log a report established: which checkpoint the
+// proofs lead to, and whose key signed it.
+func printLog(w io.Writer, l audit.LogState, whose string) {
+	root := l.Root
+	if len(root) > 16 {
+		root = root[:16] + "…"
+	}
+	fmt.Fprintf(w, "  log  %s%s: tree size %d, root %s, key %s", printable(l.Origin), whose, l.TreeSize, root, printable(l.Key))
+	if l.Node != "" {
+		fmt.Fprintf(w, ", vouched for by %s", printable(l.Node))
+	}
+	fmt.Fprintln(w)
 }
 
 // printable replaces control characters, which a forged file could use to

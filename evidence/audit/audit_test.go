@@ -152,7 +152,7 @@ func setUp(n *daemontest.Node) error {
 	if len(b.Evidence) != len(evidenceFiles) {
 		return fmt.Errorf("the export holds %d evidence files, want %d", len(b.Evidence), len(evidenceFiles))
 	}
-	return nil
+	return setUpTwoLogs(dir)
 }
 
 // fresh returns a copy of the fixture's bundle that a test may change at

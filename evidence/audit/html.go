@@ -26,9 +26,9 @@ var reportTemplate = template.Must(template.New("report.html.tmpl").Funcs(templa
 
 // WriteHTML writes reports as one self-contained HTML page, modelled on the
 // Prüfprotokoll of beA/EGVP: the overall result first, then the message,
-// who signed what and when, the log, and every check in green, yellow or
-// red. It holds no scripts and loads nothing, so it can be archived as it
-// is.
+// who signed what and when, the logs and where each evidence is in them,
+// and every check in green, yellow or red. It holds no scripts and loads
+// nothing, so it can be archived as it is.
 func WriteHTML(w io.Writer, reports []*Report) error {
 	data := struct {
 		Reports []*Report

@@ -61,6 +61,7 @@ const (
 	CheckIndexSignature    = "index signature"
 	CheckIndex             = "index"
 	CheckCheckpoint        = "checkpoint signature"
+	CheckLogKey            = "log key"
 	CheckInclusion         = "inclusion proof"
 	CheckConsistency       = "consistency"
 	CheckOlderCheckpoint   = "older checkpoint"
@@ -69,7 +70,7 @@ const (
 // Signature describes one signature in the report: who signed what, when.
 type Signature struct {
 	File   string    `json:"file"`
-	What   string    `json:"what"`   // an evidence type, "envelope" or "index"
+	What   string    `json:"what"`   // an evidence type, "envelope", "index" or "log key"
 	Signer string    `json:"signer"` // "node amtsgericht.example", "participant eingang@…"
 	Time   time.Time `json:"time"`   // the time the signed statement names
 	// Certificate identifies the signer's certificate.
@@ -89,8 +90,14 @@ type Report struct {
 	Subject    string   `json:"subject,omitempty"`
 	// Anchor names the trust anchor the chains were built to.
 	Anchor string `json:"trust_anchor,omitempty"`
-	// Log names the checkpoint the evidence was proven against.
-	Log        *LogState   `json:"log,omitempty"`
+	// Log names the exporting node's checkpoint, which the evidence in
+	// its log was proven against; OtherLogs the checkpoints of the other
+	// logs (version 2 bundles), once opened with their vouched-for keys.
+	Log       *LogState  `json:"log,omitempty"`
+	OtherLogs []LogState `json:"other_logs,omitempty"`
+	// Entries say which log each evidence is in, as the bundle places it
+	// (the inclusion proof check says whether that holds).
+	Entries    []LogEntry  `json:"log_entries,omitempty"`
 	Chains     []Chain     `json:"chains,omitempty"`
 	Signatures []Signature `json:"signatures"`
 	Checks     []Check     `json:"checks"`
@@ -105,6 +112,17 @@ type LogState struct {
 	// it: compare it with keys published or kept elsewhere, since a node
 	// that starts a new log under a new key is only caught that way.
 	Key string `json:"key"`
+	// Node is the node that vouched for the key: the signer of the index
+	// for the exporting node's log, of the key itself for another log.
+	Node string `json:"node,omitempty"`
+}
+
+// LogEntry is where a bundle places one evidence: leaf LeafIndex of the
+// log with origin Log.
+type LogEntry struct {
+	File      string `json:"file"`
+	Log       string `json:"log"`
+	LeafIndex uint64 `json:"leaf_index"`
 }
 
 // Chain is one recipient's evidence chain as verified.

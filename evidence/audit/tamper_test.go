@@ -282,7 +282,7 @@ func TestTamper_ForeignNodeIndex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Evidence[i].LeafIndex, b.Evidence[i].Proof = uint64(i), p
+		b.Evidence[i].Log, b.Evidence[i].LeafIndex, b.Evidence[i].Proof = origin, uint64(i), p
 	}
 	b.Consistency = nil
 	if b.Checkpoint, err = tlog.Sign(tlog.Checkpoint{Origin: origin, Size: tree.Size(), Root: tree.Hash()}, skey); err != nil {
@@ -303,6 +303,8 @@ func TestTamper_ForeignNodeIndex(t *testing.T) {
 	r := verify(t, b, roots())
 	wantCheck(t, r, audit.CheckIndexSignature, bundle.FileIndex, audit.Pass, "evil.example")
 	wantFail(t, r, audit.CheckIndex, bundle.FileIndex, "does not serve stadt.example")
+	// Nor does its log prove evidence it did not issue.
+	wantFail(t, r, audit.CheckInclusion, evidenceFiles[0], "issued by stadt.example, but placed in the log evil.example/kurier-log")
 }
 
 // TestTamper_CRLSwapped replaces the exported CRL by another genuine one of

@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -34,8 +33,11 @@ type Options struct {
 	// each.
 	Since []File
 	// LogKeys, if any, are the log keys (signed-note verifier keys) the
-	// verifier knows from elsewhere, such as a node's published log.vkey;
-	// the key the node's index names must be one of them.
+	// verifier knows from elsewhere, such as a node's published log.vkey.
+	// Each applies to the log its name (the key's origin) names: a log of
+	// the bundle must use one of the keys given for its origin, and one
+	// for whose origin none is given is only indeterminate, since the
+	// verifier asked for keys it could compare and has none for it.
 	LogKeys []string
 	// Now dates the report; default time.Now.
 	Now func() time.Time
@@ -108,6 +110,25 @@ type verifier struct {
 	// claims are a bundle's evidence as parsed, not yet verified, in
 	// bundle order.
 	claims []claim
+	// version is the bundle's format version.
+	version int
+	// ix is the bundle's index once its signature verified, and exporter
+	// the node that signed it.
+	ix       *bundle.Index
+	exporter pki.Peer
+	// logs are the logs the bundle's proofs lead to, by origin: the
+	// exporting node's and each other one of the bundle.
+	logs map[string]*logState
+}
+
+// logState is one log as far as it is established.
+type logState struct {
+	origin string
+	// keeper is the node that keeps the log, as far as established: the
+	// index's signer for the exporting node's log, the signer of its key
+	// for another.
+	keeper pki.Peer
+	cp     *tlog.Checkpoint // nil unless its checkpoint was opened with a vouched-for key
 }
 
 // claim is an evidence file as its bytes claim it to be.
@@ -148,17 +169,23 @@ func Evidence(name string, der []byte, o Options) *Report {
 // Bundle checks an evidence bundle: see the package documentation of
 // evidence/bundle for what it holds, and docs/PROTOCOL.md for the checks.
 func Bundle(name string, b *bundle.Bundle, o Options) *Report {
-	v := &verifier{r: newReport(name, o), o: o, certs: b.Certificates}
+	v := &verifier{r: newReport(name, o), o: o, certs: b.Certificates, logs: map[string]*logState{}}
 	r := v.r
 	if err := b.Check(); err != nil {
 		r.fail(CheckFormat, name, "%v", err)
 		return r
 	}
+	v.version = b.FormatVersion()
 	for _, e := range b.Evidence {
 		v.claims = append(v.claims, parseClaim(e.DER))
 	}
 	r.MessageID = b.MessageID
-	r.pass(CheckFormat, name, "a Kurier evidence bundle for message %s with %d evidence files", b.MessageID, len(b.Evidence))
+	if v.version == 1 {
+		r.pass(CheckFormat, name, "a Kurier evidence bundle for message %s with %d evidence files", b.MessageID, len(b.Evidence))
+	} else {
+		r.pass(CheckFormat, name, "a Kurier evidence bundle (format version %d) for message %s with %d evidence files in %s",
+			v.version, b.MessageID, len(b.Evidence), count(len(b.Logs)+1, "log"))
+	}
 	if !v.anchor(b.Certificates) {
 		return r
 	}
@@ -167,27 +194,18 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 	} else {
 		v.loadCRL(b.CRL, "from the bundle")
 	}
+	env := v.envelope(b)
 
-	// The envelope: what every evidence is about.
-	env, err := envelope.Parse(b.Envelope)
-	switch {
-	case err != nil:
-		r.fail(CheckEnvelope, bundle.FileEnvelope, "%v", err)
-	case env.ID != b.MessageID:
-		r.fail(CheckEnvelope, bundle.FileEnvelope, "the envelope is of message %s, the bundle of %s", env.ID, b.MessageID)
-		env = nil
-	default:
-		r.Sender, r.Recipients, r.Subject = env.From, env.To, env.Subject
-		r.pass(CheckEnvelope, bundle.FileEnvelope, "message %s from %s to %s, %d files, %d bytes sealed",
-			env.ID, env.From, strings.Join(env.To, ", "), len(env.Files), env.PayloadSize)
-		v.envelopeSignature(b, env)
+	// The node's index, which names the log keys and every evidence; then
+	// the logs it names.
+	v.ix = v.index(b, env)
+	var own *tlog.Checkpoint
+	if v.ix != nil {
+		own = v.checkpoint(b, v.ix)
+		v.logs[v.ix.Origin] = &logState{origin: v.ix.Origin, keeper: v.exporter, cp: own}
 	}
-
-	// The node's index, which names the log key and every evidence.
-	ix := v.index(b, env)
-	var cp *tlog.Checkpoint
-	if ix != nil {
-		cp = v.checkpoint(b, ix)
+	for _, l := range b.Logs {
+		v.otherLog(l)
 	}
 
 	// Every evidence, then each recipient's chain.
@@ -195,29 +213,47 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 	for i, e := range b.Evidence {
 		file := "evidence/" + e.Name
 		ev := v.evidence(file, e.DER, v.claims[i])
-		if ev == nil {
-			if c := v.claims[i].ev; c != nil {
-				links = append(links, c.Link()) // still show the chain as claimed
+		switch {
+		case ev != nil:
+			links = append(links, ev.Link())
+			if env != nil {
+				v.statement(file, ev.Statement, b.Envelope, env)
 			}
-			v.inclusion(file, e, cp)
-			continue
+		case v.claims[i].ev != nil:
+			links = append(links, v.claims[i].ev.Link()) // still show the chain as claimed
 		}
-		links = append(links, ev.Link())
-		if env != nil {
-			v.statement(file, ev.Statement, b.Envelope, env)
-		}
-		v.inclusion(file, e, cp)
+		v.inclusion(file, e, v.claims[i].ev)
 	}
 	v.chains(links)
 
-	if ix != nil && cp != nil {
+	if own != nil {
 		for _, f := range o.Since {
-			v.consistency(f, b, ix, *cp)
+			v.consistency(f, b, v.ix, *own)
 		}
 	} else if len(o.Since) > 0 {
 		r.fail(CheckConsistency, "", "no verified checkpoint in the bundle to compare the older checkpoints with")
 	}
 	return r
+}
+
+// envelope checks the envelope and its signature, and returns it if it
+// is valid and of the bundle's message.
+func (v *verifier) envelope(b *bundle.Bundle) *envelope.Envelope {
+	r := v.r
+	env, err := envelope.Parse(b.Envelope)
+	switch {
+	case err != nil:
+		r.fail(CheckEnvelope, bundle.FileEnvelope, "%v", err)
+		return nil
+	case env.ID != b.MessageID:
+		r.fail(CheckEnvelope, bundle.FileEnvelope, "the envelope is of message %s, the bundle of %s", env.ID, b.MessageID)
+		return nil
+	}
+	r.Sender, r.Recipients, r.Subject = env.From, env.To, env.Subject
+	r.pass(CheckEnvelope, bundle.FileEnvelope, "message %s from %s to %s, %d files, %d bytes sealed",
+		env.ID, env.From, strings.Join(env.To, ", "), len(env.Files), env.PayloadSize)
+	v.envelopeSignature(b, env)
+	return env
 }
 
 // anchor settles the trust anchors: the caller's, or else the bundle's
@@ -478,169 +514,6 @@ func (v *verifier) chains(links []evidence.Link) {
 	}
 }
 
-// index checks the node's signed index of the export.
-func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index {
-	const file = bundle.FileIndex
-	claimed, err := cms.ParseSigned(b.Index)
-	if err != nil {
-		v.r.fail(CheckIndexSignature, file, "%v", err)
-		return nil
-	}
-	ix, err := bundle.ParseIndex(claimed.Content)
-	if err != nil {
-		if _, serr := cms.CheckSignature(b.Index); serr != nil {
-			v.r.fail(CheckIndexSignature, file, "%v", serr) // altered after signing
-			return nil
-		}
-		v.r.fail(CheckIndex, file, "%v", err)
-		return nil
-	}
-	vs, err := cms.Verify(b.Index, cms.Policy{Trust: v.chainsWith(), At: ix.Time})
-	if err != nil {
-		v.r.fail(CheckIndexSignature, file, "%v", err)
-		return nil
-	}
-	peer, err := pki.PeerOf(vs.Signer)
-	if err != nil || !peer.Serves(ix.Domain()) {
-		v.r.fail(CheckIndexSignature, file, "signed by %s, but only the node of %s may sign the index of its log", describe(vs.Signer), ix.Domain())
-		return nil
-	}
-	v.r.pass(CheckIndexSignature, file, "signed by %s at %s; certificate serial %x", peer, stamp(ix.Time), vs.Signer.SerialNumber)
-	v.r.Signatures = append(v.r.Signatures, signature(file, "index", vs.Signer, ix.Time))
-	v.revocation(file, vs.Chain, ix.Time)
-
-	var got []string
-	for _, e := range b.Evidence {
-		got = append(got, evidence.Digest(e.DER))
-	}
-	switch {
-	case ix.MessageID != b.MessageID:
-		v.r.fail(CheckIndex, file, "the index is of message %s, the bundle of %s", ix.MessageID, b.MessageID)
-	case env != nil && ix.RequestedBy != env.From && !slices.Contains(env.To, ix.RequestedBy):
-		v.r.fail(CheckIndex, file, "exported for %s, who is neither sender nor recipient", ix.RequestedBy)
-	case !slices.Equal(got, ix.Evidence):
-		v.r.fail(CheckIndex, file, "%s", indexMismatch(ix.Evidence, got, b.Evidence))
-	case ix.CRLSHA256 != evidence.Digest(b.CRL):
-		v.r.fail(CheckIndex, file, "the bundle's crl.der is not the CRL the node exported (SHA-256 %s)", short(ix.CRLSHA256))
-	default:
-		if why := v.issuedElsewhere(b, peer, ix); why != "" {
-			v.r.fail(CheckIndex, file, "%s", why)
-			break
-		}
-		v.r.pass(CheckIndex, file, "the node lists exactly the %d evidence files of the bundle, in this order, and its CRL, for %s at tree size %d", len(got), ix.RequestedBy, ix.TreeSize)
-	}
-	return ix
-}
-
-// issuedElsewhere says why the index's signer cannot speak for the
-// bundle's evidence: only the node that issued the node evidence keeps its
-// log and may vouch that the list is complete; and it cannot have listed
-// evidence dated after the index. It returns "" if nothing is amiss.
-func (v *verifier) issuedElsewhere(b *bundle.Bundle, signer pki.Peer, ix *bundle.Index) string {
-	for i, e := range b.Evidence {
-		p := v.claims[i].ev
-		if p == nil {
-			continue // reported with the evidence
-		}
-		st := p.Statement
-		if !st.Type.ByRecipient() && !signer.Serves(st.Issuer) {
-			return fmt.Sprintf("the index is signed by %s, which does not serve %s, the issuer of evidence/%s: only the issuing node's log proves it", signer, st.Issuer, e.Name)
-		}
-		if st.Time.After(ix.Time) {
-			return fmt.Sprintf("the index is dated %s, before evidence/%s (%s) it lists", stamp(ix.Time), e.Name, stamp(st.Time))
-		}
-	}
-	return ""
-}
-
-// indexMismatch says how the bundle's evidence differs from the index.
-func indexMismatch(want, got []string, evs []bundle.Evidence) string {
-	for i, d := range got {
-		if !slices.Contains(want, d) {
-			return fmt.Sprintf("evidence/%s is not among the %d evidence files the node listed", evs[i].Name, len(want))
-		}
-	}
-	for i, d := range want {
-		if !slices.Contains(got, d) {
-			return fmt.Sprintf("the node listed %d evidence files; the bundle lacks number %d (SHA-256 %s)", len(want), i+1, short(d))
-		}
-	}
-	return fmt.Sprintf("the evidence files are not in the order the node listed them (%d files)", len(want))
-}
-
-// checkpoint opens the bundle's checkpoint with the log key the index
-// names.
-func (v *verifier) checkpoint(b *bundle.Bundle, ix *bundle.Index) *tlog.Checkpoint {
-	const file = bundle.FileCheckpoint
-	if len(v.o.LogKeys) > 0 && !slices.Contains(v.o.LogKeys, ix.LogKey) {
-		v.r.fail(CheckCheckpoint, file, "the node's index names the log key %s, which is not among the %d keys given: the node may have started another log", ix.LogKey, len(v.o.LogKeys))
-		return nil
-	}
-	c, err := tlog.Open(b.Checkpoint, ix.LogKey)
-	if err != nil {
-		v.r.fail(CheckCheckpoint, file, "%v (the key is the one the node's index names)", err)
-		return nil
-	}
-	v.r.Log = &LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root), Key: ix.LogKey}
-	if c.Origin != ix.Origin || c.Size != ix.TreeSize {
-		v.r.fail(CheckCheckpoint, file, "checkpoint of %s at tree size %d, but the node's index names %s at %d", c.Origin, c.Size, ix.Origin, ix.TreeSize)
-		return nil
-	}
-	how := "which the node's index names"
-	if len(v.o.LogKeys) > 0 {
-		how = "which the node's index names and which was given as known"
-	}
-	v.r.pass(CheckCheckpoint, file, "signed by the log key %s, %s; tree size %d, root %s", ix.LogKey, how, c.Size, short(hex.EncodeToString(c.Root)))
-	return &c
-}
-
-// inclusion checks one evidence's inclusion proof.
-func (v *verifier) inclusion(file string, e bundle.Evidence, cp *tlog.Checkpoint) {
-	if cp == nil {
-		v.r.fail(CheckInclusion, file, "no verified checkpoint to prove leaf %d against", e.LeafIndex)
-		return
-	}
-	if err := tlog.VerifyInclusion(e.DER, e.LeafIndex, e.Proof, *cp); err != nil {
-		v.r.fail(CheckInclusion, file, "leaf %d: %v", e.LeafIndex, err)
-		return
-	}
-	v.r.pass(CheckInclusion, file, "leaf %d of the %d in the log of %s", e.LeafIndex, cp.Size, cp.Origin)
-}
-
-// consistency checks an older checkpoint against the bundle's.
-func (v *verifier) consistency(f File, b *bundle.Bundle, ix *bundle.Index, cp tlog.Checkpoint) {
-	older, err := tlog.Open(f.Data, ix.LogKey)
-	if err != nil {
-		v.r.fail(CheckOlderCheckpoint, f.Name, "%v (not a checkpoint of the bundle's log %s?)", err, ix.Origin)
-		return
-	}
-	v.r.pass(CheckOlderCheckpoint, f.Name, "signed by the log key of %s; tree size %d, root %s", older.Origin, older.Size, short(hex.EncodeToString(older.Root)))
-	if older.Size > cp.Size {
-		// A bundle exported earlier than the checkpoint was kept: nothing
-		// here proves either way, since checkpoints carry no time.
-		v.r.add(CheckConsistency, f.Name, Indeterminate, "the given checkpoint (size %d) is newer than the bundle's (size %d): the bundle cannot prove that its tree is a prefix of it; export the bundle again to compare, or give an older checkpoint", older.Size, cp.Size)
-		return
-	}
-	var proof [][]byte
-	// Equal sizes and the empty tree need no proof (equal roots do).
-	found := older.Size == cp.Size || older.Size == 0
-	for _, c := range b.Consistency {
-		if !found && c.From == older.Size {
-			proof, found = c.Proof, true
-			break
-		}
-	}
-	if !found {
-		v.r.fail(CheckConsistency, f.Name, "the bundle holds no consistency proof from tree size %d: export it again with --since %s", older.Size, f.Name)
-		return
-	}
-	if err := tlog.VerifyConsistency(older, cp, proof); err != nil {
-		v.r.fail(CheckConsistency, f.Name, "the log forked: the bundle's checkpoint (size %d) does not extend the older one (size %d): %v", cp.Size, older.Size, err)
-		return
-	}
-	v.r.pass(CheckConsistency, f.Name, "the bundle's checkpoint (size %d) extends the older one (size %d): nothing logged was changed or removed", cp.Size, older.Size)
-}
-
 func (r *Report) hasCheck(name string, s Status) bool {
 	for _, c := range r.Checks {
 		if c.Name == name && c.Status == s {
@@ -666,6 +539,14 @@ func describe(c *x509.Certificate) string {
 		return p.String()
 	}
 	return fmt.Sprintf("%q", c.Subject.String())
+}
+
+// count returns "1 log", "2 logs".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/broker/daemon/daemontest"
 	"kurier.dev/kurier/client"
@@ -93,7 +94,7 @@ func setUp(n *daemontest.Node) error {
 }
 
 // fresh returns a copy of the fixture's bundle.
-func fresh(t *testing.T) *bundle.Bundle {
+func fresh(t testing.TB) *bundle.Bundle {
 	t.Helper()
 	b, err := bundle.Read(bytes.NewReader(fx.zip), int64(len(fx.zip)))
 	if err != nil {
@@ -102,7 +103,7 @@ func fresh(t *testing.T) *bundle.Bundle {
 	return b
 }
 
-func write(t *testing.T, b *bundle.Bundle) []byte {
+func write(t testing.TB, b *bundle.Bundle) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := b.Write(&buf, written); err != nil {
@@ -417,8 +418,21 @@ func TestRead_Refuses(t *testing.T) {
 			return good.manifest(t, func(m map[string]any) { m["format"] = "zip" }).zip(t)
 		}, `names format "zip"`},
 		{"manifest version", func(t *testing.T) []byte {
-			return good.manifest(t, func(m map[string]any) { m["version"] = 2 }).zip(t)
-		}, "version 2"},
+			return good.manifest(t, func(m map[string]any) { m["version"] = 3 }).zip(t)
+		}, "version 3"},
+		{"manifest version 1 naming logs", func(t *testing.T) []byte {
+			return good.manifest(t, func(m map[string]any) { m["version"] = 1 }).zip(t)
+		}, "names a log, which version 1 does not"},
+		{"manifest evidence without its log", func(t *testing.T) []byte {
+			return good.manifest(t, func(m map[string]any) {
+				delete(manifestEvidence(m)[1].(map[string]any), "log")
+			}).zip(t)
+		}, "manifest.json is not in the form Kurier writes"},
+		{"manifest evidence in a log that is not an origin", func(t *testing.T) []byte {
+			return good.manifest(t, func(m map[string]any) {
+				manifestEvidence(m)[1].(map[string]any)["log"] = "amtsgericht.example"
+			}).zip(t)
+		}, "log of evidence 02-Delivery.p7m"},
 		{"short proof hash", func(t *testing.T) []byte {
 			return good.manifest(t, func(m map[string]any) {
 				manifestEvidence(m)[1].(map[string]any)["inclusion_proof"] = []any{"AAAA"}
@@ -517,6 +531,7 @@ func hash(s string) []byte {
 
 func digest(s string) string { return hex.EncodeToString(hash(s)) }
 
+// validIndex returns an index of the current version without other logs.
 func validIndex() *bundle.Index {
 	return &bundle.Index{
 		Version:     bundle.IndexVersion,
@@ -531,8 +546,27 @@ func validIndex() *bundle.Index {
 	}
 }
 
-func TestIndex_MarshalParse(t *testing.T) {
+// validIndexV1 returns an index of version 1, as nodes wrote them before
+// version 2.
+func validIndexV1() *bundle.Index {
 	ix := validIndex()
+	ix.Version = 1
+	return ix
+}
+
+// validIndexV2 returns an index of version 2 naming two other logs.
+func validIndexV2() *bundle.Index {
+	ix := validIndex()
+	ix.Version = 2
+	ix.Logs = []bundle.IndexLog{
+		{Origin: tlog.Origin("amtsgericht.example"), LogKey: "amtsgericht.example/kurier-log+87654321+AQ==", TreeSize: 7},
+		{Origin: tlog.Origin("landgericht.example"), LogKey: "landgericht.example/kurier-log+0badcafe+Ag==", TreeSize: 1},
+	}
+	return ix
+}
+
+func TestIndex_MarshalParse(t *testing.T) {
+	ix := validIndexV1()
 	b, err := ix.Marshal()
 	if err != nil {
 		t.Fatalf("Marshal: %v", err)
@@ -555,7 +589,7 @@ func TestIndex_MarshalParse(t *testing.T) {
 	}
 
 	t.Run("in another time zone", func(t *testing.T) {
-		ix := validIndex()
+		ix := validIndexV1()
 		ix.Time = ix.Time.In(time.FixedZone("MEZ", 3600))
 		b2, err := ix.Marshal()
 		if err != nil {
@@ -593,6 +627,87 @@ func TestIndex_MarshalParse(t *testing.T) {
 			t.Errorf("Marshal of MaxEvidence+1 = %v, want ErrFormat", err)
 		}
 	})
+
+}
+
+// TestIndex_MaxLogs: the largest index there can be, MaxEvidence evidence
+// and MaxLogs other logs of the longest domains with keys as long as a
+// bundle allows, reads back and fits into a bundle.
+func TestIndex_MaxLogs(t *testing.T) {
+	ix := validIndex()
+	ix.Evidence = nil
+	for i := range bundle.MaxEvidence {
+		ix.Evidence = append(ix.Evidence, digest(fmt.Sprint(i)))
+	}
+	for i := range bundle.MaxLogs {
+		origin := tlog.Origin(longestDomain(i))
+		key := origin + "+" + strings.Repeat("k", 1024-len(origin)-1)
+		ix.Logs = append(ix.Logs, bundle.IndexLog{Origin: origin, LogKey: key, TreeSize: 1<<64 - 1})
+	}
+	b, err := ix.Marshal()
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	if _, err := bundle.ParseIndex(b); err != nil {
+		t.Fatalf("ParseIndex of %d bytes: %v", len(b), err)
+	}
+	bd := fresh(t)
+	if bd.Index, err = cms.Sign(b, pkitest.Signer(fx.node)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read(write(t, bd)); err != nil {
+		t.Fatalf("a bundle with an index of %d bytes does not read back: %v", len(b), err)
+	}
+	ix.Logs = append(ix.Logs, bundle.IndexLog{Origin: tlog.Origin("one.too-many.example"), LogKey: "k", TreeSize: 1})
+	if _, err := ix.Marshal(); !errors.Is(err, bundle.ErrFormat) {
+		t.Errorf("Marshal of MaxLogs+1 = %v, want ErrFormat", err)
+	}
+}
+
+// longestDomain returns the i-th of distinct domains of the greatest
+// length an address allows.
+func longestDomain(i int) string {
+	first := fmt.Sprintf("n%03d", i) + strings.Repeat("a", 63-4)
+	d := first + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "."
+	return d + strings.Repeat("d", address.MaxDomainLen-len(d))
+}
+
+func TestIndex_MarshalParseV2(t *testing.T) {
+	ix := validIndexV2()
+	b, err := ix.Marshal()
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	want := `{"version":2,"message_id":"0195f2a4-7c3e-7b1a-9d2e-5f6a7b8c9d0e","requested_by":"poststelle@stadt.example",` +
+		`"time":"2025-03-01T12:00:00.123456Z","origin":"stadt.example/kurier-log","log_key":"stadt.example/kurier-log+12345678+AQ==",` +
+		`"tree_size":42,"logs":[{"origin":"amtsgericht.example/kurier-log","log_key":"amtsgericht.example/kurier-log+87654321+AQ==","tree_size":7},` +
+		`{"origin":"landgericht.example/kurier-log","log_key":"landgericht.example/kurier-log+0badcafe+Ag==","tree_size":1}],` +
+		`"evidence_sha256":["` + digest("a") + `","` + digest("b") + `"],"crl_sha256":"` + digest("crl") + `"}`
+	if string(b) != want {
+		t.Errorf("Marshal =\n%s\nwant\n%s", b, want)
+	}
+	got, err := bundle.ParseIndex(b)
+	if err != nil {
+		t.Fatalf("ParseIndex: %v", err)
+	}
+	if diff := cmp.Diff(ix, got); diff != "" {
+		t.Errorf("parsed (-marshalled +parsed):\n%s", diff)
+	}
+	if l, ok := got.Log(tlog.Origin("landgericht.example")); !ok || l.TreeSize != 1 {
+		t.Errorf("Log(landgericht) = %+v, %v", l, ok)
+	}
+	if _, ok := got.Log(got.Origin); ok {
+		t.Error("Log finds the node's own log among the others")
+	}
+
+	// Without other logs the list is there, empty.
+	ix.Logs = nil
+	if b, err = ix.Marshal(); err != nil || !bytes.Contains(b, []byte(`"tree_size":42,"logs":[],"evidence_sha256"`)) {
+		t.Errorf("Marshal without other logs = %s, %v", b, err)
+	}
+	if got, err := bundle.ParseIndex(b); err != nil || got.Logs != nil {
+		t.Errorf("ParseIndex without other logs = %+v, %v", got, err)
+	}
 }
 
 func TestIndex_Real(t *testing.T) {
@@ -651,18 +766,21 @@ func TestParseIndex_Refuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, data := range map[string][]byte{
-		"indented":          indented.Bytes(),
-		"keys sorted":       sorted,
-		"trailing newline":  append(bytes.Clone(canon), '\n'),
-		"escaped character": bytes.Replace(canon, []byte(`"poststelle@`), []byte(`"\u0070oststelle@`), 1),
-		"upper-case key":    bytes.Replace(canon, []byte(`"origin"`), []byte(`"Origin"`), 1),
-		"time not UTC":      bytes.Replace(canon, []byte(`12:00:00.123456Z`), []byte(`13:00:00.123456+01:00`), 1),
-		"time in seconds":   bytes.Replace(canon, []byte(`12:00:00.123456Z`), []byte(`12:00:00Z`), 1),
-		"tree size as text": bytes.Replace(canon, []byte(`"tree_size":42`), []byte(`"tree_size":"42"`), 1),
-		"unknown field":     bytes.Replace(canon, []byte(`{"version":1,`), []byte(`{"version":1,"note":"",`), 1),
-		"second value":      append(bytes.Clone(canon), "{}"...),
-		"too large":         append(bytes.Clone(canon), bytes.Repeat([]byte(" "), 1<<20)...),
-		"not JSON":          []byte("index"),
+		"indented":           indented.Bytes(),
+		"keys sorted":        sorted,
+		"trailing newline":   append(bytes.Clone(canon), '\n'),
+		"escaped character":  bytes.Replace(canon, []byte(`"poststelle@`), []byte(`"\u0070oststelle@`), 1),
+		"upper-case key":     bytes.Replace(canon, []byte(`"origin"`), []byte(`"Origin"`), 1),
+		"time not UTC":       bytes.Replace(canon, []byte(`12:00:00.123456Z`), []byte(`13:00:00.123456+01:00`), 1),
+		"time in seconds":    bytes.Replace(canon, []byte(`12:00:00.123456Z`), []byte(`12:00:00Z`), 1),
+		"tree size as text":  bytes.Replace(canon, []byte(`"tree_size":42`), []byte(`"tree_size":"42"`), 1),
+		"unknown field":      bytes.Replace(canon, []byte(`"message_id"`), []byte(`"note":"","message_id"`), 1),
+		"second value":       append(bytes.Clone(canon), "{}"...),
+		"too large":          append(bytes.Clone(canon), bytes.Repeat([]byte(" "), 1<<20)...),
+		"not JSON":           []byte("index"),
+		"without logs key":   bytes.Replace(canon, []byte(`"logs":[],`), nil, 1),
+		"version 1 logs key": bytes.Replace(canon, []byte(`"version":2,`), []byte(`"version":1,`), 1),
+		"logs null":          bytes.Replace(canon, []byte(`"logs":[]`), []byte(`"logs":null`), 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if bytes.Equal(data, canon) {
@@ -675,7 +793,15 @@ func TestParseIndex_Refuses(t *testing.T) {
 	}
 
 	for name, change := range map[string]func(ix *bundle.Index){
-		"version":               func(ix *bundle.Index) { ix.Version = 2 },
+		"version":               func(ix *bundle.Index) { ix.Version = 3 },
+		"version 1 with logs":   func(ix *bundle.Index) { ix.Version = 1; ix.Logs = validIndexV2().Logs },
+		"log origin":            func(ix *bundle.Index) { ix.Logs[0].Origin = "amtsgericht.example" },
+		"log twice":             func(ix *bundle.Index) { ix.Logs[1] = ix.Logs[0] },
+		"own log among others":  func(ix *bundle.Index) { ix.Logs[1].Origin = ix.Origin },
+		"no key of a log":       func(ix *bundle.Index) { ix.Logs[0].LogKey = "" },
+		"log key with a space":  func(ix *bundle.Index) { ix.Logs[0].LogKey += " x" },
+		"log key too long":      func(ix *bundle.Index) { ix.Logs[0].LogKey = strings.Repeat("k", 1025) },
+		"empty other log":       func(ix *bundle.Index) { ix.Logs[0].TreeSize = 0 },
 		"no message id":         func(ix *bundle.Index) { ix.MessageID = "" },
 		"no time":               func(ix *bundle.Index) { ix.Time = time.Time{} },
 		"no log key":            func(ix *bundle.Index) { ix.LogKey = "" },
@@ -691,13 +817,13 @@ func TestParseIndex_Refuses(t *testing.T) {
 		"no CRL digest":         func(ix *bundle.Index) { ix.CRLSHA256 = "" },
 	} {
 		t.Run(name, func(t *testing.T) {
-			ix := validIndex()
+			ix := validIndexV2()
 			change(ix)
 			if _, err := ix.Marshal(); !errors.Is(err, bundle.ErrFormat) {
 				t.Errorf("Marshal = %v, want an error wrapping ErrFormat", err)
 			}
 			// Nor does such an index parse, even written by hand.
-			w := validIndex()
+			w := validIndexV2()
 			good, _ := w.Marshal()
 			bad := indexJSON(ix)
 			if bytes.Equal(good, bad) {
@@ -710,7 +836,8 @@ func TestParseIndex_Refuses(t *testing.T) {
 	}
 }
 
-// indexJSON writes ix in the index's JSON form without validating it.
+// indexJSON writes ix in the index's JSON form without validating it:
+// with the list of other logs unless it is of version 1 and has none.
 func indexJSON(ix *bundle.Index) []byte {
 	t := ""
 	if !ix.Time.IsZero() {
@@ -720,7 +847,7 @@ func indexJSON(ix *bundle.Index) []byte {
 	if ev == nil {
 		ev = []string{}
 	}
-	b, _ := json.Marshal(struct {
+	type v1 struct {
 		Version     int      `json:"version"`
 		MessageID   string   `json:"message_id"`
 		RequestedBy string   `json:"requested_by"`
@@ -729,7 +856,29 @@ func indexJSON(ix *bundle.Index) []byte {
 		LogKey      string   `json:"log_key"`
 		TreeSize    uint64   `json:"tree_size"`
 		Evidence    []string `json:"evidence_sha256"`
-	}{ix.Version, ix.MessageID, ix.RequestedBy, t, ix.Origin, ix.LogKey, ix.TreeSize, ev})
+		CRLSHA256   string   `json:"crl_sha256"`
+	}
+	w1 := v1{ix.Version, ix.MessageID, ix.RequestedBy, t, ix.Origin, ix.LogKey, ix.TreeSize, ev, ix.CRLSHA256}
+	if ix.Version == 1 && ix.Logs == nil {
+		b, _ := json.Marshal(w1)
+		return b
+	}
+	logs := ix.Logs
+	if logs == nil {
+		logs = []bundle.IndexLog{}
+	}
+	b, _ := json.Marshal(struct {
+		Version     int               `json:"version"`
+		MessageID   string            `json:"message_id"`
+		RequestedBy string            `json:"requested_by"`
+		Time        string            `json:"time"`
+		Origin      string            `json:"origin"`
+		LogKey      string            `json:"log_key"`
+		TreeSize    uint64            `json:"tree_size"`
+		Logs        []bundle.IndexLog `json:"logs"`
+		Evidence    []string          `json:"evidence_sha256"`
+		CRLSHA256   string            `json:"crl_sha256"`
+	}{w1.Version, w1.MessageID, w1.RequestedBy, w1.Time, w1.Origin, w1.LogKey, w1.TreeSize, logs, ev, w1.CRLSHA256})
 	return b
 }
 
