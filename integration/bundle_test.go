@@ -182,7 +182,8 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// rewriteZip copies the zip from to to, passing entry name through change.
+// rewriteZip copies the zip from to to, passing entry name through change;
+// an entry that change turns into nil is left out.
 func rewriteZip(t *testing.T, from, to, name string, change func([]byte) []byte) {
 	t.Helper()
 	zr, err := zip.OpenReader(from)
@@ -195,7 +196,9 @@ func rewriteZip(t *testing.T, from, to, name string, change func([]byte) []byte)
 	for _, f := range zr.File {
 		data := readEntry(t, f)
 		if f.Name == name {
-			data = change(data)
+			if data = change(data); data == nil {
+				continue
+			}
 		}
 		w, err := zw.Create(f.Name)
 		if err != nil {

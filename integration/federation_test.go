@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"os"
@@ -276,4 +277,101 @@ func signedEnvelope(t *testing.T, id *pki.Identity, from, to string) ([]byte, []
 		t.Fatal(err)
 	}
 	return b, sig
+}
+
+// TestFederation_BundleVerifies exports the bundle of a message relayed to
+// a court, at the sender's node and at the court's, and verifies each
+// offline with nothing but the CA certificate, every node stopped: each
+// evidence is proven in the log of the node that holds it. Then each
+// tamper case fails, naming the check.
+func TestFederation_BundleVerifies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := newFederation(ctx, t)
+	f.start(stadt)
+	f.start(amtsg)
+	var sent struct{ ID string }
+	if err := f.as(ctx, poststelle, &sent, "send", "--to", amtsgEin, "--subject", "Klage", writeDoc(t, "klage.pdf", 5000)); err != nil {
+		t.Fatal(err)
+	}
+	id := sent.ID
+	f.waitEvidence(ctx, poststelle, id, time.Minute, map[string][]string{amtsgEin: fullChain[:3]})
+	if err := f.as(ctx, amtsgEin, nil, "fetch", id, "-o", t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.as(ctx, amtsgEin, nil, "ack", id); err != nil {
+		t.Fatal(err)
+	}
+	f.waitEvidence(ctx, poststelle, id, time.Minute, map[string][]string{amtsgEin: fullChain})
+
+	fresh := t.TempDir()
+	for who, file := range map[string]string{poststelle: "sender.zip", amtsgEin: "court.zip"} {
+		if err := f.as(ctx, who, nil, "export", id, "-o", filepath.Join(fresh, file)); err != nil {
+			t.Fatalf("export at the node of %s: %v", who, err)
+		}
+	}
+	for _, n := range f.nodes {
+		n.stop()
+	}
+	copyFile(t, f.ca, filepath.Join(fresh, "ca.pem"))
+
+	for file, other := range map[string]string{"sender.zip": amtsg, "court.zip": stadt} {
+		stdout, stderr, code := offline(ctx, t, fresh, "verify", file, "--ca", "ca.pem")
+		if code != 0 {
+			t.Fatalf("verify %s exited %d: %s\n%s", file, code, stderr, stdout)
+		}
+		if !strings.Contains(stdout, "ok   log key logs/"+other) || !strings.Contains(stdout, "ok   inclusion proof") {
+			t.Errorf("verify %s does not show the log of %s checked:\n%s", file, other, stdout)
+		}
+	}
+
+	foreign := "logs/" + amtsg + "/"
+	cityKey, err := os.ReadFile(filepath.Join(f.dir, stadt, "node", "log.vkey"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		entry  string
+		change func([]byte) []byte
+		want   string
+	}{
+		"the court's RelayAcceptance altered": {"evidence/02-RelayAcceptance.p7m", func(b []byte) []byte {
+			i := bytes.Index(b, []byte(`"recipient":"`))
+			b[i+14] ^= 0x01
+			return b
+		}, "FAIL evidence signature evidence/02-RelayAcceptance.p7m"},
+		"the court's log key replaced by the city's": {foreign + "log.vkey", func([]byte) []byte {
+			return bytes.TrimSpace(cityKey)
+		}, "FAIL log key"},
+		"the court's checkpoint replaced by the city's": {foreign + "checkpoint", func([]byte) []byte {
+			return readZipEntry(t, filepath.Join(fresh, "sender.zip"), "checkpoint")
+		}, "FAIL checkpoint signature"},
+		"the court's log dropped": {foreign + "checkpoint", func([]byte) []byte { return nil }, "FAIL bundle format"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			tampered := filepath.Join(t.TempDir(), "tampered.zip")
+			rewriteZip(t, filepath.Join(fresh, "sender.zip"), tampered, tc.entry, tc.change)
+			stdout, _, code := offline(ctx, t, fresh, "verify", tampered, "--ca", "ca.pem")
+			if code != 1 || !strings.Contains(stdout, tc.want) {
+				t.Errorf("verify exited %d, want 1 with %q:\n%s", code, tc.want, stdout)
+			}
+		})
+	}
+}
+
+// readZipEntry returns one entry of a zip file.
+func readZipEntry(t *testing.T, path, name string) []byte {
+	t.Helper()
+	zr, err := zip.OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	for _, f := range zr.File {
+		if f.Name == name {
+			return readEntry(t, f)
+		}
+	}
+	t.Fatalf("%s has no %s", path, name)
+	return nil
 }

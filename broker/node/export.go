@@ -84,20 +84,8 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 	for i, ev := range evs {
 		digests[i] = evidence.Digest(ev.DER)
 	}
-	for _, from := range since {
-		if from > cp.Size {
-			return nil, fmt.Errorf("%w: an older checkpoint of %d leaves cannot precede this log's %d", broker.ErrInvalid, from, cp.Size)
-		}
-		if from == 0 {
-			// The empty tree precedes every tree; the proof is empty.
-			x.Consistency = append(x.Consistency, bundle.Consistency{From: 0, Proof: [][]byte{}})
-			continue
-		}
-		p, _, err := n.ConsistencyProof(ctx, from, cp.Size)
-		if err != nil {
-			return nil, fmt.Errorf("export %s: %w", id, err)
-		}
-		x.Consistency = append(x.Consistency, bundle.Consistency{From: from, Proof: p})
+	if x.Consistency, err = n.consistency(ctx, since, cp.Size); err != nil {
+		return nil, fmt.Errorf("export %s: %w", id, err)
 	}
 	if x.CRL, err = n.CRL(); err != nil {
 		return nil, fmt.Errorf("export %s: %w", id, err)
@@ -107,6 +95,9 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		Time: n.now(), Origin: cp.Origin, LogKey: n.logVKey, TreeSize: cp.Size, Evidence: digests,
 		CRLSHA256: evidence.Digest(x.CRL),
 	}
+	for _, l := range x.Logs {
+		ix.Logs = append(ix.Logs, bundle.IndexLog{Origin: l.Origin, LogKey: l.LogKey, TreeSize: l.TreeSize})
+	}
 	b, err := ix.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", id, err)
@@ -115,6 +106,28 @@ func (n *Node) Export(ctx context.Context, caller pki.Peer, id string, since []u
 		return nil, fmt.Errorf("export %s: sign index: %w", id, err)
 	}
 	return x, nil
+}
+
+// consistency proves the own log's tree of size leaves consistent with
+// each older tree size in since.
+func (n *Node) consistency(ctx context.Context, since []uint64, size uint64) ([]bundle.Consistency, error) {
+	var out []bundle.Consistency
+	for _, from := range since {
+		if from > size {
+			return nil, fmt.Errorf("%w: an older checkpoint of %d leaves cannot precede this log's %d", broker.ErrInvalid, from, size)
+		}
+		if from == 0 {
+			// The empty tree precedes every tree; the proof is empty.
+			out = append(out, bundle.Consistency{From: 0, Proof: [][]byte{}})
+			continue
+		}
+		p, _, err := n.ConsistencyProof(ctx, from, size)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, bundle.Consistency{From: from, Proof: p})
+	}
+	return out, nil
 }
 
 // exportProofs proves every evidence of x in its log: this node's own in
