@@ -279,12 +279,12 @@ func signedEnvelope(t *testing.T, id *pki.Identity, from, to string) ([]byte, []
 	return b, sig
 }
 
-// TestFederation_BundleVerifies exports the bundle of a message relayed to
+// TestFederation_ExportVerifyTamper exports the bundle of a message relayed to
 // a court, at the sender's node and at the court's, and verifies each
 // offline with nothing but the CA certificate, every node stopped: each
 // evidence is proven in the log of the node that holds it. Then each
 // tamper case fails, naming the check.
-func TestFederation_BundleVerifies(t *testing.T) {
+func TestFederation_ExportVerifyTamper(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	f := newFederation(ctx, t)
