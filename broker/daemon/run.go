@@ -159,22 +159,15 @@ func startBackground(ctx context.Context, wg *sync.WaitGroup, db *store.DB, n *n
 const sweepInterval = time.Hour
 
 func sweepLoop(ctx context.Context, db *store.DB, logger *slog.Logger) {
-	t := time.NewTicker(sweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := db.SweepBlobs(ctx)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				logger.Warn("sweep unused payloads", slog.Any(broker.LogErr, err))
-			case n > 0:
-				logger.Info("swept unused payloads", slog.Int("count", n))
-			}
+	every(ctx, sweepInterval, func() {
+		n, err := db.SweepBlobs(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("sweep unused payloads", slog.Any(broker.LogErr, err))
+		case n > 0:
+			logger.Info("swept unused payloads", slog.Int("count", n))
 		}
-	}
+	})
 }
 
 // expireInterval is how often the node looks for copies past their
@@ -183,16 +176,23 @@ func sweepLoop(ctx context.Context, db *store.DB, logger *slog.Logger) {
 const expireInterval = time.Second
 
 func expireLoop(ctx context.Context, n *node.Node, logger *slog.Logger) {
-	t := time.NewTicker(expireInterval)
+	every(ctx, expireInterval, func() {
+		if _, err := n.Expire(ctx); err != nil && ctx.Err() == nil {
+			logger.Error("expire undelivered messages", slog.Any(broker.LogErr, err))
+		}
+	})
+}
+
+// every calls fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := n.Expire(ctx); err != nil && ctx.Err() == nil {
-				logger.Error("expire undelivered messages", slog.Any(broker.LogErr, err))
-			}
+			fn()
 		}
 	}
 }

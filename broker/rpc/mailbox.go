@@ -40,17 +40,12 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 	if env == nil {
 		return toStatus(fmt.Errorf("%w: submit: the first frame must carry the signed envelope", broker.ErrInvalid))
 	}
-	payload := &chunkReader{ctx: ctx, recv: func() ([]byte, bool, error) {
-		req, err := stream.Recv()
-		if err != nil {
-			return nil, false, err
+	payload := newChunkReader(ctx, stream.Recv, func(req *kurierv1.SubmitRequest) ([]byte, bool) {
+		if c, ok := req.GetPart().(*kurierv1.SubmitRequest_Chunk); ok {
+			return c.Chunk, true
 		}
-		c, ok := req.GetPart().(*kurierv1.SubmitRequest_Chunk)
-		if !ok {
-			return nil, false, nil
-		}
-		return c.Chunk, true, nil
-	}}
+		return nil, false
+	})
 	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), payload)
 	if err != nil {
 		s.logRefusal(ctx, "submit refused", err)
@@ -66,6 +61,19 @@ type chunkReader struct {
 	ctx  context.Context
 	recv func() (chunk []byte, ok bool, err error)
 	buf  []byte
+}
+
+// newChunkReader reads the frames of a client stream with recv and takes
+// each one's chunk with chunk.
+func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool)) *chunkReader {
+	return &chunkReader{ctx: ctx, recv: func() ([]byte, bool, error) {
+		req, err := recv()
+		if err != nil {
+			return nil, false, err
+		}
+		b, ok := chunk(req)
+		return b, ok, nil
+	}}
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {

@@ -56,17 +56,12 @@ func (s *service) Relay(stream grpc.ClientStreamingServer[kurierv1.RelayRequest,
 		}
 		in.Chains = append(in.Chains, chain)
 	}
-	payload := &chunkReader{ctx: ctx, recv: func() ([]byte, bool, error) {
-		req, err := stream.Recv()
-		if err != nil {
-			return nil, false, err
+	payload := newChunkReader(ctx, stream.Recv, func(req *kurierv1.RelayRequest) ([]byte, bool) {
+		if c, ok := req.GetPart().(*kurierv1.RelayRequest_Chunk); ok {
+			return c.Chunk, true
 		}
-		c, ok := req.GetPart().(*kurierv1.RelayRequest_Chunk)
-		if !ok {
-			return nil, false, nil
-		}
-		return c.Chunk, true, nil
-	}}
+		return nil, false
+	})
 	outcomes, err := s.node.Receive(ctx, caller, in, payload)
 	if err != nil {
 		s.logRefusal(ctx, "relay refused", err)

@@ -52,23 +52,11 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 	}
 	// Everything that does not depend on the store's state is prepared
 	// here, in the caller's goroutine, to keep the committer's share small.
-	size := len(msgVal) + 2*len(id)
-	if err := checkCopies(id, copies); err != nil {
+	nc, err := prepareCopies(id, copies, evs)
+	if err != nil {
 		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
-	for _, c := range copies {
-		size += 512 + 4*len(c.Recipient) + 6*len(id)
-	}
-	pending := make([]pendingEvidence, len(evs))
-	for i := range evs {
-		if evs[i].MessageID != id {
-			return nil, fmt.Errorf("create message %s: %w: evidence for message %q", id, broker.ErrInvalid, evs[i].MessageID)
-		}
-		if pending[i], err = prepareEvidence(evs[i]); err != nil {
-			return nil, fmt.Errorf("create message %s: %w", id, err)
-		}
-		size += pending[i].size()
-	}
+	size := len(msgVal) + 2*len(id) + nc.size
 	outVals := make([][]byte, len(outbound))
 	for i, o := range outbound {
 		if o.MessageID != id || checkKeyPart("domain", o.Domain) != nil {
@@ -83,7 +71,7 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 	blob := m.Blob
 	mk, hk, rk := messageKey(id), blobHeaderKey(blob), blobRefKey(blob)
 	wantSize, wantSHA, envSHA := m.Header.PayloadSize, m.Header.PayloadSHA256, m.EnvelopeSHA256
-	out := make([]broker.Evidence, len(evs))
+	var out []broker.Evidence
 	err = db.submit(ctx, size, func(b *batch) error {
 		// Checks.
 		if v, ok, err := b.get(mk); err != nil {
@@ -109,33 +97,73 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 		if err := b.set(rk, []byte(id)); err != nil {
 			return err
 		}
-		for _, c := range copies {
-			if err := b.putCopy(c, time.Time{}); err != nil {
-				return err
-			}
-			if c.Local {
-				if err := b.set(inboxKey(c.Recipient, c.Received, id), nil); err != nil {
-					return err
-				}
-			}
-		}
 		for i, o := range outbound {
 			if err := b.set(outboundKey(o.Domain, id), outVals[i]); err != nil {
 				return err
 			}
 		}
-		for i := range pending {
-			var err error
-			if out[i], _, err = putEvidence(b, pending[i]); err != nil {
-				return err
-			}
-		}
-		return b.saveCounters()
+		var err error
+		out, err = nc.put(b)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// newCopies are copies of one message with their first evidence, checked
+// and encoded outside the committer.
+type newCopies struct {
+	id      string
+	copies  []broker.Copy
+	pending []pendingEvidence
+	size    int // estimated bytes written
+}
+
+func prepareCopies(id string, copies []broker.Copy, evs []broker.Evidence) (*newCopies, error) {
+	if err := checkCopies(id, copies); err != nil {
+		return nil, err
+	}
+	nc := &newCopies{id: id, copies: copies, pending: make([]pendingEvidence, len(evs))}
+	for _, c := range copies {
+		nc.size += 512 + 4*len(c.Recipient) + 6*len(id)
+	}
+	for i := range evs {
+		if evs[i].MessageID != id {
+			return nil, fmt.Errorf("%w: evidence for message %q", broker.ErrInvalid, evs[i].MessageID)
+		}
+		var err error
+		if nc.pending[i], err = prepareEvidence(evs[i]); err != nil {
+			return nil, err
+		}
+		nc.size += nc.pending[i].size()
+	}
+	return nc, nil
+}
+
+// put writes the copies (local ones into their mailboxes too) and the
+// evidence in the batch, and returns the evidence with leaf indexes. It
+// writes the counters last.
+func (nc *newCopies) put(b *batch) ([]broker.Evidence, error) {
+	for _, c := range nc.copies {
+		if err := b.putCopy(c, time.Time{}); err != nil {
+			return nil, err
+		}
+		if c.Local {
+			if err := b.set(inboxKey(c.Recipient, c.Received, nc.id), nil); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := make([]broker.Evidence, len(nc.pending))
+	for i := range nc.pending {
+		var err error
+		if out[i], _, err = putEvidence(b, nc.pending[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, b.saveCounters()
 }
 
 // checkCopies checks that copies are one each for distinct recipients of
@@ -342,27 +370,13 @@ func (db *DB) AddCopies(ctx context.Context, id, envSHA256 string, copies []brok
 	if err := checkKeyPart("message id", id); err != nil {
 		return nil, fmt.Errorf("add copies: %w", err)
 	}
-	if err := checkCopies(id, copies); err != nil {
+	nc, err := prepareCopies(id, copies, evs)
+	if err != nil {
 		return nil, fmt.Errorf("add copies to %s: %w", id, err)
 	}
-	size := 0
-	for _, c := range copies {
-		size += 512 + 4*len(c.Recipient) + 6*len(id)
-	}
-	pending := make([]pendingEvidence, len(evs))
-	for i := range evs {
-		if evs[i].MessageID != id {
-			return nil, fmt.Errorf("add copies to %s: %w: evidence for message %q", id, broker.ErrInvalid, evs[i].MessageID)
-		}
-		var err error
-		if pending[i], err = prepareEvidence(evs[i]); err != nil {
-			return nil, fmt.Errorf("add copies to %s: %w", id, err)
-		}
-		size += pending[i].size()
-	}
 	mk := messageKey(id)
-	out := make([]broker.Evidence, len(evs))
-	err := db.submit(ctx, size, func(b *batch) error {
+	var out []broker.Evidence
+	err = db.submit(ctx, nc.size, func(b *batch) error {
 		v, ok, err := b.get(mk)
 		if err != nil {
 			return err
@@ -384,22 +398,8 @@ func (db *DB) AddCopies(ctx context.Context, id, envSHA256 string, copies []brok
 				return fmt.Errorf("%w: copy for %s", broker.ErrExists, c.Recipient)
 			}
 		}
-		for _, c := range copies {
-			if err := b.putCopy(c, time.Time{}); err != nil {
-				return err
-			}
-			if c.Local {
-				if err := b.set(inboxKey(c.Recipient, c.Received, id), nil); err != nil {
-					return err
-				}
-			}
-		}
-		for i := range pending {
-			if out[i], _, err = putEvidence(b, pending[i]); err != nil {
-				return err
-			}
-		}
-		return b.saveCounters()
+		out, err = nc.put(b)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("add copies to %s: %w", id, err)
