@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
@@ -28,6 +31,7 @@ import (
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -673,6 +677,31 @@ func TestNode_RelaysPaged(t *testing.T) {
 	}
 	if later, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now().Add(-time.Hour), "", 0); err != nil || len(later) != 0 {
 		t.Fatalf("entries not due yet are offered: %v (%v)", later, err)
+	}
+}
+
+// TestDirectory_NodesAskOnlyForOwnDomains asks the city's directory as the
+// court's node: about the city's own mailboxes it answers, about another
+// domain it refuses, so that nodes never forward each other's questions.
+func TestDirectory_NodesAskOnlyForOwnDomains(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	courtID, _, _ := courtIdentities(t)
+	trust, err := fx.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(f.city.addr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLS(courtID, trust, "stadt.example"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dir := kurierv1.NewDirectoryServiceClient(conn)
+	if resp, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court}); err != nil || !resp.GetExists() {
+		t.Fatalf("a node asking about the city's own mailbox: %v, %v", resp, err)
+	}
+	if _, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: judge}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a node asking about another domain: %v, want FailedPrecondition", err)
 	}
 }
 

@@ -8,19 +8,29 @@ import (
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/pki"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
 const maxSearchQuery = 256
 
-// Lookup answers whether an address has a mailbox here and which
-// certificate to encrypt to.
+// Lookup answers whether an address has a mailbox and which certificate
+// to encrypt to: for a participant, here or at the node of the address's
+// domain; for another node, only for this node's own domains, so that
+// nodes never ask each other in circles.
 func (s *service) Lookup(ctx context.Context, req *kurierv1.LookupRequest) (*kurierv1.LookupResponse, error) {
-	if _, err := callerOf(ctx); err != nil {
+	caller, err := callerOf(ctx)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := address.Parse(req.GetAddress()); err != nil {
+	a, err := address.Parse(req.GetAddress())
+	if err != nil {
 		return nil, toStatus(fmt.Errorf("%w: lookup: %v", broker.ErrInvalid, err))
+	}
+	if caller.Kind == pki.KindNode && !s.node.Serves(a.Domain) {
+		err := fmt.Errorf("%w: this node does not serve %s; the asking node's peers name the wrong node for it", broker.ErrState, a.Domain)
+		s.logRefusal(ctx, "lookup refused", err)
+		return nil, toStatus(err)
 	}
 	p, err := s.node.Lookup(ctx, req.GetAddress())
 	if errors.Is(err, broker.ErrNotFound) {
