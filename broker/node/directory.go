@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -13,23 +14,48 @@ import (
 	"kurier.dev/kurier/broker"
 )
 
-// How long the node trusts another node's directory answers. An entry is
-// asked for again once it is older than remoteRefresh; while the other
-// node cannot be reached, the entry is used until remoteMaxAge, so that a
-// short outage only delays relay. An answer that a mailbox does not exist
-// is kept for remoteNegative, so that a new mailbox is found soon.
+// How long the node trusts another node's directory answers. An entry
+// older than remoteRefresh is still used, and asked for again in the
+// background; until remoteMaxAge it serves while the other node cannot be
+// reached, so that a short outage only delays relay. An answer that a
+// mailbox does not exist is kept for remoteNegative, so that a new
+// mailbox is found soon.
 const (
 	remoteRefresh  = time.Hour
 	remoteMaxAge   = 24 * time.Hour
 	remoteNegative = time.Minute
+	// refreshTimeout bounds one background refresh.
+	refreshTimeout = 30 * time.Second
 	// maxRemoteEntries bounds the cache; past it the oldest entries go.
 	maxRemoteEntries = 10000
 )
 
 // remoteDirectory caches what other nodes' directories answered.
 type remoteDirectory struct {
-	mu      sync.Mutex
-	entries map[string]remoteEntry
+	mu         sync.Mutex
+	entries    map[string]remoteEntry
+	refreshing map[string]bool
+}
+
+// startRefresh reports whether the caller should refresh addr, and marks
+// it as being refreshed; finish with endRefresh.
+func (d *remoteDirectory) startRefresh(addr string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.refreshing[addr] {
+		return false
+	}
+	if d.refreshing == nil {
+		d.refreshing = map[string]bool{}
+	}
+	d.refreshing[addr] = true
+	return true
+}
+
+func (d *remoteDirectory) endRefresh(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.refreshing, addr)
 }
 
 type remoteEntry struct {
@@ -91,20 +117,21 @@ func (n *Node) Lookup(ctx context.Context, addr string) (Participant, error) {
 	}
 	now := n.now()
 	cached, ok := n.remote.get(addr)
-	fresh := ok && now.Sub(cached.fetched) < remoteRefresh && (cached.found || now.Sub(cached.fetched) < remoteNegative)
-	if !fresh {
+	age := now.Sub(cached.fetched)
+	switch {
+	case ok && cached.found && age < remoteRefresh, ok && !cached.found && age < remoteNegative:
+	case ok && cached.found && age < remoteMaxAge:
+		n.refreshInBackground(addr)
+	default:
 		p, found, err := n.peers.Lookup(ctx, addr)
 		switch {
-		case err == nil:
-			cached, ok = remoteEntry{p: p, found: found, fetched: now}, true
-			n.remote.put(addr, cached)
-		case !errors.Is(err, broker.ErrUnavailable):
-			return Participant{}, fmt.Errorf("look up %s at the node of %s: %w", addr, domain, err)
-		case !ok || !cached.found || now.Sub(cached.fetched) >= remoteMaxAge:
+		case errors.Is(err, broker.ErrUnavailable):
 			return Participant{}, fmt.Errorf("look up %s: %w; try again later", addr, err)
-		default:
-			n.log.Warn("directory of another node unreachable; using its earlier answer", "addr", addr, "age", now.Sub(cached.fetched).Round(time.Second).String(), "err", err)
+		case err != nil:
+			return Participant{}, fmt.Errorf("look up %s at the node of %s: %w", addr, domain, err)
 		}
+		cached = remoteEntry{p: p, found: found, fetched: now}
+		n.remote.put(addr, cached)
 	}
 	if !cached.found {
 		return Participant{}, fmt.Errorf("%w: no mailbox %s at the node of %s", broker.ErrNotFound, addr, domain)
@@ -114,6 +141,26 @@ func (n *Node) Lookup(ctx context.Context, addr string) (Participant, error) {
 		return Participant{}, err
 	}
 	return cached.p, nil
+}
+
+// refreshInBackground asks addr's node for its entry again, unless that
+// is under way already, and keeps the new answer. While the node cannot be
+// reached, the old answer stays.
+func (n *Node) refreshInBackground(addr string) {
+	if !n.remote.startRefresh(addr) {
+		return
+	}
+	go func() {
+		defer n.remote.endRefresh(addr)
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		p, found, err := n.peers.Lookup(ctx, addr)
+		if err != nil {
+			n.log.Warn("directory of another node unreachable; using its earlier answer", slog.String(broker.LogMailbox, addr), slog.Any(broker.LogErr, err))
+			return
+		}
+		n.remote.put(addr, remoteEntry{p: p, found: found, fetched: n.now()})
+	}()
 }
 
 // checkEntry checks another node's directory entry for addr.
