@@ -64,6 +64,12 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
 	}()
+	// A relay worker per peer domain, woken whenever the node queues
+	// something for that domain.
+	workers := map[string]*relay.Worker{}
+	for _, d := range peers.Domains() {
+		workers[d] = &relay.Worker{Peers: peers, Domain: d, Logger: logger}
+	}
 	n, err := node.New(db, node.Config{
 		Domains:      cfg.Domains,
 		Signer:       cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
@@ -71,6 +77,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		Trust:        trust,
 		Participants: participants,
 		Peers:        peers,
+		Queued: func(d string) {
+			if w := workers[d]; w != nil {
+				w.Wake()
+			}
+		},
 		Limits: node.Limits{
 			MaxPayload: cfg.Limits.MaxPayloadBytes, MaxRecipients: cfg.Limits.MaxRecipients,
 			DefaultExpiry: cfg.Limits.DefaultExpiry, MaxExpiry: cfg.Limits.MaxExpiry, Retention: cfg.Limits.Retention,
@@ -96,7 +107,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	var background sync.WaitGroup
 	defer background.Wait()
 	defer stopBackground()
-	startBackground(bgCtx, &background, db, n, peers, logger)
+	startBackground(bgCtx, &background, db, n, workers, logger)
 	if ready != nil {
 		ready(lis.Addr())
 	}
@@ -143,13 +154,12 @@ func loadParticipants(cfgs []ParticipantConfig) ([]node.Participant, error) {
 }
 
 // startBackground starts what a node does on its own until ctx ends:
-// sweeping unused payloads, expiring copies, and a relay worker per peer
-// domain.
-func startBackground(ctx context.Context, wg *sync.WaitGroup, db *store.DB, n *node.Node, peers *relay.Peers, logger *slog.Logger) {
+// sweeping unused payloads, expiring copies, and the relay workers.
+func startBackground(ctx context.Context, wg *sync.WaitGroup, db *store.DB, n *node.Node, workers map[string]*relay.Worker, logger *slog.Logger) {
 	wg.Go(func() { sweepLoop(ctx, db, logger) })
 	wg.Go(func() { expireLoop(ctx, n, logger) })
-	for _, d := range peers.Domains() {
-		w := &relay.Worker{Node: n, Peers: peers, Domain: d, Logger: logger}
+	for _, w := range workers {
+		w.Node = n
 		wg.Go(func() { w.Run(ctx) })
 	}
 }

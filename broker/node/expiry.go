@@ -75,7 +75,7 @@ func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	}
 	next := c
 	next.State, next.Head, next.Deadline = broker.StateUndeliverable, evidence.Digest(ev.DER), timeZero
-	_, err = n.store.AppendEvidence(ctx, broker.Step{Evidence: ev, PrevHead: c.Head, Next: next, Push: push})
+	_, err = n.appendStep(ctx, broker.Step{Evidence: ev, PrevHead: c.Head, Next: next, Push: push})
 	if errors.Is(err, broker.ErrConflict) {
 		return false, nil
 	}

@@ -82,7 +82,7 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 		}
 		next := *c
 		next.State, next.Head, next.Deadline = broker.StateRetrieved, evidence.Digest(ev.DER), timeZero
-		ev, err = n.store.AppendEvidence(ctx, broker.Step{Evidence: ev, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
+		ev, err = n.appendStep(ctx, broker.Step{Evidence: ev, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
 		if errors.Is(err, broker.ErrConflict) && attempt < 3 {
 			continue // another fetch of the same copy won; answer with its evidence
 		}
@@ -151,7 +151,7 @@ func (n *Node) Acknowledge(ctx context.Context, caller pki.Peer, der []byte) (br
 	rec := broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: c.Recipient, Type: string(evidence.Acknowledgement), DER: der}
 	next := *c
 	next.State, next.Head, next.Deadline = broker.StateAcknowledged, ev.Digest(), timeZero
-	rec, err = n.store.AppendEvidence(ctx, broker.Step{Evidence: rec, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
+	rec, err = n.appendStep(ctx, broker.Step{Evidence: rec, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
 	if errors.Is(err, broker.ErrConflict) {
 		return broker.Evidence{}, fmt.Errorf("%w: the copy changed while acknowledging; load the evidence again", broker.ErrState)
 	}

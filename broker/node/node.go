@@ -200,7 +200,11 @@ type Config struct {
 	Participants []Participant
 	// Peers reaches other domains' nodes; nil for a node on its own, which
 	// refuses every recipient outside its domains.
-	Peers  Peers
+	Peers Peers
+	// Queued, if set, is told the domain whenever a message or an
+	// evidence has been queued for that domain's node, so that the relay
+	// worker need not wait for its next look at the queues.
+	Queued func(domain string)
 	Limits Limits
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
@@ -224,6 +228,7 @@ type Node struct {
 	logVKey string // logKey's verifier key, named in export indexes
 	logVSig []byte // the node certificate's detached signature over logVKey
 	peers   Peers
+	queued  func(domain string)
 	remote  remoteDirectory
 	held    holds
 }
@@ -254,6 +259,10 @@ func New(st Store, cfg Config) (*Node, error) {
 		log:     cfg.Logger,
 		logKey:  cfg.LogKey,
 		peers:   cfg.Peers,
+		queued:  cfg.Queued,
+	}
+	if n.queued == nil {
+		n.queued = func(string) {}
 	}
 	if _, err := tlog.Sign(tlog.Checkpoint{Origin: tlog.Origin(n.domain), Root: tlog.EmptyRoot()}, cfg.LogKey); err != nil {
 		return nil, fmt.Errorf("new node: log key: %w", err)

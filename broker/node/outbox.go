@@ -266,6 +266,16 @@ func (n *Node) Pushes(ctx context.Context, domain string, limit int) ([]broker.E
 	return evs, nil
 }
 
+// appendStep applies one step to a copy and tells the relay worker of the
+// evidence it queued, if any.
+func (n *Node) appendStep(ctx context.Context, s broker.Step) (broker.Evidence, error) {
+	ev, err := n.store.AppendEvidence(ctx, s)
+	if err == nil && s.Push != "" {
+		n.queued(s.Push)
+	}
+	return ev, err
+}
+
 // Pushed records that the node of domain has, or will never take, ev.
 func (n *Node) Pushed(ctx context.Context, domain string, ev broker.Evidence) error {
 	return n.store.DeletePush(ctx, domain, ev.LeafIndex)

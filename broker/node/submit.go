@@ -242,6 +242,9 @@ func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Co
 		return nil, fmt.Errorf("submit %s: %w", m.ID(), err)
 	}
 	n.announce(m, copies)
+	for _, o := range out {
+		n.queued(o.Domain)
+	}
 	n.log.Info("message accepted", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From),
 		slog.Int("recipients", len(m.Header.To)), slog.Int64("bytes", m.Header.PayloadSize))
 	return &Receipt{MessageID: m.ID(), Evidence: stored}, nil

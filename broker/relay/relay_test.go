@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,9 +48,10 @@ const (
 // clock is the time of a test: the nodes and the worker read it, the test
 // moves it. skew is added for the court's node, whose clock may be off.
 type clock struct {
-	mu   sync.Mutex
-	now  time.Time
-	skew time.Duration
+	mu     sync.Mutex
+	now    time.Time
+	skew   time.Duration
+	rounds chan struct{}
 }
 
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
@@ -59,7 +61,18 @@ func (c *clock) add(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
 }
-func (c *clock) After(time.Duration) <-chan time.Time { return nil }
+// After never fires: the tests run rounds themselves, or wake the worker.
+// A worker calls it at the end of each round of Run, which rounds, if
+// set, is told of.
+func (c *clock) After(time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	rounds := c.rounds
+	c.mu.Unlock()
+	if rounds != nil {
+		rounds <- struct{}{}
+	}
+	return nil
+}
 
 // peerNode is a node in this process, served over mutual TLS on loopback.
 type peerNode struct {
@@ -69,6 +82,8 @@ type peerNode struct {
 	addr  string
 	srv   *grpc.Server
 	tls   func() *grpc.Server
+	// worker, if set, is woken when the node queues for its domain.
+	worker atomic.Pointer[relay.Worker]
 }
 
 // serve (re)starts the node's gRPC server on its address.
@@ -163,6 +178,11 @@ func (p *peerNode) start(t *testing.T, now func() time.Time, id *pki.Identity, d
 	p.node, err = node.New(p.db, node.Config{
 		Domains: domains, Signer: pkitest.Signer(id), LogKey: logKey, Trust: trust,
 		Participants: parts, Peers: p.peers, Limits: limits, Now: now, Logger: quiet,
+		Queued: func(d string) {
+			if w := p.worker.Load(); w != nil && w.Domain == d {
+				w.Wake()
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -702,6 +722,30 @@ func TestDirectory_NodesAskOnlyForOwnDomains(t *testing.T) {
 	}
 	if _, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: judge}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a node asking about another domain: %v, want FailedPrecondition", err)
+	}
+}
+
+// TestWorker_WakesOnQueue runs a worker whose poll never comes: the
+// message is relayed because the node woke it when it queued the message.
+func TestWorker_WakesOnQueue(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := newFederation(t)
+	f.send(t, time.Hour, judge) // look the judge up before the worker runs
+	f.city.worker.Store(nil)
+	rounds := make(chan struct{})
+	f.clock.mu.Lock()
+	f.clock.rounds = rounds
+	f.clock.mu.Unlock()
+	w := f.worker(f.city, landgericht)
+	f.city.worker.Store(w)
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-rounds // the first round, which relays the first message
+	id := f.send(t, time.Hour, judge)
+	<-rounds // the round the wake brought
+	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery" {
+		t.Fatalf("chain after the wake: %v", types)
 	}
 }
 

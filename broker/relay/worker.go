@@ -59,6 +59,7 @@ type Worker struct {
 	Logger                   *slog.Logger
 
 	once sync.Once
+	wake chan struct{}
 	// While the peer cannot be reached, every call fails alike: the worker
 	// then waits for the peer as a whole, until the failed message's next
 	// try, instead of trying each queued message in turn.
@@ -80,6 +81,7 @@ func Backoff(attempts int, first, max time.Duration, r float64) time.Duration {
 }
 
 func (w *Worker) defaults() {
+	w.wake = make(chan struct{}, 1)
 	if w.Clock == nil {
 		w.Clock = systemClock{}
 	}
@@ -98,15 +100,28 @@ func (w *Worker) defaults() {
 	w.Logger = w.Logger.With(slog.String(broker.LogPeer, w.Domain))
 }
 
-// Run works the queues until ctx ends.
+// Run works the queues until ctx ends: a round at every Poll, and one
+// soon after each Wake.
 func (w *Worker) Run(ctx context.Context) {
+	w.once.Do(w.defaults)
 	for {
 		w.Round(ctx)
 		select {
 		case <-ctx.Done():
 			return
+		case <-w.wake:
 		case <-w.Clock.After(w.Poll):
 		}
+	}
+}
+
+// Wake tells the worker that something was queued for its domain. It never
+// blocks; wakes that come while a round runs make one more round.
+func (w *Worker) Wake() {
+	w.once.Do(w.defaults)
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
 }
 
