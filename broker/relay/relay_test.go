@@ -61,6 +61,7 @@ func (c *clock) add(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
 }
+
 // After never fires: the tests run rounds themselves, or wake the worker.
 // A worker calls it at the end of each round of Run, which rounds, if
 // set, is told of.
