@@ -78,15 +78,30 @@ func (d *remoteDirectory) put(addr string, e remoteEntry) {
 		d.entries = make(map[string]remoteEntry)
 	}
 	if _, ok := d.entries[addr]; !ok && len(d.entries) >= maxRemoteEntries {
-		oldest := ""
+		// A full cache first gives up an answer that a mailbox does not
+		// exist, so that questions about made-up addresses cannot push out
+		// the answers that carry senders through an outage.
+		if !e.found {
+			return
+		}
+		victim := ""
 		for a, x := range d.entries {
-			if oldest == "" || x.fetched.Before(d.entries[oldest].fetched) {
-				oldest = a
+			if victim == "" || evictBefore(x, d.entries[victim]) {
+				victim = a
 			}
 		}
-		delete(d.entries, oldest)
+		delete(d.entries, victim)
 	}
 	d.entries[addr] = e
+}
+
+// evictBefore reports whether x leaves a full cache before y: negative
+// answers first, then the oldest.
+func evictBefore(x, y remoteEntry) bool {
+	if x.found != y.found {
+		return !x.found
+	}
+	return x.fetched.Before(y.fetched)
 }
 
 func (d *remoteDirectory) drop(addr string) {

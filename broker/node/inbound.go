@@ -34,6 +34,9 @@ func (n *Node) ReceiveEvidence(ctx context.Context, caller pki.Peer, ev broker.E
 		return fmt.Errorf("%w: %v", broker.ErrInvalid, err)
 	}
 	st := parsed.Statement
+	if !pushable[st.Type] {
+		return fmt.Errorf("%w: %s is not sent back; only Retrieval, Acknowledgement and NonDelivery are, the rest comes with the relay's answer", broker.ErrInvalid, st.Type)
+	}
 	if !caller.Serves(address.DomainOf(st.Recipient)) {
 		return fmt.Errorf("%w: %s does not serve the domain of %s and may not send evidence about that copy", broker.ErrForbidden, caller, st.Recipient)
 	}
@@ -50,6 +53,11 @@ func (n *Node) ReceiveEvidence(ctx context.Context, caller pki.Peer, ev broker.E
 	}
 	if err != nil {
 		return fmt.Errorf("receive evidence of %s: %w", m.ID(), err)
+	}
+	if c.State == broker.StateRelaying {
+		// Only the relay's answer, checked against what was relayed,
+		// moves a copy out of relaying.
+		return fmt.Errorf("%w: message %s has not been relayed to %s yet", broker.ErrState, m.ID(), c.Recipient)
 	}
 	chain, err := n.chainOf(ctx, c)
 	if err != nil {
@@ -81,6 +89,9 @@ func (n *Node) ReceiveEvidence(ctx context.Context, caller pki.Peer, ev broker.E
 	n.log.Info("evidence received: "+string(st.Type), slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, c.Recipient), slog.String(broker.LogPeer, caller.String()))
 	return nil
 }
+
+// pushable are the evidence types that a recipient's node sends back.
+var pushable = map[evidence.Type]bool{evidence.Retrieval: true, evidence.Acknowledgement: true, evidence.NonDelivery: true}
 
 // final reports whether a copy in state s takes no more evidence.
 func final(s broker.State) bool {

@@ -356,9 +356,11 @@ func chainAfter(all []broker.Evidence, rcpt, after string) ([]broker.Evidence, b
 }
 
 // pushTo names the domain whose node must be sent evidence about m: the
-// sender's, if that is not this node's own; "" otherwise.
+// sender's, if that is not this node's own and a node is configured for
+// it (with none, nothing would ever take the evidence from the queue);
+// "" otherwise.
 func (n *Node) pushTo(m *broker.Message) string {
-	if d := address.DomainOf(m.Header.From); !n.domains[d] {
+	if d := address.DomainOf(m.Header.From); !n.domains[d] && n.peers != nil && n.peers.Knows(d) {
 		return d
 	}
 	return ""

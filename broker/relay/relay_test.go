@@ -750,6 +750,66 @@ func TestWorker_WakesOnQueue(t *testing.T) {
 	}
 }
 
+// TestNode_LostAnswer lets the court take a message whose answer never
+// reaches the city (as if the connection broke after the court's commit),
+// and the judge retrieve it: the Retrieval pushed back is refused while the
+// city's copy still waits for the relay; the city's next relay gets the
+// whole chain, and the push then goes through. Evidence that the recipient's
+// node has no business pushing is refused.
+func TestNode_LostAnswer(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, judge)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	r := relays[0]
+	payload, err := f.city.node.OpenPayload(ctx, r.Message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cityNode := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
+	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
+	_, err = f.court.node.Receive(ctx, cityNode, in, payload)
+	payload.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
+	if _, err := f.court.node.Retrieved(ctx, judgeP, id); err != nil {
+		t.Fatal(err)
+	}
+	pushes, err := f.court.node.Pushes(ctx, "stadt.example", 0)
+	if err != nil || len(pushes) != 1 || pushes[0].Type != "Retrieval" {
+		t.Fatalf("court's push queue: %v (%v)", pushes, err)
+	}
+	courtNode := pki.Peer{Kind: pki.KindNode, Domains: []string{landgericht}}
+	if err := f.city.node.ReceiveEvidence(ctx, courtNode, pushes[0]); !errors.Is(err, broker.ErrState) {
+		t.Fatalf("Retrieval for a copy still relaying: %v, want ErrState", err)
+	}
+	f.worker(f.city, landgericht).Round(ctx)
+	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery,Retrieval" {
+		t.Fatalf("chain after the second relay: %v", types)
+	}
+	if err := f.city.node.ReceiveEvidence(ctx, courtNode, pushes[0]); err != nil {
+		t.Fatalf("the Retrieval pushed again: %v", err)
+	}
+	evs, err := f.court.db.Evidence(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Type != "RelayAcceptance" && ev.Type != "Delivery" {
+			continue
+		}
+		ev.Log = tlog.Origin(landgericht)
+		if err := f.city.node.ReceiveEvidence(ctx, courtNode, ev); !errors.Is(err, broker.ErrInvalid) {
+			t.Errorf("a pushed %s: %v, want ErrInvalid", ev.Type, err)
+		}
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	for _, tt := range []struct {
 		attempts int
