@@ -124,6 +124,10 @@ type Outbound struct {
 	Attempts  int       `json:"attempts"`
 	NextTry   time.Time `json:"next_try"`
 	LastError string    `json:"last_error,omitempty"`
+	// Uncertain is set once a failed try may still have reached the other
+	// node (the connection broke after the message was sent, say): what
+	// became of it there is known only from the next answer.
+	Uncertain bool `json:"uncertain,omitempty"`
 }
 
 // Blob describes a stored payload.

@@ -48,6 +48,13 @@ func (n *Node) Expire(ctx context.Context) (int, error) {
 	}
 }
 
+// awaitsFinalTry reports whether a relaying copy of m waits for the final
+// try of a relay whose outcome is unknown (see FinalTry).
+func (n *Node) awaitsFinalTry(ctx context.Context, m *broker.Message, c broker.Copy) bool {
+	o, err := n.store.OutboundEntry(ctx, address.DomainOf(c.Recipient), c.MessageID)
+	return err == nil && n.stillRelayed(m, o, n.now())
+}
+
 func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	m, err := n.store.Message(ctx, c.MessageID)
 	if err != nil {
@@ -57,6 +64,8 @@ func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	switch {
 	case c.State == broker.StateRelaying && !c.Local && n.held.held(c.MessageID):
 		return false, nil // a relay is under way; its answer decides
+	case c.State == broker.StateRelaying && !c.Local && n.awaitsFinalTry(ctx, m, c):
+		return false, nil
 	case c.State == broker.StateRelaying && !c.Local:
 		reason = fmt.Sprintf("not relayed to the node of %s before the message expired at %s", address.DomainOf(c.Recipient), m.Expires.Format(time.RFC3339))
 	case c.State == broker.StateDelivered && c.Local:

@@ -63,6 +63,9 @@ type Store interface {
 	// Outbound lists messages queued for the node of domain, in order of
 	// message id, after the id after.
 	Outbound(ctx context.Context, domain, after string, limit int) ([]broker.Outbound, error)
+	// OutboundEntry returns one queue entry; broker.ErrNotFound if the
+	// message is not queued for domain.
+	OutboundEntry(ctx context.Context, domain, id string) (broker.Outbound, error)
 	// SetOutbound replaces a queued message's retry state;
 	// broker.ErrNotFound if it is no longer queued.
 	SetOutbound(ctx context.Context, o broker.Outbound) error

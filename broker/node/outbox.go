@@ -54,12 +54,26 @@ func (n *Node) Relays(ctx context.Context, domain string, now time.Time, after s
 			}
 			continue
 		}
-		if !r.Message.Expires.After(n.now()) {
+		if !n.stillRelayed(r.Message, o, n.now()) {
 			continue // Expire gives up on it
 		}
 		out = append(out, r)
 	}
 	return out, next, nil
+}
+
+// FinalTry is how long after its expiry a message is still relayed if an
+// earlier try may have reached the other node: one more answer tells
+// whether it arrived there in time (the chain as it stands) or not (a
+// RelayRejection), so that the sender's node never records NonDelivery for
+// a message the recipient's node delivered.
+const FinalTry = time.Hour
+
+// stillRelayed reports whether m, queued as o, is to be relayed at now:
+// before its expiry, or within FinalTry of it when the last try's outcome
+// is unknown.
+func (n *Node) stillRelayed(m *broker.Message, o broker.Outbound, now time.Time) bool {
+	return now.Before(m.Expires) || o.Uncertain && now.Before(m.Expires.Add(FinalTry))
 }
 
 // Hold marks message id as being relayed until release is called: Expire
@@ -240,13 +254,15 @@ func (n *Node) extend(peer pki.Peer, m *broker.Message, to string, chain, more [
 	return links, nil
 }
 
-// RelayFailed records a failed attempt to relay r and when to try next.
-// A message that left the queue meanwhile is not an error.
-func (n *Node) RelayFailed(ctx context.Context, r Relay, cause error, next time.Time) error {
+// RelayFailed records a failed attempt to relay r and when to try next;
+// uncertain says that the attempt may have reached the other node. A
+// message that left the queue meanwhile is not an error.
+func (n *Node) RelayFailed(ctx context.Context, r Relay, cause error, next time.Time, uncertain bool) error {
 	o := r.Outbound
 	o.Attempts++
 	o.NextTry = next.UTC()
 	o.LastError = truncate(cause.Error(), 512)
+	o.Uncertain = o.Uncertain || uncertain
 	if err := n.store.SetOutbound(ctx, o); err != nil && !errors.Is(err, broker.ErrNotFound) {
 		return err
 	}

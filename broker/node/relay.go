@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"kurier.dev/kurier/address"
@@ -35,6 +36,9 @@ type Incoming struct {
 	// Chains holds each recipient's chain at the relaying node so far
 	// (its SubmissionAcceptance first), each evidence with the log it is in.
 	Chains [][]broker.Evidence
+	// Expires is the message's expiry at the relaying node; zero if it
+	// names none.
+	Expires time.Time
 }
 
 // Receive accepts a message relayed by caller, another node: it checks the
@@ -42,14 +46,17 @@ type Incoming struct {
 // recipient's mailbox, and returns for each recipient, in the order of
 // in.Recipients, the evidence this node adds to its chain: RelayAcceptance
 // and Delivery, or RelayRejection with the reason (an unknown mailbox, a
-// payload over this node's limit). The same message relayed again is
-// stored once; the answer is then each chain as it stands.
+// payload over this node's limit, an expired message). The same message
+// relayed again is stored once, and refused once; the answer is then each
+// chain as it stands.
 //
 // Security: only a node that serves the sender's domain may relay its
 // messages; the envelope must be signed by the sender's valid certificate
-// and each chain by the nodes that issued it. A refusal of the relay itself
-// (anything but a RelayRejection) is an error, and the relaying node tries
-// again later.
+// and each chain by the nodes that issued it. A message stored before is
+// recognised by its envelope's digest alone, so that the relaying node
+// learns what became of it even after the sender's certificate has
+// expired or been revoked. A refusal of the relay itself (anything but a
+// RelayRejection) is an error, and the relaying node tries again later.
 func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
 	if caller.Kind != pki.KindNode {
 		return nil, fmt.Errorf("%w: only node certificates may relay messages, not %s", broker.ErrForbidden, caller)
@@ -61,31 +68,36 @@ func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payloa
 	if !caller.Serves(address.DomainOf(env.From)) {
 		return nil, fmt.Errorf("%w: %s does not serve %s, the domain of the sender %s; a node relays only for its own domains", broker.ErrForbidden, caller, address.DomainOf(env.From), env.From)
 	}
+	if err := n.checkRecipients(env, in); err != nil {
+		return nil, err
+	}
+	prev, err := n.store.Message(ctx, env.ID)
+	switch {
+	case err == nil && prev.EnvelopeSHA256 != envelope.Digest(in.Envelope):
+		return nil, fmt.Errorf("%w: message id %s was already used here for another message", broker.ErrDuplicate, env.ID)
+	case err == nil:
+		return n.receiveAgain(ctx, caller, prev, in)
+	case !errors.Is(err, broker.ErrNotFound):
+		return nil, fmt.Errorf("receive %s: %w", env.ID, err)
+	}
 	m, err := n.verifyEnvelope(env, in.Envelope, in.Signature)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.checkIncoming(caller, m, in); err != nil {
-		return nil, err
+	for i, to := range in.Recipients {
+		if err := n.checkChain(caller, m, to, in.Chains[i], evidence.RelayAcceptance); err != nil {
+			return nil, fmt.Errorf("chain of %s: %w", to, err)
+		}
 	}
 	if d := address.DomainOf(env.From); n.peers == nil || !n.peers.Knows(d) {
 		n.log.Warn("relayed message from a domain without a configured peer: evidence about it cannot be sent back", slog.String(broker.LogMsgID, env.ID), slog.String(broker.LogPeer, caller.String()))
 	}
-	prev, err := n.store.Message(ctx, m.ID())
-	switch {
-	case err == nil && prev.EnvelopeSHA256 != m.EnvelopeSHA256:
-		return nil, fmt.Errorf("%w: message id %s was already used here for another message", broker.ErrDuplicate, m.ID())
-	case err == nil:
-		return n.receiveAgain(ctx, prev, in)
-	case !errors.Is(err, broker.ErrNotFound):
-		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
-	}
 	return n.receiveNew(ctx, m, in, payload)
 }
 
-// checkIncoming checks a relay's recipients and the chains that come with
-// them.
-func (n *Node) checkIncoming(caller pki.Peer, m *broker.Message, in Incoming) error {
+// checkRecipients checks a relay's recipients: of the message, of this
+// node's domains, none twice, each with a chain.
+func (n *Node) checkRecipients(env *envelope.Envelope, in Incoming) error {
 	// The sender's node applied its own recipient limit; the format's
 	// bounds this one, so that nodes with different limits still relay.
 	if len(in.Recipients) == 0 || len(in.Recipients) > MaxRelayRecipients {
@@ -94,18 +106,19 @@ func (n *Node) checkIncoming(caller pki.Peer, m *broker.Message, in Incoming) er
 	if len(in.Chains) != len(in.Recipients) {
 		return fmt.Errorf("%w: %d chains for %d recipients", broker.ErrInvalid, len(in.Chains), len(in.Recipients))
 	}
+	seen := make(map[string]bool, len(in.Recipients))
 	for i, to := range in.Recipients {
 		switch {
-		case !slices.Contains(m.Header.To, to):
-			return fmt.Errorf("%w: %s is not a recipient of message %s", broker.ErrInvalid, to, m.ID())
+		case !slices.Contains(env.To, to):
+			return fmt.Errorf("%w: %s is not a recipient of message %s", broker.ErrInvalid, to, env.ID)
 		case !n.domains[address.DomainOf(to)]:
 			return fmt.Errorf("%w: %s is not in a domain of this node", broker.ErrInvalid, to)
-		case slices.Contains(in.Recipients[:i], to):
+		case seen[to]:
 			return fmt.Errorf("%w: recipient %s named twice", broker.ErrInvalid, to)
+		case len(in.Chains[i]) == 0 || len(in.Chains[i]) > MaxChain:
+			return fmt.Errorf("%w: the chain of %s has %d evidence, a relay carries 1 to %d", broker.ErrInvalid, to, len(in.Chains[i]), MaxChain)
 		}
-		if err := n.checkChain(caller, m, to, in.Chains[i], evidence.RelayAcceptance); err != nil {
-			return fmt.Errorf("chain of %s: %w", to, err)
-		}
+		seen[to] = true
 	}
 	return nil
 }
@@ -168,16 +181,14 @@ func checkLog(from pki.Peer, origin string) error {
 
 // receiveNew stores a message relayed here for the first time.
 func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
-	var refused error
-	switch {
-	case !m.Header.Expires.IsZero() && !m.Header.Expires.After(m.Received):
-		refused = fmt.Errorf("the message expired at %s, before it reached this node", m.Header.Expires.UTC().Format(time.RFC3339))
-	case m.Header.PayloadSize > n.limits.MaxPayload:
-		refused = fmt.Errorf("payload of %d bytes is over this node's maximum of %d bytes", m.Header.PayloadSize, n.limits.MaxPayload)
+	refused := n.refusal(m, in)
+	prior, err := n.priorRejections(ctx, m.ID(), in)
+	if err != nil {
+		return nil, err
 	}
 	accepted := 0
 	for _, to := range in.Recipients {
-		if _, ok := n.dir[to]; ok && refused == nil {
+		if _, ok := n.dir[to]; ok && refused == nil && prior[to] == nil {
 			accepted++
 		}
 	}
@@ -186,19 +197,19 @@ func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, p
 			return nil, err
 		}
 	}
-	copies, evs, answer, err := n.relayAcceptance(m, in, refused)
+	copies, evs, answer, err := n.relayAcceptance(m, in, refused, prior)
 	if err != nil {
 		n.dropBlob(ctx, m.Blob)
 		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
 	}
 	if accepted == 0 {
-		return n.storeRejections(ctx, m, answer)
+		return n.storeRejections(ctx, m, evs, answer)
 	}
 	stored, err := n.store.CreateMessage(ctx, m, copies, evs, nil)
 	if errors.Is(err, broker.ErrExists) {
 		// A concurrent relay of the same message won.
 		n.dropBlob(ctx, m.Blob)
-		return n.receiveAgain(ctx, m, in)
+		return n.receiveAgain(ctx, pki.Peer{}, m, in)
 	}
 	if err != nil {
 		n.dropBlob(ctx, m.Blob)
@@ -209,19 +220,82 @@ func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, p
 	return ownAnswer(stored, answer), nil
 }
 
+// refusal returns why every recipient of a relay is refused, or nil: the
+// message expired (by the envelope or by the relaying node's expiry), or
+// its payload is over this node's limit.
+func (n *Node) refusal(m *broker.Message, in Incoming) error {
+	now := n.now()
+	for _, exp := range []time.Time{m.Header.Expires, in.Expires} {
+		if !exp.IsZero() && !exp.After(now) {
+			return fmt.Errorf("the message expired at %s, before it reached this node", exp.UTC().Format(time.RFC3339))
+		}
+	}
+	if m.Header.PayloadSize > n.limits.MaxPayload {
+		return fmt.Errorf("payload of %d bytes is over this node's maximum of %d bytes", m.Header.PayloadSize, n.limits.MaxPayload)
+	}
+	return nil
+}
+
+// priorRejections returns the RelayRejections this node issued before for
+// recipients of in, each following the same chain, by recipient: a relay
+// refused again gets the same answer, and the log the same leaf.
+func (n *Node) priorRejections(ctx context.Context, id string, in Incoming) (map[string]*broker.Evidence, error) {
+	all, err := n.store.Evidence(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("receive %s: %w", id, err)
+	}
+	prior := map[string]*broker.Evidence{}
+	for i, to := range in.Recipients {
+		head := evidence.Digest(in.Chains[i][len(in.Chains[i])-1].DER)
+		for j := range all {
+			ev := &all[j]
+			if ev.Recipient != to || ev.Type != string(evidence.RelayRejection) {
+				continue
+			}
+			if st, err := evidence.Parse(ev.DER); err == nil && st.Statement.PreviousSHA256 == head {
+				prior[to] = ev
+			}
+		}
+	}
+	return prior, nil
+}
+
+// storeRejections stores the new RelayRejections (evs) of a message that
+// no recipient here accepts; the message itself is not kept. They are
+// handed to the store together, so that they share a commit.
+func (n *Node) storeRejections(ctx context.Context, m *broker.Message, evs []broker.Evidence, answer [][]broker.Evidence) ([][]broker.Evidence, error) {
+	stored := make([]broker.Evidence, len(evs))
+	errs := make([]error, len(evs))
+	var wg sync.WaitGroup
+	for i := range evs {
+		wg.Go(func() { stored[i], errs[i] = n.store.AddEvidence(ctx, evs[i]) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	n.log.Info("relayed message refused", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.Int("recipients", len(answer)))
+	return ownAnswer(stored, answer), nil
+}
+
 // relayAcceptance builds the copies and evidence of a relayed message:
 // each recipient's chain as handed over, then RelayAcceptance and
 // Delivery, or RelayRejection for a recipient without a mailbox here (or
-// for all of them, if refused is not nil: it is the reason). answer[i]
-// holds the new evidence of recipient i.
-func (n *Node) relayAcceptance(m *broker.Message, in Incoming, refused error) ([]broker.Copy, []broker.Evidence, [][]broker.Evidence, error) {
+// for all of them, if refused is not nil: it is the reason); a recipient
+// refused before (prior) gets that rejection again. answer[i] holds the
+// new evidence of recipient i; evs holds what is to be stored.
+func (n *Node) relayAcceptance(m *broker.Message, in Incoming, refused error, prior map[string]*broker.Evidence) ([]broker.Copy, []broker.Evidence, [][]broker.Evidence, error) {
 	var copies []broker.Copy
 	var evs []broker.Evidence
 	answer := make([][]broker.Evidence, len(in.Recipients))
 	for i, to := range in.Recipients {
+		if p := prior[to]; p != nil {
+			answer[i] = []broker.Evidence{*p}
+			continue
+		}
 		last := in.Chains[i][len(in.Chains[i])-1]
 		head := evidence.Digest(last.DER)
-		prev, err := evidence.Parse(last.DER) // verified by checkIncoming
+		prev, err := evidence.Parse(last.DER) // verified by checkChain
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -242,7 +316,7 @@ func (n *Node) relayAcceptance(m *broker.Message, in Incoming, refused error) ([
 			continue
 		}
 		for _, e := range in.Chains[i] {
-			parsed, err := evidence.Parse(e.DER) // verified by checkIncoming
+			parsed, err := evidence.Parse(e.DER) // verified by checkChain
 			if err != nil {
 				return nil, nil, nil, err
 			}
@@ -265,20 +339,6 @@ func (n *Node) relayAcceptance(m *broker.Message, in Incoming, refused error) ([
 	return copies, evs, answer, nil
 }
 
-// storeRejections stores the RelayRejections of a message that no
-// recipient here accepts; the message itself is not kept.
-func (n *Node) storeRejections(ctx context.Context, m *broker.Message, answer [][]broker.Evidence) ([][]broker.Evidence, error) {
-	for i, evs := range answer {
-		stored, err := n.store.AddEvidence(ctx, evs[0])
-		if err != nil {
-			return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
-		}
-		answer[i][0] = stored
-	}
-	n.log.Info("relayed message refused", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.String("reason", answer[0][0].Type))
-	return answer, nil
-}
-
 // ownAnswer replaces the evidence in answer by the stored versions, which
 // carry their leaf indexes.
 func ownAnswer(stored []broker.Evidence, answer [][]broker.Evidence) [][]broker.Evidence {
@@ -297,13 +357,19 @@ func ownAnswer(stored []broker.Evidence, answer [][]broker.Evidence) [][]broker.
 }
 
 // receiveAgain answers a relay of a message stored before: each
-// recipient's chain after what the relaying node holds, and new copies for
-// recipients that have none yet (their evidence issued now, the payload
-// being stored already).
-func (n *Node) receiveAgain(ctx context.Context, m *broker.Message, in Incoming) ([][]broker.Evidence, error) {
+// recipient's chain after what the relaying node holds (or the rejection
+// issued before), and new copies for recipients that have none yet (their
+// chains verified and their evidence issued now, the payload being stored
+// already). caller is the relaying node; its zero value means the chains
+// were verified already.
+func (n *Node) receiveAgain(ctx context.Context, caller pki.Peer, m *broker.Message, in Incoming) ([][]broker.Evidence, error) {
 	all, err := n.store.Evidence(ctx, m.ID())
 	if err != nil {
 		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	prior, err := n.priorRejections(ctx, m.ID(), in)
+	if err != nil {
+		return nil, err
 	}
 	answer := make([][]broker.Evidence, len(in.Recipients))
 	var missing Incoming
@@ -314,6 +380,15 @@ func (n *Node) receiveAgain(ctx context.Context, m *broker.Message, in Incoming)
 			answer[i] = rest
 			continue
 		}
+		if p := prior[to]; p != nil {
+			answer[i] = []broker.Evidence{*p}
+			continue
+		}
+		if caller.Kind != 0 {
+			if err := n.checkChain(caller, m, to, in.Chains[i], evidence.RelayAcceptance); err != nil {
+				return nil, fmt.Errorf("chain of %s: %w", to, err)
+			}
+		}
 		missing.Recipients = append(missing.Recipients, to)
 		missing.Chains = append(missing.Chains, in.Chains[i])
 		where = append(where, i)
@@ -321,7 +396,8 @@ func (n *Node) receiveAgain(ctx context.Context, m *broker.Message, in Incoming)
 	if len(where) == 0 {
 		return answer, nil
 	}
-	copies, evs, more, err := n.relayAcceptance(m, missing, nil)
+	missing.Expires = in.Expires
+	copies, evs, more, err := n.relayAcceptance(m, missing, n.refusal(m, missing), nil)
 	if err != nil {
 		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
 	}

@@ -428,9 +428,15 @@ func TestWorker_ExpiryEndsRelay(t *testing.T) {
 	ctx := context.Background()
 	f := newFederation(t)
 	id := f.send(t, time.Minute, judge)
+	// The court is gone before the city connects: no try can have reached
+	// it, so the city gives up at the expiry itself.
 	f.court.srv.Stop()
+	f.city.peers.Close()
 	w := f.worker(f.city, landgericht)
 	w.Round(ctx)
+	if o, err := f.city.db.OutboundEntry(ctx, landgericht, id); err != nil || o.Attempts != 1 || o.Uncertain {
+		t.Fatalf("after a failed connection: %+v (%v), want one try that cannot have reached the court", o, err)
+	}
 	if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
 		t.Fatalf("Expire before the expiry ended %d (%v)", n, err)
 	}
@@ -472,6 +478,31 @@ func TestWorker_RefusedByCourt(t *testing.T) {
 	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 		t.Fatalf("a refused message is still queued: %v", q)
 	}
+
+	// The same relay again gets the same rejection, and the court's log
+	// does not grow.
+	before, err := f.court.db.LogSize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.city.db.Message(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := f.city.db.Evidence(ctx, id)
+	sa := evs[0]
+	sa.Log = tlog.Origin("stadt.example")
+	in := node.Incoming{Envelope: m.Envelope, Signature: m.Signature, Recipients: []string{judge}, Chains: [][]broker.Evidence{{sa}}}
+	answer, err := f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, bytes.NewReader(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(answer[0]) != 1 || !bytes.Equal(answer[0][0].DER, evs[1].DER) {
+		t.Fatalf("answer to the repeated relay: %v, want the first RelayRejection", answer)
+	}
+	if after, err := f.court.db.LogSize(ctx); err != nil || after != before {
+		t.Fatalf("the court's log grew from %d to %d (%v) on a repeated refusal", before, after, err)
+	}
 }
 
 func TestNode_ReceiveTwice(t *testing.T) {
@@ -504,6 +535,14 @@ func TestNode_ReceiveTwice(t *testing.T) {
 	if len(first[0]) != 2 || len(second[0]) != 2 || !bytes.Equal(first[0][1].DER, second[0][1].DER) {
 		t.Fatalf("answers differ: %v and %v", first, second)
 	}
+	// Years later, the sender's certificate long expired, the court still
+	// tells the city what became of the message.
+	f.clock.skew = 3 * 365 * 24 * time.Hour
+	late, err := f.court.node.Receive(ctx, cityNode, in, open())
+	if err != nil || !bytes.Equal(late[0][1].DER, first[0][1].DER) {
+		t.Fatalf("a relay again after the sender's certificate expired: %v (%v), want the stored answer", late, err)
+	}
+	f.clock.skew = 0
 	entries, _, err := f.court.node.Inbox(ctx, pki.Peer{Kind: pki.KindParticipant, Address: judge}, "", 0)
 	if err != nil || len(entries) != 1 || entries[0].Message.ID() != id {
 		t.Fatalf("inbox after two relays: %v (%v), want the message once", entries, err)
@@ -808,6 +847,81 @@ func TestNode_LostAnswer(t *testing.T) {
 			t.Errorf("a pushed %s: %v, want ErrInvalid", ev.Type, err)
 		}
 	}
+}
+
+// TestWorker_FinalTry lets a relay's outcome be unknown when the message
+// expires: the city does not give up at once, but asks the court once more.
+// Where the court has the message, the city records its Delivery; where it
+// has not, the court refuses the late relay and the city's NonDelivery says
+// so; where the court stays silent, the city gives up FinalTry later.
+func TestWorker_FinalTry(t *testing.T) {
+	ctx := context.Background()
+	unknown := func(t *testing.T, f *federation, id string, courtHasIt bool) {
+		t.Helper()
+		relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+		if err != nil || len(relays) != 1 {
+			t.Fatalf("relays %v (%v)", relays, err)
+		}
+		r := relays[0]
+		if courtHasIt {
+			p, err := f.city.node.OpenPayload(ctx, r.Message)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
+			_, err = f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, p)
+			p.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The answer was lost: the worker saw the connection break.
+		if err := f.city.node.RelayFailed(ctx, r, errors.New("connection reset"), f.clock.Now(), true); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.add(time.Minute)
+		if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
+			t.Fatalf("Expire with the outcome unknown ended %d (%v), want 0", n, err)
+		}
+	}
+	t.Run("the court has it", func(t *testing.T) {
+		f := newFederation(t)
+		id := f.send(t, time.Minute, judge)
+		unknown(t, f, id, true)
+		f.worker(f.city, landgericht).Round(ctx)
+		if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery" {
+			t.Fatalf("chain after the final try: %v", types)
+		}
+	})
+	t.Run("the court has not", func(t *testing.T) {
+		f := newFederation(t)
+		id := f.send(t, time.Minute, judge)
+		unknown(t, f, id, false)
+		f.worker(f.city, landgericht).Round(ctx)
+		types, _ := chain(t, f.city, id, judge)
+		if strings.Join(types, ",") != "SubmissionAcceptance,RelayRejection,NonDelivery" {
+			t.Fatalf("chain after the final try: %v", types)
+		}
+		if entries, _, _ := f.court.node.Inbox(ctx, pki.Peer{Kind: pki.KindParticipant, Address: judge}, "", 0); len(entries) != 0 {
+			t.Fatalf("the court delivered an expired message: %v", entries)
+		}
+	})
+	t.Run("the court stays silent", func(t *testing.T) {
+		f := newFederation(t)
+		id := f.send(t, time.Minute, judge)
+		unknown(t, f, id, false)
+		f.court.srv.Stop()
+		f.clock.add(node.FinalTry)
+		if relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0); err != nil || len(relays) != 0 {
+			t.Fatalf("relays after the final try's time: %v (%v)", relays, err)
+		}
+		if n, err := f.city.node.Expire(ctx); err != nil || n != 1 {
+			t.Fatalf("Expire after the final try's time ended %d (%v), want 1", n, err)
+		}
+		if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,NonDelivery" {
+			t.Fatalf("chain: %v", types)
+		}
+	})
 }
 
 func TestBackoff(t *testing.T) {

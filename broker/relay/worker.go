@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
@@ -153,10 +154,10 @@ func (w *Worker) relayDue(ctx context.Context) {
 				return
 			}
 			release := w.Node.Hold(r.Message.ID())
-			err := w.relay(ctx, r)
+			reached, err := w.relay(ctx, r)
 			release()
 			if err != nil && ctx.Err() == nil {
-				w.failed(ctx, r, err)
+				w.failed(ctx, r, err, reached)
 			}
 		}
 		if next == "" {
@@ -166,8 +167,9 @@ func (w *Worker) relayDue(ctx context.Context) {
 	}
 }
 
-// failed schedules the next try of r after a failed one.
-func (w *Worker) failed(ctx context.Context, r node.Relay, err error) {
+// failed schedules the next try of r after a failed one; reached says
+// that the try may have reached the other node.
+func (w *Worker) failed(ctx context.Context, r node.Relay, err error, reached bool) {
 	now := w.Clock.Now()
 	wait := Backoff(r.Outbound.Attempts+1, w.FirstBackoff, w.MaxBackoff, rand.Float64())
 	if status.Code(err) == codes.Unavailable {
@@ -176,52 +178,68 @@ func (w *Worker) failed(ctx context.Context, r node.Relay, err error) {
 	}
 	log := w.Logger.With(slog.String(broker.LogMsgID, r.Message.ID()))
 	log.Warn("relay failed; trying again later", slog.Int("attempt", r.Outbound.Attempts+1), slog.Duration("wait", wait), slog.Any(broker.LogErr, err))
-	if err := w.Node.RelayFailed(ctx, r, err, now.Add(wait)); err != nil {
+	if err := w.Node.RelayFailed(ctx, r, err, now.Add(wait), reached); err != nil {
 		log.Error("relay: record the failed try", slog.Any(broker.LogErr, err))
 	}
 }
 
-// relay makes one Relay call for r and records the answer.
-func (w *Worker) relay(ctx context.Context, r node.Relay) error {
+// relay makes one Relay call for r and records the answer. reached
+// reports whether the call got as far as the other node may have acted on
+// it (its header was sent): after that, a failure leaves the outcome
+// unknown.
+func (w *Worker) relay(ctx context.Context, r node.Relay) (reached bool, err error) {
 	w.Logger.Debug("relay: start", slog.String(broker.LogMsgID, r.Message.ID()), slog.Int("recipients", len(r.Recipients)), slog.Int("attempt", r.Outbound.Attempts+1))
 	c, err := w.Peers.conn(ctx, w.Domain)
 	if err != nil {
-		return err
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, relayTimeout)
 	defer cancel()
 	var pr peer.Peer
 	stream, err := kurierv1.NewRelayServiceClient(c).Relay(ctx, grpc.Peer(&pr))
 	if err != nil {
-		return remoteError(err)
+		return false, remoteError(err)
 	}
-	resp, err := w.send(ctx, stream, r)
+	resp, reached, err := w.send(ctx, stream, r)
 	if err != nil {
-		return remoteError(err)
+		return reached, remoteError(err)
 	}
 	who, err := w.Peers.peerOf(&pr)
 	if err != nil {
-		return fmt.Errorf("the node of %s: %w", w.Domain, err)
+		return true, fmt.Errorf("the node of %s: %w", w.Domain, err)
 	}
+	answer, err := w.answer(resp, r)
+	if err != nil {
+		return true, err
+	}
+	return true, w.Node.Relayed(ctx, r, who, answer)
+}
+
+// answer takes the evidence for each recipient of r from resp.
+func (w *Worker) answer(resp *kurierv1.RelayResponse, r node.Relay) ([][]broker.Evidence, error) {
 	if len(resp.GetOutcomes()) != len(r.Recipients) {
-		return fmt.Errorf("%w: the node of %s answered for %d recipients, not %d", broker.ErrInvalid, w.Domain, len(resp.GetOutcomes()), len(r.Recipients))
+		return nil, fmt.Errorf("%w: the node of %s answered for %d recipients, not %d", broker.ErrInvalid, w.Domain, len(resp.GetOutcomes()), len(r.Recipients))
 	}
 	answer := make([][]broker.Evidence, len(r.Recipients))
 	for i, o := range resp.GetOutcomes() {
 		if o.GetAddress() != r.Recipients[i] {
-			return fmt.Errorf("%w: the node of %s answered for %s instead of %s", broker.ErrInvalid, w.Domain, o.GetAddress(), r.Recipients[i])
+			return nil, fmt.Errorf("%w: the node of %s answered for %s instead of %s", broker.ErrInvalid, w.Domain, o.GetAddress(), r.Recipients[i])
 		}
 		for _, e := range o.GetEvidence() {
 			answer[i] = append(answer[i], fromEvidence(e))
 		}
 	}
-	return w.Node.Relayed(ctx, r, who, answer)
+	return answer, nil
 }
 
 // send streams the header and the payload; the receiving node may answer
 // before it has read the payload (a message it has already, or refuses).
-func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kurierv1.RelayRequest, kurierv1.RelayResponse], r node.Relay) (*kurierv1.RelayResponse, error) {
-	h := &kurierv1.RelayHeader{Envelope: &kurierv1.SignedEnvelope{Envelope: r.Message.Envelope, Signature: r.Message.Signature}}
+// headerSent reports whether the header went out.
+func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kurierv1.RelayRequest, kurierv1.RelayResponse], r node.Relay) (resp *kurierv1.RelayResponse, headerSent bool, err error) {
+	h := &kurierv1.RelayHeader{
+		Envelope: &kurierv1.SignedEnvelope{Envelope: r.Message.Envelope, Signature: r.Message.Signature},
+		Expires:  timestamppb.New(r.Message.Expires),
+	}
 	for i, to := range r.Recipients {
 		rr := &kurierv1.RelayRecipient{Address: to}
 		for _, ev := range r.Chains[i] {
@@ -231,13 +249,14 @@ func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kur
 	}
 	if err := stream.Send(&kurierv1.RelayRequest{Part: &kurierv1.RelayRequest_Header{Header: h}}); err != nil {
 		if errors.Is(err, io.EOF) {
-			return stream.CloseAndRecv()
+			resp, err := stream.CloseAndRecv()
+			return resp, true, err
 		}
-		return nil, err
+		return nil, false, err
 	}
 	payload, err := w.Node.OpenPayload(ctx, r.Message)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	defer payload.Close()
 	buf := make([]byte, chunkSize)
@@ -246,18 +265,20 @@ func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kur
 		if n > 0 {
 			if err := stream.Send(&kurierv1.RelayRequest{Part: &kurierv1.RelayRequest_Chunk{Chunk: buf[:n]}}); err != nil {
 				if errors.Is(err, io.EOF) {
-					return stream.CloseAndRecv()
+					break // the other node answered early; CloseAndRecv has it
 				}
-				return nil, err
+				return nil, true, err
 			}
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			return stream.CloseAndRecv()
+			break
 		}
 		if rerr != nil {
-			return nil, fmt.Errorf("read payload of %s: %w", r.Message.ID(), rerr)
+			return nil, true, fmt.Errorf("read payload of %s: %w", r.Message.ID(), rerr)
 		}
 	}
+	resp, err = stream.CloseAndRecv()
+	return resp, true, err
 }
 
 // push sends the evidence queued for the domain's node, in order, and

@@ -45,6 +45,9 @@ func (s *service) Relay(stream grpc.ClientStreamingServer[kurierv1.RelayRequest,
 		return toStatus(fmt.Errorf("%w: relay: the first frame must carry the header with the signed envelope", broker.ErrInvalid))
 	}
 	in := node.Incoming{Envelope: h.GetEnvelope().GetEnvelope(), Signature: h.GetEnvelope().GetSignature()}
+	if h.GetExpires() != nil {
+		in.Expires = h.GetExpires().AsTime()
+	}
 	if len(h.GetRecipients()) > node.MaxRelayRecipients {
 		return toStatus(fmt.Errorf("%w: relay: %d recipients, at most %d", broker.ErrTooLarge, len(h.GetRecipients()), node.MaxRelayRecipients))
 	}

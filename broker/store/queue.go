@@ -75,6 +75,30 @@ func (db *DB) Outbound(ctx context.Context, domain, after string, limit int) ([]
 	return out, nil
 }
 
+// OutboundEntry returns the queue entry of message id for the node of
+// domain, or an error wrapping broker.ErrNotFound.
+func (db *DB) OutboundEntry(ctx context.Context, domain, id string) (broker.Outbound, error) {
+	if checkKeyPart("domain", domain) != nil || checkKeyPart("message id", id) != nil {
+		return broker.Outbound{}, fmt.Errorf("load outbound entry: %w", broker.ErrNotFound)
+	}
+	var o broker.Outbound
+	err := db.view(ctx, func(txn *badger.Txn) error {
+		v, ok, err := get(txn, outboundKey(domain, id))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return broker.ErrNotFound
+		}
+		return json.Unmarshal(v, &o)
+	})
+	if err != nil {
+		return broker.Outbound{}, fmt.Errorf("load outbound entry of %s to %s: %w", id, domain, err)
+	}
+	o.Domain, o.MessageID = domain, id
+	return o, nil
+}
+
 // SetOutbound durably replaces the retry state of a queued message. It
 // returns an error wrapping broker.ErrNotFound if the message is no longer
 // queued (relayed or given up meanwhile).

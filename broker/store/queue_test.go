@@ -323,6 +323,30 @@ func TestDB_Outbound(t *testing.T) {
 		}
 	})
 
+	t.Run("OutboundEntry", func(t *testing.T) {
+		o := broker.Outbound{Domain: courtDomain, MessageID: m3.msg.ID(), Attempts: 3, NextTry: t0.Add(time.Hour), LastError: "connection reset", Uncertain: true}
+		if err := db.SetOutbound(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.OutboundEntry(ctx, courtDomain, m3.msg.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(o, got); diff != "" {
+			t.Errorf("OutboundEntry (-want +got):\n%s", diff)
+		}
+		for i := range queued[courtDomain] {
+			if queued[courtDomain][i].MessageID == o.MessageID {
+				queued[courtDomain][i] = o
+			}
+		}
+		for _, miss := range [][2]string{{kreisDomain, m3.msg.ID()}, {courtDomain, newID(t)}, {"", m3.msg.ID()}} {
+			if _, err := db.OutboundEntry(ctx, miss[0], miss[1]); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("OutboundEntry(%q, %q): %v, want ErrNotFound", miss[0], miss[1], err)
+			}
+		}
+	})
+
 	db = reopen(t, db, dir)
 	t.Run("after reopen", func(t *testing.T) { check(t, db) })
 }

@@ -9,6 +9,7 @@ package kurierv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -112,7 +113,12 @@ type RelayHeader struct {
 	Envelope *SignedEnvelope        `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
 	// The recipients this relay is for: recipients of the message in the
 	// receiving node's domains, each with its chain so far.
-	Recipients    []*RelayRecipient `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	Recipients []*RelayRecipient `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// The message's expiry as the relaying node holds it (the envelope's,
+	// capped by that node's maximum, or its default for an envelope that
+	// names none). The receiving node refuses a message it does not hold
+	// yet once this, or the envelope's own expiry, has passed.
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +163,13 @@ func (x *RelayHeader) GetEnvelope() *SignedEnvelope {
 func (x *RelayHeader) GetRecipients() []*RelayRecipient {
 	if x != nil {
 		return x.Recipients
+	}
+	return nil
+}
+
+func (x *RelayHeader) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
 	}
 	return nil
 }
@@ -405,16 +418,17 @@ var File_kurier_v1_relay_proto protoreflect.FileDescriptor
 
 const file_kurier_v1_relay_proto_rawDesc = "" +
 	"\n" +
-	"\x15kurier/v1/relay.proto\x12\tkurier.v1\x1a\x15kurier/v1/types.proto\"`\n" +
+	"\x15kurier/v1/relay.proto\x12\tkurier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15kurier/v1/types.proto\"`\n" +
 	"\fRelayRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.kurier.v1.RelayHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
-	"\x04part\"\x7f\n" +
+	"\x04part\"\xb5\x01\n" +
 	"\vRelayHeader\x125\n" +
 	"\benvelope\x18\x01 \x01(\v2\x19.kurier.v1.SignedEnvelopeR\benvelope\x129\n" +
 	"\n" +
 	"recipients\x18\x02 \x03(\v2\x19.kurier.v1.RelayRecipientR\n" +
-	"recipients\"U\n" +
+	"recipients\x124\n" +
+	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"U\n" +
 	"\x0eRelayRecipient\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12)\n" +
 	"\x05chain\x18\x02 \x03(\v2\x13.kurier.v1.EvidenceR\x05chain\"D\n" +
@@ -444,33 +458,35 @@ func file_kurier_v1_relay_proto_rawDescGZIP() []byte {
 
 var file_kurier_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_kurier_v1_relay_proto_goTypes = []any{
-	(*RelayRequest)(nil),         // 0: kurier.v1.RelayRequest
-	(*RelayHeader)(nil),          // 1: kurier.v1.RelayHeader
-	(*RelayRecipient)(nil),       // 2: kurier.v1.RelayRecipient
-	(*RelayResponse)(nil),        // 3: kurier.v1.RelayResponse
-	(*RelayOutcome)(nil),         // 4: kurier.v1.RelayOutcome
-	(*PushEvidenceRequest)(nil),  // 5: kurier.v1.PushEvidenceRequest
-	(*PushEvidenceResponse)(nil), // 6: kurier.v1.PushEvidenceResponse
-	(*SignedEnvelope)(nil),       // 7: kurier.v1.SignedEnvelope
-	(*Evidence)(nil),             // 8: kurier.v1.Evidence
+	(*RelayRequest)(nil),          // 0: kurier.v1.RelayRequest
+	(*RelayHeader)(nil),           // 1: kurier.v1.RelayHeader
+	(*RelayRecipient)(nil),        // 2: kurier.v1.RelayRecipient
+	(*RelayResponse)(nil),         // 3: kurier.v1.RelayResponse
+	(*RelayOutcome)(nil),          // 4: kurier.v1.RelayOutcome
+	(*PushEvidenceRequest)(nil),   // 5: kurier.v1.PushEvidenceRequest
+	(*PushEvidenceResponse)(nil),  // 6: kurier.v1.PushEvidenceResponse
+	(*SignedEnvelope)(nil),        // 7: kurier.v1.SignedEnvelope
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*Evidence)(nil),              // 9: kurier.v1.Evidence
 }
 var file_kurier_v1_relay_proto_depIdxs = []int32{
-	1, // 0: kurier.v1.RelayRequest.header:type_name -> kurier.v1.RelayHeader
-	7, // 1: kurier.v1.RelayHeader.envelope:type_name -> kurier.v1.SignedEnvelope
-	2, // 2: kurier.v1.RelayHeader.recipients:type_name -> kurier.v1.RelayRecipient
-	8, // 3: kurier.v1.RelayRecipient.chain:type_name -> kurier.v1.Evidence
-	4, // 4: kurier.v1.RelayResponse.outcomes:type_name -> kurier.v1.RelayOutcome
-	8, // 5: kurier.v1.RelayOutcome.evidence:type_name -> kurier.v1.Evidence
-	8, // 6: kurier.v1.PushEvidenceRequest.evidence:type_name -> kurier.v1.Evidence
-	0, // 7: kurier.v1.RelayService.Relay:input_type -> kurier.v1.RelayRequest
-	5, // 8: kurier.v1.RelayService.PushEvidence:input_type -> kurier.v1.PushEvidenceRequest
-	3, // 9: kurier.v1.RelayService.Relay:output_type -> kurier.v1.RelayResponse
-	6, // 10: kurier.v1.RelayService.PushEvidence:output_type -> kurier.v1.PushEvidenceResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	1,  // 0: kurier.v1.RelayRequest.header:type_name -> kurier.v1.RelayHeader
+	7,  // 1: kurier.v1.RelayHeader.envelope:type_name -> kurier.v1.SignedEnvelope
+	2,  // 2: kurier.v1.RelayHeader.recipients:type_name -> kurier.v1.RelayRecipient
+	8,  // 3: kurier.v1.RelayHeader.expires:type_name -> google.protobuf.Timestamp
+	9,  // 4: kurier.v1.RelayRecipient.chain:type_name -> kurier.v1.Evidence
+	4,  // 5: kurier.v1.RelayResponse.outcomes:type_name -> kurier.v1.RelayOutcome
+	9,  // 6: kurier.v1.RelayOutcome.evidence:type_name -> kurier.v1.Evidence
+	9,  // 7: kurier.v1.PushEvidenceRequest.evidence:type_name -> kurier.v1.Evidence
+	0,  // 8: kurier.v1.RelayService.Relay:input_type -> kurier.v1.RelayRequest
+	5,  // 9: kurier.v1.RelayService.PushEvidence:input_type -> kurier.v1.PushEvidenceRequest
+	3,  // 10: kurier.v1.RelayService.Relay:output_type -> kurier.v1.RelayResponse
+	6,  // 11: kurier.v1.RelayService.PushEvidence:output_type -> kurier.v1.PushEvidenceResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_kurier_v1_relay_proto_init() }
