@@ -69,11 +69,12 @@ type Store interface {
 	// SetOutbound replaces a queued message's retry state;
 	// broker.ErrNotFound if it is no longer queued.
 	SetOutbound(ctx context.Context, o broker.Outbound) error
-	// FinishRelay applies steps and removes the message from domain's
-	// queue in one transaction; errors as AppendEvidence's.
-	FinishRelay(ctx context.Context, domain, id string, steps []broker.Step) ([]broker.Evidence, error)
-	// Pushes lists own evidence queued for the node of domain, in order.
-	Pushes(ctx context.Context, domain string, limit int) ([]broker.Evidence, error)
+	// FinishRelay applies steps and, if done, removes the message from
+	// domain's queue, in one transaction; errors as AppendEvidence's.
+	FinishRelay(ctx context.Context, domain, id string, steps []broker.Step, done bool) ([]broker.Evidence, error)
+	// Pushes lists own evidence queued for the node of domain, in order,
+	// from leaf index from on.
+	Pushes(ctx context.Context, domain string, from uint64, limit int) ([]broker.Evidence, error)
 	// DeletePush removes one evidence from domain's push queue.
 	DeletePush(ctx context.Context, domain string, index uint64) error
 	// Due lists copies whose deadline is not after now, earliest first.

@@ -23,7 +23,17 @@ type Relay struct {
 	Message    *broker.Message
 	Recipients []string
 	Chains     [][]broker.Evidence
+	// More is set when the recipients waiting are more than one relay
+	// carries (see maxRelayBatch): the rest go in the next.
+	More bool
 }
+
+// Bounds of one relay's recipients, so that its header, with every
+// recipient's chain, fits one gRPC message with room to spare.
+const (
+	maxRelayBatch      = 100
+	maxRelayBatchBytes = 512 << 10
+)
 
 // Relays returns the messages queued for the node of domain whose next try
 // is due by now (the relay worker's clock, which keeps the schedule) and
@@ -49,7 +59,7 @@ func (n *Node) Relays(ctx context.Context, domain string, now time.Time, after s
 			return nil, "", err
 		}
 		if len(r.Recipients) == 0 {
-			if _, err := n.store.FinishRelay(ctx, domain, o.MessageID, nil); err != nil {
+			if _, err := n.store.FinishRelay(ctx, domain, o.MessageID, nil, true); err != nil {
 				return nil, "", err
 			}
 			continue
@@ -120,6 +130,7 @@ func (n *Node) relayOf(ctx context.Context, o broker.Outbound) (Relay, error) {
 		return Relay{}, fmt.Errorf("queued message %s: %w", o.MessageID, err)
 	}
 	r := Relay{Outbound: o, Message: m}
+	size := len(m.Envelope) + len(m.Signature)
 	for _, to := range m.Header.To {
 		if address.DomainOf(to) != o.Domain {
 			continue
@@ -132,11 +143,18 @@ func (n *Node) relayOf(ctx context.Context, o broker.Outbound) (Relay, error) {
 			continue
 		}
 		var chain []broker.Evidence
+		chainBytes := 0
 		for _, ev := range all {
 			if ev.Recipient == to {
 				chain = append(chain, n.withLog(ev))
+				chainBytes += len(ev.DER) + len(to) + 64
 			}
 		}
+		if len(r.Recipients) == maxRelayBatch || len(r.Recipients) > 0 && size+chainBytes > maxRelayBatchBytes {
+			r.More = true
+			break
+		}
+		size += chainBytes
 		r.Recipients = append(r.Recipients, to)
 		r.Chains = append(r.Chains, chain)
 	}
@@ -178,8 +196,11 @@ func (n *Node) Relayed(ctx context.Context, r Relay, peer pki.Peer, answer [][]b
 		}
 		steps = append(steps, s...)
 	}
-	if _, err := n.store.FinishRelay(ctx, r.Outbound.Domain, r.Message.ID(), steps); err != nil {
+	if _, err := n.store.FinishRelay(ctx, r.Outbound.Domain, r.Message.ID(), steps, !r.More); err != nil {
 		return err
+	}
+	if r.More {
+		n.queued(r.Outbound.Domain) // the rest, at once
 	}
 	for _, s := range steps {
 		n.log.Info("relay: "+s.Evidence.Type, slog.String(broker.LogMsgID, r.Message.ID()), slog.String(broker.LogMailbox, s.Evidence.Recipient), slog.String(broker.LogPeer, r.Outbound.Domain))
@@ -270,9 +291,10 @@ func (n *Node) RelayFailed(ctx context.Context, r Relay, cause error, next time.
 }
 
 // Pushes returns up to limit evidence waiting to be sent to the node of
-// domain, in order of issue, each naming this node's log.
-func (n *Node) Pushes(ctx context.Context, domain string, limit int) ([]broker.Evidence, error) {
-	evs, err := n.store.Pushes(ctx, domain, limit)
+// domain, in order of issue from leaf index from on, each naming this
+// node's log.
+func (n *Node) Pushes(ctx context.Context, domain string, from uint64, limit int) ([]broker.Evidence, error) {
+	evs, err := n.store.Pushes(ctx, domain, from, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -342,7 +342,7 @@ func TestWorker_RelayAndEvidenceBack(t *testing.T) {
 	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery,Retrieval" {
 		t.Fatalf("chain at the city's node after the retrieval: %v", types)
 	}
-	if left, err := f.court.node.Pushes(ctx, "stadt.example", 0); err != nil || len(left) != 0 {
+	if left, err := f.court.node.Pushes(ctx, "stadt.example", 0, 0); err != nil || len(left) != 0 {
 		t.Fatalf("push queue after the push: %v (%v)", left, err)
 	}
 	if n, err := f.city.db.LogSize(ctx); err != nil || n != 3 {
@@ -615,7 +615,7 @@ func TestNode_RetentionLocal(t *testing.T) {
 		t.Fatalf("chain: %v in %q", types, logs)
 	}
 	for _, d := range []string{landgericht, "stadt.example"} {
-		if q, err := f.city.node.Pushes(ctx, d, 0); err != nil || len(q) != 0 {
+		if q, err := f.city.node.Pushes(ctx, d, 0, 0); err != nil || len(q) != 0 {
 			t.Fatalf("push queue of %s: %v (%v), want empty", d, q, err)
 		}
 	}
@@ -819,7 +819,7 @@ func TestNode_LostAnswer(t *testing.T) {
 	if _, err := f.court.node.Retrieved(ctx, judgeP, id); err != nil {
 		t.Fatal(err)
 	}
-	pushes, err := f.court.node.Pushes(ctx, "stadt.example", 0)
+	pushes, err := f.court.node.Pushes(ctx, "stadt.example", 0, 0)
 	if err != nil || len(pushes) != 1 || pushes[0].Type != "Retrieval" {
 		t.Fatalf("court's push queue: %v (%v)", pushes, err)
 	}
@@ -922,6 +922,51 @@ func TestWorker_FinalTry(t *testing.T) {
 			t.Fatalf("chain: %v", types)
 		}
 	})
+}
+
+// TestWorker_PushHoldsOnlyItsCopy has the court push two Retrievals, the
+// first for a copy the city still thinks is relaying: that one waits, the
+// other goes through.
+func TestWorker_PushHoldsOnlyItsCopy(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
+	cityNode := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
+
+	first := f.send(t, time.Hour, judge)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	r := relays[0]
+	p, err := f.city.node.OpenPayload(ctx, r.Message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
+	_, err = f.court.node.Receive(ctx, cityNode, in, p) // the answer is lost
+	p.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.city.node.RelayFailed(ctx, r, errors.New("connection reset"), f.clock.Now().Add(time.Hour), true); err != nil {
+		t.Fatal(err)
+	}
+	second := f.send(t, time.Hour, judge)
+	f.worker(f.city, landgericht).Round(ctx) // relays the second only
+	for _, id := range []string{first, second} {
+		if _, err := f.court.node.Retrieved(ctx, judgeP, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.worker(f.court, "stadt.example").Round(ctx)
+	if types, _ := chain(t, f.city, second, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayAcceptance,Delivery,Retrieval" {
+		t.Fatalf("the second message's chain at the city: %v", types)
+	}
+	left, err := f.court.node.Pushes(ctx, "stadt.example", 0, 0)
+	if err != nil || len(left) != 1 || left[0].MessageID != first {
+		t.Fatalf("push queue: %v (%v), want only the first message's Retrieval", left, err)
+	}
 }
 
 func TestBackoff(t *testing.T) {

@@ -64,9 +64,15 @@ type Worker struct {
 	// While the peer cannot be reached, every call fails alike: the worker
 	// then waits for the peer as a whole, until the failed message's next
 	// try, instead of trying each queued message in turn.
-	downUntil    time.Time
-	pushFailures int
-	pushNext     time.Time
+	downUntil time.Time
+	// pushWait holds back the evidence of a copy that the other node did
+	// not take yet, by message id and recipient.
+	pushWait map[string]pushBackoff
+}
+
+type pushBackoff struct {
+	failures int
+	next     time.Time
 }
 
 // Backoff returns how long to wait after the given number of failed
@@ -83,6 +89,7 @@ func Backoff(attempts int, first, max time.Duration, r float64) time.Duration {
 
 func (w *Worker) defaults() {
 	w.wake = make(chan struct{}, 1)
+	w.pushWait = map[string]pushBackoff{}
 	if w.Clock == nil {
 		w.Clock = systemClock{}
 	}
@@ -281,42 +288,69 @@ func (w *Worker) send(ctx context.Context, stream grpc.ClientStreamingClient[kur
 	return resp, true, err
 }
 
-// push sends the evidence queued for the domain's node, in order, and
-// stops at the first one that may be taken later.
+// push sends the evidence queued for the domain's node, page by page, in
+// order of issue. An evidence the other node may take later (it waits for
+// an earlier one of its copy, say) holds back the rest of its copy only,
+// for a backoff; one the other node refuses for good leaves the queue; an
+// unreachable node stops the round.
 func (w *Worker) push(ctx context.Context) {
-	if now := w.Clock.Now(); now.Before(w.pushNext) || now.Before(w.downUntil) {
+	if w.Clock.Now().Before(w.downUntil) {
 		return
 	}
-	evs, err := w.Node.Pushes(ctx, w.Domain, batch)
-	if err != nil {
-		if ctx.Err() == nil {
-			w.Logger.Error("relay: read the push queue", slog.Any(broker.LogErr, err))
+	held := map[string]bool{} // copies whose next evidence must wait
+	for from := uint64(0); ; {
+		evs, err := w.Node.Pushes(ctx, w.Domain, from, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.Logger.Error("relay: read the push queue", slog.Any(broker.LogErr, err))
+			}
+			return
 		}
-		return
-	}
-	for _, ev := range evs {
-		err := w.pushOne(ctx, ev)
-		log := w.Logger.With(slog.String(broker.LogMsgID, ev.MessageID), slog.String(broker.LogMailbox, ev.Recipient), slog.String("type", ev.Type))
-		switch {
-		case err == nil:
-		case permanent(err):
-			log.Error("evidence refused by the sender's node; it stays in this node's store and log", slog.Any(broker.LogErr, err))
-		default:
-			if ctx.Err() != nil {
+		for _, ev := range evs {
+			if ctx.Err() != nil || !w.pushCopy(ctx, ev, held) {
 				return
 			}
-			w.pushFailures++
-			wait := Backoff(w.pushFailures, w.FirstBackoff, w.MaxBackoff, rand.Float64())
-			w.pushNext = w.Clock.Now().Add(wait)
-			log.Warn("sending evidence back failed; trying again later", slog.Duration("wait", wait), slog.Any(broker.LogErr, err))
+		}
+		if len(evs) < batch {
 			return
 		}
-		if err := w.Node.Pushed(ctx, w.Domain, ev); err != nil {
-			log.Error("relay: remove sent evidence from the queue", slog.Any(broker.LogErr, err))
-			return
-		}
-		w.pushFailures = 0
+		from = evs[len(evs)-1].LeafIndex + 1
 	}
+}
+
+// pushCopy sends one evidence unless its copy is held back, and reports
+// whether the round goes on.
+func (w *Worker) pushCopy(ctx context.Context, ev broker.Evidence, held map[string]bool) bool {
+	key := ev.MessageID + " " + ev.Recipient
+	if held[key] || w.Clock.Now().Before(w.pushWait[key].next) {
+		held[key] = true
+		return true
+	}
+	err := w.pushOne(ctx, ev)
+	log := w.Logger.With(slog.String(broker.LogMsgID, ev.MessageID), slog.String(broker.LogMailbox, ev.Recipient), slog.String("type", ev.Type))
+	switch {
+	case err == nil:
+	case status.Code(err) == codes.Unavailable:
+		w.downUntil = w.Clock.Now().Add(Backoff(w.pushWait[key].failures+1, w.FirstBackoff, w.MaxBackoff, rand.Float64()))
+		log.Warn("sending evidence back failed; trying again later", slog.Any(broker.LogErr, err))
+		return false
+	case permanent(err):
+		log.Error("evidence refused by the sender's node; it stays in this node's store and log", slog.Any(broker.LogErr, err))
+	default:
+		pw := w.pushWait[key]
+		pw.failures++
+		pw.next = w.Clock.Now().Add(Backoff(pw.failures, w.FirstBackoff, w.MaxBackoff, rand.Float64()))
+		w.pushWait[key] = pw
+		held[key] = true
+		log.Info("evidence not taken yet; trying again later", slog.Time("next", pw.next), slog.Any(broker.LogErr, err))
+		return true
+	}
+	delete(w.pushWait, key)
+	if err := w.Node.Pushed(ctx, w.Domain, ev); err != nil {
+		log.Error("relay: remove sent evidence from the queue", slog.Any(broker.LogErr, err))
+		return false
+	}
+	return true
 }
 
 func (w *Worker) pushOne(ctx context.Context, ev broker.Evidence) error {

@@ -45,7 +45,7 @@ func TestDB_Evidence_OtherLog(t *testing.T) {
 			acc := nextStep(t, f.copies[1], "RelayAcceptance", broker.StateRelaying)
 			del := nextStep(t, acc.Next, "Delivery", broker.StateDelivered)
 			foreign(&del)
-			got, err := db.FinishRelay(ctx, kreisDomain, f.msg.ID(), []broker.Step{acc, del})
+			got, err := db.FinishRelay(ctx, kreisDomain, f.msg.ID(), []broker.Step{acc, del}, true)
 			if err != nil {
 				t.Fatalf("FinishRelay: %v", err)
 			}

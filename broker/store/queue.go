@@ -126,10 +126,12 @@ func (db *DB) SetOutbound(ctx context.Context, o broker.Outbound) error {
 }
 
 // FinishRelay applies steps (the evidence of a relay's outcome, see
-// AppendEvidence) and removes the message from the queue of domain, in one
-// durable transaction: all of it or nothing. Errors wrap broker.ErrConflict
-// or broker.ErrNotFound as AppendEvidence's do.
-func (db *DB) FinishRelay(ctx context.Context, domain, id string, steps []broker.Step) ([]broker.Evidence, error) {
+// AppendEvidence) and, if done, removes the message from the queue of
+// domain, in one durable transaction: all of it or nothing. (A relay of
+// some of the message's recipients there is not done: the entry stays for
+// the others.) Errors wrap broker.ErrConflict or broker.ErrNotFound as
+// AppendEvidence's do.
+func (db *DB) FinishRelay(ctx context.Context, domain, id string, steps []broker.Step, done bool) ([]broker.Evidence, error) {
 	if checkKeyPart("domain", domain) != nil || checkKeyPart("message id", id) != nil {
 		return nil, fmt.Errorf("finish relay: %w: no domain or message id", broker.ErrInvalid)
 	}
@@ -154,8 +156,10 @@ func (db *DB) FinishRelay(ctx context.Context, domain, id string, steps []broker
 				return err
 			}
 		}
-		if err := b.del(k); err != nil {
-			return err
+		if done {
+			if err := b.del(k); err != nil {
+				return err
+			}
 		}
 		return b.saveCounters()
 	})
@@ -166,8 +170,8 @@ func (db *DB) FinishRelay(ctx context.Context, domain, id string, steps []broker
 }
 
 // Pushes lists up to limit evidence waiting to be sent to the node of
-// domain, in order of issue (leaf index).
-func (db *DB) Pushes(ctx context.Context, domain string, limit int) ([]broker.Evidence, error) {
+// domain, in order of issue (leaf index), from leaf index from on.
+func (db *DB) Pushes(ctx context.Context, domain string, from uint64, limit int) ([]broker.Evidence, error) {
 	if checkKeyPart("domain", domain) != nil {
 		return nil, nil
 	}
@@ -177,7 +181,7 @@ func (db *DB) Pushes(ctx context.Context, domain string, limit int) ([]broker.Ev
 	err := db.view(ctx, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
 		defer it.Close()
-		for it.Seek(prefix); it.Valid() && len(out) < limit; it.Next() {
+		for it.Seek(pushKey(domain, from)); it.Valid() && len(out) < limit; it.Next() {
 			ek, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err

@@ -401,7 +401,7 @@ func TestDB_FinishRelay(t *testing.T) {
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
 			before := dump(t, db)
-			if _, err := db.FinishRelay(ctx, tt.domain, id, tt.modify(steps())); !errors.Is(err, tt.want) {
+			if _, err := db.FinishRelay(ctx, tt.domain, id, tt.modify(steps()), true); !errors.Is(err, tt.want) {
 				t.Fatalf("FinishRelay: err %v, want %v", err, tt.want)
 			}
 			// Neither the queue entry's removal nor any step's evidence,
@@ -418,7 +418,7 @@ func TestDB_FinishRelay(t *testing.T) {
 
 	ss := steps()
 	size := logSizeOf(t, db)
-	got, err := db.FinishRelay(ctx, courtDomain, id, ss)
+	got, err := db.FinishRelay(ctx, courtDomain, id, ss, true)
 	if err != nil {
 		t.Fatalf("FinishRelay: %v", err)
 	}
@@ -472,7 +472,7 @@ func TestDB_FinishRelay(t *testing.T) {
 	t.Run("without steps", func(t *testing.T) {
 		// Giving up on a domain whose copies were ended elsewhere only
 		// removes the entry.
-		if _, err := db.FinishRelay(ctx, kreisDomain, id, nil); err != nil {
+		if _, err := db.FinishRelay(ctx, kreisDomain, id, nil, true); err != nil {
 			t.Fatal(err)
 		}
 		if q, err := db.Outbound(ctx, kreisDomain, "", 0); err != nil || len(q) != 0 {
@@ -519,14 +519,14 @@ func TestDB_Pushes(t *testing.T) {
 	all = append(all, apply(t, &mc, "Acknowledgement", senderDomain))
 	apply(t, &nc, "Acknowledgement", otherDomain)
 
-	checkPushes := func(t *testing.T, db *DB, domain string, limit int, want []broker.Evidence) {
+	checkPushes := func(t *testing.T, db *DB, domain string, from uint64, limit int, want []broker.Evidence) {
 		t.Helper()
-		got, err := db.Pushes(ctx, domain, limit)
+		got, err := db.Pushes(ctx, domain, from, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("Pushes(%q, %d) (-want +got):\n%s", domain, limit, diff)
+			t.Errorf("Pushes(%q, %d, %d) (-want +got):\n%s", domain, from, limit, diff)
 		}
 		for i := 1; i < len(got); i++ {
 			if got[i].LeafIndex <= got[i-1].LeafIndex {
@@ -535,20 +535,36 @@ func TestDB_Pushes(t *testing.T) {
 		}
 	}
 	listings := func(t *testing.T, db *DB) {
+		sender := pushed[senderDomain]
 		tests := []struct {
 			name   string
 			domain string
+			from   uint64
 			limit  int
 			want   []broker.Evidence
 		}{
-			{"in leaf order", senderDomain, 0, pushed[senderDomain]},
-			{"another domain's", otherDomain, 0, pushed[otherDomain]},
-			{"limit", senderDomain, 1, pushed[senderDomain][:1]},
-			{"no queue", courtDomain, 0, nil},
-			{"no domain", "", 0, nil},
+			{"in leaf order", senderDomain, 0, 0, sender},
+			{"another domain's", otherDomain, 0, 0, pushed[otherDomain]},
+			{"limit", senderDomain, 0, 1, sender[:min(1, len(sender))]},
+			{"no queue", courtDomain, 0, 0, nil},
+			{"no domain", "", 0, 0, nil},
+		}
+		if n := len(sender); n > 0 {
+			last := sender[n-1].LeafIndex
+			tests = append(tests, []struct {
+				name   string
+				domain string
+				from   uint64
+				limit  int
+				want   []broker.Evidence
+			}{
+				{"from after the first leaf", senderDomain, sender[0].LeafIndex + 1, 0, sender[1:]},
+				{"from the last leaf", senderDomain, last, 0, sender[n-1:]},
+				{"past the last", senderDomain, last + 1, 0, nil},
+			}...)
 		}
 		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) { checkPushes(t, db, tt.domain, tt.limit, tt.want) })
+			t.Run(tt.name, func(t *testing.T) { checkPushes(t, db, tt.domain, tt.from, tt.limit, tt.want) })
 		}
 	}
 	if len(pushed[senderDomain]) != 2 || len(pushed[otherDomain]) != 2 {
@@ -577,7 +593,7 @@ func TestDB_Pushes(t *testing.T) {
 				checkUnchanged(t, db, before)
 			})
 		}
-		checkPushes(t, db, senderDomain, 0, pushed[senderDomain])
+		checkPushes(t, db, senderDomain, 0, 0, pushed[senderDomain])
 	})
 
 	t.Run("DeletePush", func(t *testing.T) {
@@ -616,7 +632,7 @@ func TestDB_Pushes(t *testing.T) {
 		if ev.LeafIndex <= pushed[senderDomain][0].LeafIndex {
 			t.Errorf("leaf index %d", ev.LeafIndex)
 		}
-		checkPushes(t, db, senderDomain, 0, pushed[senderDomain])
+		checkPushes(t, db, senderDomain, 0, 0, pushed[senderDomain])
 	})
 }
 
