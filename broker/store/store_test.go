@@ -1119,17 +1119,20 @@ func TestDB_Close(t *testing.T) {
 	s := nextStep(t, f.copies[0], "Retrieval", broker.StateRetrieved)
 	o := broker.Outbound{Domain: courtDomain, MessageID: f.msg.ID()}
 	calls := map[string]func() error{
-		"CreateMessage":    func() error { _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); return err },
-		"AddCopies":        func() error { _, err := db.AddCopies(ctx, f.msg.ID(), f.msg.EnvelopeSHA256, f.copies, nil); return err },
-		"AppendEvidence":   func() error { _, err := db.AppendEvidence(ctx, s); return err },
-		"AddEvidence":      func() error { _, err := db.AddEvidence(ctx, f.evs[0]); return err },
-		"Evidence":         func() error { _, err := db.Evidence(ctx, f.msg.ID()); return err },
-		"Message":          func() error { _, err := db.Message(ctx, f.msg.ID()); return err },
-		"Copy":             func() error { _, err := db.Copy(ctx, f.msg.ID(), court); return err },
-		"Inbox":            func() error { _, _, err := db.Inbox(ctx, court, "", 0); return err },
-		"Outbound":         func() error { _, err := db.Outbound(ctx, courtDomain, "", 0); return err },
-		"SetOutbound":      func() error { return db.SetOutbound(ctx, o) },
-		"FinishRelay":      func() error { _, err := db.FinishRelay(ctx, courtDomain, f.msg.ID(), []broker.Step{s}, true); return err },
+		"CreateMessage":  func() error { _, err := db.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); return err },
+		"AddCopies":      func() error { _, err := db.AddCopies(ctx, f.msg.ID(), f.msg.EnvelopeSHA256, f.copies, nil); return err },
+		"AppendEvidence": func() error { _, err := db.AppendEvidence(ctx, s); return err },
+		"AddEvidence":    func() error { _, err := db.AddEvidence(ctx, f.evs[0]); return err },
+		"Evidence":       func() error { _, err := db.Evidence(ctx, f.msg.ID()); return err },
+		"Message":        func() error { _, err := db.Message(ctx, f.msg.ID()); return err },
+		"Copy":           func() error { _, err := db.Copy(ctx, f.msg.ID(), court); return err },
+		"Inbox":          func() error { _, _, err := db.Inbox(ctx, court, "", 0); return err },
+		"Outbound":       func() error { _, err := db.Outbound(ctx, courtDomain, "", 0); return err },
+		"SetOutbound":    func() error { return db.SetOutbound(ctx, o) },
+		"FinishRelay": func() error {
+			_, err := db.FinishRelay(ctx, courtDomain, f.msg.ID(), []broker.Step{s}, true)
+			return err
+		},
 		"Pushes":           func() error { _, err := db.Pushes(ctx, senderDomain, 0, 0); return err },
 		"DeletePush":       func() error { return db.DeletePush(ctx, senderDomain, 0) },
 		"Due":              func() error { _, err := db.Due(ctx, t0, 0); return err },
