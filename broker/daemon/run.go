@@ -34,22 +34,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	id, err := pki.LoadIdentity(cfg.Identity)
-	if err != nil {
-		return fmt.Errorf("node identity: %w", err)
-	}
-	trust, err := pki.NewTrustStore(id.Roots, cfg.CRL)
-	if err != nil {
-		return fmt.Errorf("trust store: %w", err)
-	}
-	logKey, err := readSecret(cfg.LogKey)
-	if err != nil {
-		return fmt.Errorf("log key: %w", err)
-	}
-	participants, err := loadParticipants(cfg.Participants)
+	f, err := loadFiles(cfg)
 	if err != nil {
 		return err
 	}
+	id, trust := f.id, f.trust
 	peers, err := relay.NewPeers(id, trust, cfg.Peers)
 	if err != nil {
 		return err
@@ -73,19 +62,16 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	n, err := node.New(db, node.Config{
 		Domains:      cfg.Domains,
 		Signer:       cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
-		LogKey:       logKey,
+		LogKey:       f.logKey,
 		Trust:        trust,
-		Participants: participants,
+		Participants: f.participants,
 		Peers:        peers,
 		Queued: func(d string) {
 			if w := workers[d]; w != nil {
 				w.Wake()
 			}
 		},
-		Limits: node.Limits{
-			MaxPayload: cfg.Limits.MaxPayloadBytes, MaxRecipients: cfg.Limits.MaxRecipients,
-			DefaultExpiry: cfg.Limits.DefaultExpiry, MaxExpiry: cfg.Limits.MaxExpiry, Retention: cfg.Limits.Retention,
-		},
+		Limits: cfg.Limits.node(),
 		Logger: logger,
 	})
 	if err != nil {
@@ -138,6 +124,42 @@ func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, logger *slog
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// node returns the limits as the node takes them.
+func (l LimitsConfig) node() node.Limits {
+	return node.Limits{
+		MaxPayload: l.MaxPayloadBytes, MaxRecipients: l.MaxRecipients,
+		DefaultExpiry: l.DefaultExpiry, MaxExpiry: l.MaxExpiry, Retention: l.Retention,
+	}
+}
+
+// files is what a config names on disk, read.
+type files struct {
+	id           *pki.Identity
+	trust        *pki.TrustStore
+	logKey       string
+	participants []node.Participant
+}
+
+// loadFiles reads the node's identity, the trust anchors with the CRL,
+// the log key and the participants' certificates.
+func loadFiles(cfg *Config) (*files, error) {
+	var f files
+	var err error
+	if f.id, err = pki.LoadIdentity(cfg.Identity); err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	if f.trust, err = pki.NewTrustStore(f.id.Roots, cfg.CRL); err != nil {
+		return nil, fmt.Errorf("trust store: %w", err)
+	}
+	if f.logKey, err = readSecret(cfg.LogKey); err != nil {
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	if f.participants, err = loadParticipants(cfg.Participants); err != nil {
+		return nil, err
+	}
+	return &f, nil
 }
 
 // loadParticipants reads the local mailboxes' encryption certificates.

@@ -275,6 +275,31 @@ func (n *Node) extend(peer pki.Peer, m *broker.Message, to string, chain, more [
 	return links, nil
 }
 
+// GiveUp ends the relay of r for good: each of its recipients gets this
+// node's NonDelivery with the reason, and the message leaves the queue when
+// no recipient is left. For a refusal that no later try can change (the
+// other node holds another message under the same id).
+func (n *Node) GiveUp(ctx context.Context, r Relay, reason string) error {
+	var steps []broker.Step
+	for i, to := range r.Recipients {
+		last, err := evidence.Parse(r.Chains[i][len(r.Chains[i])-1].DER)
+		if err != nil {
+			return fmt.Errorf("give up %s: %w", r.Message.ID(), err)
+		}
+		nd, err := n.issueAt(r.Message, to, evidence.NonDelivery, last.Digest(), reason, laterOf(n.now(), last.Statement.Time))
+		if err != nil {
+			return fmt.Errorf("give up %s: %w", r.Message.ID(), err)
+		}
+		next := broker.Copy{MessageID: r.Message.ID(), Recipient: to, State: broker.StateUndeliverable, Head: evidence.Digest(nd.DER)}
+		steps = append(steps, broker.Step{Evidence: nd, PrevHead: last.Digest(), Next: next})
+	}
+	if _, err := n.store.FinishRelay(ctx, r.Outbound.Domain, r.Message.ID(), steps, !r.More); err != nil {
+		return fmt.Errorf("give up %s: %w", r.Message.ID(), err)
+	}
+	n.log.Warn("relay given up", slog.String(broker.LogMsgID, r.Message.ID()), slog.String(broker.LogPeer, r.Outbound.Domain), slog.String("reason", reason))
+	return nil
+}
+
 // RelayFailed records a failed attempt to relay r and when to try next;
 // uncertain says that the attempt may have reached the other node. A
 // message that left the queue meanwhile is not an error.

@@ -969,6 +969,56 @@ func TestWorker_PushHoldsOnlyItsCopy(t *testing.T) {
 	}
 }
 
+// TestWorker_IDTakenAtCourt has the court hold another message under the
+// id of the city's message: the city gives up at once with a NonDelivery
+// that says why, instead of trying until the message expires.
+func TestWorker_IDTakenAtCourt(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, judge)
+
+	// Another message under the same id reaches the court first.
+	payload := []byte("other content")
+	sum := sha256.Sum256(payload)
+	now := f.clock.Now().UTC()
+	env := &envelope.Envelope{Version: envelope.Version, ID: id, From: pkitest.Other, To: []string{judge}, Subject: "Andere Sache",
+		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
+		Files: []envelope.File{{Name: "x.pdf", Size: 1}}}
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := cms.SignDetached(b, pkitest.Signer(fx.IDs[pkitest.Other]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := evidence.Sign(&evidence.Statement{Version: evidence.StatementVersion, Type: evidence.SubmissionAcceptance, MessageID: id,
+		EnvelopeSHA256: envelope.Digest(b), PayloadSHA256: env.PayloadSHA256, Sender: pkitest.Other, Recipient: judge,
+		Issuer: "stadt.example", Time: now}, pkitest.Signer(fx.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := node.Incoming{Envelope: b, Signature: sig, Recipients: []string{judge},
+		Chains: [][]broker.Evidence{{{DER: sa, Log: tlog.Origin("stadt.example")}}}}
+	if _, err := f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, other, bytes.NewReader(payload)); err != nil {
+		t.Fatal(err)
+	}
+
+	f.worker(f.city, landgericht).Round(ctx)
+	types, _ := chain(t, f.city, id, judge)
+	if strings.Join(types, ",") != "SubmissionAcceptance,NonDelivery" {
+		t.Fatalf("chain: %v", types)
+	}
+	evs, _ := f.city.db.Evidence(ctx, id)
+	st, err := evidence.Parse(evs[len(evs)-1].DER)
+	if err != nil || !strings.Contains(st.Statement.Reason, "another message under the id") {
+		t.Fatalf("NonDelivery: %v (%v)", st, err)
+	}
+	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
+		t.Fatalf("still queued: %v", q)
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	for _, tt := range []struct {
 		attempts int

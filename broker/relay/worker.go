@@ -162,6 +162,12 @@ func (w *Worker) relayDue(ctx context.Context) {
 			}
 			release := w.Node.Hold(r.Message.ID())
 			reached, err := w.relay(ctx, r)
+			if status.Code(err) == codes.AlreadyExists {
+				// The other node holds another message under this id:
+				// no try will change that.
+				err = w.Node.GiveUp(ctx, r, fmt.Sprintf("the node of %s holds another message under the id %s; send the message again, under a new id", w.Domain, r.Message.ID()))
+				reached = false
+			}
 			release()
 			if err != nil && ctx.Err() == nil {
 				w.failed(ctx, r, err, reached)
