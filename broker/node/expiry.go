@@ -62,11 +62,15 @@ func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	}
 	var reason, push string
 	switch {
-	case c.State == broker.StateRelaying && !c.Local && n.held.held(c.MessageID):
-		return false, nil // a relay is under way; its answer decides
-	case c.State == broker.StateRelaying && !c.Local && n.awaitsFinalTry(ctx, m, c):
-		return false, nil
 	case c.State == broker.StateRelaying && !c.Local:
+		release, ok := n.held.try(holdKey(c.MessageID, address.DomainOf(c.Recipient)))
+		if !ok {
+			return false, nil // a relay is under way; its answer decides
+		}
+		defer release()
+		if n.awaitsFinalTry(ctx, m, c) {
+			return false, nil
+		}
 		reason = fmt.Sprintf("not relayed to the node of %s before the message expired at %s", address.DomainOf(c.Recipient), m.Expires.Format(time.RFC3339))
 	case c.State == broker.StateDelivered && c.Local:
 		reason = fmt.Sprintf("not retrieved within %s of its delivery", n.limits.Retention)

@@ -86,38 +86,63 @@ func (n *Node) stillRelayed(m *broker.Message, o broker.Outbound, now time.Time)
 	return now.Before(m.Expires) || o.Uncertain && now.Before(m.Expires.Add(FinalTry))
 }
 
-// Hold marks message id as being relayed until release is called: Expire
-// leaves its copies alone meanwhile, so that a relay the other node
-// accepted in time is not contradicted by a NonDelivery issued while the
-// answer was on its way.
-func (n *Node) Hold(id string) (release func()) { return n.held.hold(id) }
-
-// holds counts the relays in progress per message.
-type holds struct {
-	mu sync.Mutex
-	m  map[string]int
+// Claim takes r for relaying until release is called, and returns it as
+// it stands now. ok is false if there is nothing to relay any more (its
+// copies moved on, it expired, or Expire is deciding about it right now);
+// then nothing is held. While r is claimed, Expire leaves its copies
+// alone, so that a relay the other node accepted in time is not
+// contradicted by a NonDelivery issued while the answer was on its way;
+// and since Claim reads r again once it holds it, a relay never carries a
+// copy that Expire has ended meanwhile.
+func (n *Node) Claim(ctx context.Context, r Relay) (fresh Relay, release func(), ok bool, err error) {
+	release, ok = n.held.try(holdKey(r.Message.ID(), r.Outbound.Domain))
+	if !ok {
+		return Relay{}, nil, false, nil
+	}
+	o, err := n.store.OutboundEntry(ctx, r.Outbound.Domain, r.Message.ID())
+	if err == nil {
+		fresh, err = n.relayOf(ctx, o)
+	}
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+		release()
+		return Relay{}, nil, false, nil
+	case err != nil:
+		release()
+		return Relay{}, nil, false, err
+	case len(fresh.Recipients) == 0 || !n.stillRelayed(fresh.Message, o, n.now()):
+		release()
+		return Relay{}, nil, false, nil
+	}
+	return fresh, release, true, nil
 }
 
-func (h *holds) hold(id string) func() {
+// holdKey names the relay of message id to domain, which Claim and Expire
+// take in turn.
+func holdKey(id, domain string) string { return domain + " " + id }
+
+// holds are the relays claimed, and the copies Expire is deciding about.
+type holds struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// try takes key if nobody holds it.
+func (h *holds) try(key string) (release func(), ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.m == nil {
-		h.m = map[string]int{}
+	if h.m[key] {
+		return nil, false
 	}
-	h.m[id]++
+	if h.m == nil {
+		h.m = map[string]bool{}
+	}
+	h.m[key] = true
 	return func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if h.m[id]--; h.m[id] <= 0 {
-			delete(h.m, id)
-		}
-	}
-}
-
-func (h *holds) held(id string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.m[id] > 0
+		delete(h.m, key)
+	}, true
 }
 
 func (n *Node) relayOf(ctx context.Context, o broker.Outbound) (Relay, error) {

@@ -668,13 +668,24 @@ func TestWorker_CourtClockBehind(t *testing.T) {
 	}
 }
 
-// TestNode_HoldDefersExpiry holds a message as the worker does while it
-// relays: Expire leaves it alone until the hold ends.
-func TestNode_HoldDefersExpiry(t *testing.T) {
+// TestNode_ClaimDefersExpiry claims a message as the worker does while it
+// relays: Expire leaves it alone until the claim ends, and a second claim
+// waits too. A claim made after the message expired finds nothing to do.
+func TestNode_ClaimDefersExpiry(t *testing.T) {
 	ctx := context.Background()
 	f := newFederation(t)
 	id := f.send(t, time.Minute, judge)
-	release := f.city.node.Hold(id)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	fresh, release, ok, err := f.city.node.Claim(ctx, relays[0])
+	if err != nil || !ok || fresh.Message.ID() != id || len(fresh.Recipients) != 1 {
+		t.Fatalf("Claim: %v, %v (%v)", fresh, ok, err)
+	}
+	if _, _, ok, _ := f.city.node.Claim(ctx, relays[0]); ok {
+		t.Fatal("a relay was claimed twice")
+	}
 	f.clock.add(time.Minute)
 	if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
 		t.Fatalf("Expire during a relay ended %d (%v), want 0", n, err)
@@ -683,8 +694,14 @@ func TestNode_HoldDefersExpiry(t *testing.T) {
 		t.Fatalf("an expired message is offered for relay: %v (%v)", relays, err)
 	}
 	release()
+	if _, _, ok, err := f.city.node.Claim(ctx, relays[0]); ok || err != nil {
+		t.Fatalf("Claim after the expiry: %v (%v), want nothing to relay", ok, err)
+	}
 	if n, err := f.city.node.Expire(ctx); err != nil || n != 1 {
 		t.Fatalf("Expire after the relay ended %d (%v), want 1", n, err)
+	}
+	if _, _, ok, err := f.city.node.Claim(ctx, relays[0]); ok || err != nil {
+		t.Fatalf("Claim of a copy Expire ended: %v (%v), want nothing to relay", ok, err)
 	}
 }
 

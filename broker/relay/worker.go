@@ -160,7 +160,14 @@ func (w *Worker) relayDue(ctx context.Context) {
 			if ctx.Err() != nil || w.Clock.Now().Before(w.downUntil) {
 				return
 			}
-			release := w.Node.Hold(r.Message.ID())
+			r, release, ok, err := w.Node.Claim(ctx, r)
+			if err != nil {
+				w.Logger.Error("relay: read a queued message", slog.Any(broker.LogErr, err))
+				continue
+			}
+			if !ok {
+				continue
+			}
 			reached, err := w.relay(ctx, r)
 			if status.Code(err) == codes.AlreadyExists {
 				// The other node holds another message under this id:
