@@ -68,6 +68,19 @@ func TestFederation_TwoCourts(t *testing.T) {
 		}
 	}
 	f.waitEvidence(ctx, poststelle, id, time.Minute, map[string][]string{amtsgEin: fullChain, landgEin: fullChain})
+	var listed []struct{ Type, Recipient, Log string }
+	if err := f.as(ctx, poststelle, &listed, "evidence", id); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range listed {
+		want := fullChain[i%len(fullChain)]
+		if e.Type != want || e.Recipient != listed[i-i%len(fullChain)].Recipient {
+			t.Fatalf("kurier evidence lists %+v, want each recipient's chain in one piece", listed)
+		}
+		if wantLog := domainOf(e.Recipient) + "/kurier-log"; i%len(fullChain) > 0 && e.Log != wantLog {
+			t.Errorf("%s of %s is in the log %q, want %q", e.Type, e.Recipient, e.Log, wantLog)
+		}
+	}
 
 	// The same evidence files, byte for byte, at both ends.
 	senderDir, courtDir := filepath.Join(t.TempDir(), "s"), filepath.Join(t.TempDir(), "c")

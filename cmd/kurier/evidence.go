@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 
@@ -55,6 +56,7 @@ func (e *env) evidence(args []string) error {
 	if err != nil {
 		return err
 	}
+	evs = byRecipient(evs)
 	files := make([]string, len(evs))
 	if *out != "" {
 		if files, err = writeEvidence(*out, evs); err != nil {
@@ -82,6 +84,24 @@ func (e *env) evidence(args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, j.Type, j.Recipient, j.Issuer, j.Time)
 	}
 	return tw.Flush()
+}
+
+// byRecipient orders evidence, given in order of issue, into one chain per
+// recipient, recipients in the order they first appear: a message to
+// several nodes' recipients has their chains interleaved in order of
+// issue.
+func byRecipient(evs []client.Evidence) []client.Evidence {
+	rank := map[string]int{}
+	for _, ev := range evs {
+		if _, ok := rank[ev.Statement.Recipient]; !ok {
+			rank[ev.Statement.Recipient] = len(rank)
+		}
+	}
+	out := slices.Clone(evs)
+	slices.SortStableFunc(out, func(a, b client.Evidence) int {
+		return rank[a.Statement.Recipient] - rank[b.Statement.Recipient]
+	})
+	return out
 }
 
 // writeEvidence writes each evidence's DER into dir as NN-Type.p7m

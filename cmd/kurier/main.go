@@ -32,7 +32,7 @@ Usage:
   kurier directory ADDR             what the directory answers for ADDR, here or at its domain's node
   kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
   kurier ack ID                     sign and send the acknowledgement (Empfangsbekenntnis)
-  kurier evidence ID [-o DIR]       list the evidence of message ID; with -o write each as NN-Type.p7m
+  kurier evidence ID [-o DIR]       list the evidence of message ID, per recipient; with -o write each as NN-Type.p7m
   kurier export ID [-o FILE] [--since CHECKPOINT…]
                                     write the evidence bundle of message ID (a zip; default ID.zip)
   kurier checkpoint [-o FILE]       save the node's current log checkpoint, for a later --since
