@@ -33,8 +33,8 @@ import (
 // transaction reads its own pending writes), so they behave as if committed
 // one by one in queue order.
 //
-// Every key a request reads (m/, c/, e/, o/, s/, r/, b/<blob>/h) is written
-// only by committer requests. So the shared transaction never conflicts with another
+// Every key a request reads (m/, c/, n/, o/, s/, r/, b/<blob>/h) is written
+// only by committer requests (and by Open, before the committer starts). So the shared transaction never conflicts with another
 // one (badger's conflict detection stays on to catch a mistake).
 //
 // The transparency log's compact range (see log.go): DB.tree is the log as

@@ -103,21 +103,25 @@ func putEvidence(b *batch, p pendingEvidence) (broker.Evidence, []byte, error) {
 	return ev, ek, nil
 }
 
-// nextEvidencePos returns the position after the message's last evidence,
-// as the batch sees it (a read-write iterator includes pending writes).
+// nextEvidencePos takes the next position for the message's evidence from
+// its counter (as the batch sees it) and counts it. A point read: an
+// iterator per evidence in the committer halved its throughput.
 func (b *batch) nextEvidencePos(id string) (uint64, error) {
-	prefix := evidencePrefix(id)
-	it := b.txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
-	defer it.Close()
-	it.Seek(evidenceKey(id, ^uint64(0)))
-	if !it.Valid() {
-		return 0, nil
+	k := positionKey(id)
+	v, ok, err := b.get(k)
+	if err != nil {
+		return 0, err
 	}
-	_, pos, ok := parseEvidenceKey(it.Item().Key())
-	if !ok {
-		return 0, fmt.Errorf("malformed evidence key %q", it.Item().Key())
+	var pos uint64
+	if ok {
+		if pos, err = decodeSeq(v); err != nil {
+			return 0, fmt.Errorf("evidence position of %s: %w", id, err)
+		}
 	}
-	return pos + 1, nil
+	if err := b.set(k, encodeSeq(pos+1)); err != nil {
+		return 0, err
+	}
+	return pos, nil
 }
 
 // pendingStep is a broker.Step prepared outside the committer.

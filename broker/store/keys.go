@@ -25,6 +25,8 @@ import (
 //	c/str(id)str(rcpt)                  copy record (JSON of broker.Copy)
 //	x/str(rcpt)<received u64>str(id)    mailbox index of local copies, empty value; sorts by received time, then id
 //	e/str(id)<pos u64>                  evidence: its leaf index (u64), then the JSON of broker.Evidence (see evidence.go)
+//	n/str(id)                           the next position for id's evidence (u64): how many e/ keys it has, or more
+//	s/format                            the layout's version (u64): 2 since positions are counted in n/
 //	i/<index u64>                       transparency log leaf: value is the key (e/…) of the evidence at that leaf index
 //	t/<level u8><index u64>             transparency log tree node (RFC 6962): its 32-byte hash; level 0 holds the leaf hashes
 //	s/logsize                           leaves in the transparency log (u64)
@@ -39,16 +41,18 @@ import (
 // received and deadline are Unix nanoseconds with the sign bit flipped, so
 // that times before 1970 still sort first.
 //
-// pos orders one message's evidence in the order it was stored: one more
-// than the message's last evidence key (stores written before per-message
-// positions used a node-wide counter there, which sorts the same way).
+// pos orders one message's evidence in the order it was stored: the
+// message's n/ counter, then one more (stores written before per-message
+// positions used a node-wide counter there, which sorts the same way; Open
+// gives such a store its n/ counters once, from its e/ keys).
 // Node-wide, the transparency log's leaf index is the order of issue.
 //
 // A tree node is stored once it is complete, that is when the last leaf
 // under it is appended (see log.go); it never changes afterwards.
 //
-// Keys read by the committer (m/, c/, e/, o/, s/, r/, b/<blob>/h) are
-// written only by the committer; see commit.go. So are i/, t/, p/ and w/.
+// Keys read by the committer (m/, c/, n/, o/, s/, r/, b/<blob>/h) are
+// written only by the committer, and by Open before it starts (n/ and
+// s/format, see format.go); see commit.go. So are e/, i/, t/, p/ and w/.
 
 const (
 	// maxKeyPart bounds ids and addresses stored in keys (str uses 2 length
@@ -59,6 +63,7 @@ const (
 
 var (
 	logSizeKey  = []byte("s/logsize")
+	formatKey   = []byte("s/format")
 	blobsPrefix = []byte("b/")
 	duePrefix   = []byte("w/")
 	// legacySeqKey is where versions with a node-wide evidence counter kept
@@ -169,6 +174,10 @@ func parseEvidenceKey(k []byte) (id string, pos uint64, ok bool) {
 		return "", 0, false
 	}
 	return id, binary.BigEndian.Uint64(rest), true
+}
+
+func positionKey(id string) []byte {
+	return appendStr(key("n/", 2+len(id)), id)
 }
 
 func outboundPrefix(domain string) []byte {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -583,6 +584,18 @@ func TestDB_Log(t *testing.T) {
 				if diff := cmp.Diff(want, evidenceOf(t, db, f.msg.ID())); diff != "" {
 					t.Errorf("Evidence after the upgrade (-want +got):\n%s", diff)
 				}
+				if err := db.bdb.View(func(txn *badger.Txn) error {
+					v, ok, err := get(txn, formatKey)
+					if err != nil || !ok || string(v) != string(encodeSeq(currentFormat)) {
+						return fmt.Errorf("s/format %x (%v), want %d", v, err, currentFormat)
+					}
+					if _, ok, _ := get(txn, legacySeqKey); ok {
+						return errors.New("s/evseq is still there")
+					}
+					return nil
+				}); err != nil {
+					t.Fatalf("after the upgrade: %v", err)
+				}
 				ret := appendStep(t, db, nextStep(t, f.copies[0], "Retrieval", broker.StateRetrieved))
 				if ret.LeafIndex != 5 {
 					t.Errorf("leaf index %d, want 5", ret.LeafIndex)
@@ -600,7 +613,8 @@ func TestDB_Log(t *testing.T) {
 // versions with a node-wide counter: the position of each evidence is its
 // counter value (one more than its leaf index, all evidence being the
 // node's own), each has an entry l/<seq> with its message id, and s/evseq
-// holds the last counter value. Without withLog it also deletes the log.
+// holds the last counter value; there are no n/ counters and no s/format.
+// Without withLog it also deletes the log.
 func toLegacy(t *testing.T, db *DB, withLog bool) {
 	t.Helper()
 	err := db.bdb.Update(func(txn *badger.Txn) error {
@@ -636,8 +650,10 @@ func toLegacy(t *testing.T, db *DB, withLog bool) {
 			evs, vals = append(evs, ev), append(vals, v)
 		}
 		it.Close()
-		if err := del(prefix); err != nil {
-			return err
+		for _, p := range [][]byte{prefix, []byte("n/"), formatKey} {
+			if err := del(p); err != nil {
+				return err
+			}
 		}
 		var last uint64
 		for i, ev := range evs {
@@ -726,4 +742,22 @@ func sabotagedBatch(t *testing.T, db *DB, del []byte) []broker.Evidence {
 		t.Fatalf("AddEvidence after the failed commit: %v", err)
 	}
 	return []broker.Evidence{ev}
+}
+
+// TestOpen_NewerFormat refuses a store written by a newer layout.
+func TestOpen_NewerFormat(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	if err := db.bdb.Update(func(txn *badger.Txn) error { return txn.Set(formatKey, encodeSeq(currentFormat+1)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := Open(dir, Options{Small: true}); err == nil || !strings.Contains(err.Error(), "newer Kurier") {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("Open of a newer format: %v, want it refused", err)
+	}
 }

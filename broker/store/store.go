@@ -250,6 +250,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
+	if err := upgrade(bdb, opts.Logger); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	logSize := db.tree.End()
 	go db.commitLoop()
 	go db.gcLoop(opts.GCInterval)
