@@ -26,12 +26,15 @@ const expireBatch = 256
 // meanwhile (relayed, retrieved) is left as it is.
 func (n *Node) Expire(ctx context.Context) (int, error) {
 	ended := 0
+	now := n.now()
+	var after broker.Copy
 	for {
-		due, err := n.store.Due(ctx, n.now(), expireBatch)
+		// Copies left alone (a relay under way, a final try awaited) stay
+		// due; paging past them keeps them from holding up the rest.
+		due, err := n.store.Due(ctx, now, after, expireBatch)
 		if err != nil {
 			return ended, fmt.Errorf("expire: %w", err)
 		}
-		progress := 0
 		for _, c := range due {
 			ok, err := n.expireCopy(ctx, c)
 			if err != nil {
@@ -39,12 +42,12 @@ func (n *Node) Expire(ctx context.Context) (int, error) {
 			}
 			if ok {
 				ended++
-				progress++
 			}
 		}
-		if len(due) < expireBatch || progress == 0 {
+		if len(due) < expireBatch {
 			return ended, nil
 		}
+		after = due[len(due)-1]
 	}
 }
 

@@ -69,9 +69,15 @@ func (n *Node) ReceiveEvidence(ctx context.Context, caller pki.Peer, ev broker.E
 			return nil // stored before
 		}
 	}
-	if st.PreviousSHA256 != c.Head && final(c.State) {
-		n.log.Warn("evidence sent back does not follow the ended chain; dropped", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, c.Recipient), slog.String("type", string(st.Type)), slog.String(broker.LogPeer, caller.String()))
-		return nil
+	if st.PreviousSHA256 != c.Head {
+		if final(c.State) {
+			n.log.Warn("evidence sent back does not follow the ended chain; dropped", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, c.Recipient), slog.String("type", string(st.Type)), slog.String(broker.LogPeer, caller.String()))
+			return nil
+		}
+		// The copy has been relayed, so every earlier evidence has come
+		// (with the answer, or pushed in order): one that does not follow
+		// never will.
+		return fmt.Errorf("%w: the %s does not follow the newest evidence of the copy (%s); an evidence before it was lost or refused", broker.ErrInvalid, st.Type, c.Head)
 	}
 	if _, err := n.extend(caller, m, c.Recipient, chain, []broker.Evidence{ev}); err != nil {
 		return err

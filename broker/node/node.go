@@ -77,8 +77,9 @@ type Store interface {
 	Pushes(ctx context.Context, domain string, from uint64, limit int) ([]broker.Evidence, error)
 	// DeletePush removes one evidence from domain's push queue.
 	DeletePush(ctx context.Context, domain string, index uint64) error
-	// Due lists copies whose deadline is not after now, earliest first.
-	Due(ctx context.Context, now time.Time, limit int) ([]broker.Copy, error)
+	// Due lists copies whose deadline is not after now, earliest first,
+	// after the copy after (the zero Copy for the first).
+	Due(ctx context.Context, now time.Time, after broker.Copy, limit int) ([]broker.Copy, error)
 	// LogSize returns the number of leaves in the transparency log.
 	LogSize(ctx context.Context) (uint64, error)
 	// LogRoot returns the root hash of the log's first size leaves;

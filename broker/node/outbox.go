@@ -225,7 +225,12 @@ func (n *Node) Relayed(ctx context.Context, r Relay, peer pki.Peer, answer [][]b
 		return err
 	}
 	if r.More {
-		n.queued(r.Outbound.Domain) // the rest, at once
+		// The rest, at once, with a fresh record: none of them was sent.
+		o := broker.Outbound{Domain: r.Outbound.Domain, MessageID: r.Message.ID(), NextTry: n.now().UTC()}
+		if err := n.store.SetOutbound(ctx, o); err != nil {
+			return err
+		}
+		n.queued(r.Outbound.Domain)
 	}
 	for _, s := range steps {
 		n.log.Info("relay: "+s.Evidence.Type, slog.String(broker.LogMsgID, r.Message.ID()), slog.String(broker.LogMailbox, s.Evidence.Recipient), slog.String(broker.LogPeer, r.Outbound.Domain))
@@ -322,6 +327,21 @@ func (n *Node) GiveUp(ctx context.Context, r Relay, reason string) error {
 		return fmt.Errorf("give up %s: %w", r.Message.ID(), err)
 	}
 	n.log.Warn("relay given up", slog.String(broker.LogMsgID, r.Message.ID()), slog.String(broker.LogPeer, r.Outbound.Domain), slog.String("reason", reason))
+	return nil
+}
+
+// Sending records, durably, that r is about to reach the other node, so
+// that its outcome counts as unknown (broker.Outbound.Uncertain) until an
+// answer is recorded, even if this process dies before it can say so.
+func (n *Node) Sending(ctx context.Context, r Relay) error {
+	if r.Outbound.Uncertain {
+		return nil
+	}
+	o := r.Outbound
+	o.Uncertain = true
+	if err := n.store.SetOutbound(ctx, o); err != nil {
+		return fmt.Errorf("relay %s: %w", r.Message.ID(), err)
+	}
 	return nil
 }
 

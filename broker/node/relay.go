@@ -237,13 +237,17 @@ func (n *Node) refusal(m *broker.Message, in Incoming) error {
 }
 
 // priorRejections returns the RelayRejections this node issued before for
-// recipients of in, each following the same chain, by recipient: a relay
-// refused again gets the same answer, and the log the same leaf.
+// this envelope's recipients in in, by recipient: a relay refused again
+// gets the same answer, and the log the same leaf. A recipient refused
+// before after another chain is an error: the relaying node's chain for a
+// message does not change, so a new one is either a mistake or an attempt
+// to have this node sign rejection after rejection.
 func (n *Node) priorRejections(ctx context.Context, id string, in Incoming) (map[string]*broker.Evidence, error) {
 	all, err := n.store.Evidence(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("receive %s: %w", id, err)
 	}
+	envSHA := envelope.Digest(in.Envelope)
 	prior := map[string]*broker.Evidence{}
 	for i, to := range in.Recipients {
 		head := evidence.Digest(in.Chains[i][len(in.Chains[i])-1].DER)
@@ -252,9 +256,14 @@ func (n *Node) priorRejections(ctx context.Context, id string, in Incoming) (map
 			if ev.Recipient != to || ev.Type != string(evidence.RelayRejection) {
 				continue
 			}
-			if st, err := evidence.Parse(ev.DER); err == nil && st.Statement.PreviousSHA256 == head {
-				prior[to] = ev
+			st, err := evidence.Parse(ev.DER)
+			if err != nil || st.Statement.EnvelopeSHA256 != envSHA {
+				continue
 			}
+			if st.Statement.PreviousSHA256 != head {
+				return nil, fmt.Errorf("%w: %s was refused this message before, after another SubmissionAcceptance; relay it with the chain it had then", broker.ErrInvalid, to)
+			}
+			prior[to] = ev
 		}
 	}
 	return prior, nil

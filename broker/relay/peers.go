@@ -57,8 +57,9 @@ type Peers struct {
 	// DefaultWakeWait. Set it before the first call.
 	WakeWait time.Duration
 
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
 }
 
 var _ node.Peers = (*Peers)(nil)
@@ -112,6 +113,9 @@ func (p *Peers) cached(domain string) (*grpc.ClientConn, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("%w: the node is stopping", broker.ErrUnavailable)
+	}
 	if c := p.conns[domain]; c != nil {
 		return c, nil
 	}
@@ -128,10 +132,11 @@ func (p *Peers) cached(domain string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// Close ends every connection.
+// Close ends every connection; calls after it fail as Unavailable.
 func (p *Peers) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	var errs []error
 	for d, c := range p.conns {
 		errs = append(errs, c.Close())

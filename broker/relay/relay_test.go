@@ -503,6 +503,22 @@ func TestWorker_RefusedByCourt(t *testing.T) {
 	if after, err := f.court.db.LogSize(ctx); err != nil || after != before {
 		t.Fatalf("the court's log grew from %d to %d (%v) on a repeated refusal", before, after, err)
 	}
+
+	// The same envelope with another SubmissionAcceptance is not refused
+	// anew: that would let a node have the court sign without end.
+	st := mustParse(t, sa.DER)
+	st.Time = st.Time.Add(time.Second)
+	der, err := evidence.Sign(st, pkitest.Signer(fx.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Chains = [][]broker.Evidence{{{DER: der, Log: sa.Log}}}
+	if _, err := f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, bytes.NewReader(nil)); !errors.Is(err, broker.ErrInvalid) {
+		t.Fatalf("a relay with another chain: %v, want ErrInvalid", err)
+	}
+	if after, err := f.court.db.LogSize(ctx); err != nil || after != before {
+		t.Fatalf("the court's log grew from %d to %d (%v)", before, after, err)
+	}
 }
 
 func TestNode_ReceiveTwice(t *testing.T) {
@@ -780,6 +796,87 @@ func TestDirectory_NodesAskOnlyForOwnDomains(t *testing.T) {
 	if _, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: judge}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a node asking about another domain: %v, want FailedPrecondition", err)
 	}
+
+	// A participant of another node's domain may not have the city ask
+	// other nodes for it either.
+	_, judgeID, _ := courtIdentities(t)
+	pconn, err := grpc.NewClient(f.city.addr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLS(judgeID, trust, "stadt.example"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pconn.Close()
+	pdir := kurierv1.NewDirectoryServiceClient(pconn)
+	if _, err := pdir.Lookup(ctx, &kurierv1.LookupRequest{Address: judge}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a foreign participant asking about another domain: %v, want PermissionDenied", err)
+	}
+	if resp, err := pdir.Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court}); err != nil || !resp.GetExists() {
+		t.Fatalf("a foreign participant asking about the city's own mailbox: %v, %v", resp, err)
+	}
+}
+
+// TestWorker_UncertainWhenCourtActed lets the court refuse a relay after
+// it has read the header (its clock is far behind, so the envelope looks
+// created in the future): the try counts as one that may have reached it,
+// and the city does not give up at the expiry but waits for a final try.
+func TestWorker_UncertainWhenCourtActed(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Minute, judge)
+	f.clock.skew = -time.Hour
+	f.worker(f.city, landgericht).Round(ctx)
+	o, err := f.city.db.OutboundEntry(ctx, landgericht, id)
+	if err != nil || o.Attempts != 1 || !o.Uncertain || !strings.Contains(o.LastError, "clock") {
+		t.Fatalf("after the court's refusal: %+v (%v), want an uncertain try", o, err)
+	}
+	f.clock.add(time.Minute)
+	if n, err := f.city.node.Expire(ctx); err != nil || n != 0 {
+		t.Fatalf("Expire ended %d (%v), want the final try awaited", n, err)
+	}
+	f.clock.skew = 0
+	f.worker(f.city, landgericht).Round(ctx)
+	if types, _ := chain(t, f.city, id, judge); strings.Join(types, ",") != "SubmissionAcceptance,RelayRejection,NonDelivery" {
+		t.Fatalf("chain after the final try: %v", types)
+	}
+}
+
+// TestNode_PushOutOfOrder sends the city the court's Acknowledgement
+// before its Retrieval, for a copy already relayed: it can never fit, so it
+// is refused for good, not kept waiting.
+func TestNode_PushOutOfOrder(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	id := f.send(t, time.Hour, judge)
+	f.worker(f.city, landgericht).Round(ctx)
+	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
+	if _, err := f.court.node.Retrieved(ctx, judgeP, id); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := f.court.db.Evidence(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := evs[len(evs)-1]
+	_, judgeID, _ := courtIdentities(t)
+	ack, err := evidence.Sign(&evidence.Statement{Version: evidence.StatementVersion, Type: evidence.Acknowledgement, MessageID: id,
+		EnvelopeSHA256: mustParse(t, head.DER).EnvelopeSHA256, PayloadSHA256: mustParse(t, head.DER).PayloadSHA256, Sender: pkitest.Agency,
+		Recipient: judge, Issuer: judge, Time: f.clock.Now(), PreviousSHA256: evidence.Digest(head.DER)}, pkitest.Signer(judgeID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	courtNode := pki.Peer{Kind: pki.KindNode, Domains: []string{landgericht}}
+	err = f.city.node.ReceiveEvidence(ctx, courtNode, broker.Evidence{DER: ack, Log: tlog.Origin(landgericht), LeafIndex: 9})
+	if !errors.Is(err, broker.ErrInvalid) {
+		t.Fatalf("an Acknowledgement before its Retrieval: %v, want ErrInvalid", err)
+	}
+}
+
+func mustParse(t *testing.T, der []byte) *evidence.Statement {
+	t.Helper()
+	ev, err := evidence.Parse(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev.Statement
 }
 
 // TestWorker_WakesOnQueue runs a worker whose poll never comes: the

@@ -66,8 +66,10 @@ type Worker struct {
 	// try, instead of trying each queued message in turn.
 	downUntil time.Time
 	// pushWait holds back the evidence of a copy that the other node did
-	// not take yet, by message id and recipient.
+	// not take yet, by message id and recipient; pushDown counts the
+	// pushes in a row that found the other node unreachable.
 	pushWait map[string]pushBackoff
+	pushDown int
 }
 
 type pushBackoff struct {
@@ -160,30 +162,39 @@ func (w *Worker) relayDue(ctx context.Context) {
 			if ctx.Err() != nil || w.Clock.Now().Before(w.downUntil) {
 				return
 			}
-			r, release, ok, err := w.Node.Claim(ctx, r)
-			if err != nil {
-				w.Logger.Error("relay: read a queued message", slog.Any(broker.LogErr, err))
-				continue
-			}
-			if !ok {
-				continue
-			}
-			reached, err := w.relay(ctx, r)
-			if status.Code(err) == codes.AlreadyExists {
-				// The other node holds another message under this id:
-				// no try will change that.
-				err = w.Node.GiveUp(ctx, r, fmt.Sprintf("the node of %s holds another message under the id %s; send the message again, under a new id", w.Domain, r.Message.ID()))
-				reached = false
-			}
-			release()
-			if err != nil && ctx.Err() == nil {
-				w.failed(ctx, r, err, reached)
-			}
+			w.relayClaimed(ctx, r)
 		}
 		if next == "" {
 			return
 		}
 		after = next
+	}
+}
+
+// relayClaimed claims r, relays it and records the outcome, all before
+// the claim is released: Expire must not decide about r between a try and
+// its record.
+func (w *Worker) relayClaimed(ctx context.Context, r node.Relay) {
+	r, release, ok, err := w.Node.Claim(ctx, r)
+	if err != nil {
+		w.Logger.Error("relay: read a queued message", slog.Any(broker.LogErr, err))
+		return
+	}
+	if !ok {
+		return
+	}
+	defer release()
+	reached, err := w.relay(ctx, r)
+	// What happened is recorded even when the node is stopping meanwhile.
+	rec := context.WithoutCancel(ctx)
+	if status.Code(err) == codes.AlreadyExists {
+		// The other node holds another message under this id: no try
+		// will change that.
+		err = w.Node.GiveUp(rec, r, fmt.Sprintf("the node of %s holds another message under the id %s; send the message again, under a new id", w.Domain, r.Message.ID()))
+		reached = false
+	}
+	if err != nil {
+		w.failed(rec, r, err, reached)
 	}
 }
 
@@ -219,6 +230,11 @@ func (w *Worker) relay(ctx context.Context, r node.Relay) (reached bool, err err
 	stream, err := kurierv1.NewRelayServiceClient(c).Relay(ctx, grpc.Peer(&pr))
 	if err != nil {
 		return false, remoteError(err)
+	}
+	// From the header on, the other node may act on the relay whatever
+	// becomes of this process: say so durably first.
+	if err := w.Node.Sending(ctx, r); err != nil {
+		return false, err
 	}
 	resp, reached, err := w.send(ctx, stream, r)
 	if err != nil {
@@ -344,7 +360,8 @@ func (w *Worker) pushCopy(ctx context.Context, ev broker.Evidence, held map[stri
 	switch {
 	case err == nil:
 	case status.Code(err) == codes.Unavailable:
-		w.downUntil = w.Clock.Now().Add(Backoff(w.pushWait[key].failures+1, w.FirstBackoff, w.MaxBackoff, rand.Float64()))
+		w.pushDown++
+		w.downUntil = w.Clock.Now().Add(Backoff(w.pushDown, w.FirstBackoff, w.MaxBackoff, rand.Float64()))
 		log.Warn("sending evidence back failed; trying again later", slog.Any(broker.LogErr, err))
 		return false
 	case permanent(err):
@@ -359,6 +376,7 @@ func (w *Worker) pushCopy(ctx context.Context, ev broker.Evidence, held map[stri
 		return true
 	}
 	delete(w.pushWait, key)
+	w.pushDown = 0
 	if err := w.Node.Pushed(ctx, w.Domain, ev); err != nil {
 		log.Error("relay: remove sent evidence from the queue", slog.Any(broker.LogErr, err))
 		return false

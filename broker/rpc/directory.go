@@ -15,9 +15,10 @@ import (
 const maxSearchQuery = 256
 
 // Lookup answers whether an address has a mailbox and which certificate
-// to encrypt to: for a participant, here or at the node of the address's
-// domain; for another node, only for this node's own domains, so that
-// nodes never ask each other in circles.
+// to encrypt to: for a participant of this node's domains, here or at the
+// node of the address's domain; for anyone else, only for this node's own
+// domains, so that nodes never ask each other in circles and nobody uses a
+// node to question others.
 func (s *service) Lookup(ctx context.Context, req *kurierv1.LookupRequest) (*kurierv1.LookupResponse, error) {
 	caller, err := callerOf(ctx)
 	if err != nil {
@@ -27,10 +28,18 @@ func (s *service) Lookup(ctx context.Context, req *kurierv1.LookupRequest) (*kur
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("%w: lookup: %v", broker.ErrInvalid, err))
 	}
-	if caller.Kind == pki.KindNode && !s.node.Serves(a.Domain) {
-		err := fmt.Errorf("%w: this node does not serve %s; the asking node's peers name the wrong node for it", broker.ErrState, a.Domain)
-		s.logRefusal(ctx, "lookup refused", err)
-		return nil, toStatus(err)
+	if !s.node.Serves(a.Domain) {
+		var err error
+		switch {
+		case caller.Kind == pki.KindNode:
+			err = fmt.Errorf("%w: this node does not serve %s; the asking node's peers name the wrong node for it", broker.ErrState, a.Domain)
+		case !s.node.Serves(address.DomainOf(caller.Address)):
+			err = fmt.Errorf("%w: this node asks other nodes only for its own participants; ask your own node", broker.ErrForbidden)
+		}
+		if err != nil {
+			s.logRefusal(ctx, "lookup refused", err)
+			return nil, toStatus(err)
+		}
 	}
 	p, err := s.node.Lookup(ctx, req.GetAddress())
 	if errors.Is(err, broker.ErrNotFound) {

@@ -222,16 +222,25 @@ func (db *DB) DeletePush(ctx context.Context, domain string, index uint64) error
 }
 
 // Due lists up to limit copies whose Deadline is not after now, earliest
-// first.
-func (db *DB) Due(ctx context.Context, now time.Time, limit int) ([]broker.Copy, error) {
+// first, starting after the copy after (the zero Copy for the first).
+func (db *DB) Due(ctx context.Context, now time.Time, after broker.Copy, limit int) ([]broker.Copy, error) {
 	limit = queueLimit(limit)
 	end := dueKey(now, "", "")[:len(duePrefix)+8]
+	start := duePrefix
+	var skip []byte
+	if after.MessageID != "" {
+		skip = dueKey(after.Deadline, after.MessageID, after.Recipient)
+		start = skip
+	}
 	var out []broker.Copy
 	err := db.view(ctx, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: duePrefix})
 		defer it.Close()
-		for it.Seek(duePrefix); it.Valid() && len(out) < limit; it.Next() {
+		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
 			k := it.Item().Key()
+			if skip != nil && string(k) == string(skip) {
+				continue
+			}
 			if string(k[:len(end)]) > string(end) {
 				break
 			}

@@ -65,9 +65,27 @@ func (m dueModel) withDeadline() int {
 // the limits used must not split them.
 func checkDue(t *testing.T, db *DB, m dueModel, now time.Time, limit int) []broker.Copy {
 	t.Helper()
-	got, err := db.Due(context.Background(), now, limit)
+	got, err := db.Due(context.Background(), now, broker.Copy{}, limit)
 	if err != nil {
 		t.Fatalf("Due: %v", err)
+	}
+	// Page by page, one copy at a time, the same copies in the same order.
+	var paged []broker.Copy
+	for after := (broker.Copy{}); len(paged) < len(got); {
+		page, err := db.Due(context.Background(), now, after, 1)
+		if err != nil || len(page) != 1 {
+			t.Fatalf("Due after %+v: %v (%v), want one copy", after, page, err)
+		}
+		paged = append(paged, page[0])
+		after = page[0]
+	}
+	if limit == 0 && len(got) > 0 {
+		if rest, err := db.Due(context.Background(), now, got[len(got)-1], 0); err != nil || len(rest) != 0 {
+			t.Errorf("Due after the last: %v (%v), want none", rest, err)
+		}
+	}
+	if diff := cmp.Diff(got, paged); diff != "" {
+		t.Errorf("Due page by page (-all at once +paged):\n%s", diff)
 	}
 	for i := 1; i < len(got); i++ {
 		if got[i].Deadline.Before(got[i-1].Deadline) {
@@ -451,7 +469,7 @@ func TestDB_FinishRelay(t *testing.T) {
 		}
 		// Only kreis's copy is still due at expiry; the first copy's
 		// intermediate deadline is gone again.
-		due, err := db.Due(ctx, t0.Add(100*time.Hour), 0)
+		due, err := db.Due(ctx, t0.Add(100*time.Hour), broker.Copy{}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -446,7 +446,7 @@ func TestDB_CreateMessage(t *testing.T) {
 				if out, err := db.Outbound(ctx, kreisDomain, "", 0); err != nil || len(out) != 0 {
 					t.Errorf("Outbound after a refused repeat = %v, %v; want none", out, err)
 				}
-				if due, err := db.Due(ctx, t0.Add(24*time.Hour), 0); err != nil || len(due) != 0 {
+				if due, err := db.Due(ctx, t0.Add(24*time.Hour), broker.Copy{}, 0); err != nil || len(due) != 0 {
 					t.Errorf("Due after a refused repeat = %v, %v; want none", due, err)
 				}
 				ev, err := db.AddEvidence(ctx, broker.Evidence{MessageID: "x", Type: "SubmissionRejection"})
@@ -654,7 +654,7 @@ func TestDB_AddCopies(t *testing.T) {
 				t.Errorf("Inbox(%s) (-want +got):\n%s", rcpt, diff)
 			}
 		}
-		due, err := db.Due(ctx, t0.Add(time.Hour), 0)
+		due, err := db.Due(ctx, t0.Add(time.Hour), broker.Copy{}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1135,7 +1135,7 @@ func TestDB_Close(t *testing.T) {
 		},
 		"Pushes":           func() error { _, err := db.Pushes(ctx, senderDomain, 0, 0); return err },
 		"DeletePush":       func() error { return db.DeletePush(ctx, senderDomain, 0) },
-		"Due":              func() error { _, err := db.Due(ctx, t0, 0); return err },
+		"Due":              func() error { _, err := db.Due(ctx, t0, broker.Copy{}, 0); return err },
 		"WriteBlob":        func() error { _, err := db.WriteBlob(ctx, strings.NewReader("x"), 10); return err },
 		"OpenBlob":         func() error { _, err := db.OpenBlob(ctx, f.msg.Blob); return err },
 		"SweepBlobs":       func() error { _, err := db.SweepBlobs(ctx); return err },
