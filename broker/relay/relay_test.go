@@ -88,7 +88,7 @@ type peerNode struct {
 }
 
 // serve (re)starts the node's gRPC server on its address.
-func (p *peerNode) serve(t *testing.T) {
+func (p *peerNode) serve(t testing.TB) {
 	t.Helper()
 	lis, err := net.Listen("tcp", p.addr)
 	if err != nil {
@@ -105,9 +105,10 @@ type federation struct {
 	city, court *peerNode
 	judgeID     *pki.Identity
 	clock       *clock
+	payloadSize int // of the messages send makes; default 600 KiB
 }
 
-func newFederation(t *testing.T) *federation { return newFederationWith(t, node.Limits{}) }
+func newFederation(t testing.TB) *federation { return newFederationWith(t, node.Limits{}) }
 
 // The court's identities, issued once: an RSA-3072 key takes a second.
 var court struct {
@@ -117,7 +118,7 @@ var court struct {
 	err         error
 }
 
-func courtIdentities(t *testing.T) (*pki.Identity, *pki.Identity, string) {
+func courtIdentities(t testing.TB) (*pki.Identity, *pki.Identity, string) {
 	t.Helper()
 	court.once.Do(func() {
 		dir := filepath.Join(fx.Dir, "landgericht")
@@ -136,7 +137,7 @@ func courtIdentities(t *testing.T) (*pki.Identity, *pki.Identity, string) {
 }
 
 // newFederationWith gives the court's node the limits courtLimits.
-func newFederationWith(t *testing.T, courtLimits node.Limits) *federation {
+func newFederationWith(t testing.TB, courtLimits node.Limits) *federation {
 	t.Helper()
 	courtID, judgeID, courtKey := courtIdentities(t)
 	f := &federation{judgeID: judgeID, clock: &clock{now: time.Now()}}
@@ -162,7 +163,7 @@ func newFederationWith(t *testing.T, courtLimits node.Limits) *federation {
 	return f
 }
 
-func (p *peerNode) start(t *testing.T, now func() time.Time, id *pki.Identity, domains []string, logKey string, parts []node.Participant, limits node.Limits, peers map[string]string) {
+func (p *peerNode) start(t testing.TB, now func() time.Time, id *pki.Identity, domains []string, logKey string, parts []node.Participant, limits node.Limits, peers map[string]string) {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	trust, err := fx.Trust()
@@ -205,7 +206,7 @@ func (f *federation) worker(p *peerNode, domain string) *relay.Worker {
 }
 
 // send submits a message from the agency to to at the city's node.
-func (f *federation) send(t *testing.T, expires time.Duration, to ...string) string {
+func (f *federation) send(t testing.TB, expires time.Duration, to ...string) string {
 	t.Helper()
 	id, err := f.submit(t, expires, to...)
 	if err != nil {
@@ -216,9 +217,13 @@ func (f *federation) send(t *testing.T, expires time.Duration, to ...string) str
 
 // submit submits a message from the agency to to at the city's node and
 // returns its id and the node's answer.
-func (f *federation) submit(t *testing.T, expires time.Duration, to ...string) (string, error) {
+func (f *federation) submit(t testing.TB, expires time.Duration, to ...string) (string, error) {
 	t.Helper()
-	payload := make([]byte, 600<<10)
+	size := f.payloadSize
+	if size == 0 {
+		size = 600 << 10
+	}
+	payload := make([]byte, size)
 	rand.Read(payload)
 	id, err := envelope.NewID()
 	if err != nil {
@@ -282,7 +287,7 @@ func TestNode_SubmitRemoteRefused(t *testing.T) {
 // chain returns the types of rcpt's evidence of message id at p, and where
 // each is logged ("" for p's own log), after checking that the evidence
 // forms one chain, as every verifier checks it.
-func chain(t *testing.T, p *peerNode, id, rcpt string) (types, logs []string) {
+func chain(t testing.TB, p *peerNode, id, rcpt string) (types, logs []string) {
 	t.Helper()
 	evs, err := p.db.Evidence(context.Background(), id)
 	if err != nil {
@@ -1131,6 +1136,27 @@ func TestWorker_IDTakenAtCourt(t *testing.T) {
 	if q, _ := f.city.db.Outbound(ctx, landgericht, "", 0); len(q) != 0 {
 		t.Fatalf("still queued: %v", q)
 	}
+}
+
+// BenchmarkWorker_Relay relays b.N messages of 16 KiB, one after another,
+// from the city to the court through one worker: a relay call each, with
+// both nodes' durable commits. Compare the records/s with the store's
+// CreateMessage to see what the relay costs.
+func BenchmarkWorker_Relay(b *testing.B) {
+	ctx := context.Background()
+	f := newFederation(b)
+	f.payloadSize = 16 << 10
+	w := f.worker(f.city, landgericht)
+	for range b.N {
+		f.send(b, time.Hour, judge)
+	}
+	b.ResetTimer()
+	w.Round(ctx)
+	b.StopTimer()
+	if q, err := f.city.db.Outbound(ctx, landgericht, "", 1); err != nil || len(q) != 0 {
+		b.Fatalf("still queued after the round: %v (%v)", q, err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "messages/s")
 }
 
 func TestBackoff(t *testing.T) {
