@@ -288,6 +288,29 @@ func TestClient_FetchTargetExists(t *testing.T) {
 	}
 }
 
+// TestHostile_SendRefused refuses, before anything is sealed or sent, text
+// that would show a person something else than it says.
+func TestHostile_SendRefused(t *testing.T) {
+	ag := dial(t, agency)
+	doc := []client.Document{{Name: "a.txt", Data: []byte("a")}}
+	for name, tt := range map[string]struct {
+		msg  client.Message
+		want string
+	}{
+		"bidi override in a file name": {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Documents: []client.Document{
+			{Name: "rechnung\u202efdp.exe", Data: []byte("x")}}}, "U+202E, a bidirectional control character"},
+		"C1 control in the subject": {client.Message{To: []string{daemon.DevCourt}, Subject: "Mahnung\u009b2J", Documents: doc}, "subject contains U+009B"},
+		"isolate in the reference":  {client.Message{To: []string{daemon.DevCourt}, Subject: "s", Reference: "4 C\u2067 12/26", Documents: doc}, "reference contains U+2067"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ag.Send(ctxT(t), tt.msg, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Send: %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestClient_SendErrors(t *testing.T) {
 	ag := dial(t, agency)
 	doc := []client.Document{{Name: "a.txt", Data: []byte("a")}}

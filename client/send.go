@@ -219,6 +219,14 @@ func validate(m Message) error {
 	if strings.TrimSpace(m.Subject) == "" {
 		return errors.New("no subject")
 	}
+	for _, f := range []struct {
+		name, text string
+		max        int
+	}{{"subject", m.Subject, envelope.MaxSubjectLen}, {"type", m.Type, envelope.MaxTypeLen}, {"reference", m.Reference, envelope.MaxReferenceLen}} {
+		if err := envelope.CheckText(f.name, f.text, f.max); err != nil {
+			return err
+		}
+	}
 	if m.Expires < 0 {
 		return fmt.Errorf("expires is negative (%s); give 0 for the default of %d days", m.Expires, DefaultExpiry/(24*time.Hour))
 	}

@@ -203,16 +203,16 @@ func (e *Envelope) Validate() error {
 		}
 		seen[to] = true
 	}
-	if err := checkText("subject", e.Subject, MaxSubjectLen); err != nil {
+	if err := CheckText("subject", e.Subject, MaxSubjectLen); err != nil {
 		return err
 	}
 	if strings.TrimSpace(e.Subject) == "" {
 		return fmt.Errorf("%w: subject is empty", ErrInvalid)
 	}
-	if err := checkText("type", e.Type, MaxTypeLen); err != nil {
+	if err := CheckText("type", e.Type, MaxTypeLen); err != nil {
 		return err
 	}
-	if err := checkText("reference", e.Reference, MaxReferenceLen); err != nil {
+	if err := CheckText("reference", e.Reference, MaxReferenceLen); err != nil {
 		return err
 	}
 	if e.Created.IsZero() {
@@ -287,27 +287,50 @@ func CheckFileName(name string) error {
 	case strings.ContainsAny(name, `/\`):
 		return fmt.Errorf("%w: file name %q contains a path separator", ErrInvalid, name)
 	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%w: file name %q contains a control character", ErrInvalid, name)
-		}
+	if r, ok := hostileRune(name); ok {
+		return fmt.Errorf("%w: file name %q contains %s", ErrInvalid, truncate(name, 64), describeRune(r))
 	}
 	return nil
 }
 
-func checkText(field, s string, max int) error {
+// CheckText checks a text field that people are shown (subject, type,
+// reference): at most max bytes of UTF-8, without control or bidirectional
+// control characters. field names it in the error.
+func CheckText(field, s string, max int) error {
 	if len(s) > max {
 		return fmt.Errorf("%w: %s is %d bytes, at most %d", ErrInvalid, field, len(s), max)
 	}
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%w: %s is not UTF-8", ErrInvalid, field)
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%w: %s contains a control character", ErrInvalid, field)
-		}
+	if r, ok := hostileRune(s); ok {
+		return fmt.Errorf("%w: %s contains %s", ErrInvalid, field, describeRune(r))
 	}
 	return nil
+}
+
+// hostileRune returns the first character of s that could make text shown
+// to a person say something else than it does: a C0 or C1 control
+// character (or DEL), which terminals obey, or a bidirectional embedding,
+// override or isolate (U+202A–U+202E, U+2066–U+2069), which reorders what
+// follows it ("rechnung\u202Efdp.exe" shows as "rechnungexe.pdf").
+func hostileRune(s string) (rune, bool) {
+	for _, r := range s {
+		switch {
+		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
+			return r, true
+		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+func describeRune(r rune) string {
+	if r >= 0x202a {
+		return fmt.Sprintf("U+%04X, a bidirectional control character", r)
+	}
+	return fmt.Sprintf("U+%04X, a control character", r)
 }
 
 func truncate(s string, n int) string {

@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strconv"
@@ -300,6 +301,52 @@ func FuzzParse(f *testing.F) {
 			}
 		default:
 			t.Fatalf("accepted version %d: %q", e.Version, in)
+		}
+	})
+}
+
+// TestHostile_Text refuses, in every text a person is shown (subject,
+// type, reference, file names), the characters that make text say
+// something else than it does: C0 and C1 controls, DEL, and bidirectional
+// embeddings, overrides and isolates. Other text from beyond ASCII stays
+// welcome. The refusal names the character, and Parse refuses it too, so
+// a node refuses such an envelope at submission.
+func TestHostile_Text(t *testing.T) {
+	hostile := []rune{0x00, 0x07, 0x1b, 0x7f, 0x80, 0x85, 0x9b, 0x9f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069}
+	fields := map[string]func(e *Envelope, s string){
+		"subject":   func(e *Envelope, s string) { e.Subject = s },
+		"type":      func(e *Envelope, s string) { e.Type = s },
+		"reference": func(e *Envelope, s string) { e.Reference = s },
+		"file name": func(e *Envelope, s string) { e.Files[0].Name = s },
+	}
+	for field, set := range fields {
+		for _, r := range hostile {
+			t.Run(fmt.Sprintf("%s U+%04X", field, r), func(t *testing.T) {
+				e := valid(t)
+				set(e, "rechnung"+string(r)+"fdp.exe")
+				err := e.Validate()
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), fmt.Sprintf("U+%04X", r)) {
+					t.Fatalf("Validate = %v, want ErrInvalid naming U+%04X", err, r)
+				}
+			})
+		}
+		t.Run(field+" other scripts", func(t *testing.T) {
+			e := valid(t)
+			set(e, "Bescheid über Grundsteuer – مرحبا – 你好 ‎Ω")
+			if err := e.Validate(); err != nil {
+				t.Fatalf("Validate = %v, want it accepted", err)
+			}
+		})
+	}
+	t.Run("Parse", func(t *testing.T) {
+		e := valid(t)
+		b, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil := bytes.Replace(b, []byte("klage.pdf"), []byte(`klage\u202efdp.exe`), 1)
+		if _, err := Parse(evil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "U+202E") {
+			t.Fatalf("Parse = %v, want ErrInvalid naming U+202E", err)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -594,4 +595,24 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestHostile_SubmitRefused has a sender's own software put a
+// bidirectional override into a file name, bypassing the client's checks:
+// the node refuses the envelope at submission and stores nothing.
+func TestHostile_SubmitRefused(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	evil := bytes.Replace(m.bytes, []byte(`"klage.pdf"`), []byte(`"klage\u202efdp.exe"`), 1)
+	sig, err := cms.SignDetached(evil, signer(fx.IDs[agency]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.node.Submit(context.Background(), participant(agency), evil, sig, bytes.NewReader(m.payload))
+	if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "U+202E") {
+		t.Fatalf("Submit: %v, want ErrInvalid naming U+202E", err)
+	}
+	if evs, err := h.db.Evidence(context.Background(), m.env.ID); err != nil || len(evs) != 0 {
+		t.Fatalf("evidence stored for a refused envelope: %v (%v)", evs, err)
+	}
 }

@@ -49,6 +49,6 @@ func (e *env) directory(args []string) error {
 		return e.printJSON(out)
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s\n  name:        %s\n  kind:        %s\n  encrypt to:  %s (valid until %s)\n  SHA-256:     %s\n",
-		out.Address, out.DisplayName, out.Kind, out.Certificate, out.NotAfter, out.SHA256)
+		printable(out.Address), printable(out.DisplayName), printable(out.Kind), printable(out.Certificate), out.NotAfter, out.SHA256)
 	return err
 }

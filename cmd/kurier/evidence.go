@@ -81,7 +81,10 @@ func (e *env) evidence(args []string) error {
 		if j.File != "" {
 			name = j.File
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, j.Type, j.Recipient, j.Issuer, j.Time)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(name), j.Type, j.Recipient, j.Issuer, j.Time)
+		if j.Reason != "" {
+			fmt.Fprintf(tw, "\t  %s\t\t\t\n", printable(j.Reason))
+		}
 	}
 	return tw.Flush()
 }

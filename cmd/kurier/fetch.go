@@ -47,7 +47,7 @@ func (e *env) fetch(args []string) error {
 		})
 	}
 	for _, p := range f.Files {
-		if _, err := fmt.Fprintln(e.stdout, p); err != nil {
+		if _, err := fmt.Fprintln(e.stdout, printable(p)); err != nil {
 			return err
 		}
 	}

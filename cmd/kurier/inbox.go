@@ -54,7 +54,7 @@ func (e *env) inbox(args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tFROM\tRECEIVED\tSTATE\tSUBJECT")
 	for _, m := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, m.From, m.Received.Local().Format("2006-01-02 15:04"), m.State, m.Subject)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(m.ID), printable(m.From), m.Received.Local().Format("2006-01-02 15:04"), printable(m.State), printable(m.Subject))
 	}
 	return tw.Flush()
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode"
 
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
@@ -145,15 +144,4 @@ func printLog(w io.Writer, l audit.LogState, whose string) {
 		fmt.Fprintf(w, ", vouched for by %s", printable(l.Node))
 	}
 	fmt.Fprintln(w)
-}
-
-// printable replaces control characters, which a forged file could use to
-// redraw the terminal, with U+FFFD.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '\uFFFD'
-		}
-		return r
-	}, s)
 }
