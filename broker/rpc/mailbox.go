@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/envelope"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
@@ -161,6 +162,9 @@ func (s *service) Fetch(req *kurierv1.FetchRequest, stream grpc.ServerStreamingS
 	if err != nil {
 		return err
 	}
+	if err := checkID(req.GetMessageId()); err != nil {
+		return err
+	}
 	m, _, payload, err := s.node.Fetch(ctx, caller, req.GetMessageId())
 	if err != nil {
 		s.logRefusal(ctx, "fetch refused", err)
@@ -213,6 +217,9 @@ func (s *service) GetEvidence(ctx context.Context, req *kurierv1.GetEvidenceRequ
 	if err != nil {
 		return nil, err
 	}
+	if err := checkID(req.GetMessageId()); err != nil {
+		return nil, err
+	}
 	evs, err := s.node.Evidence(ctx, caller, req.GetMessageId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -224,6 +231,9 @@ func (s *service) GetEvidence(ctx context.Context, req *kurierv1.GetEvidenceRequ
 func (s *service) ExportMessage(ctx context.Context, req *kurierv1.ExportMessageRequest) (*kurierv1.ExportMessageResponse, error) {
 	caller, err := callerOf(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkID(req.GetMessageId()); err != nil {
 		return nil, err
 	}
 	x, err := s.node.Export(ctx, caller, req.GetMessageId(), req.GetSinceTreeSizes())
@@ -254,6 +264,15 @@ func (s *service) ExportMessage(ctx context.Context, req *kurierv1.ExportMessage
 		resp.ConsistencyProofs = append(resp.ConsistencyProofs, &kurierv1.GetConsistencyProofResponse{FromSize: c.From, ToSize: x.TreeSize, Hashes: c.Proof})
 	}
 	return resp, nil
+}
+
+// checkID refuses a message id that is not one, before it reaches the node
+// or any error message: the refusal quotes at most its first 64 bytes.
+func checkID(id string) error {
+	if err := envelope.CheckID(id); err != nil {
+		return toStatus(fmt.Errorf("%w: %v", broker.ErrInvalid, err))
+	}
+	return nil
 }
 
 // logRefusal logs why a request was refused, without payload or keys.

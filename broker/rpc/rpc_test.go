@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -309,4 +310,41 @@ func TestServer_SubmitStatus(t *testing.T) {
 			t.Fatalf("err = %v, want NotFound", err)
 		}
 	})
+}
+
+// TestHostile_LongMessageID asks for the evidence and an export of a
+// message id of 1000 KiB: the node refuses it as invalid, and its answer
+// quotes only the id's beginning.
+func TestHostile_LongMessageID(t *testing.T) {
+	addr, trust := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mailbox := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	id := strings.Repeat("x", 1000<<10)
+	calls := map[string]func() error{
+		"GetEvidence": func() error {
+			_, err := mailbox.GetEvidence(ctx, &kurierv1.GetEvidenceRequest{MessageId: id})
+			return err
+		},
+		"ExportMessage": func() error {
+			_, err := mailbox.ExportMessage(ctx, &kurierv1.ExportMessageRequest{MessageId: id})
+			return err
+		},
+		"Fetch": func() error {
+			stream, err := mailbox.Fetch(ctx, &kurierv1.FetchRequest{MessageId: id})
+			if err != nil {
+				return err
+			}
+			_, err = stream.Recv()
+			return err
+		},
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			if status.Code(err) != codes.InvalidArgument || len(status.Convert(err).Message()) > 200 {
+				t.Fatalf("%s: %s, %d bytes of message; want InvalidArgument quoting at most the id's beginning", name, status.Code(err), len(status.Convert(err).Message()))
+			}
+		})
+	}
 }
