@@ -28,15 +28,17 @@ const MaxPayload = 256 << 20
 // from the node may have up to 16 MiB, room for a page of 1000 inbox
 // summaries.
 const (
-	chunkSize          = 256 << 10
-	maxRecvMsgSize     = 16 << 20
-	streamWindowSize   = 8 << 20
-	connWindowSize     = 16 << 20
-	logKeyMsgID        = "msg_id"
-	logKeyAttempt      = "attempt"
-	submitRetries      = 3
-	submitFirstBackoff = 200 * time.Millisecond
+	chunkSize        = 256 << 10
+	maxRecvMsgSize   = 16 << 20
+	streamWindowSize = 8 << 20
+	connWindowSize   = 16 << 20
+	logKeyMsgID      = "msg_id"
+	logKeyAttempt    = "attempt"
 )
+
+// DefaultRetryFor is how long Send, Seal and Submit keep trying while the
+// node cannot be reached (WithRetry).
+const DefaultRetryFor = 2 * time.Minute
 
 // emailProtection is the usage that participant signatures and encryption
 // certificates carry.
@@ -54,6 +56,7 @@ type Client struct {
 	signer    cms.Signer
 	log       *slog.Logger
 	now       func() time.Time
+	retryFor  time.Duration
 
 	// crlFromNode: no WithCRL was given, so signatures are checked against
 	// the CRL the node serves (see refreshCRL).
@@ -71,10 +74,16 @@ const crlRefresh = 10 * time.Minute
 type Option func(*options)
 
 type options struct {
-	crl    string
-	logger *slog.Logger
-	now    func() time.Time
+	crl      string
+	logger   *slog.Logger
+	now      func() time.Time
+	retryFor *time.Duration
 }
+
+// WithRetry sets how long Send, Seal and Submit keep trying while the node
+// cannot be reached or a try's outcome is unknown; default
+// DefaultRetryFor, 0 for one try only.
+func WithRetry(d time.Duration) Option { return func(o *options) { o.retryFor = &d } }
 
 // WithCRL makes the client check the node's certificate at the handshake,
 // and every signer's certificate, against the CA's CRL at path (PEM or
@@ -144,10 +153,18 @@ func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*
 		signer:    cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
 		log:       o.logger,
 		now:       o.now,
+		retryFor:  retryFor(o.retryFor),
 
 		crlFromNode: o.crl == "",
 		trust:       trust,
 	}, nil
+}
+
+func retryFor(d *time.Duration) time.Duration {
+	if d == nil {
+		return DefaultRetryFor
+	}
+	return max(*d, 0)
 }
 
 // refreshCRL makes sure that, unless WithCRL was given, signatures are

@@ -6,27 +6,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki/cms"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
-
-// Sealed exposes a sealed message to the tests in package client_test.
-type Sealed struct{ s *sealed }
-
-// EnvelopeBytes returns the signed envelope bytes.
-func (s Sealed) EnvelopeBytes() []byte { return s.s.envBytes }
-
-// Seal seals m as Send would, without submitting it.
-func (c *Client) Seal(ctx context.Context, m Message) (Sealed, error) {
-	s, err := c.seal(ctx, m)
-	return Sealed{s}, err
-}
-
-// Submit submits a sealed message as Send would.
-func (c *Client) Submit(ctx context.Context, s Sealed) (*Receipt, error) {
-	return c.submit(ctx, s.s, nil)
-}
 
 // VerifyEvidence runs the client's checks of one evidence file about
 // message id, as every evidence the client accepts goes through them.
@@ -86,18 +70,21 @@ func (f *frames) Recv() (*kurierv1.FetchResponse, error) {
 
 // Reseal returns s with its envelope's subject replaced and signed anew:
 // the same message id for different content.
-func (c *Client) Reseal(s Sealed, subject string) (Sealed, error) {
-	env := *s.s.env
+func (c *Client) Reseal(s *Sealed, subject string) (*Sealed, error) {
+	env, err := envelope.Parse(s.Envelope)
+	if err != nil {
+		return nil, err
+	}
 	env.Subject = subject
 	envBytes, err := env.Marshal()
 	if err != nil {
-		return Sealed{}, err
+		return nil, err
 	}
 	sig, err := cms.SignDetached(envBytes, c.signer)
 	if err != nil {
-		return Sealed{}, err
+		return nil, err
 	}
-	return Sealed{&sealed{env: &env, envBytes: envBytes, sig: sig, payload: s.s.payload}}, nil
+	return &Sealed{ID: s.ID, Envelope: envBytes, Signature: sig, Payload: s.Payload}, nil
 }
 
 // ExportResponse returns the node's answer to the export of id, as Export

@@ -106,9 +106,9 @@ type sealed struct {
 }
 
 // Send seals m and submits it to the node, returning once the node has
-// durably accepted it. progress, if not nil, is called as the payload goes
-// out (sent and total bytes of the sealed payload); it starts again from 0
-// if the submission is retried.
+// durably accepted it: Seal, then Submit. progress, if not nil, is called
+// as the payload goes out (sent and total bytes of the sealed payload); it
+// starts again from 0 if the submission is retried.
 //
 // Before anything leaves the process each recipient is looked up in the
 // node's directory and its encryption certificate checked: issued under the
@@ -116,20 +116,19 @@ type sealed struct {
 // exactly the recipient's address, RSA of at least 3072 bits. An unknown
 // recipient is an error naming it ("no mailbox ADDR").
 //
-// A submission that fails because the node cannot be reached
-// (codes.Unavailable) is retried up to three times with the same message id,
-// which the node treats as one message. A refused submission is a
+// While the node cannot be reached, or a try's outcome is unknown, Send
+// tries again with the same sealed message, which the node treats as one
+// message, for as long as WithRetry allows (default two minutes). An
+// application that must survive its own crash seals with Seal, keeps the
+// Sealed, and submits it with Submit. A refused submission is a
 // *RejectedError where the node signed a rejection, otherwise the node's
 // status error wrapped with the message id.
 func (c *Client) Send(ctx context.Context, m Message, progress func(sent, total int64)) (*Receipt, error) {
-	if err := c.refreshCRL(ctx); err != nil {
-		return nil, fmt.Errorf("send: %w", err)
-	}
-	s, err := c.seal(ctx, m)
+	s, err := c.Seal(ctx, m)
 	if err != nil {
 		return nil, err
 	}
-	return c.submit(ctx, s, progress)
+	return c.Submit(ctx, s, progress)
 }
 
 // seal validates m, seals its documents to the recipients and signs the
@@ -312,32 +311,6 @@ func tarball(docs []Document) ([]byte, error) {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-// submit streams s to the node, retrying with the same id while the node
-// cannot be reached, and verifies the receipt.
-func (c *Client) submit(ctx context.Context, s *sealed, progress func(sent, total int64)) (*Receipt, error) {
-	id := s.env.ID
-	backoff := submitFirstBackoff
-	for attempt := 1; ; attempt++ {
-		resp, err := c.submitOnce(ctx, s, progress)
-		if err == nil {
-			r, err := c.receipt(s, resp)
-			if err != nil {
-				return nil, fmt.Errorf("send %s: %w", id, err)
-			}
-			return r, nil
-		}
-		if status.Code(err) != codes.Unavailable || attempt > submitRetries || ctx.Err() != nil {
-			return nil, c.submitError(id, err)
-		}
-		c.log.LogAttrs(ctx, slog.LevelWarn, "node unavailable, submitting again",
-			slog.String(logKeyMsgID, id), slog.Int(logKeyAttempt, attempt), slog.Any("err", err))
-		if err := sleep(ctx, backoff); err != nil {
-			return nil, fmt.Errorf("send %s: %w", id, err)
-		}
-		backoff *= 2
-	}
 }
 
 // submitOnce makes one Submit call: the signed envelope, then the payload in

@@ -58,7 +58,13 @@ type nodeProc struct {
 // in dir and env added to its environment, and waits until it listens.
 func startDevNode(t *testing.T, dir string, env ...string) *nodeProc {
 	t.Helper()
-	cmd := exec.Command(kurierd, "-dev", "-data", dir, "-listen", "127.0.0.1:0")
+	return startDevNodeOn(t, dir, "127.0.0.1:0", env...)
+}
+
+// startDevNodeOn is startDevNode listening on listen.
+func startDevNodeOn(t *testing.T, dir, listen string, env ...string) *nodeProc {
+	t.Helper()
+	cmd := exec.Command(kurierd, "-dev", "-data", dir, "-listen", listen)
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

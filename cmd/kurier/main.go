@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc/status"
 
@@ -27,7 +28,9 @@ const defaultNode = "127.0.0.1:7443"
 const usage = `kurier — send and receive documents through a Kurier node
 
 Usage:
-  kurier send --to ADDR [--to ADDR…] --subject TEXT [--type TYPE] [--reference AZ] [--expires DURATION] FILE…
+  kurier send --to ADDR [--to ADDR…] --subject TEXT [--type TYPE] [--reference AZ] [--expires DURATION]
+              [--retry-for DURATION] [--save FILE] FILE…
+  kurier resubmit FILE             submit a message saved with send --save again (never a second message)
   kurier inbox
   kurier directory ADDR             what the directory answers for ADDR, here or at its domain's node
   kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
@@ -92,6 +95,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return nil
 	case "send":
 		return e.send(rest)
+	case "resubmit":
+		return e.resubmit(rest)
 	case "inbox":
 		return e.inbox(rest)
 	case "directory":
@@ -192,6 +197,14 @@ func (c *command) parse(args []string) ([]string, error) {
 // mailboxFlags are the options of the commands that talk to a node.
 type mailboxFlags struct {
 	id, node, crl string
+	// retryFor, if set, is how long to keep trying while the node cannot
+	// be reached (send, resubmit).
+	retryFor *time.Duration
+}
+
+// retryFlag adds --retry-for to the command.
+func (c *command) retryFlag(f *mailboxFlags) {
+	f.retryFor = c.Duration("retry-for", client.DefaultRetryFor, "how long to keep trying, with the same sealed message, while the node cannot be reached (0: one try)")
 }
 
 func (c *command) mailboxFlags() *mailboxFlags {
@@ -219,6 +232,11 @@ func (e *env) dial(f *mailboxFlags) (*client.Client, error) {
 	if f.crl != "" {
 		opts = append(opts, client.WithCRL(f.crl))
 	}
+	retryFor := time.Duration(0) // other commands try once; a person retries
+	if f.retryFor != nil {
+		retryFor = *f.retryFor
+	}
+	opts = append(opts, client.WithRetry(retryFor))
 	return client.Dial(e.ctx, f.node, id, opts...)
 }
 

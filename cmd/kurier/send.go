@@ -71,6 +71,8 @@ func (e *env) send(args []string) error {
 	subject := c.String("subject", "", "subject (required)")
 	typ := c.String("type", "", "message type, e.g. Schriftsatz")
 	ref := c.String("reference", "", "case reference (Aktenzeichen)")
+	c.retryFlag(mf)
+	save := c.String("save", "", "save the sealed message in this `file` before submitting it, to submit it again with kurier resubmit")
 	var expires time.Duration
 	c.Func("expires", fmt.Sprintf("how long the message may take to reach the recipients' nodes: a `duration` like 36h, or whole days like 14d (default %dd; the node may cap it)", client.DefaultExpiry/(24*time.Hour)), func(v string) error {
 		d, err := parseExpiry(v)
@@ -99,19 +101,90 @@ func (e *env) send(args []string) error {
 		bar = &progressBar{w: e.stderr}
 		progress = bar.update
 	}
-	r, err := cl.Send(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs, Expires: expires}, progress)
-	bar.finish() // end the bar's line before anything else is printed
+	sealed, err := cl.Seal(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs, Expires: expires})
 	if err != nil {
 		return err
 	}
-	if c.json {
+	if *save != "" {
+		if err := saveSealed(*save, sealed); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+	}
+	r, err := cl.Submit(e.ctx, sealed, progress)
+	bar.finish() // end the bar's line before anything else is printed
+	if err != nil {
+		if *save != "" {
+			return fmt.Errorf("%w; the sealed message is in %s: kurier resubmit %s", err, *save, *save)
+		}
+		return err
+	}
+	return e.printSent(c.json, r)
+}
+
+// resubmit submits a message saved with send --save again: the same
+// bytes, so the node answers a repeat with the first receipt.
+func (e *env) resubmit(args []string) error {
+	c := newCommand("resubmit", e.stderr)
+	mf := c.mailboxFlags()
+	c.retryFlag(mf)
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("resubmit: one file expected, got %q", pos)
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return fmt.Errorf("resubmit: %w", err)
+	}
+	sealed, err := client.ReadSealed(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("resubmit %s: %w", pos[0], err)
+	}
+	cl, err := e.dial(mf)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	r, err := cl.Submit(e.ctx, sealed, nil)
+	if err != nil {
+		return err
+	}
+	return e.printSent(c.json, r)
+}
+
+// saveSealed writes a sealed message to a new file, synced, never over
+// an existing one.
+func saveSealed(path string, s *client.Sealed) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := s.WriteTo(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// printSent prints a receipt: the message id, or with --json the id and
+// its evidence.
+func (e *env) printSent(asJSON bool, r *client.Receipt) error {
+	if asJSON {
 		out := sentJSON{ID: r.MessageID, Evidence: []evidenceJSON{}}
 		for _, ev := range r.Evidence {
 			out.Evidence = append(out.Evidence, toEvidenceJSON(ev, ""))
 		}
 		return e.printJSON(out)
 	}
-	_, err = fmt.Fprintln(e.stdout, r.MessageID)
+	_, err := fmt.Fprintln(e.stdout, r.MessageID)
 	return err
 }
 
