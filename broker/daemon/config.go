@@ -75,6 +75,12 @@ type LimitsConfig struct {
 	// Retention is how long a delivered copy waits in the mailbox to be
 	// retrieved before it gets NonDelivery; the node's default is 30 days.
 	Retention time.Duration `yaml:"retention"`
+	// MaxUploadsPerSender is how many uploads one sender may have under
+	// way at once; the node's default is 4.
+	MaxUploadsPerSender int `yaml:"max_uploads_per_sender"`
+	// UploadIdle is how long an upload may wait between payload chunks
+	// before the node gives it up; the default is 30 seconds.
+	UploadIdle time.Duration `yaml:"upload_idle"`
 }
 
 // LoadConfig reads and validates a config file. Unknown keys are refused,
@@ -190,13 +196,13 @@ func checkHostPort(s string) error {
 // no longer than the cap on expiries.
 func (l LimitsConfig) validate() []error {
 	var errs []error
-	if l.MaxPayloadBytes < 0 || l.MaxRecipients < 0 {
+	if l.MaxPayloadBytes < 0 || l.MaxRecipients < 0 || l.MaxUploadsPerSender < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"default_expiry", l.DefaultExpiry}, {"max_expiry", l.MaxExpiry}, {"retention", l.Retention}} {
+	}{{"default_expiry", l.DefaultExpiry}, {"max_expiry", l.MaxExpiry}, {"retention", l.Retention}, {"upload_idle", l.UploadIdle}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("limits: %s %v is negative; give a duration such as 168h, or 0 for the default", d.key, d.v))
 		}

@@ -182,6 +182,8 @@ limits:
   default_expiry: 168h
   max_expiry: 720h
   retention: 720h
+  max_uploads_per_sender: 2
+  upload_idle: 45s
 `
 	cfg, err := LoadConfig(write(good))
 	if err != nil {
@@ -191,7 +193,7 @@ limits:
 	if diff := cmp.Diff(wantPeers, cfg.Peers); diff != "" {
 		t.Errorf("peers (-want +got):\n%s", diff)
 	}
-	wantLimits := LimitsConfig{DefaultExpiry: 7 * 24 * time.Hour, MaxExpiry: 30 * 24 * time.Hour, Retention: 30 * 24 * time.Hour}
+	wantLimits := LimitsConfig{DefaultExpiry: 7 * 24 * time.Hour, MaxExpiry: 30 * 24 * time.Hour, Retention: 30 * 24 * time.Hour, MaxUploadsPerSender: 2, UploadIdle: 45 * time.Second}
 	if diff := cmp.Diff(wantLimits, cfg.Limits); diff != "" {
 		t.Errorf("limits (-want +got):\n%s", diff)
 	}
@@ -213,6 +215,8 @@ limits:
 		"negative expiry":        {body: strings.Replace(good, "default_expiry: 168h", "default_expiry: -1h", 1), want: []string{"default_expiry -1h0m0s is negative"}},
 		"negative max expiry":    {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: -720h", 1), want: []string{"max_expiry -720h0m0s is negative"}},
 		"negative retention":     {body: strings.Replace(good, "retention: 720h", "retention: -1s", 1), want: []string{"retention -1s is negative"}},
+		"negative upload idle":   {body: strings.Replace(good, "upload_idle: 45s", "upload_idle: -5s", 1), want: []string{"upload_idle -5s is negative"}},
+		"negative upload share":  {body: strings.Replace(good, "max_uploads_per_sender: 2", "max_uploads_per_sender: -1", 1), want: []string{"limits must not be negative"}},
 		"default above max":      {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: 24h", 1), want: []string{"default_expiry 168h0m0s is longer than max_expiry 24h0m0s"}},
 		"days are no unit":       {body: strings.Replace(good, "168h", "7d", 1), want: []string{"7d", "time.Duration"}},
 		"bare number":            {body: strings.Replace(good, "168h", "604800", 1), want: []string{"604800", "time.Duration"}},

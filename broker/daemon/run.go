@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpc.Options{Trust: trust, Logger: logger})
+	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpc.Options{Trust: trust, Logger: logger, UploadIdle: cfg.Limits.UploadIdle})
 	if err != nil {
 		lis.Close()
 		return err
@@ -131,6 +131,7 @@ func (l LimitsConfig) node() node.Limits {
 	return node.Limits{
 		MaxPayload: l.MaxPayloadBytes, MaxRecipients: l.MaxRecipients,
 		DefaultExpiry: l.DefaultExpiry, MaxExpiry: l.MaxExpiry, Retention: l.Retention,
+		MaxUploadsPerSender: l.MaxUploadsPerSender,
 	}
 }
 

@@ -139,6 +139,11 @@ type Limits struct {
 	// MaxUploads bounds how many payloads are streamed into the store at
 	// once (each buffers up to a few MiB); more wait. Default 32.
 	MaxUploads int
+	// MaxUploadsPerSender bounds how many of those one sender (or, for
+	// relays, one relaying node) may hold at once, so that nobody can
+	// take every slot; more are refused with broker.ErrTooLarge, to try
+	// again. Default 4.
+	MaxUploadsPerSender int
 	// DefaultExpiry is how long a message whose envelope names no expiry
 	// (format version 1) may take to reach its recipients' nodes; default
 	// 7 days.
@@ -157,6 +162,7 @@ const (
 	DefaultMaxRecipients = 100
 	DefaultMaxClockSkew  = 10 * time.Minute
 	DefaultMaxUploads    = 32
+	DefaultMaxPerSender  = 4
 	DefaultExpiry        = 7 * 24 * time.Hour
 	DefaultMaxExpiry     = 30 * 24 * time.Hour
 	DefaultRetention     = 30 * 24 * time.Hour
@@ -172,6 +178,9 @@ func (l Limits) withDefaults() (Limits, error) {
 	}
 	if l.MaxUploads <= 0 {
 		l.MaxUploads = DefaultMaxUploads
+	}
+	if l.MaxUploadsPerSender <= 0 {
+		l.MaxUploadsPerSender = DefaultMaxPerSender
 	}
 	for _, d := range []struct {
 		v   *time.Duration
@@ -229,6 +238,7 @@ type Node struct {
 	log     *slog.Logger
 	hub     hub
 	uploads chan struct{} // a slot per payload being stored
+	senders uploadCounts  // the slots each sender holds
 	logKey  string
 	logVKey string // logKey's verifier key, named in export indexes
 	logVSig []byte // the node certificate's detached signature over logVKey

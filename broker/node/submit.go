@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"kurier.dev/kurier/address"
@@ -206,7 +207,7 @@ func (n *Node) storePayload(ctx context.Context, m *broker.Message, payload io.R
 	if env.PayloadSize > n.limits.MaxPayload {
 		return refuse(fmt.Errorf("%w: payload of %d bytes is over this node's maximum of %d bytes", broker.ErrTooLarge, env.PayloadSize, n.limits.MaxPayload))
 	}
-	release, err := n.uploadSlot(ctx)
+	release, err := n.uploadSlot(ctx, m.Header.From)
 	if err != nil {
 		return fmt.Errorf("store payload of %s: wait for an upload slot: %w", env.ID, err)
 	}
@@ -369,14 +370,48 @@ func (n *Node) rejectDuplicate(m *broker.Message) error {
 	return &Rejection{Err: reason, Evidence: ev}
 }
 
-// uploadSlot waits for room to store one more payload and returns the
-// function that frees it.
-func (n *Node) uploadSlot(ctx context.Context) (func(), error) {
+// uploadSlot waits for room to store one more payload for sender (a
+// participant's address, or a relaying node's name) and returns the
+// function that frees it. A sender that holds MaxUploadsPerSender slots
+// already is refused at once rather than made to wait, so that one sender
+// stalling its uploads cannot keep everyone else waiting.
+func (n *Node) uploadSlot(ctx context.Context, sender string) (func(), error) {
+	if !n.senders.take(sender, n.limits.MaxUploadsPerSender) {
+		return nil, fmt.Errorf("%w: %s has %d uploads under way, the most one sender may have at once; try again when one has finished", broker.ErrTooLarge, sender, n.limits.MaxUploadsPerSender)
+	}
 	select {
 	case n.uploads <- struct{}{}:
-		return func() { <-n.uploads }, nil
+		return func() { <-n.uploads; n.senders.give(sender) }, nil
 	case <-ctx.Done():
+		n.senders.give(sender)
 		return nil, ctx.Err()
+	}
+}
+
+// uploadCounts counts the upload slots each sender holds.
+type uploadCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (u *uploadCounts) take(sender string, max int) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]int{}
+	}
+	if u.m[sender] >= max {
+		return false
+	}
+	u.m[sender]++
+	return true
+}
+
+func (u *uploadCounts) give(sender string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m[sender]--; u.m[sender] <= 0 {
+		delete(u.m, sender)
 	}
 }
 

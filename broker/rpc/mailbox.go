@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -46,7 +47,7 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 			return c.Chunk, true
 		}
 		return nil, false
-	})
+	}, s.uploadIdle)
 	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), payload)
 	if err != nil {
 		s.logRefusal(ctx, "submit refused", err)
@@ -62,12 +63,44 @@ type chunkReader struct {
 	ctx  context.Context
 	recv func() (chunk []byte, ok bool, err error)
 	buf  []byte
+	// idle, if set, is how long Read waits for the next frame before it
+	// gives the upload up, so that a stalled upload frees its slot.
+	idle time.Duration
+}
+
+// frame is what one recv returned.
+type frame struct {
+	chunk []byte
+	ok    bool
+	err   error
+}
+
+// next receives the next frame, waiting at most c.idle.
+func (c *chunkReader) next() ([]byte, bool, error) {
+	if c.idle <= 0 {
+		return c.recv()
+	}
+	got := make(chan frame, 1)
+	go func() {
+		// Recv returns once the stream ends, which it does when the
+		// handler gives up below.
+		b, ok, err := c.recv()
+		got <- frame{b, ok, err}
+	}()
+	t := time.NewTimer(c.idle)
+	defer t.Stop()
+	select {
+	case f := <-got:
+		return f.chunk, f.ok, f.err
+	case <-t.C:
+		return nil, false, fmt.Errorf("%w: no payload arrived for %s; the upload is given up, send again", context.DeadlineExceeded, c.idle)
+	}
 }
 
 // newChunkReader reads the frames of a client stream with recv and takes
 // each one's chunk with chunk.
-func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool)) *chunkReader {
-	return &chunkReader{ctx: ctx, recv: func() ([]byte, bool, error) {
+func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool), idle time.Duration) *chunkReader {
+	return &chunkReader{ctx: ctx, idle: idle, recv: func() ([]byte, bool, error) {
 		req, err := recv()
 		if err != nil {
 			return nil, false, err
@@ -79,13 +112,16 @@ func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chun
 
 func (c *chunkReader) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
-		chunk, ok, err := c.recv()
+		chunk, ok, err := c.next()
 		if errors.Is(err, io.EOF) {
 			return 0, io.EOF
 		}
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return 0, c.ctx.Err() // the client went away: not the node's fault
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return 0, err
 			}
 			return 0, fmt.Errorf("%w: receive payload: %v", broker.ErrInvalid, err)
 		}

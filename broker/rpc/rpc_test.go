@@ -40,6 +40,12 @@ func TestMain(m *testing.M) { pkitest.Main(m, &fx) }
 // startServer runs a node behind the real gRPC server on 127.0.0.1:0.
 func startServer(t *testing.T) (string, *pki.TrustStore) {
 	t.Helper()
+	return startServerWith(t, rpc.Options{})
+}
+
+// startServerWith is startServer with the server's options o.
+func startServerWith(t *testing.T, o rpc.Options) (string, *pki.TrustStore) {
+	t.Helper()
 	db, err := store.Open(t.TempDir(), store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,8 @@ func startServer(t *testing.T) (string, *pki.TrustStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), rpc.Options{Trust: trust, Logger: slog.New(slog.DiscardHandler)})
+	o.Trust, o.Logger = trust, slog.New(slog.DiscardHandler)
+	srv, err := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,4 +354,100 @@ func TestHostile_LongMessageID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHostile_StalledUploads has one participant open uploads and stop
+// sending: it gets at most its share of the upload slots, the others are
+// not kept waiting, and each stalled upload is given up after the idle
+// time, freeing its slot.
+func TestHostile_StalledUploads(t *testing.T) {
+	addr, trust := startServerWith(t, rpc.Options{UploadIdle: 300 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
+	stall := func(mb kurierv1.MailboxServiceClient, from string, id *pki.Identity) (grpc.ClientStreamingClient[kurierv1.SubmitRequest, kurierv1.SubmitResponse], error) {
+		stream, err := mb.Submit(ctx)
+		if err != nil {
+			return nil, err
+		}
+		first, _ := signedSubmit(t, from, id, pkitest.Court, 1<<20)
+		if err := stream.Send(first); err != nil {
+			return nil, err
+		}
+		return stream, stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: make([]byte, 1000)}})
+	}
+	var stalled []grpc.ClientStreamingClient[kurierv1.SubmitRequest, kurierv1.SubmitResponse]
+	for range node.DefaultMaxPerSender {
+		s, err := stall(agency, pkitest.Agency, fx.IDs[pkitest.Agency])
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, s)
+	}
+	// The stalled uploads hold their slots only once the node has the
+	// envelopes; a further one is refused as soon as they do.
+	refused := false
+	for i := 0; i < 20 && !refused; i++ {
+		s, err := stall(agency, pkitest.Agency, fx.IDs[pkitest.Agency])
+		if err == nil {
+			_, err = s.CloseAndRecv()
+		}
+		refused = status.Code(err) == codes.ResourceExhausted && strings.Contains(status.Convert(err).Message(), "uploads under way")
+	}
+	if !refused {
+		t.Fatal("a sender with every share of its slots stalled was not refused a further upload")
+	}
+	// Another participant is not kept waiting.
+	first, payload := signedSubmit(t, pkitest.Court, fx.IDs[pkitest.Court], pkitest.Agency, 1000)
+	stream, err := court.Submit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(first)
+	stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: payload}})
+	if _, err := stream.CloseAndRecv(); err != nil {
+		t.Fatalf("another participant's submission: %v", err)
+	}
+	// The stalled uploads are given up.
+	for _, s := range stalled {
+		var resp kurierv1.SubmitResponse
+		if err := s.RecvMsg(&resp); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("a stalled upload ended with %v, want DeadlineExceeded", err)
+		}
+	}
+	// And their slots are free again.
+	s, err := stall(agency, pkitest.Agency, fx.IDs[pkitest.Agency])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp kurierv1.SubmitResponse
+	if err := s.RecvMsg(&resp); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("an upload after the stalled ones ended: %v, want it to get a slot and stall in turn", err)
+	}
+}
+
+// signedSubmit returns the first frame of a submission from `from` (signed
+// with id) to `to` with a random payload of size bytes, and the payload.
+func signedSubmit(t *testing.T, from string, id *pki.Identity, to string, size int) (*kurierv1.SubmitRequest, []byte) {
+	t.Helper()
+	payload := make([]byte, size)
+	rand.Read(payload)
+	mid, _ := envelope.NewID()
+	sum := sha256.Sum256(payload)
+	now := time.Now().UTC()
+	env := &envelope.Envelope{
+		Version: envelope.Version, ID: mid, From: from, To: []string{to}, Subject: "Test",
+		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(size),
+		Files: []envelope.File{{Name: "a.txt", Size: 1}},
+	}
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := cms.SignDetached(b, pkitest.Signer(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Envelope{Envelope: &kurierv1.SignedEnvelope{Envelope: b, Signature: sig}}}, payload
 }

@@ -36,7 +36,14 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxConcurrentStreams per connection; default 256.
 	MaxConcurrentStreams uint32
+	// UploadIdle is how long an upload (Submit, Relay) may wait between
+	// payload chunks before the node gives it up and frees its slot;
+	// default 30 seconds.
+	UploadIdle time.Duration
 }
+
+// DefaultUploadIdle is the default of Options.UploadIdle.
+const DefaultUploadIdle = 30 * time.Second
 
 // NewServer returns a gRPC server for n that serves the mailbox, directory,
 // log and relay services, gRPC health checking and server reflection, over
@@ -51,7 +58,10 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	if opts.MaxConcurrentStreams == 0 {
 		opts.MaxConcurrentStreams = 256
 	}
-	svc := &service{node: n, trust: opts.Trust, log: opts.Logger}
+	if opts.UploadIdle <= 0 {
+		opts.UploadIdle = DefaultUploadIdle
+	}
+	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle}
 	s := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(svc.unaryIdentity),
 		grpc.ChainStreamInterceptor(svc.streamIdentity),
@@ -86,7 +96,8 @@ type service struct {
 	kurierv1.UnimplementedDirectoryServiceServer
 	kurierv1.UnimplementedLogServiceServer
 	kurierv1.UnimplementedRelayServiceServer
-	node  *node.Node
-	trust *pki.TrustStore
-	log   *slog.Logger
+	node       *node.Node
+	trust      *pki.TrustStore
+	log        *slog.Logger
+	uploadIdle time.Duration
 }
