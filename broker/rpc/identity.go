@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 
 	"google.golang.org/grpc"
@@ -14,15 +15,36 @@ import (
 
 type peerKey struct{}
 
+// authenticated is who made a request, and the verified chain that says
+// so.
+type authenticated struct {
+	peer  pki.Peer
+	chain []*x509.Certificate
+}
+
 // callerOf returns the authenticated caller a request was made by. The
 // interceptors put it there from the verified TLS chain; no request field
 // can change it.
 func callerOf(ctx context.Context) (pki.Peer, error) {
-	p, ok := ctx.Value(peerKey{}).(pki.Peer)
+	a, ok := ctx.Value(peerKey{}).(authenticated)
 	if !ok {
 		return pki.Peer{}, toStatus(fmt.Errorf("%w: no verified client certificate", broker.ErrUnauthenticated))
 	}
-	return p, nil
+	return a.peer, nil
+}
+
+// stillValid checks the caller's chain against the current CRL again, for
+// a stream that outlives the check at its start: a caller revoked meanwhile
+// (or a CRL gone stale) ends it.
+func (s *service) stillValid(ctx context.Context) error {
+	a, ok := ctx.Value(peerKey{}).(authenticated)
+	if !ok {
+		return toStatus(fmt.Errorf("%w: no verified client certificate", broker.ErrUnauthenticated))
+	}
+	if err := s.trust.CheckRevoked(a.chain); err != nil {
+		return toStatus(fmt.Errorf("%w: %v", broker.ErrUnauthenticated, err))
+	}
+	return nil
 }
 
 // authenticate derives the caller's identity from its verified certificate
@@ -46,7 +68,7 @@ func (s *service) authenticate(ctx context.Context) (context.Context, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: certificate not usable here: %v", broker.ErrForbidden, err)
 	}
-	return context.WithValue(ctx, peerKey{}, p), nil
+	return context.WithValue(ctx, peerKey{}, authenticated{peer: p, chain: chain}), nil
 }
 
 // publicMethods need no Kurier identity: health checks and reflection still

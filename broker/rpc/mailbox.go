@@ -178,11 +178,24 @@ func (s *service) Subscribe(_ *kurierv1.SubscribeRequest, stream grpc.ServerStre
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
+	// The caller's certificate is checked again before every notice and
+	// every StreamCheck, so a revocation ends the stream.
+	t := time.NewTicker(s.streamCheck)
+	defer t.Stop()
 	for {
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-t.C:
+			if err := s.stillValid(stream.Context()); err != nil {
+				s.logRefusal(stream.Context(), "subscription ended", err)
+				return err
+			}
 		case e := <-ch:
+			if err := s.stillValid(stream.Context()); err != nil {
+				s.logRefusal(stream.Context(), "subscription ended", err)
+				return err
+			}
 			if err := stream.Send(&kurierv1.SubscribeResponse{Message: toSummary(e)}); err != nil {
 				return err
 			}

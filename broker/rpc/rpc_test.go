@@ -451,3 +451,52 @@ func signedSubmit(t *testing.T, from string, id *pki.Identity, to string, size i
 	}
 	return &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Envelope{Envelope: &kurierv1.SignedEnvelope{Envelope: b, Signature: sig}}}, payload
 }
+
+// TestHostile_RevokedSubscriber revokes a participant whose Subscribe
+// stream is open: the stream ends with Unauthenticated, at the next notice
+// or the next periodic check, whichever comes first, and tells it nothing
+// more.
+func TestHostile_RevokedSubscriber(t *testing.T) {
+	byNotice, trust := startServerWith(t, rpc.Options{StreamCheck: time.Hour})
+	byCheck, _ := startServerWith(t, rpc.Options{StreamCheck: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	id, err := fx.CA.IssueParticipant(filepath.Join(t.TempDir(), "id"), pkitest.Other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscribe := func(addr string) grpc.ServerStreamingClient[kurierv1.SubscribeResponse] {
+		stream, err := kurierv1.NewMailboxServiceClient(dial(t, addr, id, trust)).Subscribe(ctx, &kurierv1.SubscribeRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Header(); err != nil {
+			t.Fatal(err)
+		}
+		return stream
+	}
+	notice, check := subscribe(byNotice), subscribe(byCheck)
+	if err := fx.CA.Revoke(id.Cert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the trust store rereads its CRL at most once a second
+	if _, err := fx.CA.WriteCRL(24 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := check.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("the periodic check: %v, want Unauthenticated", err)
+	}
+	first, payload := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Other, 1000)
+	submit, err := kurierv1.NewMailboxServiceClient(dial(t, byNotice, fx.IDs[pkitest.Agency], trust)).Submit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit.Send(first)
+	submit.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: payload}})
+	if _, err := submit.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := notice.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("the next notice to a revoked subscriber: %v, %v; want Unauthenticated and no notice", resp, err)
+	}
+}

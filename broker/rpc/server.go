@@ -40,6 +40,9 @@ type Options struct {
 	// payload chunks before the node gives it up and frees its slot;
 	// default 30 seconds.
 	UploadIdle time.Duration
+	// StreamCheck is how often a long stream (Subscribe) checks its
+	// caller's certificate against the CRL again; default a minute.
+	StreamCheck time.Duration
 }
 
 // DefaultUploadIdle is the default of Options.UploadIdle.
@@ -61,7 +64,10 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	if opts.UploadIdle <= 0 {
 		opts.UploadIdle = DefaultUploadIdle
 	}
-	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle}
+	if opts.StreamCheck <= 0 {
+		opts.StreamCheck = time.Minute
+	}
+	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle, streamCheck: opts.StreamCheck}
 	s := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(svc.unaryIdentity),
 		grpc.ChainStreamInterceptor(svc.streamIdentity),
@@ -96,8 +102,9 @@ type service struct {
 	kurierv1.UnimplementedDirectoryServiceServer
 	kurierv1.UnimplementedLogServiceServer
 	kurierv1.UnimplementedRelayServiceServer
-	node       *node.Node
-	trust      *pki.TrustStore
-	log        *slog.Logger
-	uploadIdle time.Duration
+	node        *node.Node
+	trust       *pki.TrustStore
+	log         *slog.Logger
+	uploadIdle  time.Duration
+	streamCheck time.Duration
 }
