@@ -249,6 +249,31 @@ func (f *federation) submit(t testing.TB, expires time.Duration, to ...string) (
 	return id, err
 }
 
+// queued returns the one relay the city has queued for the court.
+func (f *federation) queued(t testing.TB) node.Relay {
+	t.Helper()
+	relays, _, err := f.city.node.Relays(context.Background(), landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v), want one", relays, err)
+	}
+	return relays[0]
+}
+
+// handOver gives r to the court's node directly, as the city's worker
+// would over the wire, and returns the court's answer, which the city
+// never sees: as if the answer were lost.
+func (f *federation) handOver(t testing.TB, r node.Relay) ([][]broker.Evidence, error) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := f.city.node.OpenPayload(ctx, r.Message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains, Expires: r.Message.Expires}
+	return f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, p)
+}
+
 // TestNode_SubmitRemoteRefused submits to recipients at other domains that
 // cannot be reached: an unknown mailbox or domain is refused with a
 // SubmissionRejection; a court whose node is down and has never answered
@@ -729,22 +754,11 @@ func TestNode_ClaimDefersExpiry(t *testing.T) {
 // TestNode_ReceiveExpired relays a message to the court after its
 // envelope's expiry: the court refuses it with RelayRejection.
 func TestNode_ReceiveExpired(t *testing.T) {
-	ctx := context.Background()
 	f := newFederation(t)
 	f.send(t, time.Minute, judge)
-	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
-	if err != nil || len(relays) != 1 {
-		t.Fatalf("relays %v (%v)", relays, err)
-	}
-	r := relays[0]
+	r := f.queued(t)
 	f.clock.skew = 2 * time.Minute
-	p, err := f.city.node.OpenPayload(ctx, r.Message)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
-	answer, err := f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, p)
+	answer, err := f.handOver(t, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -918,20 +932,7 @@ func TestNode_LostAnswer(t *testing.T) {
 	ctx := context.Background()
 	f := newFederation(t)
 	id := f.send(t, time.Hour, judge)
-	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
-	if err != nil || len(relays) != 1 {
-		t.Fatalf("relays %v (%v)", relays, err)
-	}
-	r := relays[0]
-	payload, err := f.city.node.OpenPayload(ctx, r.Message)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cityNode := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
-	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
-	_, err = f.court.node.Receive(ctx, cityNode, in, payload)
-	payload.Close()
-	if err != nil {
+	if _, err := f.handOver(t, f.queued(t)); err != nil {
 		t.Fatal(err)
 	}
 	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
@@ -977,20 +978,9 @@ func TestWorker_FinalTry(t *testing.T) {
 	ctx := context.Background()
 	unknown := func(t *testing.T, f *federation, id string, courtHasIt bool) {
 		t.Helper()
-		relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
-		if err != nil || len(relays) != 1 {
-			t.Fatalf("relays %v (%v)", relays, err)
-		}
-		r := relays[0]
+		r := f.queued(t)
 		if courtHasIt {
-			p, err := f.city.node.OpenPayload(ctx, r.Message)
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
-			_, err = f.court.node.Receive(ctx, pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}, in, p)
-			p.Close()
-			if err != nil {
+			if _, err := f.handOver(t, r); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -1050,22 +1040,10 @@ func TestWorker_PushHoldsOnlyItsCopy(t *testing.T) {
 	ctx := context.Background()
 	f := newFederation(t)
 	judgeP := pki.Peer{Kind: pki.KindParticipant, Address: judge}
-	cityNode := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
 
 	first := f.send(t, time.Hour, judge)
-	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
-	if err != nil || len(relays) != 1 {
-		t.Fatalf("relays %v (%v)", relays, err)
-	}
-	r := relays[0]
-	p, err := f.city.node.OpenPayload(ctx, r.Message)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
-	_, err = f.court.node.Receive(ctx, cityNode, in, p) // the answer is lost
-	p.Close()
-	if err != nil {
+	r := f.queued(t)
+	if _, err := f.handOver(t, r); err != nil { // the answer is lost
 		t.Fatal(err)
 	}
 	if err := f.city.node.RelayFailed(ctx, r, errors.New("connection reset"), f.clock.Now().Add(time.Hour), true); err != nil {
