@@ -39,7 +39,9 @@ const (
 // is due by now (the relay worker's clock, which keeps the schedule) and
 // that have not expired, from a page of up to limit queue entries after
 // the message id after; next is where the following page starts, "" after
-// the last. Queue entries with no recipient left waiting (all given up
+// the last. Each comes with its queue entry and message only: Claim, which
+// the relay needs anyway, reads its recipients and chains. Entries of
+// expired messages with no recipient left waiting (all given up
 // meanwhile) are removed.
 func (n *Node) Relays(ctx context.Context, domain string, now time.Time, after string, limit int) (relays []Relay, next string, err error) {
 	queued, err := n.store.Outbound(ctx, domain, after, limit)
@@ -54,22 +56,31 @@ func (n *Node) Relays(ctx context.Context, domain string, now time.Time, after s
 		if o.NextTry.After(now) {
 			continue
 		}
-		r, err := n.relayOf(ctx, o)
+		m, err := n.store.Message(ctx, o.MessageID)
 		if err != nil {
-			return nil, "", err
+			return nil, "", fmt.Errorf("queued message %s: %w", o.MessageID, err)
 		}
-		if len(r.Recipients) == 0 {
-			if _, err := n.store.FinishRelay(ctx, domain, o.MessageID, nil, true); err != nil {
-				return nil, "", err
-			}
+		if n.stillRelayed(m, o, n.now()) {
+			out = append(out, Relay{Outbound: o, Message: m})
 			continue
 		}
-		if !n.stillRelayed(r.Message, o, n.now()) {
-			continue // Expire gives up on it
+		// Expire gives up on it; once it has, the entry can go.
+		if err := n.dropFinished(ctx, o); err != nil {
+			return nil, "", err
 		}
-		out = append(out, r)
 	}
 	return out, next, nil
+}
+
+// dropFinished removes the queue entry o if none of its recipients waits
+// any more.
+func (n *Node) dropFinished(ctx context.Context, o broker.Outbound) error {
+	r, err := n.relayOf(ctx, o)
+	if err != nil || len(r.Recipients) > 0 {
+		return err
+	}
+	_, err = n.store.FinishRelay(ctx, o.Domain, o.MessageID, nil, true)
+	return err
 }
 
 // FinalTry is how long after its expiry a message is still relayed if an
@@ -87,9 +98,10 @@ func (n *Node) stillRelayed(m *broker.Message, o broker.Outbound, now time.Time)
 }
 
 // Claim takes r for relaying until release is called, and returns it as
-// it stands now. ok is false if there is nothing to relay any more (its
-// copies moved on, it expired, or Expire is deciding about it right now);
-// then nothing is held. While r is claimed, Expire leaves its copies
+// it stands now, with its recipients and their chains. ok is false if
+// there is nothing to relay any more (its copies moved on, it expired, or
+// Expire is deciding about it right now); then nothing is held, and an
+// entry with no recipient left waiting is removed. While r is claimed, Expire leaves its copies
 // alone, so that a relay the other node accepted in time is not
 // contradicted by a NonDelivery issued while the answer was on its way;
 // and since Claim reads r again once it holds it, a relay never carries a
@@ -110,7 +122,11 @@ func (n *Node) Claim(ctx context.Context, r Relay) (fresh Relay, release func(),
 	case err != nil:
 		release()
 		return Relay{}, nil, false, err
-	case len(fresh.Recipients) == 0 || !n.stillRelayed(fresh.Message, o, n.now()):
+	case len(fresh.Recipients) == 0:
+		_, err := n.store.FinishRelay(ctx, o.Domain, o.MessageID, nil, true)
+		release()
+		return Relay{}, nil, false, err
+	case !n.stillRelayed(fresh.Message, o, n.now()):
 		release()
 		return Relay{}, nil, false, nil
 	}

@@ -249,14 +249,21 @@ func (f *federation) submit(t testing.TB, expires time.Duration, to ...string) (
 	return id, err
 }
 
-// queued returns the one relay the city has queued for the court.
+// queued returns the one relay the city has queued for the court, as a
+// claim reads it (and releases it again).
 func (f *federation) queued(t testing.TB) node.Relay {
 	t.Helper()
-	relays, _, err := f.city.node.Relays(context.Background(), landgericht, f.clock.Now(), "", 0)
+	ctx := context.Background()
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
 	if err != nil || len(relays) != 1 {
 		t.Fatalf("relays %v (%v), want one", relays, err)
 	}
-	return relays[0]
+	r, release, ok, err := f.city.node.Claim(ctx, relays[0])
+	if err != nil || !ok {
+		t.Fatalf("claim %v, %v (%v)", relays[0].Message.ID(), ok, err)
+	}
+	release()
+	return r
 }
 
 // handOver gives r to the court's node directly, as the city's worker
@@ -555,11 +562,7 @@ func TestNode_ReceiveTwice(t *testing.T) {
 	ctx := context.Background()
 	f := newFederation(t)
 	id := f.send(t, time.Hour, judge)
-	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
-	if err != nil || len(relays) != 1 {
-		t.Fatalf("relays %v (%v)", relays, err)
-	}
-	r := relays[0]
+	r := f.queued(t)
 	cityNode := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
 	in := node.Incoming{Envelope: r.Message.Envelope, Signature: r.Message.Signature, Recipients: r.Recipients, Chains: r.Chains}
 	open := func() io.Reader {
