@@ -309,17 +309,21 @@ func CheckText(field, s string, max int) error {
 	return nil
 }
 
-// hostileRune returns the first character of s that could make text shown
-// to a person say something else than it does: a C0 or C1 control
-// character (or DEL), which terminals obey, or a bidirectional embedding,
-// override or isolate (U+202A–U+202E, U+2066–U+2069), which reorders what
-// follows it ("rechnung\u202Efdp.exe" shows as "rechnungexe.pdf").
+// Hostile reports whether r could make text shown to a person say
+// something else than it does: a C0 or C1 control character (or DEL),
+// which terminals obey, or a bidirectional embedding, override or isolate
+// (U+202A–U+202E, U+2066–U+2069), which reorders what follows it
+// ("rechnung\u202Efdp.exe" shows as "rechnungexe.pdf"). Envelopes refuse
+// such characters; tools that print others' text escape them.
+func Hostile(r rune) bool {
+	return r < 0x20 || r == 0x7f || r >= 0x80 && r <= 0x9f ||
+		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+}
+
+// hostileRune returns the first character of s that Hostile reports.
 func hostileRune(s string) (rune, bool) {
 	for _, r := range s {
-		switch {
-		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
-			return r, true
-		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		if Hostile(r) {
 			return r, true
 		}
 	}
