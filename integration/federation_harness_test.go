@@ -38,13 +38,20 @@ const (
 // loopback ports, with one mailbox each; no node runs yet.
 func newFederation(ctx context.Context, t *testing.T) *federation {
 	t.Helper()
+	return newFederationOf(ctx, t, []string{stadt, amtsg, landg}, []string{poststelle, amtsgEin, landgEin})
+}
+
+// newFederationOf writes a federation of domains with the mailboxes given,
+// on free loopback ports; no node runs yet.
+func newFederationOf(ctx context.Context, t *testing.T, domains, mailboxes []string) *federation {
+	t.Helper()
 	f := &federation{t: t, dir: filepath.Join(t.TempDir(), "fed"), addrs: map[string]string{}, nodes: map[string]*nodeProc{}, ids: map[string]string{}}
 	args := []string{"dev", "federation", "-o", f.dir, "--json"}
-	for _, d := range []string{stadt, amtsg, landg} {
+	for _, d := range domains {
 		f.addrs[d] = freePort(t)
 		args = append(args, "--node", d+"="+f.addrs[d])
 	}
-	for _, m := range []string{poststelle, amtsgEin, landgEin} {
+	for _, m := range mailboxes {
 		args = append(args, "--mailbox", m)
 	}
 	out, err := exec.CommandContext(ctx, kurier, args...).Output()
