@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -262,4 +263,14 @@ func (w *logWatch) check(ctx context.Context, t *testing.T) {
 	}
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+// retryCounter is a slog handler that counts the clients' retries (each
+// logged at WARN) and drops every record.
+type retryCounter struct{ n *atomic.Int64 }
+
+func (r retryCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (r retryCounter) Handle(context.Context, slog.Record) error {
+	r.n.Add(1)
+	return nil
+}
+func (r retryCounter) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r retryCounter) WithGroup(string) slog.Handler      { return r }

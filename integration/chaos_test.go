@@ -5,11 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,7 +95,7 @@ func TestFault_Chaos(t *testing.T) {
 	logs.check(ctx, t)
 
 	v := h.check()
-	t.Logf("%s; %s", h.summary(), v)
+	t.Logf("%s; %d client retries; %s", h.summary(), c.retries.Load(), v)
 	if !v.clean() {
 		t.Errorf("lost %v\nduplicated %v\nunexpected %v\nunresolved %v", v.Lost, v.Duplicated, v.Unexpected, v.Unresolved)
 	}
@@ -110,6 +112,7 @@ type chaosFederation struct {
 	clients  map[string]*client.Client // by mailbox address
 	sealedMu sync.Mutex
 	sealed   map[string]*client.Sealed // by key, while its submission has no answer
+	retries  atomic.Int64              // tries the clients repeated
 }
 
 func newChaosFederation(ctx context.Context, t *testing.T) *chaosFederation {
@@ -126,7 +129,7 @@ func newChaosFederation(ctx context.Context, t *testing.T) *chaosFederation {
 		// The retry time outlasts a restart (up to ~10 s on a loaded
 		// machine) and a partition, not the whole run: what is left
 		// without an answer is resubmitted at the end.
-		cl, err := client.Dial(ctx, f.addrs[domainOf(mb)], id, client.WithRetry(45*time.Second), client.WithLogger(quietLogger()))
+		cl, err := client.Dial(ctx, f.addrs[domainOf(mb)], id, client.WithRetry(45*time.Second), client.WithLogger(slog.New(retryCounter{&c.retries})))
 		if err != nil {
 			t.Fatal(err)
 		}
