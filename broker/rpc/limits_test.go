@@ -1,0 +1,271 @@
+package rpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/pki/pkitest"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// clock is a settable clock for the node.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// submitOver submits a message of size random bytes from `from` to `to`
+// over mb; corrupt sends other bytes than the envelope declares.
+func submitOver(t *testing.T, mb kurierv1.MailboxServiceClient, from string, to string, size int, corrupt bool) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, payload := signedSubmit(t, from, fx.IDs[from], to, size)
+	if corrupt {
+		payload[0] ^= 1
+	}
+	stream, err := mb.Submit(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(first); err != nil {
+		return err
+	}
+	stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: payload}})
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// retryDelay returns the google.rpc.RetryInfo delay of a status error.
+func retryDelay(err error) (time.Duration, bool) {
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
+}
+
+// TestHostileFlood_RateLimit has one participant submit faster than the
+// node's rate: past the burst it is refused with ResourceExhausted, the
+// time to wait in the message and as RetryInfo, while another participant
+// still sends; once the clock has moved on, it sends again.
+func TestHostileFlood_RateLimit(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	addr, trust := startSetup(t, setup{node: func(c *node.Config) {
+		c.Now = clk.Now
+		c.Limits.MessagesPerSecond, c.Limits.MessageBurst = 1, 3
+	}})
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
+	for i := range 3 {
+		if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false); err != nil {
+			t.Fatalf("submission %d within the burst: %v", i+1, err)
+		}
+	}
+	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "try again in 1s") {
+		t.Fatalf("submission past the burst: %v, want ResourceExhausted saying to try again in 1s", err)
+	}
+	if d, ok := retryDelay(err); !ok || d != time.Second {
+		t.Fatalf("retry hint %v (present %v), want RetryInfo of 1s", d, ok)
+	}
+	if err := submitOver(t, court, pkitest.Court, pkitest.Agency, 1000, false); err != nil {
+		t.Fatalf("another participant while the first is limited: %v", err)
+	}
+	clk.Add(time.Second)
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false); err != nil {
+		t.Fatalf("submission after the wait: %v", err)
+	}
+}
+
+// TestHostileFlood_Quota has one participant hand in more payload bytes
+// than its daily quota: the submission over it is refused with
+// ResourceExhausted and when it fits again, a refused submission uses no
+// quota, and another participant still sends.
+func TestHostileFlood_Quota(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	addr, trust := startSetup(t, setup{node: func(c *node.Config) {
+		c.Now = clk.Now
+		c.Limits.QuotaBytesPerDay = 10000
+	}})
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
+	// A payload that does not match its envelope is refused and gives
+	// its bytes back: otherwise the two after it would not fit.
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 4000, true); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("corrupt payload: %v, want InvalidArgument", err)
+	}
+	for i := range 2 {
+		if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 4000, false); err != nil {
+			t.Fatalf("submission %d within the quota: %v", i+1, err)
+		}
+	}
+	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 2100, false)
+	// 100 bytes short at 10000 bytes a day: 14m24s.
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "fits again in 14m24s") {
+		t.Fatalf("submission over the quota: %v, want ResourceExhausted saying it fits again in 14m24s", err)
+	}
+	if d, ok := retryDelay(err); !ok || d != 14*time.Minute+24*time.Second {
+		t.Fatalf("retry hint %v (present %v), want 14m24s", d, ok)
+	}
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 20000, false); status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "may hand in a day") {
+		t.Fatalf("payload larger than the whole quota: %v, want ResourceExhausted", err)
+	}
+	if err := submitOver(t, court, pkitest.Court, pkitest.Agency, 4000, false); err != nil {
+		t.Fatalf("another participant while the first is over its quota: %v", err)
+	}
+	clk.Add(15 * time.Minute)
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 2100, false); err != nil {
+		t.Fatalf("submission once the quota has refilled: %v", err)
+	}
+}
+
+// TestFaultDiskAlarm_Injected runs the disk alarm over an injected free
+// space: below the limit submissions are refused with ResourceExhausted
+// and a message that says fetch and acknowledge still work, and they do;
+// above it again, submissions are taken.
+func TestFaultDiskAlarm_Injected(t *testing.T) {
+	const min = 100 << 20
+	var free atomic.Uint64
+	free.Store(10 << 30)
+	alarm := &diskspace.Alarm{Min: min, Free: func(string) (uint64, error) { return free.Load(), nil }, Logger: slog.New(slog.DiscardHandler)}
+	addr, _ := startSetup(t, setup{node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	agency, court := dialClient(t, addr, pkitest.Agency), dialClient(t, addr, pkitest.Court)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	before, err := agency.Send(ctx, testMessage(pkitest.Court, 1000), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free.Store(min - 1)
+	_, err = agency.Send(ctx, testMessage(pkitest.Court, 1000), nil)
+	checkDiskFull(t, err)
+	if !alarm.Raised() {
+		t.Error("the alarm is not raised below its limit")
+	}
+	fetchAndAcknowledge(t, court, before.MessageID)
+	// Uploads under way count: with room for the limit and 10 KiB, a
+	// message of 20 KiB does not fit.
+	free.Store(min + 10<<10)
+	_, err = agency.Send(ctx, testMessage(pkitest.Court, 20<<10), nil)
+	checkDiskFull(t, err)
+	free.Store(10 << 30)
+	if _, err := agency.Send(ctx, testMessage(pkitest.Court, 1000), nil); err != nil {
+		t.Fatalf("submission after the alarm cleared: %v", err)
+	}
+}
+
+// checkDiskFull checks that err is the disk alarm's refusal.
+func checkDiskFull(t *testing.T, err error) {
+	t.Helper()
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(msg, "disk is almost full") || !strings.Contains(msg, "fetch and acknowledge still work") {
+		t.Fatalf("submission with the disk almost full: %v, want ResourceExhausted naming the full disk", err)
+	}
+}
+
+// dialClient returns a client library connection of participant addr.
+func dialClient(t *testing.T, node, addr string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(context.Background(), node, fx.IDs[addr], client.WithCRL(fx.CRL), client.WithRetry(5*time.Second), client.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// testMessage is a message with one document of size bytes.
+func testMessage(to string, size int) client.Message {
+	return client.Message{To: []string{to}, Subject: "Test", Documents: []client.Document{{Name: "a.txt", Data: make([]byte, size)}}}
+}
+
+// fetchAndAcknowledge fetches message id as c and acknowledges it.
+func fetchAndAcknowledge(t *testing.T, c *client.Client, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Fetch(ctx, id, t.TempDir()); err != nil {
+		t.Fatalf("fetch with the disk almost full: %v", err)
+	}
+	if _, err := c.Acknowledge(ctx, id); err != nil {
+		t.Fatalf("acknowledge with the disk almost full: %v", err)
+	}
+}
+
+// failingCommit is the one fake here: a store whose CreateMessage stores
+// the message for real and then fails as a failed fsync would, once. An
+// EIO from fsync cannot be produced for real on this machine (it needs a
+// device-mapper target such as dm-flakey, and /dev/mapper is absent).
+type failingCommit struct {
+	*store.DB
+	fail atomic.Int32 // how many more commits fail after storing
+}
+
+func (f *failingCommit) CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, out []broker.Outbound) ([]broker.Evidence, error) {
+	stored, err := f.DB.CreateMessage(ctx, m, copies, evs, out)
+	if err == nil && f.fail.Add(-1) >= 0 {
+		return nil, fmt.Errorf("commit: sync %s: %w", "000001.vlog", errors.New("input/output error"))
+	}
+	return stored, err
+}
+
+// TestFaultUnknownOutcome has the store fail after the message is
+// committed: the node answers Unavailable with "the outcome is unknown"
+// (not a failure, and without the store's error), and the client's retry
+// of the same sealed message gets the receipt of the stored message.
+func TestFaultUnknownOutcome(t *testing.T) {
+	var st *failingCommit
+	addr, trust := startSetup(t, setup{wrap: func(db *store.DB) node.Store {
+		st = &failingCommit{DB: db}
+		return st
+	}})
+	st.fail.Store(1)
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false)
+	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != broker.ErrUnknownOutcome.Error() {
+		t.Fatalf("commit failed after storing: %v, want Unavailable %q", err, broker.ErrUnknownOutcome)
+	}
+
+	st.fail.Store(1)
+	c := dialClient(t, addr, pkitest.Agency)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sealed, err := c.Seal(ctx, testMessage(pkitest.Court, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Submit(ctx, sealed, nil)
+	if err != nil {
+		t.Fatalf("submit with a retry after the unknown outcome: %v", err)
+	}
+	if st.fail.Load() != 0 {
+		t.Fatal("the store did not fail the first commit")
+	}
+	stored, err := st.Evidence(ctx, r.MessageID)
+	if err != nil || len(stored) == 0 || len(r.Evidence) != len(stored) || r.Evidence[0].LeafIndex != stored[0].LeafIndex {
+		t.Fatalf("receipt %v does not match the stored evidence %v (%v)", r.Evidence, stored, err)
+	}
+}
