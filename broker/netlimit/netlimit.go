@@ -142,10 +142,11 @@ type conn struct {
 	release func()
 }
 
+// Close gives the place back, then closes: the peer sees the close only
+// once the count no longer holds it.
 func (c *conn) Close() error {
-	err := c.Conn.Close()
 	c.release()
-	return err
+	return c.Conn.Close()
 }
 
 // RaiseFileLimit raises the process's soft limit of open files

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,11 +16,14 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/netlimit"
 	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/pki/pkitest"
@@ -267,5 +273,166 @@ func TestFaultUnknownOutcome(t *testing.T) {
 	stored, err := st.Evidence(ctx, r.MessageID)
 	if err != nil || len(stored) == 0 || len(r.Evidence) != len(stored) || r.Evidence[0].LeafIndex != stored[0].LeafIndex {
 		t.Fatalf("receipt %v does not match the stored evidence %v (%v)", r.Evidence, stored, err)
+	}
+}
+
+// TestHostileConnections_NoHandshake opens many connections from one
+// source that never start TLS: no more than the per-source cap are held
+// (the rest are closed at once), a participant from elsewhere still gets
+// through over mutual TLS meanwhile, and the handshake timeout closes the
+// held ones, giving their places back.
+func TestHostileConnections_NoHandshake(t *testing.T) {
+	const (
+		perSource = 20
+		attackers = 60
+		handshake = time.Second
+	)
+	var lis *netlimit.Listener
+	addr, trust := startSetup(t, setup{
+		opts: rpc.Options{HandshakeTimeout: handshake},
+		lis: func(l net.Listener) net.Listener {
+			lis = netlimit.Wrap(l, netlimit.Options{Max: 100, PerSource: perSource, Logger: slog.New(slog.DiscardHandler)})
+			return lis
+		},
+	})
+	start := time.Now()
+	conns := make([]net.Conn, attackers)
+	for i := range conns {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+
+	// A participant (from 127.0.0.1) while the attacker holds its share.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(dial(t, addr, fx.IDs[pkitest.Agency], trust)).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("a participant while another source holds its share of connections: %v", err)
+	}
+	if n := lis.Open(); n > perSource+1 {
+		t.Fatalf("%d connections open, want at most %d from the attacker and the participant's", n, perSource+1)
+	}
+
+	// Each attacker connection ends: at once if over the cap, after the
+	// handshake timeout if held.
+	ended := make([]time.Duration, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			c.SetReadDeadline(start.Add(5 * handshake))
+			_, err := c.Read(make([]byte, 1))
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				ended[i] = -1
+				return
+			}
+			ended[i] = time.Since(start)
+		})
+	}
+	wg.Wait()
+	var early, held int
+	for _, d := range ended {
+		switch {
+		case d < 0:
+			t.Fatal("a connection that never began its handshake is still open after five handshake timeouts")
+		case d < handshake/2:
+			early++
+		default:
+			held++
+		}
+	}
+	if held > perSource || early < attackers-perSource {
+		t.Fatalf("%d connections held until the handshake timeout, %d closed at once; want at most %d held", held, early, perSource)
+	}
+	if n := lis.Open(); n != 1 {
+		t.Fatalf("%d connections open after the handshake timeout, want only the participant's", n)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory and returns
+// it. Where mounting is not permitted the test is skipped, except under
+// CI, where it must run.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		msg := fmt.Sprintf("cannot mount a tmpfs to fill for real (needs root): %v: %s", err, strings.TrimSpace(string(out)))
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// TestFaultDiskAlarm_FullFilesystem fills a real 64 MiB filesystem under
+// the store: submissions are refused with ResourceExhausted before the
+// disk is full, the node does not crash (badger's memory-mapped writes
+// would end it with SIGBUS on a full disk), and the recipient still
+// fetches and acknowledges.
+func TestFaultDiskAlarm_FullFilesystem(t *testing.T) {
+	dir := mountTmpfs(t, 64<<20)
+	// The headroom of a store opened with store.Options.Small: its
+	// write-ahead logs are 2 × 8 MiB.
+	alarm := &diskspace.Alarm{Dir: dir, Min: 16 << 20, Logger: slog.New(slog.DiscardHandler)}
+	addr, _ := startSetup(t, setup{dir: dir, node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	agency, court := dialClient(t, addr, pkitest.Agency), dialClient(t, addr, pkitest.Court)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var sent []string
+	var err error
+	for range 64 {
+		var r *client.Receipt
+		if r, err = agency.Send(ctx, testMessage(pkitest.Court, 2<<20), nil); err != nil {
+			break
+		}
+		sent = append(sent, r.MessageID)
+	}
+	checkDiskFull(t, err)
+	if len(sent) == 0 {
+		t.Fatal("the alarm refused the first submission on an empty filesystem")
+	}
+	free, ferr := diskspace.Statfs(dir)
+	if ferr != nil || free == 0 {
+		t.Fatalf("free space when refused: %d (%v), want the headroom left", free, ferr)
+	}
+	t.Logf("%d messages of 2 MiB taken, then refused with %.1f MiB free", len(sent), float64(free)/(1<<20))
+	for _, id := range sent[:min(3, len(sent))] {
+		fetchAndAcknowledge(t, court, id)
+	}
+}
+
+// TestHostileSlowUpload has an upload outlast the whole upload's time
+// limit while its idle limit is far off: the node gives it up, with
+// DeadlineExceeded saying why.
+func TestHostileSlowUpload(t *testing.T) {
+	addr, trust := startSetup(t, setup{opts: rpc.Options{UploadIdle: time.Minute, UploadTimeout: 300 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust)).Submit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, payload := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Court, 1<<20)
+	stream.Send(first)
+	stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: payload[:1000]}})
+	start := time.Now()
+	var resp kurierv1.SubmitResponse
+	err = stream.RecvMsg(&resp)
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(status.Convert(err).Message(), "the upload took longer than the 300ms") {
+		t.Fatalf("upload past its time: %v, want DeadlineExceeded naming the upload's time limit", err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("the upload was given up after %s", waited)
 	}
 }
