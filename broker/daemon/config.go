@@ -332,9 +332,28 @@ func (l LimitsConfig) connections(fdLimit uint64) (netlimit.Options, error) {
 	return o, nil
 }
 
+// limitsComment heads the limits in a written config, which lists every
+// key with 0 for its default.
+const limitsComment = `0 keeps a limit's default. Among them, what keeps one sender or peer from
+locking out the others: messages_per_second 10, message_burst 100 and
+quota_bytes_per_day 10 GiB per participant (relay_*: 100, 1000, 100 GiB per
+relaying node); min_free_bytes 2 GiB (disk alarm, at least 1 GiB);
+max_connections 8192 (or what the open-files limit allows),
+max_connections_per_source 256, handshake_timeout 10s; upload_idle 30s,
+upload_timeout 30m. LimitsConfig in broker/daemon/config.go describes each.`
+
 // Write stores c as YAML at path, for operators to start from.
 func (c *Config) Write(path string) error {
-	b, err := yaml.Marshal(c)
+	var doc yaml.Node
+	if err := doc.Encode(c); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value == "limits" {
+			doc.Content[i].HeadComment = limitsComment
+		}
+	}
+	b, err := yaml.Marshal(&doc)
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}

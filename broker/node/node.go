@@ -200,30 +200,12 @@ func (l Limits) withDefaults() (Limits, error) {
 	if l.MaxUploadsPerSender <= 0 {
 		l.MaxUploadsPerSender = DefaultMaxPerSender
 	}
-	for _, f := range []struct {
-		v   *float64
-		def float64
-	}{{&l.MessagesPerSecond, DefaultMessagesPerSecond}, {&l.RelayMessagesPerSecond, DefaultRelayMessagesPerSecond}} {
-		if *f.v <= 0 {
-			*f.v = f.def
-		}
-	}
-	for _, c := range []struct {
-		v   *int
-		def int
-	}{{&l.MessageBurst, DefaultMessageBurst}, {&l.RelayMessageBurst, DefaultRelayMessageBurst}} {
-		if *c.v <= 0 {
-			*c.v = c.def
-		}
-	}
-	for _, b := range []struct {
-		v   *int64
-		def int64
-	}{{&l.QuotaBytesPerDay, DefaultQuotaBytesPerDay}, {&l.RelayQuotaBytesPerDay, DefaultRelayQuotaBytesPerDay}} {
-		if *b.v <= 0 {
-			*b.v = b.def
-		}
-	}
+	orDefault(&l.MessagesPerSecond, DefaultMessagesPerSecond)
+	orDefault(&l.MessageBurst, DefaultMessageBurst)
+	orDefault(&l.QuotaBytesPerDay, DefaultQuotaBytesPerDay)
+	orDefault(&l.RelayMessagesPerSecond, DefaultRelayMessagesPerSecond)
+	orDefault(&l.RelayMessageBurst, DefaultRelayMessageBurst)
+	orDefault(&l.RelayQuotaBytesPerDay, DefaultRelayQuotaBytesPerDay)
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
@@ -239,6 +221,13 @@ func (l Limits) withDefaults() (Limits, error) {
 		return Limits{}, fmt.Errorf("default expiry %s exceeds the maximum %s", l.DefaultExpiry, l.MaxExpiry)
 	}
 	return l, nil
+}
+
+// orDefault sets *v to def unless it is positive.
+func orDefault[T int | int64 | float64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Config is what a node is made of besides its store.
