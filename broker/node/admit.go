@@ -68,7 +68,7 @@ type admission struct {
 	senders map[string]*bucketsOf // by pki.Peer.String()
 }
 
-// quotaFor returns the buckets of caller, made on first use.
+// bucketsFor returns the buckets of caller, made on first use.
 func (a *admission) bucketsFor(caller pki.Peer, now time.Time) *bucketsOf {
 	q := a.participant
 	if caller.Kind == pki.KindNode {
@@ -143,6 +143,10 @@ func roundUp(d time.Duration) time.Duration {
 // either way the room is given back, since a stored payload is counted by
 // the filesystem.
 func (n *Node) admitPayload(caller pki.Peer, m *broker.Message) (end func(stored bool), err error) {
+	if m.Header.PayloadSize > n.limits.MaxPayload {
+		// Refused for its size before anything is written, and told so.
+		return func(bool) {}, nil
+	}
 	room := func() {}
 	if n.space != nil {
 		if room, err = n.space(m.Header.PayloadSize); err != nil {
