@@ -41,6 +41,20 @@ var (
 	// ErrUnavailable: another node that the request needs cannot be reached
 	// now; the same request may succeed later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrRateLimited: the caller sent more than the node takes from one
+	// sender (or one relaying node) in a while; the same request may
+	// succeed after a wait, which the error names (node.LimitError).
+	ErrRateLimited = errors.New("over the node's rate limit")
+	// ErrNoSpace: the node's disk is almost full, so it takes no new
+	// messages until its operator makes room; reading the mailbox and
+	// acknowledging still work.
+	ErrNoSpace = errors.New("the node's disk is almost full")
+	// ErrUnknownOutcome: a write failed in a way that leaves open whether
+	// it was stored (the commit or its fsync failed, or the request was
+	// given up while in a batch being committed). Sending the same sealed
+	// message again is safe and tells which: the first receipt if it was
+	// stored, a new acceptance if not. Its text is what the caller is told.
+	ErrUnknownOutcome = errors.New("the outcome is unknown; resubmit the same sealed message to learn it")
 )
 
 // Log attribute keys, the same in every package of the node.

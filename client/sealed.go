@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -161,14 +162,15 @@ func (c *Client) retry(ctx context.Context, id string, fn func() error) error {
 	wait := retryFirst
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		after, again := retryable(err)
+		if err == nil || !again || ctx.Err() != nil {
 			return err
 		}
-		d := wait/2 + time.Duration(rand.Float64()*float64(wait/2))
+		d := max(after, wait/2+time.Duration(rand.Float64()*float64(wait/2)))
 		if c.now().Add(d).After(deadline) {
 			return err
 		}
-		c.log.LogAttrs(ctx, slog.LevelWarn, "node unavailable or outcome unknown, trying again",
+		c.log.LogAttrs(ctx, slog.LevelWarn, "node unavailable, busy or outcome unknown, trying again",
 			slog.String(logKeyMsgID, id), slog.Int(logKeyAttempt, attempt), slog.Duration("wait", d), slog.Any("err", err))
 		if err := sleep(ctx, d); err != nil {
 			return err
@@ -177,21 +179,31 @@ func (c *Client) retry(ctx context.Context, id string, fn func() error) error {
 	}
 }
 
-// retryable reports whether trying again may succeed: the node could not be
-// reached, or failed in a way that leaves the outcome unknown. Submitting
-// the same sealed message again is safe in every such case.
-func retryable(err error) bool {
+// retryable reports whether trying again may succeed, and how long the
+// node asked to wait first: the node could not be reached, failed in a way
+// that leaves the outcome unknown (Unavailable: "the outcome is unknown;
+// resubmit the same sealed message to learn it"), or refused for now
+// under a rate limit that names when to try again (ResourceExhausted with
+// google.rpc.RetryInfo). Submitting the same sealed message again is safe
+// in every such case: the node answers a repeat with the first receipt.
+func retryable(err error) (after time.Duration, ok bool) {
 	var rej *RejectedError
-	if errors.As(err, &rej) {
-		return false
+	if err == nil || errors.As(err, &rej) {
+		return 0, false
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return false // not from the node or the transport: the client's own
+		return 0, false // not from the node or the transport: the client's own
 	}
 	switch st.Code() {
 	case codes.Unavailable, codes.Aborted, codes.Internal, codes.Unknown, codes.DeadlineExceeded:
-		return true
+		return 0, true
+	case codes.ResourceExhausted:
+		for _, d := range st.Details() {
+			if ri, isRetry := d.(*errdetails.RetryInfo); isRetry {
+				return ri.GetRetryDelay().AsDuration(), true
+			}
+		}
 	}
-	return false
+	return 0, false
 }

@@ -20,6 +20,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/netlimit"
 )
 
 // Config is a node's whole configuration, read from one YAML file.
@@ -81,6 +83,66 @@ type LimitsConfig struct {
 	// UploadIdle is how long an upload may wait between payload chunks
 	// before the node gives it up; the default is 30 seconds.
 	UploadIdle time.Duration `yaml:"upload_idle"`
+	// UploadTimeout bounds a whole upload, however steadily its chunks
+	// come; the default is 30 minutes (256 MiB at 150 kB/s).
+	UploadTimeout time.Duration `yaml:"upload_timeout"`
+
+	// MessagesPerSecond and MessageBurst bound how fast one participant
+	// may submit: MessageBurst messages at once, then MessagesPerSecond
+	// (a token bucket); defaults 10 a second, 100 at once. More are
+	// refused with RESOURCE_EXHAUSTED and the time to wait (a
+	// google.rpc.RetryInfo detail), which Kurier's client waits for.
+	MessagesPerSecond float64 `yaml:"messages_per_second"`
+	MessageBurst      int     `yaml:"message_burst"`
+	// QuotaBytesPerDay bounds the payload bytes one participant may
+	// submit within any 24 hours (a token bucket of that many bytes that
+	// refills evenly over a day); the default is 10 GiB. Payloads are
+	// kept for good, so this bounds how fast one sender can fill the
+	// disk, not what it holds; min_free_bytes guards the rest.
+	QuotaBytesPerDay int64 `yaml:"quota_bytes_per_day"`
+	// RelayMessagesPerSecond, RelayMessageBurst and
+	// RelayQuotaBytesPerDay are the same bounds for each peer node
+	// relaying here, which carries all of its domains' senders; defaults
+	// 100 a second, 1000 at once, 100 GiB a day.
+	RelayMessagesPerSecond float64 `yaml:"relay_messages_per_second"`
+	RelayMessageBurst      int     `yaml:"relay_message_burst"`
+	RelayQuotaBytesPerDay  int64   `yaml:"relay_quota_bytes_per_day"`
+
+	// MinFreeBytes is the disk alarm: with less free space than this on
+	// the filesystem of data, the node refuses new submissions and relays
+	// (RESOURCE_EXHAUSTED) while fetch and acknowledge keep working. The
+	// default is 2 GiB, the least 1 GiB: badger's memory-mapped logs and
+	// compactions need that much room to never hit a full disk (see
+	// package broker/diskspace).
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
+
+	// HandshakeTimeout closes a connection that has not finished its TLS
+	// and HTTP/2 handshakes by then; the default is 10 seconds.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// MaxConnections bounds the connections open at once, and
+	// MaxConnectionsPerSource those from one IPv4 address or IPv6 /64;
+	// more are closed as soon as they are accepted. Defaults: 8192, or
+	// what the open-files limit leaves room for if less (it is raised to
+	// its hard limit at start, and 1024 descriptors are kept for the
+	// store and peers); 256 per source. A max_connections above what the
+	// limit leaves room for is refused at start.
+	MaxConnections          int `yaml:"max_connections"`
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+	// MaxConcurrentStreams bounds the calls under way on one connection;
+	// the default is 256.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// KeepaliveMinPing is how often a client may ping before it is
+	// disconnected (default 20s); RefusePingsWithoutStream disconnects
+	// clients that ping with no call under way (allowed by default).
+	KeepaliveMinPing         time.Duration `yaml:"keepalive_min_ping"`
+	RefusePingsWithoutStream bool          `yaml:"refuse_pings_without_stream"`
+	// MaxConnectionIdle closes a connection without calls for this long
+	// (default 5m); KeepaliveTime is how long a connection may be silent
+	// before the node pings it (default 2m), KeepaliveTimeout how long it
+	// waits for the answer (default 20s).
+	MaxConnectionIdle time.Duration `yaml:"max_connection_idle"`
+	KeepaliveTime     time.Duration `yaml:"keepalive_time"`
+	KeepaliveTimeout  time.Duration `yaml:"keepalive_timeout"`
 }
 
 // LoadConfig reads and validates a config file. Unknown keys are refused,
@@ -192,17 +254,37 @@ func checkHostPort(s string) error {
 	return nil
 }
 
-// validate checks that no limit is negative and that the default expiry is
-// no longer than the cap on expiries.
+// validate checks that no limit is negative, that the default expiry is
+// no longer than the cap on expiries, that the disk alarm keeps enough
+// free and that one source may not hold more connections than all.
 func (l LimitsConfig) validate() []error {
 	var errs []error
-	if l.MaxPayloadBytes < 0 || l.MaxRecipients < 0 || l.MaxUploadsPerSender < 0 {
-		errs = append(errs, errors.New("limits must not be negative"))
+	for _, n := range []struct {
+		key string
+		v   float64
+	}{
+		{"max_payload_bytes", float64(l.MaxPayloadBytes)}, {"max_recipients", float64(l.MaxRecipients)},
+		{"max_uploads_per_sender", float64(l.MaxUploadsPerSender)},
+		{"messages_per_second", l.MessagesPerSecond}, {"message_burst", float64(l.MessageBurst)},
+		{"quota_bytes_per_day", float64(l.QuotaBytesPerDay)},
+		{"relay_messages_per_second", l.RelayMessagesPerSecond}, {"relay_message_burst", float64(l.RelayMessageBurst)},
+		{"relay_quota_bytes_per_day", float64(l.RelayQuotaBytesPerDay)},
+		{"min_free_bytes", float64(l.MinFreeBytes)},
+		{"max_connections", float64(l.MaxConnections)}, {"max_connections_per_source", float64(l.MaxConnectionsPerSource)},
+	} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("limits: %s %v is negative; give 0 for the default", n.key, n.v))
+		}
 	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"default_expiry", l.DefaultExpiry}, {"max_expiry", l.MaxExpiry}, {"retention", l.Retention}, {"upload_idle", l.UploadIdle}} {
+	}{
+		{"default_expiry", l.DefaultExpiry}, {"max_expiry", l.MaxExpiry}, {"retention", l.Retention},
+		{"upload_idle", l.UploadIdle}, {"upload_timeout", l.UploadTimeout}, {"handshake_timeout", l.HandshakeTimeout},
+		{"keepalive_min_ping", l.KeepaliveMinPing}, {"max_connection_idle", l.MaxConnectionIdle},
+		{"keepalive_time", l.KeepaliveTime}, {"keepalive_timeout", l.KeepaliveTimeout},
+	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("limits: %s %v is negative; give a duration such as 168h, or 0 for the default", d.key, d.v))
 		}
@@ -210,12 +292,68 @@ func (l LimitsConfig) validate() []error {
 	if l.DefaultExpiry > 0 && l.MaxExpiry > 0 && l.DefaultExpiry > l.MaxExpiry {
 		errs = append(errs, fmt.Errorf("limits: default_expiry %v is longer than max_expiry %v", l.DefaultExpiry, l.MaxExpiry))
 	}
+	if l.MinFreeBytes > 0 && l.MinFreeBytes < diskspace.MinFloor {
+		errs = append(errs, fmt.Errorf("limits: min_free_bytes %d is below %d (1 GiB), the room the store needs to never write to a full disk", l.MinFreeBytes, diskspace.MinFloor))
+	}
+	if l.MaxConnections > 0 && l.MaxConnectionsPerSource > l.MaxConnections {
+		errs = append(errs, fmt.Errorf("limits: max_connections_per_source %d is more than max_connections %d", l.MaxConnectionsPerSource, l.MaxConnections))
+	}
 	return errs
 }
 
+// Connection defaults, and the descriptors kept for everything else.
+const (
+	defaultMaxConnections   = 8192
+	defaultMaxPerSource     = 256
+	reservedFileDescriptors = 1024
+)
+
+// connections returns the connection caps for a process that may open
+// fdLimit files: the configured ones, or the defaults clamped to what
+// the limit leaves room for. A configured cap above that is an error.
+func (l LimitsConfig) connections(fdLimit uint64) (netlimit.Options, error) {
+	room := int(min(fdLimit, 1<<30)) - reservedFileDescriptors
+	if room < 64 {
+		return netlimit.Options{}, fmt.Errorf("the open-files limit is %d, too low for a node: raise it (ulimit -n, LimitNOFILE= in the systemd unit) to at least %d", fdLimit, reservedFileDescriptors+64)
+	}
+	o := netlimit.Options{Max: l.MaxConnections, PerSource: l.MaxConnectionsPerSource}
+	switch {
+	case o.Max > room:
+		return netlimit.Options{}, fmt.Errorf("limits: max_connections %d is more than the %d connections the open-files limit of %d leaves room for; raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections", o.Max, room, fdLimit)
+	case o.Max == 0:
+		o.Max = min(defaultMaxConnections, room)
+	}
+	if o.PerSource == 0 {
+		o.PerSource = min(defaultMaxPerSource, o.Max)
+	}
+	if o.PerSource > o.Max {
+		return netlimit.Options{}, fmt.Errorf("limits: max_connections_per_source %d is more than the %d connections the node takes in all", o.PerSource, o.Max)
+	}
+	return o, nil
+}
+
+// limitsComment heads the limits in a written config, which lists every
+// key with 0 for its default.
+const limitsComment = `0 keeps a limit's default. Among them, what keeps one sender or peer from
+locking out the others: messages_per_second 10, message_burst 100 and
+quota_bytes_per_day 10 GiB per participant (relay_*: 100, 1000, 100 GiB per
+relaying node); min_free_bytes 2 GiB (disk alarm, at least 1 GiB);
+max_connections 8192 (or what the open-files limit allows),
+max_connections_per_source 256, handshake_timeout 10s; upload_idle 30s,
+upload_timeout 30m. LimitsConfig in broker/daemon/config.go describes each.`
+
 // Write stores c as YAML at path, for operators to start from.
 func (c *Config) Write(path string) error {
-	b, err := yaml.Marshal(c)
+	var doc yaml.Node
+	if err := doc.Encode(c); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value == "limits" {
+			doc.Content[i].HeadComment = limitsComment
+		}
+	}
+	b, err := yaml.Marshal(&doc)
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"kurier.dev/kurier/broker/netlimit"
 	"kurier.dev/kurier/pki"
 )
 
@@ -216,7 +218,12 @@ limits:
 		"negative max expiry":    {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: -720h", 1), want: []string{"max_expiry -720h0m0s is negative"}},
 		"negative retention":     {body: strings.Replace(good, "retention: 720h", "retention: -1s", 1), want: []string{"retention -1s is negative"}},
 		"negative upload idle":   {body: strings.Replace(good, "upload_idle: 45s", "upload_idle: -5s", 1), want: []string{"upload_idle -5s is negative"}},
-		"negative upload share":  {body: strings.Replace(good, "max_uploads_per_sender: 2", "max_uploads_per_sender: -1", 1), want: []string{"limits must not be negative"}},
+		"negative upload share":  {body: strings.Replace(good, "max_uploads_per_sender: 2", "max_uploads_per_sender: -1", 1), want: []string{"max_uploads_per_sender -1 is negative"}},
+		"negative rate":          {body: strings.Replace(good, "upload_idle: 45s", "messages_per_second: -1", 1), want: []string{"messages_per_second -1 is negative"}},
+		"negative quota":         {body: strings.Replace(good, "upload_idle: 45s", "quota_bytes_per_day: -5", 1), want: []string{"quota_bytes_per_day -5 is negative"}},
+		"negative handshake":     {body: strings.Replace(good, "upload_idle: 45s", "handshake_timeout: -1s", 1), want: []string{"handshake_timeout -1s is negative"}},
+		"free space too small":   {body: strings.Replace(good, "upload_idle: 45s", "min_free_bytes: 1048576", 1), want: []string{"min_free_bytes 1048576 is below"}},
+		"per source above all":   {body: strings.Replace(good, "upload_idle: 45s", "max_connections: 10\n  max_connections_per_source: 11", 1), want: []string{"max_connections_per_source 11 is more than max_connections 10"}},
 		"default above max":      {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: 24h", 1), want: []string{"default_expiry 168h0m0s is longer than max_expiry 24h0m0s"}},
 		"days are no unit":       {body: strings.Replace(good, "168h", "7d", 1), want: []string{"7d", "time.Duration"}},
 		"bare number":            {body: strings.Replace(good, "168h", "604800", 1), want: []string{"604800", "time.Duration"}},
@@ -283,5 +290,40 @@ func TestConfig_WriteRoundTrip(t *testing.T) {
 	}
 	if diff := cmp.Diff(cfg, got); diff != "" {
 		t.Errorf("round trip (-wrote +read):\n%s", diff)
+	}
+}
+
+// TestFaultConnectionLimits checks the connection caps against the
+// open-files limit: defaults shrink to fit, a configured cap that does not
+// fit is refused at start, and a limit too low for any node is an error.
+func TestFaultConnectionLimits(t *testing.T) {
+	for name, tc := range map[string]struct {
+		limits  LimitsConfig
+		fds     uint64
+		want    netlimit.Options
+		wantErr string
+	}{
+		"defaults under a high limit":   {fds: 1 << 20, want: netlimit.Options{Max: 8192, PerSource: 256}},
+		"defaults clamped to the limit": {fds: 2048, want: netlimit.Options{Max: 1024, PerSource: 256}},
+		"per source clamped to all":     {fds: 1200, want: netlimit.Options{Max: 176, PerSource: 176}},
+		"configured caps kept":          {limits: LimitsConfig{MaxConnections: 500, MaxConnectionsPerSource: 10}, fds: 20000, want: netlimit.Options{Max: 500, PerSource: 10}},
+		"cap above the limit":           {limits: LimitsConfig{MaxConnections: 30000}, fds: 20000, wantErr: "max_connections 30000 is more than the 18976 connections"},
+		"limit too low":                 {fds: 1024, wantErr: "too low for a node"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := tc.limits.connections(tc.fds)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("connections(%d) = %v, %v; want an error mentioning %q", tc.fds, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreFields(netlimit.Options{}, "Logger")); diff != "" {
+				t.Errorf("connections(%d) (-want +got):\n%s", tc.fds, diff)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/netlimit"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/relay"
 	"kurier.dev/kurier/broker/rpc"
@@ -44,6 +47,10 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return err
 	}
 	defer peers.Close()
+	conns, err := connectionLimits(cfg.Limits, logger)
+	if err != nil {
+		return err
+	}
 	db, err := store.Open(cfg.Data, store.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -55,6 +62,8 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	}()
 	// A relay worker per peer domain, woken whenever the node queues
 	// something for that domain.
+	alarm := &diskspace.Alarm{Dir: cfg.Data, Min: uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)), Logger: logger}
+	alarm.Check()
 	workers := map[string]*relay.Worker{}
 	for _, d := range peers.Domains() {
 		workers[d] = &relay.Worker{Peers: peers, Domain: d, Logger: logger}
@@ -72,16 +81,18 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			}
 		},
 		Limits: cfg.Limits.node(),
+		Space:  alarm.Reserve,
 		Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
-	lis, err := net.Listen("tcp", cfg.Listen)
+	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpc.Options{Trust: trust, Logger: logger, UploadIdle: cfg.Limits.UploadIdle})
+	lis := netlimit.Wrap(tcp, conns)
+	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), cfg.Limits.rpc(trust, logger))
 	if err != nil {
 		lis.Close()
 		return err
@@ -94,6 +105,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	defer background.Wait()
 	defer stopBackground()
 	startBackground(bgCtx, &background, db, n, workers, logger)
+	background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
 	if ready != nil {
 		ready(lis.Addr())
 	}
@@ -132,7 +144,39 @@ func (l LimitsConfig) node() node.Limits {
 		MaxPayload: l.MaxPayloadBytes, MaxRecipients: l.MaxRecipients,
 		DefaultExpiry: l.DefaultExpiry, MaxExpiry: l.MaxExpiry, Retention: l.Retention,
 		MaxUploadsPerSender: l.MaxUploadsPerSender,
+		MessagesPerSecond:   l.MessagesPerSecond, MessageBurst: l.MessageBurst, QuotaBytesPerDay: l.QuotaBytesPerDay,
+		RelayMessagesPerSecond: l.RelayMessagesPerSecond, RelayMessageBurst: l.RelayMessageBurst,
+		RelayQuotaBytesPerDay: l.RelayQuotaBytesPerDay,
 	}
+}
+
+// rpc returns the server options the limits set.
+func (l LimitsConfig) rpc(trust *pki.TrustStore, logger *slog.Logger) rpc.Options {
+	return rpc.Options{
+		Trust: trust, Logger: logger,
+		MaxConcurrentStreams: l.MaxConcurrentStreams,
+		UploadIdle:           l.UploadIdle, UploadTimeout: l.UploadTimeout, HandshakeTimeout: l.HandshakeTimeout,
+		Keepalive: rpc.Keepalive{
+			MinPingInterval: l.KeepaliveMinPing, RefusePingsWithoutStream: l.RefusePingsWithoutStream,
+			MaxIdle: l.MaxConnectionIdle, Time: l.KeepaliveTime, Timeout: l.KeepaliveTimeout,
+		},
+	}
+}
+
+// connectionLimits raises the open-files limit as far as it goes, logs
+// it, and returns the connection caps that fit under it.
+func connectionLimits(l LimitsConfig, logger *slog.Logger) (netlimit.Options, error) {
+	fds, err := netlimit.RaiseFileLimit()
+	if err != nil {
+		logger.Warn("cannot raise the open-files limit; the node keeps the current one", slog.Uint64("limit", fds), slog.Any(broker.LogErr, err))
+	}
+	o, err := l.connections(fds)
+	if err != nil {
+		return netlimit.Options{}, err
+	}
+	o.Logger = logger
+	logger.Info("connection limits", slog.Uint64("open_files_limit", fds), slog.Int("max_connections", o.Max), slog.Int("max_connections_per_source", o.PerSource))
+	return o, nil
 }
 
 // files is what a config names on disk, read.

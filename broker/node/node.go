@@ -154,6 +154,24 @@ type Limits struct {
 	// Retention is how long a delivered copy waits to be retrieved before
 	// the node gives up with NonDelivery; default 30 days.
 	Retention time.Duration
+	// MessagesPerSecond and MessageBurst bound how fast one participant
+	// may hand in messages (a token bucket: MessageBurst at once, refilled
+	// at MessagesPerSecond); more are refused with a *LimitError (default
+	// 10 a second, 100 at once). A repeated submission counts too.
+	MessagesPerSecond float64
+	MessageBurst      int
+	// QuotaBytesPerDay bounds the payload bytes one participant may hand
+	// in within any 24 hours (a token bucket of that many bytes, refilled
+	// evenly over a day); default 10 GiB. Payloads are kept for good, so
+	// this bounds how fast a sender fills the disk, not what it holds.
+	QuotaBytesPerDay int64
+	// RelayMessagesPerSecond, RelayMessageBurst and RelayQuotaBytesPerDay
+	// are the same bounds for each relaying node, which carries all of
+	// its domains' senders; defaults 100 a second, 1000 at once, 100 GiB
+	// a day.
+	RelayMessagesPerSecond float64
+	RelayMessageBurst      int
+	RelayQuotaBytesPerDay  int64
 }
 
 // Default limits.
@@ -182,6 +200,12 @@ func (l Limits) withDefaults() (Limits, error) {
 	if l.MaxUploadsPerSender <= 0 {
 		l.MaxUploadsPerSender = DefaultMaxPerSender
 	}
+	orDefault(&l.MessagesPerSecond, DefaultMessagesPerSecond)
+	orDefault(&l.MessageBurst, DefaultMessageBurst)
+	orDefault(&l.QuotaBytesPerDay, DefaultQuotaBytesPerDay)
+	orDefault(&l.RelayMessagesPerSecond, DefaultRelayMessagesPerSecond)
+	orDefault(&l.RelayMessageBurst, DefaultRelayMessageBurst)
+	orDefault(&l.RelayQuotaBytesPerDay, DefaultRelayQuotaBytesPerDay)
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
@@ -197,6 +221,13 @@ func (l Limits) withDefaults() (Limits, error) {
 		return Limits{}, fmt.Errorf("default expiry %s exceeds the maximum %s", l.DefaultExpiry, l.MaxExpiry)
 	}
 	return l, nil
+}
+
+// orDefault sets *v to def unless it is positive.
+func orDefault[T int | int64 | float64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Config is what a node is made of besides its store.
@@ -220,6 +251,13 @@ type Config struct {
 	// worker need not wait for its next look at the queues.
 	Queued func(domain string)
 	Limits Limits
+	// Space, if set, is asked for room before every new message is taken
+	// (a submission, a relayed message) with its payload's size: it
+	// returns the function that gives the room back once the payload is
+	// stored or dropped, or an error wrapping broker.ErrNoSpace, which
+	// refuses the message because the disk is almost full (see package
+	// diskspace). Fetching and acknowledging never ask it.
+	Space func(size int64) (release func(), err error)
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -246,6 +284,8 @@ type Node struct {
 	queued  func(domain string)
 	remote  remoteDirectory
 	held    holds
+	admit   admission
+	space   func(size int64) (func(), error)
 }
 
 // New checks cfg and returns a node over st.
@@ -319,6 +359,9 @@ func New(st Store, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("new node: %w", err)
 	}
 	n.uploads = make(chan struct{}, n.limits.MaxUploads)
+	n.admit.participant = quota{n.limits.MessagesPerSecond, n.limits.MessageBurst, n.limits.QuotaBytesPerDay}
+	n.admit.relay = quota{n.limits.RelayMessagesPerSecond, n.limits.RelayMessageBurst, n.limits.RelayQuotaBytesPerDay}
+	n.space = cfg.Space
 	if n.now == nil {
 		n.now = time.Now
 	}

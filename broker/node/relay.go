@@ -71,6 +71,11 @@ func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payloa
 	if err := n.checkRecipients(env, in); err != nil {
 		return nil, err
 	}
+	// Relays are limited per relaying node, not per sender: the node
+	// answers for its domains' traffic.
+	if err := n.admit.takeMessage(caller, n.now()); err != nil {
+		return nil, fmt.Errorf("receive %s: %w", env.ID, err)
+	}
 	prev, err := n.store.Message(ctx, env.ID)
 	switch {
 	case err == nil && prev.EnvelopeSHA256 != envelope.Digest(in.Envelope):
@@ -92,7 +97,7 @@ func (n *Node) Receive(ctx context.Context, caller pki.Peer, in Incoming, payloa
 	if d := address.DomainOf(env.From); n.peers == nil || !n.peers.Knows(d) {
 		n.log.Warn("relayed message from a domain without a configured peer: evidence about it cannot be sent back", slog.String(broker.LogMsgID, env.ID), slog.String(broker.LogPeer, caller.String()))
 	}
-	return n.receiveNew(ctx, m, in, payload)
+	return n.receiveNew(ctx, caller, m, in, payload)
 }
 
 // checkRecipients checks a relay's recipients: of the message, of this
@@ -180,7 +185,7 @@ func checkLog(from pki.Peer, origin string) error {
 }
 
 // receiveNew stores a message relayed here for the first time.
-func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
+func (n *Node) receiveNew(ctx context.Context, caller pki.Peer, m *broker.Message, in Incoming, payload io.Reader) ([][]broker.Evidence, error) {
 	refused := n.refusal(m, in)
 	prior, err := n.priorRejections(ctx, m.ID(), in)
 	if err != nil {
@@ -192,18 +197,32 @@ func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, p
 			accepted++
 		}
 	}
-	if accepted > 0 {
-		if err := n.storePayload(ctx, m, payload, func(err error) error { return err }); err != nil {
-			return nil, err
+	if accepted == 0 {
+		_, evs, answer, err := n.relayAcceptance(m, in, refused, prior)
+		if err != nil {
+			return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
 		}
+		return n.storeRejections(ctx, m, evs, answer)
+	}
+	end, err := n.admitPayload(caller, m)
+	if err != nil {
+		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+	}
+	out, err := n.receivePayload(ctx, m, in, refused, prior, payload)
+	end(err == nil || errors.Is(err, broker.ErrUnknownOutcome))
+	return out, err
+}
+
+// receivePayload stores the payload of an admitted relay, then the
+// message with its copies and evidence.
+func (n *Node) receivePayload(ctx context.Context, m *broker.Message, in Incoming, refused error, prior map[string]*broker.Evidence, payload io.Reader) ([][]broker.Evidence, error) {
+	if err := n.storePayload(ctx, m, payload, func(err error) error { return err }); err != nil {
+		return nil, err
 	}
 	copies, evs, answer, err := n.relayAcceptance(m, in, refused, prior)
 	if err != nil {
 		n.dropBlob(ctx, m.Blob)
 		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
-	}
-	if accepted == 0 {
-		return n.storeRejections(ctx, m, evs, answer)
 	}
 	stored, err := n.store.CreateMessage(ctx, m, copies, evs, nil)
 	if errors.Is(err, broker.ErrExists) {
@@ -212,11 +231,14 @@ func (n *Node) receiveNew(ctx context.Context, m *broker.Message, in Incoming, p
 		return n.receiveAgain(ctx, pki.Peer{}, m, in)
 	}
 	if err != nil {
-		n.dropBlob(ctx, m.Blob)
-		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+		err = commitError("receive "+m.ID(), err)
+		if !errors.Is(err, broker.ErrUnknownOutcome) {
+			n.dropBlob(ctx, m.Blob)
+		}
+		return nil, err
 	}
 	n.announce(m, copies)
-	n.log.Info("relayed message accepted", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.Int("recipients", accepted))
+	n.log.Info("relayed message accepted", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.Int("recipients", len(copies)))
 	return ownAnswer(stored, answer), nil
 }
 

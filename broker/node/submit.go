@@ -70,10 +70,17 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 	if d := address.DomainOf(env.From); !n.domains[d] {
 		return nil, fmt.Errorf("%w: this node does not serve %s; send through the node of your own domain", broker.ErrForbidden, d)
 	}
+	// The rate limit comes before the signature check, so that a flood
+	// costs the node as little as possible.
+	if err := n.admit.takeMessage(caller, n.now()); err != nil {
+		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
+	}
 	m, err := n.verifyEnvelope(env, envBytes, sig)
 	if err != nil {
 		return nil, err
 	}
+	// A repeat is answered even when the disk is full or the quota used:
+	// it is how a sender learns the outcome of a try it lost.
 	if r, err, repeated := n.repeated(ctx, m); repeated {
 		return r, err
 	}
@@ -87,13 +94,25 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 	if err != nil {
 		return nil, n.reject(ctx, m, err)
 	}
+	end, err := n.admitPayload(caller, m)
+	if err != nil {
+		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
+	}
+	r, err := n.submitPayload(ctx, m, rt, payload)
+	end(err == nil || errors.Is(err, broker.ErrUnknownOutcome))
+	return r, err
+}
+
+// submitPayload stores the payload of an admitted submission, then the
+// message with its copies, evidence and queue entries.
+func (n *Node) submitPayload(ctx context.Context, m *broker.Message, rt *route, payload io.Reader) (*Receipt, error) {
 	if err := n.storePayload(ctx, m, payload, func(reason error) error { return n.reject(ctx, m, reason) }); err != nil {
 		return nil, err
 	}
 	copies, evs, out, err := n.acceptance(m, rt)
 	if err != nil {
 		n.dropBlob(ctx, m.Blob)
-		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
+		return nil, fmt.Errorf("submit %s: %w", m.ID(), err)
 	}
 	return n.accept(ctx, m, copies, evs, out)
 }
@@ -239,8 +258,13 @@ func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Co
 		n.dropBlob(ctx, m.Blob)
 		return nil, n.rejectDuplicate(m)
 	case err != nil:
-		n.dropBlob(ctx, m.Blob)
-		return nil, fmt.Errorf("submit %s: %w", m.ID(), err)
+		err = commitError("submit "+m.ID(), err)
+		if !errors.Is(err, broker.ErrUnknownOutcome) {
+			// If the message was stored, the blob is its payload; if
+			// not, the sweep removes it.
+			n.dropBlob(ctx, m.Blob)
+		}
+		return nil, err
 	}
 	n.announce(m, copies)
 	for _, o := range out {

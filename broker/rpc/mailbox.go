@@ -47,7 +47,7 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 			return c.Chunk, true
 		}
 		return nil, false
-	}, s.uploadIdle)
+	}, s.uploadIdle, s.uploadTimeout)
 	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), payload)
 	if err != nil {
 		s.logRefusal(ctx, "submit refused", err)
@@ -66,6 +66,10 @@ type chunkReader struct {
 	// idle, if set, is how long Read waits for the next frame before it
 	// gives the upload up, so that a stalled upload frees its slot.
 	idle time.Duration
+	// total and end, if set, bound the whole upload, so that one sent a
+	// byte at a time, never idle, still ends.
+	total time.Duration
+	end   time.Time
 }
 
 // frame is what one recv returned.
@@ -75,9 +79,20 @@ type frame struct {
 	err   error
 }
 
-// next receives the next frame, waiting at most c.idle.
+// next receives the next frame, waiting at most c.idle, and not past the
+// end of the upload's time.
 func (c *chunkReader) next() ([]byte, bool, error) {
-	if c.idle <= 0 {
+	wait, over := c.idle, fmt.Errorf("%w: no payload arrived for %s; the upload is given up, send again", context.DeadlineExceeded, c.idle)
+	if !c.end.IsZero() {
+		left := time.Until(c.end)
+		if left <= 0 || c.idle <= 0 || left < c.idle {
+			wait, over = left, fmt.Errorf("%w: the upload took longer than the %s this node allows; send again over a faster connection", context.DeadlineExceeded, c.total)
+		}
+		if left <= 0 {
+			return nil, false, over
+		}
+	}
+	if wait <= 0 {
 		return c.recv()
 	}
 	got := make(chan frame, 1)
@@ -87,20 +102,25 @@ func (c *chunkReader) next() ([]byte, bool, error) {
 		b, ok, err := c.recv()
 		got <- frame{b, ok, err}
 	}()
-	t := time.NewTimer(c.idle)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case f := <-got:
 		return f.chunk, f.ok, f.err
 	case <-t.C:
-		return nil, false, fmt.Errorf("%w: no payload arrived for %s; the upload is given up, send again", context.DeadlineExceeded, c.idle)
+		return nil, false, over
 	}
 }
 
 // newChunkReader reads the frames of a client stream with recv and takes
 // each one's chunk with chunk.
-func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool), idle time.Duration) *chunkReader {
-	return &chunkReader{ctx: ctx, idle: idle, recv: func() ([]byte, bool, error) {
+// The upload may take at most total, counted from now (no bound if 0).
+func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool), idle, total time.Duration) *chunkReader {
+	var end time.Time
+	if total > 0 {
+		end = time.Now().Add(total)
+	}
+	return &chunkReader{ctx: ctx, idle: idle, total: total, end: end, recv: func() ([]byte, bool, error) {
 		req, err := recv()
 		if err != nil {
 			return nil, false, err
@@ -328,7 +348,7 @@ func checkID(id string) error {
 func (s *service) logRefusal(ctx context.Context, msg string, err error) {
 	caller, _ := callerOf(ctx)
 	level := slog.LevelInfo
-	if status.Code(toStatus(err)) == codes.Internal {
+	if status.Code(toStatus(err)) == codes.Internal || errors.Is(err, broker.ErrUnknownOutcome) {
 		level = slog.LevelError
 	}
 	s.log.Log(ctx, level, msg, slog.String(broker.LogPeer, caller.String()), slog.Any(broker.LogErr, err))

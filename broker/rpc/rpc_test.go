@@ -46,9 +46,34 @@ func startServer(t *testing.T) (string, *pki.TrustStore) {
 // startServerWith is startServer with the server's options o.
 func startServerWith(t *testing.T, o rpc.Options) (string, *pki.TrustStore) {
 	t.Helper()
-	db, err := store.Open(t.TempDir(), store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
+	return startSetup(t, setup{opts: o})
+}
+
+// setup is what a test changes of the server startSetup runs.
+type setup struct {
+	opts rpc.Options
+	dir  string                          // the store's directory; a new temporary one if empty
+	node func(*node.Config)              // changes the node's config
+	wrap func(*store.DB) node.Store      // puts something in front of the store
+	lis  func(net.Listener) net.Listener // wraps the listener
+}
+
+// startSetup runs a node behind the real gRPC server on 127.0.0.1:0, as
+// s says.
+func startSetup(t *testing.T, s setup) (string, *pki.TrustStore) {
+	t.Helper()
+	o := s.opts
+	dir := s.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	db, err := store.Open(dir, store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var st node.Store = db
+	if s.wrap != nil {
+		st = s.wrap(db)
 	}
 	trust, err := fx.Trust()
 	if err != nil {
@@ -58,16 +83,23 @@ func startServerWith(t *testing.T, o rpc.Options) (string, *pki.TrustStore) {
 	for addr, id := range fx.IDs {
 		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
 	}
-	n, err := node.New(db, node.Config{
+	cfg := node.Config{
 		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), LogKey: fx.LogKey, Trust: trust,
 		Participants: parts, Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	if s.node != nil {
+		s.node(&cfg)
+	}
+	n, err := node.New(st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.lis != nil {
+		lis = s.lis(lis)
 	}
 	o.Trust, o.Logger = trust, slog.New(slog.DiscardHandler)
 	srv, err := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), o)

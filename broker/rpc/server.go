@@ -34,7 +34,8 @@ type Options struct {
 	// Trust checks every call's certificate chain against the current CRL.
 	Trust  *pki.TrustStore
 	Logger *slog.Logger
-	// MaxConcurrentStreams per connection; default 256.
+	// MaxConcurrentStreams bounds the calls under way on one connection;
+	// default 256.
 	MaxConcurrentStreams uint32
 	// UploadIdle is how long an upload (Submit, Relay) may wait between
 	// payload chunks before the node gives it up and frees its slot;
@@ -43,10 +44,74 @@ type Options struct {
 	// StreamCheck is how often a long stream (Subscribe) checks its
 	// caller's certificate against the CRL again; default a minute.
 	StreamCheck time.Duration
+	// UploadTimeout bounds a whole upload (Submit, Relay) from its first
+	// frame, however steadily its chunks come; default 30 minutes
+	// (256 MiB at 150 kB/s).
+	UploadTimeout time.Duration
+	// HandshakeTimeout bounds a new connection's TLS and HTTP/2
+	// handshakes; a connection that has not finished by then is closed,
+	// so that connections that never finish the handshake cannot hold
+	// the node's file descriptors. Default 10 seconds.
+	HandshakeTimeout time.Duration
+	// Keepalive tunes how the server treats idle connections and pings;
+	// zero fields take the defaults named there.
+	Keepalive Keepalive
 }
 
-// DefaultUploadIdle is the default of Options.UploadIdle.
-const DefaultUploadIdle = 30 * time.Second
+// Keepalive is the server's keepalive policy.
+type Keepalive struct {
+	// MinPingInterval is how often a client may ping; one that pings
+	// more often is disconnected. Default 20 seconds.
+	MinPingInterval time.Duration
+	// RefusePingsWithoutStream disconnects clients that ping while they
+	// have no call under way; by default such pings are allowed.
+	RefusePingsWithoutStream bool
+	// MaxIdle closes a connection that has had no call for this long,
+	// so that idle clients give back their descriptors; default 5
+	// minutes. A client reconnects on its next call.
+	MaxIdle time.Duration
+	// Time is how long a connection may be silent before the server
+	// pings it, and Timeout how long it then waits for the answer before
+	// it closes the connection; defaults 2 minutes and 20 seconds.
+	Time, Timeout time.Duration
+}
+
+// Defaults of Options.
+const (
+	DefaultUploadIdle           = 30 * time.Second
+	DefaultUploadTimeout        = 30 * time.Minute
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultMaxConcurrentStreams = 256
+	DefaultMinPingInterval      = 20 * time.Second
+	DefaultMaxIdle              = 5 * time.Minute
+	DefaultKeepaliveTime        = 2 * time.Minute
+	DefaultKeepaliveTimeout     = 20 * time.Second
+)
+
+// withDefaults returns o with every zero duration and count set to its
+// default.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&o.UploadIdle, DefaultUploadIdle}, {&o.StreamCheck, time.Minute},
+		{&o.UploadTimeout, DefaultUploadTimeout}, {&o.HandshakeTimeout, DefaultHandshakeTimeout},
+		{&o.Keepalive.MinPingInterval, DefaultMinPingInterval}, {&o.Keepalive.MaxIdle, DefaultMaxIdle},
+		{&o.Keepalive.Time, DefaultKeepaliveTime}, {&o.Keepalive.Timeout, DefaultKeepaliveTimeout},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	return o
+}
 
 // NewServer returns a gRPC server for n that serves the mailbox, directory,
 // log and relay services, gRPC health checking and server reflection, over
@@ -55,19 +120,9 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	if opts.Trust == nil {
 		return nil, errors.New("new server: no trust store to check revocation with")
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.MaxConcurrentStreams == 0 {
-		opts.MaxConcurrentStreams = 256
-	}
-	if opts.UploadIdle <= 0 {
-		opts.UploadIdle = DefaultUploadIdle
-	}
-	if opts.StreamCheck <= 0 {
-		opts.StreamCheck = time.Minute
-	}
-	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle, streamCheck: opts.StreamCheck}
+	opts = opts.withDefaults()
+	ka := opts.Keepalive
+	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle, uploadTimeout: opts.UploadTimeout, streamCheck: opts.StreamCheck}
 	s := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(svc.unaryIdentity),
 		grpc.ChainStreamInterceptor(svc.streamIdentity),
@@ -76,11 +131,12 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.InitialWindowSize(8<<20),
 		grpc.InitialConnWindowSize(16<<20),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.ConnectionTimeout(opts.HandshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: ka.MinPingInterval, PermitWithoutStream: !ka.RefusePingsWithoutStream}),
 		// Connections are re-established hourly so that long-lived ones
 		// also pass a fresh handshake; every call checks the CRL anyway.
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionIdle: ka.MaxIdle, Time: ka.Time, Timeout: ka.Timeout,
 			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 10 * time.Minute,
 		}),
 	)
@@ -102,9 +158,10 @@ type service struct {
 	kurierv1.UnimplementedDirectoryServiceServer
 	kurierv1.UnimplementedLogServiceServer
 	kurierv1.UnimplementedRelayServiceServer
-	node        *node.Node
-	trust       *pki.TrustStore
-	log         *slog.Logger
-	uploadIdle  time.Duration
-	streamCheck time.Duration
+	node          *node.Node
+	trust         *pki.TrustStore
+	log           *slog.Logger
+	uploadIdle    time.Duration
+	uploadTimeout time.Duration
+	streamCheck   time.Duration
 }

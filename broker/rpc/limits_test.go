@@ -1,0 +1,438 @@
+package rpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/netlimit"
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/rpc"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/pki/pkitest"
+	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
+)
+
+// clock is a settable clock for the node.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// submitOver submits a message of size random bytes from `from` to `to`
+// over mb; corrupt sends other bytes than the envelope declares.
+func submitOver(t *testing.T, mb kurierv1.MailboxServiceClient, from string, to string, size int, corrupt bool) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, payload := signedSubmit(t, from, fx.IDs[from], to, size)
+	if corrupt {
+		payload[0] ^= 1
+	}
+	stream, err := mb.Submit(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(first); err != nil {
+		return err
+	}
+	stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: payload}})
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// retryDelay returns the google.rpc.RetryInfo delay of a status error.
+func retryDelay(err error) (time.Duration, bool) {
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
+}
+
+// TestHostileFlood_RateLimit has one participant submit faster than the
+// node's rate: past the burst it is refused with ResourceExhausted, the
+// time to wait in the message and as RetryInfo, while another participant
+// still sends; once the clock has moved on, it sends again.
+func TestHostileFlood_RateLimit(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	addr, trust := startSetup(t, setup{node: func(c *node.Config) {
+		c.Now = clk.Now
+		c.Limits.MessagesPerSecond, c.Limits.MessageBurst = 1, 3
+	}})
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
+	for i := range 3 {
+		if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false); err != nil {
+			t.Fatalf("submission %d within the burst: %v", i+1, err)
+		}
+	}
+	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "try again in 1s") {
+		t.Fatalf("submission past the burst: %v, want ResourceExhausted saying to try again in 1s", err)
+	}
+	if d, ok := retryDelay(err); !ok || d != time.Second {
+		t.Fatalf("retry hint %v (present %v), want RetryInfo of 1s", d, ok)
+	}
+	if err := submitOver(t, court, pkitest.Court, pkitest.Agency, 1000, false); err != nil {
+		t.Fatalf("another participant while the first is limited: %v", err)
+	}
+	clk.Add(time.Second)
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false); err != nil {
+		t.Fatalf("submission after the wait: %v", err)
+	}
+}
+
+// TestHostileFlood_Quota has one participant hand in more payload bytes
+// than its daily quota: the submission over it is refused with
+// ResourceExhausted and when it fits again, a refused submission uses no
+// quota, and another participant still sends.
+func TestHostileFlood_Quota(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	addr, trust := startSetup(t, setup{node: func(c *node.Config) {
+		c.Now = clk.Now
+		c.Limits.QuotaBytesPerDay = 10000
+	}})
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
+	// A payload that does not match its envelope is refused and gives
+	// its bytes back: otherwise the two after it would not fit.
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 4000, true); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("corrupt payload: %v, want InvalidArgument", err)
+	}
+	for i := range 2 {
+		if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 4000, false); err != nil {
+			t.Fatalf("submission %d within the quota: %v", i+1, err)
+		}
+	}
+	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 2100, false)
+	// 100 bytes short at 10000 bytes a day: 14m24s.
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "fits again in 14m24s") {
+		t.Fatalf("submission over the quota: %v, want ResourceExhausted saying it fits again in 14m24s", err)
+	}
+	if d, ok := retryDelay(err); !ok || d != 14*time.Minute+24*time.Second {
+		t.Fatalf("retry hint %v (present %v), want 14m24s", d, ok)
+	}
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 20000, false); status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "may hand in a day") {
+		t.Fatalf("payload larger than the whole quota: %v, want ResourceExhausted", err)
+	}
+	if err := submitOver(t, court, pkitest.Court, pkitest.Agency, 4000, false); err != nil {
+		t.Fatalf("another participant while the first is over its quota: %v", err)
+	}
+	clk.Add(15 * time.Minute)
+	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 2100, false); err != nil {
+		t.Fatalf("submission once the quota has refilled: %v", err)
+	}
+}
+
+// TestFaultDiskAlarm_Injected runs the disk alarm over an injected free
+// space: below the limit submissions are refused with ResourceExhausted
+// and a message that says fetch and acknowledge still work, and they do;
+// above it again, submissions are taken.
+func TestFaultDiskAlarm_Injected(t *testing.T) {
+	const min = 100 << 20
+	var free atomic.Uint64
+	free.Store(10 << 30)
+	alarm := &diskspace.Alarm{Min: min, Free: func(string) (uint64, error) { return free.Load(), nil }, Logger: slog.New(slog.DiscardHandler)}
+	addr, _ := startSetup(t, setup{node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	agency, court := dialClient(t, addr, pkitest.Agency), dialClient(t, addr, pkitest.Court)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	before, err := agency.Send(ctx, testMessage(pkitest.Court, 1000), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free.Store(min - 1)
+	_, err = agency.Send(ctx, testMessage(pkitest.Court, 1000), nil)
+	checkDiskFull(t, err)
+	if !alarm.Raised() {
+		t.Error("the alarm is not raised below its limit")
+	}
+	fetchAndAcknowledge(t, court, before.MessageID)
+	// Uploads under way count: with room for the limit and 10 KiB, a
+	// message of 20 KiB does not fit.
+	free.Store(min + 10<<10)
+	_, err = agency.Send(ctx, testMessage(pkitest.Court, 20<<10), nil)
+	checkDiskFull(t, err)
+	free.Store(10 << 30)
+	if _, err := agency.Send(ctx, testMessage(pkitest.Court, 1000), nil); err != nil {
+		t.Fatalf("submission after the alarm cleared: %v", err)
+	}
+}
+
+// checkDiskFull checks that err is the disk alarm's refusal.
+func checkDiskFull(t *testing.T, err error) {
+	t.Helper()
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(msg, "disk is almost full") || !strings.Contains(msg, "fetch and acknowledge still work") {
+		t.Fatalf("submission with the disk almost full: %v, want ResourceExhausted naming the full disk", err)
+	}
+}
+
+// dialClient returns a client library connection of participant addr.
+func dialClient(t *testing.T, node, addr string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(context.Background(), node, fx.IDs[addr], client.WithCRL(fx.CRL), client.WithRetry(5*time.Second), client.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// testMessage is a message with one document of size bytes.
+func testMessage(to string, size int) client.Message {
+	return client.Message{To: []string{to}, Subject: "Test", Documents: []client.Document{{Name: "a.txt", Data: make([]byte, size)}}}
+}
+
+// fetchAndAcknowledge fetches message id as c and acknowledges it.
+func fetchAndAcknowledge(t *testing.T, c *client.Client, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Fetch(ctx, id, t.TempDir()); err != nil {
+		t.Fatalf("fetch with the disk almost full: %v", err)
+	}
+	if _, err := c.Acknowledge(ctx, id); err != nil {
+		t.Fatalf("acknowledge with the disk almost full: %v", err)
+	}
+}
+
+// failingCommit is the one fake here: a store whose CreateMessage stores
+// the message for real and then fails as a failed fsync would, once. An
+// EIO from fsync cannot be produced for real on this machine (it needs a
+// device-mapper target such as dm-flakey, and /dev/mapper is absent).
+type failingCommit struct {
+	*store.DB
+	fail atomic.Int32 // how many more commits fail after storing
+}
+
+func (f *failingCommit) CreateMessage(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, out []broker.Outbound) ([]broker.Evidence, error) {
+	stored, err := f.DB.CreateMessage(ctx, m, copies, evs, out)
+	if err == nil && f.fail.Add(-1) >= 0 {
+		return nil, fmt.Errorf("commit: sync %s: %w", "000001.vlog", errors.New("input/output error"))
+	}
+	return stored, err
+}
+
+// TestFaultUnknownOutcome has the store fail after the message is
+// committed: the node answers Unavailable with "the outcome is unknown"
+// (not a failure, and without the store's error), and the client's retry
+// of the same sealed message gets the receipt of the stored message.
+func TestFaultUnknownOutcome(t *testing.T) {
+	var st *failingCommit
+	addr, trust := startSetup(t, setup{wrap: func(db *store.DB) node.Store {
+		st = &failingCommit{DB: db}
+		return st
+	}})
+	st.fail.Store(1)
+	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
+	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false)
+	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != broker.ErrUnknownOutcome.Error() {
+		t.Fatalf("commit failed after storing: %v, want Unavailable %q", err, broker.ErrUnknownOutcome)
+	}
+
+	st.fail.Store(1)
+	c := dialClient(t, addr, pkitest.Agency)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sealed, err := c.Seal(ctx, testMessage(pkitest.Court, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Submit(ctx, sealed, nil)
+	if err != nil {
+		t.Fatalf("submit with a retry after the unknown outcome: %v", err)
+	}
+	if st.fail.Load() != 0 {
+		t.Fatal("the store did not fail the first commit")
+	}
+	stored, err := st.Evidence(ctx, r.MessageID)
+	if err != nil || len(stored) == 0 || len(r.Evidence) != len(stored) || r.Evidence[0].LeafIndex != stored[0].LeafIndex {
+		t.Fatalf("receipt %v does not match the stored evidence %v (%v)", r.Evidence, stored, err)
+	}
+}
+
+// TestHostileConnections_NoHandshake opens many connections from one
+// source that never start TLS: no more than the per-source cap are held
+// (the rest are closed at once), a participant from elsewhere still gets
+// through over mutual TLS meanwhile, and the handshake timeout closes the
+// held ones, giving their places back.
+func TestHostileConnections_NoHandshake(t *testing.T) {
+	const (
+		perSource = 20
+		attackers = 60
+		handshake = time.Second
+	)
+	var lis *netlimit.Listener
+	addr, trust := startSetup(t, setup{
+		opts: rpc.Options{HandshakeTimeout: handshake},
+		lis: func(l net.Listener) net.Listener {
+			lis = netlimit.Wrap(l, netlimit.Options{Max: 100, PerSource: perSource, Logger: slog.New(slog.DiscardHandler)})
+			return lis
+		},
+	})
+	start := time.Now()
+	conns := make([]net.Conn, attackers)
+	for i := range conns {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+
+	// A participant (from 127.0.0.1) while the attacker holds its share.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(dial(t, addr, fx.IDs[pkitest.Agency], trust)).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("a participant while another source holds its share of connections: %v", err)
+	}
+	if n := lis.Open(); n > perSource+1 {
+		t.Fatalf("%d connections open, want at most %d from the attacker and the participant's", n, perSource+1)
+	}
+
+	// Each attacker connection ends: at once if over the cap, after the
+	// handshake timeout if held.
+	ended := make([]time.Duration, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			c.SetReadDeadline(start.Add(5 * handshake))
+			_, err := c.Read(make([]byte, 1))
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				ended[i] = -1
+				return
+			}
+			ended[i] = time.Since(start)
+		})
+	}
+	wg.Wait()
+	var early, held int
+	for _, d := range ended {
+		switch {
+		case d < 0:
+			t.Fatal("a connection that never began its handshake is still open after five handshake timeouts")
+		case d < handshake/2:
+			early++
+		default:
+			held++
+		}
+	}
+	if held > perSource || early < attackers-perSource {
+		t.Fatalf("%d connections held until the handshake timeout, %d closed at once; want at most %d held", held, early, perSource)
+	}
+	if n := lis.Open(); n != 1 {
+		t.Fatalf("%d connections open after the handshake timeout, want only the participant's", n)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory and returns
+// it. Where mounting is not permitted the test is skipped, except under
+// CI, where it must run.
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		msg := fmt.Sprintf("cannot mount a tmpfs to fill for real (needs root): %v: %s", err, strings.TrimSpace(string(out)))
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// TestFaultDiskAlarm_FullFilesystem fills a real 64 MiB filesystem under
+// the store: submissions are refused with ResourceExhausted before the
+// disk is full, the node does not crash (badger's memory-mapped writes
+// would end it with SIGBUS on a full disk), and the recipient still
+// fetches and acknowledges.
+func TestFaultDiskAlarm_FullFilesystem(t *testing.T) {
+	dir := mountTmpfs(t, 64<<20)
+	// The headroom of a store opened with store.Options.Small: its
+	// write-ahead logs are 2 × 8 MiB.
+	alarm := &diskspace.Alarm{Dir: dir, Min: 16 << 20, Logger: slog.New(slog.DiscardHandler)}
+	addr, _ := startSetup(t, setup{dir: dir, node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	agency, court := dialClient(t, addr, pkitest.Agency), dialClient(t, addr, pkitest.Court)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var sent []string
+	var err error
+	for range 64 {
+		var r *client.Receipt
+		if r, err = agency.Send(ctx, testMessage(pkitest.Court, 2<<20), nil); err != nil {
+			break
+		}
+		sent = append(sent, r.MessageID)
+	}
+	checkDiskFull(t, err)
+	if len(sent) == 0 {
+		t.Fatal("the alarm refused the first submission on an empty filesystem")
+	}
+	free, ferr := diskspace.Statfs(dir)
+	if ferr != nil || free == 0 {
+		t.Fatalf("free space when refused: %d (%v), want the headroom left", free, ferr)
+	}
+	t.Logf("%d messages of 2 MiB taken, then refused with %.1f MiB free", len(sent), float64(free)/(1<<20))
+	for _, id := range sent[:min(3, len(sent))] {
+		fetchAndAcknowledge(t, court, id)
+	}
+}
+
+// TestHostileSlowUpload has an upload outlast the whole upload's time
+// limit while its idle limit is far off: the node gives it up, with
+// DeadlineExceeded saying why.
+func TestHostileSlowUpload(t *testing.T) {
+	addr, trust := startSetup(t, setup{opts: rpc.Options{UploadIdle: time.Minute, UploadTimeout: 300 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust)).Submit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, payload := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Court, 1<<20)
+	stream.Send(first)
+	stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: payload[:1000]}})
+	start := time.Now()
+	var resp kurierv1.SubmitResponse
+	err = stream.RecvMsg(&resp)
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(status.Convert(err).Message(), "the upload took longer than the 300ms") {
+		t.Fatalf("upload past its time: %v, want DeadlineExceeded naming the upload's time limit", err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("the upload was given up after %s", waited)
+	}
+}
