@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
 	"io"
 	"math/big"
@@ -22,23 +21,33 @@ import (
 
 func encryptTo(t testing.TB, ids ...*pki.Identity) []byte {
 	t.Helper()
+	return sealTo(t, cms.Encrypt, ids...)
+}
+
+// legacyEncryptTo seals document to ids as Kurier sealed before RSAES-OAEP:
+// pkcs7.Encrypt (AES-256-CBC, set in TestMain; PKCS #1 v1.5 key transport).
+func legacyEncryptTo(t testing.TB, ids ...*pki.Identity) []byte {
+	t.Helper()
+	return sealTo(t, pkcs7.Encrypt, ids...)
+}
+
+func sealTo(t testing.TB, seal func([]byte, []*x509.Certificate) ([]byte, error), ids ...*pki.Identity) []byte {
+	t.Helper()
 	var certs []*x509.Certificate
 	for _, id := range ids {
 		certs = append(certs, id.EncCert)
 	}
-	der, err := cms.Encrypt(document, certs)
+	der, err := seal(document, certs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return der
 }
 
-func TestEncrypt_twoRecipients(t *testing.T) {
-	der := encryptTo(t, fx.alice, fx.bob)
-	if bytes.Contains(der, document) {
-		t.Fatal("plaintext visible in the envelope")
-	}
-	for _, id := range []*pki.Identity{fx.alice, fx.bob} {
+// opensFor checks that each of ids decrypts der to document.
+func opensFor(t *testing.T, der []byte, ids ...*pki.Identity) {
+	t.Helper()
+	for _, id := range ids {
 		got, err := cms.Decrypt(der, id.EncCert, id.EncKey, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", id.EncCert.Subject, err)
@@ -47,18 +56,17 @@ func TestEncrypt_twoRecipients(t *testing.T) {
 			t.Errorf("%s decrypted %q", id.EncCert.Subject, got)
 		}
 	}
-	if !bytes.Contains(der, asn1OID(t, pkcs7.OIDEncryptionAlgorithmAES256CBC)) {
-		t.Error("envelope is not AES-256-CBC")
-	}
 }
 
-func asn1OID(t *testing.T, oid asn1.ObjectIdentifier) []byte {
-	t.Helper()
-	b, err := asn1.Marshal(oid)
-	if err != nil {
-		t.Fatal(err)
+func TestEncrypt_twoRecipients(t *testing.T) {
+	der := encryptTo(t, fx.alice, fx.bob)
+	if bytes.Contains(der, document) {
+		t.Fatal("plaintext visible in the envelope")
 	}
-	return b
+	opensFor(t, der, fx.alice, fx.bob)
+	if !bytes.Contains(der, mustDER(pkcs7.OIDEncryptionAlgorithmAES256CBC)) {
+		t.Error("envelope is not AES-256-CBC")
+	}
 }
 
 // TestSeal is the sender's and recipient's path from the design: sign,
