@@ -1,35 +1,29 @@
 package cms
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
 	"fmt"
-
-	"github.com/digitorus/pkcs7"
 )
-
-// pkcs7 keeps the content cipher in a package variable that defaults to
-// DES. Set it once, here, before anything can call Encrypt; setting it per
-// call would race with concurrent callers.
-func init() {
-	pkcs7.ContentEncryptionAlgorithm = pkcs7.EncryptionAlgorithmAES256CBC
-}
 
 // minRSABits is the smallest recipient key Encrypt accepts (BSI TR-02102).
 const minRSABits = 3072
 
 // Encrypt returns DER CMS EnvelopedData of content for every recipient:
-// AES-256-CBC content encryption, the key transported to each recipient
-// with RSA (PKCS #1 v1.5, the form OpenSSL and every CMS implementation
-// read). Recipients must be RSA certificates of at least 3072 bits that
-// allow key encipherment; Encrypt does not check that they are trusted,
-// current or not revoked (callers verify them first, e.g. through a
-// pki.TrustStore). EnvelopedData does not authenticate the sender: sign
-// the content first.
+// AES-256-CBC content encryption under a fresh key, that key transported to
+// each recipient with RSAES-OAEP (SHA-256, MGF1 with SHA-256, no label; BSI
+// TR-02102-1), which OpenSSL and Bouncy Castle read. Recipients must be
+// RSA certificates of at least 3072 bits that allow key encipherment;
+// Encrypt does not check that they are trusted, current or not revoked
+// (callers verify them first, e.g. through a pki.TrustStore).
+// EnvelopedData does not authenticate the sender: sign the content first.
 func Encrypt(content []byte, recipients []*x509.Certificate) ([]byte, error) {
 	if len(recipients) == 0 {
 		return nil, errors.New("encrypt: no recipients")
@@ -39,7 +33,23 @@ func Encrypt(content []byte, recipients []*x509.Certificate) ([]byte, error) {
 			return nil, fmt.Errorf("encrypt: %w", err)
 		}
 	}
-	der, err := pkcs7.Encrypt(content, recipients)
+	key := make([]byte, 32) // AES-256
+	defer clear(key)
+	iv := make([]byte, aes.BlockSize)
+	rand.Read(key) // crypto/rand.Read never returns an error
+	rand.Read(iv)
+	ciphertext, err := sealCBC(key, iv, content)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: %w", err)
+	}
+	encryptedKeys := make([][]byte, len(recipients))
+	for i, r := range recipients {
+		encryptedKeys[i], err = rsa.EncryptOAEP(sha256.New(), rand.Reader, r.PublicKey.(*rsa.PublicKey), key, nil)
+		if err != nil {
+			return nil, fmt.Errorf("encrypt key for %q: %w", r.Subject, err)
+		}
+	}
+	der, err := marshalEnveloped(recipients, encryptedKeys, iv, ciphertext)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
@@ -67,12 +77,21 @@ func checkRecipient(cert *x509.Certificate) error {
 // whose private key is key (an *rsa.PrivateKey; other decrypters are
 // refused). Input longer than max bytes is refused before parsing (max <= 0:
 // DefaultMaxSignedSize, enough for a payload that is itself a capped
-// SignedData). Only AES-CBC content encryption is accepted (no DES, and no
-// AES-GCM, which is not standard in EnvelopedData), and only DER input.
+// SignedData). Only DER is read, with every length checked and nothing
+// after any structure; only AES-CBC content encryption (no DES, and no
+// AES-GCM, which is not standard in EnvelopedData); and only two key
+// transports: RSAES-OAEP with SHA-256, MGF1 with SHA-256 and no label, which
+// Encrypt writes, and PKCS #1 v1.5, which Kurier wrote before and OpenSSL
+// writes by default. OAEP with SHA-1 (the RSAES-OAEP-params defaults) is
+// refused, as BSI TR-02102-1 asks.
 //
-// Every failure, including a panic inside pkcs7 on crafted padding, is
-// returned as an error wrapping ErrDecrypt (or ErrTooLarge). The content
-// is not authenticated by the encryption: verify the signature inside.
+// Every failure, including a panic on crafted input, is returned as an
+// error wrapping ErrDecrypt (or ErrTooLarge), and ErrMalformed as well where
+// the structure is wrong. Security-sensitive: PKCS #1 v1.5 keys are
+// unwrapped with implicit rejection (RFC 3218 section 2.3.2), so a bad
+// padding shows only as content that does not decrypt; the content is not
+// authenticated by the encryption, so check the payload digest the sender
+// signed before, and the signature inside after.
 func Decrypt(der []byte, cert *x509.Certificate, key crypto.Decrypter, max int) ([]byte, error) {
 	if max <= 0 {
 		max = DefaultMaxSignedSize
@@ -90,58 +109,82 @@ func Decrypt(der []byte, cert *x509.Certificate, key crypto.Decrypter, max int) 
 	if !rsaKey.PublicKey.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("decrypt: %w: key does not match certificate %q", ErrDecrypt, cert.Subject)
 	}
-	if err := checkContentCipher(der); err != nil {
-		return nil, fmt.Errorf("decrypt: %w: %w", ErrDecrypt, err)
-	}
-	p7, err := parse(der, max)
-	if err != nil {
-		return nil, fmt.Errorf("decrypt: %w: %w", ErrDecrypt, err)
-	}
 	var content []byte
-	err = protect(func() (err error) {
-		content, err = p7.Decrypt(cert, rsaKey)
+	err := protect(func() (err error) {
+		content, err = open(der, cert, rsaKey)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("decrypt for %q: %w: %v", cert.Subject, ErrDecrypt, err)
+		return nil, fmt.Errorf("decrypt for %q: %w: %w", cert.Subject, ErrDecrypt, err)
 	}
 	return content, nil
 }
 
-// The start of EnvelopedData (RFC 5652), as far as needed to read the
-// content cipher. pkcs7 does not expose it, prints to stdout on one it
-// does not know, and would accept DES.
-type contentInfoPeek struct {
-	ContentType asn1.ObjectIdentifier
-	Content     asn1.RawValue `asn1:"explicit,tag:0"`
+// open parses der, unwraps cert's copy of the content-encryption key with
+// key, and decrypts the content.
+func open(der []byte, cert *x509.Certificate, key *rsa.PrivateKey) ([]byte, error) {
+	env, err := parseEnveloped(der, cert)
+	if err != nil {
+		return nil, err
+	}
+	cek := make([]byte, env.keyLen)
+	defer clear(cek)
+	switch env.transport {
+	case transportOAEPSHA256:
+		k, err := rsa.DecryptOAEP(sha256.New(), nil, key, env.encryptedKey, nil)
+		if err != nil {
+			return nil, fmt.Errorf("unwrap RSAES-OAEP content-encryption key: %w", err)
+		}
+		defer clear(k)
+		if len(k) != env.keyLen {
+			return nil, fmt.Errorf("content-encryption key is %d bytes, the content cipher needs %d", len(k), env.keyLen)
+		}
+		copy(cek, k)
+	case transportPKCS1v15:
+		// A random key stands in when the padding is bad, in constant
+		// time: no Bleichenbacher oracle, only content that fails below.
+		rand.Read(cek)
+		//lint:ignore SA1019 envelopes that Kurier sealed before RSAES-OAEP must still open
+		if err := rsa.DecryptPKCS1v15SessionKey(nil, key, env.encryptedKey, cek); err != nil {
+			return nil, fmt.Errorf("unwrap PKCS #1 v1.5 content-encryption key: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("key transport %d unknown", env.transport) // parseEnveloped returns none other
+	}
+	return openCBC(cek, env.iv, env.ciphertext)
 }
 
-type envelopedDataPeek struct {
-	Version        int
-	OriginatorInfo asn1.RawValue `asn1:"optional,tag:0"`
-	RecipientInfos asn1.RawValue
-	EncryptedInfo  struct {
-		ContentType asn1.ObjectIdentifier
-		Algorithm   pkix.AlgorithmIdentifier
+// sealCBC pads content as RFC 5652 section 6.3 says and encrypts it with
+// AES-CBC under key and iv.
+func sealCBC(key, iv, content []byte) ([]byte, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
 	}
+	n := aes.BlockSize - len(content)%aes.BlockSize // 1 to 16
+	out := make([]byte, len(content)+n)
+	copy(out, content)
+	for i := len(content); i < len(out); i++ {
+		out[i] = byte(n)
+	}
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(out, out)
+	return out, nil
 }
 
-func checkContentCipher(der []byte) error {
-	var ci contentInfoPeek
-	rest, err := asn1.Unmarshal(der, &ci)
-	if err != nil || len(rest) > 0 {
-		return fmt.Errorf("%w: not DER ContentInfo", ErrMalformed)
+// openCBC decrypts ciphertext (a non-empty multiple of the block size) with
+// AES-CBC under key and iv and removes the padding, which must be 1 to 16
+// bytes of its own length.
+func openCBC(key, iv, ciphertext []byte) ([]byte, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
 	}
-	if !ci.ContentType.Equal(pkcs7.OIDEnvelopedData) {
-		return fmt.Errorf("%w: content type %s, want EnvelopedData", ErrMalformed, ci.ContentType)
+	out := make([]byte, len(ciphertext))
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(out, ciphertext)
+	n := int(out[len(out)-1])
+	if n < 1 || n > aes.BlockSize || !bytes.Equal(out[len(out)-n:], bytes.Repeat([]byte{byte(n)}, n)) {
+		clear(out)
+		return nil, errors.New("content does not decrypt: bad padding (wrong key, or a corrupted envelope)")
 	}
-	var ed envelopedDataPeek
-	if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err != nil {
-		return fmt.Errorf("%w: EnvelopedData: %v", ErrMalformed, err)
-	}
-	alg := ed.EncryptedInfo.Algorithm.Algorithm
-	if !alg.Equal(pkcs7.OIDEncryptionAlgorithmAES256CBC) && !alg.Equal(pkcs7.OIDEncryptionAlgorithmAES128CBC) {
-		return fmt.Errorf("content cipher %s refused, want AES-CBC", alg)
-	}
-	return nil
+	return out[:len(out)-n], nil
 }

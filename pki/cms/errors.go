@@ -24,6 +24,6 @@ var (
 	// wrong usage); the Verifier's own error is wrapped as well.
 	ErrUntrusted = errors.New("signer not trusted")
 	// ErrDecrypt means the EnvelopedData could not be decrypted with the
-	// given key, or uses a cipher the policy refuses.
+	// given key, or uses a cipher or key transport the policy refuses.
 	ErrDecrypt = errors.New("cannot decrypt")
 )

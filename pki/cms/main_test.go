@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitorus/pkcs7"
+
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 )
@@ -32,6 +34,9 @@ var fx struct {
 }
 
 func TestMain(m *testing.M) {
+	// Envelopes sealed as Kurier sealed them before RSAES-OAEP come from
+	// pkcs7.Encrypt with this cipher.
+	pkcs7.ContentEncryptionAlgorithm = pkcs7.EncryptionAlgorithmAES256CBC
 	os.Exit(func() int {
 		dir, err := os.MkdirTemp("", "kurier-cms-test-")
 		if err != nil {

@@ -28,11 +28,11 @@ func parse(der []byte, max int) (*pkcs7.PKCS7, error) {
 
 // protect runs f, returning a panic inside it as an error: pkcs7 is not
 // hardened against every crafted input, and one message must not take a
-// node down.
+// node or a client down (Decrypt keeps it around its own parser as well).
 func protect(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("pkcs7 panicked: %v", r)
+			err = fmt.Errorf("panic on crafted input: %v", r)
 		}
 	}()
 	return f()
