@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,7 +21,9 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"gopkg.in/yaml.v3"
 
+	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/pki"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 	"kurier.dev/kurier/tlog"
@@ -95,7 +99,7 @@ func (l *links) toxic(json string) {
 // with durations drawn from rng, a short random gap apart.
 func (c *chaosFederation) nemesis(ctx context.Context, t *testing.T, h *history, rng *rand.Rand, logs *logWatch) {
 	var faults []string
-	for kind, n := range map[string]int{"kill": *chaosKills, "pause": *chaosPauses, "partition": *chaosPartitions, "slow": *chaosSlow, "cut": *chaosCuts} {
+	for kind, n := range map[string]int{"kill": *chaosKills, "pause": *chaosPauses, "partition": *chaosPartitions, "slow": *chaosSlow, "cut": *chaosCuts, "disk": *chaosDisks} {
 		for range n {
 			faults = append(faults, kind)
 		}
@@ -139,6 +143,9 @@ func (c *chaosFederation) nemesis(ctx context.Context, t *testing.T, h *history,
 			c.links.toxic(fmt.Sprintf(`{"type":"limit_data","stream":"upstream","attributes":{"bytes":%d}}`, 16<<10+rng.IntN(400<<10)))
 			pause(ctx, between(3*time.Second, 6*time.Second))
 			c.links.heal()
+		case "disk":
+			domain = stadt
+			c.fillDisk(t, func() { pause(ctx, between(3*time.Second, 6*time.Second)) })
 		}
 		h.fault(kind, domain, began)
 		t.Logf("fault %s %s for %s", kind, domain, time.Since(began).Round(time.Millisecond))
@@ -274,3 +281,97 @@ func (r retryCounter) Handle(context.Context, slog.Record) error {
 }
 func (r retryCounter) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r retryCounter) WithGroup(string) slog.Handler      { return r }
+
+// The city node's store is on a tmpfs of chaosDiskSize, and the node keeps
+// chaosMinFree of it free (the least a node may be configured with).
+const (
+	chaosDiskSize = 1280 << 20
+	chaosMinFree  = 1 << 30
+)
+
+// fillDisk fills the city node's filesystem until less than its disk
+// alarm's limit is free, runs hold, and frees it again. Submissions to the
+// city are refused meanwhile; the node must not crash.
+func (c *chaosFederation) fillDisk(t *testing.T, hold func()) {
+	free, err := diskspace.Statfs(c.disk)
+	if err != nil {
+		t.Errorf("free space of %s: %v", c.disk, err)
+		return
+	}
+	filler := filepath.Join(c.disk, "filler")
+	if free > chaosMinFree {
+		if err := writeZeros(filler, int64(free-chaosMinFree)+8<<20); err != nil {
+			t.Errorf("fill %s: %v", c.disk, err)
+		}
+	}
+	hold()
+	if err := os.Remove(filler); err != nil && !os.IsNotExist(err) {
+		t.Errorf("free %s: %v", c.disk, err)
+	}
+}
+
+// writeZeros writes a file of n bytes (allocated, not sparse).
+func writeZeros(path string, n int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:k]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= k
+	}
+	return f.Close()
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on dir (made if missing). Where
+// mounting is not permitted the test is skipped, except under CI.
+func mountTmpfs(t *testing.T, dir string, size int) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput(); err != nil {
+		msg := fmt.Sprintf("the full-disk fault needs a tmpfs (run as root, or give -chaos.disks 0): %v: %s", err, strings.TrimSpace(string(out)))
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	// Registered before the nodes' stops, so it runs after them.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// setLimits sets keys of the limits section of the node config at path.
+func setLimits(t *testing.T, path string, limits map[string]any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := cfg["limits"].(map[string]any)
+	if l == nil {
+		l = map[string]any{}
+	}
+	maps.Copy(l, limits)
+	cfg["limits"] = l
+	if b, err = yaml.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ var (
 	chaosPartitions = flag.Int("chaos.partitions", 2, "fault run: partitions between the nodes")
 	chaosSlow       = flag.Int("chaos.slow", 1, "fault run: periods of a slow link between the nodes")
 	chaosCuts       = flag.Int("chaos.cuts", 1, "fault run: periods in which the link is cut mid-payload")
+	chaosDisks      = flag.Int("chaos.disks", 1, "fault run: periods in which the city node's disk is almost full")
 	chaosSeed       = flag.Uint64("chaos.seed", 0, "fault run: the seed of its choices; 0 picks one (logged)")
 )
 
@@ -79,7 +81,7 @@ func TestFault_Chaos(t *testing.T) {
 	}()
 	// Senders keep pace with the nemesis (whose faults and gaps take about
 	// 5 s each), so that messages are under way during every fault.
-	faults := *chaosKills + *chaosPauses + *chaosPartitions + *chaosSlow + *chaosCuts
+	faults := *chaosKills + *chaosPauses + *chaosPartitions + *chaosSlow + *chaosCuts + *chaosDisks
 	pace := time.Duration(faults) * 5 * time.Second / time.Duration(max(1, *chaosMessages / *chaosSenders))
 	var send sync.WaitGroup
 	for g := range *chaosSenders {
@@ -113,11 +115,20 @@ type chaosFederation struct {
 	sealedMu sync.Mutex
 	sealed   map[string]*client.Sealed // by key, while its submission has no answer
 	retries  atomic.Int64              // tries the clients repeated
+	disk     string                    // the city node's store, on a filesystem of its own
 }
 
 func newChaosFederation(ctx context.Context, t *testing.T) *chaosFederation {
 	f := newFederationOf(ctx, t, []string{stadt, amtsg}, []string{poststelle, kanzlei, amtsgEin})
 	c := &chaosFederation{federation: f, links: newLinks(t, f), clients: map[string]*client.Client{}, sealed: map[string]*client.Sealed{}}
+	// The run tests faults, not the rate limit: one office sends here as
+	// fast as a whole agency would.
+	for _, d := range []string{stadt, amtsg} {
+		setLimits(t, filepath.Join(f.dir, d, "kurierd.yaml"), map[string]any{"messages_per_second": 1000, "message_burst": 1000, "min_free_bytes": chaosMinFree})
+	}
+	if *chaosDisks > 0 {
+		c.disk = mountTmpfs(t, filepath.Join(f.dir, stadt, "store"), chaosDiskSize)
+	}
 	for _, d := range []string{stadt, amtsg} {
 		f.start(d)
 	}
