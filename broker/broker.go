@@ -73,7 +73,7 @@ func (m *Message) ID() string { return m.Header.ID }
 type State string
 
 // States of a copy. A local copy is delivered, then retrieved, then
-// acknowledged. A copy for a recipient of another node is relaying until
+// acknowledged or rejected by its recipient. A copy for a recipient of another node is relaying until
 // that node accepts it, and then follows the states that node reports
 // back. Undeliverable ends a copy that NonDelivery or a relay refusal
 // ended.
@@ -82,6 +82,7 @@ const (
 	StateDelivered     State = "delivered"
 	StateRetrieved     State = "retrieved"
 	StateAcknowledged  State = "acknowledged"
+	StateRejected      State = "rejected"
 	StateUndeliverable State = "undeliverable"
 )
 
