@@ -142,7 +142,8 @@ type Blob struct {
 type Evidence struct {
 	// Log names the transparency log that holds the evidence: empty for
 	// this node's own log, which holds what this node issued or first
-	// received from its issuer (an Acknowledgement); otherwise the origin
+	// received from its issuer (an Acknowledgement or a Rejection);
+	// otherwise the origin
 	// of the log of the node that did (tlog.Origin of its domain), for
 	// evidence relayed back from there.
 	Log string `json:"log,omitempty"`

@@ -24,7 +24,7 @@ type Evidence struct {
 	DER []byte
 	// Log is the origin of the transparency log that holds the evidence:
 	// that of the node that issued it (or first received it, for an
-	// Acknowledgement), e.g. "amtsgericht.example/kurier-log".
+	// Acknowledgement or a Rejection), e.g. "amtsgericht.example/kurier-log".
 	Log string
 	// LeafIndex is the evidence's place in that log.
 	LeafIndex uint64

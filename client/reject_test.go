@@ -145,6 +145,10 @@ func TestHostile_RandomPayload(t *testing.T) {
 	if !hasCheckDetail(offline, audit.CheckSignerRole, "04-Rejection.p7m", "issued by the recipient "+daemon.DevCourt) {
 		t.Errorf("no signer role check of the rejection as the recipient's own: %+v", offline.Checks)
 	}
+	// The rejection alone, as a .p7m file, verifies too.
+	if single := audit.Verify("04-Rejection.p7m", rej.DER, audit.Options{Roots: agency.Roots}); !hasCheckDetail(single, audit.CheckSignerRole, "04-Rejection.p7m", "issued by the recipient") {
+		t.Errorf("the rejection file alone: %+v", single.Checks)
+	}
 }
 
 // hasCheckDetail reports whether r holds a passed check named check about

@@ -132,6 +132,9 @@ func (n *Node) recipientStep(ctx context.Context, caller pki.Peer, der []byte, t
 	}
 	now := n.now()
 	ev, err := evidence.Verify(der, cms.Policy{Trust: n.trust, At: now, KeyUsages: participantUsages})
+	if ve := (*evidence.VerifyError)(nil); errors.As(err, &ve) && ve.Step == "statement" {
+		return broker.Evidence{}, fmt.Errorf("%w: %s: %v", broker.ErrInvalid, w.noun, ve.Reason)
+	}
 	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("%w: %s: %v", broker.ErrSignature, w.noun, err)
 	}

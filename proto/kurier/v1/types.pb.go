@@ -95,7 +95,7 @@ type Evidence struct {
 	LeafIndex uint64 `protobuf:"varint,5,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
 	// The origin of the transparency log that holds the evidence (the log of
 	// the node that issued it, or that first received it from its issuer:
-	// an Acknowledgement), e.g. "amtsgericht.example/kurier-log".
+	// an Acknowledgement or a Rejection), e.g. "amtsgericht.example/kurier-log".
 	Log           string `protobuf:"bytes,6,opt,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
