@@ -541,3 +541,26 @@ func copyCA(t *testing.T) *pki.CA {
 	}
 	return ca
 }
+
+// TestTamper_NodeSignsRejection has the recipient's node forge a
+// Rejection in the recipient's name, in place of its Acknowledgement:
+// only the recipient's own certificate may sign one.
+func TestTamper_NodeSignsRejection(t *testing.T) {
+	const file = "evidence/04-Acknowledgement.p7m"
+	node, err := pki.LoadIdentity(filepath.Join(fx.dir, "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := fresh(t)
+	signed, err := cms.ParseSigned(b.Evidence[3].DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := bytes.Replace(signed.Content, []byte(`"type":"Acknowledgement"`), []byte(`"type":"Rejection"`), 1)
+	st = bytes.Replace(st, []byte(`"reason":""`), []byte(`"reason":"cannot-open"`), 1)
+	if b.Evidence[3].DER, err = cms.Sign(st, pkitest.Signer(node)); err != nil {
+		t.Fatal(err)
+	}
+	r := verify(t, b, roots())
+	wantFail(t, r, audit.CheckSignerRole, file, "Rejection must be signed by its recipient")
+}
