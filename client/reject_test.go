@@ -2,8 +2,6 @@ package client_test
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -18,7 +16,6 @@ import (
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/evidence/audit"
-	"kurier.dev/kurier/pki/cms"
 )
 
 // sealedRandom returns a message to the court with a valid envelope,
@@ -27,27 +24,12 @@ import (
 // can tell apart, payloads being opaque to it.
 func sealedRandom(t *testing.T) *client.Sealed {
 	t.Helper()
-	payload := randomBytes(t, 4096)
-	id, err := envelope.NewID()
+	envBytes, sig, payload := forge(t, forgery{entries: []tarEntry{{name: "klage.pdf", data: "%PDF"}}, payload: randomBytes(t, 4096)})
+	env, err := envelope.Parse(envBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(payload)
-	now := time.Now().UTC()
-	env := &envelope.Envelope{
-		Version: envelope.Version, ID: id, From: daemon.DevAgency, To: []string{daemon.DevCourt}, Subject: "Zufall",
-		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
-		Files: []envelope.File{{Name: "klage.pdf", Size: 1000}},
-	}
-	b, err := env.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := cms.SignDetached(b, signer(agency))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &client.Sealed{ID: id, Envelope: b, Signature: sig, Payload: payload}
+	return &client.Sealed{ID: env.ID, Envelope: envBytes, Signature: sig, Payload: payload}
 }
 
 // TestHostile_RandomPayload: a message whose payload is random bytes is
