@@ -102,10 +102,8 @@ func (e *OpenError) Unwrap() error { return e.Err }
 // exists in dir nothing is moved. A failed Fetch writes nothing into dir
 // (only a process killed mid-way leaves its .kurier-fetch-* folder behind).
 func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
-	if fi, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", id, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("fetch %s: %s is not a directory", id, dir)
+	if dir == "" {
+		return nil, fmt.Errorf("fetch %s: no folder to write the documents into", id)
 	}
 	return c.fetch(ctx, id, dir)
 }
@@ -128,6 +126,13 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	}
 	if c.id.EncCert == nil || c.id.EncKey == nil {
 		return nil, fmt.Errorf("fetch %s: the identity has no encryption certificate and key to open messages with", id)
+	}
+	if dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("fetch %s: %w", id, err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("fetch %s: %s is not a directory", id, dir)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
