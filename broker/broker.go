@@ -87,7 +87,7 @@ func (m *Message) ID() string { return m.Header.ID }
 type State string
 
 // States of a copy. A local copy is delivered, then retrieved, then
-// acknowledged. A copy for a recipient of another node is relaying until
+// acknowledged or rejected by its recipient. A copy for a recipient of another node is relaying until
 // that node accepts it, and then follows the states that node reports
 // back. Undeliverable ends a copy that NonDelivery or a relay refusal
 // ended.
@@ -96,6 +96,7 @@ const (
 	StateDelivered     State = "delivered"
 	StateRetrieved     State = "retrieved"
 	StateAcknowledged  State = "acknowledged"
+	StateRejected      State = "rejected"
 	StateUndeliverable State = "undeliverable"
 )
 
@@ -155,7 +156,8 @@ type Blob struct {
 type Evidence struct {
 	// Log names the transparency log that holds the evidence: empty for
 	// this node's own log, which holds what this node issued or first
-	// received from its issuer (an Acknowledgement); otherwise the origin
+	// received from its issuer (an Acknowledgement or a Rejection);
+	// otherwise the origin
 	// of the log of the node that did (tlog.Origin of its domain), for
 	// evidence relayed back from there.
 	Log string `json:"log,omitempty"`

@@ -181,15 +181,19 @@ func TestClient_Flow(t *testing.T) {
 	})
 
 	t.Run("acknowledge before fetch", func(t *testing.T) {
-		_, err := ct.Acknowledge(ctx, id)
-		if err == nil || !strings.Contains(err.Error(), "fetch the message before acknowledging it") {
-			t.Errorf("Acknowledge before Fetch: %v", err)
+		for name, f := range map[string]*client.Fetched{"nothing": nil, "a Fetched built by hand": {MessageID: id}} {
+			_, err := ct.Acknowledge(ctx, f)
+			if err == nil || !strings.Contains(err.Error(), "only a message fetched, opened and verified by this client can be acknowledged") {
+				t.Errorf("Acknowledge of %s: %v", name, err)
+			}
 		}
 	})
 
+	var fetched *client.Fetched
 	t.Run("fetch", func(t *testing.T) {
 		dir := t.TempDir()
 		f, err := ct.Fetch(ctx, id, dir)
+		fetched = f
 		if err != nil {
 			t.Fatalf("Fetch: %v", err)
 		}
@@ -216,14 +220,23 @@ func TestClient_Flow(t *testing.T) {
 	})
 
 	t.Run("acknowledge", func(t *testing.T) {
-		ack, err := ct.Acknowledge(ctx, id)
+		if fetched == nil {
+			t.Skip("nothing fetched")
+		}
+		if _, err := ag.Acknowledge(ctx, fetched); err == nil || !strings.Contains(err.Error(), "opened for "+daemon.DevCourt) {
+			t.Errorf("the sender acknowledging the court's fetch: %v", err)
+		}
+		ack, err := ct.Acknowledge(ctx, fetched)
 		if err != nil {
 			t.Fatalf("Acknowledge: %v", err)
 		}
 		if ack.Type() != evidence.Acknowledgement || ack.Statement.Issuer != daemon.DevCourt {
 			t.Errorf("ack: %s by %s", ack.Type(), ack.Statement.Issuer)
 		}
-		again, err := ct.Acknowledge(ctx, id)
+		if ack.Statement.PreviousSHA256 != fetched.Retrieval.Digest() || ack.Statement.PayloadSHA256 != fetched.Envelope.PayloadSHA256 {
+			t.Errorf("ack does not name the fetched Retrieval and payload")
+		}
+		again, err := ct.Acknowledge(ctx, fetched)
 		if err != nil {
 			t.Fatalf("Acknowledge again: %v", err)
 		}

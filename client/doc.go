@@ -1,7 +1,7 @@
 // Package client is the Go library through which a participant (an agency,
 // a court, or the municipal system working for one) uses its Kurier
 // mailbox: send documents, list and watch the mailbox, fetch and open
-// messages, acknowledge them and collect the evidence.
+// messages, acknowledge or reject them and collect the evidence.
 //
 // A Client talks to the participant's home node over mutual TLS with the
 // participant's own identity (see pki.LoadIdentity). It trusts the node
@@ -43,7 +43,13 @@
 //	…
 //	f, err := c.Fetch(ctx, entries[0].ID, "/srv/eakte/eingang")
 //	…
-//	ack, err := c.Acknowledge(ctx, f.MessageID)
+//	ack, err := c.Acknowledge(ctx, f)
+//
+// A message that cannot be opened (an *OpenError) cannot be acknowledged;
+// the recipient refuses it instead, and the sender sees the refusal in its
+// chain:
+//
+//	rej, err := c.Reject(ctx, id, evidence.CannotOpen, "does not decrypt with our key")
 //
 // Every method that talks to the node returns errors that carry the node's
 // gRPC status: status.Code(err) gives its code. A refused submission is a

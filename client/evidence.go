@@ -6,7 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
@@ -20,7 +24,7 @@ type Evidence struct {
 	DER []byte
 	// Log is the origin of the transparency log that holds the evidence:
 	// that of the node that issued it (or first received it, for an
-	// Acknowledgement), e.g. "amtsgericht.example/kurier-log".
+	// Acknowledgement or a Rejection), e.g. "amtsgericht.example/kurier-log".
 	Log string
 	// LeafIndex is the evidence's place in that log.
 	LeafIndex uint64
@@ -108,69 +112,114 @@ func (c *Client) Evidence(ctx context.Context, id string) ([]Evidence, error) {
 	return out, nil
 }
 
-// Acknowledge signs and sends the electronic Empfangsbekenntnis for message
-// id: an Acknowledgement statement signed with the participant's own key,
-// following the Retrieval evidence of its copy. It returns the stored
-// acknowledgement. The message must have been fetched; a message already
-// acknowledged by the caller returns the existing acknowledgement.
+// Acknowledge signs and sends the electronic Empfangsbekenntnis for the
+// message f: an Acknowledgement statement signed with the participant's
+// own key, naming the Retrieval that ended the fetch as previous and the
+// digests of the envelope and payload this client verified. It returns the
+// stored acknowledgement.
+//
+// Security: an Acknowledgement says that the recipient received the
+// documents, so it is signed only for what this participant's client has
+// fetched, opened and verified: f must come from Fetch or Check of this
+// participant (a Fetched built any other way is refused). A message that
+// could not be opened (an *OpenError) cannot be acknowledged; Reject it
+// instead. A message already acknowledged by the caller returns the
+// existing acknowledgement; a rejected one is refused.
 //
 // The statement's time is now, or the Retrieval's time if the local clock
 // lags behind the node's, so that the chain never goes back in time.
-func (c *Client) Acknowledge(ctx context.Context, id string) (*Evidence, error) {
-	all, err := c.Evidence(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("acknowledge: %w", err)
+func (c *Client) Acknowledge(ctx context.Context, f *Fetched) (*Evidence, error) {
+	if f == nil || f.recipient == "" {
+		return nil, errors.New("acknowledge: only a message fetched, opened and verified by this client can be acknowledged; fetch it first (Fetch, or Check to write nothing)")
 	}
-	var own []Evidence
-	for _, ev := range all {
-		if ev.Statement.Recipient == c.addr {
-			own = append(own, ev)
-		}
+	id, head := f.MessageID, f.head
+	if f.recipient != c.addr {
+		return nil, fmt.Errorf("acknowledge %s: the message was opened for %s, not for %s", id, f.recipient, c.addr)
 	}
-	if len(own) == 0 {
-		return nil, fmt.Errorf("acknowledge %s: the message is not in the mailbox of %s", id, c.addr)
-	}
-	head := own[len(own)-1]
 	switch head.Type() {
 	case evidence.Retrieval:
 	case evidence.Acknowledgement:
 		return &head, nil
-	case evidence.Delivery:
-		return nil, fmt.Errorf("acknowledge %s: fetch the message before acknowledging it", id)
+	case evidence.Rejection:
+		return nil, fmt.Errorf("acknowledge %s: the message was rejected (%s); a rejected message cannot be acknowledged", id, head.Statement.Reason)
 	default:
 		return nil, fmt.Errorf("acknowledge %s: the message cannot be acknowledged: its latest evidence is %s", id, head.Type())
 	}
-	now := c.now().UTC().Truncate(time.Microsecond)
-	if now.Before(head.Statement.Time) {
-		now = head.Statement.Time
+	return c.answer(ctx, evidence.Acknowledgement, head, "")
+}
+
+// ownHead returns the newest evidence of the caller's copy of message id,
+// from its verified chain.
+func (c *Client) ownHead(ctx context.Context, id string) (Evidence, error) {
+	all, err := c.Evidence(ctx, id)
+	if err != nil {
+		return Evidence{}, err
 	}
-	hs := head.Statement
+	var head *Evidence
+	for i := range all {
+		if all[i].Statement.Recipient == c.addr {
+			head = &all[i]
+		}
+	}
+	if head == nil {
+		return Evidence{}, fmt.Errorf("the message is not in the mailbox of %s", c.addr)
+	}
+	return *head, nil
+}
+
+// answer signs the caller's own statement of type typ (Acknowledgement or
+// Rejection, with reason) following prev, the verified Retrieval of its
+// copy, sends it to the node and returns it as stored. If the node says
+// the copy has been answered already by exactly such a statement after
+// prev (a repeat after a lost answer), it returns that one.
+func (c *Client) answer(ctx context.Context, typ evidence.Type, prev Evidence, reason string) (*Evidence, error) {
+	ps := prev.Statement
+	id, verb := ps.MessageID, strings.ToLower(string(typ[:1]))+string(typ[1:])
+	now := c.now().UTC().Truncate(time.Microsecond)
+	if now.Before(ps.Time) {
+		now = ps.Time
+	}
 	st := &evidence.Statement{
 		Version:        evidence.StatementVersion,
-		Type:           evidence.Acknowledgement,
+		Type:           typ,
 		MessageID:      id,
-		EnvelopeSHA256: hs.EnvelopeSHA256,
-		PayloadSHA256:  hs.PayloadSHA256,
-		Sender:         hs.Sender,
+		EnvelopeSHA256: ps.EnvelopeSHA256,
+		PayloadSHA256:  ps.PayloadSHA256,
+		Sender:         ps.Sender,
 		Recipient:      c.addr,
 		Issuer:         c.addr,
 		Time:           now,
-		PreviousSHA256: head.Digest(),
+		PreviousSHA256: prev.Digest(),
+		Reason:         reason,
 	}
 	der, err := evidence.Sign(st, c.signer)
 	if err != nil {
-		return nil, fmt.Errorf("acknowledge %s: %w", id, err)
+		return nil, fmt.Errorf("%s of %s: %w", verb, id, err)
 	}
-	resp, err := c.mailbox.Acknowledge(ctx, &kurierv1.AcknowledgeRequest{Evidence: der})
-	if err != nil {
-		return nil, fmt.Errorf("acknowledge %s: %w", id, err)
+	var pb *kurierv1.Evidence
+	if typ == evidence.Acknowledgement {
+		var resp *kurierv1.AcknowledgeResponse
+		resp, err = c.mailbox.Acknowledge(ctx, &kurierv1.AcknowledgeRequest{Evidence: der})
+		pb = resp.GetEvidence()
+	} else {
+		var resp *kurierv1.RejectResponse
+		resp, err = c.mailbox.Reject(ctx, &kurierv1.RejectRequest{Evidence: der})
+		pb = resp.GetEvidence()
 	}
-	stored, err := c.verifyEvidence(resp.GetEvidence(), id)
+	if status.Code(err) == codes.FailedPrecondition {
+		if head, herr := c.ownHead(ctx, id); herr == nil && head.Type() == typ && head.Statement.PreviousSHA256 == prev.Digest() && head.Statement.Reason == reason {
+			return &head, nil
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("acknowledge %s: stored acknowledgement: %w", id, err)
+		return nil, fmt.Errorf("%s of %s: %w", verb, id, err)
+	}
+	stored, err := c.verifyEvidence(pb, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s of %s: stored %s: %w", verb, id, verb, err)
 	}
 	if !bytes.Equal(stored.DER, der) {
-		return nil, fmt.Errorf("acknowledge %s: the node stored another acknowledgement than the one sent", id)
+		return nil, fmt.Errorf("%s of %s: the node stored another %s than the one sent", verb, id, verb)
 	}
 	return &stored, nil
 }

@@ -24,10 +24,11 @@ func TestClient_Export(t *testing.T) {
 		t.Fatalf("Checkpoint: %v", err)
 	}
 	id := send(t, ag, client.Document{Name: "a.txt", Data: []byte("Schriftsatz")})
-	if _, err := ct.Fetch(ctxT(t), id, t.TempDir()); err != nil {
+	f, err := ct.Fetch(ctxT(t), id, t.TempDir())
+	if err != nil {
 		t.Fatalf("Fetch: %v", err)
 	}
-	if _, err := ct.Acknowledge(ctxT(t), id); err != nil {
+	if _, err := ct.Acknowledge(ctxT(t), f); err != nil {
 		t.Fatalf("Acknowledge: %v", err)
 	}
 

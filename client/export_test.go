@@ -36,7 +36,7 @@ func (c *Client) Open(envBytes, sig, payload []byte, dir string) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
-	names, _, err := c.unpack(env, payload, staging)
+	names, _, err := c.unpack(env, payload, staging, true)
 	if err != nil {
 		return nil, err
 	}

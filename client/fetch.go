@@ -30,22 +30,51 @@ const maxOpen = MaxPayload + 1<<20
 const stagingPrefix = ".kurier-fetch-"
 
 // Fetched is a message that was fetched, opened and verified, and whose
-// documents were written.
+// documents were written (by Fetch; Check writes none). It is the proof
+// Acknowledge asks for: only Fetch and Check make one.
 type Fetched struct {
 	MessageID string
 	// Envelope is the sender's signed envelope, verified.
 	Envelope *envelope.Envelope
 	// Files are the paths of the written documents, in the envelope's
-	// order.
+	// order; none after Check.
 	Files []string
 	// Signer is the sender's verified certificate that signed the
 	// documents.
 	Signer *x509.Certificate
 	// Retrieval is the node's verified evidence that the message was
-	// handed over: the Retrieval, or the Acknowledgement when the message
-	// had been acknowledged before.
+	// handed over: the Retrieval, or the copy's newest evidence (the
+	// Acknowledgement or Rejection) when it had been answered before.
 	Retrieval *Evidence
+
+	// recipient and head are what Acknowledge builds on, out of reach of
+	// the caller: whom this client opened the copy for, and the evidence
+	// that ended the fetch, checked against the opened envelope and
+	// payload.
+	recipient string
+	head      Evidence
 }
+
+// OpenError is the error of Fetch and Check when the node handed the copy
+// over (its Retrieval evidence verified, so the node has recorded the
+// retrieval) but the client could not open or verify what it got: it does
+// not decrypt with the caller's key, the documents are not signed by the
+// sender, or they are not those the envelope lists. Such a message cannot
+// be acknowledged; the recipient can refuse it with Reject and code
+// evidence.CannotOpen.
+type OpenError struct {
+	MessageID string
+	// Retrieval is the node's verified evidence of the hand-over.
+	Retrieval *Evidence
+	Err       error
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("fetch %s: the message was handed over but cannot be opened: %v", e.MessageID, e.Err)
+}
+
+// Unwrap returns why the message could not be opened.
+func (e *OpenError) Unwrap() error { return e.Err }
 
 // Fetch fetches message id from the mailbox, opens and verifies it, and
 // writes its documents under their original names into dir, which must
@@ -63,6 +92,9 @@ type Fetched struct {
 //     and sizes exactly those the envelope lists, in the same order;
 //   - the node's Retrieval evidence about the caller's copy.
 //
+// A failure to open the content after the node handed it over is an
+// *OpenError.
+//
 // The payload is streamed to a temporary file inside dir while it is
 // hashed, then read into memory to be opened (the CMS library needs whole
 // byte slices). Documents are written to a temporary folder inside dir,
@@ -70,6 +102,22 @@ type Fetched struct {
 // exists in dir nothing is moved. A failed Fetch writes nothing into dir
 // (only a process killed mid-way leaves its .kurier-fetch-* folder behind).
 func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("fetch %s: no folder to write the documents into", id)
+	}
+	return c.fetch(ctx, id, dir)
+}
+
+// Check fetches message id and makes every check of Fetch, but writes
+// no document anywhere: to acknowledge a message whose documents were
+// fetched before, the client opens it again rather than take the
+// caller's word. Only the sealed payload passes through a temporary file.
+func (c *Client) Check(ctx context.Context, id string) (*Fetched, error) {
+	return c.fetch(ctx, id, "")
+}
+
+// fetch is Fetch, writing the documents into dir, or nowhere for "".
+func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if err := envelope.CheckID(id); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
@@ -79,10 +127,12 @@ func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if c.id.EncCert == nil || c.id.EncKey == nil {
 		return nil, fmt.Errorf("fetch %s: the identity has no encryption certificate and key to open messages with", id)
 	}
-	if fi, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", id, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("fetch %s: %s is not a directory", id, dir)
+	if dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("fetch %s: %w", id, err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("fetch %s: %s is not a directory", id, dir)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -107,8 +157,10 @@ func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	}
 	// Refuse early, before the node has handed the message over, where
 	// the documents could not be written anyway.
-	if err := checkTargets(dir, env.Files); err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	if dir != "" {
+		if err := checkTargets(dir, env.Files); err != nil {
+			return nil, fmt.Errorf("fetch %s: %w", id, err)
+		}
 	}
 
 	staging, err := os.MkdirTemp(dir, stagingPrefix)
@@ -124,15 +176,18 @@ func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
 	}
-	names, signer, err := c.unpack(env, payload, staging)
+	names, signer, err := c.unpack(env, payload, staging, dir != "")
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", id, err)
+		return nil, &OpenError{MessageID: id, Retrieval: &retrieval, Err: err}
 	}
-	paths, err := commit(filepath.Join(staging, stagedFiles), dir, names)
-	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", id, err)
+	var paths []string
+	if dir != "" {
+		if paths, err = commit(filepath.Join(staging, stagedFiles), dir, names); err != nil {
+			return nil, fmt.Errorf("fetch %s: %w", id, err)
+		}
 	}
-	return &Fetched{MessageID: id, Envelope: env, Files: paths, Signer: signer, Retrieval: &retrieval}, nil
+	shown := retrieval
+	return &Fetched{MessageID: id, Envelope: env, Files: paths, Signer: signer, Retrieval: &shown, recipient: c.addr, head: retrieval}, nil
 }
 
 // checkEnvelope parses and verifies a signed envelope as its recipient:
@@ -227,8 +282,8 @@ func receive(stream fetchStream, env *envelope.Envelope, path string) ([]byte, *
 
 // checkCopyEvidence verifies the evidence that ends a Fetch stream: a
 // Retrieval issued under the caller's domain (or, fetched again, the
-// caller's Acknowledgement; see verifyEvidence) about the caller's copy of
-// exactly this envelope and payload.
+// caller's Acknowledgement or Rejection; see verifyEvidence) about the
+// caller's copy of exactly this envelope and payload.
 func (c *Client) checkCopyEvidence(pb *kurierv1.Evidence, env *envelope.Envelope, envBytes []byte) (Evidence, error) {
 	ev, err := c.verifyEvidence(pb, env.ID)
 	if err != nil {
@@ -236,7 +291,7 @@ func (c *Client) checkCopyEvidence(pb *kurierv1.Evidence, env *envelope.Envelope
 	}
 	st := ev.Statement
 	switch {
-	case st.Type != evidence.Retrieval && st.Type != evidence.Acknowledgement:
+	case st.Type != evidence.Retrieval && !st.Type.ByRecipient():
 		return Evidence{}, fmt.Errorf("retrieval evidence: got %s", st.Type)
 	case st.Recipient != c.addr:
 		return Evidence{}, fmt.Errorf("retrieval evidence: about %s's copy, not %s's", st.Recipient, c.addr)
@@ -251,10 +306,10 @@ func (c *Client) checkCopyEvidence(pb *kurierv1.Evidence, env *envelope.Envelope
 const stagedFiles = "files"
 
 // unpack decrypts payload with the caller's encryption key, verifies the
-// sender's signature inside, and writes the bundled documents into
-// staging/files after checking them against the envelope. It returns the
-// documents' names in order and the signer's certificate.
-func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string) ([]string, *x509.Certificate, error) {
+// sender's signature inside, and checks the bundled documents against the
+// envelope, writing them into staging/files if write is set. It returns
+// the documents' names in order and the signer's certificate.
+func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string, write bool) ([]string, *x509.Certificate, error) {
 	inner, err := cms.Decrypt(payload, c.id.EncCert, c.id.EncKey, maxOpen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decrypt: %w", err)
@@ -266,9 +321,12 @@ func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string) 
 	if err := signedBy(v.Signer, env.From); err != nil {
 		return nil, nil, fmt.Errorf("document signature: %w", err)
 	}
-	into := filepath.Join(staging, stagedFiles)
-	if err := os.Mkdir(into, 0o700); err != nil {
-		return nil, nil, err
+	into := ""
+	if write {
+		into = filepath.Join(staging, stagedFiles)
+		if err := os.Mkdir(into, 0o700); err != nil {
+			return nil, nil, err
+		}
 	}
 	names, err := untar(v.Content, env.Files, into)
 	if err != nil {
@@ -277,10 +335,10 @@ func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string) 
 	return names, v.Signer, nil
 }
 
-// untar writes the documents of bundle into the folder into, checking
-// every entry against the envelope's manifest: only regular files, plain
-// file names, and exactly the manifest's names and sizes in its order.
-// Each file is synced.
+// untar writes the documents of bundle into the folder into (nowhere for
+// ""), checking every entry against the envelope's manifest: only regular
+// files, plain file names, and exactly the manifest's names and sizes in
+// its order. Each file is synced.
 func untar(bundle []byte, manifest []envelope.File, into string) ([]string, error) {
 	tr := tar.NewReader(bytes.NewReader(bundle))
 	names := make([]string, 0, len(manifest))
@@ -312,7 +370,11 @@ func untar(bundle []byte, manifest []envelope.File, into string) ([]string, erro
 		if hdr.Size < 0 || total > int64(len(bundle)) {
 			return nil, fmt.Errorf("entry %d (%q) is larger than the bundle", i+1, hdr.Name)
 		}
-		if err := writeFile(filepath.Join(into, hdr.Name), tr, hdr.Size); err != nil {
+		if into == "" {
+			if _, err := io.CopyN(io.Discard, tr, hdr.Size); err != nil {
+				return nil, fmt.Errorf("entry %d (%q): %w", i+1, hdr.Name, err)
+			}
+		} else if err := writeFile(filepath.Join(into, hdr.Name), tr, hdr.Size); err != nil {
 			return nil, fmt.Errorf("entry %d (%q): %w", i+1, hdr.Name, err)
 		}
 		names = append(names, hdr.Name)

@@ -22,7 +22,8 @@ const maxInboxPages = 100_000
 // only by Fetch. Received and State are the node's.
 type InboxEntry struct {
 	ID, From, Subject, Type, Reference string
-	// State is "delivered", "retrieved" or "acknowledged".
+	// State is "delivered", "retrieved", "acknowledged" or "rejected"
+	// ("undeliverable" once NonDelivery ended it).
 	State    string
 	Received time.Time
 	// Size is the size of the sealed payload in bytes.

@@ -28,6 +28,9 @@ type forgery struct {
 	entries              []tarEntry
 	manifest             []envelope.File // default: the entries' names and sizes
 	tamper               func(payload []byte)
+	// payload, if set, is the payload as it is, instead of the entries
+	// signed and encrypted.
+	payload []byte
 }
 
 type tarEntry struct {
@@ -89,6 +92,9 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 	payload, err = cms.Encrypt(signed, []*x509.Certificate{f.encryptTo.EncCert})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if f.payload != nil {
+		payload = f.payload
 	}
 	id, err := envelope.NewID()
 	if err != nil {

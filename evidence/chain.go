@@ -17,11 +17,14 @@ var next = map[Type][]Type{
 	SubmissionAcceptance: {Delivery, RelayAcceptance, RelayRejection, NonDelivery},
 	RelayAcceptance:      {Delivery, RelayAcceptance, RelayRejection, NonDelivery},
 	Delivery:             {Retrieval, NonDelivery},
-	Retrieval:            {Acknowledgement},
+	// The recipient either acknowledges what it retrieved or refuses it;
+	// never both.
+	Retrieval: {Acknowledgement, Rejection},
 	// The sender's node answers a relay refusal with NonDelivery, so that
 	// the sender learns of it from its own node.
 	RelayRejection: {NonDelivery},
-	// SubmissionRejection, NonDelivery and Acknowledgement end a chain.
+	// SubmissionRejection, NonDelivery, Acknowledgement and Rejection end a
+	// chain.
 }
 
 // Allowed reports whether evidence of type to may follow evidence of type

@@ -3,8 +3,8 @@
 //
 // An evidence is a UTF-8 JSON statement about one event in a message's life
 // (see Statement), carried as attached CMS SignedData (DER) and signed by its
-// issuer: a node, or the recipient for an Acknowledgement. Anyone can check
-// one without Kurier:
+// issuer: a node, or the recipient for an Acknowledgement or a Rejection.
+// Anyone can check one without Kurier:
 //
 //	openssl cms -verify -inform DER -in 01-SubmissionAcceptance.p7m -CAfile ca.pem
 //

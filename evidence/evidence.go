@@ -84,7 +84,7 @@ func Parse(der []byte) (*Evidence, error) {
 // Verify checks an evidence file under policy p: the CMS signature, the
 // signer's chain and revocation at p.At, the statement's form, and that the
 // signer may issue this type (a node for node evidence, serving the issuer
-// domain; the recipient itself for an Acknowledgement).
+// domain; the recipient itself for an Acknowledgement or a Rejection).
 func Verify(der []byte, p cms.Policy) (*Evidence, error) {
 	if len(der) > MaxSize {
 		return nil, &VerifyError{Step: "size", Reason: fmt.Errorf("%d bytes, at most %d", len(der), MaxSize)}
@@ -136,7 +136,8 @@ func checkRole(st *Statement, cert *x509.Certificate) error {
 // expectedIssuer returns the issuer st must name: the domain of the sender
 // for SubmissionAcceptance and SubmissionRejection (issued by the sender's
 // node); the domain of the recipient for Delivery and Retrieval (issued by
-// the recipient's node); the recipient's address for an Acknowledgement.
+// the recipient's node); the recipient's address for an Acknowledgement
+// or a Rejection.
 // It returns "" for relay evidence and NonDelivery, which whichever node
 // holds the message issues; Verify still checks that its signer
 // serves the domain it names.
@@ -146,7 +147,7 @@ func expectedIssuer(st *Statement) string {
 		return address.DomainOf(st.Sender)
 	case Delivery, Retrieval:
 		return address.DomainOf(st.Recipient)
-	case Acknowledgement:
+	case Acknowledgement, Rejection:
 		return st.Recipient
 	default:
 		return ""

@@ -24,8 +24,11 @@ func statement(typ evidence.Type, prev string) *evidence.Statement {
 		Sender: pkitest.Agency, Recipient: pkitest.Court, Issuer: "amtsgericht.example",
 		Time: time.Now().UTC(), PreviousSHA256: prev,
 	}
-	if typ == evidence.Acknowledgement {
+	if typ.ByRecipient() {
 		st.Issuer = pkitest.Court
+	}
+	if typ == evidence.Rejection {
+		st.Reason = "cannot-open: the payload does not decrypt"
 	}
 	return st
 }
@@ -108,6 +111,8 @@ func TestSignVerify_Roles(t *testing.T) {
 		"sender signs a Delivery":         {statement(evidence.Delivery, ""), agency},
 		"node signs an Acknowledgement":   {statement(evidence.Acknowledgement, ""), node},
 		"sender signs an Acknowledgement": {statement(evidence.Acknowledgement, ""), agency},
+		"node signs a Rejection":          {statement(evidence.Rejection, ""), node},
+		"sender signs a Rejection":        {statement(evidence.Rejection, ""), agency},
 		"node signs for a foreign domain": {func() *evidence.Statement { s := statement(evidence.Delivery, ""); s.Issuer = "lg.example"; return s }(), node},
 	} {
 		if _, err := evidence.Sign(tc.st, tc.s); !errors.Is(err, evidence.ErrRole) {
@@ -217,10 +222,78 @@ func TestAllowed(t *testing.T) {
 		{evidence.RelayRejection, evidence.NonDelivery, true},
 		{evidence.RelayRejection, evidence.Delivery, false},
 		{evidence.NonDelivery, evidence.Retrieval, false},
+		{evidence.Retrieval, evidence.Rejection, true},
+		{evidence.Delivery, evidence.Rejection, false},
+		{evidence.Rejection, evidence.Acknowledgement, false},
+		{evidence.Acknowledgement, evidence.Rejection, false},
+		{evidence.Rejection, evidence.Rejection, false},
 	} {
 		if got := evidence.Allowed(tc.from, tc.to); got != tc.ok {
 			t.Errorf("Allowed(%q, %s) = %v, want %v", tc.from, tc.to, got, tc.ok)
 		}
+	}
+}
+
+// TestHostile_RejectionReason refuses, in a Rejection's reason, what the
+// sender's software would show a person wrongly or not at all, and
+// accepts the forms docs/PROTOCOL.md names; a statement carrying a
+// refused reason cannot be signed or parsed.
+func TestHostile_RejectionReason(t *testing.T) {
+	for name, tc := range map[string]struct {
+		code evidence.RejectionCode
+		text string
+		want string // "" for accepted
+	}{
+		"code only":           {evidence.CannotOpen, "", ""},
+		"code and text":       {evidence.NotCompetent, "Zuständig ist das Landgericht Köln", ""},
+		"other with text":     {evidence.OtherRejection, "Anlage K3 fehlt", ""},
+		"other without text":  {evidence.OtherRejection, "", "needs a text"},
+		"other with blanks":   {evidence.OtherRejection, "   ", "needs a text"},
+		"unknown code":        {"rejected", "", "is not one of cannot-open, not-competent, other"},
+		"bidi override":       {evidence.OtherRejection, "Frist \u202etsiw\u202c abgelaufen", "U+202E"},
+		"isolate":             {evidence.CannotOpen, "a\u2066b", "U+2066"},
+		"newline":             {evidence.OtherRejection, "erste Zeile\nzweite Zeile", "U+000A"},
+		"C1 control":          {evidence.OtherRejection, "x\u009b2J", "U+009B"},
+		"escape":              {evidence.OtherRejection, "\x1b[2Jweg", "U+001B"},
+		"not UTF-8":           {evidence.OtherRejection, "\xff\xfe", "not UTF-8"},
+		"too long":            {evidence.OtherRejection, strings.Repeat("x", evidence.MaxRejectionText+1), "at most 512"},
+		"leading white space": {evidence.OtherRejection, " x", "white space"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			reason, err := evidence.RejectionReason(tc.code, tc.text)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("RejectionReason: %v", err)
+				}
+				code, text, err := evidence.ParseRejectionReason(reason)
+				if err != nil || code != tc.code || text != tc.text {
+					t.Fatalf("ParseRejectionReason(%q) = %s, %q, %v", reason, code, text, err)
+				}
+				st := statement(evidence.Rejection, strings.Repeat("c", 64))
+				st.Reason = reason
+				if _, err := evidence.Sign(st, pkitest.Signer(fx.IDs[pkitest.Court])); err != nil {
+					t.Fatalf("Sign: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, evidence.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("RejectionReason: %v, want ErrInvalid containing %q", err, tc.want)
+			}
+			// The same reason, put into a statement by hand.
+			st := statement(evidence.Rejection, strings.Repeat("c", 64))
+			st.Reason = string(tc.code)
+			if tc.text != "" {
+				st.Reason += ": " + tc.text
+			}
+			if _, err := st.Marshal(); !errors.Is(err, evidence.ErrInvalid) {
+				t.Errorf("Marshal of a statement with reason %q: %v, want ErrInvalid", st.Reason, err)
+			}
+		})
+	}
+	st := statement(evidence.Rejection, strings.Repeat("c", 64))
+	st.Reason = ""
+	if _, err := st.Marshal(); err == nil || !strings.Contains(err.Error(), "needs a reason") {
+		t.Errorf("Rejection without reason: %v", err)
 	}
 }
 

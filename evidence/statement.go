@@ -41,11 +41,15 @@ const (
 	Delivery             Type = "Delivery"
 	Retrieval            Type = "Retrieval"
 	Acknowledgement      Type = "Acknowledgement"
-	NonDelivery          Type = "NonDelivery"
+	// Rejection is the recipient's refusal of a message it has retrieved
+	// (the Zurückweisung of an elektronisches Empfangsbekenntnis), with a
+	// reason code and text (see RejectionReason).
+	Rejection   Type = "Rejection"
+	NonDelivery Type = "NonDelivery"
 )
 
 // Types lists every evidence type.
-var Types = []Type{SubmissionAcceptance, SubmissionRejection, RelayAcceptance, RelayRejection, Delivery, Retrieval, Acknowledgement, NonDelivery}
+var Types = []Type{SubmissionAcceptance, SubmissionRejection, RelayAcceptance, RelayRejection, Delivery, Retrieval, Acknowledgement, Rejection, NonDelivery}
 
 // Valid reports whether t is one of Types.
 func (t Type) Valid() bool {
@@ -59,7 +63,7 @@ func (t Type) Valid() bool {
 
 // ByRecipient reports whether evidence of type t is issued by the recipient
 // (signed with its own key) rather than by a node.
-func (t Type) ByRecipient() bool { return t == Acknowledgement }
+func (t Type) ByRecipient() bool { return t == Acknowledgement || t == Rejection }
 
 // Statement is the signed content of an evidence.
 type Statement struct {
@@ -73,7 +77,7 @@ type Statement struct {
 	// submission (SubmissionRejection).
 	Recipient string
 	// Issuer is the issuing node's domain, or the recipient's address for an
-	// Acknowledgement.
+	// Acknowledgement or a Rejection.
 	Issuer string
 	Time   time.Time
 	// PreviousSHA256 is the SHA-256 of the previous evidence's DER file in
@@ -186,9 +190,14 @@ func (s *Statement) Validate() error {
 	if len(s.Reason) > MaxReasonLen {
 		return fmt.Errorf("%w: reason longer than %d bytes", ErrInvalid, MaxReasonLen)
 	}
-	needsReason := s.Type == SubmissionRejection || s.Type == RelayRejection || s.Type == NonDelivery
+	needsReason := s.Type == SubmissionRejection || s.Type == RelayRejection || s.Type == NonDelivery || s.Type == Rejection
 	if needsReason && s.Reason == "" {
 		return fmt.Errorf("%w: %s needs a reason", ErrInvalid, s.Type)
+	}
+	if s.Type == Rejection {
+		if _, _, err := ParseRejectionReason(s.Reason); err != nil {
+			return err
+		}
 	}
 	return nil
 }

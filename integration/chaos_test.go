@@ -252,14 +252,14 @@ func (c *chaosFederation) receive(ctx context.Context, t *testing.T, h *history,
 				t.Error(err)
 				return
 			}
-			_, err = cl.Fetch(ctx, e.ID, out)
+			fetched, err := cl.Fetch(ctx, e.ID, out)
 			os.RemoveAll(out)
 			if err != nil {
 				continue // the node is down or paused: next round
 			}
 			seen[e.ID] = true
 			h.receivedMsg(mailbox, e.ID, strings.TrimPrefix(e.Subject, "chaos "))
-			cl.Acknowledge(ctx, e.ID) // best effort: the checker counts fetches
+			cl.Acknowledge(ctx, fetched) // best effort: the checker counts fetches
 		}
 		pause(ctx, 100*time.Millisecond)
 	}

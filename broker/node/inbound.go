@@ -14,7 +14,7 @@ import (
 
 // ReceiveEvidence stores evidence that caller, the node of a recipient,
 // sends back about a message this node relayed to it (Retrieval,
-// Acknowledgement, NonDelivery, …), so that the sender sees the whole chain
+// Acknowledgement, Rejection, NonDelivery), so that the sender sees the whole chain
 // at its own node. ev.Log names the log that holds it, one of the caller's.
 // Evidence stored before is accepted again. Evidence that does not follow
 // the copy's chain is broker.ErrState while the copy is still open (an
@@ -35,7 +35,7 @@ func (n *Node) ReceiveEvidence(ctx context.Context, caller pki.Peer, ev broker.E
 	}
 	st := parsed.Statement
 	if !pushable[st.Type] {
-		return fmt.Errorf("%w: %s is not sent back; only Retrieval, Acknowledgement and NonDelivery are, the rest comes with the relay's answer", broker.ErrInvalid, st.Type)
+		return fmt.Errorf("%w: %s is not sent back; only Retrieval, Acknowledgement, Rejection and NonDelivery are, the rest comes with the relay's answer", broker.ErrInvalid, st.Type)
 	}
 	if !caller.Serves(address.DomainOf(st.Recipient)) {
 		return fmt.Errorf("%w: %s does not serve the domain of %s and may not send evidence about that copy", broker.ErrForbidden, caller, st.Recipient)
@@ -97,11 +97,11 @@ func (n *Node) ReceiveEvidence(ctx context.Context, caller pki.Peer, ev broker.E
 }
 
 // pushable are the evidence types that a recipient's node sends back.
-var pushable = map[evidence.Type]bool{evidence.Retrieval: true, evidence.Acknowledgement: true, evidence.NonDelivery: true}
+var pushable = map[evidence.Type]bool{evidence.Retrieval: true, evidence.Acknowledgement: true, evidence.Rejection: true, evidence.NonDelivery: true}
 
 // final reports whether a copy in state s takes no more evidence.
 func final(s broker.State) bool {
-	return s == broker.StateAcknowledged || s == broker.StateUndeliverable
+	return s == broker.StateAcknowledged || s == broker.StateRejected || s == broker.StateUndeliverable
 }
 
 // chainOf returns the evidence of a copy's chain, in order.

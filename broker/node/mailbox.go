@@ -69,7 +69,7 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 		switch c.State {
 		case broker.StateUndeliverable:
 			return broker.Evidence{}, fmt.Errorf("%w: message %s is no longer delivered", broker.ErrState, id)
-		case broker.StateRetrieved, broker.StateAcknowledged:
+		case broker.StateRetrieved, broker.StateAcknowledged, broker.StateRejected:
 			return n.head(ctx, c)
 		}
 		prev, err := n.headStatement(ctx, c)
@@ -97,68 +97,97 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 // Acknowledge stores the caller's signed Acknowledgement of a message it
 // has fetched. The statement must be signed by the caller's own valid
 // certificate, name the caller as recipient and issuer, match the stored
-// message, and follow the copy's newest evidence. Acknowledging the same
+// message, and follow the copy's Retrieval. Acknowledging the same
 // message again with the same evidence returns it; anything else after an
-// acknowledgement is broker.ErrState.
+// acknowledgement or a rejection is broker.ErrState.
 func (n *Node) Acknowledge(ctx context.Context, caller pki.Peer, der []byte) (broker.Evidence, error) {
+	return n.recipientStep(ctx, caller, der, evidence.Acknowledgement)
+}
+
+// Reject stores the caller's signed Rejection of a message it has
+// retrieved, whether or not it could open it: the same rules as for
+// Acknowledge, and a reason in the form evidence.ParseRejectionReason
+// reads. A copy is acknowledged or rejected, never both: rejecting an
+// acknowledged copy, or acknowledging a rejected one, is broker.ErrState.
+func (n *Node) Reject(ctx context.Context, caller pki.Peer, der []byte) (broker.Evidence, error) {
+	return n.recipientStep(ctx, caller, der, evidence.Rejection)
+}
+
+// recipientWords are how refusals name what the recipient sent, per type.
+var recipientWords = map[evidence.Type]struct{ noun, gerund string }{
+	evidence.Acknowledgement: {"acknowledgement", "acknowledging"},
+	evidence.Rejection:       {"rejection", "rejecting"},
+}
+
+// recipientStep verifies the caller's own statement of type typ (an
+// Acknowledgement or a Rejection) and appends it to the caller's copy as
+// its final step, pushed to the sender's node like the node's own
+// evidence. Security: the statement must verify now under a participant
+// certificate of the caller itself; the copy must have been handed over
+// (its head a Retrieval), so that nobody answers for a copy it never got.
+func (n *Node) recipientStep(ctx context.Context, caller pki.Peer, der []byte, typ evidence.Type) (broker.Evidence, error) {
+	w := recipientWords[typ]
 	if err := requireParticipant(caller); err != nil {
 		return broker.Evidence{}, err
 	}
 	now := n.now()
 	ev, err := evidence.Verify(der, cms.Policy{Trust: n.trust, At: now, KeyUsages: participantUsages})
+	if ve := (*evidence.VerifyError)(nil); errors.As(err, &ve) && ve.Step == "statement" {
+		return broker.Evidence{}, fmt.Errorf("%w: %s: %v", broker.ErrInvalid, w.noun, ve.Reason)
+	}
 	if err != nil {
-		return broker.Evidence{}, fmt.Errorf("%w: acknowledgement: %v", broker.ErrSignature, err)
+		return broker.Evidence{}, fmt.Errorf("%w: %s: %v", broker.ErrSignature, w.noun, err)
 	}
 	st := ev.Statement
-	if st.Type != evidence.Acknowledgement {
-		return broker.Evidence{}, fmt.Errorf("%w: expected an Acknowledgement, got %s", broker.ErrInvalid, st.Type)
+	if st.Type != typ {
+		return broker.Evidence{}, fmt.Errorf("%w: expected %s, got %s", broker.ErrInvalid, typ, st.Type)
 	}
 	if st.Recipient != caller.Address {
-		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is for %s but you are %s", broker.ErrForbidden, st.Recipient, caller.Address)
+		return broker.Evidence{}, fmt.Errorf("%w: the %s is for %s but you are %s", broker.ErrForbidden, w.noun, st.Recipient, caller.Address)
 	}
 	if d := st.Time.Sub(now); d > n.limits.MaxClockSkew || -d > n.limits.MaxClockSkew {
-		return broker.Evidence{}, fmt.Errorf("%w: acknowledgement time %s is more than %s from the node's time %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), n.limits.MaxClockSkew, now.UTC().Format(evidence.TimeFormat))
+		return broker.Evidence{}, fmt.Errorf("%w: %s time %s is more than %s from the node's time %s; check your clock", broker.ErrInvalid, w.noun, st.Time.UTC().Format(evidence.TimeFormat), n.limits.MaxClockSkew, now.UTC().Format(evidence.TimeFormat))
 	}
 	m, c, err := n.ownCopy(ctx, caller, st.MessageID)
 	if err != nil {
 		return broker.Evidence{}, err
 	}
 	if st.Sender != m.Header.From || st.EnvelopeSHA256 != m.EnvelopeSHA256 || st.PayloadSHA256 != m.Header.PayloadSHA256 {
-		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement names another sender, envelope or payload than message %s", broker.ErrInvalid, m.ID())
+		return broker.Evidence{}, fmt.Errorf("%w: the %s names another sender, envelope or payload than message %s", broker.ErrInvalid, w.noun, m.ID())
 	}
 	switch c.State {
 	case broker.StateDelivered:
-		return broker.Evidence{}, fmt.Errorf("%w: message %s has not been fetched yet; fetch it before acknowledging", broker.ErrState, m.ID())
-	case broker.StateAcknowledged:
+		return broker.Evidence{}, fmt.Errorf("%w: message %s has not been fetched yet; fetch it before %s it", broker.ErrState, m.ID(), w.gerund)
+	case broker.StateAcknowledged, broker.StateRejected:
 		if c.Head == ev.Digest() {
 			return n.head(ctx, c)
 		}
-		return broker.Evidence{}, fmt.Errorf("%w: message %s is already acknowledged", broker.ErrState, m.ID())
+		return broker.Evidence{}, fmt.Errorf("%w: message %s is already %s, and a copy is acknowledged or rejected only once", broker.ErrState, m.ID(), c.State)
 	}
 	if st.PreviousSHA256 != c.Head {
-		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement does not name the newest evidence of your copy (%s); load the evidence again and sign anew", broker.ErrState, c.Head)
+		return broker.Evidence{}, fmt.Errorf("%w: the %s does not name the newest evidence of your copy (%s); load the evidence again and sign anew", broker.ErrState, w.noun, c.Head)
 	}
 	prev, err := n.headStatement(ctx, c)
 	if err != nil {
 		return broker.Evidence{}, err
 	}
-	if !evidence.Allowed(prev.Type, evidence.Acknowledgement) {
-		return broker.Evidence{}, fmt.Errorf("%w: an acknowledgement cannot follow %s", broker.ErrState, prev.Type)
+	if !evidence.Allowed(prev.Type, typ) {
+		return broker.Evidence{}, fmt.Errorf("%w: %s cannot follow %s", broker.ErrState, typ, prev.Type)
 	}
 	if st.Time.Before(prev.Time) {
-		return broker.Evidence{}, fmt.Errorf("%w: the acknowledgement is dated %s, before the retrieval at %s; check your clock", broker.ErrInvalid, st.Time.UTC().Format(evidence.TimeFormat), prev.Time.UTC().Format(evidence.TimeFormat))
+		return broker.Evidence{}, fmt.Errorf("%w: the %s is dated %s, before the retrieval at %s; check your clock", broker.ErrInvalid, w.noun, st.Time.UTC().Format(evidence.TimeFormat), prev.Time.UTC().Format(evidence.TimeFormat))
 	}
-	rec := broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: c.Recipient, Type: string(evidence.Acknowledgement), DER: der}
+	rec := broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: c.Recipient, Type: string(typ), DER: der}
 	next := *c
-	next.State, next.Head, next.Deadline = broker.StateAcknowledged, ev.Digest(), timeZero
+	next.State, next.Head, next.Deadline = stateAfter(typ, c.State), ev.Digest(), timeZero
 	rec, err = n.appendStep(ctx, broker.Step{Evidence: rec, PrevHead: c.Head, Next: next, Push: n.pushTo(m)})
 	if errors.Is(err, broker.ErrConflict) {
-		return broker.Evidence{}, fmt.Errorf("%w: the copy changed while acknowledging; load the evidence again", broker.ErrState)
+		return broker.Evidence{}, fmt.Errorf("%w: the copy changed while %s it; load the evidence again", broker.ErrState, w.gerund)
 	}
 	if err != nil {
-		return broker.Evidence{}, fmt.Errorf("acknowledge %s: %w", m.ID(), err)
+		return broker.Evidence{}, fmt.Errorf("store %s of %s: %w", w.noun, m.ID(), err)
 	}
-	n.log.Info("message acknowledged", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, caller.Address))
+	n.log.Info("message "+string(next.State), slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, caller.Address))
 	return rec, nil
 }
 

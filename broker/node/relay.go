@@ -482,6 +482,8 @@ func stateAfter(t evidence.Type, cur broker.State) broker.State {
 		return broker.StateRetrieved
 	case evidence.Acknowledgement:
 		return broker.StateAcknowledged
+	case evidence.Rejection:
+		return broker.StateRejected
 	case evidence.RelayRejection, evidence.NonDelivery, evidence.SubmissionRejection:
 		return broker.StateUndeliverable
 	}

@@ -213,10 +213,11 @@ func fetchAndAcknowledge(t *testing.T, c *client.Client, id string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := c.Fetch(ctx, id, t.TempDir()); err != nil {
+	f, err := c.Fetch(ctx, id, t.TempDir())
+	if err != nil {
 		t.Fatalf("fetch with the disk almost full: %v", err)
 	}
-	if _, err := c.Acknowledge(ctx, id); err != nil {
+	if _, err := c.Acknowledge(ctx, f); err != nil {
 		t.Fatalf("acknowledge with the disk almost full: %v", err)
 	}
 }

@@ -280,6 +280,20 @@ func (s *service) Acknowledge(ctx context.Context, req *kurierv1.AcknowledgeRequ
 	return &kurierv1.AcknowledgeResponse{Evidence: s.toEvidence(ev)}, nil
 }
 
+// Reject stores the recipient's signed rejection.
+func (s *service) Reject(ctx context.Context, req *kurierv1.RejectRequest) (*kurierv1.RejectResponse, error) {
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.node.Reject(ctx, caller, req.GetEvidence())
+	if err != nil {
+		s.logRefusal(ctx, "rejection refused", err)
+		return nil, toStatus(err)
+	}
+	return &kurierv1.RejectResponse{Evidence: s.toEvidence(ev)}, nil
+}
+
 // GetEvidence returns the caller's view of a message's evidence.
 func (s *service) GetEvidence(ctx context.Context, req *kurierv1.GetEvidenceRequest) (*kurierv1.GetEvidenceResponse, error) {
 	caller, err := callerOf(ctx)

@@ -1,16 +1,24 @@
 package main
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/evidence"
+)
 
 type ackJSON struct {
 	ID     string `json:"id"`
 	Type   string `json:"type"`
 	SHA256 string `json:"sha256"`
 	Time   string `json:"time"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // ack signs and sends the acknowledgement (Empfangsbekenntnis) of a
-// fetched message.
+// message. The client signs only for what it has opened and verified, so
+// the message is fetched and checked again first (nothing is written).
 func (e *env) ack(args []string) error {
 	c := newCommand("ack", e.stderr)
 	mf := c.mailboxFlags()
@@ -23,14 +31,38 @@ func (e *env) ack(args []string) error {
 		return err
 	}
 	defer cl.Close()
-	ev, err := cl.Acknowledge(e.ctx, id)
+	f, err := cl.Check(e.ctx, id)
+	if err != nil {
+		return fmt.Errorf("acknowledge %s: %w", id, rejectHint(err, id))
+	}
+	return e.acknowledge(c, cl, f)
+}
+
+// acknowledge acknowledges the fetched message f and prints the evidence.
+func (e *env) acknowledge(c *command, cl *client.Client, f *client.Fetched) error {
+	ev, err := cl.Acknowledge(e.ctx, f)
 	if err != nil {
 		return err
 	}
-	j := toEvidenceJSON(*ev, "")
+	return e.printAnswer(c, f.MessageID, "acknowledged", *ev)
+}
+
+// printAnswer prints the recipient's own evidence about message id.
+func (e *env) printAnswer(c *command, id, what string, ev client.Evidence) error {
+	j := toEvidenceJSON(ev, "")
 	if c.json {
-		return e.printJSON(ackJSON{ID: id, Type: j.Type, SHA256: j.SHA256, Time: j.Time})
+		return e.printJSON(ackJSON{ID: id, Type: j.Type, SHA256: j.SHA256, Time: j.Time, Reason: j.Reason})
 	}
-	_, err = fmt.Fprintf(e.stdout, "acknowledged %s at %s (evidence SHA-256 %s)\n", id, j.Time, j.SHA256)
+	_, err := fmt.Fprintf(e.stdout, "%s %s at %s (evidence SHA-256 %s)\n", what, id, j.Time, j.SHA256)
+	return err
+}
+
+// rejectHint adds to the error of a message handed over but not opened
+// how to refuse it.
+func rejectHint(err error, id string) error {
+	var oe *client.OpenError
+	if errors.As(err, &oe) {
+		return fmt.Errorf("%w\nit cannot be acknowledged; to refuse it: kurier reject %s --code %s", err, id, evidence.CannotOpen)
+	}
 	return err
 }

@@ -16,12 +16,15 @@ type fetchedJSON struct {
 	Reference string       `json:"reference"`
 	Files     []string     `json:"files"`
 	Retrieval evidenceJSON `json:"retrieval"`
+	// Acknowledgement is set with --ack.
+	Acknowledgement *evidenceJSON `json:"acknowledgement,omitempty"`
 }
 
 func (e *env) fetch(args []string) error {
 	c := newCommand("fetch", e.stderr)
 	mf := c.mailboxFlags()
 	out := c.String("o", ".", "folder to write the documents into; created if missing")
+	ack := c.Bool("ack", false, "acknowledge the message (Empfangsbekenntnis) once it is opened and written")
 	id, err := c.parseID(args)
 	if err != nil {
 		return err
@@ -38,12 +41,22 @@ func (e *env) fetch(args []string) error {
 	f, err := cl.Fetch(e.ctx, id, *out)
 	if err != nil {
 		undo()
-		return err
+		return rejectHint(err, id)
+	}
+	var ackJ *evidenceJSON
+	if *ack {
+		ev, err := cl.Acknowledge(e.ctx, f)
+		if err != nil {
+			return fmt.Errorf("the documents are written, but: %w", err)
+		}
+		j := toEvidenceJSON(*ev, "")
+		ackJ = &j
 	}
 	if c.json {
 		return e.printJSON(fetchedJSON{
 			ID: f.MessageID, From: f.Envelope.From, Subject: f.Envelope.Subject, Type: f.Envelope.Type,
 			Reference: f.Envelope.Reference, Files: f.Files, Retrieval: toEvidenceJSON(*f.Retrieval, ""),
+			Acknowledgement: ackJ,
 		})
 	}
 	for _, p := range f.Files {
@@ -51,7 +64,10 @@ func (e *env) fetch(args []string) error {
 			return err
 		}
 	}
-	return nil
+	if ackJ != nil {
+		_, err = fmt.Fprintf(e.stdout, "acknowledged %s at %s (evidence SHA-256 %s)\n", id, ackJ.Time, ackJ.SHA256)
+	}
+	return err
 }
 
 // mkdirAll creates dir and any missing parents as os.MkdirAll does, and

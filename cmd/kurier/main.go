@@ -1,5 +1,5 @@
 // Command kurier is the command-line client of Kurier: participants send,
-// list, fetch and acknowledge messages and collect evidence with it;
+// list, fetch, acknowledge and reject messages and collect evidence with it;
 // operators run the federation's CA with it. Run `kurier help` for usage.
 package main
 
@@ -33,8 +33,14 @@ Usage:
   kurier resubmit FILE             submit a message saved with send --save again (never a second message)
   kurier inbox
   kurier directory ADDR             what the directory answers for ADDR, here or at its domain's node
-  kurier fetch ID [-o DIR]          write the documents of message ID into DIR (default .)
-  kurier ack ID                     sign and send the acknowledgement (Empfangsbekenntnis)
+  kurier fetch ID [-o DIR] [--ack]  write the documents of message ID into DIR (default .); with --ack
+                                    acknowledge it once opened
+  kurier ack ID                     open and check message ID again (writing nothing), then sign and send
+                                    the acknowledgement (Empfangsbekenntnis)
+  kurier reject ID [--code CODE] [--reason TEXT]
+                                    sign and send the refusal (Zurückweisung) of a fetched message, also one
+                                    that cannot be opened; CODE cannot-open, not-competent or other (default,
+                                    needs --reason)
   kurier evidence ID [-o DIR]       list the evidence of message ID, per recipient; with -o write each as NN-Type.p7m
   kurier export ID [-o FILE] [--since CHECKPOINT…]
                                     write the evidence bundle of message ID (a zip; default ID.zip)
@@ -54,7 +60,7 @@ Usage:
 
   kurier help
 
-Options of the mailbox commands (send, inbox, directory, fetch, ack, evidence, export, checkpoint):
+Options of the mailbox commands (send, inbox, directory, fetch, ack, reject, evidence, export, checkpoint):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
@@ -105,6 +111,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.fetch(rest)
 	case "ack":
 		return e.ack(rest)
+	case "reject":
+		return e.reject(rest)
 	case "evidence":
 		return e.evidence(rest)
 	case "export":

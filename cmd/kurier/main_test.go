@@ -179,10 +179,10 @@ func TestRun_Mailbox(t *testing.T) {
 		}
 	})
 
-	t.Run("ack before fetch", func(t *testing.T) {
-		_, err := try(t, append(as("court"), "ack", id)...)
-		if err == nil || !strings.Contains(err.Error(), "fetch the message before acknowledging it") {
-			t.Errorf("ack before fetch: %v", err)
+	t.Run("reject before fetch", func(t *testing.T) {
+		_, err := try(t, append(as("court"), "reject", id, "--code", "not-competent")...)
+		if err == nil || !strings.Contains(err.Error(), "fetch the message before rejecting it") {
+			t.Errorf("reject before fetch: %v", err)
 		}
 	})
 
@@ -218,6 +218,10 @@ func TestRun_Mailbox(t *testing.T) {
 		kurierJSON(t, &ack, append(as("court"), "ack", id)...)
 		if ack.ID != id || ack.Type != "Acknowledgement" || len(ack.SHA256) != 64 {
 			t.Errorf("ack: %+v", ack)
+		}
+		_, err := try(t, append(as("court"), "reject", id, "--code", "not-competent")...)
+		if err == nil || !strings.Contains(err.Error(), "an acknowledged message cannot be rejected") {
+			t.Errorf("reject after ack: %v", err)
 		}
 	})
 

@@ -112,13 +112,14 @@ func setUp(n *daemontest.Node) error {
 	if err := os.Mkdir(inbox, 0o700); err != nil {
 		return err
 	}
-	if _, err := ct.Fetch(ctx, fx.id, inbox); err != nil {
+	f, err := ct.Fetch(ctx, fx.id, inbox)
+	if err != nil {
 		return err
 	}
 	if fx.beforeAck, err = ag.Checkpoint(ctx); err != nil {
 		return err
 	}
-	if _, err := ct.Acknowledge(ctx, fx.id); err != nil {
+	if _, err := ct.Acknowledge(ctx, f); err != nil {
 		return err
 	}
 	b, _, err := ag.Export(ctx, fx.id, fx.before)

@@ -324,8 +324,8 @@ func (v *verifier) inclusion(file string, e bundle.Evidence, claimed *evidence.E
 }
 
 // loggedBy says why log ls cannot hold an evidence, or "": a node logs
-// the evidence it issued, and the Acknowledgements of its recipients,
-// which it receives first.
+// the evidence it issued, and the Acknowledgements and Rejections of its
+// recipients, which it receives first.
 func loggedBy(st *evidence.Statement, ls *logState) string {
 	domain, by := st.Issuer, "issued by "+st.Issuer
 	if st.Type.ByRecipient() {

@@ -132,6 +132,10 @@ type Chain struct {
 	// State is where the message stands for this recipient: the last
 	// evidence type.
 	State string `json:"state"`
+	// Reason is the last evidence's reason, where it gives one: why the
+	// recipient refused the message (Rejection, "CODE: TEXT") or why it
+	// was not delivered (NonDelivery).
+	Reason string `json:"reason,omitempty"`
 }
 
 // OK reports whether every check passed: the only result on which a

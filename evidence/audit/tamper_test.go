@@ -381,22 +381,39 @@ func TestTamper_SenderSignsDelivery(t *testing.T) {
 	wantFail(t, r, audit.CheckSignerRole, file, "must be signed by the node of amtsgericht.example")
 }
 
+// TestTamper_NodeSignsAcknowledgement has the recipient's node sign the
+// recipient's answer in its name: its Acknowledgement as it stands, or a
+// Rejection put in its place. Only the recipient's own certificate may
+// sign either.
 func TestTamper_NodeSignsAcknowledgement(t *testing.T) {
 	const file = "evidence/04-Acknowledgement.p7m"
 	node, err := pki.LoadIdentity(filepath.Join(fx.dir, "node"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := fresh(t)
-	signed, err := cms.ParseSigned(b.Evidence[3].DER)
-	if err != nil {
-		t.Fatal(err)
+	for name, tc := range map[string]struct {
+		edit func(st []byte) []byte
+		want string
+	}{
+		"Acknowledgement": {func(st []byte) []byte { return st }, "Acknowledgement must be signed by its recipient"},
+		"Rejection": {func(st []byte) []byte {
+			st = bytes.Replace(st, []byte(`"type":"Acknowledgement"`), []byte(`"type":"Rejection"`), 1)
+			return bytes.Replace(st, []byte(`"reason":""`), []byte(`"reason":"cannot-open"`), 1)
+		}, "Rejection must be signed by its recipient"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := fresh(t)
+			signed, err := cms.ParseSigned(b.Evidence[3].DER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Evidence[3].DER, err = cms.Sign(tc.edit(signed.Content), pkitest.Signer(node)); err != nil {
+				t.Fatal(err)
+			}
+			r := verify(t, b, roots())
+			wantFail(t, r, audit.CheckSignerRole, file, tc.want)
+		})
 	}
-	if b.Evidence[3].DER, err = cms.Sign(signed.Content, pkitest.Signer(node)); err != nil {
-		t.Fatal(err)
-	}
-	r := verify(t, b, roots())
-	wantFail(t, r, audit.CheckSignerRole, file, "must be signed by its recipient")
 }
 
 func TestTamper_IndexSignedByParticipant(t *testing.T) {

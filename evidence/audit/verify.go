@@ -509,8 +509,13 @@ func (v *verifier) chains(links []evidence.Link) {
 			v.r.fail(CheckChain, subject, "%v", err)
 			continue
 		}
-		v.r.Chains = append(v.r.Chains, Chain{Recipient: rcpt, Types: types, State: types[len(types)-1]})
-		v.r.pass(CheckChain, subject, "%s: each names its predecessor's SHA-256, in an order the state machine allows", strings.Join(types, " → "))
+		last := chain[len(chain)-1].Statement
+		v.r.Chains = append(v.r.Chains, Chain{Recipient: rcpt, Types: types, State: types[len(types)-1], Reason: last.Reason})
+		ended := ""
+		if last.Type == evidence.Rejection {
+			ended = fmt.Sprintf("; the recipient refused the message (%s)", last.Reason)
+		}
+		v.r.pass(CheckChain, subject, "%s: each names its predecessor's SHA-256, in an order the state machine allows%s", strings.Join(types, " → "), ended)
 	}
 }
 

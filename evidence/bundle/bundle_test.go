@@ -75,10 +75,11 @@ func setUp(n *daemontest.Node) error {
 	if err := os.Mkdir(inbox, 0o700); err != nil {
 		return err
 	}
-	if _, err := ct.Fetch(ctx, r.MessageID, inbox); err != nil {
+	f, err := ct.Fetch(ctx, r.MessageID, inbox)
+	if err != nil {
 		return err
 	}
-	if _, err := ct.Acknowledge(ctx, r.MessageID); err != nil {
+	if _, err := ct.Acknowledge(ctx, f); err != nil {
 		return err
 	}
 	b, _, err := ag.Export(ctx, r.MessageID)

@@ -638,6 +638,99 @@ func (x *AcknowledgeResponse) GetEvidence() *Evidence {
 	return nil
 }
 
+// RejectRequest carries the recipient's signed refusal.
+type RejectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Rejection evidence (attached CMS SignedData, DER) signed with the
+	// recipient's own signing key; its reason is "CODE" or "CODE: TEXT"
+	// (docs/PROTOCOL.md).
+	Evidence      []byte `protobuf:"bytes,1,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectRequest) Reset() {
+	*x = RejectRequest{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectRequest) ProtoMessage() {}
+
+func (x *RejectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectRequest.ProtoReflect.Descriptor instead.
+func (*RejectRequest) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RejectRequest) GetEvidence() []byte {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+// RejectResponse confirms that the rejection is stored.
+type RejectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Evidence      *Evidence              `protobuf:"bytes,1,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectResponse) Reset() {
+	*x = RejectResponse{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectResponse) ProtoMessage() {}
+
+func (x *RejectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectResponse.ProtoReflect.Descriptor instead.
+func (*RejectResponse) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RejectResponse) GetEvidence() *Evidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
 // GetEvidenceRequest names a message.
 type GetEvidenceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -648,7 +741,7 @@ type GetEvidenceRequest struct {
 
 func (x *GetEvidenceRequest) Reset() {
 	*x = GetEvidenceRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +753,7 @@ func (x *GetEvidenceRequest) String() string {
 func (*GetEvidenceRequest) ProtoMessage() {}
 
 func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +766,7 @@ func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceRequest.ProtoReflect.Descriptor instead.
 func (*GetEvidenceRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{11}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetEvidenceRequest) GetMessageId() string {
@@ -693,7 +786,7 @@ type GetEvidenceResponse struct {
 
 func (x *GetEvidenceResponse) Reset() {
 	*x = GetEvidenceResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +798,7 @@ func (x *GetEvidenceResponse) String() string {
 func (*GetEvidenceResponse) ProtoMessage() {}
 
 func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +811,7 @@ func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceResponse.ProtoReflect.Descriptor instead.
 func (*GetEvidenceResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{12}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetEvidenceResponse) GetEvidence() []*Evidence {
@@ -741,7 +834,7 @@ type ExportMessageRequest struct {
 
 func (x *ExportMessageRequest) Reset() {
 	*x = ExportMessageRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +846,7 @@ func (x *ExportMessageRequest) String() string {
 func (*ExportMessageRequest) ProtoMessage() {}
 
 func (x *ExportMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +859,7 @@ func (x *ExportMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportMessageRequest.ProtoReflect.Descriptor instead.
 func (*ExportMessageRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{13}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExportMessageRequest) GetMessageId() string {
@@ -811,7 +904,7 @@ type ExportMessageResponse struct {
 
 func (x *ExportMessageResponse) Reset() {
 	*x = ExportMessageResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +916,7 @@ func (x *ExportMessageResponse) String() string {
 func (*ExportMessageResponse) ProtoMessage() {}
 
 func (x *ExportMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +929,7 @@ func (x *ExportMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportMessageResponse.ProtoReflect.Descriptor instead.
 func (*ExportMessageResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{14}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExportMessageResponse) GetEnvelope() *SignedEnvelope {
@@ -913,7 +1006,7 @@ type LogState struct {
 
 func (x *LogState) Reset() {
 	*x = LogState{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1018,7 @@ func (x *LogState) String() string {
 func (*LogState) ProtoMessage() {}
 
 func (x *LogState) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1031,7 @@ func (x *LogState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogState.ProtoReflect.Descriptor instead.
 func (*LogState) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{15}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogState) GetOrigin() string {
@@ -1012,6 +1105,10 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"\x12AcknowledgeRequest\x12\x1a\n" +
 	"\bevidence\x18\x01 \x01(\fR\bevidence\"F\n" +
 	"\x13AcknowledgeResponse\x12/\n" +
+	"\bevidence\x18\x01 \x01(\v2\x13.kurier.v1.EvidenceR\bevidence\"+\n" +
+	"\rRejectRequest\x12\x1a\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence\"A\n" +
+	"\x0eRejectResponse\x12/\n" +
 	"\bevidence\x18\x01 \x01(\v2\x13.kurier.v1.EvidenceR\bevidence\"3\n" +
 	"\x12GetEvidenceRequest\x12\x1d\n" +
 	"\n" +
@@ -1040,13 +1137,14 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"checkpoint\x12\x1b\n" +
 	"\ttree_size\x18\x03 \x01(\x04R\btreeSize\x12\x17\n" +
 	"\alog_key\x18\x04 \x01(\tR\x06logKey\x12*\n" +
-	"\x11log_key_signature\x18\x05 \x01(\fR\x0flogKeySignature2\x91\x04\n" +
+	"\x11log_key_signature\x18\x05 \x01(\fR\x0flogKeySignature2\xd0\x04\n" +
 	"\x0eMailboxService\x12?\n" +
 	"\x06Submit\x12\x18.kurier.v1.SubmitRequest\x1a\x19.kurier.v1.SubmitResponse(\x01\x12F\n" +
 	"\tListInbox\x12\x1b.kurier.v1.ListInboxRequest\x1a\x1c.kurier.v1.ListInboxResponse\x12H\n" +
 	"\tSubscribe\x12\x1b.kurier.v1.SubscribeRequest\x1a\x1c.kurier.v1.SubscribeResponse0\x01\x12<\n" +
 	"\x05Fetch\x12\x17.kurier.v1.FetchRequest\x1a\x18.kurier.v1.FetchResponse0\x01\x12L\n" +
-	"\vAcknowledge\x12\x1d.kurier.v1.AcknowledgeRequest\x1a\x1e.kurier.v1.AcknowledgeResponse\x12L\n" +
+	"\vAcknowledge\x12\x1d.kurier.v1.AcknowledgeRequest\x1a\x1e.kurier.v1.AcknowledgeResponse\x12=\n" +
+	"\x06Reject\x12\x18.kurier.v1.RejectRequest\x1a\x19.kurier.v1.RejectResponse\x12L\n" +
 	"\vGetEvidence\x12\x1d.kurier.v1.GetEvidenceRequest\x1a\x1e.kurier.v1.GetEvidenceResponse\x12R\n" +
 	"\rExportMessage\x12\x1f.kurier.v1.ExportMessageRequest\x1a .kurier.v1.ExportMessageResponseB,Z*kurier.dev/kurier/proto/kurier/v1;kurierv1b\x06proto3"
 
@@ -1062,7 +1160,7 @@ func file_kurier_v1_mailbox_proto_rawDescGZIP() []byte {
 	return file_kurier_v1_mailbox_proto_rawDescData
 }
 
-var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kurier_v1_mailbox_proto_goTypes = []any{
 	(*SubmitRequest)(nil),               // 0: kurier.v1.SubmitRequest
 	(*SubmitResponse)(nil),              // 1: kurier.v1.SubmitResponse
@@ -1075,51 +1173,56 @@ var file_kurier_v1_mailbox_proto_goTypes = []any{
 	(*FetchResponse)(nil),               // 8: kurier.v1.FetchResponse
 	(*AcknowledgeRequest)(nil),          // 9: kurier.v1.AcknowledgeRequest
 	(*AcknowledgeResponse)(nil),         // 10: kurier.v1.AcknowledgeResponse
-	(*GetEvidenceRequest)(nil),          // 11: kurier.v1.GetEvidenceRequest
-	(*GetEvidenceResponse)(nil),         // 12: kurier.v1.GetEvidenceResponse
-	(*ExportMessageRequest)(nil),        // 13: kurier.v1.ExportMessageRequest
-	(*ExportMessageResponse)(nil),       // 14: kurier.v1.ExportMessageResponse
-	(*LogState)(nil),                    // 15: kurier.v1.LogState
-	(*SignedEnvelope)(nil),              // 16: kurier.v1.SignedEnvelope
-	(*Evidence)(nil),                    // 17: kurier.v1.Evidence
-	(*MessageSummary)(nil),              // 18: kurier.v1.MessageSummary
-	(*GetInclusionProofResponse)(nil),   // 19: kurier.v1.GetInclusionProofResponse
-	(*GetConsistencyProofResponse)(nil), // 20: kurier.v1.GetConsistencyProofResponse
+	(*RejectRequest)(nil),               // 11: kurier.v1.RejectRequest
+	(*RejectResponse)(nil),              // 12: kurier.v1.RejectResponse
+	(*GetEvidenceRequest)(nil),          // 13: kurier.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),         // 14: kurier.v1.GetEvidenceResponse
+	(*ExportMessageRequest)(nil),        // 15: kurier.v1.ExportMessageRequest
+	(*ExportMessageResponse)(nil),       // 16: kurier.v1.ExportMessageResponse
+	(*LogState)(nil),                    // 17: kurier.v1.LogState
+	(*SignedEnvelope)(nil),              // 18: kurier.v1.SignedEnvelope
+	(*Evidence)(nil),                    // 19: kurier.v1.Evidence
+	(*MessageSummary)(nil),              // 20: kurier.v1.MessageSummary
+	(*GetInclusionProofResponse)(nil),   // 21: kurier.v1.GetInclusionProofResponse
+	(*GetConsistencyProofResponse)(nil), // 22: kurier.v1.GetConsistencyProofResponse
 }
 var file_kurier_v1_mailbox_proto_depIdxs = []int32{
-	16, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
-	17, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
-	17, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
-	18, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
-	18, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
-	16, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	17, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
-	17, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
-	17, // 8: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
-	16, // 9: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	17, // 10: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
-	19, // 11: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
-	20, // 12: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
-	15, // 13: kurier.v1.ExportMessageResponse.logs:type_name -> kurier.v1.LogState
-	0,  // 14: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
-	3,  // 15: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
-	5,  // 16: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
-	7,  // 17: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
-	9,  // 18: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
-	11, // 19: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
-	13, // 20: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
-	1,  // 21: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
-	4,  // 22: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
-	6,  // 23: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
-	8,  // 24: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
-	10, // 25: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
-	12, // 26: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
-	14, // 27: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	18, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
+	19, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
+	19, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
+	20, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
+	20, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
+	18, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	19, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
+	19, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
+	19, // 8: kurier.v1.RejectResponse.evidence:type_name -> kurier.v1.Evidence
+	19, // 9: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
+	18, // 10: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	19, // 11: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
+	21, // 12: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
+	22, // 13: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
+	17, // 14: kurier.v1.ExportMessageResponse.logs:type_name -> kurier.v1.LogState
+	0,  // 15: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
+	3,  // 16: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
+	5,  // 17: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
+	7,  // 18: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
+	9,  // 19: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
+	11, // 20: kurier.v1.MailboxService.Reject:input_type -> kurier.v1.RejectRequest
+	13, // 21: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
+	15, // 22: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
+	1,  // 23: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
+	4,  // 24: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
+	6,  // 25: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
+	8,  // 26: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
+	10, // 27: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
+	12, // 28: kurier.v1.MailboxService.Reject:output_type -> kurier.v1.RejectResponse
+	14, // 29: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
+	16, // 30: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_kurier_v1_mailbox_proto_init() }
@@ -1144,7 +1247,7 @@ func file_kurier_v1_mailbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kurier_v1_mailbox_proto_rawDesc), len(file_kurier_v1_mailbox_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

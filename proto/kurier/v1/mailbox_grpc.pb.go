@@ -24,6 +24,7 @@ const (
 	MailboxService_Subscribe_FullMethodName     = "/kurier.v1.MailboxService/Subscribe"
 	MailboxService_Fetch_FullMethodName         = "/kurier.v1.MailboxService/Fetch"
 	MailboxService_Acknowledge_FullMethodName   = "/kurier.v1.MailboxService/Acknowledge"
+	MailboxService_Reject_FullMethodName        = "/kurier.v1.MailboxService/Reject"
 	MailboxService_GetEvidence_FullMethodName   = "/kurier.v1.MailboxService/GetEvidence"
 	MailboxService_ExportMessage_FullMethodName = "/kurier.v1.MailboxService/ExportMessage"
 )
@@ -53,6 +54,10 @@ type MailboxServiceClient interface {
 	// Acknowledge records the recipient's signed Acknowledgement (the
 	// electronic Empfangsbekenntnis) of a fetched message.
 	Acknowledge(ctx context.Context, in *AcknowledgeRequest, opts ...grpc.CallOption) (*AcknowledgeResponse, error)
+	// Reject records the recipient's signed Rejection (Zurückweisung) of a
+	// retrieved message, with a reason: the recipient need not have opened
+	// it. A copy is either acknowledged or rejected, never both.
+	Reject(ctx context.Context, in *RejectRequest, opts ...grpc.CallOption) (*RejectResponse, error)
 	// GetEvidence returns every evidence the caller may see for a message:
 	// all of it for the sender, that about its own copy for a recipient.
 	GetEvidence(ctx context.Context, in *GetEvidenceRequest, opts ...grpc.CallOption) (*GetEvidenceResponse, error)
@@ -142,6 +147,16 @@ func (c *mailboxServiceClient) Acknowledge(ctx context.Context, in *AcknowledgeR
 	return out, nil
 }
 
+func (c *mailboxServiceClient) Reject(ctx context.Context, in *RejectRequest, opts ...grpc.CallOption) (*RejectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RejectResponse)
+	err := c.cc.Invoke(ctx, MailboxService_Reject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *mailboxServiceClient) GetEvidence(ctx context.Context, in *GetEvidenceRequest, opts ...grpc.CallOption) (*GetEvidenceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetEvidenceResponse)
@@ -187,6 +202,10 @@ type MailboxServiceServer interface {
 	// Acknowledge records the recipient's signed Acknowledgement (the
 	// electronic Empfangsbekenntnis) of a fetched message.
 	Acknowledge(context.Context, *AcknowledgeRequest) (*AcknowledgeResponse, error)
+	// Reject records the recipient's signed Rejection (Zurückweisung) of a
+	// retrieved message, with a reason: the recipient need not have opened
+	// it. A copy is either acknowledged or rejected, never both.
+	Reject(context.Context, *RejectRequest) (*RejectResponse, error)
 	// GetEvidence returns every evidence the caller may see for a message:
 	// all of it for the sender, that about its own copy for a recipient.
 	GetEvidence(context.Context, *GetEvidenceRequest) (*GetEvidenceResponse, error)
@@ -219,6 +238,9 @@ func (UnimplementedMailboxServiceServer) Fetch(*FetchRequest, grpc.ServerStreami
 }
 func (UnimplementedMailboxServiceServer) Acknowledge(context.Context, *AcknowledgeRequest) (*AcknowledgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Acknowledge not implemented")
+}
+func (UnimplementedMailboxServiceServer) Reject(context.Context, *RejectRequest) (*RejectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reject not implemented")
 }
 func (UnimplementedMailboxServiceServer) GetEvidence(context.Context, *GetEvidenceRequest) (*GetEvidenceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEvidence not implemented")
@@ -312,6 +334,24 @@ func _MailboxService_Acknowledge_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MailboxService_Reject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailboxServiceServer).Reject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MailboxService_Reject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailboxServiceServer).Reject(ctx, req.(*RejectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MailboxService_GetEvidence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetEvidenceRequest)
 	if err := dec(in); err != nil {
@@ -362,6 +402,10 @@ var MailboxService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Acknowledge",
 			Handler:    _MailboxService_Acknowledge_Handler,
+		},
+		{
+			MethodName: "Reject",
+			Handler:    _MailboxService_Reject_Handler,
 		},
 		{
 			MethodName: "GetEvidence",

@@ -95,7 +95,7 @@ type Evidence struct {
 	LeafIndex uint64 `protobuf:"varint,5,opt,name=leaf_index,json=leafIndex,proto3" json:"leaf_index,omitempty"`
 	// The origin of the transparency log that holds the evidence (the log of
 	// the node that issued it, or that first received it from its issuer:
-	// an Acknowledgement), e.g. "amtsgericht.example/kurier-log".
+	// an Acknowledgement or a Rejection), e.g. "amtsgericht.example/kurier-log".
 	Log           string `protobuf:"bytes,6,opt,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -176,7 +176,7 @@ type MessageSummary struct {
 	Reference   string                 `protobuf:"bytes,5,opt,name=reference,proto3" json:"reference,omitempty"`
 	Received    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=received,proto3" json:"received,omitempty"`
 	PayloadSize int64                  `protobuf:"varint,7,opt,name=payload_size,json=payloadSize,proto3" json:"payload_size,omitempty"`
-	// delivered, retrieved or acknowledged.
+	// delivered, retrieved, acknowledged, rejected or undeliverable.
 	State         string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
