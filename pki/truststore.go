@@ -111,6 +111,17 @@ func NewTrustStoreWithCRLAt(roots []*x509.Certificate, der []byte, at time.Time)
 	return t, nil
 }
 
+// SetClock makes the store judge the CRL's freshness, and when to look at
+// the file again, by now instead of the system clock, for a node whose
+// clock is injected and for tests that move time on. Certificate validity
+// in Verify is judged at the time its caller passes, as before. Call it
+// before the store is shared.
+func (t *TrustStore) SetClock(now func() time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.now = now
+}
+
 // RevocationList returns the parsed CRL, signature checked, for showing
 // what it says; nil for a store without one.
 func (t *TrustStore) RevocationList() *x509.RevocationList {
