@@ -249,8 +249,8 @@ func TestNode_Lookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrSignature) {
-		t.Errorf("revoked encryption certificate: err = %v, want ErrSignature", err)
+	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrState) {
+		t.Errorf("revoked encryption certificate: err = %v, want ErrState", err)
 	}
 }
 
