@@ -280,3 +280,77 @@ func TestHostile_RevokedRecipient(t *testing.T) {
 		t.Fatalf("the refusal carries %v, want SubmissionRejection evidence", status.Convert(err).Details())
 	}
 }
+
+// TestHostile_LongInputs sends a 1000 KiB value in every request field
+// that a refusal might quote: every refusal stays short and quotes at most
+// the value's first 64 bytes or so (80 for a JSON key).
+func TestHostile_LongInputs(t *testing.T) {
+	ts := startTestServer(t, rpc.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	long := strings.Repeat("x", 1000<<10)
+	agency := dial(t, ts.addr, fx.IDs[pkitest.Agency], ts.trust)
+	mailbox := kurierv1.NewMailboxServiceClient(agency)
+	dir := kurierv1.NewDirectoryServiceClient(agency)
+	relay := kurierv1.NewRelayServiceClient(dial(t, ts.addr, fx.Node, ts.trust))
+	first, _ := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Court, 1000)
+	signed := first.GetEnvelope()
+
+	calls := map[string]func() error{
+		"Lookup address": func() error {
+			_, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: long + "@stadt.example"})
+			return err
+		},
+		"Lookup local part": func() error {
+			_, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: long[:300] + "@stadt.example"})
+			return err
+		},
+		"Search query": func() error {
+			_, err := dir.Search(ctx, &kurierv1.SearchRequest{Query: long})
+			return err
+		},
+		"ListInbox page token": func() error {
+			_, err := mailbox.ListInbox(ctx, &kurierv1.ListInboxRequest{PageToken: long})
+			return err
+		},
+		"Acknowledge evidence": func() error {
+			_, err := mailbox.Acknowledge(ctx, &kurierv1.AcknowledgeRequest{Evidence: []byte(long)})
+			return err
+		},
+		"Submit envelope key": func() error {
+			stream, err := mailbox.Submit(ctx)
+			if err != nil {
+				return err
+			}
+			env := []byte(`{"` + long[:200<<10] + `":1}`)
+			stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Envelope{Envelope: &kurierv1.SignedEnvelope{Envelope: env, Signature: signed.Signature}}})
+			_, err = stream.CloseAndRecv()
+			return err
+		},
+		"Relay recipient": func() error {
+			stream, err := relay.Relay(ctx)
+			if err != nil {
+				return err
+			}
+			stream.Send(&kurierv1.RelayRequest{Part: &kurierv1.RelayRequest_Header{Header: &kurierv1.RelayHeader{
+				Envelope:   signed,
+				Recipients: []*kurierv1.RelayRecipient{{Address: long}},
+			}}})
+			_, err = stream.CloseAndRecv()
+			return err
+		},
+		"PushEvidence log": func() error {
+			_, err := relay.PushEvidence(ctx, &kurierv1.PushEvidenceRequest{Evidence: &kurierv1.Evidence{Der: []byte("x"), Log: long, Type: long[:1000], Recipient: long[:1000]}})
+			return err
+		},
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			msg := status.Convert(err).Message()
+			if err == nil || len(msg) > 400 || strings.Contains(msg, long[:81]) {
+				t.Fatalf("%s: %s with %d bytes of message, want a refusal quoting at most its beginning: %.300q", name, status.Code(err), len(msg), msg)
+			}
+		})
+	}
+}
