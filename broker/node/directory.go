@@ -105,12 +105,6 @@ func evictBefore(x, y remoteEntry) bool {
 	return x.fetched.Before(y.fetched)
 }
 
-func (d *remoteDirectory) drop(addr string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.entries, addr)
-}
-
 // Lookup returns the directory entry of an address, local or at another
 // domain's node. It returns an error wrapping broker.ErrNotFound if there
 // is no such mailbox or no node for its domain is known,
@@ -155,7 +149,11 @@ func (n *Node) Lookup(ctx context.Context, addr string) (Participant, error) {
 		return Participant{}, fmt.Errorf("%w: no mailbox %s at the node of %s", broker.ErrNotFound, addr, domain)
 	}
 	if err := n.checkEntry(cached.p, addr); err != nil {
-		n.remote.drop(addr)
+		// The entry stays, so that the refusal stands while addr's node is
+		// down (a sender is not told to try again for a revoked
+		// certificate), and is asked for again, so that a certificate its
+		// holder renewed is found soon.
+		n.refreshInBackground(addr)
 		return Participant{}, err
 	}
 	return cached.p, nil
