@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -44,7 +45,7 @@ func (s *service) stillValid(ctx context.Context) error {
 		return toStatus(fmt.Errorf("%w: no verified client certificate", broker.ErrUnauthenticated))
 	}
 	if err := s.trust.CheckRevoked(a.chain); err != nil {
-		return toStatus(revocationError(err))
+		return toStatus(s.revocationError(ctx, err))
 	}
 	return nil
 }
@@ -52,8 +53,9 @@ func (s *service) stillValid(ctx context.Context) error {
 // revocationError says why a caller's chain failed the CRL check, in words
 // for the caller: which of its certificates is revoked, or that the node
 // cannot tell (a stale CRL is the operator's to renew, not the caller's).
-// File names and the like stay in the node's log.
-func revocationError(err error) error {
+// File names and the like stay in the node's log, where a failure of the
+// node's own (an unreadable CRL) is logged.
+func (s *service) revocationError(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, pki.ErrRevoked):
 		return fmt.Errorf("%w: your certificate is revoked (%v); ask the federation's CA for a new one", broker.ErrUnauthenticated, err)
@@ -62,6 +64,7 @@ func revocationError(err error) error {
 	case errors.Is(err, pki.ErrNoCRL):
 		return fmt.Errorf("%w: the revocation of your certificate cannot be checked here (%v)", broker.ErrUnauthenticated, err)
 	}
+	s.log.ErrorContext(ctx, "cannot check revocation", slog.Any(broker.LogErr, err))
 	return fmt.Errorf("%w: the node cannot check revocation now; its operator's log has the cause", broker.ErrUnauthenticated)
 }
 
@@ -80,7 +83,7 @@ func (s *service) authenticate(ctx context.Context) (context.Context, error) {
 	}
 	chain := info.State.VerifiedChains[0]
 	if err := s.trust.CheckRevoked(chain); err != nil {
-		return nil, revocationError(err)
+		return nil, s.revocationError(ctx, err)
 	}
 	p, err := pki.PeerOf(chain[0])
 	if err != nil {
@@ -89,10 +92,10 @@ func (s *service) authenticate(ctx context.Context) (context.Context, error) {
 	return context.WithValue(ctx, peerKey{}, authenticated{peer: p, chain: chain}), nil
 }
 
-// Every method, health checking and reflection included, is for
-// authenticated callers only: the handshake already asks for a certificate
-// of the federation, and its revocation is checked again on every call.
-
+// unaryIdentity authenticates every call. Every method, health checking
+// and reflection included, is for authenticated callers only: the
+// handshake already asks for a certificate of the federation, and its
+// revocation is checked again on every call.
 func (s *service) unaryIdentity(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	authed, err := s.authenticate(ctx)
 	if err != nil {
