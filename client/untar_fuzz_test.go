@@ -55,14 +55,14 @@ func rawTar(f *testing.F, hdrs ...*tar.Header) []byte {
 	return buf.Bytes()
 }
 
-// FuzzUntar unpacks a document bundle against a manifest, both as a
+// FuzzHostile_Untar unpacks a document bundle against a manifest, both as a
 // sender could make them. Whatever they hold, untar writes nothing outside
 // its folder; when it succeeds the folder holds exactly the manifest's
 // files with their sizes, in its order; when it fails its error stays
 // short, whatever names the bundle carries. The seeds are bundles as the
 // client packs them and entries it never writes (directories, links, paths,
 // long names).
-func FuzzUntar(f *testing.F) {
+func FuzzHostile_Untar(f *testing.F) {
 	seeds := [][]Document{
 		{{Name: "klage.pdf", Data: []byte("%PDF-1.7 …")}},
 		{{Name: "a.txt", Data: []byte("eins")}, {Name: "b.txt", Data: nil}, {Name: "Anlage K1 – Vertrag.pdf", Data: bytes.Repeat([]byte("x"), 700)}},

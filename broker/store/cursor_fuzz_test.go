@@ -11,13 +11,13 @@ import (
 	"kurier.dev/kurier/broker"
 )
 
-// FuzzInbox_Cursor pages through a mailbox of five messages from whatever
+// FuzzHostile_InboxCursor pages through a mailbox of five messages from whatever
 // cursor a client sends. A cursor the node never handed out is refused
 // with ErrInvalid and an error that does not quote it; any other gives the
 // entries after the position it names, as a model of the mailbox says,
 // and a next cursor only while more follow. The seeds are the real cursors
 // of that mailbox and a few broken ones.
-func FuzzInbox_Cursor(f *testing.F) {
+func FuzzHostile_InboxCursor(f *testing.F) {
 	ctx := context.Background()
 	db := openTest(f, "")
 	var want []broker.InboxEntry
