@@ -37,19 +37,22 @@ func (a Address) String() string { return a.Local + "@" + a.Domain }
 // Parse checks s and splits it into its parts. It does not lowercase or
 // otherwise normalise: an address in another form is refused, so that two
 // spellings of one mailbox cannot exist.
+//
+// Errors quote at most the first 64 characters of s (%.64q): addresses come
+// from others, and refusals are passed on to them.
 func Parse(s string) (Address, error) {
 	if len(s) > MaxLen {
 		return Address{}, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalid, len(s), MaxLen)
 	}
 	local, domain, ok := strings.Cut(s, "@")
 	if !ok {
-		return Address{}, fmt.Errorf("%w: %q has no @", ErrInvalid, s)
+		return Address{}, fmt.Errorf("%w: %.64q has no @", ErrInvalid, s)
 	}
 	if err := checkLocal(local); err != nil {
-		return Address{}, fmt.Errorf("%w: %q: %v", ErrInvalid, s, err)
+		return Address{}, fmt.Errorf("%w: %.64q: %v", ErrInvalid, s, err)
 	}
 	if err := CheckDomain(domain); err != nil {
-		return Address{}, fmt.Errorf("parse %q: %w", s, err)
+		return Address{}, fmt.Errorf("parse %.64q: %w", s, err)
 	}
 	return Address{Local: local, Domain: domain}, nil
 }
@@ -97,18 +100,18 @@ func CheckDomain(d string) error {
 	}
 	labels := strings.Split(d, ".")
 	if len(labels) < 2 {
-		return fmt.Errorf("%w: domain %q needs at least two labels", ErrInvalid, d)
+		return fmt.Errorf("%w: domain %.64q needs at least two labels", ErrInvalid, d)
 	}
 	for _, l := range labels {
 		if l == "" || len(l) > 63 {
-			return fmt.Errorf("%w: domain %q has an empty or over-long label", ErrInvalid, d)
+			return fmt.Errorf("%w: domain %.64q has an empty or over-long label", ErrInvalid, d)
 		}
 		if l[0] == '-' || l[len(l)-1] == '-' {
-			return fmt.Errorf("%w: domain %q has a label starting or ending with -", ErrInvalid, d)
+			return fmt.Errorf("%w: domain %.64q has a label starting or ending with -", ErrInvalid, d)
 		}
 		for _, c := range []byte(l) {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return fmt.Errorf("%w: domain %q has character %q (allowed: a-z 0-9 -)", ErrInvalid, d, c)
+				return fmt.Errorf("%w: domain %.64q has character %q (allowed: a-z 0-9 -)", ErrInvalid, d, c)
 			}
 		}
 	}

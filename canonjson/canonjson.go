@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"unicode/utf8"
 )
 
 // ErrTrailing is returned for input with data after the JSON value.
@@ -29,14 +30,36 @@ func Marshal(v any) ([]byte, error) {
 // Unmarshal decodes exactly one JSON value from b into v, refusing unknown
 // fields and anything after the value. It does not check canonical form;
 // callers compare Marshal's output with b.
+//
+// Its errors are at most about 100 bytes long: decoding errors quote the
+// input (an unknown key, a malformed time), which comes from others, and
+// callers pass them on to them.
 func Unmarshal(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return err
+		return bounded(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return ErrTrailing
 	}
 	return nil
+}
+
+// maxErrorLen is how much of a decoding error's text Unmarshal keeps.
+const maxErrorLen = 100
+
+// bounded returns err, or an error with its text cut to maxErrorLen bytes
+// (at a character boundary, marked with "…") if it is longer. The json
+// package escapes what it quotes, so cutting is all that is needed.
+func bounded(err error) error {
+	msg := err.Error()
+	if len(msg) <= maxErrorLen {
+		return err
+	}
+	cut := maxErrorLen
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return errors.New(msg[:cut] + "…")
 }

@@ -338,7 +338,7 @@ func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string, 
 // untar writes the documents of bundle into the folder into (nowhere for
 // ""), checking every entry against the envelope's manifest: only regular
 // files, plain file names, and exactly the manifest's names and sizes in
-// its order. Each file is synced.
+// its order. Each file is synced. Errors quote the sender's names bounded.
 func untar(bundle []byte, manifest []envelope.File, into string) ([]string, error) {
 	tr := tar.NewReader(bytes.NewReader(bundle))
 	names := make([]string, 0, len(manifest))
@@ -358,24 +358,24 @@ func untar(bundle []byte, manifest []envelope.File, into string) ([]string, erro
 			return nil, fmt.Errorf("holds more files than the %d the envelope lists", len(manifest))
 		}
 		if hdr.Typeflag != tar.TypeReg {
-			return nil, fmt.Errorf("entry %d (%q) is not a regular file", i+1, hdr.Name)
+			return nil, fmt.Errorf("entry %d (%s) is not a regular file", i+1, envelope.Quote(hdr.Name))
 		}
 		if err := envelope.CheckFileName(hdr.Name); err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i+1, err)
 		}
 		if want := manifest[i]; hdr.Name != want.Name || hdr.Size != want.Size {
-			return nil, fmt.Errorf("entry %d is %q (%d bytes), the envelope lists %q (%d bytes)", i+1, hdr.Name, hdr.Size, want.Name, want.Size)
+			return nil, fmt.Errorf("entry %d is %s (%d bytes), the envelope lists %s (%d bytes)", i+1, envelope.Quote(hdr.Name), hdr.Size, envelope.Quote(want.Name), want.Size)
 		}
 		total += hdr.Size
 		if hdr.Size < 0 || total > int64(len(bundle)) {
-			return nil, fmt.Errorf("entry %d (%q) is larger than the bundle", i+1, hdr.Name)
+			return nil, fmt.Errorf("entry %d (%s) is larger than the bundle", i+1, envelope.Quote(hdr.Name))
 		}
 		if into == "" {
 			if _, err := io.CopyN(io.Discard, tr, hdr.Size); err != nil {
-				return nil, fmt.Errorf("entry %d (%q): %w", i+1, hdr.Name, err)
+				return nil, fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
 			}
 		} else if err := writeFile(filepath.Join(into, hdr.Name), tr, hdr.Size); err != nil {
-			return nil, fmt.Errorf("entry %d (%q): %w", i+1, hdr.Name, err)
+			return nil, fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
 		}
 		names = append(names, hdr.Name)
 	}

@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -263,7 +264,7 @@ func (e *Envelope) Validate() error {
 func CheckID(id string) error {
 	u, err := uuid.Parse(id)
 	if err != nil || u.String() != id {
-		return fmt.Errorf("%w: message id %q is not a lowercase UUID", ErrInvalid, truncate(id, 64))
+		return fmt.Errorf("%w: message id %s is not a lowercase UUID", ErrInvalid, Quote(id))
 	}
 	if u.Version() != 7 {
 		return fmt.Errorf("%w: message id %s is a version %d UUID, want version 7", ErrInvalid, id, u.Version())
@@ -279,7 +280,7 @@ func CheckFileName(name string) error {
 	case name == "":
 		return fmt.Errorf("%w: empty file name", ErrInvalid)
 	case len(name) > MaxFileNameLen:
-		return fmt.Errorf("%w: file name %q… is %d bytes, at most %d", ErrInvalid, truncate(name, 40), len(name), MaxFileNameLen)
+		return fmt.Errorf("%w: file name %s is %d bytes, at most %d", ErrInvalid, Quote(name), len(name), MaxFileNameLen)
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w: file name %q is not UTF-8", ErrInvalid, name)
 	case name == "." || name == "..":
@@ -288,7 +289,7 @@ func CheckFileName(name string) error {
 		return fmt.Errorf("%w: file name %q contains a path separator", ErrInvalid, name)
 	}
 	if r, ok := hostileRune(name); ok {
-		return fmt.Errorf("%w: file name %q contains %s", ErrInvalid, truncate(name, 64), describeRune(r))
+		return fmt.Errorf("%w: file name %s contains %s", ErrInvalid, Quote(name), describeRune(r))
 	}
 	return nil
 }
@@ -337,9 +338,22 @@ func describeRune(r rune) string {
 	return fmt.Sprintf("U+%04X, a control character", r)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// maxQuote is how much of someone else's text an error message quotes.
+const maxQuote = 64
+
+// Quote returns s as an error message quotes text that someone else sent:
+// at most its first 64 bytes, cut at a character boundary and followed by
+// "…" when cut, in Go quotes with every character that is not printable
+// escaped (which includes all that Hostile reports, and bytes that are not
+// UTF-8). So a message never grows with its input and never shows
+// something else than it says.
+func Quote(s string) string {
+	if len(s) <= maxQuote {
+		return strconv.Quote(s)
 	}
-	return s[:n]
+	cut := maxQuote
+	for i := 0; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(s[cut]); i++ {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "…"
 }

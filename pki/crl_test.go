@@ -209,8 +209,8 @@ func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
 	}
 
 	t.Run("goes stale", func(t *testing.T) {
-		ts.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-		defer func() { ts.now = time.Now }()
+		ts.SetClock(func() time.Time { return time.Now().Add(2 * time.Hour) })
+		defer ts.SetClock(time.Now)
 		if err := ts.CheckRevoked(chain); !errors.Is(err, ErrCRLStale) {
 			t.Fatalf("CheckRevoked after NextUpdate = %v, want ErrCRLStale", err)
 		}
@@ -258,7 +258,7 @@ func TestTrustStore_recheckInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	ts.now = func() time.Time { return now }
+	ts.SetClock(func() time.Time { return now })
 	os.Remove(path)
 	if err := ts.CheckRevoked(nil); err != nil {
 		t.Fatalf("within the interval the file is not looked at again, got %v", err)

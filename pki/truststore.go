@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,7 +25,7 @@ type TrustStore struct {
 	crlPath string
 	static  bool // the CRL was given as bytes: nothing to re-read
 
-	now     func() time.Time // injected so tests can move time on
+	clock   atomic.Pointer[func() time.Time] // SetClock's; time.Now unless set
 	recheck time.Duration
 
 	mu        sync.Mutex // guards the fields below
@@ -58,7 +59,8 @@ func NewTrustStore(roots []*x509.Certificate, crlPath string) (*TrustStore, erro
 		}
 		pool.AddCert(r)
 	}
-	t := &TrustStore{roots: roots, pool: pool, crlPath: crlPath, now: time.Now, recheck: crlRecheck}
+	t := &TrustStore{roots: roots, pool: pool, crlPath: crlPath, recheck: crlRecheck}
+	t.SetClock(time.Now)
 	if crlPath != "" {
 		if _, err := t.currentCRL(); err != nil {
 			return nil, fmt.Errorf("new trust store: %w", err)
@@ -102,7 +104,8 @@ func NewTrustStoreWithCRLAt(roots []*x509.Certificate, der []byte, at time.Time)
 	if err != nil {
 		return nil, err
 	}
-	t.crlPath, t.static, t.now = "the given CRL", true, func() time.Time { return at }
+	t.crlPath, t.static = "the given CRL", true
+	t.SetClock(func() time.Time { return at })
 	crl, revoked, err := t.parseCRL(der)
 	if err != nil {
 		return nil, fmt.Errorf("new trust store: crl: %w", err)
@@ -110,6 +113,16 @@ func NewTrustStoreWithCRLAt(roots []*x509.Certificate, der []byte, at time.Time)
 	t.crl, t.revoked = crl, revoked
 	return t, nil
 }
+
+// SetClock makes the store judge the CRL's freshness, and when to look at
+// the file again, by now instead of the system clock, for a node whose
+// clock is injected and for tests that move time on. Certificate validity
+// in Verify is judged at the time its caller passes, as before. It may be
+// called at any time.
+func (t *TrustStore) SetClock(now func() time.Time) { t.clock.Store(&now) }
+
+// now is the store's clock.
+func (t *TrustStore) now() time.Time { return (*t.clock.Load())() }
 
 // RevocationList returns the parsed CRL, signature checked, for showing
 // what it says; nil for a store without one.

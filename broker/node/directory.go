@@ -12,6 +12,7 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/pki"
 )
 
 // How long the node trusts another node's directory answers. An entry
@@ -104,19 +105,15 @@ func evictBefore(x, y remoteEntry) bool {
 	return x.fetched.Before(y.fetched)
 }
 
-func (d *remoteDirectory) drop(addr string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.entries, addr)
-}
-
 // Lookup returns the directory entry of an address, local or at another
 // domain's node. It returns an error wrapping broker.ErrNotFound if there
 // is no such mailbox or no node for its domain is known,
-// broker.ErrSignature if the mailbox's encryption certificate is not valid
-// now (expired or revoked: no sender may encrypt to it), and
+// broker.ErrState if the mailbox's encryption certificate is not valid now
+// (revoked or expired: no sender may encrypt to it), broker.ErrSignature
+// if another node answered with a certificate for someone else, and
 // broker.ErrUnavailable if the other node cannot be reached and has not
-// answered for the address within the last 24 hours.
+// answered for the address within the last 24 hours, or if this node's
+// CRL is out of date.
 //
 // Security: an entry from another node is used only if its encryption
 // certificate verifies under the federation's trust anchors now and names
@@ -152,7 +149,11 @@ func (n *Node) Lookup(ctx context.Context, addr string) (Participant, error) {
 		return Participant{}, fmt.Errorf("%w: no mailbox %s at the node of %s", broker.ErrNotFound, addr, domain)
 	}
 	if err := n.checkEntry(cached.p, addr); err != nil {
-		n.remote.drop(addr)
+		// The entry stays, so that the refusal stands while addr's node is
+		// down (a sender is not told to try again for a revoked
+		// certificate), and is asked for again, so that a certificate its
+		// holder renewed is found soon.
+		n.refreshInBackground(addr)
 		return Participant{}, err
 	}
 	return cached.p, nil
@@ -184,10 +185,28 @@ func (n *Node) checkEntry(p Participant, addr string) error {
 	if p.Address != addr || cert == nil || !slices.Equal(cert.EmailAddresses, []string{addr}) {
 		return fmt.Errorf("%w: the node of %s answered for %s with a certificate for %v", broker.ErrSignature, address.DomainOf(addr), p.Address, certAddresses(cert))
 	}
-	if _, err := n.trust.Verify(cert, nil, n.now(), x509.ExtKeyUsageEmailProtection); err != nil {
-		return fmt.Errorf("%w: the encryption certificate of %s is not valid: %v; its holder needs a new one", broker.ErrSignature, addr, err)
+	return n.checkEncryptionCert(addr, cert)
+}
+
+// checkEncryptionCert checks that senders may encrypt to addr's
+// certificate now: it verifies under the federation's roots and is not on
+// the current CRL. It returns an error wrapping broker.ErrState if the
+// certificate is revoked, expired or otherwise not valid, and
+// broker.ErrUnavailable if the node's CRL is out of date, so that nothing
+// is refused for good for want of a CRL. It is run on every use of a
+// directory entry, local or cached from another node, so that a revoked
+// certificate stops being handed out with the CRL that lists it.
+func (n *Node) checkEncryptionCert(addr string, cert *x509.Certificate) error {
+	_, err := n.trust.Verify(cert, nil, n.now(), x509.ExtKeyUsageEmailProtection)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pki.ErrRevoked):
+		return fmt.Errorf("%w: the recipient's encryption certificate is revoked (%s, serial %x); nobody may encrypt to it until its holder has a new one", broker.ErrState, addr, cert.SerialNumber)
+	case errors.Is(err, pki.ErrCRLStale):
+		return fmt.Errorf("%w: this node's certificate revocation list is out of date, so it cannot vouch for the encryption certificate of %s; try again once its operator has published a new CRL", broker.ErrUnavailable, addr)
 	}
-	return nil
+	return fmt.Errorf("%w: the recipient's encryption certificate is not valid (%s: %v); its holder needs a new one", broker.ErrState, addr, err)
 }
 
 func certAddresses(c *x509.Certificate) []string {

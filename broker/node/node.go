@@ -390,16 +390,16 @@ func (n *Node) Serves(domain string) bool { return n.domains[domain] }
 func (n *Node) Limits() Limits { return n.limits }
 
 // localEntry returns the directory entry of a local address:
-// broker.ErrNotFound if there is none, broker.ErrSignature if its encryption
-// certificate is no longer valid (expired or revoked), so that no sender
-// encrypts to a compromised key.
+// broker.ErrNotFound if there is none, and checkEncryptionCert's errors if
+// its encryption certificate is no longer valid (expired or revoked), so
+// that no sender encrypts to a compromised key.
 func (n *Node) localEntry(addr string) (Participant, error) {
 	p, ok := n.dir[addr]
 	if !ok {
 		return Participant{}, fmt.Errorf("%w: no mailbox %s", broker.ErrNotFound, addr)
 	}
-	if _, err := n.trust.Verify(p.EncryptionCert, nil, n.now(), x509.ExtKeyUsageEmailProtection); err != nil {
-		return Participant{}, fmt.Errorf("%w: the encryption certificate of %s is not valid: %v; its holder needs a new one", broker.ErrSignature, addr, err)
+	if err := n.checkEncryptionCert(addr, p.EncryptionCert); err != nil {
+		return Participant{}, err
 	}
 	return p, nil
 }
@@ -414,18 +414,26 @@ func (n *Node) CRL() ([]byte, error) {
 }
 
 // Search returns up to limit directory entries whose address or display
-// name contains query (case-insensitive), ordered by address.
+// name contains query (case-insensitive), ordered by address. A mailbox
+// whose encryption certificate is not valid now (revoked, expired) is left
+// out: its certificate is handed to no one.
 func (n *Node) Search(query string, limit int) []Participant {
 	q := strings.ToLower(query)
-	var out []Participant
+	var found []Participant
 	for _, p := range n.dir {
 		if strings.Contains(p.Address, q) || strings.Contains(strings.ToLower(p.DisplayName), q) {
-			out = append(out, p)
+			found = append(found, p)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
+	sort.Slice(found, func(i, j int) bool { return found[i].Address < found[j].Address })
+	var out []Participant
+	for _, p := range found {
+		if limit > 0 && len(out) == limit {
+			break
+		}
+		if n.checkEncryptionCert(p.Address, p.EncryptionCert) == nil {
+			out = append(out, p)
+		}
 	}
 	return out
 }

@@ -115,7 +115,7 @@ func (n *Node) checkRecipients(env *envelope.Envelope, in Incoming) error {
 	for i, to := range in.Recipients {
 		switch {
 		case !slices.Contains(env.To, to):
-			return fmt.Errorf("%w: %s is not a recipient of message %s", broker.ErrInvalid, to, env.ID)
+			return fmt.Errorf("%w: %s is not a recipient of message %s", broker.ErrInvalid, envelope.Quote(to), env.ID)
 		case !n.domains[address.DomainOf(to)]:
 			return fmt.Errorf("%w: %s is not in a domain of this node", broker.ErrInvalid, to)
 		case seen[to]:
@@ -176,10 +176,10 @@ func (n *Node) verifyAbout(m *broker.Message, to string, der []byte) (*evidence.
 func checkLog(from pki.Peer, origin string) error {
 	d, err := tlog.OriginDomain(origin)
 	if err != nil {
-		return fmt.Errorf("%w: evidence log: %v", broker.ErrInvalid, err)
+		return fmt.Errorf("%w: evidence log %s is not the log of a Kurier node's domain", broker.ErrInvalid, envelope.Quote(origin))
 	}
 	if !from.Serves(d) {
-		return fmt.Errorf("%w: %s names the log %s, which is not its own", broker.ErrForbidden, from, origin)
+		return fmt.Errorf("%w: %s names the log %s, which is not its own", broker.ErrForbidden, from, envelope.Quote(origin))
 	}
 	return nil
 }

@@ -188,8 +188,10 @@ type route struct {
 func (r *route) isRemote(addr string) bool { return len(r.remote[address.DomainOf(addr)]) > 0 }
 
 // route finds every recipient: a local mailbox, or a mailbox that its
-// domain's node confirms. An unknown recipient is broker.ErrUnknownRecipient;
-// a node that cannot be asked is broker.ErrUnavailable.
+// domain's node confirms, each with an encryption certificate valid now
+// (Lookup). An unknown recipient is broker.ErrUnknownRecipient, one whose
+// certificate is revoked or expired broker.ErrState; a node that cannot be
+// asked, or a CRL out of date, is broker.ErrUnavailable.
 func (n *Node) route(ctx context.Context, env *envelope.Envelope) (*route, error) {
 	if len(env.To) > n.limits.MaxRecipients {
 		return nil, fmt.Errorf("%w: %d recipients, this node allows at most %d per message", broker.ErrTooLarge, len(env.To), n.limits.MaxRecipients)
@@ -197,13 +199,16 @@ func (n *Node) route(ctx context.Context, env *envelope.Envelope) (*route, error
 	rt := &route{remote: map[string][]string{}}
 	for _, to := range env.To {
 		d := address.DomainOf(to)
+		_, err := n.Lookup(ctx, to)
 		if n.domains[d] {
-			if _, ok := n.dir[to]; !ok {
+			if errors.Is(err, broker.ErrNotFound) {
 				return nil, fmt.Errorf("%w: no mailbox %s", broker.ErrUnknownRecipient, to)
+			}
+			if err != nil {
+				return nil, err
 			}
 			continue
 		}
-		_, err := n.Lookup(ctx, to)
 		switch {
 		case errors.Is(err, broker.ErrNotFound):
 			return nil, fmt.Errorf("%w: %v", broker.ErrUnknownRecipient, err)

@@ -79,6 +79,7 @@ func (c *clock) After(time.Duration) <-chan time.Time {
 type peerNode struct {
 	node  *node.Node
 	db    *store.DB
+	trust *pki.TrustStore
 	peers *relay.Peers
 	addr  string
 	srv   *grpc.Server
@@ -139,6 +140,13 @@ func courtIdentities(t testing.TB) (*pki.Identity, *pki.Identity, string) {
 // newFederationWith gives the court's node the limits courtLimits.
 func newFederationWith(t testing.TB, courtLimits node.Limits) *federation {
 	t.Helper()
+	return newFederationOf(t, courtLimits)
+}
+
+// newFederationOf gives the court's node the limits courtLimits and, beside
+// the judge, the mailboxes more.
+func newFederationOf(t testing.TB, courtLimits node.Limits, more ...node.Participant) *federation {
+	t.Helper()
 	courtID, judgeID, courtKey := courtIdentities(t)
 	f := &federation{judgeID: judgeID, clock: &clock{now: time.Now()}}
 	f.city = &peerNode{addr: "127.0.0.1:0"}
@@ -158,7 +166,7 @@ func newFederationWith(t testing.TB, courtLimits node.Limits) *federation {
 	}
 	f.city.start(t, f.clock.Now, fx.Node, pkitest.Domains, fx.LogKey, parts, node.Limits{}, map[string]string{landgericht: f.court.addr})
 	f.court.start(t, f.clock.courtNow, courtID, []string{landgericht}, courtKey,
-		[]node.Participant{{Address: judge, EncryptionCert: judgeID.EncCert}}, courtLimits,
+		append([]node.Participant{{Address: judge, EncryptionCert: judgeID.EncCert}}, more...), courtLimits,
 		map[string]string{"stadt.example": f.city.addr, "amtsgericht.example": f.city.addr})
 	return f
 }
@@ -170,6 +178,7 @@ func (p *peerNode) start(t testing.TB, now func() time.Time, id *pki.Identity, d
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.trust = trust
 	if p.db, err = store.Open(t.TempDir(), store.Options{Small: true, Logger: quiet}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,10 @@ package rpc
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -42,9 +45,27 @@ func (s *service) stillValid(ctx context.Context) error {
 		return toStatus(fmt.Errorf("%w: no verified client certificate", broker.ErrUnauthenticated))
 	}
 	if err := s.trust.CheckRevoked(a.chain); err != nil {
-		return toStatus(fmt.Errorf("%w: %v", broker.ErrUnauthenticated, err))
+		return toStatus(s.revocationError(ctx, err))
 	}
 	return nil
+}
+
+// revocationError says why a caller's chain failed the CRL check, in words
+// for the caller: which of its certificates is revoked, or that the node
+// cannot tell (a stale CRL is the operator's to renew, not the caller's).
+// File names and the like stay in the node's log, where a failure of the
+// node's own (an unreadable CRL) is logged.
+func (s *service) revocationError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, pki.ErrRevoked):
+		return fmt.Errorf("%w: your certificate is revoked (%v); ask the federation's CA for a new one", broker.ErrUnauthenticated, err)
+	case errors.Is(err, pki.ErrCRLStale):
+		return fmt.Errorf("%w: the node's certificate revocation list is out of date, so it cannot check your certificate; call again once the node's operator has published a new CRL", broker.ErrUnauthenticated)
+	case errors.Is(err, pki.ErrNoCRL):
+		return fmt.Errorf("%w: the revocation of your certificate cannot be checked here (%v)", broker.ErrUnauthenticated, err)
+	}
+	s.log.ErrorContext(ctx, "cannot check revocation", slog.Any(broker.LogErr, err))
+	return fmt.Errorf("%w: the node cannot check revocation now; its operator's log has the cause", broker.ErrUnauthenticated)
 }
 
 // authenticate derives the caller's identity from its verified certificate
@@ -62,7 +83,7 @@ func (s *service) authenticate(ctx context.Context) (context.Context, error) {
 	}
 	chain := info.State.VerifiedChains[0]
 	if err := s.trust.CheckRevoked(chain); err != nil {
-		return nil, fmt.Errorf("%w: %v", broker.ErrUnauthenticated, err)
+		return nil, s.revocationError(ctx, err)
 	}
 	p, err := pki.PeerOf(chain[0])
 	if err != nil {
@@ -71,20 +92,11 @@ func (s *service) authenticate(ctx context.Context) (context.Context, error) {
 	return context.WithValue(ctx, peerKey{}, authenticated{peer: p, chain: chain}), nil
 }
 
-// publicMethods need no Kurier identity: health checks and reflection still
-// require a verified TLS client certificate at the handshake.
-var publicMethods = map[string]bool{
-	"/grpc.health.v1.Health/Check":                                   true,
-	"/grpc.health.v1.Health/Watch":                                   true,
-	"/grpc.health.v1.Health/List":                                    true,
-	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
-	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
-}
-
+// unaryIdentity authenticates every call. Every method, health checking
+// and reflection included, is for authenticated callers only: the
+// handshake already asks for a certificate of the federation, and its
+// revocation is checked again on every call.
 func (s *service) unaryIdentity(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if publicMethods[info.FullMethod] {
-		return handler(ctx, req)
-	}
 	authed, err := s.authenticate(ctx)
 	if err != nil {
 		s.logRefusal(ctx, "call refused", err)
@@ -93,21 +105,87 @@ func (s *service) unaryIdentity(ctx context.Context, req any, info *grpc.UnarySe
 	return handler(authed, req)
 }
 
-type identityStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *identityStream) Context() context.Context { return s.ctx }
-
+// streamIdentity authenticates a stream's caller like unaryIdentity, then
+// keeps checking: before every message the node sends, after every message
+// it receives, and every StreamCheck while the stream is idle. A caller
+// revoked meanwhile, or a CRL gone stale, ends the stream with
+// Unauthenticated, however long it was meant to last (Subscribe, a slow
+// upload or download, health Watch).
 func (s *service) streamIdentity(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if publicMethods[info.FullMethod] {
-		return handler(srv, ss)
-	}
 	ctx, err := s.authenticate(ss.Context())
 	if err != nil {
 		s.logRefusal(ss.Context(), "call refused", err)
 		return toStatus(err)
 	}
-	return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	g := &guardedStream{ServerStream: ss, ctx: ctx, svc: s, end: cancel}
+	idle := make(chan struct{})
+	go g.watch(idle)
+	err = handler(srv, g)
+	close(idle)
+	var ended *streamEnded
+	if errors.As(context.Cause(ctx), &ended) {
+		return ended.status
+	}
+	return err
+}
+
+// streamEnded is the cause a guarded stream's context is cancelled with
+// when its caller no longer passes the check.
+type streamEnded struct{ status error }
+
+func (e *streamEnded) Error() string { return e.status.Error() }
+
+// guardedStream is a stream whose caller is checked against the CRL as it
+// goes on; its context carries the caller's identity.
+type guardedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+	svc *service
+	end context.CancelCauseFunc
+}
+
+func (g *guardedStream) Context() context.Context { return g.ctx }
+
+// check ends the stream if its caller no longer passes stillValid.
+func (g *guardedStream) check() error {
+	if err := g.svc.stillValid(g.ctx); err != nil {
+		g.svc.logRefusal(g.ctx, "stream ended", err)
+		g.end(&streamEnded{status: err})
+		return err
+	}
+	return nil
+}
+
+// watch checks every StreamCheck until idle is closed or the stream ends.
+func (g *guardedStream) watch(idle <-chan struct{}) {
+	t := time.NewTicker(g.svc.streamCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-idle:
+			return
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+			if g.check() != nil {
+				return
+			}
+		}
+	}
+}
+
+func (g *guardedStream) SendMsg(m any) error {
+	if err := g.check(); err != nil {
+		return err
+	}
+	return g.ServerStream.SendMsg(m)
+}
+
+func (g *guardedStream) RecvMsg(m any) error {
+	if err := g.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return g.check()
 }

@@ -78,10 +78,11 @@ func retryDelay(err error) (time.Duration, bool) {
 // still sends; once the clock has moved on, it sends again.
 func TestHostileFlood_RateLimit(t *testing.T) {
 	clk := &clock{now: time.Now()}
-	addr, trust := startSetup(t, setup{node: func(c *node.Config) {
+	ts := startSetup(t, setup{node: func(c *node.Config) {
 		c.Now = clk.Now
 		c.Limits.MessagesPerSecond, c.Limits.MessageBurst = 1, 3
 	}})
+	addr, trust := ts.addr, ts.trust
 	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
 	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
 	for i := range 3 {
@@ -111,10 +112,11 @@ func TestHostileFlood_RateLimit(t *testing.T) {
 // quota, and another participant still sends.
 func TestHostileFlood_Quota(t *testing.T) {
 	clk := &clock{now: time.Now()}
-	addr, trust := startSetup(t, setup{node: func(c *node.Config) {
+	ts := startSetup(t, setup{node: func(c *node.Config) {
 		c.Now = clk.Now
 		c.Limits.QuotaBytesPerDay = 10000
 	}})
+	addr, trust := ts.addr, ts.trust
 	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
 	court := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Court], trust))
 	// A payload that does not match its envelope is refused and gives
@@ -156,7 +158,8 @@ func TestFaultDiskAlarm_Injected(t *testing.T) {
 	var free atomic.Uint64
 	free.Store(10 << 30)
 	alarm := &diskspace.Alarm{Min: min, Free: func(string) (uint64, error) { return free.Load(), nil }, Logger: slog.New(slog.DiscardHandler)}
-	addr, _ := startSetup(t, setup{node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	ts := startSetup(t, setup{node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	addr := ts.addr
 	agency, court := dialClient(t, addr, pkitest.Agency), dialClient(t, addr, pkitest.Court)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -245,10 +248,11 @@ func (f *failingCommit) CreateMessage(ctx context.Context, m *broker.Message, co
 // of the same sealed message gets the receipt of the stored message.
 func TestFaultUnknownOutcome(t *testing.T) {
 	var st *failingCommit
-	addr, trust := startSetup(t, setup{wrap: func(db *store.DB) node.Store {
+	ts := startSetup(t, setup{wrap: func(db *store.DB) node.Store {
 		st = &failingCommit{DB: db}
 		return st
 	}})
+	addr, trust := ts.addr, ts.trust
 	st.fail.Store(1)
 	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
 	err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 1000, false)
@@ -289,13 +293,14 @@ func TestHostileConnections_NoHandshake(t *testing.T) {
 		handshake = time.Second
 	)
 	var lis *netlimit.Listener
-	addr, trust := startSetup(t, setup{
+	ts := startSetup(t, setup{
 		opts: rpc.Options{HandshakeTimeout: handshake},
 		lis: func(l net.Listener) net.Listener {
 			lis = netlimit.Wrap(l, netlimit.Options{Max: 100, PerSource: perSource, Logger: slog.New(slog.DiscardHandler)})
 			return lis
 		},
 	})
+	addr, trust := ts.addr, ts.trust
 	start := time.Now()
 	conns := make([]net.Conn, attackers)
 	for i := range conns {
@@ -385,7 +390,8 @@ func TestFaultDiskAlarm_FullFilesystem(t *testing.T) {
 	// The headroom of a store opened with store.Options.Small: its
 	// write-ahead logs are 2 × 8 MiB.
 	alarm := &diskspace.Alarm{Dir: dir, Min: 16 << 20, Logger: slog.New(slog.DiscardHandler)}
-	addr, _ := startSetup(t, setup{dir: dir, node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	ts := startSetup(t, setup{dir: dir, node: func(c *node.Config) { c.Space = alarm.Reserve }})
+	addr := ts.addr
 	agency, court := dialClient(t, addr, pkitest.Agency), dialClient(t, addr, pkitest.Court)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -417,7 +423,8 @@ func TestFaultDiskAlarm_FullFilesystem(t *testing.T) {
 // limit while its idle limit is far off: the node gives it up, with
 // DeadlineExceeded saying why.
 func TestHostileSlowUpload(t *testing.T) {
-	addr, trust := startSetup(t, setup{opts: rpc.Options{UploadIdle: time.Minute, UploadTimeout: 300 * time.Millisecond}})
+	ts := startSetup(t, setup{opts: rpc.Options{UploadIdle: time.Minute, UploadTimeout: 300 * time.Millisecond}})
+	addr, trust := ts.addr, ts.trust
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream, err := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust)).Submit(ctx)

@@ -21,6 +21,8 @@ import (
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
+	// maxPageToken bounds a page token: the node's own are under 100 bytes.
+	maxPageToken = 256
 )
 
 // Submit reads the signed envelope, then hands the chunk stream to the node
@@ -171,6 +173,9 @@ func (s *service) ListInbox(ctx context.Context, req *kurierv1.ListInboxRequest)
 	case size == 0:
 		size = defaultPageSize
 	}
+	if len(req.GetPageToken()) > maxPageToken {
+		return nil, toStatus(fmt.Errorf("%w: a page_token of %d bytes is none this node handed out; list from the start without one", broker.ErrInvalid, len(req.GetPageToken())))
+	}
 	entries, next, err := s.node.Inbox(ctx, caller, req.GetPageToken(), size)
 	if err != nil {
 		return nil, toStatus(err)
@@ -198,24 +203,13 @@ func (s *service) Subscribe(_ *kurierv1.SubscribeRequest, stream grpc.ServerStre
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
-	// The caller's certificate is checked again before every notice and
-	// every StreamCheck, so a revocation ends the stream.
-	t := time.NewTicker(s.streamCheck)
-	defer t.Stop()
+	// The stream's guard checks the caller's certificate before every
+	// notice and while it waits (streamIdentity): a revocation ends it.
 	for {
 		select {
 		case <-stream.Context().Done():
 			return nil
-		case <-t.C:
-			if err := s.stillValid(stream.Context()); err != nil {
-				s.logRefusal(stream.Context(), "subscription ended", err)
-				return err
-			}
 		case e := <-ch:
-			if err := s.stillValid(stream.Context()); err != nil {
-				s.logRefusal(stream.Context(), "subscription ended", err)
-				return err
-			}
 			if err := stream.Send(&kurierv1.SubscribeResponse{Message: toSummary(e)}); err != nil {
 				return err
 			}

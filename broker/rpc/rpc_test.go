@@ -7,8 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,7 +22,6 @@ import (
 
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/rpc"
-	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
@@ -46,75 +43,14 @@ func startServer(t *testing.T) (string, *pki.TrustStore) {
 // startServerWith is startServer with the server's options o.
 func startServerWith(t *testing.T, o rpc.Options) (string, *pki.TrustStore) {
 	t.Helper()
-	return startSetup(t, setup{opts: o})
+	ts := startSetup(t, setup{opts: o})
+	return ts.addr, ts.trust
 }
 
-// setup is what a test changes of the server startSetup runs.
-type setup struct {
-	opts rpc.Options
-	dir  string                          // the store's directory; a new temporary one if empty
-	node func(*node.Config)              // changes the node's config
-	wrap func(*store.DB) node.Store      // puts something in front of the store
-	lis  func(net.Listener) net.Listener // wraps the listener
-}
-
-// startSetup runs a node behind the real gRPC server on 127.0.0.1:0, as
-// s says.
-func startSetup(t *testing.T, s setup) (string, *pki.TrustStore) {
-	t.Helper()
-	o := s.opts
-	dir := s.dir
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	db, err := store.Open(dir, store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st node.Store = db
-	if s.wrap != nil {
-		st = s.wrap(db)
-	}
-	trust, err := fx.Trust()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var parts []node.Participant
-	for addr, id := range fx.IDs {
-		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
-	}
-	cfg := node.Config{
-		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), LogKey: fx.LogKey, Trust: trust,
-		Participants: parts, Logger: slog.New(slog.DiscardHandler),
-	}
-	if s.node != nil {
-		s.node(&cfg)
-	}
-	n, err := node.New(st, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.lis != nil {
-		lis = s.lis(lis)
-	}
-	o.Trust, o.Logger = trust, slog.New(slog.DiscardHandler)
-	srv, err := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Stop(); db.Close() })
-	return lis.Addr().String(), trust
-}
-
-func dial(t *testing.T, addr string, id *pki.Identity, trust *pki.TrustStore) *grpc.ClientConn {
+func dial(t *testing.T, addr string, id *pki.Identity, trust *pki.TrustStore, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	cfg := pki.ClientTLS(id, trust, "stadt.example")
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +124,8 @@ func TestServer_Handshake(t *testing.T) {
 // is already up: its next call must be refused, not just its next
 // handshake.
 func TestServer_RevokedWhileConnected(t *testing.T) {
-	addr, trust := startServer(t)
+	ts := startTestServer(t, rpc.Options{})
+	addr, trust := ts.addr, ts.trust
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	id, err := fx.CA.IssueParticipant(filepath.Join(t.TempDir(), "id"), pkitest.Other)
@@ -199,13 +136,7 @@ func TestServer_RevokedWhileConnected(t *testing.T) {
 	if _, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court}); err != nil {
 		t.Fatalf("before revocation: %v", err)
 	}
-	if err := fx.CA.Revoke(id.Cert.SerialNumber, 1); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond) // the trust store rereads its CRL at most once a second
-	if _, err := fx.CA.WriteCRL(24 * time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	ts.revoke(t, id.Cert.SerialNumber)
 	_, err = dir.Lookup(ctx, &kurierv1.LookupRequest{Address: pkitest.Court})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("after revocation on the same connection: err = %v, want Unauthenticated", err)
@@ -489,8 +420,9 @@ func signedSubmit(t *testing.T, from string, id *pki.Identity, to string, size i
 // or the next periodic check, whichever comes first, and tells it nothing
 // more.
 func TestHostile_RevokedSubscriber(t *testing.T) {
-	byNotice, trust := startServerWith(t, rpc.Options{StreamCheck: time.Hour})
-	byCheck, _ := startServerWith(t, rpc.Options{StreamCheck: 200 * time.Millisecond})
+	notices := startTestServer(t, rpc.Options{StreamCheck: time.Hour})
+	checks := startTestServer(t, rpc.Options{StreamCheck: 10 * time.Millisecond})
+	byNotice, byCheck, trust := notices.addr, checks.addr, notices.trust
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	id, err := fx.CA.IssueParticipant(filepath.Join(t.TempDir(), "id"), pkitest.Other)
@@ -508,13 +440,8 @@ func TestHostile_RevokedSubscriber(t *testing.T) {
 		return stream
 	}
 	notice, check := subscribe(byNotice), subscribe(byCheck)
-	if err := fx.CA.Revoke(id.Cert.SerialNumber, 1); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond) // the trust store rereads its CRL at most once a second
-	if _, err := fx.CA.WriteCRL(24 * time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	notices.revoke(t, id.Cert.SerialNumber)
+	checks.clock.advance(2 * time.Second) // and the other node reads the new CRL too
 	if _, err := check.Recv(); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("the periodic check: %v, want Unauthenticated", err)
 	}

@@ -41,8 +41,10 @@ type Options struct {
 	// payload chunks before the node gives it up and frees its slot;
 	// default 30 seconds.
 	UploadIdle time.Duration
-	// StreamCheck is how often a long stream (Subscribe) checks its
-	// caller's certificate against the CRL again; default a minute.
+	// StreamCheck is how often a stream that sends and receives nothing
+	// (an idle Subscribe) checks its caller's certificate against the CRL
+	// again; every message a stream carries is checked anyway. Default a
+	// minute.
 	StreamCheck time.Duration
 	// UploadTimeout bounds a whole upload (Submit, Relay) from its first
 	// frame, however steadily its chunks come; default 30 minutes
@@ -127,6 +129,7 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 		grpc.ChainUnaryInterceptor(svc.unaryIdentity),
 		grpc.ChainStreamInterceptor(svc.streamIdentity),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(MaxChunkSize+64<<10),
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.InitialWindowSize(8<<20),
@@ -140,15 +143,16 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 10 * time.Minute,
 		}),
 	)
-	kurierv1.RegisterMailboxServiceServer(s, svc)
-	kurierv1.RegisterDirectoryServiceServer(s, svc)
-	kurierv1.RegisterLogServiceServer(s, svc)
-	kurierv1.RegisterRelayServiceServer(s, svc)
+	reg := strictRegistrar{s}
+	kurierv1.RegisterMailboxServiceServer(reg, svc)
+	kurierv1.RegisterDirectoryServiceServer(reg, svc)
+	kurierv1.RegisterLogServiceServer(reg, svc)
+	kurierv1.RegisterRelayServiceServer(reg, svc)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(kurierv1.MailboxService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, hs)
-	reflection.Register(s)
+	healthpb.RegisterHealthServer(reg, hs)
+	reflection.Register(reg)
 	return s, nil
 }
 
