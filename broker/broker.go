@@ -41,6 +41,10 @@ var (
 	// ErrUnavailable: another node that the request needs cannot be reached
 	// now; the same request may succeed later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrDamaged: stored data cannot be read back whole or does not match
+	// its recorded digest (disk corruption, or a file cut by the store on
+	// start); it is never served in part. The operator must restore it.
+	ErrDamaged = errors.New("stored data damaged")
 )
 
 // Log attribute keys, the same in every package of the node.
