@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -598,6 +599,58 @@ func TestFaultCheck(t *testing.T) {
 		_, problems := checkStore(t, dir)
 		if len(problems["log"]) != 1 || !strings.Contains(problems["log"][0].String(), "tree node 1 at level 1") {
 			t.Errorf("problems %v, want tree node 1 at level 1", problems)
+		}
+	})
+}
+
+func TestFaultMark(t *testing.T) {
+	t.Run("follows commits without MarkLog", func(t *testing.T) {
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		payloads(t, db, 3, 1024)
+		timeout := time.After(10 * time.Second)
+		for {
+			db.mark.mu.Lock()
+			durable, written := db.mark.durable, db.mark.written
+			db.mark.mu.Unlock()
+			if durable == 6 {
+				break
+			}
+			select {
+			case <-written:
+			case <-timeout:
+				t.Fatalf("the mark stayed at %d of 6 leaves", durable)
+			}
+		}
+		m, ok, err := readMark(dir)
+		if err != nil || !ok || m.Size != 6 || m.Clean {
+			t.Fatalf("mark on disk %+v (%v, %v), want size 6, not clean", m, ok, err)
+		}
+		root, err := db.LogRoot(context.Background(), 6)
+		if err != nil || !equalRoot(m, root) {
+			t.Errorf("mark root %s, log root %x (%v)", m.Root, root, err)
+		}
+	})
+
+	t.Run("written on first open and clean at close", func(t *testing.T) {
+		dir := t.TempDir()
+		db := openTest(t, dir)
+		if m, ok, err := readMark(dir); err != nil || !ok || m.Size != 0 || m.Clean {
+			t.Fatalf("mark after the first open %+v (%v, %v), want size 0, not clean", m, ok, err)
+		}
+		payloads(t, db, 2, 1024)
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if m, ok, err := readMark(dir); err != nil || !ok || m.Size != 4 || !m.Clean {
+			t.Fatalf("mark after Close %+v (%v, %v), want size 4, clean", m, ok, err)
+		}
+	})
+
+	t.Run("MarkLog beyond the log", func(t *testing.T) {
+		db := openTest(t, "")
+		if err := db.MarkLog(context.Background(), 1); err == nil {
+			t.Error("MarkLog(1) of an empty log succeeded")
 		}
 	})
 }

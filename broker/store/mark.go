@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -146,10 +147,11 @@ func checkMark(txn *badger.Txn, m mark, size uint64) error {
 // marker is the background writer of the mark. Its fields are guarded by
 // mu; the write itself happens outside it.
 type marker struct {
-	dir  string
-	kick chan struct{} // buffered 1: something newer to write
-	stop chan struct{} // closed by DB.Close
-	done chan struct{} // closed when the writer has stopped
+	dir    string
+	kick   chan struct{} // buffered 1: something newer to write
+	urgent chan struct{} // buffered 1: MarkLog waits, write without a pause
+	stop   chan struct{} // closed by DB.Close
+	done   chan struct{} // closed when the writer has stopped
 
 	mu      sync.Mutex
 	want    mark          // the newest committed size and root
@@ -160,7 +162,7 @@ type marker struct {
 
 func newMarker(dir string, m mark) *marker {
 	k := &marker{
-		dir: dir, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		dir: dir, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		want: m, durable: m.Size, written: make(chan struct{}),
 	}
 	go k.loop()
@@ -178,21 +180,43 @@ func (k *marker) advance(size uint64, root []byte) {
 	k.wake()
 }
 
-func (k *marker) wake() {
+func (k *marker) wake() { signal(k.kick) }
+
+func signal(c chan struct{}) {
 	select {
-	case k.kick <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
+// markPause is the least time between two writes of the mark in the
+// background, so that a node committing one small batch after another
+// spends at most a few fsyncs a second on it rather than one per batch.
+// MarkLog does not wait for it.
+const markPause = 20 * time.Millisecond
+
 func (k *marker) loop() {
 	defer close(k.done)
+	pause := time.NewTimer(0)
+	defer pause.Stop()
 	for {
+		hurry := false
 		select {
 		case <-k.stop:
 			return
 		case <-k.kick:
+		case <-k.urgent:
+			hurry = true
 		}
+		if !hurry {
+			select { // the pause since the last write, unless someone waits
+			case <-k.stop:
+				return
+			case <-pause.C:
+			case <-k.urgent:
+			}
+		}
+		pause.Reset(markPause) // Go 1.23 timers: no stale tick survives Reset
 		k.mu.Lock()
 		m := k.want
 		k.mu.Unlock()
@@ -232,7 +256,7 @@ func (k *marker) wait(ctx context.Context, size uint64) error {
 		}
 		written := k.written
 		k.mu.Unlock()
-		k.wake()
+		signal(k.urgent)
 		select {
 		case <-written:
 		case <-k.stop:

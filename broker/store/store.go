@@ -7,7 +7,19 @@
 //
 // Every write is fsynced before the method that made it returns nil
 // (badger's SyncWrites is always on). Values are checked against their
-// checksums when read (VerifyValueChecksum).
+// checksums when read (VerifyValueChecksum), and table blocks too
+// (OnBlockRead).
+//
+// # Damage and rollback
+//
+// badger cuts a damaged write-ahead or value log on open without a word and
+// does not check tables on open. So Open checks every table before badger
+// opens them and refuses a damaged one, logs at ERROR every log file that
+// badger cut, and compares the transparency log with its high-water mark,
+// a file beside badger's that it cannot cut: a log behind the mark is
+// refused with ErrRolledBack. A payload that cannot be read back whole is
+// broker.ErrDamaged. Check reads a stopped store whole and lists every
+// damage. See integrity.go and mark.go.
 //
 // # Orphan blobs
 //
@@ -36,16 +48,18 @@
 //
 // # Locks and ownership
 //
-// DB.mu is the only mutex. Held shared, it keeps badger open: around every
-// read transaction, every blob chunk transaction and every hand-over of a
-// request to the committer. Close takes it exclusively, once, to mark the
+// DB.mu is the only mutex besides the marker's (below). Held shared, it
+// keeps badger open: around every read transaction, every blob chunk
+// transaction and every hand-over of a request to the committer. Close takes it exclusively, once, to mark the
 // store closed. It is never held while waiting for a committer's answer, the
 // committer never takes it, and nothing nests it (a goroutine holding it
 // shared never asks for it again, which could deadlock behind Close).
 //
 // The committer goroutine owns, without locks, the shared write transaction
 // and the transparency log's compact range (DB.tree). Nobody else assigns
-// leaf indexes.
+// leaf indexes. The high-water mark's writer (marker) has its own mutex,
+// taken only for its fields and never while DB.mu is held or a file is
+// written.
 //
 // # Transparency log
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -17,7 +18,9 @@ import (
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/broker/daemon/daemontest"
+	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/tlog"
 )
 
 // TestFaultCheckStore runs kurierd -check-store on the store of a real
@@ -44,8 +47,24 @@ func TestFaultCheckStore(t *testing.T) {
 			t.Fatalf("Send: %v", err)
 		}
 	}
-	if _, err := c.Checkpoint(ctx); err != nil {
+	// A checkpoint is handed out only once the mark covers it.
+	signed, err := c.Checkpoint(ctx)
+	if err != nil {
 		t.Errorf("Checkpoint: %v", err)
+	} else {
+		cfg, err := daemon.Dev(dir, daemon.DevListen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(cfg.Data, store.MarkFile))
+		var m struct{ Size uint64 }
+		if err == nil {
+			err = json.Unmarshal(b, &m)
+		}
+		size, perr := tlog.PeekSize(signed)
+		if err != nil || perr != nil || m.Size < size || size != 6 {
+			t.Errorf("mark %s (%v) while the checkpoint has size %d (%v), want at least 6", b, err, size, perr)
+		}
 	}
 	c.Close()
 	if err := n.Stop(); err != nil {
