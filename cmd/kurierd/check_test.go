@@ -23,6 +23,39 @@ import (
 	"kurier.dev/kurier/tlog"
 )
 
+// sendAndStop runs a development node in dir, sends one message per
+// document from the agency to the court, calls then (if not nil) while the
+// node still runs, stops the node and returns the message ids.
+func sendAndStop(t *testing.T, ctx context.Context, dir string, docs []client.Document, then func(c *client.Client)) []string {
+	t.Helper()
+	n, err := daemontest.Start(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := n.Stop(); err != nil {
+			t.Errorf("node: %v", err)
+		}
+	}()
+	c, err := n.Dial(ctx, n.Agency)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var ids []string
+	for _, doc := range docs {
+		r, err := c.Send(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "Schriftsatz", Documents: []client.Document{doc}}, nil)
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		ids = append(ids, r.MessageID)
+	}
+	if then != nil {
+		then(c)
+	}
+	return ids
+}
+
 // TestFaultCheckStore runs kurierd -check-store on the store of a real
 // development node: clean after messages and a checkpoint, damaged after a
 // byte of one of its tables is flipped.
@@ -30,28 +63,16 @@ func TestFaultCheckStore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	n, err := daemontest.Start(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := n.Dial(ctx, n.Agency)
-	if err != nil {
-		n.Stop()
-		t.Fatal(err)
-	}
+	var docs []client.Document
 	for i := range 3 {
-		doc := client.Document{Name: "brief.txt", Data: bytes.Repeat([]byte{'a' + byte(i)}, 1000)}
-		if _, err := c.Send(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "Schriftsatz", Documents: []client.Document{doc}}, nil); err != nil {
-			c.Close()
-			n.Stop()
-			t.Fatalf("Send: %v", err)
-		}
+		docs = append(docs, client.Document{Name: "brief.txt", Data: bytes.Repeat([]byte{'a' + byte(i)}, 1000)})
 	}
-	// A checkpoint is handed out only once the mark covers it.
-	signed, err := c.Checkpoint(ctx)
-	if err != nil {
-		t.Errorf("Checkpoint: %v", err)
-	} else {
+	sendAndStop(t, ctx, dir, docs, func(c *client.Client) {
+		// A checkpoint is handed out only once the mark covers it.
+		signed, err := c.Checkpoint(ctx)
+		if err != nil {
+			t.Fatalf("Checkpoint: %v", err)
+		}
 		cfg, err := daemon.Dev(dir, daemon.DevListen)
 		if err != nil {
 			t.Fatal(err)
@@ -65,11 +86,7 @@ func TestFaultCheckStore(t *testing.T) {
 		if err != nil || perr != nil || m.Size < size || size != 6 {
 			t.Errorf("mark %s (%v) while the checkpoint has size %d (%v), want at least 6", b, err, size, perr)
 		}
-	}
-	c.Close()
-	if err := n.Stop(); err != nil {
-		t.Fatalf("node: %v", err)
-	}
+	})
 
 	check := func() (string, error) {
 		var stdout, stderr bytes.Buffer
@@ -122,31 +139,13 @@ func TestFaultFetchDamaged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	n, err := daemontest.Start(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := n.Dial(ctx, n.Agency)
-	if err != nil {
-		n.Stop()
-		t.Fatal(err)
-	}
-	var ids []string
+	var docs []client.Document
 	for range 12 {
 		doc := client.Document{Name: "akte.pdf", Data: make([]byte, 150<<10)} // in the value log
 		rand.Read(doc.Data)
-		r, err := c.Send(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "Akte", Documents: []client.Document{doc}}, nil)
-		if err != nil {
-			c.Close()
-			n.Stop()
-			t.Fatalf("Send: %v", err)
-		}
-		ids = append(ids, r.MessageID)
+		docs = append(docs, doc)
 	}
-	c.Close()
-	if err := n.Stop(); err != nil {
-		t.Fatalf("node: %v", err)
-	}
+	ids := sendAndStop(t, ctx, dir, docs, nil)
 	cfg, err := daemon.Dev(dir, daemon.DevListen)
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +166,7 @@ func TestFaultFetchDamaged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n, err = daemontest.Start(dir)
+	n, err := daemontest.Start(dir)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
