@@ -113,6 +113,15 @@ func writeMark(dir string, m mark) error {
 	return nil
 }
 
+// removeMarkTemps removes temporary files of mark writes that a crash cut
+// short; the mark itself is whole, the old one or the new one.
+func removeMarkTemps(dir string) {
+	names, _ := filepath.Glob(filepath.Join(dir, MarkFile+".*.tmp"))
+	for _, n := range names {
+		os.Remove(n) // a leftover stays harmless if this fails
+	}
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -310,6 +310,7 @@ func openBadger(dir string, bo badger.Options, logger *slog.Logger) (*badger.DB,
 	if err != nil {
 		return nil, nil, err
 	}
+	removeMarkTemps(dir)
 	tails, err := scanTails(dir)
 	if err != nil {
 		return nil, nil, err
