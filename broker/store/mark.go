@@ -202,7 +202,7 @@ func signal(c chan struct{}) {
 // background, so that a node committing one small batch after another
 // spends at most a few fsyncs a second on it rather than one per batch.
 // MarkLog does not wait for it.
-const markPause = 20 * time.Millisecond
+const markPause = 50 * time.Millisecond
 
 func (k *marker) loop() {
 	defer close(k.done)
