@@ -92,6 +92,9 @@ func Check(ctx context.Context, dir string, opts CheckOptions) (CheckResult, err
 	for _, c := range cuts(tails, haveMark && m.Clean) {
 		report(Problem{"log file", c.path, c.String()})
 	}
+	if got := bdb.MaxVersion(); haveMark && got < m.Commits {
+		report(Problem{"log file", "write-ahead log", fmt.Sprintf("badger came back with transactions up to version %d, the mark records %d: committed transactions were lost", got, m.Commits)})
+	}
 	db := &DB{dir: dir, bdb: bdb, log: o.Logger, now: o.Now}
 	if err := db.checkMessages(ctx, opts, &res, report); err != nil {
 		return res, fmt.Errorf("check store %s: %w", dir, err)

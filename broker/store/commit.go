@@ -276,5 +276,9 @@ func (db *DB) advanceMark() {
 		db.log.Error("compute the log root for the high-water mark", "err", err)
 		return
 	}
-	db.mark.advance(db.tree.End(), root)
+	// Every transaction up to a new reader's timestamp is committed.
+	r := db.bdb.NewTransaction(false)
+	commits := r.ReadTs()
+	r.Discard()
+	db.mark.advance(db.tree.End(), root, commits)
 }

@@ -26,7 +26,10 @@ import (
 //     table itself before badger opens them (verifyTables), reading each
 //     read-only and turning a panic into an error that names the file, and
 //     refuses to open. badger then runs with OnBlockRead, which checks each
-//     block as it is read and returns an error.
+//     block as it is read: a damaged block is not served, its keys read as
+//     absent (badger drops the error). Some damage makes badger panic
+//     decoding a block before any check, in every mode; that stops the
+//     node, and the next Open refuses the table.
 //
 //   - Write-ahead logs (*.mem) and the newest value log (*.vlog): badger
 //     replays each from the start and cuts it at the first entry that fails
@@ -39,9 +42,12 @@ import (
 //     (reportTruncation). Data cut away is logged at ERROR with the file and
 //     the byte counts; if the high-water mark says the node was shut down
 //     cleanly, nothing was being written, so the cut is corruption and the
-//     log says so. Lost evidence is caught by the high-water mark (Open
-//     refuses, see mark.go); lost payload bytes surface as broker.ErrDamaged
-//     when read and in Check.
+//     log says so. A write-ahead log that badger replays is flushed to a
+//     table and deleted at once, sometimes before its length can be read;
+//     the mark's badger version catches what it lost (checkCommits). Lost
+//     evidence is refused by the high-water mark (see mark.go); lost
+//     payload bytes read back empty from badger, without an error, and
+//     surface as broker.ErrDamaged when read and in Check.
 
 // verifyTables checks the block checksums of every table in dir before
 // badger opens them. It returns an error naming the first damaged table.
@@ -93,6 +99,10 @@ type tail struct {
 	path    string
 	dataEnd int64 // offset after the last non-zero byte
 }
+
+// walHeaderSize is the header badger writes at the start of every log
+// file; badger never cuts one shorter (vlogHeaderSize in badger).
+const walHeaderSize = 20
 
 // scanTails records the end of the data in every write-ahead log and in
 // the newest value log, the files badger cuts on open.
@@ -164,10 +174,15 @@ func (c cut) String() string {
 func cuts(tails []tail, cleanShutdown bool) []cut {
 	var cs []cut
 	for _, t := range tails {
-		size := int64(0)
-		if fi, err := os.Stat(t.path); err == nil {
-			size = fi.Size()
+		fi, err := os.Stat(t.path)
+		if err != nil || fi.Size() < walHeaderSize {
+			// Gone or emptied: badger replayed a write-ahead log and flushed
+			// it to a table already (a cut of it would have happened
+			// first), so its length says nothing now. The mark catches
+			// what it lost.
+			continue
 		}
+		size := fi.Size()
 		if size >= t.dataEnd {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -59,6 +60,11 @@ type mark struct {
 	Version int    `json:"version"`
 	Size    uint64 `json:"size"`
 	Root    string `json:"root"` // lowercase hex of the root of the tree of Size leaves
+	// Commits is a badger version (commit timestamp) up to which every
+	// transaction was durable when the mark was taken: if badger comes
+	// back with a lower newest version, it lost committed transactions,
+	// whatever they held. 0 in marks of versions before it.
+	Commits uint64 `json:"commits,omitempty"`
 	// Clean is true when Close wrote the mark after badger closed: the
 	// next Open then knows that no write was under way.
 	Clean bool `json:"clean"`
@@ -153,6 +159,17 @@ func checkMark(txn *badger.Txn, m mark, size uint64) error {
 	return nil
 }
 
+// checkCommits logs at ERROR if badger came back with fewer committed
+// transactions than the mark records. Not a refusal by itself: what the
+// log lost is refused by checkMark, and the rest (payload chunks being
+// uploaded, retry state) a node can do without.
+func checkCommits(bdb *badger.DB, m mark, logger *slog.Logger) {
+	if got := bdb.MaxVersion(); got < m.Commits {
+		logger.Error("badger lost committed transactions on open (a damaged write-ahead log); run kurierd -check-store to see what is lost",
+			"component", "badger", "newest_version", got, "version_in_mark", m.Commits)
+	}
+}
+
 // marker is the background writer of the mark. Its fields are guarded by
 // mu; the write itself happens outside it.
 type marker struct {
@@ -180,10 +197,10 @@ func newMarker(dir string, m mark) *marker {
 
 // advance records a newly committed log state (called by the committer)
 // and wakes the writer. It never blocks.
-func (k *marker) advance(size uint64, root []byte) {
+func (k *marker) advance(size uint64, root []byte, commits uint64) {
 	k.mu.Lock()
 	if size > k.want.Size {
-		k.want = mark{Size: size, Root: hex.EncodeToString(root)}
+		k.want = mark{Size: size, Root: hex.EncodeToString(root), Commits: max(commits, k.want.Commits)}
 	}
 	k.mu.Unlock()
 	k.wake()

@@ -250,7 +250,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	logSize := db.tree.End()
 	// The mark as the log is now, no longer clean: from here on a crash
 	// may leave a torn write.
-	now := mark{Size: logSize}
+	now := mark{Size: logSize, Commits: bdb.MaxVersion()}
 	if err := db.bdb.View(func(txn *badger.Txn) error {
 		root, err := rootAt(txn, logSize)
 		now.Root = hex.EncodeToString(root)
@@ -323,6 +323,7 @@ func openBadger(dir string, bo badger.Options, logger *slog.Logger) (*badger.DB,
 	if !ok {
 		return bdb, nil, nil
 	}
+	checkCommits(bdb, m, logger)
 	return bdb, &m, nil
 }
 
