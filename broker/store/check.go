@@ -27,6 +27,7 @@ type Problem struct {
 	Detail string
 }
 
+// String is the problem as kurierd -check-store prints it.
 func (p Problem) String() string { return fmt.Sprintf("%s %s: %s", p.Kind, p.Where, p.Detail) }
 
 // CheckResult counts what Check read and what it found damaged.

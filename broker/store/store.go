@@ -50,10 +50,11 @@
 //
 // DB.mu is the only mutex besides the marker's (below). Held shared, it
 // keeps badger open: around every read transaction, every blob chunk
-// transaction and every hand-over of a request to the committer. Close takes it exclusively, once, to mark the
-// store closed. It is never held while waiting for a committer's answer, the
-// committer never takes it, and nothing nests it (a goroutine holding it
-// shared never asks for it again, which could deadlock behind Close).
+// transaction and every hand-over of a request to the committer. Close
+// takes it exclusively, once, to mark the store closed. It is never held
+// while waiting for a committer's answer, the committer never takes it,
+// and nothing nests it (a goroutine holding it shared never asks for it
+// again, which could deadlock behind Close).
 //
 // The committer goroutine owns, without locks, the shared write transaction
 // and the transparency log's compact range (DB.tree). Nobody else assigns
