@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/dgraph-io/badger/v4"
@@ -67,6 +68,9 @@ func Check(ctx context.Context, dir string, opts CheckOptions) (CheckResult, err
 	report := func(p Problem) { res.Problems++; opts.Report(p) }
 	o := opts.Store.withDefaults()
 	bo := badgerOptions(dir, o)
+	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); err != nil {
+		return res, fmt.Errorf("check store %s: no store there (%w)", dir, err)
+	}
 
 	tables, err := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if err != nil {

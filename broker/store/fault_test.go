@@ -657,3 +657,14 @@ func TestFaultMark(t *testing.T) {
 		}
 	})
 }
+
+func TestFaultCheckNoStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "missing")
+	_, err := Check(context.Background(), dir, CheckOptions{Report: func(Problem) {}})
+	if err == nil || !strings.Contains(err.Error(), "no store there") {
+		t.Errorf("Check of a missing store: %v", err)
+	}
+	if _, serr := os.Stat(dir); serr == nil {
+		t.Error("Check created a store")
+	}
+}
