@@ -55,6 +55,10 @@ var (
 	// message again is safe and tells which: the first receipt if it was
 	// stored, a new acceptance if not. Its text is what the caller is told.
 	ErrUnknownOutcome = errors.New("the outcome is unknown; resubmit the same sealed message to learn it")
+	// ErrDamaged: stored data cannot be read back whole or does not match
+	// its recorded digest (disk corruption, or a file cut by the store on
+	// start); it is never served in part. The operator must restore it.
+	ErrDamaged = errors.New("stored data damaged")
 )
 
 // Log attribute keys, the same in every package of the node.

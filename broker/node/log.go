@@ -11,9 +11,15 @@ import (
 // Checkpoint signs and returns the log's current checkpoint. Signing is
 // cheap (Ed25519) and deterministic for one tree size, so every call signs
 // afresh rather than keeping a checkpoint that could fall behind the log.
+// It signs only once the store's high-water mark covers the size, so that
+// the node can never restart on a log shorter than a checkpoint it handed
+// out and re-issue positions that checkpoint covers.
 func (n *Node) Checkpoint(ctx context.Context) ([]byte, tlog.Checkpoint, error) {
 	size, err := n.store.LogSize(ctx)
 	if err != nil {
+		return nil, tlog.Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := n.store.MarkLog(ctx, size); err != nil {
 		return nil, tlog.Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
 	}
 	root, err := n.store.LogRoot(ctx, size)

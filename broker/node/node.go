@@ -82,6 +82,11 @@ type Store interface {
 	Due(ctx context.Context, now time.Time, after broker.Copy, limit int) ([]broker.Copy, error)
 	// LogSize returns the number of leaves in the transparency log.
 	LogSize(ctx context.Context) (uint64, error)
+	// MarkLog returns once the store's durable high-water mark covers the
+	// log's first size leaves, so that a later start refuses a log that
+	// lost any of them; an error if size exceeds the log or the mark
+	// cannot be written. Checkpoint calls it before signing.
+	MarkLog(ctx context.Context, size uint64) error
 	// LogRoot returns the root hash of the log's first size leaves;
 	// broker.ErrNotFound beyond the log.
 	LogRoot(ctx context.Context, size uint64) ([]byte, error)

@@ -37,6 +37,7 @@ var codeOf = []struct {
 	{broker.ErrState, codes.FailedPrecondition},
 	{broker.ErrConflict, codes.Aborted},
 	{broker.ErrUnavailable, codes.Unavailable},
+	{broker.ErrDamaged, codes.DataLoss},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

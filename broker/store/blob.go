@@ -303,7 +303,7 @@ func (r *blobReader) Read(p []byte) (int, error) {
 func (r *blobReader) fetch() error {
 	if r.read == r.size {
 		if got := r.hash.Sum(nil); string(got) != string(r.want) {
-			return fmt.Errorf("read blob %s: SHA-256 of the stored bytes does not match the one recorded", r.id)
+			return fmt.Errorf("read blob %s: %w: SHA-256 of the stored bytes does not match the one recorded", r.id, broker.ErrDamaged)
 		}
 		return io.EOF
 	}
@@ -311,19 +311,27 @@ func (r *blobReader) fetch() error {
 	err := r.db.view(context.Background(), func(txn *badger.Txn) error {
 		item, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
+			// Deleted meanwhile (the header goes first), or lost.
+			if ok, herr := has(txn, blobHeaderKey(r.id)); herr == nil && ok {
+				return fmt.Errorf("%w: chunk %d of a stored payload is missing", broker.ErrDamaged, r.next)
+			}
 			return fmt.Errorf("chunk %d missing (blob deleted?): %w", r.next, broker.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
-		r.buf, err = item.ValueCopy(r.buf[:0])
-		return err
+		if r.buf, err = item.ValueCopy(r.buf[:0]); err != nil {
+			// The key is there but its value cannot be read back: a value
+			// log cut or damaged (see integrity.go).
+			return fmt.Errorf("%w: chunk %d cannot be read (%v)", broker.ErrDamaged, r.next, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read blob %s: %w", r.id, err)
 	}
 	if len(r.buf) == 0 || r.read+int64(len(r.buf)) > r.size {
-		return fmt.Errorf("read blob %s: chunk %d does not fit the recorded size %d", r.id, r.next, r.size)
+		return fmt.Errorf("read blob %s: %w: chunk %d is empty or overruns the recorded size %d (a value log cut on open reads back empty)", r.id, broker.ErrDamaged, r.next, r.size)
 	}
 	r.hash.Write(r.buf)
 	r.read += int64(len(r.buf))

@@ -214,7 +214,11 @@ func (db *DB) commit(b *batch) {
 	case err == nil:
 		err = b.txn.Commit()
 		if err == nil {
+			grew := b.tree != nil && (db.tree == nil || b.tree.End() > db.tree.End())
 			db.tree = b.tree
+			if grew {
+				db.advanceMark()
+			}
 		} else {
 			db.reloadLog()
 		}
@@ -261,4 +265,20 @@ func (b *batch) saveCounters() error {
 		return nil
 	}
 	return b.set(logSizeKey, encodeSeq(b.tree.End()))
+}
+
+// advanceMark hands the committed log's size and root to the high-water
+// mark's writer (see mark.go), which makes them durable in the background.
+func (db *DB) advanceMark() {
+	root, err := db.tree.GetRootHash(nil)
+	if err != nil {
+		// Cannot happen for a range that starts at 0; the mark only lags.
+		db.log.Error("compute the log root for the high-water mark", "err", err)
+		return
+	}
+	// Every transaction up to a new reader's timestamp is committed.
+	r := db.bdb.NewTransaction(false)
+	commits := r.ReadTs()
+	r.Discard()
+	db.mark.advance(db.tree.End(), root, commits)
 }

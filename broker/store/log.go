@@ -99,6 +99,7 @@ func (db *DB) reloadLog() {
 		return
 	}
 	db.tree = tree
+	db.advanceMark() // the failed commit may have been applied
 }
 
 // loadLog reads the log's compact range. It refuses a log with a leaf
@@ -192,25 +193,31 @@ func (db *DB) LogRoot(ctx context.Context, size uint64) ([]byte, error) {
 		if err := checkSize(txn, size); err != nil {
 			return err
 		}
-		if size == 0 {
-			root = tlog.EmptyRoot()
-			return nil
-		}
-		hashes, err := loadNodes(txn, compact.RangeNodes(0, size, nil))
-		if err != nil {
-			return err
-		}
-		r, err := rangeFactory.NewRange(0, size, hashes)
-		if err != nil {
-			return err
-		}
-		root, err = r.GetRootHash(nil)
+		var err error
+		root, err = rootAt(txn, size)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load log root of size %d: %w", size, err)
 	}
 	return root, nil
+}
+
+// rootAt computes the root hash of the log's tree of size leaves from the
+// stored nodes; the caller has checked that the log has them.
+func rootAt(txn *badger.Txn, size uint64) ([]byte, error) {
+	if size == 0 {
+		return tlog.EmptyRoot(), nil
+	}
+	hashes, err := loadNodes(txn, compact.RangeNodes(0, size, nil))
+	if err != nil {
+		return nil, err
+	}
+	r, err := rangeFactory.NewRange(0, size, hashes)
+	if err != nil {
+		return nil, err
+	}
+	return r.GetRootHash(nil)
 }
 
 // InclusionProof returns the proof that leaf index is in the log's tree of

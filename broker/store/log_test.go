@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -564,6 +566,10 @@ func TestDB_Log(t *testing.T) {
 				want := evidenceOf(t, db, f.msg.ID())
 				toLegacy(t, db, tt.withLog)
 				if err := db.Close(); err != nil {
+					t.Fatal(err)
+				}
+				// Earlier versions wrote no high-water mark.
+				if err := os.Remove(filepath.Join(dir, MarkFile)); err != nil {
 					t.Fatal(err)
 				}
 				db, err := Open(dir, Options{Small: true, Logger: db.log})

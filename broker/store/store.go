@@ -7,7 +7,19 @@
 //
 // Every write is fsynced before the method that made it returns nil
 // (badger's SyncWrites is always on). Values are checked against their
-// checksums when read (VerifyValueChecksum).
+// checksums when read (VerifyValueChecksum), and table blocks too
+// (OnBlockRead).
+//
+// # Damage and rollback
+//
+// badger cuts a damaged write-ahead or value log on open without a word and
+// does not check tables on open. So Open checks every table before badger
+// opens them and refuses a damaged one, logs at ERROR every log file that
+// badger cut, and compares the transparency log with its high-water mark,
+// a file beside badger's that it cannot cut: a log behind the mark is
+// refused with ErrRolledBack. A payload that cannot be read back whole is
+// broker.ErrDamaged. Check reads a stopped store whole and lists every
+// damage. See integrity.go and mark.go.
 //
 // # Orphan blobs
 //
@@ -36,16 +48,19 @@
 //
 // # Locks and ownership
 //
-// DB.mu is the only mutex. Held shared, it keeps badger open: around every
-// read transaction, every blob chunk transaction and every hand-over of a
-// request to the committer. Close takes it exclusively, once, to mark the
-// store closed. It is never held while waiting for a committer's answer, the
-// committer never takes it, and nothing nests it (a goroutine holding it
-// shared never asks for it again, which could deadlock behind Close).
+// DB.mu is the only mutex besides the marker's (below). Held shared, it
+// keeps badger open: around every read transaction, every blob chunk
+// transaction and every hand-over of a request to the committer. Close
+// takes it exclusively, once, to mark the store closed. It is never held
+// while waiting for a committer's answer, the committer never takes it,
+// and nothing nests it (a goroutine holding it shared never asks for it
+// again, which could deadlock behind Close).
 //
 // The committer goroutine owns, without locks, the shared write transaction
 // and the transparency log's compact range (DB.tree). Nobody else assigns
-// leaf indexes.
+// leaf indexes. The high-water mark's writer (marker) has its own mutex,
+// taken only for its fields and never while DB.mu is held or a file is
+// written.
 //
 // # Transparency log
 //
@@ -70,14 +85,15 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/transparency-dev/merkle/compact"
 )
 
@@ -171,6 +187,7 @@ func (o Options) withDefaults() Options {
 
 // DB is a node's store. Its methods are safe for concurrent use.
 type DB struct {
+	dir    string
 	bdb    *badger.DB
 	log    *slog.Logger
 	now    func() time.Time
@@ -191,31 +208,26 @@ type DB struct {
 	maxBatchBytes  int            // bound on the estimated bytes of one batch
 	maxBatchLength int            // bound on the requests in one batch
 	splits         int            // batches split on ErrTxnTooBig (read by tests after Close)
+
+	mark *marker // the log's high-water mark, written behind the committer
 }
 
-// Open opens (or creates) the store in dir. It deletes blobs that no
-// message references (left by a crash between WriteBlob and CreateMessage)
-// and logs how many.
+// Open opens (or creates) the store in dir. Before badger opens its files,
+// it checks every table's block checksums and refuses a damaged one; after,
+// it logs at ERROR every log file badger cut (see integrity.go), and
+// compares the transparency log with its high-water mark, refusing with an
+// error wrapping ErrRolledBack if committed evidence is missing (see
+// mark.go). It deletes blobs that no message references (left by a crash
+// between WriteBlob and CreateMessage) and logs how many.
 func Open(dir string, opts Options) (*DB, error) {
 	opts = opts.withDefaults()
-	bo := badger.DefaultOptions(dir).
-		WithSyncWrites(true).
-		WithVerifyValueChecksum(true).
-		WithLogger(badgerLogger{opts.Logger}).
-		WithMemTableSize(opts.MemTableSize).
-		WithNumMemtables(3).
-		WithBlockCacheSize(opts.BlockCacheSize).
-		WithIndexCacheSize(opts.IndexCacheSize).
-		WithNumCompactors(opts.NumCompactors).
-		WithValueThreshold(valueThreshold)
-	if opts.Small {
-		bo = bo.WithNumMemtables(2).WithValueLogFileSize(smallValueLogFileSize)
-	}
-	bdb, err := badger.Open(bo)
+	bo := badgerOptions(dir, opts)
+	bdb, m, err := openBadger(dir, bo, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	db := &DB{
+		dir:            dir,
 		bdb:            bdb,
 		log:            opts.Logger,
 		now:            opts.Now,
@@ -228,10 +240,106 @@ func Open(dir string, opts Options) (*DB, error) {
 		maxBatchLength: maxBatchLength,
 	}
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
-	if err := bdb.View(func(txn *badger.Txn) error {
+	if err := db.load(m); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if err := upgrade(bdb, opts.Logger); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	logSize := db.tree.End()
+	// The mark as the log is now, no longer clean: from here on a crash
+	// may leave a torn write.
+	now := mark{Size: logSize, Commits: bdb.MaxVersion()}
+	if err := db.bdb.View(func(txn *badger.Txn) error {
+		root, err := rootAt(txn, logSize)
+		now.Root = hex.EncodeToString(root)
+		return err
+	}); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: compute the log root: %w", dir, err)
+	}
+	if err := writeMark(dir, now); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	db.mark = newMarker(dir, now)
+	go db.commitLoop()
+	go db.gcLoop(opts.GCInterval)
+
+	// Nothing can be uploading yet, so every unreferenced blob is an orphan.
+	n, err := db.sweep(context.Background(), 0)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "log_size", logSize)
+	return db, nil
+}
+
+// badgerOptions are the badger options for a store in dir.
+func badgerOptions(dir string, opts Options) badger.Options {
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithVerifyValueChecksum(true).
+		// OnBlockRead checks each table block as it is read and returns an
+		// error; the modes that check whole tables can panic (see
+		// integrity.go), so Open checks the tables itself instead.
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(3).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithIndexCacheSize(opts.IndexCacheSize).
+		WithNumCompactors(opts.NumCompactors).
+		WithValueThreshold(valueThreshold)
+	if opts.Small {
+		bo = bo.WithNumMemtables(2).WithValueLogFileSize(smallValueLogFileSize)
+	}
+	return bo
+}
+
+// openBadger checks the tables, notes where the log files' data ends,
+// opens badger and reports what it cut. It returns the high-water mark,
+// if there is one (Size 0 and Root empty if not).
+func openBadger(dir string, bo badger.Options, logger *slog.Logger) (*badger.DB, *mark, error) {
+	if err := verifyTables(dir, bo); err != nil {
+		return nil, nil, err
+	}
+	m, ok, err := readMark(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	removeMarkTemps(dir)
+	tails, err := scanTails(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		return nil, nil, err
+	}
+	reportTruncation(tails, ok && m.Clean, logger)
+	if !ok {
+		return bdb, nil, nil
+	}
+	checkCommits(bdb, m, logger)
+	return bdb, &m, nil
+}
+
+// load reads the transparency log into the committer's range and checks
+// it against the high-water mark m (nil if there is none yet).
+func (db *DB) load(m *mark) error {
+	return db.bdb.View(func(txn *badger.Txn) error {
 		var err error
 		if db.tree, err = loadLog(txn); err != nil {
 			return fmt.Errorf("load transparency log: %w", err)
+		}
+		if m != nil {
+			if err := checkMark(txn, *m, db.tree.End()); err != nil {
+				return err
+			}
 		}
 		// A store of a version without the log holds evidence but no log;
 		// giving it an empty one would log new evidence from leaf 0 beside
@@ -246,26 +354,7 @@ func Open(dir string, opts Options) (*DB, error) {
 			}
 		}
 		return nil
-	}); err != nil {
-		bdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
-	}
-	if err := upgrade(bdb, opts.Logger); err != nil {
-		bdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
-	}
-	logSize := db.tree.End()
-	go db.commitLoop()
-	go db.gcLoop(opts.GCInterval)
-
-	// Nothing can be uploading yet, so every unreferenced blob is an orphan.
-	n, err := db.sweep(context.Background(), 0)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
-	}
-	db.log.Info("store opened", "dir", dir, "orphan_blobs_deleted", n, "log_size", logSize)
-	return db, nil
+	})
 }
 
 // Close waits for queued writes to be committed, stops the committer and
@@ -283,7 +372,16 @@ func (db *DB) Close() error {
 	<-db.committerDone
 	close(db.stopGC)
 	<-db.gcDone
+	db.mark.close()
 	if err := db.bdb.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	// badger is closed whole: the next Open knows no write was under way.
+	db.mark.mu.Lock()
+	last := db.mark.want
+	db.mark.mu.Unlock()
+	last.Clean = true
+	if err := writeMark(db.dir, last); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	return nil
@@ -364,18 +462,3 @@ func (db *DB) gcLoop(interval time.Duration) {
 		}
 	}
 }
-
-// badgerLogger passes badger's warnings and errors to slog and drops its
-// info and debug messages.
-type badgerLogger struct{ l *slog.Logger }
-
-func (a badgerLogger) Errorf(format string, args ...any) {
-	a.l.Error(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
-}
-
-func (a badgerLogger) Warningf(format string, args ...any) {
-	a.l.Warn(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
-}
-
-func (badgerLogger) Infof(string, ...any)  {}
-func (badgerLogger) Debugf(string, ...any) {}

@@ -2,6 +2,7 @@
 //
 //	kurierd -dev [-data DIR] [-listen ADDR]   the embedded development setup
 //	kurierd -config FILE                      a production node
+//	kurierd -check-store -config FILE         check a stopped node's store (or with -dev -data DIR)
 package main
 
 import (
@@ -36,6 +37,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", daemon.DevListen, "with -dev: the address to listen on")
 	configPath := fs.String("config", "", "the node's YAML config file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	checkStore := fs.Bool("check-store", false, "check the stopped node's store for damage, print what is damaged, and exit non-zero if anything is")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +74,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *checkStore {
+		return daemon.CheckStore(ctx, cfg, stdout, logger)
 	}
 	var ready func(net.Addr)
 	if *dev {
