@@ -26,13 +26,14 @@ type sendOutcome int
 
 const (
 	// sendPending: sealed, and the submission has not ended yet, or ended
-	// without an answer (the harness resubmits those at the end).
+	// without a receipt or a rejection (the node could not be reached, or
+	// was out of room); the harness resubmits those at the end.
 	sendPending sendOutcome = iota
 	// sendAccepted: the node's verified receipt is in hand; the message
 	// must arrive exactly once.
 	sendAccepted
-	// sendRefused: the node refused it for good (a SubmissionRejection or
-	// ResourceExhausted); it must not arrive.
+	// sendRefused: the node refused it for good (a SubmissionRejection);
+	// it must not arrive.
 	sendRefused
 )
 
