@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -326,29 +325,6 @@ func writeZeros(path string, n int64) error {
 		n -= k
 	}
 	return f.Close()
-}
-
-// mountTmpfs mounts a tmpfs of size bytes on dir (made if missing). Where
-// mounting is not permitted the test is skipped, except under CI.
-func mountTmpfs(t *testing.T, dir string, size int) string {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("the full-disk fault needs a tmpfs (run as root, or give -chaos.disks 0): %v: %s", err, strings.TrimSpace(string(out)))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	// Registered before the nodes' stops, so it runs after them.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
 }
 
 // setLimits sets keys of the limits section of the node config at path.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"kurier.dev/kurier/broker/diskspace/diskspacetest"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/pki"
 )
@@ -124,7 +125,7 @@ func newChaosFederation(ctx context.Context, t *testing.T) *chaosFederation {
 		setLimits(t, filepath.Join(f.dir, d, "kurierd.yaml"), map[string]any{"messages_per_second": 1000, "message_burst": 1000, "min_free_bytes": chaosMinFree})
 	}
 	if *chaosDisks > 0 {
-		c.disk = mountTmpfs(t, filepath.Join(f.dir, stadt, "store"), chaosDiskSize)
+		c.disk = diskspacetest.Tmpfs(t, filepath.Join(f.dir, stadt, "store"), chaosDiskSize)
 	}
 	for _, d := range []string{stadt, amtsg} {
 		f.start(d)

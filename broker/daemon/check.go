@@ -24,13 +24,7 @@ import (
 // question is whether the stored bytes are intact; a certificate revoked
 // or expired since then is reported too, as a signature problem.
 func CheckStore(ctx context.Context, cfg *Config, out io.Writer, logger *slog.Logger) error {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	f, err := loadFiles(cfg)
+	logger, f, err := prepare(cfg, logger)
 	if err != nil {
 		return err
 	}

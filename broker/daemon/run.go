@@ -31,13 +31,7 @@ const shutdownGrace = 10 * time.Second
 // Run starts a node as configured and serves until ctx is cancelled. Once
 // it listens, it calls ready (if not nil) with the address it listens on.
 func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr net.Addr)) error {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	f, err := loadFiles(cfg)
+	logger, f, err := prepare(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -177,6 +171,22 @@ func connectionLimits(l LimitsConfig, logger *slog.Logger) (netlimit.Options, er
 	o.Logger = logger
 	logger.Info("connection limits", slog.Uint64("open_files_limit", fds), slog.Int("max_connections", o.Max), slog.Int("max_connections_per_source", o.PerSource))
 	return o, nil
+}
+
+// prepare validates cfg and reads the files it names, for Run and
+// CheckStore; a nil logger is slog.Default().
+func prepare(cfg *Config, logger *slog.Logger) (*slog.Logger, *files, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	f, err := loadFiles(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return logger, f, nil
 }
 
 // files is what a config names on disk, read.

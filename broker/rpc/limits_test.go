@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +19,7 @@ import (
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/diskspace/diskspacetest"
 	"kurier.dev/kurier/broker/netlimit"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/rpc"
@@ -358,35 +357,13 @@ func TestHostileConnections_NoHandshake(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size bytes on a new directory and returns
-// it. Where mounting is not permitted the test is skipped, except under
-// CI, where it must run.
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("cannot mount a tmpfs to fill for real (needs root): %v: %s", err, strings.TrimSpace(string(out)))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 // TestFaultDiskAlarm_FullFilesystem fills a real 64 MiB filesystem under
 // the store: submissions are refused with ResourceExhausted before the
 // disk is full, the node does not crash (badger's memory-mapped writes
 // would end it with SIGBUS on a full disk), and the recipient still
 // fetches and acknowledges.
 func TestFaultDiskAlarm_FullFilesystem(t *testing.T) {
-	dir := mountTmpfs(t, 64<<20)
+	dir := diskspacetest.Tmpfs(t, "", 64<<20)
 	// The headroom of a store opened with store.Options.Small: its
 	// write-ahead logs are 2 × 8 MiB.
 	alarm := &diskspace.Alarm{Dir: dir, Min: 16 << 20, Logger: slog.New(slog.DiscardHandler)}
