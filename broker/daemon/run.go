@@ -103,7 +103,25 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if ready != nil {
 		ready(lis.Addr())
 	}
-	return serve(ctx, srv, lis, logger)
+	// A store that failed to write takes no more writes (store.ErrFailed):
+	// the node stops, so that its supervisor restarts it on what badger
+	// made durable, rather than serving on.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	go func() {
+		select {
+		case <-db.Failed():
+			stopServing()
+		case <-serveCtx.Done():
+		}
+	}()
+	if err := serve(serveCtx, srv, lis, logger); err != nil {
+		return err
+	}
+	if err := db.Err(); err != nil {
+		return fmt.Errorf("the node stopped because %w; check the disk (the log names the error), then start the node again", err)
+	}
+	return nil
 }
 
 // serve runs srv on lis until ctx ends, then stops it gracefully, or

@@ -131,6 +131,12 @@ func (db *DB) commitLoop() {
 }
 
 func (db *DB) runBatch(queue []*request) {
+	if err := db.Err(); err != nil {
+		for _, r := range queue {
+			r.done <- err
+		}
+		return
+	}
 	b := db.newBatch()
 	for _, r := range queue {
 		select {
@@ -204,6 +210,11 @@ func (b *batch) rebuild() {
 	}
 }
 
+// commitTxn commits a batch's transaction; a variable so that the store's
+// own tests can fail a commit after it was made, as a failed fsync would
+// (no test machine can make badger's sync fail for real).
+var commitTxn = func(txn *badger.Txn) error { return txn.Commit() }
+
 // commit commits the batch and answers its requests.
 func (db *DB) commit(b *batch) {
 	err := b.err
@@ -212,15 +223,20 @@ func (db *DB) commit(b *batch) {
 		b.txn.Discard()
 		return
 	case err == nil:
-		err = b.txn.Commit()
+		err = commitTxn(b.txn)
 		if err == nil {
 			grew := b.tree != nil && (db.tree == nil || b.tree.End() > db.tree.End())
 			db.tree = b.tree
 			if grew {
 				db.advanceMark()
 			}
+		} else if errors.Is(err, badger.ErrConflict) {
+			db.reloadLog() // refused before anything was written
 		} else {
-			db.reloadLog()
+			// The batch may be applied in memory without being durable:
+			// the log is not marked past it, and the store takes no more
+			// writes (see fail).
+			err = db.fail(err)
 		}
 	default:
 		b.txn.Discard() // nothing written: DB.tree is still what is on disk

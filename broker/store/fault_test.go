@@ -668,3 +668,68 @@ func TestFaultCheckNoStore(t *testing.T) {
 		t.Error("Check created a store")
 	}
 }
+
+// TestFaultFailedCommit fails a commit after badger made it, as a failed
+// fsync would (the one fault no test machine produces for real: see
+// commitTxn). The request gets an error wrapping ErrFailed, Failed is
+// closed, every later write is refused without being written, no
+// checkpoint can be marked past what was durable, and reads go on. After
+// a restart the store takes writes again and holds what badger made
+// durable.
+func TestFaultFailedCommit(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	ctx := context.Background()
+	before := newFixture(t, db, time.Now(), court)
+	before.create(t, db)
+	if err := db.MarkLog(ctx, logSizeOf(t, db)); err != nil {
+		t.Fatal(err)
+	}
+	marked := logSizeOf(t, db)
+
+	failing := newFixture(t, db, time.Now(), court) // its payload is written before
+	eio := errors.New("input/output error")
+	real := commitTxn
+	commitTxn = func(txn *badger.Txn) error {
+		if err := real(txn); err != nil {
+			return err
+		}
+		return eio
+	}
+	defer func() { commitTxn = real }()
+	_, err := db.CreateMessage(ctx, failing.msg, failing.copies, failing.evs, nil)
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, eio) {
+		t.Fatalf("CreateMessage with a failing commit: %v, want ErrFailed and the cause", err)
+	}
+	commitTxn = real
+	select {
+	case <-db.Failed():
+	default:
+		t.Fatal("Failed is not closed after a failed commit")
+	}
+
+	after := buildFixture(t, broker.Blob{ID: failing.msg.Blob, SHA256: [32]byte{1}, Size: 1}, time.Now(), court)
+	snapshot := dump(t, db)
+	if _, err := db.CreateMessage(ctx, after.msg, after.copies, after.evs, nil); !errors.Is(err, ErrFailed) {
+		t.Fatalf("CreateMessage after the failure: %v, want ErrFailed", err)
+	}
+	if _, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, 300<<10)), 1<<20); !errors.Is(err, ErrFailed) {
+		t.Fatalf("WriteBlob after the failure: %v, want ErrFailed", err)
+	}
+	checkUnchanged(t, db, snapshot)
+	if err := db.MarkLog(ctx, logSizeOf(t, db)); !errors.Is(err, ErrFailed) {
+		t.Fatalf("MarkLog after the failure: %v, want ErrFailed: no checkpoint may cover the failed batch", err)
+	}
+	if m, _, err := readMark(dir); err != nil || m.Size != marked {
+		t.Fatalf("mark after the failure: size %d (%v), want %d, from before it", m.Size, err, marked)
+	}
+	if _, err := db.Message(ctx, before.msg.Header.ID); err != nil {
+		t.Fatalf("read after the failure: %v", err)
+	}
+
+	db = reopen(t, db, dir)
+	if _, err := db.Message(ctx, failing.msg.Header.ID); err != nil {
+		t.Fatalf("the message badger did commit, after a restart: %v", err)
+	}
+	newFixture(t, db, time.Now(), court).create(t, db)
+}

@@ -312,6 +312,11 @@ func (k *marker) close() {
 // returns an error if size exceeds the committed log or the mark cannot be
 // written.
 func (db *DB) MarkLog(ctx context.Context, size uint64) error {
+	if err := db.Err(); err != nil {
+		// The log as read may hold a batch whose commit failed: no
+		// checkpoint may cover it.
+		return fmt.Errorf("mark the transparency log durably: %w", err)
+	}
 	if err := db.mark.wait(ctx, size); err != nil {
 		return fmt.Errorf("mark the transparency log durably: %w", err)
 	}

@@ -100,6 +100,14 @@ import (
 // ErrClosed is returned by every method called after Close.
 var ErrClosed = errors.New("store closed")
 
+// ErrFailed is returned by every write after one failed in badger (its
+// commit or fsync): what that write left in memory may not be on disk, and
+// after a failed fsync the kernel may have dropped dirty pages, so nothing
+// written later could be trusted either. The node must stop; on restart
+// badger replays what is durable, and the high-water mark refuses a store
+// that lost anything a checkpoint covers. Reads keep working meanwhile.
+var ErrFailed = errors.New("the store failed to write and takes no more writes until the node is restarted")
+
 // Options configure Open. The zero value is the production configuration.
 type Options struct {
 	// Logger receives badger's warnings and errors and the result of the
@@ -197,6 +205,10 @@ type DB struct {
 	mu     sync.RWMutex // see the package comment
 	closed bool
 
+	failOnce sync.Once
+	failed   chan struct{} // closed by fail
+	failErr  error         // why; written before failed is closed
+
 	reqs          chan *request // to the committer; closed by Close
 	committerDone chan struct{}
 	stopGC        chan struct{}
@@ -233,6 +245,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		now:            opts.Now,
 		grace:          opts.BlobGrace,
 		reqs:           make(chan *request, 4*maxBatchLength),
+		failed:         make(chan struct{}),
 		committerDone:  make(chan struct{}),
 		stopGC:         make(chan struct{}),
 		gcDone:         make(chan struct{}),
@@ -387,6 +400,33 @@ func (db *DB) Close() error {
 	return nil
 }
 
+// fail puts the store in the failed state after a write failed with
+// cause, logs it, and returns the error every write now gets (see
+// ErrFailed). Only the first failure counts.
+func (db *DB) fail(cause error) error {
+	db.failOnce.Do(func() {
+		db.failErr = fmt.Errorf("%w: %w", ErrFailed, cause)
+		db.log.Error("the store failed to write; it takes no more writes, and the node must be restarted once the disk is checked", "err", cause)
+		close(db.failed)
+	})
+	return db.failErr
+}
+
+// Failed is closed once a write has failed in badger; Err then says why.
+// The daemon stops the node on it.
+func (db *DB) Failed() <-chan struct{} { return db.failed }
+
+// Err returns nil, or, once the store has failed, an error wrapping
+// ErrFailed and the write error that caused it.
+func (db *DB) Err() error {
+	select {
+	case <-db.failed:
+		return db.failErr
+	default:
+		return nil
+	}
+}
+
 // view runs fn in a read transaction, with the store held open.
 func (db *DB) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	if err := ctx.Err(); err != nil {
@@ -408,7 +448,20 @@ func (db *DB) update(fn func(txn *badger.Txn) error) error {
 	if db.closed {
 		return ErrClosed
 	}
-	return db.bdb.Update(fn)
+	if err := db.Err(); err != nil {
+		return err
+	}
+	txn := db.bdb.NewTransaction(true)
+	defer txn.Discard()
+	if err := fn(txn); err != nil {
+		return err // nothing written
+	}
+	if err := commitTxn(txn); errors.Is(err, badger.ErrConflict) {
+		return err // refused before anything was written
+	} else if err != nil {
+		return db.fail(err)
+	}
+	return nil
 }
 
 // get returns the value at k, or ok false if there is none.
