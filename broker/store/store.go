@@ -8,7 +8,10 @@
 // Every write is fsynced before the method that made it returns nil
 // (badger's SyncWrites is always on). Values are checked against their
 // checksums when read (VerifyValueChecksum), and table blocks too
-// (OnBlockRead).
+// (OnBlockRead). A write that fails in badger (its commit or fsync) puts
+// the store in the failed state: every later write gets ErrFailed, no
+// checkpoint can be marked, and the daemon stops the node (Failed),
+// because after a failed fsync nothing in memory is known to be on disk.
 //
 // # Damage and rollback
 //
