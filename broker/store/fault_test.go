@@ -733,3 +733,37 @@ func TestFaultFailedCommit(t *testing.T) {
 	}
 	newFixture(t, db, time.Now(), court).create(t, db)
 }
+
+// TestFaultMarkLogUnderLoad takes checkpoints the way the node does (the
+// log's size as a reader sees it, then MarkLog) while writers commit: a
+// commit is visible to readers a moment before the committer hands its
+// size to the mark, and MarkLog must wait for that rather than fail.
+func TestFaultMarkLogUnderLoad(t *testing.T) {
+	db := openTest(t, "")
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	for range 4 {
+		writers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				newFixture(t, db, time.Now(), court).create(t, db)
+			}
+		})
+	}
+	defer writers.Wait()
+	defer close(stop)
+	for i := range 300 {
+		size, err := db.LogSize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.MarkLog(ctx, size); err != nil {
+			t.Fatalf("checkpoint %d: MarkLog(%d) under load: %v", i, size, err)
+		}
+	}
+}

@@ -174,6 +174,7 @@ func checkCommits(bdb *badger.DB, m mark, logger *slog.Logger) {
 // mu; the write itself happens outside it.
 type marker struct {
 	dir    string
+	log    *slog.Logger
 	kick   chan struct{} // buffered 1: something newer to write
 	urgent chan struct{} // buffered 1: MarkLog waits, write without a pause
 	stop   chan struct{} // closed by DB.Close
@@ -182,14 +183,15 @@ type marker struct {
 	mu      sync.Mutex
 	want    mark          // the newest committed size and root
 	durable uint64        // the size of the mark on disk
-	err     error         // the last write's failure, nil after a success
-	written chan struct{} // closed (and replaced) after every write attempt
+	err      error         // the last write's failure, nil after a success
+	written  chan struct{} // closed (and replaced) after every write attempt
+	advanced chan struct{} // closed (and replaced) by every advance
 }
 
-func newMarker(dir string, m mark) *marker {
+func newMarker(dir string, m mark, logger *slog.Logger) *marker {
 	k := &marker{
-		dir: dir, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		want: m, durable: m.Size, written: make(chan struct{}),
+		dir: dir, log: logger, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		want: m, durable: m.Size, written: make(chan struct{}), advanced: make(chan struct{}),
 	}
 	go k.loop()
 	return k
@@ -201,6 +203,8 @@ func (k *marker) advance(size uint64, root []byte, commits uint64) {
 	k.mu.Lock()
 	if size > k.want.Size {
 		k.want = mark{Size: size, Root: hex.EncodeToString(root), Commits: max(commits, k.want.Commits)}
+		close(k.advanced)
+		k.advanced = make(chan struct{})
 	}
 	k.mu.Unlock()
 	k.wake()
@@ -254,10 +258,31 @@ func (k *marker) loop() {
 		if err == nil {
 			k.durable = m.Size
 		}
+		k.report(err)
 		k.err = err
 		close(k.written)
 		k.written = make(chan struct{})
 		k.mu.Unlock()
+	}
+}
+
+// markRetry is how soon a failed write of the mark is tried again, with
+// or without new commits.
+const markRetry = time.Second
+
+// report logs a write of the mark that failed after one that did not, and
+// the first that succeeds again (called with mu held), and schedules a
+// retry of a failed one: checkpoints wait for the mark, so a mark that
+// cannot be written stops them, and an operator must hear of it.
+func (k *marker) report(err error) {
+	switch {
+	case err != nil && k.err == nil:
+		k.log.Error("cannot write the log's high-water mark; checkpoints wait until it can be written", "file", filepath.Join(k.dir, MarkFile), "err", err)
+	case err == nil && k.err != nil:
+		k.log.Info("the log's high-water mark is written again", "file", filepath.Join(k.dir, MarkFile))
+	}
+	if err != nil {
+		time.AfterFunc(markRetry, k.wake)
 	}
 }
 
@@ -267,9 +292,17 @@ func (k *marker) durableSize() uint64 {
 	return k.durable
 }
 
+// advanceWait bounds how long wait waits for the committer to hand over a
+// size that a reader has already seen: a commit is visible to readers as
+// soon as badger has made it, a moment before the committer advances the
+// mark, so a checkpoint's size can be a little ahead of it.
+const advanceWait = 10 * time.Second
+
 // wait returns once a mark of at least size is durable, or with the
-// writer's error.
-func (k *marker) wait(ctx context.Context, size uint64) error {
+// writer's error; failed is the store's, which ends the wait for an
+// advance that will not come.
+func (k *marker) wait(ctx context.Context, size uint64, failed <-chan struct{}) error {
+	var giveUp <-chan time.Time
 	for {
 		k.mu.Lock()
 		if k.durable >= size {
@@ -277,8 +310,25 @@ func (k *marker) wait(ctx context.Context, size uint64) error {
 			return nil
 		}
 		if size > k.want.Size {
+			advanced, want := k.advanced, k.want.Size
 			k.mu.Unlock()
-			return fmt.Errorf("mark the log at %d leaves: the log has only %d", size, k.want.Size)
+			if giveUp == nil {
+				t := time.NewTimer(advanceWait)
+				defer t.Stop()
+				giveUp = t.C
+			}
+			select {
+			case <-advanced:
+				continue
+			case <-giveUp:
+				return fmt.Errorf("mark the log at %d leaves: the committed log has only %d", size, want)
+			case <-failed:
+				return ErrFailed
+			case <-k.stop:
+				return ErrClosed
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		written := k.written
 		k.mu.Unlock()
@@ -317,7 +367,7 @@ func (db *DB) MarkLog(ctx context.Context, size uint64) error {
 		// checkpoint may cover it.
 		return fmt.Errorf("mark the transparency log durably: %w", err)
 	}
-	if err := db.mark.wait(ctx, size); err != nil {
+	if err := db.mark.wait(ctx, size, db.failed); err != nil {
 		return fmt.Errorf("mark the transparency log durably: %w", err)
 	}
 	return nil

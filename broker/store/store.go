@@ -280,7 +280,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	db.mark = newMarker(dir, now)
+	db.mark = newMarker(dir, now, opts.Logger)
 	go db.commitLoop()
 	go db.gcLoop(opts.GCInterval)
 
