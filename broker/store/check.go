@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/table"
 	"github.com/transparency-dev/merkle/compact"
 
 	"kurier.dev/kurier/broker"
@@ -72,11 +73,12 @@ func Check(ctx context.Context, dir string, opts CheckOptions) (CheckResult, err
 		return res, fmt.Errorf("check store %s: no store there (%w)", dir, err)
 	}
 
-	tables, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	tables, err := manifestTables(dir, bo)
 	if err != nil {
-		return res, fmt.Errorf("check store %s: %w", dir, err)
+		report(Problem{"manifest", filepath.Join(dir, badger.ManifestFilename), err.Error()})
 	}
-	for _, name := range tables {
+	for _, id := range tables {
+		name := table.NewFilename(id, dir)
 		if err := verifyTable(name, bo); err != nil {
 			report(Problem{"table", name, err.Error()})
 		}
@@ -94,7 +96,15 @@ func Check(ctx context.Context, dir string, opts CheckOptions) (CheckResult, err
 		return res, fmt.Errorf("check store %s: open (is the node still running?): %w", dir, err)
 	}
 	defer bdb.Close()
-	for _, c := range cuts(tails, haveMark && m.Clean) {
+	clean := haveMark && m.Clean
+	for _, c := range cuts(tails, clean) {
+		if !clean {
+			// After a crash a cut is most likely the torn tail of a write
+			// nobody was answered for; the mark and the commits below say
+			// whether anything committed was lost.
+			o.Logger.Warn("badger cut a log file after an unclean shutdown (a torn write, or damage)", "file", c.path, "cut", c.String())
+			continue
+		}
 		report(Problem{"log file", c.path, c.String()})
 	}
 	if got := bdb.MaxVersion(); haveMark && got < m.Commits {

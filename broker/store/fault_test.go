@@ -767,3 +767,28 @@ func TestFaultMarkLogUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultTornUnlistedTable leaves a half-written table that badger's
+// manifest does not list, as a crash while badger flushes or compacts
+// does: it is not damage (badger deletes it on open), so Open and Check
+// must not refuse the store for it.
+func TestFaultTornUnlistedTable(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	newFixture(t, db, time.Now(), court).create(t, db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "999999.sst"), randomBytes(t, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var problems []string
+	res, err := Check(context.Background(), dir, CheckOptions{
+		Store:  Options{Small: true, Logger: slog.New(slog.DiscardHandler)},
+		Report: func(p Problem) { problems = append(problems, p.String()) },
+	})
+	if err != nil || res.Problems != 0 {
+		t.Fatalf("Check with a torn table the manifest does not list: %v, problems %q", err, problems)
+	}
+	openTest(t, dir)
+}

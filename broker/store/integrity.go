@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +16,8 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/ristretto/v2/z"
+
+	"kurier.dev/kurier/envelope"
 )
 
 // What badger does with damaged files, and what Kurier does about it
@@ -49,19 +53,47 @@ import (
 //     payload bytes read back empty from badger, without an error, and
 //     surface as broker.ErrDamaged when read and in Check.
 
-// verifyTables checks the block checksums of every table in dir before
-// badger opens them. It returns an error naming the first damaged table.
+// verifyTables checks the block checksums of every table the manifest
+// lists, before badger opens them. It returns an error naming the first
+// damaged table. A table the manifest does not list is not checked: a
+// crash while badger flushes or compacts leaves one half written before
+// it is added to the manifest, and badger deletes it on open. A manifest
+// that cannot be read is left to badger, which refuses it.
 func verifyTables(dir string, bo badger.Options) error {
-	names, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	ids, err := manifestTables(dir, bo)
 	if err != nil {
-		return err
+		return nil //nolint:nilerr // badger.Open reports a damaged manifest
 	}
-	for _, name := range names {
-		if err := verifyTable(name, bo); err != nil {
-			return fmt.Errorf("table %s is damaged (%v): restore the data directory from a backup, keeping the current %s, and run kurierd -check-store on it", name, err, MarkFile)
+	for _, id := range ids {
+		name := table.NewFilename(id, dir)
+		err := verifyTable(name, bo)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // badger reports a listed table that is missing
+		}
+		if err != nil {
+			return fmt.Errorf("table %s is damaged (%s): restore the data directory from a backup, keeping the current %s, and run kurierd -check-store on it",
+				name, envelope.Quote(err.Error()), MarkFile)
 		}
 	}
 	return nil
+}
+
+// manifestTables returns the ids of the tables badger's manifest in dir
+// lists, in order; none if there is no manifest yet.
+func manifestTables(dir string, bo badger.Options) ([]uint64, error) {
+	f, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the manifest: %w", err)
+	}
+	defer f.Close()
+	m, _, err := badger.ReplayManifestFile(f, bo.ExternalMagicVersion, bo)
+	if err != nil {
+		return nil, fmt.Errorf("read the manifest: %w", err)
+	}
+	return slices.Sorted(maps.Keys(m.Tables)), nil
 }
 
 // verifyTable opens one table read-only and checks every block.

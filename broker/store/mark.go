@@ -180,9 +180,9 @@ type marker struct {
 	stop   chan struct{} // closed by DB.Close
 	done   chan struct{} // closed when the writer has stopped
 
-	mu      sync.Mutex
-	want    mark          // the newest committed size and root
-	durable uint64        // the size of the mark on disk
+	mu       sync.Mutex
+	want     mark          // the newest committed size and root
+	durable  uint64        // the size of the mark on disk
 	err      error         // the last write's failure, nil after a success
 	written  chan struct{} // closed (and replaced) after every write attempt
 	advanced chan struct{} // closed (and replaced) by every advance
