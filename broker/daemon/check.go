@@ -9,6 +9,7 @@ import (
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 )
 
@@ -20,18 +21,23 @@ import (
 // then a summary, and returns an error wrapping ErrDamaged if anything is
 // damaged.
 //
-// Signatures are verified at the time each evidence states, since the
-// question is whether the stored bytes are intact; a certificate revoked
-// or expired since then is reported too, as a signature problem.
+// Signatures are verified at the time each evidence states, without the
+// CRL, since the question is whether the stored bytes are intact: a
+// signer revoked since, or a CRL past its next update, is not damage
+// (kurier verify judges revocation).
 func CheckStore(ctx context.Context, cfg *Config, out io.Writer, logger *slog.Logger) error {
 	logger, f, err := prepare(cfg, logger)
+	if err != nil {
+		return err
+	}
+	intact, err := intactTrust(f)
 	if err != nil {
 		return err
 	}
 	res, err := store.Check(ctx, cfg.Data, store.CheckOptions{
 		Store: store.Options{Logger: logger},
 		Message: func(_ context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence) []string {
-			return checkEvidence(f.trust, copies, evs)
+			return checkEvidence(intact, copies, evs)
 		},
 		Report: func(p store.Problem) { fmt.Fprintf(out, "damaged: %s\n", p) },
 	})
@@ -45,6 +51,19 @@ func CheckStore(ctx context.Context, cfg *Config, out io.Writer, logger *slog.Lo
 			broker.ErrDamaged, res.Problems, cfg.Data, store.MarkFile)
 	}
 	return nil
+}
+
+// intactTrust is the trust the check verifies signatures with: the
+// node's trust anchors without the CRL. The check asks whether the stored
+// bytes are intact, and the CRL judges revocation, and its own freshness,
+// now: a CRL past its next update, or a signer revoked since it signed, is
+// not damage.
+func intactTrust(f *files) (*pki.TrustStore, error) {
+	t, err := pki.NewTrustStore(f.id.Roots, "")
+	if err != nil {
+		return nil, fmt.Errorf("trust anchors: %w", err)
+	}
+	return t, nil
 }
 
 // checkEvidence verifies each evidence's signature and each copy's chain,

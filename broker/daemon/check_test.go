@@ -48,6 +48,19 @@ func TestFaultCheckEvidence(t *testing.T) {
 	}
 	head := broker.Copy{Recipient: DevCourt, Head: prev}
 
+	// A month on, the node's CRL is past its next update: intact evidence
+	// is still intact.
+	later := func() time.Time { return time.Now().Add(30 * 24 * time.Hour) }
+	f.trust.SetClock(later)
+	if got := checkEvidence(f.trust, []broker.Copy{head}, evs); len(got) == 0 {
+		t.Fatal("with the CRL stale, the node's trust store accepts the evidence; the test no longer shows why the check leaves the CRL out")
+	}
+	intact, err := intactTrust(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	intact.SetClock(later)
+
 	flipped := append([]broker.Evidence(nil), evs...)
 	flipped[1].DER = append([]byte(nil), evs[1].DER...)
 	flipped[1].DER[len(flipped[1].DER)/2] ^= 0x01
@@ -63,7 +76,7 @@ func TestFaultCheckEvidence(t *testing.T) {
 		"wrong head":      {[]broker.Copy{{Recipient: DevCourt, Head: digest("other")}}, evs, "its head is not the digest of its last evidence"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			got := checkEvidence(f.trust, tt.copies, tt.evs)
+			got := checkEvidence(intact, tt.copies, tt.evs)
 			if tt.want == "" {
 				if len(got) != 0 {
 					t.Errorf("problems %q, want none", got)

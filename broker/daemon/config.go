@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -272,7 +273,11 @@ func (l LimitsConfig) validate() []error {
 		{"min_free_bytes", float64(l.MinFreeBytes)},
 		{"max_connections", float64(l.MaxConnections)}, {"max_connections_per_source", float64(l.MaxConnectionsPerSource)},
 	} {
-		if n.v < 0 {
+		switch {
+		case math.IsNaN(n.v) || math.IsInf(n.v, 0):
+			// A rate of NaN or infinity would switch the limit off.
+			errs = append(errs, fmt.Errorf("limits: %s %v is not a number; give a number, or 0 for the default", n.key, n.v))
+		case n.v < 0:
 			errs = append(errs, fmt.Errorf("limits: %s %v is negative; give 0 for the default", n.key, n.v))
 		}
 	}

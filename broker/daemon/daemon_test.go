@@ -220,6 +220,8 @@ limits:
 		"negative upload idle":   {body: strings.Replace(good, "upload_idle: 45s", "upload_idle: -5s", 1), want: []string{"upload_idle -5s is negative"}},
 		"negative upload share":  {body: strings.Replace(good, "max_uploads_per_sender: 2", "max_uploads_per_sender: -1", 1), want: []string{"max_uploads_per_sender -1 is negative"}},
 		"negative rate":          {body: strings.Replace(good, "upload_idle: 45s", "messages_per_second: -1", 1), want: []string{"messages_per_second -1 is negative"}},
+		"rate not a number":      {body: strings.Replace(good, "upload_idle: 45s", "messages_per_second: .nan", 1), want: []string{"messages_per_second NaN is not a number"}},
+		"infinite relay rate":    {body: strings.Replace(good, "upload_idle: 45s", "relay_messages_per_second: .inf", 1), want: []string{"relay_messages_per_second +Inf is not a number"}},
 		"negative quota":         {body: strings.Replace(good, "upload_idle: 45s", "quota_bytes_per_day: -5", 1), want: []string{"quota_bytes_per_day -5 is negative"}},
 		"negative handshake":     {body: strings.Replace(good, "upload_idle: 45s", "handshake_timeout: -1s", 1), want: []string{"handshake_timeout -1s is negative"}},
 		"free space too small":   {body: strings.Replace(good, "upload_idle: 45s", "min_free_bytes: 1048576", 1), want: []string{"min_free_bytes 1048576 is below"}},
