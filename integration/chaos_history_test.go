@@ -93,6 +93,13 @@ func (h *history) fault(kind, target string, began time.Time) {
 	h.faults = append(h.faults, faultRecord{Kind: kind, Target: target, At: began.Sub(h.start), Took: time.Since(began)})
 }
 
+// lastError is how key's last submission failed.
+func (h *history) lastError(key string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sends[key].Err
+}
+
 // pending returns the keys whose submission has no answer yet.
 func (h *history) pending() []string {
 	h.mu.Lock()

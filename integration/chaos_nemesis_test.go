@@ -281,12 +281,17 @@ func (r retryCounter) Handle(context.Context, slog.Record) error {
 func (r retryCounter) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r retryCounter) WithGroup(string) slog.Handler      { return r }
 
-// The city node's store is on a tmpfs of chaosDiskSize, and the node keeps
-// chaosMinFree of it free (the least a node may be configured with).
-const (
-	chaosDiskSize = 1280 << 20
-	chaosMinFree  = 1 << 30
-)
+// The city node keeps chaosMinFree of its store's tmpfs free (the least a
+// node may be configured with).
+const chaosMinFree = 1 << 30
+
+// chaosDiskSize is the size of the city node's tmpfs: the free space the
+// alarm keeps, and room for the run's messages (a few KiB each, every 20th
+// 300 KiB, with their evidence and badger's own files), so that the alarm
+// is raised only by the nemesis.
+func chaosDiskSize() int64 {
+	return chaosMinFree + 512<<20 + int64(*chaosMessages)*64<<10
+}
 
 // fillDisk fills the city node's filesystem until less than its disk
 // alarm's limit is free, runs hold, and frees it again. Submissions to the

@@ -125,7 +125,7 @@ func newChaosFederation(ctx context.Context, t *testing.T) *chaosFederation {
 		setLimits(t, filepath.Join(f.dir, d, "kurierd.yaml"), map[string]any{"messages_per_second": 1000, "message_burst": 1000, "min_free_bytes": chaosMinFree})
 	}
 	if *chaosDisks > 0 {
-		c.disk = diskspacetest.Tmpfs(t, filepath.Join(f.dir, stadt, "store"), chaosDiskSize)
+		c.disk = diskspacetest.Tmpfs(t, filepath.Join(f.dir, stadt, "store"), chaosDiskSize())
 	}
 	for _, d := range []string{stadt, amtsg} {
 		f.start(d)
@@ -211,8 +211,11 @@ func outcomeOf(err error) sendOutcome {
 }
 
 // resubmitPending submits, once every node is up and linked, each sealed
-// message whose submission ended without an answer, until it gets one.
+// message whose submission ended without an answer, until it gets one or
+// resubmitFor has passed; what is left is unresolved.
 func (c *chaosFederation) resubmitPending(ctx context.Context, t *testing.T, h *history) {
+	ctx, cancel := context.WithTimeout(ctx, resubmitFor)
+	defer cancel()
 	for _, key := range h.pending() {
 		c.sealedMu.Lock()
 		s := c.sealed[key]
@@ -222,11 +225,15 @@ func (c *chaosFederation) resubmitPending(ctx context.Context, t *testing.T, h *
 			if !slices.Contains(h.pending(), key) {
 				break
 			}
-			t.Logf("resubmit %s: still no receipt", key)
+			t.Logf("resubmit %s: still no receipt: %s", key, h.lastError(key))
 			pause(ctx, time.Second)
 		}
 	}
 }
+
+// resubmitFor bounds the final resubmissions: every fault has ended by
+// then, so a message still without a receipt after it is a failure.
+const resubmitFor = 3 * time.Minute
 
 // receive fetches and acknowledges every new message in mailbox until ctx
 // ends, recording each one fetched. A message listed twice in one listing
