@@ -41,7 +41,8 @@ type CheckResult struct {
 // CheckOptions configure Check.
 type CheckOptions struct {
 	// Store are the options the store is opened with (memory sizes,
-	// logger); Check writes nothing of its own.
+	// logger). Check writes nothing of its own, but opening the store
+	// lets badger replay and cut its logs, as Open does.
 	Store Options
 	// Message, if set, is called with each readable message, its copies
 	// and its evidence in the order stored, for the checks the store
