@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -182,6 +183,55 @@ func TestHostile_RevokedDuringStreams(t *testing.T) {
 	}
 	upID := signedID(t, up)
 	if _, err := ts.db.Message(ctx, upID); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("the upload cut off was stored: %v", err)
+	}
+}
+
+// TestHostile_RevokedIdleStreams revokes a participant while its upload
+// (the envelope sent, no payload yet) and a reflection stream wait, idle,
+// in a receive: both end at the next periodic check with Unauthenticated,
+// not when the caller next sends or the upload's idle time runs out (an
+// hour here), so that a revoked caller holds no upload slot.
+func TestHostile_RevokedIdleStreams(t *testing.T) {
+	ts := startTestServer(t, rpc.Options{StreamCheck: 10 * time.Millisecond, UploadIdle: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id := freshParticipant(t, pkitest.Other)
+	conn := dial(t, ts.addr, id, ts.trust)
+
+	upload, err := kurierv1.NewMailboxServiceClient(conn).Submit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := signedSubmit(t, pkitest.Other, id, pkitest.Agency, rpc.ChunkSize)
+	if err := upload.Send(up); err != nil {
+		t.Fatal(err)
+	}
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One answer, so that the handler is running, now waiting for more.
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	ts.revoke(t, id.Cert.SerialNumber)
+	start := time.Now()
+	// Neither stream is closed by the caller: only the node can end them.
+	err = upload.RecvMsg(new(kurierv1.SubmitResponse))
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "your certificate is revoked") {
+		t.Errorf("the idle upload after revocation: %v, want Unauthenticated saying the certificate is revoked", err)
+	}
+	_, err = refl.Recv()
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("the idle reflection stream after revocation: %v, want Unauthenticated", err)
+	}
+	t.Logf("both streams ended %s after the revocation", time.Since(start))
+	if _, err := ts.db.Message(context.Background(), signedID(t, up)); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("the upload cut off was stored: %v", err)
 	}
 }
