@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -20,6 +21,8 @@ import (
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
@@ -346,6 +349,38 @@ func TestHostile_LongInputs(t *testing.T) {
 	first, _ := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Court, 1000)
 	signed := first.GetEnvelope()
 
+	// statementField returns a Rejection by the court, signed by it, with
+	// field set to value (checked only when the node reads it).
+	court := fx.IDs[pkitest.Court]
+	statementField := func(field, value string) []byte {
+		t.Helper()
+		st := map[string]any{
+			"version": evidence.StatementVersion, "type": evidence.Rejection, "message_id": signedID(t, first),
+			"envelope_sha256": strings.Repeat("0", 64), "payload_sha256": strings.Repeat("0", 64),
+			"sender": pkitest.Agency, "recipient": pkitest.Court, "issuer": pkitest.Court,
+			"time": time.Now().UTC().Format(evidence.TimeFormat), "previous_sha256": "", "reason": "other: x",
+		}
+		st[field] = value
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := cms.Sign(b, cms.Signer{Cert: court.Cert, Key: court.Key, Chain: court.Chain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	courtBox := kurierv1.NewMailboxServiceClient(dial(t, ts.addr, court, ts.trust))
+	acknowledge := func(der []byte) error {
+		_, err := courtBox.Acknowledge(ctx, &kurierv1.AcknowledgeRequest{Evidence: der})
+		return err
+	}
+	reject := func(der []byte) error {
+		_, err := courtBox.Reject(ctx, &kurierv1.RejectRequest{Evidence: der})
+		return err
+	}
+
 	calls := map[string]func() error{
 		"Lookup address": func() error {
 			_, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: long + "@stadt.example"})
@@ -388,6 +423,26 @@ func TestHostile_LongInputs(t *testing.T) {
 			}}})
 			_, err = stream.CloseAndRecv()
 			return err
+		},
+		// The recipient's own statements, signed, with one field long:
+		// refused when the statement is read, quoting at most its start.
+		"Acknowledge time": func() error {
+			return acknowledge(statementField("time", long[:7000]))
+		},
+		"Reject time": func() error {
+			return reject(statementField("time", long[:7000]))
+		},
+		"Acknowledge type": func() error {
+			return acknowledge(statementField("type", long[:7000]))
+		},
+		"Reject sender": func() error {
+			return reject(statementField("sender", long[:7000]))
+		},
+		"Reject recipient": func() error {
+			return reject(statementField("recipient", long[:7000]+"@amtsgericht.example"))
+		},
+		"Acknowledge issuer": func() error {
+			return acknowledge(statementField("issuer", long[:7000]))
 		},
 		"PushEvidence log": func() error {
 			_, err := relay.PushEvidence(ctx, &kurierv1.PushEvidenceRequest{Evidence: &kurierv1.Evidence{Der: []byte("x"), Log: long, Type: long[:1000], Recipient: long[:1000]}})
