@@ -13,14 +13,16 @@ import (
 	"kurier.dev/kurier/pki"
 )
 
-// LimitError is the error of a request refused for now by a rate limit or
-// a quota: it wraps the reason (broker.ErrRateLimited) and says when the
-// same request may succeed, so that broker/rpc can tell the caller.
+// LimitError is the error of a request refused for now by a rate limit, a
+// quota or a sender's share of the upload slots: it wraps the reason
+// (broker.ErrRateLimited) and says when the same request may succeed, so
+// that broker/rpc can tell the caller.
 type LimitError struct {
 	Err        error
 	RetryAfter time.Duration
 }
 
+// Error returns the reason, which names the limit and when to try again.
 func (e *LimitError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the reason.
