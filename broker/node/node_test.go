@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -221,6 +222,60 @@ func TestNode_Submit(t *testing.T) {
 	})
 }
 
+// TestFault_UnreadableCRL: when the node's own CRL file turns unreadable
+// or malformed, a recipient's encryption certificate cannot be checked:
+// Lookup says so as broker.ErrUnavailable (try again), not as the
+// certificate's fault (broker.ErrState, "its holder needs a new one"),
+// and names no file of the node; the log has the details.
+func TestFault_UnreadableCRL(t *testing.T) {
+	for name, corrupt := range map[string]func(path string) error{
+		"malformed": func(path string) error { return os.WriteFile(path, []byte("not a CRL"), 0o600) },
+		"missing":   os.Remove,
+	} {
+		t.Run(name, func(t *testing.T) {
+			crl := filepath.Join(t.TempDir(), "crl.pem")
+			b, err := os.ReadFile(fx.CRL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(crl, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			trust, err := pki.NewTrustStore(fx.Node.Roots, crl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			n, err := node.New(newHarness(t, node.Limits{}).db, node.Config{
+				Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: trust,
+				Participants: []node.Participant{{Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+				Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := n.Lookup(context.Background(), court); err != nil {
+				t.Fatalf("Lookup with a good CRL: %v", err)
+			}
+			if err := corrupt(crl); err != nil {
+				t.Fatal(err)
+			}
+			// The trust store looks at its CRL file at most once a second.
+			trust.SetClock(func() time.Time { return time.Now().Add(2 * time.Second) })
+			_, err = n.Lookup(context.Background(), court)
+			if !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrState) {
+				t.Fatalf("Lookup with the CRL %s: %v, want ErrUnavailable", name, err)
+			}
+			if strings.Contains(err.Error(), crl) || strings.Contains(err.Error(), "needs a new one") {
+				t.Errorf("Lookup with the CRL %s: %q names the node's file or blames the certificate", name, err)
+			}
+			if !strings.Contains(logs.String(), crl) {
+				t.Errorf("the log has no details of the failure:\n%s", logs.String())
+			}
+		})
+	}
+}
+
 func TestNode_Lookup(t *testing.T) {
 	h := newHarness(t, node.Limits{})
 	if p, err := h.node.Lookup(context.Background(), court); err != nil || p.EncryptionCert != fx.IDs[court].EncCert {
@@ -252,6 +307,18 @@ func TestNode_Lookup(t *testing.T) {
 	}
 	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrState) {
 		t.Errorf("revoked encryption certificate: err = %v, want ErrState", err)
+	}
+	// Nor one from outside the federation: its holder needs a new one.
+	n, err = node.New(h.db, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: other, EncryptionCert: fx.Foreign.EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrState) || !strings.Contains(err.Error(), "needs a new one") {
+		t.Errorf("foreign encryption certificate: err = %v, want ErrState", err)
 	}
 }
 
