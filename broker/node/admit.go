@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -152,10 +153,14 @@ func (n *Node) admitPayload(caller pki.Peer, m *broker.Message) (end func(stored
 	room := func() {}
 	if n.space != nil {
 		if room, err = n.space(m.Header.PayloadSize); err != nil {
-			if !errors.Is(err, broker.ErrNoSpace) {
-				err = fmt.Errorf("%w: %w", broker.ErrNoSpace, err)
+			if errors.Is(err, broker.ErrNoSpace) {
+				return nil, err
 			}
-			return nil, err
+			// Any other failure (the free space unreadable) names the
+			// node's store: the operator's log gets it, the sender a
+			// reason to try again.
+			n.log.Error("cannot tell whether the disk has room for a message", slog.String(broker.LogMsgID, m.ID()), slog.Any(broker.LogErr, err))
+			return nil, fmt.Errorf("%w: this node cannot tell now whether its disk has room for the message; try again later", broker.ErrUnavailable)
 		}
 	}
 	refund, err := n.admit.takeBytes(caller, m.Header.PayloadSize, n.now())

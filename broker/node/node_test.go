@@ -17,6 +17,7 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/envelope"
@@ -273,6 +274,42 @@ func TestFault_UnreadableCRL(t *testing.T) {
 				t.Errorf("the log has no details of the failure:\n%s", logs.String())
 			}
 		})
+	}
+}
+
+// TestFault_FreeSpaceUnreadable: when the node's disk check fails other
+// than by finding the disk full (here statfs of a store folder that is
+// gone), the sender is told to try again (broker.ErrUnavailable) without
+// the node's path, which goes to the log; nothing is stored or refused
+// for good.
+func TestFault_FreeSpaceUnreadable(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	gone := filepath.Join(t.TempDir(), "store")
+	var logs bytes.Buffer
+	n, err := node.New(h.db, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: agency, EncryptionCert: fx.IDs[agency].EncCert}, {Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		// An alarm that passes statfs's failure on.
+		Space: func(int64) (func(), error) {
+			_, err := diskspace.Statfs(gone)
+			return nil, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	_, err = n.Submit(context.Background(), participant(agency), m.bytes, m.sig, bytes.NewReader(m.payload))
+	var rej *node.Rejection
+	if !errors.Is(err, broker.ErrUnavailable) || errors.As(err, &rej) || strings.Contains(err.Error(), gone) {
+		t.Fatalf("Submit with the free space unreadable: %v, want ErrUnavailable without the node's path", err)
+	}
+	if !strings.Contains(logs.String(), gone) {
+		t.Errorf("the log has no details of the failure:\n%s", logs.String())
+	}
+	if _, err := h.db.Message(context.Background(), m.env.ID); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("the message was stored: %v", err)
 	}
 }
 
