@@ -176,15 +176,16 @@ func (n *Node) admitPayload(caller pki.Peer, m *broker.Message) (end func(stored
 	}, nil
 }
 
-// commitError says what a failed write of a new message means for its
-// sender. A refusal the store made before writing (a bad blob, a record
-// too large) stays what it is; anything else (the commit or its fsync
-// failed, the request was given up while in a batch being committed) may
-// have stored the message, so the sender is told that the outcome is
-// unknown and to send the same message again, which the node answers
-// with the stored receipt if there is one.
+// commitError says what a failed write means for whoever asked for it: a
+// new message, relayed copies or rejections, or a step of a copy
+// (Retrieval, Acknowledgement, Rejection). A refusal the store made before
+// writing (a bad blob, a record too large, a copy changed meanwhile)
+// stays what it is; anything else (the commit or its fsync failed, the
+// request was given up while in a batch being committed) may have stored
+// the write, so the caller is told that the outcome is unknown and to ask
+// again, which the node answers with what it stored if it did.
 func commitError(what string, err error) error {
-	for _, known := range []error{broker.ErrInvalid, broker.ErrNotFound, broker.ErrTooLarge, broker.ErrState} {
+	for _, known := range []error{broker.ErrInvalid, broker.ErrNotFound, broker.ErrTooLarge, broker.ErrState, broker.ErrConflict} {
 		if errors.Is(err, known) {
 			return fmt.Errorf("%s: %w", what, err)
 		}

@@ -7,11 +7,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -719,5 +722,73 @@ func TestHostile_SubmitRefused(t *testing.T) {
 	}
 	if evs, err := h.db.Evidence(context.Background(), m.env.ID); err != nil || len(evs) != 0 {
 		t.Fatalf("evidence stored for a refused envelope: %v (%v)", evs, err)
+	}
+}
+
+// failingStep is the one fake here: a store whose AppendEvidence stores
+// the step for real and then fails as a failed fsync would, as often as
+// fail says. An EIO from fsync cannot be produced for real on this
+// machine (it needs a device-mapper target such as dm-flakey).
+type failingStep struct {
+	*store.DB
+	fail atomic.Int32
+}
+
+func (f *failingStep) AppendEvidence(ctx context.Context, s broker.Step) (broker.Evidence, error) {
+	ev, err := f.DB.AppendEvidence(ctx, s)
+	if err == nil && f.fail.Add(-1) >= 0 {
+		return broker.Evidence{}, fmt.Errorf("commit: sync %s: %w", "000001.vlog", syscall.EIO)
+	}
+	return ev, err
+}
+
+// TestFault_StepCommitFails: when the commit of a copy's step (its
+// Retrieval, the recipient's Acknowledgement) fails in a way that leaves
+// open whether it was stored, the caller is told that the outcome is
+// unknown (broker.ErrUnknownOutcome, Unavailable at the gRPC face), not
+// an internal error; asking again returns what was stored.
+func TestFault_StepCommitFails(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, node.Limits{})
+	st := &failingStep{DB: h.db}
+	n, err := node.New(st, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: agency, EncryptionCert: fx.IDs[agency].EncCert}, {Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	if _, err := n.Submit(ctx, participant(agency), m.bytes, m.sig, bytes.NewReader(m.payload)); err != nil {
+		t.Fatal(err)
+	}
+	id := m.env.ID
+
+	st.fail.Store(1)
+	if _, err := n.Retrieved(ctx, participant(court), id); !errors.Is(err, broker.ErrUnknownOutcome) {
+		t.Fatalf("Retrieved with a failed commit: %v, want ErrUnknownOutcome", err)
+	}
+	ret, err := n.Retrieved(ctx, participant(court), id)
+	if err != nil || ret.Type != string(evidence.Retrieval) {
+		t.Fatalf("Retrieved again: %v, %v; want the stored Retrieval", ret.Type, err)
+	}
+
+	stmt := &evidence.Statement{
+		Version: evidence.StatementVersion, Type: evidence.Acknowledgement, MessageID: id,
+		EnvelopeSHA256: envelope.Digest(m.bytes), PayloadSHA256: m.env.PayloadSHA256,
+		Sender: agency, Recipient: court, Issuer: court, Time: time.Now(), PreviousSHA256: evidence.Digest(ret.DER),
+	}
+	der, err := evidence.Sign(stmt, signer(fx.IDs[court]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.fail.Store(1)
+	if _, err := n.Acknowledge(ctx, participant(court), der); !errors.Is(err, broker.ErrUnknownOutcome) {
+		t.Fatalf("Acknowledge with a failed commit: %v, want ErrUnknownOutcome", err)
+	}
+	ack, err := n.Acknowledge(ctx, participant(court), der)
+	if err != nil || !bytes.Equal(ack.DER, der) {
+		t.Fatalf("Acknowledge again: %v; want the stored Acknowledgement", err)
 	}
 }
