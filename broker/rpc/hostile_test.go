@@ -365,7 +365,7 @@ func TestHostile_LongInputs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		der, err := cms.Sign(b, cms.Signer{Cert: court.Cert, Key: court.Key, Chain: court.Chain})
+		der, err := cms.Sign(b, pkitest.Signer(court))
 		if err != nil {
 			t.Fatal(err)
 		}
