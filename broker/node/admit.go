@@ -185,7 +185,7 @@ func (n *Node) admitPayload(caller pki.Peer, m *broker.Message) (end func(stored
 // the write, so the caller is told that the outcome is unknown and to ask
 // again, which the node answers with what it stored if it did.
 func commitError(what string, err error) error {
-	for _, known := range []error{broker.ErrInvalid, broker.ErrNotFound, broker.ErrTooLarge, broker.ErrState, broker.ErrConflict} {
+	for _, known := range []error{broker.ErrInvalid, broker.ErrNotFound, broker.ErrTooLarge, broker.ErrState, broker.ErrConflict, broker.ErrExists} {
 		if errors.Is(err, known) {
 			return fmt.Errorf("%s: %w", what, err)
 		}

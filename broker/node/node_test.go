@@ -28,6 +28,7 @@ import (
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
+	"kurier.dev/kurier/tlog"
 )
 
 const (
@@ -791,4 +792,101 @@ func TestFault_StepCommitFails(t *testing.T) {
 	if err != nil || !bytes.Equal(ack.DER, der) {
 		t.Fatalf("Acknowledge again: %v; want the stored Acknowledgement", err)
 	}
+}
+
+// failingAdd stores relayed copies and rejections for real and then fails
+// as a failed fsync would, once each time fail is set (the same fault as
+// failingStep).
+type failingAdd struct {
+	*store.DB
+	fail atomic.Bool
+}
+
+func (f *failingAdd) AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error) {
+	stored, err := f.DB.AddEvidence(ctx, ev)
+	return stored, f.failed(err)
+}
+
+func (f *failingAdd) AddCopies(ctx context.Context, id, envSHA256 string, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error) {
+	stored, err := f.DB.AddCopies(ctx, id, envSHA256, copies, evs)
+	return stored, f.failed(err)
+}
+
+func (f *failingAdd) failed(err error) error {
+	if err == nil && f.fail.Swap(false) {
+		return fmt.Errorf("commit: sync %s: %w", "000001.vlog", syscall.EIO)
+	}
+	return err
+}
+
+// TestFault_RelayCommitFails: when the commit of a relayed message's
+// rejections, or of copies added to a message relayed before, fails in a
+// way that leaves open whether they were stored, the relaying node is
+// told that the outcome is unknown (and so relays again), not of an
+// internal error; relaying again gets the stored answer.
+func TestFault_RelayCommitFails(t *testing.T) {
+	ctx := context.Background()
+	const domain, nobody = "amtsgericht.example", "niemand@amtsgericht.example"
+	logKey, _, err := tlog.GenerateKey(tlog.Origin(domain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, node.Limits{})
+	st := &failingAdd{DB: h.db}
+	n, err := node.New(st, node.Config{
+		Domains: []string{domain}, Signer: signer(fx.Node), LogKey: logKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	city := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
+	// relay hands n the message m for recipients, each with the city's
+	// SubmissionAcceptance (made once per recipient) as its chain.
+	chains := map[string][]broker.Evidence{}
+	relay := func(m *message, recipients ...string) ([][]broker.Evidence, error) {
+		in := node.Incoming{Envelope: m.bytes, Signature: m.sig, Recipients: recipients}
+		for _, to := range recipients {
+			if chains[m.env.ID+to] == nil {
+				sa, err := evidence.Sign(&evidence.Statement{
+					Version: evidence.StatementVersion, Type: evidence.SubmissionAcceptance, MessageID: m.env.ID,
+					EnvelopeSHA256: envelope.Digest(m.bytes), PayloadSHA256: m.env.PayloadSHA256,
+					Sender: agency, Recipient: to, Issuer: "stadt.example", Time: time.Now(),
+				}, signer(fx.Node))
+				if err != nil {
+					t.Fatal(err)
+				}
+				chains[m.env.ID+to] = []broker.Evidence{{DER: sa, Log: tlog.Origin("stadt.example")}}
+			}
+			in.Chains = append(in.Chains, chains[m.env.ID+to])
+		}
+		return n.Receive(ctx, city, in, bytes.NewReader(m.payload))
+	}
+
+	t.Run("rejections", func(t *testing.T) {
+		m := newMessage(t, fx.IDs[agency], agency, nobody)
+		st.fail.Store(true)
+		if _, err := relay(m, nobody); !errors.Is(err, broker.ErrUnknownOutcome) {
+			t.Fatalf("relay refused with a failed commit: %v, want ErrUnknownOutcome", err)
+		}
+		answer, err := relay(m, nobody)
+		if err != nil || len(answer) != 1 || len(answer[0]) != 1 || answer[0][0].Type != string(evidence.RelayRejection) {
+			t.Fatalf("relay again: %v (%v), want the RelayRejection", answer, err)
+		}
+	})
+	t.Run("copies added", func(t *testing.T) {
+		m := newMessage(t, fx.IDs[agency], agency, court, nobody)
+		if _, err := relay(m, court); err != nil {
+			t.Fatal(err)
+		}
+		st.fail.Store(true)
+		if _, err := relay(m, court, nobody); !errors.Is(err, broker.ErrUnknownOutcome) {
+			t.Fatalf("relay of a further recipient with a failed commit: %v, want ErrUnknownOutcome", err)
+		}
+		answer, err := relay(m, court, nobody)
+		if err != nil || len(answer) != 2 || len(answer[1]) == 0 {
+			t.Fatalf("relay again: %v (%v), want an answer for both", answer, err)
+		}
+	})
 }
