@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/broker/daemon/daemontest"
+	"kurier.dev/kurier/broker/diskspace/diskspacetest"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
@@ -298,6 +300,45 @@ func TestClient_FetchTargetExists(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "a.txt")); string(b) != "mine" {
 		t.Errorf("a.txt was changed to %q", b)
+	}
+}
+
+// TestFault_FetchDiskFull: a recipient whose own disk fills while the
+// documents of a valid message are written gets a *WriteError that says
+// so, not an *OpenError (which would tell it to refuse the message as one
+// that cannot be opened); nothing is left in the folder, and once there is
+// room the same message fetches and opens.
+func TestFault_FetchDiskFull(t *testing.T) {
+	ctx := ctxT(t)
+	ag, ct := dial(t, agency), dial(t, court)
+	// The sealed payload (a little larger than the document) fits in the
+	// tmpfs, the document beside it does not.
+	const size = 1 << 20
+	doc := client.Document{Name: "akte.bin", Data: randomBytes(t, 600<<10)}
+	id := send(t, ag, doc)
+	full := diskspacetest.Tmpfs(t, "", size)
+
+	_, err := ct.Fetch(ctx, id, full)
+	var we *client.WriteError
+	if !errors.As(err, &we) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Fetch into a full folder: %v, want a *WriteError for ENOSPC", err)
+	}
+	if errors.As(err, new(*client.OpenError)) {
+		t.Errorf("Fetch into a full folder: %v is an *OpenError", err)
+	}
+	if want := "fetch " + id + ": write the documents into " + full + ":"; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Fetch error %q, want it to start %q", err, want)
+	}
+	if names := dirNames(t, full); len(names) != 0 {
+		t.Errorf("a failed fetch left %q", names)
+	}
+
+	f, err := ct.Fetch(ctx, id, t.TempDir())
+	if err != nil {
+		t.Fatalf("Fetch again with room: %v", err)
+	}
+	if b, _ := os.ReadFile(f.Files[0]); !bytes.Equal(b, doc.Data) {
+		t.Errorf("fetched %d bytes, want the %d sent", len(b), len(doc.Data))
 	}
 }
 

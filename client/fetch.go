@@ -69,12 +69,40 @@ type OpenError struct {
 	Err       error
 }
 
+// Error says which message was handed over and why it cannot be opened.
 func (e *OpenError) Error() string {
 	return fmt.Sprintf("fetch %s: the message was handed over but cannot be opened: %v", e.MessageID, e.Err)
 }
 
 // Unwrap returns why the message could not be opened.
 func (e *OpenError) Unwrap() error { return e.Err }
+
+// WriteError is the error of Fetch when the message opened and verified
+// but its documents could not be written into the caller's folder: the
+// disk is full, a quota is reached, the folder is not writable, or the
+// file system failed. Nothing is wrong with the message; once the cause
+// is fixed, fetching it again writes the documents.
+type WriteError struct {
+	MessageID string
+	Dir       string
+	Err       error
+}
+
+// Error says which message's documents could not be written where, and why.
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("fetch %s: write the documents into %s: %v", e.MessageID, e.Dir, e.Err)
+}
+
+// Unwrap returns the file system's error.
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// localError marks a failure of the caller's own file system inside
+// unpack, as opposed to a fault of the message: only the latter makes an
+// *OpenError.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
 
 // Fetch fetches message id from the mailbox, opens and verifies it, and
 // writes its documents under their original names into dir, which must
@@ -93,7 +121,8 @@ func (e *OpenError) Unwrap() error { return e.Err }
 //   - the node's Retrieval evidence about the caller's copy.
 //
 // A failure to open the content after the node handed it over is an
-// *OpenError.
+// *OpenError; a failure to write the opened documents into dir is a
+// *WriteError.
 //
 // The payload is streamed to a temporary file inside dir while it is
 // hashed, then read into memory to be opened (the CMS library needs whole
@@ -177,13 +206,17 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
 	}
 	names, signer, err := c.unpack(env, payload, staging, dir != "")
-	if err != nil {
+	var local *localError
+	switch {
+	case errors.As(err, &local):
+		return nil, &WriteError{MessageID: id, Dir: dir, Err: local.err}
+	case err != nil:
 		return nil, &OpenError{MessageID: id, Retrieval: &retrieval, Err: err}
 	}
 	var paths []string
 	if dir != "" {
 		if paths, err = commit(filepath.Join(staging, stagedFiles), dir, names); err != nil {
-			return nil, fmt.Errorf("fetch %s: %w", id, err)
+			return nil, &WriteError{MessageID: id, Dir: dir, Err: err}
 		}
 	}
 	shown := retrieval
@@ -308,7 +341,8 @@ const stagedFiles = "files"
 // unpack decrypts payload with the caller's encryption key, verifies the
 // sender's signature inside, and checks the bundled documents against the
 // envelope, writing them into staging/files if write is set. It returns
-// the documents' names in order and the signer's certificate.
+// the documents' names in order and the signer's certificate. A failure
+// to write is a *localError.
 func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string, write bool) ([]string, *x509.Certificate, error) {
 	inner, err := cms.Decrypt(payload, c.id.EncCert, c.id.EncKey, maxOpen)
 	if err != nil {
@@ -325,7 +359,7 @@ func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string, 
 	if write {
 		into = filepath.Join(staging, stagedFiles)
 		if err := os.Mkdir(into, 0o700); err != nil {
-			return nil, nil, err
+			return nil, nil, &localError{err}
 		}
 	}
 	names, err := untar(v.Content, env.Files, into)
@@ -375,28 +409,56 @@ func untar(bundle []byte, manifest []envelope.File, into string) ([]string, erro
 				return nil, fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
 			}
 		} else if err := writeFile(filepath.Join(into, hdr.Name), tr, hdr.Size); err != nil {
-			return nil, fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
+			err = fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
+			if errors.As(err, new(*localError)) {
+				// Keep the mark outermost, where unpack's caller looks.
+				err = &localError{err}
+			}
+			return nil, err
 		}
 		names = append(names, hdr.Name)
 	}
 }
 
 // writeFile creates path (which must not exist) with exactly size bytes
-// from r, and syncs it.
+// from r, and syncs it. A failure of the file system is a *localError; a
+// failure to read r (a short bundle) is not.
 func writeFile(path string, r io.Reader, size int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return &localError{err}
 	}
-	if _, err := io.CopyN(f, r, size); err != nil {
+	w := &fileWriter{f: f}
+	if _, err := io.CopyN(w, r, size); err != nil {
 		f.Close()
+		if w.err != nil {
+			return &localError{w.err}
+		}
 		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return err
+		return &localError{err}
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return &localError{err}
+	}
+	return nil
+}
+
+// fileWriter writes to f and keeps its error, so that writeFile tells a
+// failing disk from a failing read.
+type fileWriter struct {
+	f   *os.File
+	err error
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // checkTargets fails if any of files already exists in dir.

@@ -131,7 +131,8 @@ func ParseStatement(b []byte) (*Statement, error) {
 	}
 	t, err := time.Parse(TimeFormat, w.Time)
 	if err != nil {
-		return nil, fmt.Errorf("%w: time %q: %v", ErrInvalid, w.Time, err)
+		// time.Parse's error repeats the value; say once what is wrong.
+		return nil, fmt.Errorf("%w: time %s is not of the form %s (RFC 3339 with microseconds)", ErrInvalid, envelope.Quote(w.Time), TimeFormat)
 	}
 	s := &Statement{
 		Version: w.Version, Type: w.Type, MessageID: w.MessageID,
@@ -155,7 +156,7 @@ func (s *Statement) Validate() error {
 		return fmt.Errorf("%w: version %d, want %d", ErrInvalid, s.Version, StatementVersion)
 	}
 	if !s.Type.Valid() {
-		return fmt.Errorf("%w: unknown type %q", ErrInvalid, s.Type)
+		return fmt.Errorf("%w: unknown type %s", ErrInvalid, envelope.Quote(string(s.Type)))
 	}
 	if err := envelope.CheckID(s.MessageID); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -169,17 +170,17 @@ func (s *Statement) Validate() error {
 		return fmt.Errorf("%w: previous_sha256 must be empty or 64 lowercase hex digits", ErrInvalid)
 	}
 	if !address.Valid(s.Sender) {
-		return fmt.Errorf("%w: sender %q is not an address", ErrInvalid, s.Sender)
+		return fmt.Errorf("%w: sender %s is not an address", ErrInvalid, envelope.Quote(s.Sender))
 	}
 	switch {
 	case s.Recipient == "" && s.Type != SubmissionRejection:
 		return fmt.Errorf("%w: %s needs a recipient", ErrInvalid, s.Type)
 	case s.Recipient != "" && !address.Valid(s.Recipient):
-		return fmt.Errorf("%w: recipient %q is not an address", ErrInvalid, s.Recipient)
+		return fmt.Errorf("%w: recipient %s is not an address", ErrInvalid, envelope.Quote(s.Recipient))
 	}
 	if s.Type.ByRecipient() {
 		if s.Issuer != s.Recipient {
-			return fmt.Errorf("%w: %s must be issued by its recipient %s, not %q", ErrInvalid, s.Type, s.Recipient, s.Issuer)
+			return fmt.Errorf("%w: %s must be issued by its recipient %s, not %s", ErrInvalid, s.Type, s.Recipient, envelope.Quote(s.Issuer))
 		}
 	} else if err := address.CheckDomain(s.Issuer); err != nil {
 		return fmt.Errorf("%w: issuer of %s must be a node domain: %v", ErrInvalid, s.Type, err)

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
@@ -13,14 +14,16 @@ import (
 	"kurier.dev/kurier/pki"
 )
 
-// LimitError is the error of a request refused for now by a rate limit or
-// a quota: it wraps the reason (broker.ErrRateLimited) and says when the
-// same request may succeed, so that broker/rpc can tell the caller.
+// LimitError is the error of a request refused for now by a rate limit, a
+// quota or a sender's share of the upload slots: it wraps the reason
+// (broker.ErrRateLimited) and says when the same request may succeed, so
+// that broker/rpc can tell the caller.
 type LimitError struct {
 	Err        error
 	RetryAfter time.Duration
 }
 
+// Error returns the reason, which names the limit and when to try again.
 func (e *LimitError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the reason.
@@ -150,10 +153,14 @@ func (n *Node) admitPayload(caller pki.Peer, m *broker.Message) (end func(stored
 	room := func() {}
 	if n.space != nil {
 		if room, err = n.space(m.Header.PayloadSize); err != nil {
-			if !errors.Is(err, broker.ErrNoSpace) {
-				err = fmt.Errorf("%w: %w", broker.ErrNoSpace, err)
+			if errors.Is(err, broker.ErrNoSpace) {
+				return nil, err
 			}
-			return nil, err
+			// Any other failure (the free space unreadable) names the
+			// node's store: the operator's log gets it, the sender a
+			// reason to try again.
+			n.log.Error("cannot tell whether the disk has room for a message", slog.String(broker.LogMsgID, m.ID()), slog.Any(broker.LogErr, err))
+			return nil, fmt.Errorf("%w: this node cannot tell now whether its disk has room for the message; try again later", broker.ErrUnavailable)
 		}
 	}
 	refund, err := n.admit.takeBytes(caller, m.Header.PayloadSize, n.now())
@@ -169,15 +176,16 @@ func (n *Node) admitPayload(caller pki.Peer, m *broker.Message) (end func(stored
 	}, nil
 }
 
-// commitError says what a failed write of a new message means for its
-// sender. A refusal the store made before writing (a bad blob, a record
-// too large) stays what it is; anything else (the commit or its fsync
-// failed, the request was given up while in a batch being committed) may
-// have stored the message, so the sender is told that the outcome is
-// unknown and to send the same message again, which the node answers
-// with the stored receipt if there is one.
+// commitError says what a failed write means for whoever asked for it: a
+// new message, relayed copies or rejections, or a step of a copy
+// (Retrieval, Acknowledgement, Rejection). A refusal the store made before
+// writing (a bad blob, a record too large, a copy changed meanwhile)
+// stays what it is; anything else (the commit or its fsync failed, the
+// request was given up while in a batch being committed) may have stored
+// the write, so the caller is told that the outcome is unknown and to ask
+// again, which the node answers with what it stored if it did.
 func commitError(what string, err error) error {
-	for _, known := range []error{broker.ErrInvalid, broker.ErrNotFound, broker.ErrTooLarge, broker.ErrState} {
+	for _, known := range []error{broker.ErrInvalid, broker.ErrNotFound, broker.ErrTooLarge, broker.ErrState, broker.ErrConflict, broker.ErrExists} {
 		if errors.Is(err, known) {
 			return fmt.Errorf("%s: %w", what, err)
 		}

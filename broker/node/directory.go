@@ -191,13 +191,17 @@ func (n *Node) checkEntry(p Participant, addr string) error {
 // checkEncryptionCert checks that senders may encrypt to addr's
 // certificate now: it verifies under the federation's roots and is not on
 // the current CRL. It returns an error wrapping broker.ErrState if the
-// certificate is revoked, expired or otherwise not valid, and
-// broker.ErrUnavailable if the node's CRL is out of date, so that nothing
-// is refused for good for want of a CRL. It is run on every use of a
-// directory entry, local or cached from another node, so that a revoked
-// certificate stops being handed out with the CRL that lists it.
+// certificate itself is revoked, expired or otherwise not valid, and
+// broker.ErrUnavailable if the node cannot tell (its CRL out of date,
+// unreadable or malformed), so that nothing is refused for good for want
+// of a CRL; the details of the latter, which name the node's files, go to
+// the log, not to the caller. It is run on every use of a directory entry,
+// local or cached from another node, so that a revoked certificate stops
+// being handed out with the CRL that lists it.
 func (n *Node) checkEncryptionCert(addr string, cert *x509.Certificate) error {
 	_, err := n.trust.Verify(cert, nil, n.now(), x509.ExtKeyUsageEmailProtection)
+	var invalid x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
 	switch {
 	case err == nil:
 		return nil
@@ -205,8 +209,13 @@ func (n *Node) checkEncryptionCert(addr string, cert *x509.Certificate) error {
 		return fmt.Errorf("%w: the recipient's encryption certificate is revoked (%s, serial %x); nobody may encrypt to it until its holder has a new one", broker.ErrState, addr, cert.SerialNumber)
 	case errors.Is(err, pki.ErrCRLStale):
 		return fmt.Errorf("%w: this node's certificate revocation list is out of date, so it cannot vouch for the encryption certificate of %s; try again once its operator has published a new CRL", broker.ErrUnavailable, addr)
+	case errors.As(err, &invalid), errors.As(err, &unknown), cert.IsCA:
+		// Expired, not for encryption, not from the federation, a CA's:
+		// the certificate's own fault, which only a new one cures.
+		return fmt.Errorf("%w: the recipient's encryption certificate is not valid (%s: %v); its holder needs a new one", broker.ErrState, addr, err)
 	}
-	return fmt.Errorf("%w: the recipient's encryption certificate is not valid (%s: %v); its holder needs a new one", broker.ErrState, addr, err)
+	n.log.Error("cannot check an encryption certificate", slog.String(broker.LogMailbox, addr), slog.Any(broker.LogErr, err))
+	return fmt.Errorf("%w: this node cannot check the encryption certificate of %s against its revocation list now; try again later, and tell the node's operator if it persists", broker.ErrUnavailable, addr)
 }
 
 func certAddresses(c *x509.Certificate) []string {

@@ -87,7 +87,7 @@ func (n *Node) Retrieved(ctx context.Context, caller pki.Peer, id string) (broke
 			continue // another fetch of the same copy won; answer with its evidence
 		}
 		if err != nil {
-			return broker.Evidence{}, fmt.Errorf("retrieve %s: %w", id, err)
+			return broker.Evidence{}, commitError("retrieve "+id, err)
 		}
 		n.log.Info("message retrieved", slog.String(broker.LogMsgID, id), slog.String(broker.LogMailbox, caller.Address))
 		return ev, nil
@@ -185,7 +185,7 @@ func (n *Node) recipientStep(ctx context.Context, caller pki.Peer, der []byte, t
 		return broker.Evidence{}, fmt.Errorf("%w: the copy changed while %s it; load the evidence again", broker.ErrState, w.gerund)
 	}
 	if err != nil {
-		return broker.Evidence{}, fmt.Errorf("store %s of %s: %w", w.noun, m.ID(), err)
+		return broker.Evidence{}, commitError(fmt.Sprintf("store %s of %s", w.noun, m.ID()), err)
 	}
 	n.log.Info("message "+string(next.State), slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, caller.Address))
 	return rec, nil

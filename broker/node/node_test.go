@@ -7,15 +7,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/envelope"
@@ -23,6 +28,7 @@ import (
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
+	"kurier.dev/kurier/tlog"
 )
 
 const (
@@ -221,6 +227,96 @@ func TestNode_Submit(t *testing.T) {
 	})
 }
 
+// TestFault_UnreadableCRL: when the node's own CRL file turns unreadable
+// or malformed, a recipient's encryption certificate cannot be checked:
+// Lookup says so as broker.ErrUnavailable (try again), not as the
+// certificate's fault (broker.ErrState, "its holder needs a new one"),
+// and names no file of the node; the log has the details.
+func TestFault_UnreadableCRL(t *testing.T) {
+	for name, corrupt := range map[string]func(path string) error{
+		"malformed": func(path string) error { return os.WriteFile(path, []byte("not a CRL"), 0o600) },
+		"missing":   os.Remove,
+	} {
+		t.Run(name, func(t *testing.T) {
+			crl := filepath.Join(t.TempDir(), "crl.pem")
+			b, err := os.ReadFile(fx.CRL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(crl, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			trust, err := pki.NewTrustStore(fx.Node.Roots, crl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			n, err := node.New(newHarness(t, node.Limits{}).db, node.Config{
+				Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: trust,
+				Participants: []node.Participant{{Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+				Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := n.Lookup(context.Background(), court); err != nil {
+				t.Fatalf("Lookup with a good CRL: %v", err)
+			}
+			if err := corrupt(crl); err != nil {
+				t.Fatal(err)
+			}
+			// The trust store looks at its CRL file at most once a second.
+			trust.SetClock(func() time.Time { return time.Now().Add(2 * time.Second) })
+			_, err = n.Lookup(context.Background(), court)
+			if !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrState) {
+				t.Fatalf("Lookup with the CRL %s: %v, want ErrUnavailable", name, err)
+			}
+			if strings.Contains(err.Error(), crl) || strings.Contains(err.Error(), "needs a new one") {
+				t.Errorf("Lookup with the CRL %s: %q names the node's file or blames the certificate", name, err)
+			}
+			if !strings.Contains(logs.String(), crl) {
+				t.Errorf("the log has no details of the failure:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestFault_FreeSpaceUnreadable: when the node's disk check fails other
+// than by finding the disk full (here statfs of a store folder that is
+// gone), the sender is told to try again (broker.ErrUnavailable) without
+// the node's path, which goes to the log; nothing is stored or refused
+// for good.
+func TestFault_FreeSpaceUnreadable(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	gone := filepath.Join(t.TempDir(), "store")
+	var logs bytes.Buffer
+	n, err := node.New(h.db, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: agency, EncryptionCert: fx.IDs[agency].EncCert}, {Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+		Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+		// An alarm that passes statfs's failure on.
+		Space: func(int64) (func(), error) {
+			_, err := diskspace.Statfs(gone)
+			return nil, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	_, err = n.Submit(context.Background(), participant(agency), m.bytes, m.sig, bytes.NewReader(m.payload))
+	var rej *node.Rejection
+	if !errors.Is(err, broker.ErrUnavailable) || errors.As(err, &rej) || strings.Contains(err.Error(), gone) {
+		t.Fatalf("Submit with the free space unreadable: %v, want ErrUnavailable without the node's path", err)
+	}
+	if !strings.Contains(logs.String(), gone) {
+		t.Errorf("the log has no details of the failure:\n%s", logs.String())
+	}
+	if _, err := h.db.Message(context.Background(), m.env.ID); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("the message was stored: %v", err)
+	}
+}
+
 func TestNode_Lookup(t *testing.T) {
 	h := newHarness(t, node.Limits{})
 	if p, err := h.node.Lookup(context.Background(), court); err != nil || p.EncryptionCert != fx.IDs[court].EncCert {
@@ -252,6 +348,18 @@ func TestNode_Lookup(t *testing.T) {
 	}
 	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrState) {
 		t.Errorf("revoked encryption certificate: err = %v, want ErrState", err)
+	}
+	// Nor one from outside the federation: its holder needs a new one.
+	n, err = node.New(h.db, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: other, EncryptionCert: fx.Foreign.EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Lookup(context.Background(), other); !errors.Is(err, broker.ErrState) || !strings.Contains(err.Error(), "needs a new one") {
+		t.Errorf("foreign encryption certificate: err = %v, want ErrState", err)
 	}
 }
 
@@ -616,4 +724,169 @@ func TestHostile_SubmitRefused(t *testing.T) {
 	if evs, err := h.db.Evidence(context.Background(), m.env.ID); err != nil || len(evs) != 0 {
 		t.Fatalf("evidence stored for a refused envelope: %v (%v)", evs, err)
 	}
+}
+
+// failingStep is the one fake here: a store whose AppendEvidence stores
+// the step for real and then fails as a failed fsync would, as often as
+// fail says. An EIO from fsync cannot be produced for real on this
+// machine (it needs a device-mapper target such as dm-flakey).
+type failingStep struct {
+	*store.DB
+	fail atomic.Int32
+}
+
+func (f *failingStep) AppendEvidence(ctx context.Context, s broker.Step) (broker.Evidence, error) {
+	ev, err := f.DB.AppendEvidence(ctx, s)
+	if err == nil && f.fail.Add(-1) >= 0 {
+		return broker.Evidence{}, fmt.Errorf("commit: sync %s: %w", "000001.vlog", syscall.EIO)
+	}
+	return ev, err
+}
+
+// TestFault_StepCommitFails: when the commit of a copy's step (its
+// Retrieval, the recipient's Acknowledgement) fails in a way that leaves
+// open whether it was stored, the caller is told that the outcome is
+// unknown (broker.ErrUnknownOutcome, Unavailable at the gRPC face), not
+// an internal error; asking again returns what was stored.
+func TestFault_StepCommitFails(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, node.Limits{})
+	st := &failingStep{DB: h.db}
+	n, err := node.New(st, node.Config{
+		Domains: pkitest.Domains, Signer: signer(fx.Node), LogKey: fx.LogKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: agency, EncryptionCert: fx.IDs[agency].EncCert}, {Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	if _, err := n.Submit(ctx, participant(agency), m.bytes, m.sig, bytes.NewReader(m.payload)); err != nil {
+		t.Fatal(err)
+	}
+	id := m.env.ID
+
+	st.fail.Store(1)
+	if _, err := n.Retrieved(ctx, participant(court), id); !errors.Is(err, broker.ErrUnknownOutcome) {
+		t.Fatalf("Retrieved with a failed commit: %v, want ErrUnknownOutcome", err)
+	}
+	ret, err := n.Retrieved(ctx, participant(court), id)
+	if err != nil || ret.Type != string(evidence.Retrieval) {
+		t.Fatalf("Retrieved again: %v, %v; want the stored Retrieval", ret.Type, err)
+	}
+
+	stmt := &evidence.Statement{
+		Version: evidence.StatementVersion, Type: evidence.Acknowledgement, MessageID: id,
+		EnvelopeSHA256: envelope.Digest(m.bytes), PayloadSHA256: m.env.PayloadSHA256,
+		Sender: agency, Recipient: court, Issuer: court, Time: time.Now(), PreviousSHA256: evidence.Digest(ret.DER),
+	}
+	der, err := evidence.Sign(stmt, signer(fx.IDs[court]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.fail.Store(1)
+	if _, err := n.Acknowledge(ctx, participant(court), der); !errors.Is(err, broker.ErrUnknownOutcome) {
+		t.Fatalf("Acknowledge with a failed commit: %v, want ErrUnknownOutcome", err)
+	}
+	ack, err := n.Acknowledge(ctx, participant(court), der)
+	if err != nil || !bytes.Equal(ack.DER, der) {
+		t.Fatalf("Acknowledge again: %v; want the stored Acknowledgement", err)
+	}
+}
+
+// failingAdd stores relayed copies and rejections for real and then fails
+// as a failed fsync would, once each time fail is set (the same fault as
+// failingStep).
+type failingAdd struct {
+	*store.DB
+	fail atomic.Bool
+}
+
+func (f *failingAdd) AddEvidence(ctx context.Context, ev broker.Evidence) (broker.Evidence, error) {
+	stored, err := f.DB.AddEvidence(ctx, ev)
+	return stored, f.failed(err)
+}
+
+func (f *failingAdd) AddCopies(ctx context.Context, id, envSHA256 string, copies []broker.Copy, evs []broker.Evidence) ([]broker.Evidence, error) {
+	stored, err := f.DB.AddCopies(ctx, id, envSHA256, copies, evs)
+	return stored, f.failed(err)
+}
+
+func (f *failingAdd) failed(err error) error {
+	if err == nil && f.fail.Swap(false) {
+		return fmt.Errorf("commit: sync %s: %w", "000001.vlog", syscall.EIO)
+	}
+	return err
+}
+
+// TestFault_RelayCommitFails: when the commit of a relayed message's
+// rejections, or of copies added to a message relayed before, fails in a
+// way that leaves open whether they were stored, the relaying node is
+// told that the outcome is unknown (and so relays again), not of an
+// internal error; relaying again gets the stored answer.
+func TestFault_RelayCommitFails(t *testing.T) {
+	ctx := context.Background()
+	const domain, nobody = "amtsgericht.example", "niemand@amtsgericht.example"
+	logKey, _, err := tlog.GenerateKey(tlog.Origin(domain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, node.Limits{})
+	st := &failingAdd{DB: h.db}
+	n, err := node.New(st, node.Config{
+		Domains: []string{domain}, Signer: signer(fx.Node), LogKey: logKey, Trust: h.trust,
+		Participants: []node.Participant{{Address: court, EncryptionCert: fx.IDs[court].EncCert}},
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	city := pki.Peer{Kind: pki.KindNode, Domains: pkitest.Domains}
+	// relay hands n the message m for recipients, each with the city's
+	// SubmissionAcceptance (made once per recipient) as its chain.
+	chains := map[string][]broker.Evidence{}
+	relay := func(m *message, recipients ...string) ([][]broker.Evidence, error) {
+		in := node.Incoming{Envelope: m.bytes, Signature: m.sig, Recipients: recipients}
+		for _, to := range recipients {
+			if chains[m.env.ID+to] == nil {
+				sa, err := evidence.Sign(&evidence.Statement{
+					Version: evidence.StatementVersion, Type: evidence.SubmissionAcceptance, MessageID: m.env.ID,
+					EnvelopeSHA256: envelope.Digest(m.bytes), PayloadSHA256: m.env.PayloadSHA256,
+					Sender: agency, Recipient: to, Issuer: "stadt.example", Time: time.Now(),
+				}, signer(fx.Node))
+				if err != nil {
+					t.Fatal(err)
+				}
+				chains[m.env.ID+to] = []broker.Evidence{{DER: sa, Log: tlog.Origin("stadt.example")}}
+			}
+			in.Chains = append(in.Chains, chains[m.env.ID+to])
+		}
+		return n.Receive(ctx, city, in, bytes.NewReader(m.payload))
+	}
+
+	t.Run("rejections", func(t *testing.T) {
+		m := newMessage(t, fx.IDs[agency], agency, nobody)
+		st.fail.Store(true)
+		if _, err := relay(m, nobody); !errors.Is(err, broker.ErrUnknownOutcome) {
+			t.Fatalf("relay refused with a failed commit: %v, want ErrUnknownOutcome", err)
+		}
+		answer, err := relay(m, nobody)
+		if err != nil || len(answer) != 1 || len(answer[0]) != 1 || answer[0][0].Type != string(evidence.RelayRejection) {
+			t.Fatalf("relay again: %v (%v), want the RelayRejection", answer, err)
+		}
+	})
+	t.Run("copies added", func(t *testing.T) {
+		m := newMessage(t, fx.IDs[agency], agency, court, nobody)
+		if _, err := relay(m, court); err != nil {
+			t.Fatal(err)
+		}
+		st.fail.Store(true)
+		if _, err := relay(m, court, nobody); !errors.Is(err, broker.ErrUnknownOutcome) {
+			t.Fatalf("relay of a further recipient with a failed commit: %v, want ErrUnknownOutcome", err)
+		}
+		answer, err := relay(m, court, nobody)
+		if err != nil || len(answer) != 2 || len(answer[1]) == 0 {
+			t.Fatalf("relay again: %v (%v), want an answer for both", answer, err)
+		}
+	})
 }

@@ -303,7 +303,7 @@ func (n *Node) storeRejections(ctx context.Context, m *broker.Message, evs []bro
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+		return nil, commitError("receive "+m.ID(), err)
 	}
 	n.log.Info("relayed message refused", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.Int("recipients", len(answer)))
 	return ownAnswer(stored, answer), nil
@@ -434,7 +434,7 @@ func (n *Node) receiveAgain(ctx context.Context, caller pki.Peer, m *broker.Mess
 	}
 	stored, err := n.store.AddCopies(ctx, m.ID(), m.EnvelopeSHA256, copies, evs)
 	if err != nil {
-		return nil, fmt.Errorf("receive %s: %w", m.ID(), err)
+		return nil, commitError("receive "+m.ID(), err)
 	}
 	n.announce(m, copies)
 	more = ownAnswer(stored, more)

@@ -399,14 +399,21 @@ func (n *Node) rejectDuplicate(m *broker.Message) error {
 	return &Rejection{Err: reason, Evidence: ev}
 }
 
+// uploadRetry is when a sender refused a further upload is asked to try
+// again: by then one of its uploads under way may well have finished.
+const uploadRetry = time.Second
+
 // uploadSlot waits for room to store one more payload for sender (a
 // participant's address, or a relaying node's name) and returns the
 // function that frees it. A sender that holds MaxUploadsPerSender slots
 // already is refused at once rather than made to wait, so that one sender
-// stalling its uploads cannot keep everyone else waiting.
+// stalling its uploads cannot keep everyone else waiting; the refusal is
+// for now (a *LimitError), so that a client sending in parallel tries
+// again.
 func (n *Node) uploadSlot(ctx context.Context, sender string) (func(), error) {
 	if !n.senders.take(sender, n.limits.MaxUploadsPerSender) {
-		return nil, fmt.Errorf("%w: %s has %d uploads under way, the most one sender may have at once; try again when one has finished", broker.ErrTooLarge, sender, n.limits.MaxUploadsPerSender)
+		return nil, &LimitError{RetryAfter: uploadRetry, Err: fmt.Errorf("%w: %s has %d uploads under way, the most one sender may have at once; try again in %s, when one may have finished",
+			broker.ErrRateLimited, sender, n.limits.MaxUploadsPerSender, uploadRetry)}
 	}
 	select {
 	case n.uploads <- struct{}{}:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -13,12 +14,15 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/envelope"
+	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
@@ -186,6 +190,55 @@ func TestHostile_RevokedDuringStreams(t *testing.T) {
 	}
 }
 
+// TestHostile_RevokedIdleStreams revokes a participant while its upload
+// (the envelope sent, no payload yet) and a reflection stream wait, idle,
+// in a receive: both end at the next periodic check with Unauthenticated,
+// not when the caller next sends or the upload's idle time runs out (an
+// hour here), so that a revoked caller holds no upload slot.
+func TestHostile_RevokedIdleStreams(t *testing.T) {
+	ts := startTestServer(t, rpc.Options{StreamCheck: 10 * time.Millisecond, UploadIdle: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id := freshParticipant(t, pkitest.Other)
+	conn := dial(t, ts.addr, id, ts.trust)
+
+	upload, err := kurierv1.NewMailboxServiceClient(conn).Submit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := signedSubmit(t, pkitest.Other, id, pkitest.Agency, rpc.ChunkSize)
+	if err := upload.Send(up); err != nil {
+		t.Fatal(err)
+	}
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One answer, so that the handler is running, now waiting for more.
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	ts.revoke(t, id.Cert.SerialNumber)
+	start := time.Now()
+	// Neither stream is closed by the caller: only the node can end them.
+	err = upload.RecvMsg(new(kurierv1.SubmitResponse))
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "your certificate is revoked") {
+		t.Errorf("the idle upload after revocation: %v, want Unauthenticated saying the certificate is revoked", err)
+	}
+	_, err = refl.Recv()
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("the idle reflection stream after revocation: %v, want Unauthenticated", err)
+	}
+	t.Logf("both streams ended %s after the revocation", time.Since(start))
+	if _, err := ts.db.Message(context.Background(), signedID(t, up)); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("the upload cut off was stored: %v", err)
+	}
+}
+
 // signedID returns the message id of a submission's first frame.
 func signedID(t *testing.T, first *kurierv1.SubmitRequest) string {
 	t.Helper()
@@ -296,6 +349,38 @@ func TestHostile_LongInputs(t *testing.T) {
 	first, _ := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Court, 1000)
 	signed := first.GetEnvelope()
 
+	// statementField returns a Rejection by the court, signed by it, with
+	// field set to value (checked only when the node reads it).
+	court := fx.IDs[pkitest.Court]
+	statementField := func(field, value string) []byte {
+		t.Helper()
+		st := map[string]any{
+			"version": evidence.StatementVersion, "type": evidence.Rejection, "message_id": signedID(t, first),
+			"envelope_sha256": strings.Repeat("0", 64), "payload_sha256": strings.Repeat("0", 64),
+			"sender": pkitest.Agency, "recipient": pkitest.Court, "issuer": pkitest.Court,
+			"time": time.Now().UTC().Format(evidence.TimeFormat), "previous_sha256": "", "reason": "other: x",
+		}
+		st[field] = value
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := cms.Sign(b, pkitest.Signer(court))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	courtBox := kurierv1.NewMailboxServiceClient(dial(t, ts.addr, court, ts.trust))
+	acknowledge := func(der []byte) error {
+		_, err := courtBox.Acknowledge(ctx, &kurierv1.AcknowledgeRequest{Evidence: der})
+		return err
+	}
+	reject := func(der []byte) error {
+		_, err := courtBox.Reject(ctx, &kurierv1.RejectRequest{Evidence: der})
+		return err
+	}
+
 	calls := map[string]func() error{
 		"Lookup address": func() error {
 			_, err := dir.Lookup(ctx, &kurierv1.LookupRequest{Address: long + "@stadt.example"})
@@ -338,6 +423,26 @@ func TestHostile_LongInputs(t *testing.T) {
 			}}})
 			_, err = stream.CloseAndRecv()
 			return err
+		},
+		// The recipient's own statements, signed, with one field long:
+		// refused when the statement is read, quoting at most its start.
+		"Acknowledge time": func() error {
+			return acknowledge(statementField("time", long[:7000]))
+		},
+		"Reject time": func() error {
+			return reject(statementField("time", long[:7000]))
+		},
+		"Acknowledge type": func() error {
+			return acknowledge(statementField("type", long[:7000]))
+		},
+		"Reject sender": func() error {
+			return reject(statementField("sender", long[:7000]))
+		},
+		"Reject recipient": func() error {
+			return reject(statementField("recipient", long[:7000]+"@amtsgericht.example"))
+		},
+		"Acknowledge issuer": func() error {
+			return acknowledge(statementField("issuer", long[:7000]))
 		},
 		"PushEvidence log": func() error {
 			_, err := relay.PushEvidence(ctx, &kurierv1.PushEvidenceRequest{Evidence: &kurierv1.Evidence{Der: []byte("x"), Log: long, Type: long[:1000], Recipient: long[:1000]}})

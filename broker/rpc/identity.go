@@ -183,9 +183,40 @@ func (g *guardedStream) SendMsg(m any) error {
 	return g.ServerStream.SendMsg(m)
 }
 
+// RecvMsg receives the next message into m, then checks the caller. A
+// handler blocked here returns as soon as the stream's context ends (the
+// caller revoked, the CRL stale), not when the caller next sends: the
+// receive runs aside, and RecvMsg returns the status the stream ended with
+// at once, then on every later call. After an error the handler must not
+// use m, which the receive left aside may still be filling.
 func (g *guardedStream) RecvMsg(m any) error {
-	if err := g.ServerStream.RecvMsg(m); err != nil {
+	if err := g.ended(); err != nil {
 		return err
 	}
-	return g.check()
+	got := make(chan error, 1)
+	go func() {
+		// Returns once the handler has returned, when gRPC ends the stream.
+		got <- g.ServerStream.RecvMsg(m)
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return err
+		}
+		return g.check()
+	case <-g.ctx.Done():
+		return g.ended()
+	}
+}
+
+// ended returns the status the stream ended with, or nil while it goes on.
+func (g *guardedStream) ended() error {
+	if g.ctx.Err() == nil {
+		return nil
+	}
+	var ended *streamEnded
+	if errors.As(context.Cause(g.ctx), &ended) {
+		return ended.status
+	}
+	return toStatus(g.ctx.Err())
 }

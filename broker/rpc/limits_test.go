@@ -421,3 +421,92 @@ func TestHostileSlowUpload(t *testing.T) {
 		t.Fatalf("the upload was given up after %s", waited)
 	}
 }
+
+// TestFault_UploadSlotsBusy: a sender whose every upload slot is taken is
+// refused a further upload for now, with ResourceExhausted and RetryInfo,
+// so that the client library, sending in parallel, waits and tries again
+// within its retry time rather than failing at once; once a slot is free
+// the message goes through.
+func TestFault_UploadSlotsBusy(t *testing.T) {
+	ts := startTestServer(t, rpc.Options{UploadIdle: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mailbox := kurierv1.NewMailboxServiceClient(dial(t, ts.addr, fx.IDs[pkitest.Agency], ts.trust))
+	// stall opens an upload that sends its envelope and a little payload,
+	// then nothing more until its context ends.
+	stall := func(ctx context.Context) (kurierv1.MailboxService_SubmitClient, error) {
+		stream, err := mailbox.Submit(ctx)
+		if err != nil {
+			return nil, err
+		}
+		first, _ := signedSubmit(t, pkitest.Agency, fx.IDs[pkitest.Agency], pkitest.Court, 1<<20)
+		if err := stream.Send(first); err != nil {
+			return nil, err
+		}
+		return stream, stream.Send(&kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: make([]byte, 1000)}})
+	}
+	var release []context.CancelFunc
+	for range node.DefaultMaxPerSender {
+		sctx, scancel := context.WithCancel(ctx)
+		defer scancel()
+		if _, err := stall(sctx); err != nil {
+			t.Fatal(err)
+		}
+		release = append(release, scancel)
+	}
+	// Once the stalled uploads hold their slots, a further one is refused
+	// for now.
+	var refusal error
+	for i := 0; i < 20 && refusal == nil; i++ {
+		s, err := stall(ctx)
+		if err == nil {
+			_, err = s.CloseAndRecv()
+		}
+		if status.Code(err) == codes.ResourceExhausted && strings.Contains(status.Convert(err).Message(), "uploads under way") {
+			refusal = err
+		}
+	}
+	if refusal == nil {
+		t.Fatal("a sender with every slot taken was not refused a further upload")
+	}
+	if after, ok := retryDelay(refusal); !ok || after <= 0 {
+		t.Errorf("the refusal %v names no time to try again", refusal)
+	}
+
+	logs := make(chan string, 16)
+	c, err := client.Dial(ctx, ts.addr, fx.IDs[pkitest.Agency], client.WithCRL(fx.CRL), client.WithRetry(10*time.Second),
+		client.WithLogger(slog.New(slog.NewTextHandler(chanWriter(logs), nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(ctx, testMessage(pkitest.Court, 1000), nil)
+		sent <- err
+	}()
+	select {
+	case line := <-logs:
+		if !strings.Contains(line, "uploads under way") {
+			t.Fatalf("the client logged %q, want it to try again after the busy slots", line)
+		}
+	case err := <-sent:
+		t.Fatalf("Send with every slot taken returned %v at once, want it to try again", err)
+	}
+	release[0]()
+	if err := <-sent; err != nil {
+		t.Fatalf("Send once a slot is free: %v", err)
+	}
+}
+
+// chanWriter passes each write (one log line) to a channel, dropping
+// what does not fit.
+type chanWriter chan string
+
+func (w chanWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
+}

@@ -94,9 +94,6 @@ func (c *chunkReader) next() ([]byte, bool, error) {
 			return nil, false, over
 		}
 	}
-	if wait <= 0 {
-		return c.recv()
-	}
 	got := make(chan frame, 1)
 	go func() {
 		// Recv returns once the stream ends, which it does when the
@@ -104,13 +101,21 @@ func (c *chunkReader) next() ([]byte, bool, error) {
 		b, ok, err := c.recv()
 		got <- frame{b, ok, err}
 	}()
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	// The stream's context ends when its caller is revoked or the CRL
+	// goes stale: the upload ends then, not when the next frame comes.
 	select {
 	case f := <-got:
 		return f.chunk, f.ok, f.err
-	case <-t.C:
+	case <-timeout:
 		return nil, false, over
+	case <-c.ctx.Done():
+		return nil, false, context.Cause(c.ctx)
 	}
 }
 

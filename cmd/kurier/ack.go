@@ -58,11 +58,16 @@ func (e *env) printAnswer(c *command, id, what string, ev client.Evidence) error
 }
 
 // rejectHint adds to the error of a message handed over but not opened
-// how to refuse it.
+// how to refuse it, and to the error of a message that opened but whose
+// documents could not be written that nothing is wrong with the message.
 func rejectHint(err error, id string) error {
 	var oe *client.OpenError
 	if errors.As(err, &oe) {
 		return fmt.Errorf("%w\nit cannot be acknowledged; to refuse it: kurier reject %s --code %s", err, id, evidence.CannotOpen)
+	}
+	var we *client.WriteError
+	if errors.As(err, &we) {
+		return fmt.Errorf("%w\nthe message itself opened and verified; free space or fix the folder, then fetch it again: kurier fetch %s -o FOLDER", err, id)
 	}
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/broker/diskspace/diskspacetest"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/pki"
@@ -119,4 +120,26 @@ func TestRun_AckOpensFirst(t *testing.T) {
 	if len(f.Files) != 1 || f.Retrieval.Type != "Retrieval" || f.Acknowledgement == nil || f.Acknowledgement.Type != "Acknowledgement" {
 		t.Errorf("fetch --ack: %+v", f)
 	}
+}
+
+// TestFault_FetchCommandDiskFull: when the recipient's own disk fills
+// while `kurier fetch` writes the documents of a valid message, it says
+// to make room and fetch again, not to reject the message.
+func TestFault_FetchCommandDiskFull(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "akte.bin")
+	data := make([]byte, 600<<10)
+	rand.Read(data)
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(kurier(t, append(as("agency"), "send", "--to", daemon.DevCourt, "--subject", "groß", src)...))
+	full := diskspacetest.Tmpfs(t, "", 1<<20)
+	_, err := try(t, append(as("court"), "fetch", id, "-o", full)...)
+	if err == nil || !strings.Contains(err.Error(), "write the documents into") || !strings.Contains(err.Error(), "free space") {
+		t.Fatalf("kurier fetch into a full folder: %v, want the hint to make room", err)
+	}
+	if strings.Contains(err.Error(), "kurier reject") || strings.Contains(err.Error(), "cannot be opened") {
+		t.Errorf("kurier fetch into a full folder: %v tells to reject a valid message", err)
+	}
+	kurier(t, append(as("court"), "fetch", id, "-o", t.TempDir())...)
 }
