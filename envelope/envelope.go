@@ -312,22 +312,14 @@ func CheckText(field, s string, max int) error {
 
 // Hostile reports whether r could make text shown to a person say
 // something else than it does: a C0 or C1 control character (or DEL),
-// which terminals obey; a bidirectional embedding, override or isolate
+// which terminals obey, or a bidirectional embedding, override or isolate
 // (U+202A–U+202E, U+2066–U+2069), which reorders what follows it
-// ("rechnung\u202Efdp.exe" shows as "rechnungexe.pdf"); a bidirectional
-// mark (U+200E, U+200F, U+061C), which reorders neutral characters
-// around it; or a line or paragraph separator (U+2028, U+2029), which
-// breaks a line where a reader expects one field. Envelopes refuse such
-// characters; tools that print others' text escape them.
+// ("rechnung\u202Efdp.exe" shows as "rechnungexe.pdf"). Envelopes refuse
+// such characters; tools that print others' text escape them.
 func Hostile(r rune) bool {
 	return r < 0x20 || r == 0x7f || r >= 0x80 && r <= 0x9f ||
-		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 ||
-		bidiMark(r) || r == 0x2028 || r == 0x2029
+		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
 }
-
-// bidiMark reports whether r is an invisible bidirectional mark:
-// left-to-right, right-to-left or Arabic letter mark.
-func bidiMark(r rune) bool { return r == 0x200e || r == 0x200f || r == 0x061c }
 
 // hostileRune returns the first character of s that Hostile reports.
 func hostileRune(s string) (rune, bool) {
@@ -340,10 +332,7 @@ func hostileRune(s string) (rune, bool) {
 }
 
 func describeRune(r rune) string {
-	switch {
-	case r == 0x2028 || r == 0x2029:
-		return fmt.Sprintf("U+%04X, a line or paragraph separator", r)
-	case r >= 0x202a || bidiMark(r):
+	if r >= 0x202a {
 		return fmt.Sprintf("U+%04X, a bidirectional control character", r)
 	}
 	return fmt.Sprintf("U+%04X, a control character", r)
