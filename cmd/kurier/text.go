@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"kurier.dev/kurier/envelope"
@@ -13,8 +14,9 @@ import (
 // terminal: control characters, which could redraw the screen, and
 // bidirectional embeddings, overrides and isolates, which reorder what
 // follows them ("rechnung\u202efdp.exe" shows as "rechnungexe.pdf"), are
-// written as \uXXXX escapes, and so is invalid UTF-8 (as \xXX), so that a
-// person sees them for what they are.
+// written as \uXXXX escapes, as is every other character that does not
+// print (direction marks, line separators, zero-width characters), and
+// invalid UTF-8 (as \xXX), so that a person sees them for what they are.
 func printable(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
@@ -22,7 +24,7 @@ func printable(s string) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, "\\x%02x", s[i])
-		case envelope.Hostile(r):
+		case envelope.Hostile(r) || !unicode.IsPrint(r):
 			fmt.Fprintf(&b, "\\u%04x", r)
 		default:
 			b.WriteString(s[i : i+n])

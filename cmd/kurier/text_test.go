@@ -15,6 +15,9 @@ func TestHostile_Printable(t *testing.T) {
 		"line\nbreak\r":                 `line\u000abreak\u000d`,
 		"c1\u0085\u009b":                `c1\u0085\u009b`,
 		"bad\xffutf8":                   `bad\xffutf8`,
+		"mark\u200f\u061c":              `mark\u200f\u061c`,
+		"lines\u2028\u2029":             `lines\u2028\u2029`,
+		"שלום":                          "שלום",
 	} {
 		if got := printable(in); got != want {
 			t.Errorf("printable(%q) = %q, want %q", in, got, want)
