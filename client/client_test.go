@@ -536,13 +536,18 @@ func TestClient_Subscribe(t *testing.T) {
 		if attempt == 20 {
 			t.Fatal("no notice after 20 messages")
 		}
-		r, err := ag.Send(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "notice", Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}}, nil)
+		// Sealed first, so that the id is known before its notice can
+		// come.
+		s, err := ag.Seal(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "notice", Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}})
 		if err != nil {
-			t.Fatalf("Send: %v", err)
+			t.Fatalf("Seal: %v", err)
 		}
 		mu.Lock()
-		sent[r.MessageID] = true
+		sent[s.ID] = true
 		mu.Unlock()
+		if _, err := ag.Submit(ctx, s, nil); err != nil {
+			t.Fatalf("Submit: %v", err)
+		}
 		select {
 		case err := <-done:
 			if !errors.Is(err, errStop) {
