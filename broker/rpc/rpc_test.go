@@ -324,7 +324,9 @@ func TestHostile_LongMessageID(t *testing.T) {
 // not kept waiting, and each stalled upload is given up after the idle
 // time, freeing its slot.
 func TestHostile_StalledUploads(t *testing.T) {
-	addr, trust := startServerWith(t, rpc.Options{UploadIdle: 300 * time.Millisecond})
+	// The idle time must outlast signing the further uploads on a loaded
+	// machine, or the stalled ones are given up before they are counted.
+	addr, trust := startServerWith(t, rpc.Options{UploadIdle: 3 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	agency := kurierv1.NewMailboxServiceClient(dial(t, addr, fx.IDs[pkitest.Agency], trust))
