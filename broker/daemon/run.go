@@ -103,19 +103,24 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if ready != nil {
 		ready(lis.Addr())
 	}
-	// A store that failed to write takes no more writes (store.ErrFailed):
-	// the node stops, so that its supervisor restarts it on what badger
-	// made durable, rather than serving on.
-	serveCtx, stopServing := context.WithCancel(ctx)
-	defer stopServing()
+	return serveWhileWriting(ctx, db, srv, lis, logger)
+}
+
+// serveWhileWriting serves until ctx ends or the store fails: a store that
+// failed to write takes no more writes (store.ErrFailed), so the node
+// stops, and its supervisor restarts it on what badger made durable,
+// rather than serving on.
+func serveWhileWriting(ctx context.Context, db *store.DB, srv *grpc.Server, lis net.Listener, logger *slog.Logger) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	go func() {
 		select {
 		case <-db.Failed():
-			stopServing()
-		case <-serveCtx.Done():
+			stop()
+		case <-ctx.Done():
 		}
 	}()
-	if err := serve(serveCtx, srv, lis, logger); err != nil {
+	if err := serve(ctx, srv, lis, logger); err != nil {
 		return err
 	}
 	if err := db.Err(); err != nil {
