@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-func valid(t *testing.T) *Envelope {
+func valid(t testing.TB) *Envelope {
 	t.Helper()
 	id, err := NewID()
 	if err != nil {
@@ -31,7 +31,7 @@ func valid(t *testing.T) *Envelope {
 
 // validV1 returns a valid version 1 envelope, as senders wrote them before
 // version 2.
-func validV1(t *testing.T) *Envelope {
+func validV1(t testing.TB) *Envelope {
 	t.Helper()
 	e := valid(t)
 	e.Version, e.Expires = Version1, time.Time{}
@@ -40,7 +40,7 @@ func validV1(t *testing.T) *Envelope {
 
 func TestEnvelope_RoundTrip(t *testing.T) {
 	tests := map[string]struct {
-		env         func(t *testing.T) *Envelope
+		env         func(t testing.TB) *Envelope
 		wantContain []string
 		wantAbsent  string
 	}{

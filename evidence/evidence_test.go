@@ -33,7 +33,7 @@ func statement(typ evidence.Type, prev string) *evidence.Statement {
 	return st
 }
 
-func policy(t *testing.T) cms.Policy {
+func policy(t testing.TB) cms.Policy {
 	trust, err := fx.Trust()
 	if err != nil {
 		t.Fatal(err)
