@@ -402,3 +402,53 @@ func TestNewTrustStoreWithCRLAt(t *testing.T) {
 		t.Error("junk was accepted as a CRL")
 	}
 }
+
+// TestTrustStore_VerifyCached verifies the same certificate again after
+// its chain was built once: the answer must be what a new verification
+// would give, for a time outside its validity and after its revocation.
+func TestTrustStore_VerifyCached(t *testing.T) {
+	ts := newTrustStore(t)
+	at := time.Now()
+	ts.SetClock(func() time.Time { return at })
+	id := issueNode(t, fx.ca, "cache.example")
+	verify := func(when time.Time) error {
+		_, err := ts.Verify(id.Cert, nil, when, x509.ExtKeyUsageServerAuth)
+		return err
+	}
+	if err := verify(at); err != nil {
+		t.Fatalf("first verification: %v", err)
+	}
+	if err := verify(at); err != nil {
+		t.Fatalf("second verification: %v", err)
+	}
+	if err := verify(id.Cert.NotAfter.Add(time.Minute)); err == nil {
+		t.Fatal("a chain built before verifies a time after the certificate expired")
+	}
+	if err := verify(id.Cert.NotBefore.Add(-time.Minute)); err == nil {
+		t.Fatal("a chain built before verifies a time before the certificate was valid")
+	}
+	if err := fx.ca.Revoke(id.Cert.SerialNumber, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.ca.WriteCRL(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	at = at.Add(2 * crlRecheck) // the store reads the new CRL
+	if err := verify(at); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("verification of a certificate revoked after its chain was built: %v, want ErrRevoked", err)
+	}
+}
+
+func BenchmarkTrustStore_Verify(b *testing.B) {
+	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, filepath.Join(fx.ca.dir, crlFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ts.Verify(fx.alice.Cert, nil, now, x509.ExtKeyUsageClientAuth); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

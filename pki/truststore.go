@@ -2,11 +2,14 @@ package pki
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +30,8 @@ type TrustStore struct {
 
 	clock   atomic.Pointer[func() time.Time] // SetClock's; time.Now unless set
 	recheck time.Duration
+
+	chains chainCache // chains Verify built, by leaf, intermediates and usages
 
 	mu        sync.Mutex // guards the fields below
 	checkedAt time.Time  // when the file was last stat'ed
@@ -218,23 +223,95 @@ func (t *TrustStore) Verify(cert *x509.Certificate, intermediates []*x509.Certif
 	if len(usages) == 0 {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
 	}
-	inter := x509.NewCertPool()
+	key := chainKeyOf(cert, intermediates, usages)
+	chain, ok := t.chains.get(key)
+	if !ok || !validAt(chain, at) {
+		inter := x509.NewCertPool()
+		for _, c := range intermediates {
+			inter.AddCert(c)
+		}
+		chains, err := cert.Verify(x509.VerifyOptions{
+			Roots:         t.pool,
+			Intermediates: inter,
+			CurrentTime:   at,
+			KeyUsages:     usages,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("verify %q: %w", cert.Subject, err)
+		}
+		chain = chains[0]
+		t.chains.put(key, chain)
+	}
+	if err := t.CheckRevoked(chain); err != nil {
+		return nil, fmt.Errorf("verify %q: %w", cert.Subject, err)
+	}
+	return slices.Clone(chain), nil
+}
+
+// chainCache keeps the chains Verify has built. Building one checks a
+// signature per link (tens of µs each), and a node verifies the same few
+// certificates, its participants' and its peers', for every message. A
+// chain depends only on the leaf, the intermediates offered, the usages
+// asked for and the store's roots, which never change; what depends on
+// the time (each certificate's validity) is checked on every use, and so
+// is revocation (CheckRevoked), so a cached chain answers exactly as a
+// new one would.
+type chainCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte][]*x509.Certificate
+}
+
+// maxCachedChains bounds the cache; when it is full it starts afresh, so
+// certificates nobody uses any more do not stay.
+const maxCachedChains = 4096
+
+func (c *chainCache) get(k [sha256.Size]byte) ([]*x509.Certificate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	chain, ok := c.m[k]
+	return chain, ok
+}
+
+func (c *chainCache) put(k [sha256.Size]byte, chain []*x509.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedChains {
+		c.m = make(map[[sha256.Size]byte][]*x509.Certificate)
+	}
+	c.m[k] = chain
+}
+
+// chainKeyOf identifies what a chain was built from: the leaf, the
+// intermediates (in order) and the usages.
+func chainKeyOf(cert *x509.Certificate, intermediates []*x509.Certificate, usages []x509.ExtKeyUsage) [sha256.Size]byte {
+	h := sha256.New()
+	field := func(b []byte) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	field(cert.Raw)
 	for _, c := range intermediates {
-		inter.AddCert(c)
+		field(c.Raw)
 	}
-	chains, err := cert.Verify(x509.VerifyOptions{
-		Roots:         t.pool,
-		Intermediates: inter,
-		CurrentTime:   at,
-		KeyUsages:     usages,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("verify %q: %w", cert.Subject, err)
+	for _, u := range usages {
+		field(binary.BigEndian.AppendUint32(nil, uint32(u)))
 	}
-	if err := t.CheckRevoked(chains[0]); err != nil {
-		return nil, fmt.Errorf("verify %q: %w", cert.Subject, err)
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// validAt reports whether every certificate of chain is valid at the time
+// at, as x509's verification judges it.
+func validAt(chain []*x509.Certificate, at time.Time) bool {
+	for _, c := range chain {
+		if at.Before(c.NotBefore) || at.After(c.NotAfter) {
+			return false
+		}
 	}
-	return chains[0], nil
+	return true
 }
 
 // crlState is a parsed, signature-checked CRL.
