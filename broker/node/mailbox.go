@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/evidence"
@@ -249,6 +250,9 @@ func (n *Node) head(ctx context.Context, c *broker.Copy) (broker.Evidence, error
 
 // headStatement returns the statement of a copy's newest evidence.
 func (n *Node) headStatement(ctx context.Context, c *broker.Copy) (*evidence.Statement, error) {
+	if st, ok := n.heads.get(c.Head); ok {
+		return st, nil
+	}
 	head, err := n.head(ctx, c)
 	if err != nil {
 		return nil, err
@@ -257,5 +261,35 @@ func (n *Node) headStatement(ctx context.Context, c *broker.Copy) (*evidence.Sta
 	if err != nil {
 		return nil, fmt.Errorf("evidence of %s: stored evidence unreadable: %w", c.MessageID, err)
 	}
+	n.heads.put(c.Head, ev.Statement)
 	return ev.Statement, nil
+}
+
+// headCache keeps the statements of evidence by digest, so that a fetch
+// or an acknowledgement, which must know the type and time of the copy's
+// newest evidence, need not load the message's evidence and parse its CMS:
+// the node remembers what it issued and what it last read. An evidence
+// never changes, so an entry is never stale.
+type headCache struct {
+	mu sync.Mutex
+	m  map[string]*evidence.Statement
+}
+
+// maxCachedHeads bounds the cache; when it is full it starts afresh.
+const maxCachedHeads = 8192
+
+func (h *headCache) get(digest string) (*evidence.Statement, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st, ok := h.m[digest]
+	return st, ok
+}
+
+func (h *headCache) put(digest string, st *evidence.Statement) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil || len(h.m) >= maxCachedHeads {
+		h.m = make(map[string]*evidence.Statement)
+	}
+	h.m[digest] = st
 }

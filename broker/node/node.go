@@ -291,6 +291,7 @@ type Node struct {
 	held    holds
 	admit   admission
 	space   func(size int64) (func(), error)
+	heads   headCache
 }
 
 // New checks cfg and returns a node over st.

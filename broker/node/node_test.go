@@ -46,14 +46,14 @@ var signer = pkitest.Signer
 func participant(addr string) pki.Peer { return pki.Peer{Kind: pki.KindParticipant, Address: addr} }
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	node  *node.Node
 	db    *store.DB
 	trust *pki.TrustStore
 	now   time.Time
 }
 
-func newHarness(t *testing.T, limits node.Limits) *harness {
+func newHarness(t testing.TB, limits node.Limits) *harness {
 	t.Helper()
 	db, err := store.Open(t.TempDir(), store.Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -92,7 +92,7 @@ type message struct {
 	payload []byte
 }
 
-func newMessage(t *testing.T, from *pki.Identity, fromAddr string, to ...string) *message {
+func newMessage(t testing.TB, from *pki.Identity, fromAddr string, to ...string) *message {
 	t.Helper()
 	payload := make([]byte, 3000)
 	rand.Read(payload)
@@ -112,7 +112,7 @@ func newMessage(t *testing.T, from *pki.Identity, fromAddr string, to ...string)
 	return signMessage(t, from, env, payload)
 }
 
-func signMessage(t *testing.T, from *pki.Identity, env *envelope.Envelope, payload []byte) *message {
+func signMessage(t testing.TB, from *pki.Identity, env *envelope.Envelope, payload []byte) *message {
 	t.Helper()
 	b, err := env.Marshal()
 	if err != nil {

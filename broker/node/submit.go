@@ -346,7 +346,21 @@ func (n *Node) issueAt(m *broker.Message, recipient string, typ evidence.Type, p
 	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("issue %s: %w", typ, err)
 	}
+	n.rememberIssued(der, st)
 	return broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: recipient, Type: string(typ), DER: der}, nil
+}
+
+// rememberIssued keeps the statement of an evidence the node signed as it
+// will be read back (its time as signed, to the microsecond), for the
+// next step of the copy (headStatement).
+func (n *Node) rememberIssued(der []byte, st *evidence.Statement) {
+	b, err := st.Marshal()
+	if err != nil {
+		return // Sign has marshalled it already; nothing to remember
+	}
+	if signed, err := evidence.ParseStatement(b); err == nil {
+		n.heads.put(evidence.Digest(der), signed)
+	}
 }
 
 // issuerFor names the domain a node evidence is issued under: the
