@@ -89,7 +89,7 @@ func (e *env) printBench(r *loadgen.Result) error {
 		fmt.Fprintf(w, "  bench       %.0f µs CPU per message, peak RSS %.1f MiB\n", *r.SelfCPUUsPerMsg, float64(*r.SelfPeakRSSBytes)/(1<<20))
 	}
 	o := r.OpsPerMsg
-	_, err := fmt.Fprintf(w, "  bound       %.0f/s on %d cores: %d signs (%s, %.0f µs), %d verifies (%.0f µs), %d RSA private-key operations (%s, %.0f µs) per message\n",
-		r.BoundPerS, r.Cores, o.Sign, r.SignKey, r.SignUs, o.Verify, r.VerifyUs, o.RSA, r.RSAKey, r.RSAUs)
+	_, err := fmt.Fprintf(w, "  bound       %.0f/s on %d cores, per message: signatures %d × %.0f µs (%s), verifications %d × %.0f µs, RSA private-key operations %d × %.0f µs (%s)\n",
+		r.BoundPerS, r.Cores, o.Sign, r.SignUs, r.SignKey, o.Verify, r.VerifyUs, o.RSA, r.RSAUs, r.RSAKey)
 	return err
 }
