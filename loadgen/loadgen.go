@@ -46,8 +46,11 @@ type Config struct {
 	Concurrency int
 	Mode        Mode
 	// Open makes the recipient decrypt and verify each message as a real
-	// recipient does (client.Check) before acknowledging it. Lifecycle
-	// needs it: the client acknowledges only what it opened.
+	// recipient does (client.Check) before acknowledging it. Without it the
+	// recipient checks the payload against the envelope's digest only and
+	// acknowledges, standing for a recipient system that opens elsewhere
+	// (it speaks the MailboxService itself: the client acknowledges only
+	// what it opened).
 	Open bool
 	// NodePID, if not zero, is the node's process, whose CPU time and peak
 	// memory are read from /proc.
@@ -55,8 +58,9 @@ type Config struct {
 	// Timeout bounds the whole run, sealing included (DefaultTimeout if
 	// zero); at its end the run reports what was done.
 	Timeout time.Duration
-	// Options are given to client.Dial for both identities (WithCRL).
-	Options []client.Option
+	// CRL, if set, is the CRL file to check the node's and signers'
+	// certificates against (client.WithCRL); else the node's CRL is used.
+	CRL string
 }
 
 func (c *Config) check() error {
@@ -79,12 +83,6 @@ func (c *Config) check() error {
 	case Lifecycle:
 		if c.Recipient == nil {
 			return errors.New("bench: lifecycle needs the recipient's identity; give --recipient-id DIR")
-		}
-		if !c.Open {
-			// The client acknowledges only what it opened and verified; a
-			// lifecycle that skips opening would need a recipient that
-			// signs without having checked, which the client never is.
-			return errors.New("bench: lifecycle acknowledges only messages it opened and verified; add --open")
 		}
 	default:
 		return fmt.Errorf("bench: unknown mode %q; give submit or lifecycle", c.Mode)
@@ -148,21 +146,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	// Each submission is tried once: a retry would hide in the latencies
 	// the node's rate limit or failures, which are what a run should show.
-	opts := append(slices.Clip(cfg.Options), client.WithRetry(0))
+	opts := []client.Option{client.WithRetry(0)}
+	if cfg.CRL != "" {
+		opts = append(opts, client.WithCRL(cfg.CRL))
+	}
 	sender, err := client.Dial(ctx, cfg.Node, cfg.Sender, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bench: connect the sender: %w", err)
 	}
 	defer sender.Close()
-	var recipient *client.Client
+	var rcpt recipient
 	if cfg.Mode == Lifecycle {
-		if recipient, err = client.Dial(ctx, cfg.Node, cfg.Recipient, opts...); err != nil {
-			return nil, fmt.Errorf("bench: connect the recipient: %w", err)
+		if rcpt, err = dialRecipient(ctx, cfg, opts); err != nil {
+			return nil, err
 		}
-		defer recipient.Close()
-		if recipient.Address() != cfg.To {
-			return nil, fmt.Errorf("bench: the recipient identity is %s, but the messages go to %s", recipient.Address(), cfg.To)
-		}
+		defer rcpt.Close()
 	}
 
 	sealed, err := seal(ctx, sender, cfg)
@@ -182,7 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			for s := range work {
-				t.run(ctx, sender, recipient, s)
+				t.run(ctx, sender, rcpt, s)
 			}
 		}()
 	}
@@ -226,6 +224,31 @@ feed:
 		}
 	}
 	return res, nil
+}
+
+// dialRecipient connects the recipient of a lifecycle run: the client,
+// which opens each message, or with cfg.Open unset the digest checker.
+func dialRecipient(ctx context.Context, cfg Config, opts []client.Option) (recipient, error) {
+	var r recipient
+	var addr string
+	if cfg.Open {
+		cl, err := client.Dial(ctx, cfg.Node, cfg.Recipient, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("bench: connect the recipient: %w", err)
+		}
+		r, addr = opener{cl}, cl.Address()
+	} else {
+		d, err := dialDigestChecker(cfg.Node, cfg.Recipient, cfg.CRL)
+		if err != nil {
+			return nil, err
+		}
+		r, addr = d, d.addr
+	}
+	if addr != cfg.To {
+		r.Close()
+		return nil, fmt.Errorf("bench: the recipient identity is %s, but the messages go to %s", addr, cfg.To)
+	}
+	return r, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -287,8 +310,8 @@ type tally struct {
 }
 
 // run takes one sealed message through the timed phase: submit, and with a
-// recipient fetch (opening it) and acknowledge.
-func (t *tally) run(ctx context.Context, sender, recipient *client.Client, s *client.Sealed) {
+// recipient fetch and acknowledge.
+func (t *tally) run(ctx context.Context, sender *client.Client, rcpt recipient, s *client.Sealed) {
 	start := time.Now()
 	r, err := sender.Submit(ctx, s, nil)
 	if err != nil {
@@ -299,16 +322,11 @@ func (t *tally) run(ctx context.Context, sender, recipient *client.Client, s *cl
 	t.mu.Lock()
 	t.submit = append(t.submit, submitted)
 	t.mu.Unlock()
-	if recipient == nil {
+	if rcpt == nil {
 		return
 	}
-	f, err := recipient.Check(ctx, r.MessageID)
-	if err != nil {
-		t.fail(ctx, fmt.Errorf("fetch %s: %w", r.MessageID, err))
-		return
-	}
-	if _, err := recipient.Acknowledge(ctx, f); err != nil {
-		t.fail(ctx, fmt.Errorf("acknowledge %s: %w", r.MessageID, err))
+	if err := rcpt.take(ctx, r.MessageID); err != nil {
+		t.fail(ctx, err)
 		return
 	}
 	total := time.Since(start)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"kurier.dev/kurier/broker/daemon/daemontest"
-	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/loadgen"
 )
 
@@ -25,7 +24,7 @@ func config(mode loadgen.Mode) loadgen.Config {
 	cfg := loadgen.Config{
 		Node: node.Addr, Sender: node.Agency, Recipient: node.Court, To: node.Court.Cert.EmailAddresses[0],
 		Messages: 20, Size: 512, Concurrency: 4, Mode: mode, Timeout: time.Minute,
-		Options: []client.Option{client.WithCRL(node.CRL)},
+		CRL: node.CRL,
 	}
 	if mode == loadgen.Lifecycle {
 		cfg.Sender, cfg.Recipient, cfg.To = node.Court, node.Agency, node.Agency.Cert.EmailAddresses[0]
@@ -80,49 +79,71 @@ func TestRun_Submit(t *testing.T) {
 	}
 }
 
-func TestRun_LifecycleOpen(t *testing.T) {
-	cfg := config(loadgen.Lifecycle)
-	r, err := loadgen.Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkRates(t, r)
-	if r.Lifecycles != cfg.Messages || r.LifecyclePerS <= 0 {
-		t.Errorf("lifecycles %d at %v/s; want %d, positive", r.Lifecycles, r.LifecyclePerS, cfg.Messages)
-	}
-	if r.LifecycleP50Ms <= 0 || r.LifecycleP50Ms > r.LifecycleP99Ms || r.LifecycleP50Ms < r.SubmitP50Ms {
-		t.Errorf("lifecycle p50 %v ms, p99 %v ms, submit p50 %v ms; want submit p50 ≤ p50 ≤ p99", r.LifecycleP50Ms, r.LifecycleP99Ms, r.SubmitP50Ms)
-	}
-	if want := (loadgen.Ops{Sign: 4, Verify: 3, RSA: 1}); r.OpsPerMsg != want {
-		t.Errorf("ops per message %+v, want %+v", r.OpsPerMsg, want)
-	}
-	// The recipient's mailbox holds the messages, each acknowledged.
+// inbox counts the messages in the agency's mailbox, and those of them
+// kurier bench sent that are acknowledged.
+func inbox(t *testing.T) (all, acked int) {
+	t.Helper()
 	cl, err := node.Dial(context.Background(), node.Agency)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	inbox, err := cl.Inbox(context.Background())
+	entries, err := cl.Inbox(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	acked := 0
-	for _, e := range inbox {
+	for _, e := range entries {
 		if strings.HasPrefix(e.Subject, "kurier bench ") && e.State == "acknowledged" {
 			acked++
 		}
 	}
-	if acked != cfg.Messages || len(inbox) != cfg.Messages {
-		t.Errorf("the recipient's mailbox holds %d messages, %d acknowledged; want %d, all", len(inbox), acked, cfg.Messages)
+	return len(entries), acked
+}
+
+func TestRun_Lifecycle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open bool
+		ops  loadgen.Ops
+	}{
+		{"open", true, loadgen.Ops{Sign: 4, Verify: 3, RSA: 1}},
+		{"digest only", false, loadgen.Ops{Sign: 4, Verify: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config(loadgen.Lifecycle)
+			cfg.Open = tc.open
+			all0, acked0 := inbox(t)
+			r, err := loadgen.Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRates(t, r)
+			if r.Lifecycles != cfg.Messages || r.LifecyclePerS <= 0 {
+				t.Errorf("lifecycles %d at %v/s; want %d, positive", r.Lifecycles, r.LifecyclePerS, cfg.Messages)
+			}
+			if r.LifecycleP50Ms <= 0 || r.LifecycleP50Ms > r.LifecycleP99Ms || r.LifecycleP50Ms < r.SubmitP50Ms {
+				t.Errorf("lifecycle p50 %v ms, p99 %v ms, submit p50 %v ms; want submit p50 ≤ p50 ≤ p99", r.LifecycleP50Ms, r.LifecycleP99Ms, r.SubmitP50Ms)
+			}
+			if r.OpsPerMsg != tc.ops {
+				t.Errorf("ops per message %+v, want %+v", r.OpsPerMsg, tc.ops)
+			}
+			// The node holds the recipient's acknowledgement of each.
+			all, acked := inbox(t)
+			if all-all0 != cfg.Messages || acked-acked0 != cfg.Messages {
+				t.Errorf("the recipient's mailbox has %d more messages, %d more acknowledged; want %d, all", all-all0, acked-acked0, cfg.Messages)
+			}
+		})
 	}
 }
 
-func TestRun_LifecycleNeedsOpen(t *testing.T) {
+func TestRun_WrongRecipient(t *testing.T) {
 	cfg := config(loadgen.Lifecycle)
-	cfg.Open = false
-	_, err := loadgen.Run(context.Background(), cfg)
-	if err == nil || !strings.Contains(err.Error(), "add --open") {
-		t.Fatalf("lifecycle without open: %v; want a refusal saying to add --open", err)
+	cfg.Recipient = node.Court // the messages go to the agency
+	for _, open := range []bool{true, false} {
+		cfg.Open = open
+		if _, err := loadgen.Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "but the messages go to") {
+			t.Errorf("open %v: recipient identity not the addressee: %v", open, err)
+		}
 	}
 }
 

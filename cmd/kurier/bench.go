@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/loadgen"
 	"kurier.dev/kurier/pki"
 )
@@ -19,7 +18,7 @@ func (e *env) bench(args []string) error {
 	size := c.Int("size", 1024, "bytes of the one document each message carries")
 	concurrency := c.Int("concurrency", 4, "how many workers at once")
 	mode := c.String("mode", string(loadgen.Submit), "submit (time durable submissions) or lifecycle (submit, fetch, acknowledge)")
-	open := c.Bool("open", false, "lifecycle: decrypt and verify each message as a recipient does before acknowledging")
+	open := c.Bool("open", false, "lifecycle: decrypt and verify each message as a recipient does before acknowledging (without it: check the payload digest only, as a system that opens elsewhere)")
 	nodePID := c.Int("node-pid", 0, "the node's process `id` on this machine, to report its CPU time and peak memory")
 	timeout := c.Duration("timeout", loadgen.DefaultTimeout, "bound of the whole run; at its end what was done is reported")
 	pos, err := c.parse(args)
@@ -34,7 +33,7 @@ func (e *env) bench(args []string) error {
 	}
 	cfg := loadgen.Config{
 		Node: mf.node, To: *to, Messages: *messages, Size: *size, Concurrency: *concurrency,
-		Mode: loadgen.Mode(*mode), Open: *open, NodePID: *nodePID, Timeout: *timeout,
+		Mode: loadgen.Mode(*mode), Open: *open, CRL: mf.crl, NodePID: *nodePID, Timeout: *timeout,
 	}
 	if cfg.Sender, err = pki.LoadIdentity(mf.id); err != nil {
 		return fmt.Errorf("bench: sender: %w", err)
@@ -43,9 +42,6 @@ func (e *env) bench(args []string) error {
 		if cfg.Recipient, err = pki.LoadIdentity(*recipientID); err != nil {
 			return fmt.Errorf("bench: recipient: %w", err)
 		}
-	}
-	if mf.crl != "" {
-		cfg.Options = append(cfg.Options, client.WithCRL(mf.crl))
 	}
 	r, err := loadgen.Run(e.ctx, cfg)
 	if err != nil {

@@ -29,8 +29,7 @@ func TestRun_BenchJSON(t *testing.T) {
 	if !strings.Contains(summary, "submitted   2,") || !strings.Contains(summary, "bound") {
 		t.Errorf("summary:\n%s", summary)
 	}
-	_, err := try(t, append(as("agency"), "bench", "--to", daemon.DevCourt, "--recipient-id", daemon.DevIdentity(devDir, "court"), "--mode", "lifecycle")...)
-	if err == nil || !strings.Contains(err.Error(), "add --open") {
-		t.Errorf("lifecycle without --open: %v; want a refusal saying to add --open", err)
+	if _, err := try(t, append(as("agency"), "bench", "--to", daemon.DevCourt, "--mode", "lifecycle")...); err == nil || !strings.Contains(err.Error(), "--recipient-id") {
+		t.Errorf("lifecycle without a recipient: %v; want a refusal naming --recipient-id", err)
 	}
 }

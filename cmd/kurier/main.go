@@ -50,7 +50,8 @@ Usage:
               [--mode submit|lifecycle] [--open] [--node-pid PID] [--timeout 5m]
                                     load the node: seal N messages first, then time their submission
                                     (submit) or submission, fetch and acknowledgement by the recipient
-                                    (lifecycle, needs --open); prints rates, p50/p99 latency, errors, CPU
+                                    (lifecycle; --open decrypts and verifies, else only the payload digest
+                                    is checked); prints rates, p50/p99 latency, errors, CPU
                                     and memory per message and the bound this machine's signature and
                                     RSA costs set. Point it at a node of its own: it sends real messages
 
