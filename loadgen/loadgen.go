@@ -173,27 +173,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	nodeBefore, nodeErr := readProcCPU(cfg.NodePID)
 	selfBefore, selfErr := selfUsage()
 	start := time.Now()
-	work := make(chan *client.Sealed)
-	var wg sync.WaitGroup
-	for range cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for s := range work {
-				t.run(ctx, sender, rcpt, s)
-			}
-		}()
-	}
-feed:
-	for _, s := range sealed {
-		select {
-		case work <- s:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
+	t.runAll(ctx, cfg.Concurrency, sender, rcpt, sealed)
 	elapsed := time.Since(start)
 
 	res.Submitted, res.Lifecycles, res.Errors, res.FirstError = len(t.submit), len(t.lifecycle), t.errors, t.firstError
@@ -307,6 +287,31 @@ type tally struct {
 	lifecycles bool            // the run is a Lifecycle run
 	errors     int
 	firstError string
+}
+
+// runAll takes the sealed messages through the timed phase, workers at
+// once, until all are done or ctx ends.
+func (t *tally) runAll(ctx context.Context, workers int, sender *client.Client, rcpt recipient, sealed []*client.Sealed) {
+	work := make(chan *client.Sealed)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range work {
+				t.run(ctx, sender, rcpt, s)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(work)
+	for _, s := range sealed {
+		select {
+		case work <- s:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // run takes one sealed message through the timed phase: submit, and with a
