@@ -46,6 +46,15 @@ Usage:
                                     write the evidence bundle of message ID (a zip; default ID.zip)
   kurier checkpoint [-o FILE]       save the node's current log checkpoint, for a later --since
 
+  kurier bench --to ADDR [--recipient-id DIR] [--messages N] [--size BYTES] [--concurrency K]
+              [--mode submit|lifecycle] [--open] [--node-pid PID] [--timeout 5m]
+                                    load the node: seal N messages first, then time their submission
+                                    (submit) or submission, fetch and acknowledgement by the recipient
+                                    (lifecycle; --open decrypts and verifies, else only the payload digest
+                                    is checked); prints rates, p50/p99 latency, errors, CPU
+                                    and memory per message and the bound this machine's signature and
+                                    RSA costs set. Point it at a node of its own: it sends real messages
+
   kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--log-key log.vkey…] [--report report.html]
                                     check bundles or .p7m evidence offline; exit 0 only if every
                                     check passed, 1 if one failed, 3 if one was indeterminate
@@ -60,7 +69,7 @@ Usage:
 
   kurier help
 
-Options of the mailbox commands (send, inbox, directory, fetch, ack, reject, evidence, export, checkpoint):
+Options of the mailbox commands (send, inbox, directory, fetch, ack, reject, evidence, export, checkpoint, bench):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
@@ -119,6 +128,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.export(rest)
 	case "checkpoint":
 		return e.checkpoint(rest)
+	case "bench":
+		return e.bench(rest)
 	case "verify":
 		return e.verify(rest)
 	case "pki":
