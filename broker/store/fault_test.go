@@ -792,3 +792,36 @@ func TestFaultTornUnlistedTable(t *testing.T) {
 	}
 	openTest(t, dir)
 }
+
+// TestFaultMarkFlips flips each byte of the high-water mark in turn: every
+// one must make Open refuse the store, since a mark that reads as
+// something else (a key's name changed, a number cut short) would defend
+// less than the log it stands for.
+func TestFaultMarkFlips(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	newFixture(t, db, time.Now(), court).create(t, db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, MarkFile)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range good {
+		flipped := bytes.Clone(good)
+		flipped[i] ^= 0xff
+		if err := os.WriteFile(path, flipped, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if db, err := Open(dir, Options{Small: true, Logger: slog.New(slog.DiscardHandler)}); err == nil {
+			db.Close()
+			t.Fatalf("Open accepted the mark with byte %d (%q) flipped: %s", i, good[i], flipped)
+		}
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openTest(t, dir)
+}

@@ -81,7 +81,11 @@ func readMark(dir string) (m mark, ok bool, err error) {
 	if err != nil {
 		return mark{}, false, fmt.Errorf("read the log's high-water mark: %w", err)
 	}
-	if err := json.Unmarshal(b, &m); err != nil || m.Version != markVersion || len(m.Root) != 2*tlog.HashSize {
+	// Unknown keys are refused: a flipped byte in a key's name would
+	// otherwise leave its field zero, a mark that defends nothing.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil || dec.More() || m.Version != markVersion || len(m.Root) != 2*tlog.HashSize {
 		return mark{}, false, fmt.Errorf("the log's high-water mark %s is malformed (restore it from the newest backup of the data directory)", filepath.Join(dir, MarkFile))
 	}
 	return m, true, nil
