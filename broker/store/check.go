@@ -88,6 +88,9 @@ func Check(ctx context.Context, dir string, opts CheckOptions) (CheckResult, err
 	if err != nil {
 		report(Problem{"mark", filepath.Join(dir, MarkFile), err.Error()})
 	}
+	if err := removeEmptyLogs(dir, o.Logger); err != nil {
+		return res, fmt.Errorf("check store %s: %w", dir, err)
+	}
 	tails, err := scanTails(dir)
 	if err != nil {
 		return res, fmt.Errorf("check store %s: %w", dir, err)

@@ -825,3 +825,26 @@ func TestFaultMarkFlips(t *testing.T) {
 	}
 	openTest(t, dir)
 }
+
+// TestFaultEmptyLogFile leaves an empty write-ahead log and an empty value
+// log, as a crash does while badger deletes a replayed log (it truncates
+// the file to zero before removing it) or creates one: badger alone then
+// refuses to open the store; Open must not.
+func TestFaultEmptyLogFile(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	f := newFixture(t, db, time.Now(), court)
+	f.create(t, db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"00009.mem", "000009.vlog"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db = openTest(t, dir)
+	if _, err := db.Message(context.Background(), f.msg.Header.ID); err != nil {
+		t.Fatalf("the message after an empty log file was removed: %v", err)
+	}
+}

@@ -126,6 +126,32 @@ func verifyTable(name string, bo badger.Options) (err error) {
 	return t.VerifyChecksum()
 }
 
+// removeEmptyLogs deletes write-ahead and value log files of length zero.
+// badger deletes a log file by truncating it to zero, closing it and then
+// removing it, and creates one by creating it and then giving it its
+// size; a crash in between leaves an empty file, on which badger refuses
+// to open ("while opening fid: N err: Create a new file"). An empty file
+// holds no entry, not even a header, so nothing is lost with it.
+func removeEmptyLogs(dir string, logger *slog.Logger) error {
+	for _, pattern := range []string{"*.mem", "*.vlog"} {
+		names, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return fmt.Errorf("list %s: %w", pattern, err)
+		}
+		for _, name := range names {
+			fi, err := os.Stat(name)
+			if err != nil || fi.Size() != 0 {
+				continue
+			}
+			if err := os.Remove(name); err != nil {
+				return fmt.Errorf("remove the empty log file %s: %w", name, err)
+			}
+			logger.Warn("removed an empty log file that a crash left while badger created or deleted it", "component", "badger", "file", name)
+		}
+	}
+	return nil
+}
+
 // tail is where a log file's data ended before badger opened it.
 type tail struct {
 	path    string

@@ -328,6 +328,9 @@ func openBadger(dir string, bo badger.Options, logger *slog.Logger) (*badger.DB,
 		return nil, nil, err
 	}
 	removeMarkTemps(dir)
+	if err := removeEmptyLogs(dir, logger); err != nil {
+		return nil, nil, err
+	}
 	tails, err := scanTails(dir)
 	if err != nil {
 		return nil, nil, err
