@@ -130,6 +130,10 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 		grpc.ChainStreamInterceptor(svc.streamIdentity),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.ForceServerCodecV2(newCodec()),
+		// Calls run on long-lived goroutines whose stacks have grown to
+		// what signing and verifying need, instead of a new goroutine per
+		// call that grows its stack again each time.
+		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxRecvMsgSize(MaxChunkSize+64<<10),
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.InitialWindowSize(8<<20),
@@ -155,6 +159,10 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	reflection.Register(reg)
 	return s, nil
 }
+
+// streamWorkers is how many goroutines serve calls; a call that finds all
+// of them busy gets a goroutine of its own, so it bounds nothing.
+const streamWorkers = 64
 
 // service implements the generated service interfaces over a node.
 type service struct {

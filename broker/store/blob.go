@@ -71,6 +71,11 @@ func (db *DB) putChunk(b *[]byte) { db.chunks.Put(b) }
 // ending, a limit) it deletes what it wrote. The blob counts as an orphan,
 // deleted by SweepBlobs after the grace period or at the next Open, until a
 // message created with CreateMessage references it.
+//
+// A payload of less than one chunk is not synced on its own: it is
+// committed with the next write that is waited for, normally the
+// CreateMessage that references it, which is therefore durable only with
+// it (see enqueue). OpenBlob finds it at once all the same.
 func (db *DB) WriteBlob(ctx context.Context, r io.Reader, max int64) (broker.Blob, error) {
 	w := &blobWriter{db: db, id: newBlobID(), hash: sha256.New(), max: max}
 	blob, err := w.write(ctx, r)
@@ -213,7 +218,7 @@ func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, erro
 	small := !w.touched
 	w.touched = true
 	hk := blobHeaderKey(w.id)
-	err = w.db.submit(ctx, len(hv)+len(only), func(b *batch) error {
+	write := func(b *batch) error {
 		if !small {
 			if ok, err := b.has(hk); err != nil {
 				return err
@@ -227,7 +232,13 @@ func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, erro
 			}
 		}
 		return b.set(hk, hv)
-	})
+	}
+	if small {
+		// Synced with the message that references it (see enqueue).
+		err = w.db.enqueue(len(hv)+len(only), write)
+	} else {
+		err = w.db.submit(ctx, len(hv), write)
+	}
 	if err != nil {
 		return broker.Blob{}, err
 	}
@@ -244,6 +255,25 @@ func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
 	if !validBlobID(id) {
 		return nil, fmt.Errorf("open blob %q: %w", id, broker.ErrNotFound)
 	}
+	h, err := db.blobHeader(ctx, id)
+	if errors.Is(err, broker.ErrNotFound) && db.deferred.Load() > 0 {
+		// It may be a small blob still queued (see enqueue).
+		if err = db.barrier(ctx); err == nil {
+			h, err = db.blobHeader(ctx, id)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", id, err)
+	}
+	want, err := hex.DecodeString(h.SHA256)
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("open blob %s: malformed header digest", id)
+	}
+	return &blobReader{db: db, id: id, size: h.Size, want: want, hash: sha256.New()}, nil
+}
+
+// blobHeader reads the header of a complete blob.
+func (db *DB) blobHeader(ctx context.Context, id string) (blobHeader, error) {
 	var h blobHeader
 	err := db.view(ctx, func(txn *badger.Txn) error {
 		v, ok, err := get(txn, blobHeaderKey(id))
@@ -261,14 +291,7 @@ func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("open blob %s: %w", id, err)
-	}
-	want, err := hex.DecodeString(h.SHA256)
-	if err != nil || len(want) != sha256.Size {
-		return nil, fmt.Errorf("open blob %s: malformed header digest", id)
-	}
-	return &blobReader{db: db, id: id, size: h.Size, want: want, hash: sha256.New()}, nil
+	return h, err
 }
 
 type blobReader struct {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -346,4 +347,53 @@ func (r *blockingReader) Read(p []byte) (int, error) {
 	n := copy(p, r.data[r.off:end])
 	r.off += n
 	return n, nil
+}
+
+// A small payload is synced with the message that references it: one
+// commit for both, and both there after a restart.
+func TestDB_SmallBlobRidesWithMessage(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	ctx := context.Background()
+	before := db.commits.Load()
+	f := newFixture(t, db, time.Now(), court)
+	f.create(t, db)
+	if n := db.commits.Load() - before; n != 1 {
+		t.Errorf("a small payload and its message took %d commits, want 1", n)
+	}
+	if n := db.deferred.Load(); n != 0 {
+		t.Errorf("%d deferred writes still queued after the message was created", n)
+	}
+	db = reopen(t, db, dir)
+	if _, err := db.Message(ctx, f.msg.ID()); err != nil {
+		t.Fatalf("message after a restart: %v", err)
+	}
+	if got := readBlob(t, db, f.msg.Blob); len(got) != int(f.msg.Header.PayloadSize) {
+		t.Errorf("payload after a restart has %d bytes, want %d", len(got), f.msg.Header.PayloadSize)
+	}
+}
+
+// A small payload nothing follows is still committed, after deferLimit;
+// OpenBlob finds it before that.
+func TestDB_SmallBlobAlone(t *testing.T) {
+	db := openTest(t, "")
+	ctx := context.Background()
+	data := []byte("a payload nobody references")
+	blob, err := db.WriteBlob(ctx, bytes.NewReader(data), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBlob(t, db, blob.ID); !bytes.Equal(got, data) {
+		t.Fatalf("OpenBlob right after WriteBlob = %q, want %q", got, data)
+	}
+	if _, err := db.WriteBlob(ctx, strings.NewReader("another"), 100); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for db.deferred.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a deferred write was not committed within %s", deferLimit)
+		}
+		runtime.Gosched()
+	}
 }

@@ -93,6 +93,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -214,6 +215,7 @@ type DB struct {
 
 	reqs          chan *request // to the committer; closed by Close
 	committerDone chan struct{}
+	deferred      atomic.Int64 // deferred requests queued and not yet run (see enqueue)
 	stopGC        chan struct{}
 	gcDone        chan struct{}
 
@@ -223,6 +225,7 @@ type DB struct {
 	maxBatchBytes  int            // bound on the estimated bytes of one batch
 	maxBatchLength int            // bound on the requests in one batch
 	splits         int            // batches split on ErrTxnTooBig (read by tests after Close)
+	commits        atomic.Int64   // synced transactions of the committer
 
 	mark *marker // the log's high-water mark, written behind the committer
 }

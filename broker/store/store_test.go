@@ -202,6 +202,10 @@ func withLeaf(ev broker.Evidence, index uint64) broker.Evidence {
 // request wrote nothing at all.
 func dump(t testing.TB, db *DB) map[string]string {
 	t.Helper()
+	// What the store holds, deferred writes included (see enqueue).
+	if err := db.barrier(context.Background()); err != nil && !errors.Is(err, ErrFailed) {
+		t.Fatal(err)
+	}
 	kv := map[string]string{}
 	err := db.view(context.Background(), func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
@@ -266,6 +270,10 @@ func logSizeOf(t testing.TB, db *DB) uint64 {
 // countKeys counts the keys with the prefix.
 func countKeys(t testing.TB, db *DB, prefix []byte) int {
 	t.Helper()
+	// What the store holds, deferred writes included (see enqueue).
+	if err := db.barrier(context.Background()); err != nil && !errors.Is(err, ErrFailed) {
+		t.Fatal(err)
+	}
 	n := 0
 	err := db.view(context.Background(), func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
