@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"io"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -79,3 +80,31 @@ func processCPU(b *testing.B) time.Duration {
 // nodeLimitsForBench lifts the per-participant rate limit, which a
 // benchmark's one sender would otherwise meet at once.
 var nodeLimitsForBench = node.Limits{MessagesPerSecond: 1e6, MessageBurst: 1 << 20}
+
+// BenchmarkSubmit is the node's part of a submission, from 16 goroutines
+// (kurier bench's default senders) over a real store: verify the
+// envelope's signature, store the payload, sign acceptance and delivery,
+// commit. The messages are sealed before the timer starts. cpu-µs/op is
+// the process's CPU per submission: the node's cost without gRPC and TLS,
+// to set against kurier bench's node_cpu_us_per_msg.
+func BenchmarkSubmit(b *testing.B) {
+	h := newHarness(b, nodeLimitsForBench)
+	msgs := make([]*message, b.N)
+	for i := range msgs {
+		msgs[i] = newMessage(b, fx.IDs[agency], agency, court)
+	}
+	var next atomic.Int64
+	cpu := processCPU(b)
+	b.ResetTimer()
+	b.SetParallelism(8) // × GOMAXPROCS 2 on the machines the figures come from
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := h.submit(agency, msgs[next.Add(1)-1]); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64((processCPU(b)-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+}
