@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,13 +125,13 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start nats-server: %w", err)
 	}
-	defer r.Close()
 	s.cmd = exec.Command(exe, ChildArg, "-c", conf)
 	s.cmd.Stdout, s.cmd.Stderr = w, logFile
 	s.cmd.SysProcAttr = childAttr()
 	err = s.cmd.Start()
 	w.Close()
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("start nats-server: %w", err)
 	}
 	go func() {
@@ -138,10 +139,16 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		close(s.exited)
 	}()
 
+	// The first line is the addresses. The pipe stays open and is drained
+	// until the child exits: a write to a closed standard output would
+	// kill the server with SIGPIPE.
 	line := make(chan []byte, 1)
 	go func() {
-		b, _ := bufio.NewReader(r).ReadBytes('\n') // ends when the child exits, or r is closed
+		defer r.Close()
+		br := bufio.NewReader(r)
+		b, _ := br.ReadBytes('\n')
 		line <- b
+		io.Copy(io.Discard, br)
 	}()
 	var ports server.Ports
 	select {
@@ -152,7 +159,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 	case <-ctx.Done():
 		s.Kill()
-		return nil, fmt.Errorf("start nats-server: %w", ctx.Err())
+		return nil, fmt.Errorf("start nats-server: not ready before the run's end: %w", ctx.Err())
 	}
 	s.url, s.monitor = ports.Nats[0], ports.Monitoring[0]
 	return s, nil
