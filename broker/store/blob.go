@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -17,25 +20,31 @@ import (
 	"kurier.dev/kurier/broker"
 )
 
-// Blobs are sealed payloads, stored as numbered chunks under a header.
+// Blobs are sealed payloads. A payload of less than one chunk is stored in
+// badger, as chunk 0 under its header, in a single request. A larger one
+// is stored in a file of its own, payloads/<id> in the store's folder,
+// written with write(2) and fsynced, because badger would map it into the
+// node's memory (its value log is a memory-mapped file: a 200 MB payload
+// would add 200 MB to the node's resident size and pay a page fault per
+// 4 KiB) and rewrite it on value-log GC.
 //
-// Life of a blob: WriteBlob writes the header first (incomplete, with the
-// start time), then the chunks in their own transactions, then marks the
-// header complete with size and SHA-256. A payload of less than one chunk
-// is written in a single request instead. CreateMessage accepts only a
-// complete blob and records that the message references it; from then on
-// the blob is not an orphan. Deleting a blob deletes the header first (in
-// the committer, where it cannot race with CreateMessage) and the chunks
-// after, so a crash in between leaves chunks without a header, which the
-// sweep removes.
+// Life of a large blob: WriteBlob writes the header first (incomplete,
+// with the start time), then the file (synced, and its folder), then marks
+// the header complete with size, SHA-256 and that the bytes are in a file.
+// CreateMessage accepts only a complete blob and records that the message
+// references it; from then on the blob is not an orphan. Deleting a blob
+// deletes the header first (in the committer, where it cannot race with
+// CreateMessage) and the file or chunks after, so a crash in between
+// leaves a file or chunks without a header, which the sweep removes.
+// Stores written before payload files keep their chunks in badger (up to
+// 4 MiB per transaction), which OpenBlob and the deletes still read.
 
 const (
 	chunkSize = 256 << 10
-	// groupSize is how many bytes of chunks one transaction holds; memory
-	// per upload is bounded by it, whatever the blob's size.
-	groupSize = 4 << 20
 	// deleteGroup is how many chunk keys one delete transaction removes.
 	deleteGroup = 4096
+	// payloadDir is the folder, inside the store's, of the payload files.
+	payloadDir = "payloads"
 )
 
 // blobHeader is stored at b/<id>/h.
@@ -44,6 +53,7 @@ type blobHeader struct {
 	Complete bool      `json:"complete"`
 	Size     int64     `json:"size,omitempty"`
 	SHA256   string    `json:"sha256,omitempty"` // lowercase hex, as envelopes write it
+	File     bool      `json:"file,omitempty"`   // the bytes are in payloads/<id>, not in chunks
 }
 
 func decodeBlobHeader(v []byte) (blobHeader, error) {
@@ -96,11 +106,28 @@ type blobWriter struct {
 	hash    hash.Hash
 	max     int64
 	size    int64
-	next    uint32    // index of the next chunk
-	group   []*[]byte // chunk buffers not yet committed
-	lens    []int     // their lengths
 	touched bool      // something may have been written
 	started time.Time // header's start time
+}
+
+// makePayloadDir makes the folder of the payload files, durably.
+func makePayloadDir(dir string) error {
+	p := filepath.Join(dir, payloadDir)
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return fmt.Errorf("make the payload folder: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("make the payload folder: %w", err)
+	}
+	return nil
+}
+
+// payloadPath is where the bytes of a large blob are kept.
+func (db *DB) payloadPath(id string) string {
+	return filepath.Join(db.dir, payloadDir, id)
 }
 
 // readChunk fills buf from r. last reports that r is at EOF.
@@ -140,69 +167,55 @@ func (w *blobWriter) write(ctx context.Context, r io.Reader) (broker.Blob, error
 		return w.finish(ctx, only)
 	}
 
-	// Large payload: header first, chunks in groups, then complete it.
+	// Large payload: header first, the file, then complete the header.
+	defer w.db.putChunk(buf)
 	w.touched = true
 	hv, err := json.Marshal(blobHeader{Started: w.started})
 	if err != nil {
-		w.db.putChunk(buf)
 		return broker.Blob{}, err
 	}
 	if err := w.db.submit(ctx, len(hv), func(b *batch) error {
 		return b.set(blobHeaderKey(w.id), hv)
 	}); err != nil {
-		w.db.putChunk(buf)
 		return broker.Blob{}, err
 	}
-	w.group, w.lens = append(w.group, buf), append(w.lens, n)
-	defer func() {
-		for _, b := range w.group {
-			w.db.putChunk(b)
-		}
-	}()
-	for !last {
-		if err := ctx.Err(); err != nil {
-			return broker.Blob{}, err
-		}
-		if len(w.group)*chunkSize >= groupSize {
-			if err := w.flush(); err != nil {
-				return broker.Blob{}, err
-			}
-		}
-		buf := w.db.getChunk()
-		w.group = append(w.group, buf)
-		n, last, err = w.readChunk(r, *buf)
-		if err != nil {
-			return broker.Blob{}, err
-		}
-		w.lens = append(w.lens, n)
-	}
-	if err := w.flush(); err != nil {
+	if err := w.writeFile(ctx, r, *buf, n); err != nil {
 		return broker.Blob{}, err
 	}
 	return w.finish(ctx, nil)
 }
 
-// flush writes the buffered chunks in one synced transaction.
-func (w *blobWriter) flush() error {
-	err := w.db.update(func(txn *badger.Txn) error {
-		for i, buf := range w.group {
-			if w.lens[i] == 0 {
-				continue
-			}
-			if err := txn.SetEntry(badger.NewEntry(blobChunkKey(w.id, w.next), (*buf)[:w.lens[i]])); err != nil {
-				return err
-			}
-			w.next++
-		}
-		return nil
-	})
+// writeFile writes the payload's file: the first n bytes in buf, then the
+// rest of r, through buf; then it syncs the file and its folder.
+func (w *blobWriter) writeFile(ctx context.Context, r io.Reader, buf []byte, n int) error {
+	f, err := os.OpenFile(w.db.payloadPath(w.id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("write chunks: %w", err)
+		return fmt.Errorf("create payload file: %w", err)
 	}
-	for _, b := range w.group {
-		w.db.putChunk(b)
+	defer f.Close() // after Sync and Close below, a no-op
+	for last := false; ; {
+		if _, err := f.Write(buf[:n]); err != nil {
+			return fmt.Errorf("write payload file: %w", err)
+		}
+		if last {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n, last, err = w.readChunk(r, buf); err != nil {
+			return err
+		}
 	}
-	w.group, w.lens = w.group[:0], w.lens[:0]
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync payload file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close payload file: %w", err)
+	}
+	if err := syncDir(filepath.Dir(f.Name())); err != nil {
+		return fmt.Errorf("sync payload folder: %w", err)
+	}
 	return nil
 }
 
@@ -211,11 +224,11 @@ func (w *blobWriter) flush() error {
 func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, error) {
 	blob := broker.Blob{ID: w.id, Size: w.size}
 	w.hash.Sum(blob.SHA256[:0])
-	hv, err := json.Marshal(blobHeader{Started: w.started, Complete: true, Size: w.size, SHA256: hex.EncodeToString(blob.SHA256[:])})
+	small := !w.touched
+	hv, err := json.Marshal(blobHeader{Started: w.started, Complete: true, Size: w.size, SHA256: hex.EncodeToString(blob.SHA256[:]), File: !small})
 	if err != nil {
 		return broker.Blob{}, err
 	}
-	small := !w.touched
 	w.touched = true
 	hk := blobHeaderKey(w.id)
 	write := func(b *batch) error {
@@ -248,9 +261,11 @@ func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, erro
 // OpenBlob returns a reader of the blob's bytes, one chunk in memory at a
 // time, or an error wrapping broker.ErrNotFound if there is no complete blob
 // with the id. At the end the reader checks the bytes' SHA-256 against the
-// one recorded when the blob was written and reports a mismatch as an
-// error instead of io.EOF. Reading a blob that is deleted meanwhile fails
-// with broker.ErrNotFound.
+// one recorded when the blob was written and reports a mismatch (or a
+// payload file of another size, or missing) as an error wrapping
+// broker.ErrDamaged instead of io.EOF. A blob deleted while it is read is
+// either read to its end (a payload file stays readable while open) or
+// fails with broker.ErrNotFound (chunks), never cut short silently.
 func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
 	if !validBlobID(id) {
 		return nil, fmt.Errorf("open blob %q: %w", id, broker.ErrNotFound)
@@ -269,7 +284,71 @@ func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err != nil || len(want) != sha256.Size {
 		return nil, fmt.Errorf("open blob %s: malformed header digest", id)
 	}
+	if h.File {
+		f, err := os.Open(db.payloadPath(id))
+		if errors.Is(err, fs.ErrNotExist) {
+			// The header is complete, so the file was synced: lost since.
+			return nil, fmt.Errorf("open blob %s: %w: the payload file is missing", id, broker.ErrDamaged)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open blob %s: %w", id, err)
+		}
+		return &fileReader{f: f, id: id, left: h.Size, want: want, hash: sha256.New()}, nil
+	}
 	return &blobReader{db: db, id: id, size: h.Size, want: want, hash: sha256.New()}, nil
+}
+
+// fileReader reads a payload file, checking its size and SHA-256 against
+// the header: a mismatch is an error instead of io.EOF.
+type fileReader struct {
+	f    *os.File
+	id   string
+	left int64 // bytes the header says are still to come
+	want []byte
+	hash hash.Hash
+	err  error // sticky
+}
+
+func (r *fileReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.left == 0 {
+		r.err = r.end()
+		return 0, r.err
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.f.Read(p)
+	r.hash.Write(p[:n])
+	r.left -= int64(n)
+	switch {
+	case errors.Is(err, io.EOF) && r.left > 0:
+		r.err = fmt.Errorf("read blob %s: %w: the payload file is %d bytes short of the recorded size", r.id, broker.ErrDamaged, r.left)
+	case err != nil && !errors.Is(err, io.EOF):
+		r.err = fmt.Errorf("read blob %s: %w", r.id, err)
+	}
+	return n, r.err
+}
+
+// end checks, at the recorded size, that the file ends and its digest
+// matches.
+func (r *fileReader) end() error {
+	var one [1]byte
+	if n, _ := r.f.Read(one[:]); n > 0 {
+		return fmt.Errorf("read blob %s: %w: the payload file is longer than the recorded size", r.id, broker.ErrDamaged)
+	}
+	if got := r.hash.Sum(nil); string(got) != string(r.want) {
+		return fmt.Errorf("read blob %s: %w: SHA-256 of the stored bytes does not match the one recorded", r.id, broker.ErrDamaged)
+	}
+	return io.EOF
+}
+
+// Close closes the file.
+func (r *fileReader) Close() error {
+	r.err = errors.New("read blob: reader closed")
+	return r.f.Close()
 }
 
 // blobHeader reads the header of a complete blob.
@@ -418,6 +497,9 @@ func (db *DB) deleteBlob(ctx context.Context, id string, sweep bool, cutoff time
 	if err != nil {
 		return err
 	}
+	if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete payload file: %w", err)
+	}
 	return db.deleteChunks(ctx, id)
 }
 
@@ -536,6 +618,39 @@ func (db *DB) sweep(ctx context.Context, grace time.Duration) (int, error) {
 		}
 		if err != nil {
 			return n, fmt.Errorf("delete orphan blob %s: %w", id, err)
+		}
+		n++
+	}
+	files, err := db.sweepFiles(ctx)
+	return n + files, err
+}
+
+// sweepFiles deletes payload files without a header, which an interrupted
+// delete leaves. A file is created only after its header is committed, so
+// no upload in progress has one.
+func (db *DB) sweepFiles(ctx context.Context) (int, error) {
+	entries, err := os.ReadDir(filepath.Join(db.dir, payloadDir))
+	if err != nil {
+		return 0, fmt.Errorf("list payload files: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		id := e.Name()
+		if !validBlobID(id) {
+			continue
+		}
+		var found bool
+		if err := db.view(ctx, func(txn *badger.Txn) error {
+			found, err = has(txn, blobHeaderKey(id))
+			return err
+		}); err != nil {
+			return n, err
+		}
+		if found {
+			continue
+		}
+		if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("delete orphan payload file: %w", err)
 		}
 		n++
 	}

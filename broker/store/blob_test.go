@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -44,7 +46,7 @@ func TestDB_WriteBlob(t *testing.T) {
 		{"just under a chunk", chunkSize - 1},
 		{"one chunk", chunkSize},
 		{"a chunk and a byte", chunkSize + 1},
-		{"one group and a chunk", groupSize + chunkSize},
+		{"sixteen chunks and one", manyChunks + chunkSize},
 		{"5 MiB", 5 << 20},
 	}
 	for _, tt := range tests {
@@ -108,19 +110,19 @@ func TestDB_WriteBlob_Fails(t *testing.T) {
 		want error
 	}{
 		{"too large, small", func(func()) io.Reader { return bytes.NewReader(make([]byte, 100)) }, 99, broker.ErrTooLarge},
-		{"too large, in the first group", func(func()) io.Reader { return bytes.NewReader(make([]byte, 3<<20)) }, 2<<20 + 5, broker.ErrTooLarge},
-		{"too large, after a group", func(func()) io.Reader { return bytes.NewReader(make([]byte, 6<<20)) }, groupSize + chunkSize + 5, broker.ErrTooLarge},
+		{"too large, in the file", func(func()) io.Reader { return bytes.NewReader(make([]byte, 3<<20)) }, 2<<20 + 5, broker.ErrTooLarge},
+		{"too large, later in the file", func(func()) io.Reader { return bytes.NewReader(make([]byte, 6<<20)) }, manyChunks + chunkSize + 5, broker.ErrTooLarge},
 		{"reader error at once", func(func()) io.Reader { return &failingReader{err: errBroken} }, 1 << 30, errBroken},
 		{"reader error after a chunk", func(func()) io.Reader { return &failingReader{n: chunkSize + 5, err: errBroken} }, 1 << 30, errBroken},
-		{"reader error after groups", func(func()) io.Reader { return &failingReader{n: 2*groupSize + 5, err: errBroken} }, 1 << 30, errBroken},
+		{"reader error after many chunks", func(func()) io.Reader { return &failingReader{n: 2*manyChunks + 5, err: errBroken} }, 1 << 30, errBroken},
 		{"cancelled", func(cancel func()) io.Reader {
-			return io.MultiReader(bytes.NewReader(make([]byte, groupSize+chunkSize)), readerFunc(func([]byte) (int, error) {
+			return io.MultiReader(bytes.NewReader(make([]byte, manyChunks+chunkSize)), readerFunc(func([]byte) (int, error) {
 				cancel()
 				return 0, errBroken
 			}))
 		}, 1 << 30, errBroken},
 		{"cancelled between chunks", func(cancel func()) io.Reader {
-			return &cancellingReader{r: bytes.NewReader(make([]byte, 3*groupSize)), after: groupSize + 2*chunkSize, cancel: cancel}
+			return &cancellingReader{r: bytes.NewReader(make([]byte, 3*manyChunks)), after: manyChunks + 2*chunkSize, cancel: cancel}
 		}, 1 << 30, context.Canceled},
 	}
 	for _, tt := range tests {
@@ -135,8 +137,28 @@ func TestDB_WriteBlob_Fails(t *testing.T) {
 			if n := countKeys(t, db, blobsPrefix); n != 0 {
 				t.Errorf("%d blob keys left behind", n)
 			}
+			if files := payloadFiles(t, db); len(files) != 0 {
+				t.Errorf("payload files left behind: %v", files)
+			}
 		})
 	}
+}
+
+// manyChunks is a payload size of sixteen chunks.
+const manyChunks = 16 * chunkSize
+
+// payloadFiles lists the store's payload files.
+func payloadFiles(t testing.TB, db *DB) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(db.dir, payloadDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 type readerFunc func([]byte) (int, error)
@@ -204,8 +226,12 @@ func TestDB_DeleteBlob(t *testing.T) {
 		}
 	})
 
+	// A reader of a deleted blob either reads it whole (a payload file
+	// stays readable while open) or fails with ErrNotFound (chunks), but
+	// never yields part of it as if it were all.
 	t.Run("deleted while reading", func(t *testing.T) {
-		b, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, 3*chunkSize)), 1<<20)
+		data := randomBytes(t, 3*chunkSize)
+		b, err := db.WriteBlob(ctx, bytes.NewReader(data), 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,14 +240,22 @@ func TestDB_DeleteBlob(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer rc.Close()
-		if _, err := rc.Read(make([]byte, 10)); err != nil {
+		head := make([]byte, 10)
+		if _, err := io.ReadFull(rc, head); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.DeleteBlob(ctx, b.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.ReadAll(rc); !errors.Is(err, broker.ErrNotFound) {
-			t.Errorf("reading on: err %v, want ErrNotFound", err)
+		rest, err := io.ReadAll(rc)
+		if err != nil && !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("reading on: err %v, want ErrNotFound or the whole payload", err)
+		}
+		if err == nil && !bytes.Equal(append(head, rest...), data) {
+			t.Errorf("reading on yielded other bytes than were written")
+		}
+		if files := payloadFiles(t, db); len(files) != 0 {
+			t.Errorf("payload files of deleted blobs left: %v", files)
 		}
 	})
 }
@@ -247,7 +281,7 @@ func TestDB_SweepBlobs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		large, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, groupSize+1)), 1<<30)
+		large, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, manyChunks+1)), 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,14 +292,21 @@ func TestDB_SweepBlobs(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+		// And a payload file whose header is gone.
+		if err := os.WriteFile(db.payloadPath(newBlobID()), []byte("left over"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}
 
 		var logs bytes.Buffer
 		db = openTest(t, dir, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
-		if !strings.Contains(logs.String(), "orphan_blobs_deleted=3") {
-			t.Errorf("Open logged %q, want orphan_blobs_deleted=3", logs.String())
+		if !strings.Contains(logs.String(), "orphan_blobs_deleted=4") {
+			t.Errorf("Open logged %q, want orphan_blobs_deleted=4", logs.String())
+		}
+		if files := payloadFiles(t, db); len(files) != 0 {
+			t.Errorf("payload files left after the sweep: %v", files)
 		}
 		for _, id := range []string{small.ID, large.ID} {
 			if _, err := db.OpenBlob(ctx, id); !errors.Is(err, broker.ErrNotFound) {

@@ -475,18 +475,8 @@ func TestFaultRollback(t *testing.T) {
 // copyDir copies the files of src into dst.
 func copyDir(t *testing.T, src, dst string) {
 	t.Helper()
-	entries, err := os.ReadDir(src)
-	if err != nil {
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
@@ -500,13 +490,16 @@ func restore(t *testing.T, backup, dir string) {
 	}
 	for _, e := range entries {
 		if e.Name() != MarkFile {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	mark, err := os.ReadFile(filepath.Join(dir, MarkFile))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, MarkFile)); err != nil {
 		t.Fatal(err)
 	}
 	copyDir(t, backup, dir)
@@ -846,5 +839,60 @@ func TestFaultEmptyLogFile(t *testing.T) {
 	db = openTest(t, dir)
 	if _, err := db.Message(context.Background(), f.msg.Header.ID); err != nil {
 		t.Fatalf("the message after an empty log file was removed: %v", err)
+	}
+}
+
+// A large payload's file that is damaged, cut, extended or gone after it
+// was stored is refused as damaged when read, never served as the payload.
+func TestFaultPayloadFile(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"flipped byte", func(t *testing.T, path string) { flip(t, path, 3*chunkSize/2) }},
+		{"cut short", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 2*chunkSize); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"longer", func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("appended"))
+			f.Close()
+		}},
+		{"gone", func(t *testing.T, path string) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := openTest(t, dir)
+			f := newFixture(t, db, t0, court)
+			f.create(t, db)
+			blob, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, 3*chunkSize)), 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := buildFixture(t, blob, t0, court)
+			g.create(t, db)
+			db = reopen(t, db, dir)
+			tt.damage(t, db.payloadPath(blob.ID))
+
+			rc, err := db.OpenBlob(ctx, blob.ID)
+			if err == nil {
+				_, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			if !errors.Is(err, broker.ErrDamaged) {
+				t.Errorf("reading a damaged payload file: err %v, want ErrDamaged", err)
+			}
+			readBlob(t, db, f.msg.Blob) // the small payload beside it is intact
+		})
 	}
 }

@@ -259,6 +259,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		maxBatchLength: maxBatchLength,
 	}
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
+	if err := makePayloadDir(dir); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	if err := db.load(m); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
