@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"slices"
 
-	"github.com/digitorus/pkcs7"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -55,7 +54,7 @@ const (
 var oaepSHA256 = func() []byte {
 	sha256 := func(b *cryptobyte.Builder) {
 		b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(pkcs7.OIDDigestAlgorithmSHA256)
+			b.AddASN1ObjectIdentifier(oidSHA256)
 			b.AddASN1NULL()
 		})
 	}
@@ -102,7 +101,7 @@ func marshalEnveloped(recipients []*x509.Certificate, encryptedKeys [][]byte, iv
 
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
-		b.AddASN1ObjectIdentifier(pkcs7.OIDEnvelopedData)
+		b.AddASN1ObjectIdentifier(oidEnvelopedData)
 		b.AddASN1(tag0.Constructed(), func(b *cryptobyte.Builder) {
 			b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // EnvelopedData
 				b.AddASN1Int64(0)
@@ -112,9 +111,9 @@ func marshalEnveloped(recipients []*x509.Certificate, encryptedKeys [][]byte, iv
 					}
 				})
 				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // EncryptedContentInfo
-					b.AddASN1ObjectIdentifier(pkcs7.OIDData)
+					b.AddASN1ObjectIdentifier(oidData)
 					b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-						b.AddASN1ObjectIdentifier(pkcs7.OIDEncryptionAlgorithmAES256CBC)
+						b.AddASN1ObjectIdentifier(oidAES256CBC)
 						b.AddASN1OctetString(iv)
 					})
 					b.AddASN1(tag0, func(b *cryptobyte.Builder) { b.AddBytes(ciphertext) })
@@ -151,7 +150,7 @@ func parseEnveloped(der []byte, cert *x509.Certificate) (*enveloped, error) {
 		!ci.ReadASN1(&content, tag0.Constructed()) || !ci.Empty() {
 		return nil, fmt.Errorf("%w: not a DER ContentInfo, or bytes after it", ErrMalformed)
 	}
-	if !contentType.Equal(pkcs7.OIDEnvelopedData) {
+	if !contentType.Equal(oidEnvelopedData) {
 		return nil, fmt.Errorf("%w: content type %s, want EnvelopedData", ErrMalformed, oidName(contentType))
 	}
 	var version int64
@@ -203,7 +202,7 @@ func parseEncryptedContent(eci cryptobyte.String) (*enveloped, error) {
 	if !eci.ReadASN1ObjectIdentifier(&contentType) {
 		return nil, fmt.Errorf("%w: EncryptedContentInfo: no content type", ErrMalformed)
 	}
-	if !contentType.Equal(pkcs7.OIDData) {
+	if !contentType.Equal(oidData) {
 		return nil, fmt.Errorf("%w: encrypted content type %s, want id-data", ErrMalformed, oidName(contentType))
 	}
 	cipher, params, ok := readAlgorithm(&eci)
@@ -212,9 +211,9 @@ func parseEncryptedContent(eci cryptobyte.String) (*enveloped, error) {
 	}
 	env := &enveloped{}
 	switch {
-	case cipher.Equal(pkcs7.OIDEncryptionAlgorithmAES256CBC):
+	case cipher.Equal(oidAES256CBC):
 		env.keyLen = 32
-	case cipher.Equal(pkcs7.OIDEncryptionAlgorithmAES128CBC):
+	case cipher.Equal(oidAES128CBC):
 		env.keyLen = 16
 	default:
 		return nil, fmt.Errorf("content cipher %s refused, want AES-CBC", oidName(cipher))
@@ -293,7 +292,7 @@ func keyTransportOf(alg cryptobyte.String) (keyTransport, error) {
 		return 0, fmt.Errorf("%w: key encryption algorithm not DER", ErrMalformed)
 	}
 	switch {
-	case oid.Equal(pkcs7.OIDEncryptionAlgorithmRSA):
+	case oid.Equal(oidRSA):
 		if !nullOrAbsent(alg) {
 			return 0, fmt.Errorf("%w: rsaEncryption with parameters other than NULL", ErrMalformed)
 		}
@@ -355,7 +354,7 @@ func checkSHA256(s cryptobyte.String) error {
 	if !ok || !s.Empty() || !nullOrAbsent(params) {
 		return fmt.Errorf("%w: hash algorithm not DER, or with parameters other than NULL", ErrMalformed)
 	}
-	if !oid.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
+	if !oid.Equal(oidSHA256) {
 		return fmt.Errorf("%s, want SHA-256", oidName(oid))
 	}
 	return nil
@@ -385,15 +384,15 @@ func oidName(oid asn1.ObjectIdentifier) string {
 		oid  asn1.ObjectIdentifier
 		name string
 	}{
-		{pkcs7.OIDDigestAlgorithmSHA1, "SHA-1"},
-		{pkcs7.OIDDigestAlgorithmSHA256, "SHA-256"},
-		{pkcs7.OIDDigestAlgorithmSHA384, "SHA-384"},
-		{pkcs7.OIDDigestAlgorithmSHA512, "SHA-512"},
-		{pkcs7.OIDEncryptionAlgorithmDESCBC, "DES-CBC"},
-		{pkcs7.OIDEncryptionAlgorithmDESEDE3CBC, "3DES-CBC"},
-		{pkcs7.OIDEncryptionAlgorithmAES128GCM, "AES-128-GCM"},
-		{pkcs7.OIDEncryptionAlgorithmAES256GCM, "AES-256-GCM"},
-		{pkcs7.OIDSignedData, "SignedData"},
+		{oidSHA1, "SHA-1"},
+		{oidSHA256, "SHA-256"},
+		{oidSHA384, "SHA-384"},
+		{oidSHA512, "SHA-512"},
+		{oidDESCBC, "DES-CBC"},
+		{oidDESEDE3CBC, "3DES-CBC"},
+		{oidAES128GCM, "AES-128-GCM"},
+		{oidAES256GCM, "AES-256-GCM"},
+		{oidSignedData, "SignedData"},
 	} {
 		if oid.Equal(n.oid) {
 			return n.name
