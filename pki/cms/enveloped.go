@@ -74,11 +74,10 @@ var oaepSHA256 = func() []byte {
 	return b.BytesOrPanic() // constant input: cannot fail
 }()
 
-// marshalEnveloped returns DER ContentInfo holding EnvelopedData version 0:
-// for each recipient a KeyTransRecipientInfo naming it by issuer and serial
-// number, with its encrypted key and oaepSHA256; then the AES-256-CBC
-// ciphertext of id-data content under iv.
-func marshalEnveloped(recipients []*x509.Certificate, encryptedKeys [][]byte, iv, ciphertext []byte) ([]byte, error) {
+// marshalRecipientInfos returns the DER SET OF KeyTransRecipientInfo:
+// for each recipient one naming it by issuer and serial number, with its
+// encrypted key and oaepSHA256.
+func marshalRecipientInfos(recipients []*x509.Certificate, encryptedKeys [][]byte) ([]byte, error) {
 	infos := make([][]byte, len(recipients))
 	for i, r := range recipients {
 		var b cryptobyte.Builder
@@ -98,24 +97,39 @@ func marshalEnveloped(recipients []*x509.Certificate, encryptedKeys [][]byte, iv
 		infos[i] = der
 	}
 	slices.SortFunc(infos, bytes.Compare) // DER orders a SET OF by encoding
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) {
+		for _, ri := range infos {
+			b.AddBytes(ri)
+		}
+	})
+	return b.Bytes()
+}
 
+// aes256CBC returns the DER AlgorithmIdentifier of AES-256-CBC with iv.
+func aes256CBC(iv []byte) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(oidAES256CBC)
+		b.AddASN1OctetString(iv)
+	})
+	return b.BytesOrPanic() // a 16-byte IV: cannot fail
+}
+
+// marshalEnveloped returns DER ContentInfo holding EnvelopedData version 0
+// with the recipient infos infos (a DER SET) and the AES-256-CBC
+// ciphertext of id-data content under iv.
+func marshalEnveloped(infos, iv, ciphertext []byte) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
 		b.AddASN1ObjectIdentifier(oidEnvelopedData)
 		b.AddASN1(tag0.Constructed(), func(b *cryptobyte.Builder) {
 			b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // EnvelopedData
 				b.AddASN1Int64(0)
-				b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) {
-					for _, ri := range infos {
-						b.AddBytes(ri)
-					}
-				})
+				b.AddBytes(infos)
 				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // EncryptedContentInfo
 					b.AddASN1ObjectIdentifier(oidData)
-					b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-						b.AddASN1ObjectIdentifier(oidAES256CBC)
-						b.AddASN1OctetString(iv)
-					})
+					b.AddBytes(aes256CBC(iv))
 					b.AddASN1(tag0, func(b *cryptobyte.Builder) { b.AddBytes(ciphertext) })
 				})
 			})
@@ -167,61 +181,52 @@ func parseEnveloped(der []byte, cert *x509.Certificate) (*enveloped, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ours cryptobyte.String
+	if env.transport, env.encryptedKey, err = findRecipient(infos, cert); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// findRecipient reads the contents of the SET OF RecipientInfo and returns
+// the key transport and encrypted key of the first one for cert.
+func findRecipient(infos cryptobyte.String, cert *x509.Certificate) (keyTransport, []byte, error) {
+	var ours, encryptedKey cryptobyte.String
 	found := false
 	for i := 0; !infos.Empty(); i++ {
 		var info cryptobyte.String
 		var tag casn1.Tag
 		if !infos.ReadAnyASN1Element(&info, &tag) {
-			return nil, fmt.Errorf("%w: recipient info %d not DER", ErrMalformed, i)
+			return 0, nil, fmt.Errorf("%w: recipient info %d not DER", ErrMalformed, i)
 		}
 		if tag != casn1.SEQUENCE {
 			continue // not a KeyTransRecipientInfo: for another kind of key
 		}
 		mine, alg, key, err := readKeyTrans(info, cert)
 		if err != nil {
-			return nil, fmt.Errorf("%w: recipient info %d: %v", ErrMalformed, i, err)
+			return 0, nil, fmt.Errorf("%w: recipient info %d: %v", ErrMalformed, i, err)
 		}
 		if mine && !found {
-			found, ours, env.encryptedKey = true, alg, key
+			found, ours, encryptedKey = true, alg, key
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("no recipient info for certificate %q (issuer and serial number, or subject key identifier)", cert.Subject)
+		return 0, nil, fmt.Errorf("no recipient info for certificate %q (issuer and serial number, or subject key identifier)", cert.Subject)
 	}
-	if env.transport, err = keyTransportOf(ours); err != nil {
-		return nil, err
+	transport, err := keyTransportOf(ours)
+	if err != nil {
+		return 0, nil, err
 	}
-	return env, nil
+	return transport, encryptedKey, nil
 }
 
 // parseEncryptedContent reads EncryptedContentInfo: id-data, AES-128-CBC or
 // AES-256-CBC with a 16-byte IV, and the ciphertext.
 func parseEncryptedContent(eci cryptobyte.String) (*enveloped, error) {
-	var contentType asn1.ObjectIdentifier
-	if !eci.ReadASN1ObjectIdentifier(&contentType) {
-		return nil, fmt.Errorf("%w: EncryptedContentInfo: no content type", ErrMalformed)
+	env, err := readContentCipher(&eci)
+	if err != nil {
+		return nil, err
 	}
-	if !contentType.Equal(oidData) {
-		return nil, fmt.Errorf("%w: encrypted content type %s, want id-data", ErrMalformed, oidName(contentType))
-	}
-	cipher, params, ok := readAlgorithm(&eci)
-	if !ok {
-		return nil, fmt.Errorf("%w: EncryptedContentInfo: content cipher not DER", ErrMalformed)
-	}
-	env := &enveloped{}
-	switch {
-	case cipher.Equal(oidAES256CBC):
-		env.keyLen = 32
-	case cipher.Equal(oidAES128CBC):
-		env.keyLen = 16
-	default:
-		return nil, fmt.Errorf("content cipher %s refused, want AES-CBC", oidName(cipher))
-	}
-	var iv, ciphertext cryptobyte.String
-	if !params.ReadASN1(&iv, casn1.OCTET_STRING) || !params.Empty() || len(iv) != aes.BlockSize {
-		return nil, fmt.Errorf("%w: AES-CBC parameters are not one 16-byte IV", ErrMalformed)
-	}
+	var ciphertext cryptobyte.String
 	// DER has the ciphertext in a primitive [0]. pkcs7, and so Kurier
 	// before RSAES-OAEP, wrote it constructed, around one OCTET STRING: read
 	// that form too, but no BER beyond it.
@@ -240,7 +245,38 @@ func parseEncryptedContent(eci cryptobyte.String) (*enveloped, error) {
 	if len(ciphertext) == 0 || len(ciphertext)%aes.BlockSize != 0 {
 		return nil, fmt.Errorf("%w: encrypted content is %d bytes, not a multiple of the AES block", ErrMalformed, len(ciphertext))
 	}
-	env.iv, env.ciphertext = iv, ciphertext
+	env.ciphertext = ciphertext
+	return env, nil
+}
+
+// readContentCipher reads the start of EncryptedContentInfo: id-data, and
+// AES-128-CBC or AES-256-CBC with a 16-byte IV.
+func readContentCipher(eci *cryptobyte.String) (*enveloped, error) {
+	var contentType asn1.ObjectIdentifier
+	if !eci.ReadASN1ObjectIdentifier(&contentType) {
+		return nil, fmt.Errorf("%w: EncryptedContentInfo: no content type", ErrMalformed)
+	}
+	if !contentType.Equal(oidData) {
+		return nil, fmt.Errorf("%w: encrypted content type %s, want id-data", ErrMalformed, oidName(contentType))
+	}
+	cipher, params, ok := readAlgorithm(eci)
+	if !ok {
+		return nil, fmt.Errorf("%w: EncryptedContentInfo: content cipher not DER", ErrMalformed)
+	}
+	env := &enveloped{}
+	switch {
+	case cipher.Equal(oidAES256CBC):
+		env.keyLen = 32
+	case cipher.Equal(oidAES128CBC):
+		env.keyLen = 16
+	default:
+		return nil, fmt.Errorf("content cipher %s refused, want AES-CBC", oidName(cipher))
+	}
+	var iv cryptobyte.String
+	if !params.ReadASN1(&iv, casn1.OCTET_STRING) || !params.Empty() || len(iv) != aes.BlockSize {
+		return nil, fmt.Errorf("%w: AES-CBC parameters are not one 16-byte IV", ErrMalformed)
+	}
+	env.iv = iv
 	return env, nil
 }
 
