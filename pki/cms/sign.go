@@ -231,7 +231,7 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	}
 	n := len(p)
 	for len(p) > 0 {
-		k := copy(c.buf[len(c.buf):cap(c.buf)], p)
+		k := copy(c.buf[len(c.buf):chunkSize], p)
 		c.buf, p = c.buf[:len(c.buf)+k], p[k:]
 		if len(c.buf) == chunkSize {
 			if err := c.flush(); err != nil {
