@@ -140,6 +140,9 @@ func (b *berReader) next() (h berHeader, ok bool, err error) {
 				break
 			}
 		}
+		if num < 0x1f {
+			return h, false, b.malformed("tag number %d in the long form", num)
+		}
 		h.tag = berTag(id&0xe0) | berTag(num)<<8 | 0x1f
 	}
 	c, err := b.readByte()

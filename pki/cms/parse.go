@@ -9,7 +9,18 @@ import (
 
 // parse caps der at max bytes and reads it as SignedData: in place with
 // cryptobyte when it is DER, and with the BER reader otherwise.
-func parse(der []byte, max int) (*signedData, error) {
+func parse(der []byte, max int) (sd *signedData, err error) {
+	err = protect(func() error {
+		sd, err = parseSigned(der, max)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrNoSigner) {
+		err = fmt.Errorf("%w: %w", ErrMalformed, err) // a recovered panic
+	}
+	return sd, err
+}
+
+func parseSigned(der []byte, max int) (*signedData, error) {
 	if len(der) > max {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(der), max)
 	}
