@@ -88,7 +88,10 @@ func (e *encryptWriter) Close() error {
 // ErrDecrypt and ErrMalformed or ErrTooLarge; a truncated input wraps
 // io.ErrUnexpectedEOF as well, and other errors of r are wrapped as they
 // come. Read returns io.EOF only after the whole structure was read
-// intact, and never more than max bytes before it. Errors from
+// intact, and never more than max bytes before it. When the content is
+// SignedData, as Kurier seals it, max must allow for its overhead over the
+// document: some KiB of certificates and signer info, and 5 bytes for each
+// 64 KiB piece. Errors from
 // DecryptReader itself wrap ErrDecrypt, and ErrMalformed where the
 // structure is wrong.
 //

@@ -15,16 +15,8 @@ import (
 // read two ways.
 func FuzzVerifyReader(f *testing.F) {
 	signed := signWriter(f, document)
-	der, err := cms.Sign(document, signerOf(fx.alice))
-	if err != nil {
-		f.Fatal(err)
-	}
-	detached, err := cms.SignDetached(document, signerOf(fx.alice))
-	if err != nil {
-		f.Fatal(err)
-	}
 	for _, seed := range [][]byte{
-		signed, der, detached, twoSigners(f),
+		signed, signDER(f, document, false), signDER(f, document, true), twoSigners(f),
 		pieces(f, signed, document, false, 1, 20),
 		pieces(f, signed, document, true, 7),
 		{}, {0x30, 0x80, 0x00, 0x00},

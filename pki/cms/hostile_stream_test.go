@@ -9,8 +9,34 @@ import (
 	"strings"
 	"testing"
 
+	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 )
+
+// signDER returns Sign's (detached: SignDetached's) DER of content,
+// signed by alice.
+func signDER(t testing.TB, content []byte, detached bool) []byte {
+	t.Helper()
+	sign := cms.Sign
+	if detached {
+		sign = cms.SignDetached
+	}
+	der, err := sign(content, signerOf(fx.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// encryptDER returns Encrypt's DER of content, to id.
+func encryptDER(t testing.TB, content []byte, id *pki.Identity) []byte {
+	t.Helper()
+	der, err := cms.Encrypt(content, []*x509.Certificate{id.EncCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
 
 // signWriter returns what SignWriter writes for content, signed by alice.
 func signWriter(t testing.TB, content []byte) []byte {
@@ -112,10 +138,7 @@ func TestStream_pieces(t *testing.T) {
 // TestHostileStreamTruncated cuts each form at every byte: every prefix is
 // an error wrapping ErrMalformed, never a clean end of the content.
 func TestHostileStreamTruncated(t *testing.T) {
-	signedDER, err := cms.Sign(document, signerOf(fx.alice))
-	if err != nil {
-		t.Fatal(err)
-	}
+	signedDER := signDER(t, document, false)
 	for name, data := range map[string][]byte{
 		"SignWriter": signWriter(t, document),
 		"Sign (DER)": signedDER,
@@ -237,13 +260,7 @@ func TestHostileStreamTooLarge(t *testing.T) {
 	if _, err := readSigned(signed, p); err != nil {
 		t.Errorf("VerifyReader at MaxSize: %v", err)
 	}
-	for name, env := range map[string][]byte{"EncryptWriter": encryptWriter(t, content), "Encrypt (DER)": func() []byte {
-		der, err := cms.Encrypt(content, []*x509.Certificate{fx.alice.EncCert})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}()} {
+	for name, env := range map[string][]byte{"EncryptWriter": encryptWriter(t, content), "Encrypt (DER)": encryptDER(t, content, fx.alice)} {
 		got, err := readEnveloped(env, int64(len(content)-1))
 		if !errors.Is(err, cms.ErrTooLarge) {
 			t.Errorf("%s: DecryptReader over max: %v, want ErrTooLarge", name, err)
@@ -258,10 +275,7 @@ func TestHostileStreamTooLarge(t *testing.T) {
 }
 
 func TestHostileStreamTrailing(t *testing.T) {
-	signedDER, err := cms.Sign(document, signerOf(fx.alice))
-	if err != nil {
-		t.Fatal(err)
-	}
+	signedDER := signDER(t, document, false)
 	for name, data := range map[string][]byte{"SignWriter": signWriter(t, document), "Sign (DER)": signedDER} {
 		if _, err := readSigned(append(bytes.Clone(data), 0), participantPolicy()); !errors.Is(err, cms.ErrMalformed) {
 			t.Errorf("%s and a byte: VerifyReader %v, want ErrMalformed", name, err)
@@ -277,10 +291,7 @@ func TestHostileStreamTrailing(t *testing.T) {
 // TestHostileStreamSigned gives VerifyReader what Verify refuses: the same
 // refusals.
 func TestHostileStreamSigned(t *testing.T) {
-	detached, err := cms.SignDetached(document, signerOf(fx.alice))
-	if err != nil {
-		t.Fatal(err)
-	}
+	detached := signDER(t, document, true)
 	foreign, err := cms.Sign(document, signerOf(fx.foreign))
 	if err != nil {
 		t.Fatal(err)

@@ -221,22 +221,23 @@ func (si *signerInfo) readAttributes(in cryptobyte.String) error {
 	var elems [][]byte
 	var seen [3]bool
 	for !in.Empty() {
-		var elem, attr, values cryptobyte.String
-		var oid asn1.ObjectIdentifier
+		var elem, attr, oid, values cryptobyte.String
 		if !in.ReadASN1Element(&elem, casn1.SEQUENCE) {
 			return notDER("signed attributes not DER")
 		}
 		elems = append(elems, elem)
-		if !elem.ReadASN1(&attr, casn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&oid) ||
+		if !elem.ReadASN1(&attr, casn1.SEQUENCE) || !attr.ReadASN1(&oid, casn1.OBJECT_IDENTIFIER) ||
 			!attr.ReadASN1(&values, casn1.SET) || !attr.Empty() {
 			return notDER("signed attribute not DER")
 		}
-		i := slices.IndexFunc([]asn1.ObjectIdentifier{oidAttributeContentType, oidAttributeMessageDigest, oidAttributeSigningTime}, oid.Equal)
+		// Compared as encoded: no OID decoded for every attribute of
+		// every evidence.
+		i := slices.IndexFunc(signedAttributeOIDs[:], func(o []byte) bool { return bytes.Equal(o, oid) })
 		if i < 0 {
 			continue
 		}
 		if seen[i] {
-			return fmt.Errorf("%w: signed attribute %s twice", ErrMalformed, oid)
+			return fmt.Errorf("%w: signed attribute %s twice", ErrMalformed, signedAttributeNames[i])
 		}
 		seen[i] = true
 		var ok bool
@@ -256,7 +257,7 @@ func (si *signerInfo) readAttributes(in cryptobyte.String) error {
 			}
 		}
 		if !ok || !values.Empty() {
-			return fmt.Errorf("%w: signed attribute %s is not one valid value", ErrMalformed, oid)
+			return fmt.Errorf("%w: signed attribute %s is not one valid value", ErrMalformed, signedAttributeNames[i])
 		}
 	}
 	if !slices.IsSortedFunc(elems, bytes.Compare) {
@@ -273,6 +274,13 @@ func (si *signerInfo) readAttributes(in cryptobyte.String) error {
 	}
 	return nil
 }
+
+// The signed attributes that verification reads (RFC 5652 section 11),
+// their OIDs encoded.
+var (
+	signedAttributeOIDs  = [3][]byte{derOID(oidAttributeContentType), derOID(oidAttributeMessageDigest), derOID(oidAttributeSigningTime)}
+	signedAttributeNames = [3]string{"content-type", "message-digest", "signing-time"}
+)
 
 // signerCert returns the embedded certificate the SignerInfo names.
 func (s *signedData) signerCert() (*x509.Certificate, error) {

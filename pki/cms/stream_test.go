@@ -152,14 +152,7 @@ func TestStream_sizes(t *testing.T) {
 // TestStream_readsDER checks that the readers take what the whole-slice
 // functions write: Encrypt's DER, Sign's DER.
 func TestStream_readsDER(t *testing.T) {
-	signed, err := cms.Sign(document, signerOf(fx.alice))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := cms.Encrypt(signed, []*x509.Certificate{fx.bob.EncCert})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed := encryptDER(t, signDER(t, document, false), fx.bob)
 	var got bytes.Buffer
 	if _, err := open(bytes.NewReader(sealed), fx.bob, &got, 0); err != nil {
 		t.Fatal(err)
