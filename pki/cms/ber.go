@@ -313,35 +313,6 @@ func (b *berReader) readDERBudget(h berHeader, budget *int) ([]byte, error) {
 	return appendHeader(nil, tag, len(contents), contents), nil
 }
 
-// skip reads past element h (its header already read), keeping nothing.
-func (b *berReader) skip(h berHeader) error {
-	if !h.tag.constructed() {
-		_, err := b.r.Discard(int(h.length))
-		b.off += h.length
-		if err != nil {
-			return b.readError(err)
-		}
-		return nil
-	}
-	if err := b.enter(h); err != nil {
-		return err
-	}
-	for {
-		c, ok, err := b.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		if err := b.skip(c); err != nil {
-			return err
-		}
-	}
-	b.stack = b.stack[:len(b.stack)-1]
-	return nil
-}
-
 // appendHeader appends the DER identifier and length of an element of tag
 // with n bytes of contents, then the contents.
 func appendHeader(dst []byte, tag berTag, n int, contents []byte) []byte {
@@ -421,6 +392,15 @@ func newStringReader(b *berReader, h berHeader, piece berTag) (*stringReader, er
 		return s, nil
 	}
 	return s, b.enter(h)
+}
+
+// declared returns the length of a primitive string element, known before
+// it is read, so that an oversized one is refused before; -1 for pieces.
+func (s *stringReader) declared() int64 {
+	if !s.primitive {
+		return -1
+	}
+	return s.remaining
 }
 
 func (s *stringReader) Read(p []byte) (int, error) {

@@ -24,6 +24,7 @@ const minRSABits = 3072
 // Encrypt does not check that they are trusted, current or not revoked
 // (callers verify them first, e.g. through a pki.TrustStore).
 // EnvelopedData does not authenticate the sender: sign the content first.
+// EncryptWriter does the same as a stream.
 func Encrypt(content []byte, recipients []*x509.Certificate) ([]byte, error) {
 	key, iv, infos, err := newContentKey(recipients)
 	if err != nil {
@@ -93,8 +94,8 @@ func checkRecipient(cert *x509.Certificate) error {
 // whose private key is key (an *rsa.PrivateKey; other decrypters are
 // refused). Input longer than max bytes is refused before parsing (max <= 0:
 // DefaultMaxSignedSize, enough for a payload that is itself a capped
-// SignedData). Only DER is read, with every length checked and nothing
-// after any structure; only AES-CBC content encryption (no DES, and no
+// SignedData). Only DER is read (DecryptReader reads BER too, streaming),
+// with every length checked and nothing after any structure; only AES-CBC content encryption (no DES, and no
 // AES-GCM, which is not standard in EnvelopedData); and only two key
 // transports: RSAES-OAEP with SHA-256, MGF1 with SHA-256 and no label, which
 // Encrypt writes, and PKCS #1 v1.5, which Kurier wrote before and OpenSSL

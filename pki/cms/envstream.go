@@ -128,6 +128,9 @@ func DecryptReader(r io.Reader, cert *x509.Certificate, key crypto.Decrypter, ma
 	if err != nil {
 		return nil, fmt.Errorf("decrypt for %q: %w: %w", d.subject, ErrDecrypt, err)
 	}
+	if n := d.ct.declared(); n > max+aes.BlockSize {
+		return nil, fmt.Errorf("decrypt for %q: %w: %w: encrypted content of %d bytes, at most %d of content", d.subject, ErrDecrypt, ErrTooLarge, n, max)
+	}
 	d.in = make([]byte, 0, 32<<10)
 	return d, nil
 }

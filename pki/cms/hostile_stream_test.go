@@ -256,6 +256,10 @@ func TestHostileStreamTooLarge(t *testing.T) {
 	if _, err := readSigned(signed, p); !errors.Is(err, cms.ErrTooLarge) {
 		t.Errorf("VerifyReader over MaxSize: %v, want ErrTooLarge", err)
 	}
+	// DER declares the length up front: refused before it is read.
+	if _, err := cms.NewVerifyReader(bytes.NewReader(signDER(t, content, false)), p); !errors.Is(err, cms.ErrTooLarge) {
+		t.Errorf("NewVerifyReader of DER over MaxSize: %v, want ErrTooLarge", err)
+	}
 	p.MaxSize = len(content)
 	if _, err := readSigned(signed, p); err != nil {
 		t.Errorf("VerifyReader at MaxSize: %v", err)

@@ -38,7 +38,8 @@ type VerifyReader struct {
 // NewVerifyReader reads r up to the content and returns the reader of it.
 // Errors wrap ErrMalformed (not SignedData syntax, or a detached
 // signature, which has no content to stream), ErrNoSigner (another
-// content type), or say what the policy lacks.
+// content type), ErrTooLarge (content in one piece longer than
+// p.MaxSize), or say what the policy lacks.
 func NewVerifyReader(r io.Reader, p Policy) (*VerifyReader, error) {
 	if err := p.check(); err != nil {
 		return nil, fmt.Errorf("verify signed data: %w", err)
@@ -53,6 +54,9 @@ func NewVerifyReader(r io.Reader, p Policy) (*VerifyReader, error) {
 	}
 	if v.content == nil {
 		return nil, fmt.Errorf("verify signed data: %w: no content (a detached signature? use VerifyDetached)", ErrMalformed)
+	}
+	if n := v.content.declared(); n > int64(p.maxSize()) {
+		return nil, fmt.Errorf("verify signed data: %w: content of %d bytes, at most %d", ErrTooLarge, n, p.maxSize())
 	}
 	if !slices.Contains(v.sd.digests, crypto.SHA256) {
 		v.sd.digests = append(v.sd.digests, crypto.SHA256)
