@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -218,4 +219,45 @@ func BenchmarkStream(b *testing.B) {
 			}
 		}
 	})
+}
+
+// indefinite re-encodes DER with every constructed element in the
+// indefinite-length form, primitives as they are: BER that no encoder
+// Kurier knows writes, but that BER allows.
+func indefinite(t testing.TB, der []byte) []byte {
+	t.Helper()
+	var out []byte
+	for len(der) > 0 {
+		var v asn1.RawValue
+		rest, err := asn1.Unmarshal(der, &v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.IsCompound && v.Tag < 31 {
+			out = append(out, byte(v.Class<<6|0x20|v.Tag), 0x80)
+			out = append(append(out, indefinite(t, v.Bytes)...), 0, 0)
+		} else {
+			out = append(out, v.FullBytes...)
+		}
+		der = rest
+	}
+	return out
+}
+
+// TestStream_indefiniteEverywhere reads SignedData and EnvelopedData whose
+// every constructed element has an indefinite length, the certificates and
+// signed attributes included: they verify and open, as their DER does.
+func TestStream_indefiniteEverywhere(t *testing.T) {
+	signed := indefinite(t, signDER(t, document, false))
+	got, err := readSigned(signed, participantPolicy())
+	if err != nil || !bytes.Equal(got, document) {
+		t.Fatalf("VerifyReader = %q, %v", got, err)
+	}
+	if v, err := cms.Verify(signed, participantPolicy()); err != nil || !bytes.Equal(v.Content, document) {
+		t.Fatalf("Verify = %v", err)
+	}
+	sealed := indefinite(t, encryptDER(t, document, fx.alice))
+	if got, err := readEnveloped(sealed, 0); err != nil || !bytes.Equal(got, document) {
+		t.Fatalf("DecryptReader = %q, %v", got, err)
+	}
 }
