@@ -260,16 +260,21 @@ func (b *berReader) expectEOF() error {
 }
 
 // readDER reads the element h whole (its header already read) and returns
-// its DER encoding: definite minimal lengths, and constructed OCTET
-// STRINGs joined into one. At most max bytes of contents are read.
-// Definite lengths are kept as they come otherwise, so that what cryptobyte
-// then reads is what was sent.
+// its DER framing: definite minimal lengths, and constructed OCTET STRINGs
+// joined into one. Tags and contents are kept as they come (a SET OF is
+// not sorted), so that what cryptobyte then reads is what was sent. The
+// result is at most about max bytes: every element is charged its
+// contents and two header bytes, so that neither long contents nor many
+// empty elements grow it past the bound.
 func (b *berReader) readDER(h berHeader, max int) ([]byte, error) {
 	budget := max
 	return b.readDERBudget(h, &budget)
 }
 
 func (b *berReader) readDERBudget(h berHeader, budget *int) ([]byte, error) {
+	if *budget -= 2; *budget < 0 {
+		return nil, fmt.Errorf("%w: at byte %d: structure larger than this reader holds", ErrTooLarge, h.off)
+	}
 	if !h.tag.constructed() {
 		if h.length > int64(*budget) {
 			return nil, fmt.Errorf("%w: at byte %d: element of %d bytes, at most %d here", ErrTooLarge, h.off, h.length, *budget)

@@ -264,6 +264,17 @@ func TestHostileStreamTooLarge(t *testing.T) {
 	if _, err := readSigned(signed, p); err != nil {
 		t.Errorf("VerifyReader at MaxSize: %v", err)
 	}
+	// The parts around the content are held whole, and capped: also when
+	// they are many empty elements, each two bytes.
+	certs := signed[:bytes.Index(signed, content)+len(content)+6] // after three end-of-contents
+	many := slices.Concat(certs, []byte{0xa0, 0x80}, bytes.Repeat([]byte{0x30, 0x00}, 600_000))
+	p.MaxSize = 2 << 20
+	if _, err := readSigned(many, p); !errors.Is(err, cms.ErrTooLarge) {
+		t.Errorf("VerifyReader of 600000 empty certificates: %v, want ErrTooLarge", err)
+	}
+	if _, err := cms.Verify(many, p); !errors.Is(err, cms.ErrTooLarge) {
+		t.Errorf("Verify of 600000 empty certificates: %v, want ErrTooLarge", err)
+	}
 	for name, env := range map[string][]byte{"EncryptWriter": encryptWriter(t, content), "Encrypt (DER)": encryptDER(t, content, fx.alice)} {
 		got, err := readEnveloped(env, int64(len(content)-1))
 		if !errors.Is(err, cms.ErrTooLarge) {
