@@ -429,6 +429,12 @@ func oidName(oid asn1.ObjectIdentifier) string {
 		{oidAES128GCM, "AES-128-GCM"},
 		{oidAES256GCM, "AES-256-GCM"},
 		{oidSignedData, "SignedData"},
+		{oidEnvelopedData, "EnvelopedData"},
+		{oidData, "id-data"},
+		{oidECDSASHA1, "ECDSA with SHA-1"},
+		{oidRSASHA1, "RSA with SHA-1"},
+		{oidDSA, "DSA"},
+		{oidDSASHA1, "DSA with SHA-1"},
 	} {
 		if oid.Equal(n.oid) {
 			return n.name

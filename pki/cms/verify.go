@@ -221,9 +221,14 @@ func (s *signedData) check(signer *x509.Certificate, digestOf func(crypto.Hash) 
 // writes. RSA and id-ecPublicKey name no hash of their own and take the
 // digest algorithm's, as RFC 5652 section 5.5 and RFC 5753 allow.
 func signatureAlgorithm(oid asn1.ObjectIdentifier, params []byte, h crypto.Hash) (x509.SignatureAlgorithm, error) {
-	byDigest := func(algs [3]x509.SignatureAlgorithm) x509.SignatureAlgorithm {
-		return algs[map[crypto.Hash]int{crypto.SHA256: 0, crypto.SHA384: 1, crypto.SHA512: 2}[h]]
+	i := 0 // SHA-256; h is one of the three
+	switch h {
+	case crypto.SHA384:
+		i = 1
+	case crypto.SHA512:
+		i = 2
 	}
+	byDigest := func(algs [3]x509.SignatureAlgorithm) x509.SignatureAlgorithm { return algs[i] }
 	ecdsaAlgs := [3]x509.SignatureAlgorithm{x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512}
 	rsaAlgs := [3]x509.SignatureAlgorithm{x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA}
 	for _, a := range []struct {
