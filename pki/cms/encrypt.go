@@ -24,36 +24,53 @@ const minRSABits = 3072
 // Encrypt does not check that they are trusted, current or not revoked
 // (callers verify them first, e.g. through a pki.TrustStore).
 // EnvelopedData does not authenticate the sender: sign the content first.
+// EncryptWriter does the same as a stream.
 func Encrypt(content []byte, recipients []*x509.Certificate) ([]byte, error) {
-	if len(recipients) == 0 {
-		return nil, errors.New("encrypt: no recipients")
+	key, iv, infos, err := newContentKey(recipients)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: %w", err)
 	}
-	for _, r := range recipients {
-		if err := checkRecipient(r); err != nil {
-			return nil, fmt.Errorf("encrypt: %w", err)
-		}
-	}
-	key := make([]byte, 32) // AES-256
 	defer clear(key)
-	iv := make([]byte, aes.BlockSize)
-	rand.Read(key) // crypto/rand.Read never returns an error
-	rand.Read(iv)
 	ciphertext, err := sealCBC(key, iv, content)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
-	encryptedKeys := make([][]byte, len(recipients))
-	for i, r := range recipients {
-		encryptedKeys[i], err = rsa.EncryptOAEP(sha256.New(), rand.Reader, r.PublicKey.(*rsa.PublicKey), key, nil)
-		if err != nil {
-			return nil, fmt.Errorf("encrypt key for %q: %w", r.Subject, err)
-		}
-	}
-	der, err := marshalEnveloped(recipients, encryptedKeys, iv, ciphertext)
+	der, err := marshalEnveloped(infos, iv, ciphertext)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
 	return der, nil
+}
+
+// newContentKey checks the recipients and returns a fresh AES-256 key and
+// IV, and the DER SET of recipient infos that transport the key to each
+// with RSAES-OAEP SHA-256.
+func newContentKey(recipients []*x509.Certificate) (key, iv, infos []byte, err error) {
+	if len(recipients) == 0 {
+		return nil, nil, nil, errors.New("no recipients")
+	}
+	for _, r := range recipients {
+		if err := checkRecipient(r); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	key = make([]byte, 32) // AES-256
+	iv = make([]byte, aes.BlockSize)
+	rand.Read(key) // crypto/rand.Read never returns an error
+	rand.Read(iv)
+	encryptedKeys := make([][]byte, len(recipients))
+	for i, r := range recipients {
+		encryptedKeys[i], err = rsa.EncryptOAEP(sha256.New(), rand.Reader, r.PublicKey.(*rsa.PublicKey), key, nil)
+		if err != nil {
+			clear(key)
+			return nil, nil, nil, fmt.Errorf("encrypt key for %q: %w", r.Subject, err)
+		}
+	}
+	if infos, err = marshalRecipientInfos(recipients, encryptedKeys); err != nil {
+		clear(key)
+		return nil, nil, nil, err
+	}
+	return key, iv, infos, nil
 }
 
 func checkRecipient(cert *x509.Certificate) error {
@@ -77,8 +94,8 @@ func checkRecipient(cert *x509.Certificate) error {
 // whose private key is key (an *rsa.PrivateKey; other decrypters are
 // refused). Input longer than max bytes is refused before parsing (max <= 0:
 // DefaultMaxSignedSize, enough for a payload that is itself a capped
-// SignedData). Only DER is read, with every length checked and nothing
-// after any structure; only AES-CBC content encryption (no DES, and no
+// SignedData). Only DER is read (DecryptReader reads BER too, streaming),
+// with every length checked and nothing after any structure; only AES-CBC content encryption (no DES, and no
 // AES-GCM, which is not standard in EnvelopedData); and only two key
 // transports: RSAES-OAEP with SHA-256, MGF1 with SHA-256 and no label, which
 // Encrypt writes, and PKCS #1 v1.5, which Kurier wrote before and OpenSSL
@@ -99,18 +116,12 @@ func Decrypt(der []byte, cert *x509.Certificate, key crypto.Decrypter, max int) 
 	if len(der) > max {
 		return nil, fmt.Errorf("decrypt: %w: %d bytes, at most %d", ErrTooLarge, len(der), max)
 	}
-	if cert == nil {
-		return nil, fmt.Errorf("decrypt: %w: no recipient certificate", ErrDecrypt)
-	}
-	rsaKey, ok := key.(*rsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("decrypt: %w: key is %T, want *rsa.PrivateKey", ErrDecrypt, key)
-	}
-	if !rsaKey.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("decrypt: %w: key does not match certificate %q", ErrDecrypt, cert.Subject)
+	rsaKey, err := decryptionKey(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: %w", err)
 	}
 	var content []byte
-	err := protect(func() (err error) {
+	err = protect(func() (err error) {
 		content, err = open(der, cert, rsaKey)
 		return err
 	})
@@ -120,6 +131,21 @@ func Decrypt(der []byte, cert *x509.Certificate, key crypto.Decrypter, max int) 
 	return content, nil
 }
 
+// decryptionKey checks that key is cert's RSA private key.
+func decryptionKey(cert *x509.Certificate, key crypto.Decrypter) (*rsa.PrivateKey, error) {
+	if cert == nil {
+		return nil, fmt.Errorf("%w: no recipient certificate", ErrDecrypt)
+	}
+	rsaKey, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: key is %T, want *rsa.PrivateKey", ErrDecrypt, key)
+	}
+	if !rsaKey.PublicKey.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("%w: key does not match certificate %q", ErrDecrypt, cert.Subject)
+	}
+	return rsaKey, nil
+}
+
 // open parses der, unwraps cert's copy of the content-encryption key with
 // key, and decrypts the content.
 func open(der []byte, cert *x509.Certificate, key *rsa.PrivateKey) ([]byte, error) {
@@ -127,8 +153,17 @@ func open(der []byte, cert *x509.Certificate, key *rsa.PrivateKey) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	cek := make([]byte, env.keyLen)
+	cek, err := unwrapKey(env, key)
+	if err != nil {
+		return nil, err
+	}
 	defer clear(cek)
+	return openCBC(cek, env.iv, env.ciphertext)
+}
+
+// unwrapKey returns the content-encryption key of env, unwrapped with key.
+func unwrapKey(env *enveloped, key *rsa.PrivateKey) ([]byte, error) {
+	cek := make([]byte, env.keyLen)
 	switch env.transport {
 	case transportOAEPSHA256:
 		k, err := rsa.DecryptOAEP(sha256.New(), nil, key, env.encryptedKey, nil)
@@ -149,9 +184,9 @@ func open(der []byte, cert *x509.Certificate, key *rsa.PrivateKey) ([]byte, erro
 			return nil, fmt.Errorf("unwrap PKCS #1 v1.5 content-encryption key: %w", err)
 		}
 	default:
-		return nil, fmt.Errorf("key transport %d unknown", env.transport) // parseEnveloped returns none other
+		return nil, fmt.Errorf("key transport %d unknown", env.transport) // the parsers return none other
 	}
-	return openCBC(cek, env.iv, env.ciphertext)
+	return cek, nil
 }
 
 // sealCBC pads content as RFC 5652 section 6.3 says and encrypts it with

@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"slices"
 
-	"github.com/digitorus/pkcs7"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -55,7 +54,7 @@ const (
 var oaepSHA256 = func() []byte {
 	sha256 := func(b *cryptobyte.Builder) {
 		b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(pkcs7.OIDDigestAlgorithmSHA256)
+			b.AddASN1ObjectIdentifier(oidSHA256)
 			b.AddASN1NULL()
 		})
 	}
@@ -75,11 +74,10 @@ var oaepSHA256 = func() []byte {
 	return b.BytesOrPanic() // constant input: cannot fail
 }()
 
-// marshalEnveloped returns DER ContentInfo holding EnvelopedData version 0:
-// for each recipient a KeyTransRecipientInfo naming it by issuer and serial
-// number, with its encrypted key and oaepSHA256; then the AES-256-CBC
-// ciphertext of id-data content under iv.
-func marshalEnveloped(recipients []*x509.Certificate, encryptedKeys [][]byte, iv, ciphertext []byte) ([]byte, error) {
+// marshalRecipientInfos returns the DER SET OF KeyTransRecipientInfo:
+// for each recipient one naming it by issuer and serial number, with its
+// encrypted key and oaepSHA256.
+func marshalRecipientInfos(recipients []*x509.Certificate, encryptedKeys [][]byte) ([]byte, error) {
 	infos := make([][]byte, len(recipients))
 	for i, r := range recipients {
 		var b cryptobyte.Builder
@@ -99,24 +97,39 @@ func marshalEnveloped(recipients []*x509.Certificate, encryptedKeys [][]byte, iv
 		infos[i] = der
 	}
 	slices.SortFunc(infos, bytes.Compare) // DER orders a SET OF by encoding
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) {
+		for _, ri := range infos {
+			b.AddBytes(ri)
+		}
+	})
+	return b.Bytes()
+}
 
+// aes256CBC returns the DER AlgorithmIdentifier of AES-256-CBC with iv.
+func aes256CBC(iv []byte) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(oidAES256CBC)
+		b.AddASN1OctetString(iv)
+	})
+	return b.BytesOrPanic() // a 16-byte IV: cannot fail
+}
+
+// marshalEnveloped returns DER ContentInfo holding EnvelopedData version 0
+// with the recipient infos infos (a DER SET) and the AES-256-CBC
+// ciphertext of id-data content under iv.
+func marshalEnveloped(infos, iv, ciphertext []byte) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
-		b.AddASN1ObjectIdentifier(pkcs7.OIDEnvelopedData)
+		b.AddASN1ObjectIdentifier(oidEnvelopedData)
 		b.AddASN1(tag0.Constructed(), func(b *cryptobyte.Builder) {
 			b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // EnvelopedData
 				b.AddASN1Int64(0)
-				b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) {
-					for _, ri := range infos {
-						b.AddBytes(ri)
-					}
-				})
+				b.AddBytes(infos)
 				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // EncryptedContentInfo
-					b.AddASN1ObjectIdentifier(pkcs7.OIDData)
-					b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-						b.AddASN1ObjectIdentifier(pkcs7.OIDEncryptionAlgorithmAES256CBC)
-						b.AddASN1OctetString(iv)
-					})
+					b.AddASN1ObjectIdentifier(oidData)
+					b.AddBytes(aes256CBC(iv))
 					b.AddASN1(tag0, func(b *cryptobyte.Builder) { b.AddBytes(ciphertext) })
 				})
 			})
@@ -151,7 +164,7 @@ func parseEnveloped(der []byte, cert *x509.Certificate) (*enveloped, error) {
 		!ci.ReadASN1(&content, tag0.Constructed()) || !ci.Empty() {
 		return nil, fmt.Errorf("%w: not a DER ContentInfo, or bytes after it", ErrMalformed)
 	}
-	if !contentType.Equal(pkcs7.OIDEnvelopedData) {
+	if !contentType.Equal(oidEnvelopedData) {
 		return nil, fmt.Errorf("%w: content type %s, want EnvelopedData", ErrMalformed, oidName(contentType))
 	}
 	var version int64
@@ -168,61 +181,52 @@ func parseEnveloped(der []byte, cert *x509.Certificate) (*enveloped, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ours cryptobyte.String
+	if env.transport, env.encryptedKey, err = findRecipient(infos, cert); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// findRecipient reads the contents of the SET OF RecipientInfo and returns
+// the key transport and encrypted key of the first one for cert.
+func findRecipient(infos cryptobyte.String, cert *x509.Certificate) (keyTransport, []byte, error) {
+	var ours, encryptedKey cryptobyte.String
 	found := false
 	for i := 0; !infos.Empty(); i++ {
 		var info cryptobyte.String
 		var tag casn1.Tag
 		if !infos.ReadAnyASN1Element(&info, &tag) {
-			return nil, fmt.Errorf("%w: recipient info %d not DER", ErrMalformed, i)
+			return 0, nil, fmt.Errorf("%w: recipient info %d not DER", ErrMalformed, i)
 		}
 		if tag != casn1.SEQUENCE {
 			continue // not a KeyTransRecipientInfo: for another kind of key
 		}
 		mine, alg, key, err := readKeyTrans(info, cert)
 		if err != nil {
-			return nil, fmt.Errorf("%w: recipient info %d: %v", ErrMalformed, i, err)
+			return 0, nil, fmt.Errorf("%w: recipient info %d: %v", ErrMalformed, i, err)
 		}
 		if mine && !found {
-			found, ours, env.encryptedKey = true, alg, key
+			found, ours, encryptedKey = true, alg, key
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("no recipient info for certificate %q (issuer and serial number, or subject key identifier)", cert.Subject)
+		return 0, nil, fmt.Errorf("no recipient info for certificate %q (issuer and serial number, or subject key identifier)", cert.Subject)
 	}
-	if env.transport, err = keyTransportOf(ours); err != nil {
-		return nil, err
+	transport, err := keyTransportOf(ours)
+	if err != nil {
+		return 0, nil, err
 	}
-	return env, nil
+	return transport, encryptedKey, nil
 }
 
 // parseEncryptedContent reads EncryptedContentInfo: id-data, AES-128-CBC or
 // AES-256-CBC with a 16-byte IV, and the ciphertext.
 func parseEncryptedContent(eci cryptobyte.String) (*enveloped, error) {
-	var contentType asn1.ObjectIdentifier
-	if !eci.ReadASN1ObjectIdentifier(&contentType) {
-		return nil, fmt.Errorf("%w: EncryptedContentInfo: no content type", ErrMalformed)
+	env, err := readContentCipher(&eci)
+	if err != nil {
+		return nil, err
 	}
-	if !contentType.Equal(pkcs7.OIDData) {
-		return nil, fmt.Errorf("%w: encrypted content type %s, want id-data", ErrMalformed, oidName(contentType))
-	}
-	cipher, params, ok := readAlgorithm(&eci)
-	if !ok {
-		return nil, fmt.Errorf("%w: EncryptedContentInfo: content cipher not DER", ErrMalformed)
-	}
-	env := &enveloped{}
-	switch {
-	case cipher.Equal(pkcs7.OIDEncryptionAlgorithmAES256CBC):
-		env.keyLen = 32
-	case cipher.Equal(pkcs7.OIDEncryptionAlgorithmAES128CBC):
-		env.keyLen = 16
-	default:
-		return nil, fmt.Errorf("content cipher %s refused, want AES-CBC", oidName(cipher))
-	}
-	var iv, ciphertext cryptobyte.String
-	if !params.ReadASN1(&iv, casn1.OCTET_STRING) || !params.Empty() || len(iv) != aes.BlockSize {
-		return nil, fmt.Errorf("%w: AES-CBC parameters are not one 16-byte IV", ErrMalformed)
-	}
+	var ciphertext cryptobyte.String
 	// DER has the ciphertext in a primitive [0]. pkcs7, and so Kurier
 	// before RSAES-OAEP, wrote it constructed, around one OCTET STRING: read
 	// that form too, but no BER beyond it.
@@ -241,7 +245,38 @@ func parseEncryptedContent(eci cryptobyte.String) (*enveloped, error) {
 	if len(ciphertext) == 0 || len(ciphertext)%aes.BlockSize != 0 {
 		return nil, fmt.Errorf("%w: encrypted content is %d bytes, not a multiple of the AES block", ErrMalformed, len(ciphertext))
 	}
-	env.iv, env.ciphertext = iv, ciphertext
+	env.ciphertext = ciphertext
+	return env, nil
+}
+
+// readContentCipher reads the start of EncryptedContentInfo: id-data, and
+// AES-128-CBC or AES-256-CBC with a 16-byte IV.
+func readContentCipher(eci *cryptobyte.String) (*enveloped, error) {
+	var contentType asn1.ObjectIdentifier
+	if !eci.ReadASN1ObjectIdentifier(&contentType) {
+		return nil, fmt.Errorf("%w: EncryptedContentInfo: no content type", ErrMalformed)
+	}
+	if !contentType.Equal(oidData) {
+		return nil, fmt.Errorf("%w: encrypted content type %s, want id-data", ErrMalformed, oidName(contentType))
+	}
+	cipher, params, ok := readAlgorithm(eci)
+	if !ok {
+		return nil, fmt.Errorf("%w: EncryptedContentInfo: content cipher not DER", ErrMalformed)
+	}
+	env := &enveloped{}
+	switch {
+	case cipher.Equal(oidAES256CBC):
+		env.keyLen = 32
+	case cipher.Equal(oidAES128CBC):
+		env.keyLen = 16
+	default:
+		return nil, fmt.Errorf("content cipher %s refused, want AES-CBC", oidName(cipher))
+	}
+	var iv cryptobyte.String
+	if !params.ReadASN1(&iv, casn1.OCTET_STRING) || !params.Empty() || len(iv) != aes.BlockSize {
+		return nil, fmt.Errorf("%w: AES-CBC parameters are not one 16-byte IV", ErrMalformed)
+	}
+	env.iv = iv
 	return env, nil
 }
 
@@ -293,7 +328,7 @@ func keyTransportOf(alg cryptobyte.String) (keyTransport, error) {
 		return 0, fmt.Errorf("%w: key encryption algorithm not DER", ErrMalformed)
 	}
 	switch {
-	case oid.Equal(pkcs7.OIDEncryptionAlgorithmRSA):
+	case oid.Equal(oidRSA):
 		if !nullOrAbsent(alg) {
 			return 0, fmt.Errorf("%w: rsaEncryption with parameters other than NULL", ErrMalformed)
 		}
@@ -355,7 +390,7 @@ func checkSHA256(s cryptobyte.String) error {
 	if !ok || !s.Empty() || !nullOrAbsent(params) {
 		return fmt.Errorf("%w: hash algorithm not DER, or with parameters other than NULL", ErrMalformed)
 	}
-	if !oid.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
+	if !oid.Equal(oidSHA256) {
 		return fmt.Errorf("%s, want SHA-256", oidName(oid))
 	}
 	return nil
@@ -385,15 +420,21 @@ func oidName(oid asn1.ObjectIdentifier) string {
 		oid  asn1.ObjectIdentifier
 		name string
 	}{
-		{pkcs7.OIDDigestAlgorithmSHA1, "SHA-1"},
-		{pkcs7.OIDDigestAlgorithmSHA256, "SHA-256"},
-		{pkcs7.OIDDigestAlgorithmSHA384, "SHA-384"},
-		{pkcs7.OIDDigestAlgorithmSHA512, "SHA-512"},
-		{pkcs7.OIDEncryptionAlgorithmDESCBC, "DES-CBC"},
-		{pkcs7.OIDEncryptionAlgorithmDESEDE3CBC, "3DES-CBC"},
-		{pkcs7.OIDEncryptionAlgorithmAES128GCM, "AES-128-GCM"},
-		{pkcs7.OIDEncryptionAlgorithmAES256GCM, "AES-256-GCM"},
-		{pkcs7.OIDSignedData, "SignedData"},
+		{oidSHA1, "SHA-1"},
+		{oidSHA256, "SHA-256"},
+		{oidSHA384, "SHA-384"},
+		{oidSHA512, "SHA-512"},
+		{oidDESCBC, "DES-CBC"},
+		{oidDESEDE3CBC, "3DES-CBC"},
+		{oidAES128GCM, "AES-128-GCM"},
+		{oidAES256GCM, "AES-256-GCM"},
+		{oidSignedData, "SignedData"},
+		{oidEnvelopedData, "EnvelopedData"},
+		{oidData, "id-data"},
+		{oidECDSASHA1, "ECDSA with SHA-1"},
+		{oidRSASHA1, "RSA with SHA-1"},
+		{oidDSA, "DSA"},
+		{oidDSASHA1, "DSA with SHA-1"},
 	} {
 		if oid.Equal(n.oid) {
 			return n.name

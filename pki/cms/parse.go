@@ -1,34 +1,57 @@
 package cms
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
-
-	"github.com/digitorus/pkcs7"
+	"io"
 )
 
-// parse caps, then parses der with pkcs7, turning a panic on crafted input
-// into ErrMalformed.
-func parse(der []byte, max int) (*pkcs7.PKCS7, error) {
-	if max <= 0 {
-		max = DefaultMaxSignedSize
+// parse caps der at max bytes and reads it as SignedData: in place with
+// cryptobyte when it is DER, and with the BER reader otherwise.
+func parse(der []byte, max int) (sd *signedData, err error) {
+	err = protect(func() error {
+		sd, err = parseSigned(der, max)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrNoSigner) {
+		err = fmt.Errorf("%w: %w", ErrMalformed, err) // a recovered panic
 	}
+	return sd, err
+}
+
+func parseSigned(der []byte, max int) (*signedData, error) {
 	if len(der) > max {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(der), max)
 	}
-	var p7 *pkcs7.PKCS7
-	err := protect(func() (err error) {
-		p7, err = pkcs7.Parse(der)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	if len(der) == 0 {
+		return nil, fmt.Errorf("%w: no input", ErrMalformed)
 	}
-	return p7, nil
+	sd, err := parseSignedDER(der)
+	var nd notDER
+	if !errors.As(err, &nd) {
+		return sd, err
+	}
+	b := newBERReader(bytes.NewReader(der))
+	sd, content, err := parseSignedBER(b)
+	if err != nil {
+		return nil, err
+	}
+	if content != nil {
+		// The input is capped, and so is what it holds.
+		if sd.content, err = io.ReadAll(content); err != nil {
+			return nil, err
+		}
+	}
+	if err := finishSignedBER(b, sd); err != nil {
+		return nil, err
+	}
+	return sd, nil
 }
 
-// protect runs f, returning a panic inside it as an error: pkcs7 is not
-// hardened against every crafted input, and one message must not take a
-// node or a client down (Decrypt keeps it around its own parser as well).
+// protect runs f, returning a panic inside it as an error: one crafted
+// message must not take a node or a client down, whatever parser bug it
+// finds (Decrypt runs its parser and the key unwrapping under it).
 func protect(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
