@@ -19,8 +19,8 @@ import (
 )
 
 // MaxPayload is the largest sealed payload the client sends or opens: the
-// node's default limit. Opening holds the payload in memory several times
-// over, which is what this bounds.
+// node's default limit. It bounds the temporary files of sealing and
+// opening, not memory, which does not grow with the payload.
 const MaxPayload = 256 << 20
 
 // Transport settings: payload chunks of 256 KiB, the fastest over loopback

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -724,7 +725,7 @@ func TestFault_SealedSaveAndResubmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(s, back); diff != "" {
+	if diff := cmp.Diff(s, back, cmpopts.IgnoreUnexported(client.Sealed{})); diff != "" {
 		t.Fatalf("read back (-written +read):\n%s", diff)
 	}
 	first, err := ag.Submit(ctx, s, nil)

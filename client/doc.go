@@ -16,9 +16,12 @@
 // anchors and the recipient's address. Fetching reverses this and refuses
 // anything that does not check out, writing nothing in that case.
 //
-// Sealing and opening happen in memory (the CMS library takes whole byte
-// slices), so a message costs a few times its size in memory on both ends;
-// the transfer itself is streamed. Messages are limited to MaxPayload.
+// Sealing, the transfer and opening stream, so memory use does not grow
+// with a message: documents may be given as readers (Document.Reader), a
+// sealed payload over 4 MiB waits for its submission in a temporary file
+// (Sealed.Close removes it), and Fetch unpacks into a staging folder that
+// it commits only once the sender's signature has verified. Messages are
+// limited to MaxPayload.
 //
 // Example:
 //

@@ -32,11 +32,12 @@ func (c *Client) Open(envBytes, sig, payload []byte, dir string) ([]string, erro
 		return nil, err
 	}
 	defer os.RemoveAll(staging)
-	payload, _, err = receive(newFrames(payload), env, filepath.Join(staging, "payload.p7m"))
+	f, _, err := receive(newFrames(payload), env, filepath.Join(staging, "payload.p7m"))
 	if err != nil {
 		return nil, err
 	}
-	names, _, err := c.unpack(env, payload, staging, true)
+	defer f.Close()
+	names, _, err := c.unpack(env, f, staging, true)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +85,7 @@ func (c *Client) Reseal(s *Sealed, subject string) (*Sealed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sealed{ID: s.ID, Envelope: envBytes, Signature: sig, Payload: s.Payload}, nil
+	return &Sealed{ID: s.ID, Envelope: envBytes, Signature: sig, Payload: s.Payload, file: s.file}, nil
 }
 
 // ExportResponse returns the node's answer to the export of id, as Export

@@ -2,7 +2,7 @@ package client
 
 import (
 	"archive/tar"
-	"bytes"
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -124,12 +124,16 @@ func (e *localError) Unwrap() error { return e.err }
 // *OpenError; a failure to write the opened documents into dir is a
 // *WriteError.
 //
-// The payload is streamed to a temporary file inside dir while it is
-// hashed, then read into memory to be opened (the CMS library needs whole
-// byte slices). Documents are written to a temporary folder inside dir,
-// synced, and only then moved into dir; if any of their names already
-// exists in dir nothing is moved. A failed Fetch writes nothing into dir
-// (only a process killed mid-way leaves its .kurier-fetch-* folder behind).
+// Stage, then commit: the payload is streamed to a temporary file inside
+// dir while it is hashed and checked against the envelope, then opened as
+// a stream (decrypted, the signature's content read, the bundle unpacked)
+// into a temporary folder inside dir, each document synced. The content
+// read that way is not yet authenticated: only once the sender's
+// signature over all of it has verified are the documents moved into dir,
+// and if any of their names already exists in dir nothing is moved. A
+// failed Fetch writes nothing into dir (only a process killed mid-way
+// leaves its .kurier-fetch-* folder behind). Memory use does not grow
+// with the message.
 func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("fetch %s: no folder to write the documents into", id)
@@ -140,7 +144,8 @@ func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 // Check fetches message id and makes every check of Fetch, but writes
 // no document anywhere: to acknowledge a message whose documents were
 // fetched before, the client opens it again rather than take the
-// caller's word. Only the sealed payload passes through a temporary file.
+// caller's word. Only the sealed payload passes through a temporary file
+// (in os.TempDir); the documents are read as a stream and dropped.
 func (c *Client) Check(ctx context.Context, id string) (*Fetched, error) {
 	return c.fetch(ctx, id, "")
 }
@@ -201,6 +206,7 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
 	}
+	defer payload.Close()
 	retrieval, err := c.checkCopyEvidence(last, env, se.GetEnvelope())
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
@@ -254,13 +260,26 @@ type fetchStream interface {
 
 // receive reads the payload chunks of a Fetch stream into a new file at
 // path while hashing them, then the final evidence frame. It checks size
-// and digest against env and returns the payload, read back whole.
-func receive(stream fetchStream, env *envelope.Envelope, path string) ([]byte, *kurierv1.Evidence, error) {
+// and digest against env and returns the file, open at its start, for the
+// caller to close.
+func receive(stream fetchStream, env *envelope.Envelope, path string) (*os.File, *kurierv1.Evidence, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
+	last, err := receiveInto(f, stream, env)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, last, nil
+}
+
+// receiveInto is receive writing to f.
+func receiveInto(f *os.File, stream fetchStream, env *envelope.Envelope) (*kurierv1.Evidence, error) {
 	h := sha256.New()
 	w := io.MultiWriter(f, h)
 	var n int64
@@ -271,46 +290,39 @@ func receive(stream fetchStream, env *envelope.Envelope, path string) ([]byte, *
 			break
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		switch part := resp.GetPart().(type) {
 		case *kurierv1.FetchResponse_Chunk:
 			if last != nil {
-				return nil, nil, errors.New("the node sent payload after the evidence")
+				return nil, errors.New("the node sent payload after the evidence")
 			}
 			n += int64(len(part.Chunk))
 			if n > env.PayloadSize {
-				return nil, nil, fmt.Errorf("the payload is longer than the %d bytes the envelope declares", env.PayloadSize)
+				return nil, fmt.Errorf("the payload is longer than the %d bytes the envelope declares", env.PayloadSize)
 			}
 			if _, err := w.Write(part.Chunk); err != nil {
-				return nil, nil, fmt.Errorf("store payload: %w", err)
+				return nil, fmt.Errorf("store payload: %w", err)
 			}
 		case *kurierv1.FetchResponse_Evidence:
 			if last != nil {
-				return nil, nil, errors.New("the node sent two evidence frames")
+				return nil, errors.New("the node sent two evidence frames")
 			}
 			last = part.Evidence
 		default:
-			return nil, nil, fmt.Errorf("unexpected frame %T", part)
+			return nil, fmt.Errorf("unexpected frame %T", part)
 		}
 	}
 	if last == nil {
-		return nil, nil, errors.New("the node ended the stream without the Retrieval evidence")
+		return nil, errors.New("the node ended the stream without the Retrieval evidence")
 	}
 	if n != env.PayloadSize {
-		return nil, nil, fmt.Errorf("the payload has %d bytes, the envelope declares %d", n, env.PayloadSize)
+		return nil, fmt.Errorf("the payload has %d bytes, the envelope declares %d", n, env.PayloadSize)
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != env.PayloadSHA256 {
-		return nil, nil, fmt.Errorf("the payload's SHA-256 is %s, the envelope declares %s", sum, env.PayloadSHA256)
+		return nil, fmt.Errorf("the payload's SHA-256 is %s, the envelope declares %s", sum, env.PayloadSHA256)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, nil, fmt.Errorf("read payload back: %w", err)
-	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(f, payload); err != nil {
-		return nil, nil, fmt.Errorf("read payload back: %w", err)
-	}
-	return payload, last, nil
+	return last, nil
 }
 
 // checkCopyEvidence verifies the evidence that ends a Fetch stream: a
@@ -343,17 +355,20 @@ const stagedFiles = "files"
 // envelope, writing them into staging/files if write is set. It returns
 // the documents' names in order and the signer's certificate. A failure
 // to write is a *localError.
-func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string, write bool) ([]string, *x509.Certificate, error) {
-	inner, err := cms.Decrypt(payload, c.id.EncCert, c.id.EncKey, maxOpen)
+//
+// Security-sensitive: it streams, so the documents are written before the
+// signature over them is known to verify, and are then only staged; it
+// returns without error only once the signature has verified, and only
+// then may its caller commit them.
+func (c *Client) unpack(env *envelope.Envelope, payload io.Reader, staging string, write bool) ([]string, *x509.Certificate, error) {
+	dr, err := cms.DecryptReader(bufio.NewReaderSize(payload, copyBuffer), c.id.EncCert, c.id.EncKey, maxOpen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decrypt: %w", err)
 	}
-	v, err := cms.Verify(inner, c.participantPolicy(maxOpen))
+	decrypted := &failReader{r: dr}
+	vr, err := cms.NewVerifyReader(decrypted, c.participantPolicy(maxOpen))
 	if err != nil {
-		return nil, nil, fmt.Errorf("document signature: %w", err)
-	}
-	if err := signedBy(v.Signer, env.From); err != nil {
-		return nil, nil, fmt.Errorf("document signature: %w", err)
+		return nil, nil, openFailure(decrypted, err)
 	}
 	into := ""
 	if write {
@@ -362,19 +377,58 @@ func (c *Client) unpack(env *envelope.Envelope, payload []byte, staging string, 
 			return nil, nil, &localError{err}
 		}
 	}
-	names, err := untar(v.Content, env.Files, into)
+	names, bundleErr := untar(vr, env.Files, into, env.PayloadSize)
+	// Verify even after the bundle failed to match or to be written:
+	// content that is not the sender's explains any fault in it, and a
+	// full disk is no reason to fetch a forgery again.
+	v, err := vr.Verify()
 	if err != nil {
-		return nil, nil, fmt.Errorf("bundle: %w", err)
+		return nil, nil, openFailure(decrypted, err)
+	}
+	if err := signedBy(v.Signer, env.From); err != nil {
+		return nil, nil, fmt.Errorf("document signature: %w", err)
+	}
+	if errors.As(bundleErr, new(*localError)) {
+		return nil, nil, bundleErr
+	}
+	if bundleErr != nil {
+		return nil, nil, fmt.Errorf("bundle: %w", bundleErr)
 	}
 	return names, v.Signer, nil
 }
 
-// untar writes the documents of bundle into the folder into (nowhere for
-// ""), checking every entry against the envelope's manifest: only regular
-// files, plain file names, and exactly the manifest's names and sizes in
-// its order. Each file is synced. Errors quote the sender's names bounded.
-func untar(bundle []byte, manifest []envelope.File, into string) ([]string, error) {
-	tr := tar.NewReader(bytes.NewReader(bundle))
+// openFailure names the layer at fault when the signed content could not
+// be read or verified: decryption, if it failed underneath, otherwise the
+// signature.
+func openFailure(decrypted *failReader, err error) error {
+	if decrypted.err != nil {
+		return fmt.Errorf("decrypt: %w", decrypted.err)
+	}
+	return fmt.Errorf("document signature: %w", err)
+}
+
+// failReader reads r and keeps its first error other than io.EOF.
+type failReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err != nil && err != io.EOF && f.err == nil {
+		f.err = err
+	}
+	return n, err
+}
+
+// untar writes the documents of the tar file read from bundle into the
+// folder into (nowhere for ""), checking every entry against the
+// envelope's manifest: only regular files, plain file names, exactly the
+// manifest's names and sizes in its order, and no more than limit bytes
+// in all. Each file is synced. Errors quote the sender's names bounded.
+// What follows the end of the tar file is not read.
+func untar(bundle io.Reader, manifest []envelope.File, into string, limit int64) ([]string, error) {
+	tr := tar.NewReader(bundle)
 	names := make([]string, 0, len(manifest))
 	var total int64
 	for i := 0; ; i++ {
@@ -401,7 +455,7 @@ func untar(bundle []byte, manifest []envelope.File, into string) ([]string, erro
 			return nil, fmt.Errorf("entry %d is %s (%d bytes), the envelope lists %s (%d bytes)", i+1, envelope.Quote(hdr.Name), hdr.Size, envelope.Quote(want.Name), want.Size)
 		}
 		total += hdr.Size
-		if hdr.Size < 0 || total > int64(len(bundle)) {
+		if hdr.Size < 0 || total > limit {
 			return nil, fmt.Errorf("entry %d (%s) is larger than the bundle", i+1, envelope.Quote(hdr.Name))
 		}
 		if into == "" {

@@ -28,6 +28,9 @@ type forgery struct {
 	entries              []tarEntry
 	manifest             []envelope.File // default: the entries' names and sizes
 	tamper               func(payload []byte)
+	// corrupt, unlike tamper, changes the payload before the envelope
+	// names its digest: a payload the node takes, damaged inside.
+	corrupt func(payload []byte)
 	// payload, if set, is the payload as it is, instead of the entries
 	// signed and encrypted.
 	payload []byte
@@ -95,6 +98,9 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 	}
 	if f.payload != nil {
 		payload = f.payload
+	}
+	if f.corrupt != nil {
+		f.corrupt(payload)
 	}
 	id, err := envelope.NewID()
 	if err != nil {

@@ -2,7 +2,6 @@ package client
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -34,14 +33,34 @@ const minEncryptionBits = 3072
 // nodes when Message.Expires is 0.
 const DefaultExpiry = 7 * 24 * time.Hour
 
-// Document is one file of a message. Data is held in memory: sealing signs
-// and encrypts whole byte slices, so a message needs a few times its size
-// in memory while it is sent.
+// Document is one file of a message: its content in memory (Data), or
+// read from Reader while the message is sealed. Sealing streams either
+// way; only Data holds a document in memory whole.
 type Document struct {
 	// Name is the file name the recipient gets: one path element, no
 	// separators or control characters (envelope.CheckFileName).
 	Name string
+	// Data is the content, when it is in memory; leave it nil with
+	// Reader.
 	Data []byte
+	// Reader, if not nil, supplies the content instead: exactly Size
+	// bytes, read once, from start to end, while Seal (or Send) runs, and
+	// never held in memory whole. Seal fails if it gives fewer or more
+	// bytes (a file that changed meanwhile). The caller closes it, if it
+	// needs closing, once Seal has returned; a retried Submit does not read
+	// it again, but the Sealed.
+	Reader io.Reader
+	// Size is the number of bytes Reader supplies; with Data it is 0 or
+	// len(Data).
+	Size int64
+}
+
+// size returns the length of d's content.
+func (d Document) size() int64 {
+	if d.Reader != nil {
+		return d.Size
+	}
+	return int64(len(d.Data))
 }
 
 // Message is what Send sends.
@@ -97,14 +116,6 @@ func (e *RejectedError) Error() string {
 // status.FromError(err) see it.
 func (e *RejectedError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
-// sealed is a message ready to be submitted: everything the node gets.
-type sealed struct {
-	env      *envelope.Envelope
-	envBytes []byte
-	sig      []byte
-	payload  []byte
-}
-
 // Send seals m and submits it to the node, returning once the node has
 // durably accepted it: Seal, then Submit. progress, if not nil, is called
 // as the payload goes out (sent and total bytes of the sealed payload); it
@@ -131,40 +142,61 @@ func (c *Client) Send(ctx context.Context, m Message, progress func(sent, total 
 	return c.Submit(ctx, s, progress)
 }
 
-// seal validates m, seals its documents to the recipients and signs the
-// envelope.
-func (c *Client) seal(ctx context.Context, m Message) (*sealed, error) {
-	if err := validate(m); err != nil {
+// seal seals m's documents to certs and signs the envelope. The
+// documents are packed, signed and encrypted in one stream (tar, then
+// SignedData, then EnvelopedData), hashed on the way out, into a spool:
+// memory up to memoryPayload bytes, a temporary file beyond. The envelope,
+// which names the payload's digest and size, can only be signed after
+// that. m has passed validate.
+func (c *Client) seal(m Message, certs []*x509.Certificate) (*Sealed, error) {
+	sp := &spool{max: MaxPayload}
+	h := sha256.New()
+	if err := c.sealDocuments(io.MultiWriter(sp, h), m.Documents, certs); err != nil {
+		sp.discard()
 		return nil, fmt.Errorf("send: %w", err)
 	}
-	certs := make([]*x509.Certificate, 0, len(m.To))
-	for _, to := range m.To {
-		cert, err := c.encryptionCert(ctx, to)
-		if err != nil {
-			return nil, fmt.Errorf("send: %w", err)
-		}
-		certs = append(certs, cert)
-	}
-	archive, err := tarball(m.Documents)
+	payload, file, err := sp.payload()
 	if err != nil {
 		return nil, fmt.Errorf("send: %w", err)
 	}
-	signed, err := cms.Sign(archive, c.signer)
+	s := &Sealed{Payload: payload, file: file}
+	if err := c.signEnvelope(s, m, hex.EncodeToString(h.Sum(nil))); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	return s, nil
+}
+
+// sealDocuments writes docs to w as the sealed payload: packed as tar,
+// signed by the client's signer, encrypted to certs.
+func (c *Client) sealDocuments(w io.Writer, docs []Document, certs []*x509.Certificate) error {
+	ew, err := cms.EncryptWriter(w, certs)
 	if err != nil {
-		return nil, fmt.Errorf("send: sign documents: %w", err)
+		return fmt.Errorf("encrypt documents: %w", err)
 	}
-	payload, err := cms.Encrypt(signed, certs)
+	sw, err := cms.SignWriter(ew, c.signer)
 	if err != nil {
-		return nil, fmt.Errorf("send: encrypt documents: %w", err)
+		return fmt.Errorf("sign documents: %w", err)
 	}
-	if len(payload) > MaxPayload {
-		return nil, fmt.Errorf("send: the sealed message has %d bytes, at most %d are allowed", len(payload), MaxPayload)
+	if err := writeTar(sw, docs); err != nil {
+		return err
 	}
+	if err := sw.Close(); err != nil {
+		return fmt.Errorf("sign documents: %w", err)
+	}
+	if err := ew.Close(); err != nil {
+		return fmt.Errorf("encrypt documents: %w", err)
+	}
+	return nil
+}
+
+// signEnvelope builds the envelope of m for the payload of s, whose
+// SHA-256 is sum, signs it and fills in s.
+func (c *Client) signEnvelope(s *Sealed, m Message, sum string) error {
 	id, err := envelope.NewID()
 	if err != nil {
-		return nil, fmt.Errorf("send: %w", err)
+		return err
 	}
-	sum := sha256.Sum256(payload)
 	expires := m.Expires
 	if expires == 0 {
 		expires = DefaultExpiry
@@ -180,21 +212,22 @@ func (c *Client) seal(ctx context.Context, m Message) (*sealed, error) {
 		Reference:     m.Reference,
 		Created:       created,
 		Expires:       created.Add(expires),
-		PayloadSHA256: hex.EncodeToString(sum[:]),
-		PayloadSize:   int64(len(payload)),
+		PayloadSHA256: sum,
+		PayloadSize:   s.PayloadSize(),
 	}
 	for _, d := range m.Documents {
-		env.Files = append(env.Files, envelope.File{Name: d.Name, Size: int64(len(d.Data))})
+		env.Files = append(env.Files, envelope.File{Name: d.Name, Size: d.size()})
 	}
 	envBytes, err := env.Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("send: %w", err)
+		return err
 	}
 	sig, err := cms.SignDetached(envBytes, c.signer)
 	if err != nil {
-		return nil, fmt.Errorf("send: sign envelope: %w", err)
+		return fmt.Errorf("sign envelope: %w", err)
 	}
-	return &sealed{env: env, envBytes: envBytes, sig: sig, payload: payload}, nil
+	s.ID, s.Envelope, s.Signature = id, envBytes, sig
+	return nil
 }
 
 // validate checks m before any work is done, with messages that name the
@@ -245,22 +278,34 @@ func validate(m Message) error {
 			return fmt.Errorf("two documents are named %q", d.Name)
 		}
 		names[d.Name] = true
-		total += int64(len(d.Data))
+		switch {
+		case d.Reader != nil && d.Data != nil:
+			return fmt.Errorf("document %q has both Data and a Reader; give one", d.Name)
+		case d.Reader != nil && d.Size < 0:
+			return fmt.Errorf("document %q has a negative size (%d)", d.Name, d.Size)
+		case d.Reader == nil && d.Size != 0 && d.Size != int64(len(d.Data)):
+			return fmt.Errorf("document %q has Size %d but %d bytes of Data", d.Name, d.Size, len(d.Data))
+		}
+		total += d.size()
 	}
-	if total > MaxPayload {
+	if total > MaxPayload || total < 0 {
 		return fmt.Errorf("the documents have %d bytes together, at most %d are allowed", total, MaxPayload)
 	}
 	return nil
 }
 
-// encryptionCert looks addr up in the directory and checks its encryption
-// certificate before anything is encrypted to it.
-func (c *Client) encryptionCert(ctx context.Context, addr string) (*x509.Certificate, error) {
-	e, err := c.Lookup(ctx, addr)
-	if err != nil {
-		return nil, err
+// recipientCerts looks each recipient up in the directory and checks its
+// encryption certificate before anything is encrypted to it.
+func (c *Client) recipientCerts(ctx context.Context, to []string) ([]*x509.Certificate, error) {
+	certs := make([]*x509.Certificate, 0, len(to))
+	for _, addr := range to {
+		e, err := c.Lookup(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, e.EncryptionCert)
 	}
-	return e.EncryptionCert, nil
+	return certs, nil
 }
 
 // checkEncryptionCert checks the shape of a recipient's encryption
@@ -286,37 +331,69 @@ func checkEncryptionCert(cert *x509.Certificate, addr string) error {
 // same documents always make the same tar file.
 var tarTime = time.Unix(0, 0).UTC()
 
-// tarball packs documents as a POSIX tar file of regular files, in order.
-func tarball(docs []Document) ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+// copyBuffer is the size of the pieces in which a document is read while
+// it is sealed.
+const copyBuffer = 256 << 10
+
+// writeTar packs docs into w as a POSIX tar file of regular files, in
+// order, reading each Reader once.
+func writeTar(w io.Writer, docs []Document) error {
+	tw := tar.NewWriter(w)
+	var buf []byte
 	for _, d := range docs {
 		hdr := &tar.Header{
 			Typeflag: tar.TypeReg,
 			Name:     d.Name,
 			Mode:     0o644,
-			Size:     int64(len(d.Data)),
+			Size:     d.size(),
 			ModTime:  tarTime,
 			// No format: the writer picks USTAR, or PAX where a name needs
 			// it (long or non-ASCII), never GNU for these headers.
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, fmt.Errorf("pack %s: %w", d.Name, err)
+			return fmt.Errorf("pack %s: %w", d.Name, err)
 		}
-		if _, err := tw.Write(d.Data); err != nil {
-			return nil, fmt.Errorf("pack %s: %w", d.Name, err)
+		if d.Reader == nil {
+			if _, err := tw.Write(d.Data); err != nil {
+				return fmt.Errorf("pack %s: %w", d.Name, err)
+			}
+			continue
+		}
+		if buf == nil {
+			buf = make([]byte, copyBuffer)
+		}
+		if err := copyDocument(tw, d, buf); err != nil {
+			return fmt.Errorf("pack %s: %w", d.Name, err)
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("pack: %w", err)
+		return fmt.Errorf("pack: %w", err)
 	}
-	return buf.Bytes(), nil
+	return nil
+}
+
+// copyDocument copies exactly d.Size bytes from d.Reader to w, through buf,
+// and fails if the reader has fewer or more.
+func copyDocument(w io.Writer, d Document, buf []byte) error {
+	// A LimitedReader has no WriteTo, so CopyBuffer uses buf (an *os.File
+	// would copy in 32 KiB pieces).
+	n, err := io.CopyBuffer(w, io.LimitReader(d.Reader, d.Size), buf)
+	if err != nil {
+		return err
+	}
+	if n < d.Size {
+		return fmt.Errorf("read %d of the %d bytes declared; did the file change?", n, d.Size)
+	}
+	if m, _ := io.ReadFull(d.Reader, buf[:1]); m > 0 {
+		return fmt.Errorf("holds more than the %d bytes declared; did the file change?", d.Size)
+	}
+	return nil
 }
 
 // submitOnce makes one Submit call: the signed envelope, then the payload in
 // chunks. The node may answer before reading the payload (a repeated
 // message); then Send reports io.EOF and the answer is in CloseAndRecv.
-func (c *Client) submitOnce(ctx context.Context, s *sealed, progress func(sent, total int64)) (*kurierv1.SubmitResponse, error) {
+func (c *Client) submitOnce(ctx context.Context, s *Sealed, progress func(sent, total int64)) (*kurierv1.SubmitResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.mailbox.Submit(ctx)
@@ -324,7 +401,7 @@ func (c *Client) submitOnce(ctx context.Context, s *sealed, progress func(sent, 
 		return nil, err
 	}
 	first := &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Envelope{
-		Envelope: &kurierv1.SignedEnvelope{Envelope: s.envBytes, Signature: s.sig},
+		Envelope: &kurierv1.SignedEnvelope{Envelope: s.Envelope, Signature: s.Signature},
 	}}
 	if err := stream.Send(first); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -332,13 +409,16 @@ func (c *Client) submitOnce(ctx context.Context, s *sealed, progress func(sent, 
 		}
 		return nil, err
 	}
-	total := int64(len(s.payload))
+	total := s.PayloadSize()
 	if progress != nil {
 		progress(0, total)
 	}
-	for off := 0; off < len(s.payload); off += chunkSize {
-		end := min(off+chunkSize, len(s.payload))
-		req := &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: s.payload[off:end]}}
+	for off := int64(0); off < total; off += chunkSize {
+		chunk, err := s.chunk(off, int(min(chunkSize, total-off)))
+		if err != nil {
+			return nil, err
+		}
+		req := &kurierv1.SubmitRequest{Part: &kurierv1.SubmitRequest_Chunk{Chunk: chunk}}
 		if err := stream.Send(req); err != nil {
 			if errors.Is(err, io.EOF) {
 				return stream.CloseAndRecv()
@@ -346,22 +426,23 @@ func (c *Client) submitOnce(ctx context.Context, s *sealed, progress func(sent, 
 			return nil, err
 		}
 		if progress != nil {
-			progress(int64(end), total)
+			progress(off+int64(len(chunk)), total)
 		}
 	}
 	return stream.CloseAndRecv()
 }
 
-// receipt verifies the node's answer: every evidence signed by a node and
-// issued under the domain its type requires (verifyEvidence), about this
-// very envelope and payload, each recipient's chain intact and starting
-// with a SubmissionAcceptance.
-func (c *Client) receipt(s *sealed, resp *kurierv1.SubmitResponse) (*Receipt, error) {
-	id := s.env.ID
+// receipt verifies the node's answer to the submission of env (signed as
+// envBytes): every evidence signed by a node and issued under the domain
+// its type requires (verifyEvidence), about this very envelope and
+// payload, each recipient's chain intact and starting with a
+// SubmissionAcceptance.
+func (c *Client) receipt(env *envelope.Envelope, envBytes []byte, resp *kurierv1.SubmitResponse) (*Receipt, error) {
+	id := env.ID
 	if resp.GetMessageId() != id {
 		return nil, fmt.Errorf("the node confirmed message %q instead", resp.GetMessageId())
 	}
-	envDigest := envelope.Digest(s.envBytes)
+	envDigest := envelope.Digest(envBytes)
 	r := &Receipt{MessageID: id}
 	chains := map[string][]evidence.Link{}
 	for i, pb := range resp.GetEvidence() {
@@ -371,15 +452,15 @@ func (c *Client) receipt(s *sealed, resp *kurierv1.SubmitResponse) (*Receipt, er
 		}
 		st := ev.Statement
 		switch {
-		case st.Sender != c.addr, st.EnvelopeSHA256 != envDigest, st.PayloadSHA256 != s.env.PayloadSHA256:
+		case st.Sender != c.addr, st.EnvelopeSHA256 != envDigest, st.PayloadSHA256 != env.PayloadSHA256:
 			return nil, fmt.Errorf("evidence %d (%s) names another sender, envelope or payload", i+1, st.Type)
-		case !slices.Contains(s.env.To, st.Recipient):
+		case !slices.Contains(env.To, st.Recipient):
 			return nil, fmt.Errorf("evidence %d (%s) is about %q, not a recipient of the message", i+1, st.Type, st.Recipient)
 		}
 		chains[st.Recipient] = append(chains[st.Recipient], ev.link())
 		r.Evidence = append(r.Evidence, ev)
 	}
-	for _, to := range s.env.To {
+	for _, to := range env.To {
 		links := chains[to]
 		if len(links) == 0 || links[0].Statement.Type != evidence.SubmissionAcceptance {
 			return nil, fmt.Errorf("no SubmissionAcceptance for %s in the node's answer", to)

@@ -69,11 +69,11 @@ func FuzzHostile_Untar(f *testing.F) {
 		{{Name: strings.Repeat("n", 200) + ".txt", Data: []byte("long name, PAX")}},
 	}
 	for _, docs := range seeds {
-		b, err := tarball(docs)
-		if err != nil {
+		var b bytes.Buffer
+		if err := writeTar(&b, docs); err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b, manifestText(docs))
+		f.Add(b.Bytes(), manifestText(docs))
 	}
 	f.Add(rawTar(f, &tar.Header{Typeflag: tar.TypeDir, Name: "sub/", Mode: 0o755}), "sub:0\n")
 	f.Add(rawTar(f, &tar.Header{Typeflag: tar.TypeSymlink, Name: "a.txt", Linkname: "/etc/passwd"}), "a.txt:0\n")
@@ -90,7 +90,7 @@ func FuzzHostile_Untar(f *testing.F) {
 		if err := os.Mkdir(into, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		names, err := untar(bundle, manifest, into)
+		names, err := untar(bytes.NewReader(bundle), manifest, into, int64(len(bundle)))
 		if outside, _ := os.ReadDir(root); len(outside) != 1 {
 			t.Fatalf("untar wrote beside its folder: %v", outside)
 		}

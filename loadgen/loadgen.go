@@ -165,6 +165,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	sealed, err := seal(ctx, sender, cfg)
 	res.Sealed = len(sealed)
+	defer func() {
+		for _, s := range sealed {
+			s.Close() // a payload over 4 MiB is in a temporary file
+		}
+	}()
 	if err != nil && ctx.Err() == nil {
 		return nil, err
 	}

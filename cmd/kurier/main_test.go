@@ -589,3 +589,27 @@ func TestSplitCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestRun_SendSaveResubmitLarge: a document too large for a sealed
+// payload in memory goes through `kurier send --save`, and `kurier
+// resubmit` of the saved file gets the same message, whose document
+// `kurier fetch` writes as it was sent.
+func TestRun_SendSaveResubmitLarge(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "akte.bin")
+	data := make([]byte, 5<<20)
+	rand.Read(data)
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	saved := filepath.Join(t.TempDir(), "akte.kurier")
+	id := strings.TrimSpace(kurier(t, append(as("agency"), "send", "--to", daemon.DevCourt, "--subject", "groß", "--save", saved, src)...))
+	if again := strings.TrimSpace(kurier(t, append(as("agency"), "resubmit", saved)...)); again != id {
+		t.Fatalf("resubmit printed %q, want the message id %s", again, id)
+	}
+	dir := t.TempDir()
+	out := kurier(t, append(as("court"), "fetch", id, "-o", dir)...)
+	got, err := os.ReadFile(filepath.Join(dir, "akte.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("fetch printed %q; the document has %d bytes (%v), want the %d sent", out, len(got), err, len(data))
+	}
+}

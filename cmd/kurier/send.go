@@ -86,10 +86,11 @@ func (e *env) send(args []string) error {
 	if len(files) == 0 {
 		return errors.New("send: no files given")
 	}
-	docs, total, err := readDocuments(files)
+	docs, total, closeDocs, err := openDocuments(files)
 	if err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
+	defer closeDocs()
 	cl, err := e.dial(mf)
 	if err != nil {
 		return err
@@ -102,9 +103,11 @@ func (e *env) send(args []string) error {
 		progress = bar.update
 	}
 	sealed, err := cl.Seal(e.ctx, client.Message{To: to, Subject: *subject, Type: *typ, Reference: *ref, Documents: docs, Expires: expires})
+	closeDocs()
 	if err != nil {
 		return err
 	}
+	defer sealed.Close()
 	if *save != "" {
 		if err := saveSealed(*save, sealed); err != nil {
 			return fmt.Errorf("send: %w", err)
@@ -134,15 +137,11 @@ func (e *env) resubmit(args []string) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("resubmit: one file expected, got %q", pos)
 	}
-	f, err := os.Open(pos[0])
-	if err != nil {
-		return fmt.Errorf("resubmit: %w", err)
-	}
-	sealed, err := client.ReadSealed(f)
-	f.Close()
+	sealed, err := client.OpenSealed(pos[0])
 	if err != nil {
 		return fmt.Errorf("resubmit %s: %w", pos[0], err)
 	}
+	defer sealed.Close()
 	cl, err := e.dial(mf)
 	if err != nil {
 		return err
@@ -188,30 +187,42 @@ func (e *env) printSent(asJSON bool, r *client.Receipt) error {
 	return err
 }
 
-// readDocuments reads the files to send, each under its base name.
-func readDocuments(paths []string) ([]client.Document, int64, error) {
-	var docs []client.Document
-	var total int64
+// openDocuments opens the files to send, each under its base name, to be
+// read while the message is sealed; sizes are those of now (sealing fails
+// if a file changes meanwhile). closeAll closes them; calling it again
+// does nothing.
+func openDocuments(paths []string) (docs []client.Document, total int64, closeAll func(), err error) {
+	var sizes []int64
 	for _, p := range paths {
-		fi, err := os.Stat(p)
+		fi, err := os.Stat(p) // before opening: opening a FIFO would block
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		if !fi.Mode().IsRegular() {
-			return nil, 0, fmt.Errorf("%s is not a regular file", p)
+			return nil, 0, nil, fmt.Errorf("%s is not a regular file", p)
 		}
 		if total += fi.Size(); total > client.MaxPayload {
-			return nil, 0, fmt.Errorf("the files have more than %d bytes together", client.MaxPayload)
+			return nil, 0, nil, fmt.Errorf("the files have more than %d bytes together", client.MaxPayload)
 		}
+		sizes = append(sizes, fi.Size())
 	}
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
+	var files []*os.File
+	closeAll = func() {
+		for _, f := range files {
+			f.Close()
+		}
+		files = nil
+	}
+	for i, p := range paths {
+		f, err := os.Open(p)
 		if err != nil {
-			return nil, 0, err
+			closeAll()
+			return nil, 0, nil, err
 		}
-		docs = append(docs, client.Document{Name: filepath.Base(p), Data: data})
+		files = append(files, f)
+		docs = append(docs, client.Document{Name: filepath.Base(p), Reader: f, Size: sizes[i]})
 	}
-	return docs, total, nil
+	return docs, total, closeAll, nil
 }
 
 // progressBar draws the upload on a terminal, at most ten times a second.
