@@ -248,7 +248,7 @@ func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, erro
 	}
 	if small {
 		// Synced with the message that references it (see enqueue).
-		err = w.db.enqueue(len(hv)+len(only), write)
+		err = w.db.enqueue(ctx, len(hv)+len(only), write)
 	} else {
 		err = w.db.submit(ctx, len(hv), write)
 	}
@@ -270,12 +270,15 @@ func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
 	if !validBlobID(id) {
 		return nil, fmt.Errorf("open blob %q: %w", id, broker.ErrNotFound)
 	}
+	// Counted before the lookup: a deferred blob committed in between has
+	// been counted, so a miss is looked up again after the barrier.
+	queued := db.deferred.Load()
 	h, err := db.blobHeader(ctx, id)
-	if errors.Is(err, broker.ErrNotFound) && db.deferred.Load() > 0 {
-		// It may be a small blob still queued (see enqueue).
-		if err = db.barrier(ctx); err == nil {
-			h, err = db.blobHeader(ctx, id)
-		}
+	if errors.Is(err, broker.ErrNotFound) && queued > 0 {
+		// It may be a small blob still queued (see enqueue). Whatever the
+		// barrier's outcome (a failed store still reads), look again.
+		db.barrier(ctx)
+		h, err = db.blobHeader(ctx, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", id, err)

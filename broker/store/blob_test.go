@@ -395,6 +395,7 @@ func (r *blockingReader) Read(p []byte) (int, error) {
 func TestDB_SmallBlobRidesWithMessage(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, dir)
+	db.deferLimit = time.Hour // however slow the test runs, the blob waits for its message
 	ctx := context.Background()
 	before := db.commits.Load()
 	f := newFixture(t, db, time.Now(), court)

@@ -119,7 +119,7 @@ func (db *DB) submit(ctx context.Context, size int, run func(*batch) error) erro
 // enqueue queues a deferred request and returns without waiting for it
 // to run or commit: its outcome shows in the requests that depend on it,
 // which are queued after it (see deferLimit).
-func (db *DB) enqueue(size int, run func(*batch) error) error {
+func (db *DB) enqueue(ctx context.Context, size int, run func(*batch) error) error {
 	if err := db.Err(); err != nil {
 		return err
 	}
@@ -130,8 +130,13 @@ func (db *DB) enqueue(size int, run func(*batch) error) error {
 		return ErrClosed
 	}
 	db.deferred.Add(1)
-	db.reqs <- r
-	return nil
+	select {
+	case db.reqs <- r:
+		return nil
+	case <-ctx.Done():
+		db.deferred.Add(-1)
+		return ctx.Err() // not queued: nothing written
+	}
 }
 
 // barrier returns once every request queued before it is committed: the
@@ -172,7 +177,7 @@ func (db *DB) gather(queue []*request, size int) []*request {
 			}
 		} else {
 			if timeout == nil {
-				t := time.NewTimer(deferLimit)
+				t := time.NewTimer(db.deferLimit)
 				defer t.Stop()
 				timeout = t.C
 			}
@@ -192,17 +197,19 @@ func (db *DB) gather(queue []*request, size int) []*request {
 	return queue
 }
 
+// answer answers r. A deferred request stops counting as queued once it
+// is answered, that is once it is committed or has failed.
+func (db *DB) answer(r *request, err error) {
+	if r.deferred {
+		db.deferred.Add(-1)
+	}
+	r.done <- err
+}
+
 func (db *DB) runBatch(queue []*request) {
-	defer func() {
-		for _, r := range queue {
-			if r.deferred {
-				db.deferred.Add(-1)
-			}
-		}
-	}()
 	if err := db.Err(); err != nil {
 		for _, r := range queue {
-			r.done <- err
+			db.answer(r, err)
 		}
 		return
 	}
@@ -210,7 +217,7 @@ func (db *DB) runBatch(queue []*request) {
 	for _, r := range queue {
 		select {
 		case <-r.gone:
-			r.done <- context.Canceled // nobody waits for it; nothing written
+			db.answer(r, context.Canceled) // nobody waits for it; nothing written
 			continue
 		default:
 		}
@@ -225,7 +232,7 @@ func (db *DB) runBatch(queue []*request) {
 			err = fmt.Errorf("%w: the records of one request exceed a transaction (%w)", broker.ErrTooLarge, err)
 		}
 		if err != nil {
-			r.done <- err
+			db.answer(r, err)
 		}
 	}
 	db.commit(b)
@@ -284,9 +291,14 @@ func (b *batch) rebuild() {
 // (no test machine can make badger's sync fail for real).
 var commitTxn = func(txn *badger.Txn) error { return txn.Commit() }
 
-// commit commits the batch and answers its requests.
+// commit commits the batch and answers its requests. A store that failed
+// commits nothing more, not even the rest of a batch split after the
+// commit that failed it.
 func (db *DB) commit(b *batch) {
 	err := b.err
+	if err == nil {
+		err = db.Err()
+	}
 	switch {
 	case len(b.reqs) == 0:
 		b.txn.Discard()
@@ -315,7 +327,7 @@ func (db *DB) commit(b *batch) {
 		err = fmt.Errorf("commit: %w", err)
 	}
 	for _, r := range b.reqs {
-		r.done <- err
+		db.answer(r, err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -894,5 +895,59 @@ func TestFaultPayloadFile(t *testing.T) {
 			}
 			readBlob(t, db, f.msg.Blob) // the small payload beside it is intact
 		})
+	}
+}
+
+// A batch split because it outgrew a transaction commits its first part
+// and goes on with the rest; if that first commit fails the store, the
+// rest must fail too, not be committed to a store that lost its
+// predecessor (a payload deferred into the first part, say).
+func TestFaultFailedCommitBeforeSplit(t *testing.T) {
+	db := openTest(t, "", func(o *Options) { o.MemTableSize = 1 << 20 }) // transactions of about 150 KiB
+	ctx := context.Background()
+	release, started := make(chan struct{}), make(chan struct{})
+	go db.submit(ctx, 0, func(*batch) error { close(started); <-release; return nil })
+	<-started // the committer is busy: what follows is queued as one batch
+	queue := func(size int, keys int) chan error {
+		done := make(chan error, 1)
+		before := len(db.reqs)
+		go func() {
+			done <- db.submit(ctx, size, func(b *batch) error {
+				for i := range keys {
+					if err := b.set(fmt.Appendf(nil, "zz/%d/%d", size, i), make([]byte, size/keys)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}()
+		for len(db.reqs) == before {
+			runtime.Gosched()
+		}
+		return done
+	}
+	big := queue(140<<10, 4)
+	after := queue(40<<10, 1) // does not fit beside big: the batch splits
+
+	eio := errors.New("input/output error")
+	real := commitTxn
+	calls := 0 // only the committer calls it
+	commitTxn = func(txn *badger.Txn) error {
+		calls++
+		if err := real(txn); err != nil || calls != 2 {
+			return err
+		}
+		return eio // the batch of big, committed but not synced
+	}
+	defer func() { commitTxn = real }()
+	close(release)
+	if err := <-big; !errors.Is(err, ErrFailed) {
+		t.Fatalf("the request whose commit failed: %v, want ErrFailed", err)
+	}
+	if err := <-after; !errors.Is(err, ErrFailed) {
+		t.Fatalf("the request split off after the failed commit: %v, want ErrFailed", err)
+	}
+	if db.splits != 1 || calls != 2 {
+		t.Errorf("%d splits, %d commits: want the batch split once, and nothing committed after the failure", db.splits, calls)
 	}
 }

@@ -215,7 +215,8 @@ type DB struct {
 
 	reqs          chan *request // to the committer; closed by Close
 	committerDone chan struct{}
-	deferred      atomic.Int64 // deferred requests queued and not yet run (see enqueue)
+	deferred      atomic.Int64 // deferred requests queued and not yet answered (see enqueue)
+	deferLimit    time.Duration
 	stopGC        chan struct{}
 	gcDone        chan struct{}
 
@@ -257,6 +258,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		gcDone:         make(chan struct{}),
 		maxBatchBytes:  maxBatchBytes,
 		maxBatchLength: maxBatchLength,
+		deferLimit:     deferLimit,
 	}
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
 	if err := makePayloadDir(dir); err != nil {
