@@ -40,9 +40,10 @@
 // AppendEvidence, AddEvidence, blob headers, and the whole of a payload
 // smaller than one 256 KiB chunk) are therefore requests to one committer
 // goroutine, which runs every queued request in one shared transaction and
-// commits it once; see commit.go. The chunks of larger payloads are written
-// in their own transactions of up to 4 MiB, so each upload in progress holds
-// at most that much memory.
+// commits it once; see commit.go. A small payload does not even wait for
+// its own commit: it is committed with the message that references it. A
+// larger payload is written to a file of its own outside badger (see
+// blob.go), one 256 KiB chunk in memory at a time.
 //
 // A write method that returns an error wrapping context.Canceled or
 // context.DeadlineExceeded has an unknown outcome: the request may already
@@ -52,7 +53,7 @@
 // # Locks and ownership
 //
 // DB.mu is the only mutex besides the marker's (below). Held shared, it
-// keeps badger open: around every read transaction, every blob chunk
+// keeps badger open: around every read transaction, every chunk delete
 // transaction and every hand-over of a request to the committer. Close
 // takes it exclusively, once, to mark the store closed. It is never held
 // while waiting for a committer's answer, the committer never takes it,
