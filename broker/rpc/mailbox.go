@@ -64,7 +64,8 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 type chunkReader struct {
 	ctx  context.Context
 	recv func() (chunk []byte, ok bool, err error)
-	buf  []byte
+	buf  []byte // what is left of the current chunk
+	held []byte // the current chunk whole, to release once read (see decodeChunk)
 	// idle, if set, is how long Read waits for the next frame before it
 	// gives the upload up, so that a stalled upload frees its slot.
 	idle time.Duration
@@ -158,10 +159,14 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		if len(chunk) > MaxChunkSize {
 			return 0, fmt.Errorf("%w: payload chunk of %d bytes, at most %d", broker.ErrInvalid, len(chunk), MaxChunkSize)
 		}
-		c.buf = chunk
+		c.buf, c.held = chunk, chunk
 	}
 	n := copy(p, c.buf)
 	c.buf = c.buf[n:]
+	if len(c.buf) == 0 {
+		releaseChunk(c.held)
+		c.held = nil
+	}
 	return n, nil
 }
 
