@@ -113,14 +113,27 @@ type blobWriter struct {
 // makePayloadDir makes the folder of the payload files, durably.
 func makePayloadDir(dir string) error {
 	p := filepath.Join(dir, payloadDir)
-	if _, err := os.Stat(p); err == nil {
-		return nil
-	}
-	if err := os.Mkdir(p, 0o700); err != nil {
+	if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("make the payload folder: %w", err)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("make the payload folder: %w", err)
+	}
+	return checkPayloadDir(dir)
+}
+
+// checkPayloadDir refuses a store whose payload folder is missing or not
+// a folder.
+func checkPayloadDir(dir string) error {
+	p := filepath.Join(dir, payloadDir)
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: the payload folder %s is missing; a store is its whole data directory, payloads/ included: restore it from the backup (copy the folder recursively)", broker.ErrDamaged, p)
+	case err != nil:
+		return fmt.Errorf("payload folder: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("%w: %s is not a folder", broker.ErrDamaged, p)
 	}
 	return nil
 }
@@ -185,6 +198,10 @@ func (w *blobWriter) write(ctx context.Context, r io.Reader) (broker.Blob, error
 	return w.finish(ctx, nil)
 }
 
+// syncPayload syncs a payload file; a variable so that the store's tests
+// can fail it, as a disk would (no test machine makes fsync fail for real).
+var syncPayload = (*os.File).Sync
+
 // writeFile writes the payload's file: the first n bytes in buf, then the
 // rest of r, through buf; then it syncs the file and its folder.
 func (w *blobWriter) writeFile(ctx context.Context, r io.Reader, buf []byte, n int) error {
@@ -207,14 +224,17 @@ func (w *blobWriter) writeFile(ctx context.Context, r io.Reader, buf []byte, n i
 			return err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync payload file: %w", err)
+	// A failed sync fails the store, as a failed commit does: Linux
+	// reports a failed write-back once, so a later sync of the folder
+	// could succeed without another upload's entry being on disk.
+	if err := syncPayload(f); err != nil {
+		return w.db.fail(fmt.Errorf("sync payload file: %w", err))
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close payload file: %w", err)
 	}
 	if err := syncDir(filepath.Dir(f.Name())); err != nil {
-		return fmt.Errorf("sync payload folder: %w", err)
+		return w.db.fail(fmt.Errorf("sync payload folder: %w", err))
 	}
 	return nil
 }
@@ -290,6 +310,9 @@ func (db *DB) OpenBlob(ctx context.Context, id string) (io.ReadCloser, error) {
 	if h.File {
 		f, err := os.Open(db.payloadPath(id))
 		if errors.Is(err, fs.ErrNotExist) {
+			if _, herr := db.blobHeader(ctx, id); errors.Is(herr, broker.ErrNotFound) {
+				return nil, fmt.Errorf("open blob %s: deleted meanwhile: %w", id, broker.ErrNotFound)
+			}
 			// The header is complete, so the file was synced: lost since.
 			return nil, fmt.Errorf("open blob %s: %w: the payload file is missing", id, broker.ErrDamaged)
 		}
@@ -500,6 +523,9 @@ func (db *DB) deleteBlob(ctx context.Context, id string, sweep bool, cutoff time
 	if err != nil {
 		return err
 	}
+	if !validBlobID(id) {
+		return fmt.Errorf("%w: blob id %q", broker.ErrInvalid, id) // keys are the store's own: cannot happen
+	}
 	if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete payload file: %w", err)
 	}
@@ -539,8 +565,9 @@ func (db *DB) deleteChunks(ctx context.Context, id string) error {
 
 // SweepBlobs deletes blobs that no stored message references and that were
 // started more than Options.BlobGrace ago (so that uploads in progress,
-// which no message can reference yet, survive), and chunks left without a
-// header by an interrupted delete. It returns how many blobs it deleted.
+// which no message can reference yet, survive), and chunks and payload
+// files left without a header by an interrupted delete. It returns how
+// many blobs (and headerless files) it deleted.
 // Open runs the same sweep without the grace period, before anything can be
 // uploading. The reference check and the header's deletion happen in the
 // committer, so a sweep cannot delete a blob that CreateMessage is just
@@ -632,18 +659,39 @@ func (db *DB) sweep(ctx context.Context, grace time.Duration) (int, error) {
 // delete leaves. A file is created only after its header is committed, so
 // no upload in progress has one.
 func (db *DB) sweepFiles(ctx context.Context) (int, error) {
-	entries, err := os.ReadDir(filepath.Join(db.dir, payloadDir))
+	d, err := os.Open(filepath.Join(db.dir, payloadDir))
 	if err != nil {
 		return 0, fmt.Errorf("list payload files: %w", err)
 	}
+	defer d.Close()
 	n := 0
-	for _, e := range entries {
-		id := e.Name()
+	for {
+		// In batches: the folder holds a file per large payload ever kept.
+		names, err := d.Readdirnames(1024)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("list payload files: %w", err)
+		}
+		m, err := db.sweepNames(ctx, names)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// sweepNames deletes those of the payload files named that have no header.
+func (db *DB) sweepNames(ctx context.Context, names []string) (int, error) {
+	n := 0
+	for _, id := range names {
 		if !validBlobID(id) {
 			continue
 		}
 		var found bool
 		if err := db.view(ctx, func(txn *badger.Txn) error {
+			var err error
 			found, err = has(txn, blobHeaderKey(id))
 			return err
 		}); err != nil {

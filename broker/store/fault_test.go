@@ -951,3 +951,73 @@ func TestFaultFailedCommitBeforeSplit(t *testing.T) {
 		t.Errorf("%d splits, %d commits: want the batch split once, and nothing committed after the failure", db.splits, calls)
 	}
 }
+
+// A store copied or restored without its payload folder is refused at
+// start, naming the folder, rather than opened with every large payload
+// unreadable; a store of the layout before payload files gets the folder.
+func TestFaultPayloadDirMissing(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	if _, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, 2*chunkSize)), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, payloadDir)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, Options{Small: true, Logger: slog.New(slog.DiscardHandler)})
+	if !errors.Is(err, broker.ErrDamaged) || !strings.Contains(err.Error(), payloadDir) {
+		t.Fatalf("Open without the payload folder: %v, want ErrDamaged naming it", err)
+	}
+
+	// Format 2 had no payload folder: Open makes it and records format 3.
+	bdb, err := badger.Open(badgerOptions(dir, Options{Small: true}.withDefaults()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(txn *badger.Txn) error { return txn.Set(formatKey, encodeSeq(2)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	if fi, err := os.Stat(filepath.Join(dir, payloadDir)); err != nil || !fi.IsDir() {
+		t.Fatalf("payload folder after opening a format 2 store: %v", err)
+	}
+	if err := db.view(ctx, func(txn *badger.Txn) error {
+		v, _, err := get(txn, formatKey)
+		if err == nil && string(v) != string(encodeSeq(currentFormat)) {
+			err = fmt.Errorf("format %x, want %d", v, currentFormat)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A payload file that fails to sync fails the store, as a failed commit
+// does: the upload is refused and no later write is taken.
+func TestFaultPayloadSyncFails(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, "")
+	eio := errors.New("input/output error")
+	real := syncPayload
+	syncPayload = func(*os.File) error { return eio }
+	defer func() { syncPayload = real }()
+	if _, err := db.WriteBlob(ctx, bytes.NewReader(randomBytes(t, 2*chunkSize)), 1<<20); !errors.Is(err, ErrFailed) || !errors.Is(err, eio) {
+		t.Fatalf("WriteBlob with a failing sync: %v, want ErrFailed and the cause", err)
+	}
+	select {
+	case <-db.Failed():
+	default:
+		t.Fatal("Failed is not closed after a failed payload sync")
+	}
+	syncPayload = real
+	if _, err := db.WriteBlob(ctx, strings.NewReader("small"), 100); !errors.Is(err, ErrFailed) {
+		t.Fatalf("WriteBlob after the failure: %v, want ErrFailed", err)
+	}
+}

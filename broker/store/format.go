@@ -8,18 +8,25 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// currentFormat is the version of the key layout this package writes
-// (s/format). Version 1, the layout before it, had no such key: its
-// evidence keys held a node-wide counter as their position, kept in
-// s/evseq, and there were no n/ counters.
-const currentFormat = 2
+// currentFormat is the version of the layout this package writes
+// (s/format). Version 1 had no such key: its evidence keys held a
+// node-wide counter as their position, kept in s/evseq, and there were no
+// n/ counters. Version 2 kept large payloads as chunks in badger; version
+// 3 keeps them in files of their own under payloads/ (blob.go), which a
+// Kurier of version 2 would not read: it refuses a store of version 3
+// rather than report every large payload as damaged.
+const currentFormat = 3
 
 // upgrade brings a store of an earlier layout to the current one before
-// the committer starts: it gives every message its n/ counter, one more
-// than the highest position among its evidence keys, and then records the
-// format (last, so that an upgrade cut short runs again, and gives the
-// same counters, at the next Open). A store of a newer format is refused.
-func upgrade(bdb *badger.DB, logger *slog.Logger) error {
+// the committer starts, and checks what the current one needs. From
+// version 1 it gives every message its n/ counter, one more than the
+// highest position among its evidence keys; from version 2 (and for a new
+// store) it makes the payload folder. It records the format last, so that
+// an upgrade cut short runs again, with the same result, at the next
+// Open. A store of a newer format is refused, and so is a store of the
+// current one whose payload folder is missing or not a folder (restored
+// or copied without it: its large payloads would all read as damaged).
+func upgrade(dir string, bdb *badger.DB, logger *slog.Logger) error {
 	var format uint64
 	if err := bdb.View(func(txn *badger.Txn) error {
 		v, ok, err := get(txn, formatKey)
@@ -33,36 +40,51 @@ func upgrade(bdb *badger.DB, logger *slog.Logger) error {
 	}
 	switch {
 	case format == currentFormat:
-		return nil
+		return checkPayloadDir(dir)
 	case format > currentFormat:
 		return fmt.Errorf("the store has format %d, written by a newer Kurier; this version reads format %d", format, currentFormat)
 	}
+	if format < 2 {
+		n, err := addPositions(bdb)
+		if err != nil {
+			return fmt.Errorf("upgrade the store: %w", err)
+		}
+		if n > 0 {
+			logger.Info("store upgraded: evidence positions counted per message", "messages", n)
+		}
+	}
+	if err := makePayloadDir(dir); err != nil {
+		return fmt.Errorf("upgrade the store: %w", err)
+	}
+	if err := bdb.Update(func(txn *badger.Txn) error {
+		return txn.Set(formatKey, encodeSeq(currentFormat))
+	}); err != nil {
+		return fmt.Errorf("upgrade the store: %w", err)
+	}
+	return nil
+}
+
+// addPositions gives every message its n/ counter (format 1 to 2) and
+// returns how many messages it counted.
+func addPositions(bdb *badger.DB) (int, error) {
 	next, err := countPositions(bdb)
 	if err != nil {
-		return fmt.Errorf("upgrade the store: %w", err)
+		return 0, err
 	}
 	wb := bdb.NewWriteBatch()
 	defer wb.Cancel()
 	for id, pos := range next {
 		if err := wb.Set(positionKey(id), encodeSeq(pos)); err != nil {
-			return fmt.Errorf("upgrade the store: %w", err)
+			return 0, err
 		}
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("upgrade the store: %w", err)
+		return 0, err
 	}
-	if err := bdb.Update(func(txn *badger.Txn) error {
-		if err := txn.Delete(legacySeqKey); err != nil {
-			return err
-		}
-		return txn.Set(formatKey, encodeSeq(currentFormat))
-	}); err != nil {
-		return fmt.Errorf("upgrade the store: %w", err)
+	if err := bdb.Update(func(txn *badger.Txn) error { return txn.Delete(legacySeqKey) }); err != nil {
+		return 0, err
 	}
-	if len(next) > 0 {
-		logger.Info("store upgraded", "format", currentFormat, "messages", len(next))
-	}
-	return nil
+	return len(next), nil
 }
 
 // countPositions returns, for every message with evidence, one more than

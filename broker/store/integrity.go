@@ -50,8 +50,9 @@ import (
 //     table and deleted at once, sometimes before its length can be read;
 //     the mark's badger version catches what it lost (checkCommits). Lost
 //     evidence is refused by the high-water mark (see mark.go); lost
-//     payload bytes read back empty from badger, without an error, and
-//     surface as broker.ErrDamaged when read and in Check.
+//     bytes of a small payload read back empty from badger, without an
+//     error, and surface as broker.ErrDamaged when read and in Check
+//     (large payloads are files of their own, checked as they are read).
 
 // verifyTables checks the block checksums of every table the manifest
 // lists, before badger opens them. It returns an error naming the first

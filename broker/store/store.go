@@ -140,8 +140,9 @@ type Options struct {
 	BlobGrace time.Duration
 
 	// GCInterval is how often the value log is garbage collected, which is
-	// what frees the disk space of deleted blobs. Default 10 minutes;
-	// negative turns it off.
+	// what frees the disk space of deleted chunks of the stores written
+	// before payload files (a payload file is freed when it is deleted).
+	// Default 10 minutes; negative turns it off.
 	GCInterval time.Duration
 
 	// Now is the clock for blob ages. Default time.Now.
@@ -159,10 +160,11 @@ const (
 	defaultBlobGrace      = 24 * time.Hour
 	defaultGCInterval     = 10 * time.Minute
 
-	// valueThreshold: values at least this large (blob chunks, unusually
-	// large envelopes) go to the value log instead of the LSM tree, so
-	// compaction does not rewrite payload bytes and a transaction of chunks
-	// costs only their keys against the transaction size limit.
+	// valueThreshold: values at least this large (unusually large
+	// envelopes; the chunks of stores written before payload files) go to
+	// the value log instead of the LSM tree, so compaction does not
+	// rewrite them and a transaction of them costs only their keys against
+	// the transaction size limit.
 	valueThreshold = 64 << 10
 )
 
@@ -262,15 +264,11 @@ func Open(dir string, opts Options) (*DB, error) {
 		deferLimit:     deferLimit,
 	}
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
-	if err := makePayloadDir(dir); err != nil {
-		bdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
-	}
 	if err := db.load(m); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	if err := upgrade(bdb, opts.Logger); err != nil {
+	if err := upgrade(dir, bdb, opts.Logger); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
