@@ -268,7 +268,7 @@ func (w *blobWriter) finish(ctx context.Context, only []byte) (broker.Blob, erro
 	}
 	if small {
 		// Synced with the message that references it (see enqueue).
-		err = w.db.enqueue(ctx, len(hv)+len(only), write)
+		err = w.db.enqueue(ctx, w.id, len(hv)+len(only), write)
 	} else {
 		err = w.db.submit(ctx, len(hv), write)
 	}
@@ -496,7 +496,7 @@ var errSkip = errors.New("blob in use")
 // skips a blob started at or after it.
 func (db *DB) deleteBlob(ctx context.Context, id string, sweep bool, cutoff time.Time) error {
 	hk := blobHeaderKey(id)
-	err := db.submit(ctx, len(hk), func(b *batch) error {
+	err := db.submitFor(ctx, len(hk), id, func(b *batch) error {
 		if owner, ok, err := b.get(blobRefKey(id)); err != nil {
 			return err
 		} else if ok {

@@ -439,3 +439,37 @@ func TestDB_SmallBlobAlone(t *testing.T) {
 		runtime.Gosched()
 	}
 }
+
+// A batch that holds a small payload whose message has not come yet waits
+// for that message, and the two share one sync.
+func TestDB_BatchWaitsForItsPayloadsMessage(t *testing.T) {
+	db := openTest(t, "")
+	db.followLimit = time.Hour // the message always comes here; the wait is bounded in production
+	ctx := context.Background()
+	first := newFixture(t, db, time.Now(), court)
+	if err := db.barrier(ctx); err != nil { // first's payload committed before
+		t.Fatal(err)
+	}
+	release, started := make(chan struct{}), make(chan struct{})
+	go db.submit(ctx, 0, func(*batch) error { close(started); <-release; return nil })
+	<-started // the committer is busy: what follows queues up
+	created := make(chan error, 1)
+	go func() { _, err := db.CreateMessage(ctx, first.msg, first.copies, first.evs, nil); created <- err }()
+	for len(db.reqs) < 1 {
+		runtime.Gosched()
+	}
+	second := newFixture(t, db, time.Now(), court) // its payload, deferred, queues behind
+	before := db.commits.Load()
+	close(release)
+	for len(db.reqs) > 0 { // the committer took both and waits for second's message
+		runtime.Gosched()
+	}
+	second.create(t, db)
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	// One commit for the blocking request, one for both messages and the payload.
+	if n := db.commits.Load() - before; n != 2 {
+		t.Errorf("%d commits, want 2: the message after its payload should have joined the batch", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -61,6 +62,7 @@ const (
 	maxBatchLength = 256
 	maxBatchBytes  = 1 << 20
 	deferLimit     = 20 * time.Millisecond
+	followLimit    = 2 * time.Millisecond
 )
 
 // request is one unit of work for the committer.
@@ -70,6 +72,9 @@ type request struct {
 	run      func(*batch) error // checks, then writes; results go to variables it captured
 	done     chan error         // buffered; receives exactly one answer
 	deferred bool               // nobody waits for the answer (see enqueue)
+	blob     string             // a deferred blob write: the blob's id
+	settles  string             // the id of the blob this request references or deletes, if any
+	flush    bool               // commit its batch without waiting for more (barrier)
 }
 
 // write is one recorded write of a batch.
@@ -92,10 +97,20 @@ type batch struct {
 // waiting in either place; a ctx error after the request was queued means
 // the outcome is unknown (see the package comment).
 func (db *DB) submit(ctx context.Context, size int, run func(*batch) error) error {
+	return db.submitFor(ctx, size, "", run)
+}
+
+// submitFor is submit for a request that references or deletes the blob
+// settles, which a deferred write of it waits for (see gather).
+func (db *DB) submitFor(ctx context.Context, size int, settles string, run func(*batch) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &request{gone: ctx.Done(), size: size, run: run, done: make(chan error, 1)}
+	return db.queue(ctx, &request{gone: ctx.Done(), size: size, run: run, done: make(chan error, 1), settles: settles})
+}
+
+// queue hands r to the committer and waits for its answer.
+func (db *DB) queue(ctx context.Context, r *request) error {
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
@@ -119,11 +134,11 @@ func (db *DB) submit(ctx context.Context, size int, run func(*batch) error) erro
 // enqueue queues a deferred request and returns without waiting for it
 // to run or commit: its outcome shows in the requests that depend on it,
 // which are queued after it (see deferLimit).
-func (db *DB) enqueue(ctx context.Context, size int, run func(*batch) error) error {
+func (db *DB) enqueue(ctx context.Context, blob string, size int, run func(*batch) error) error {
 	if err := db.Err(); err != nil {
 		return err
 	}
-	r := &request{size: size, run: run, done: make(chan error, 1), deferred: true}
+	r := &request{size: size, run: run, done: make(chan error, 1), deferred: true, blob: blob}
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {
@@ -142,7 +157,11 @@ func (db *DB) enqueue(ctx context.Context, size int, run func(*batch) error) err
 // barrier returns once every request queued before it is committed: the
 // committer runs requests in queue order.
 func (db *DB) barrier(ctx context.Context) error {
-	return db.submit(ctx, 0, func(*batch) error { return nil })
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &request{gone: ctx.Done(), run: func(*batch) error { return nil }, done: make(chan error, 1), flush: true}
+	return db.queue(ctx, r)
 }
 
 func (db *DB) commitLoop() {
@@ -160,41 +179,78 @@ func (db *DB) commitLoop() {
 	}
 }
 
-// gather adds what is queued to the batch, up to its bounds. A batch of
-// deferred requests only also waits, up to deferLimit, for a request that
-// somebody waits for.
+// gather adds what is queued to the batch, up to its bounds, and waits
+// for more while the batch holds a small payload whose message has not
+// come yet: a batch of deferred requests only waits, up to deferLimit, for
+// a request somebody waits for; and a batch holding a deferred blob that
+// no request in it references or deletes waits, up to followLimit after
+// its first request, for the one that will. That request is on its way
+// (the node queues the blob once the payload is in, and the message once
+// its evidence is signed), and when it joins, the two share one sync
+// instead of paying one each. Nothing else is waited for: a batch whose
+// senders are all in it is committed at once.
 func (db *DB) gather(queue []*request, size int) []*request {
-	waited := !queue[0].deferred
-	var timeout <-chan time.Time
+	var g gathering
+	g.add(queue[0])
+	start := time.Now()
 	for len(queue) < db.maxBatchLength && size < db.maxBatchBytes {
 		var r *request
 		var ok bool
-		if waited {
-			select {
-			case r, ok = <-db.reqs:
-			default:
+		select {
+		case r, ok = <-db.reqs:
+		default:
+			wait := g.wait(db, time.Since(start))
+			if wait <= 0 {
 				return queue
 			}
-		} else {
-			if timeout == nil {
-				t := time.NewTimer(db.deferLimit)
-				defer t.Stop()
-				timeout = t.C
-			}
+			t := time.NewTimer(wait)
 			select {
 			case r, ok = <-db.reqs:
-			case <-timeout:
+				t.Stop()
+			case <-t.C:
 				return queue
 			}
 		}
 		if !ok {
 			return queue // run this batch; the next receive ends the loop
 		}
+		g.add(r)
 		queue = append(queue, r)
 		size += r.size
-		waited = waited || !r.deferred
 	}
 	return queue
+}
+
+// gathering is what gather knows of the batch it is gathering.
+type gathering struct {
+	waited  bool     // it holds a request somebody waits for
+	flush   bool     // it holds a barrier
+	pending []string // ids of deferred blobs no request in it settles yet
+}
+
+func (g *gathering) add(r *request) {
+	g.waited = g.waited || !r.deferred
+	g.flush = g.flush || r.flush
+	if r.blob != "" {
+		g.pending = append(g.pending, r.blob)
+	}
+	if r.settles != "" {
+		g.pending = slices.DeleteFunc(g.pending, func(id string) bool { return id == r.settles })
+	}
+}
+
+// wait is how long the batch should wait for its next request, elapsed
+// after its first; 0 or less: not at all.
+func (g *gathering) wait(db *DB, elapsed time.Duration) time.Duration {
+	switch {
+	case g.flush:
+		return 0
+	case !g.waited:
+		return db.deferLimit - elapsed
+	case len(g.pending) > 0:
+		return db.followLimit - elapsed
+	}
+	return 0
 }
 
 // answer answers r. A deferred request stops counting as queued once it

@@ -72,7 +72,7 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 	mk, hk, rk := messageKey(id), blobHeaderKey(blob), blobRefKey(blob)
 	wantSize, wantSHA, envSHA := m.Header.PayloadSize, m.Header.PayloadSHA256, m.EnvelopeSHA256
 	var out []broker.Evidence
-	err = db.submit(ctx, size, func(b *batch) error {
+	err = db.submitFor(ctx, size, blob, func(b *batch) error {
 		// Checks.
 		if v, ok, err := b.get(mk); err != nil {
 			return err

@@ -218,8 +218,9 @@ type DB struct {
 
 	reqs          chan *request // to the committer; closed by Close
 	committerDone chan struct{}
-	deferred      atomic.Int64 // deferred requests queued and not yet answered (see enqueue)
-	deferLimit    time.Duration
+	deferred      atomic.Int64  // deferred requests queued and not yet answered (see enqueue)
+	deferLimit    time.Duration // see commit.go
+	followLimit   time.Duration // see gather
 	stopGC        chan struct{}
 	gcDone        chan struct{}
 
@@ -262,6 +263,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		maxBatchBytes:  maxBatchBytes,
 		maxBatchLength: maxBatchLength,
 		deferLimit:     deferLimit,
+		followLimit:    followLimit,
 	}
 	db.chunks.New = func() any { b := make([]byte, chunkSize); return &b }
 	if err := db.load(m); err != nil {
