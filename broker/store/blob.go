@@ -365,8 +365,14 @@ func (r *fileReader) end() error {
 	if n, _ := r.f.Read(one[:]); n > 0 {
 		return fmt.Errorf("read blob %s: %w: the payload file is longer than the recorded size", r.id, broker.ErrDamaged)
 	}
-	if got := r.hash.Sum(nil); string(got) != string(r.want) {
-		return fmt.Errorf("read blob %s: %w: SHA-256 of the stored bytes does not match the one recorded", r.id, broker.ErrDamaged)
+	return endOfBlob(r.id, r.hash, r.want)
+}
+
+// endOfBlob is io.EOF if the bytes hashed into h have the digest want,
+// else the error that they are damaged.
+func endOfBlob(id string, h hash.Hash, want []byte) error {
+	if got := h.Sum(nil); string(got) != string(want) {
+		return fmt.Errorf("read blob %s: %w: SHA-256 of the stored bytes does not match the one recorded", id, broker.ErrDamaged)
 	}
 	return io.EOF
 }
@@ -430,10 +436,7 @@ func (r *blobReader) Read(p []byte) (int, error) {
 // if the digest matches.
 func (r *blobReader) fetch() error {
 	if r.read == r.size {
-		if got := r.hash.Sum(nil); string(got) != string(r.want) {
-			return fmt.Errorf("read blob %s: %w: SHA-256 of the stored bytes does not match the one recorded", r.id, broker.ErrDamaged)
-		}
-		return io.EOF
+		return endOfBlob(r.id, r.hash, r.want)
 	}
 	k := blobChunkKey(r.id, r.next)
 	err := r.db.view(context.Background(), func(txn *badger.Txn) error {
@@ -684,28 +687,30 @@ func (db *DB) sweepFiles(ctx context.Context) (int, error) {
 
 // sweepNames deletes those of the payload files named that have no header.
 func (db *DB) sweepNames(ctx context.Context, names []string) (int, error) {
-	n := 0
-	for _, id := range names {
-		if !validBlobID(id) {
-			continue
+	var headless []string
+	if err := db.view(ctx, func(txn *badger.Txn) error {
+		for _, id := range names {
+			if !validBlobID(id) {
+				continue
+			}
+			found, err := has(txn, blobHeaderKey(id))
+			if err != nil {
+				return err
+			}
+			if !found {
+				headless = append(headless, id)
+			}
 		}
-		var found bool
-		if err := db.view(ctx, func(txn *badger.Txn) error {
-			var err error
-			found, err = has(txn, blobHeaderKey(id))
-			return err
-		}); err != nil {
-			return n, err
-		}
-		if found {
-			continue
-		}
-		if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return n, fmt.Errorf("delete orphan payload file: %w", err)
-		}
-		n++
+		return nil
+	}); err != nil {
+		return 0, err
 	}
-	return n, nil
+	for i, id := range headless {
+		if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return i, fmt.Errorf("delete orphan payload file: %w", err)
+		}
+	}
+	return len(headless), nil
 }
 
 func has(txn *badger.Txn, k []byte) (bool, error) {

@@ -111,23 +111,36 @@ func (db *DB) submitFor(ctx context.Context, size int, settles string, run func(
 
 // queue hands r to the committer and waits for its answer.
 func (db *DB) queue(ctx context.Context, r *request) error {
-	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
-		return ErrClosed
-	}
-	select {
-	case db.reqs <- r:
-		db.mu.RUnlock()
-	case <-ctx.Done():
-		db.mu.RUnlock()
-		return ctx.Err() // not queued: nothing written
+	if err := db.hand(ctx, r); err != nil {
+		return err
 	}
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("outcome unknown: %w", ctx.Err())
+	}
+}
+
+// hand gives r to the committer, unless the store is closed or ctx ends
+// first (then nothing is written).
+func (db *DB) hand(ctx context.Context, r *request) error {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	if r.deferred {
+		db.deferred.Add(1) // before the committer can answer it
+	}
+	select {
+	case db.reqs <- r:
+		return nil
+	case <-ctx.Done():
+		if r.deferred {
+			db.deferred.Add(-1)
+		}
+		return ctx.Err()
 	}
 }
 
@@ -138,20 +151,7 @@ func (db *DB) enqueue(ctx context.Context, blob string, size int, run func(*batc
 	if err := db.Err(); err != nil {
 		return err
 	}
-	r := &request{size: size, run: run, done: make(chan error, 1), deferred: true, blob: blob}
-	db.mu.RLock()
-	defer db.mu.RUnlock()
-	if db.closed {
-		return ErrClosed
-	}
-	db.deferred.Add(1)
-	select {
-	case db.reqs <- r:
-		return nil
-	case <-ctx.Done():
-		db.deferred.Add(-1)
-		return ctx.Err() // not queued: nothing written
-	}
+	return db.hand(ctx, &request{size: size, run: run, done: make(chan error, 1), deferred: true, blob: blob})
 }
 
 // barrier returns once every request queued before it is committed: the
