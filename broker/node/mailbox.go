@@ -227,10 +227,16 @@ func (n *Node) ownCopy(ctx context.Context, caller pki.Peer, id string) (*broker
 	if err != nil {
 		return nil, nil, fmt.Errorf("load copy of %s: %w", id, err)
 	}
+	// The copy exists, so its message does: a message recalled is the
+	// one stored.
+	if m, ok := n.messages.get(id); ok {
+		return m, c, nil
+	}
 	m, err := n.store.Message(ctx, id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load message %s: %w", id, err)
 	}
+	n.messages.put(id, m)
 	return m, c, nil
 }
 
@@ -265,31 +271,31 @@ func (n *Node) headStatement(ctx context.Context, c *broker.Copy) (*evidence.Sta
 	return ev.Statement, nil
 }
 
-// headCache keeps the statements of evidence by digest, so that a fetch
-// or an acknowledgement, which must know the type and time of the copy's
-// newest evidence, need not load the message's evidence and parse its CMS:
-// the node remembers what it issued and what it last read. An evidence
-// never changes, so an entry is never stale.
-type headCache struct {
-	mu sync.Mutex
-	m  map[string]*evidence.Statement
+// recall keeps values of records that never change, by key, so that
+// the steps of a message's life, which follow each other within
+// moments, need not load and decode them again: the statements of
+// evidence by digest (a fetch or an acknowledgement must know the type
+// and time of the copy's newest evidence), and stored messages by id.
+// Nothing held is ever stale, as neither is ever rewritten; when it
+// holds max entries it starts afresh. Values are shared, never changed.
+type recall[V any] struct {
+	mu  sync.Mutex
+	m   map[string]V
+	max int
 }
 
-// maxCachedHeads bounds the cache; when it is full it starts afresh.
-const maxCachedHeads = 8192
-
-func (h *headCache) get(digest string) (*evidence.Statement, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	st, ok := h.m[digest]
-	return st, ok
+func (r *recall[V]) get(key string) (V, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.m[key]
+	return v, ok
 }
 
-func (h *headCache) put(digest string, st *evidence.Statement) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.m == nil || len(h.m) >= maxCachedHeads {
-		h.m = make(map[string]*evidence.Statement)
+func (r *recall[V]) put(key string, v V) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil || len(r.m) >= r.max {
+		r.m = make(map[string]V)
 	}
-	h.m[digest] = st
+	r.m[key] = v
 }

@@ -20,6 +20,7 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/tlog"
@@ -270,28 +271,29 @@ type Config struct {
 
 // Node is one Kurier node. Its methods are safe for concurrent use.
 type Node struct {
-	store   Store
-	signer  cms.Signer
-	trust   *pki.TrustStore
-	domain  string // the issuer name on node evidence
-	domains map[string]bool
-	dir     map[string]Participant
-	limits  Limits
-	now     func() time.Time
-	log     *slog.Logger
-	hub     hub
-	uploads chan struct{} // a slot per payload being stored
-	senders uploadCounts  // the slots each sender holds
-	logKey  string
-	logVKey string // logKey's verifier key, named in export indexes
-	logVSig []byte // the node certificate's detached signature over logVKey
-	peers   Peers
-	queued  func(domain string)
-	remote  remoteDirectory
-	held    holds
-	admit   admission
-	space   func(size int64) (func(), error)
-	heads   headCache
+	store    Store
+	signer   cms.Signer
+	trust    *pki.TrustStore
+	domain   string // the issuer name on node evidence
+	domains  map[string]bool
+	dir      map[string]Participant
+	limits   Limits
+	now      func() time.Time
+	log      *slog.Logger
+	hub      hub
+	uploads  chan struct{} // a slot per payload being stored
+	senders  uploadCounts  // the slots each sender holds
+	logKey   string
+	logVKey  string // logKey's verifier key, named in export indexes
+	logVSig  []byte // the node certificate's detached signature over logVKey
+	peers    Peers
+	queued   func(domain string)
+	remote   remoteDirectory
+	held     holds
+	admit    admission
+	space    func(size int64) (func(), error)
+	heads    recall[*evidence.Statement] // by evidence digest
+	messages recall[*broker.Message]     // by id, for the steps of a copy
 }
 
 // New checks cfg and returns a node over st.
@@ -322,6 +324,10 @@ func New(st Store, cfg Config) (*Node, error) {
 		peers:   cfg.Peers,
 		queued:  cfg.Queued,
 	}
+	// A message's steps follow each other within seconds; these hold
+	// those of the last few thousand messages (a stored message is a few
+	// KiB, a statement a few hundred bytes).
+	n.heads.max, n.messages.max = 8192, 1024
 	if n.queued == nil {
 		n.queued = func(string) {}
 	}

@@ -338,7 +338,9 @@ func (n *Node) issueAt(m *broker.Message, recipient string, typ evidence.Type, p
 		Sender:         m.Header.From,
 		Recipient:      recipient,
 		Issuer:         n.issuerFor(typ, m.Header.From, recipient),
-		Time:           at,
+		// As it is signed (TimeFormat keeps microseconds), so that st is
+		// the statement a reader of the evidence gets.
+		Time:           at.UTC().Truncate(time.Microsecond),
 		PreviousSHA256: prev,
 		Reason:         truncate(reason, evidence.MaxReasonLen),
 	}
@@ -346,21 +348,10 @@ func (n *Node) issueAt(m *broker.Message, recipient string, typ evidence.Type, p
 	if err != nil {
 		return broker.Evidence{}, fmt.Errorf("issue %s: %w", typ, err)
 	}
-	n.rememberIssued(der, st)
+	// Kept for the copy's next step (headStatement), which then need not
+	// load and parse the evidence.
+	n.heads.put(evidence.Digest(der), st)
 	return broker.Evidence{MessageID: m.ID(), Sender: m.Header.From, Recipient: recipient, Type: string(typ), DER: der}, nil
-}
-
-// rememberIssued keeps the statement of an evidence the node signed as it
-// will be read back (its time as signed, to the microsecond), for the
-// next step of the copy (headStatement).
-func (n *Node) rememberIssued(der []byte, st *evidence.Statement) {
-	b, err := st.Marshal()
-	if err != nil {
-		return // Sign has marshalled it already; nothing to remember
-	}
-	if signed, err := evidence.ParseStatement(b); err == nil {
-		n.heads.put(evidence.Digest(der), signed)
-	}
 }
 
 // issuerFor names the domain a node evidence is issued under: the
