@@ -184,3 +184,33 @@ type InboxEntry struct {
 	Copy    Copy
 	Message *Message
 }
+
+// Backlog is what waits at a node, for its operators: what it has not
+// relayed yet, and what its mailboxes' owners have not fetched or
+// answered. Metrics and alerts are built on it.
+type Backlog struct {
+	// Queued is, by destination domain, the messages waiting to be
+	// relayed to that domain's node; Oldest is when the node received the
+	// oldest copy still waiting for it.
+	Queued map[string]Waiting
+	// Unfetched are local copies delivered but not retrieved yet.
+	Unfetched Waiting
+	// Unanswered are local copies retrieved but neither acknowledged nor
+	// rejected yet.
+	Unanswered Waiting
+}
+
+// Waiting counts what waits, and says since when the oldest of it has
+// waited (when the node received it; zero if nothing waits).
+type Waiting struct {
+	Count  int
+	Oldest time.Time
+}
+
+// Add counts one more that waits since t.
+func (w *Waiting) Add(t time.Time) {
+	if w.Count == 0 || t.Before(w.Oldest) {
+		w.Oldest = t
+	}
+	w.Count++
+}

@@ -51,6 +51,15 @@ type Config struct {
 	// a wrong address here fails the handshake instead of misrouting.
 	Peers  map[string]string `yaml:"peers"`
 	Limits LimitsConfig      `yaml:"limits"`
+	// MetricsListen, if set, is the host:port of a plain-HTTP listener,
+	// apart from the node's, that serves Prometheus metrics on /metrics,
+	// and /healthz and /readyz. It has no authentication: keep it on
+	// loopback or a network only the monitoring reaches. Off by default.
+	MetricsListen string `yaml:"metrics_listen"`
+	// MetricsListener, if set, is an open listener to serve the metrics
+	// on instead of MetricsListen's: for programs that embed the node,
+	// and tests that need the port before the node starts.
+	MetricsListener net.Listener `yaml:"-"`
 }
 
 // ParticipantConfig is one local mailbox.
@@ -216,6 +225,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validatePeers(domains)...)
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen: %q is not host:port: %w", c.MetricsListen, err))
+		} else if n, err := strconv.ParseUint(port, 10, 16); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen: %q: port %q is not a number from 0 to 65535", c.MetricsListen, port))
+		} else if c.Listen != "" && n != 0 && c.MetricsListen == c.Listen {
+			errs = append(errs, fmt.Errorf("metrics_listen: %s is the node's own listen address; give the metrics a port of their own", c.MetricsListen))
+		}
+	}
 	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,6 +63,13 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	for _, d := range peers.Domains() {
 		workers[d] = &relay.Worker{Peers: peers, Domain: d, Logger: logger}
 	}
+	met := newMetrics(cfg, db, id, trust, peers.Domains(), logger)
+	var observer node.Observer
+	rpcOpts := cfg.Limits.rpc(trust, logger)
+	if met != nil {
+		observer = met
+		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, met.UnaryInterceptor()), append(rpcOpts.Stream, met.StreamInterceptor())
+	}
 	n, err := node.New(db, node.Config{
 		Domains:      cfg.Domains,
 		Signer:       cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
@@ -74,9 +82,10 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 				w.Wake()
 			}
 		},
-		Limits: cfg.Limits.node(),
-		Space:  alarm.Reserve,
-		Logger: logger,
+		Observer: observer,
+		Limits:   cfg.Limits.node(),
+		Space:    alarm.Reserve,
+		Logger:   logger,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -86,7 +95,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return fmt.Errorf("listen: %w", err)
 	}
 	lis := netlimit.Wrap(tcp, conns)
-	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), cfg.Limits.rpc(trust, logger))
+	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpcOpts)
 	if err != nil {
 		lis.Close()
 		return err
@@ -100,6 +109,20 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	defer stopBackground()
 	startBackground(bgCtx, &background, db, n, workers, logger)
 	background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
+	if met != nil {
+		met.InitializeRPC(srv)
+		var serving atomic.Bool
+		serving.Store(true)
+		background.Go(func() { <-bgCtx.Done(); serving.Store(false) })
+		// The metrics outlive the drain, so that /readyz says 503 while
+		// the node stops: they end when Run returns.
+		metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopMetrics()
+		if err := serveMetrics(metricsCtx, &background, cfg, met.Handler(serving.Load), logger); err != nil {
+			lis.Close()
+			return err
+		}
+	}
 	if ready != nil {
 		ready(lis.Addr())
 	}

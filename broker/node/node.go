@@ -256,7 +256,10 @@ type Config struct {
 	// evidence has been queued for that domain's node, so that the relay
 	// worker need not wait for its next look at the queues.
 	Queued func(domain string)
-	Limits Limits
+	// Observer, if set, learns of every submission's outcome and every
+	// evidence stored, for the node's metrics.
+	Observer Observer
+	Limits   Limits
 	// Space, if set, is asked for room before every new message is taken
 	// (a submission, a relayed message) with its payload's size: it
 	// returns the function that gives the room back once the payload is
@@ -294,6 +297,7 @@ type Node struct {
 	space    func(size int64) (func(), error)
 	heads    recall[*evidence.Statement] // by evidence digest
 	messages recall[*broker.Message]     // by id, for the steps of a copy
+	obs      Observer
 }
 
 // New checks cfg and returns a node over st.
@@ -328,6 +332,10 @@ func New(st Store, cfg Config) (*Node, error) {
 	// those of the last few thousand messages (a stored message is a few
 	// KiB, a statement a few hundred bytes).
 	n.heads.max, n.messages.max = 8192, 1024
+	n.obs = noObserver{}
+	if cfg.Observer != nil {
+		n.obs, n.store = cfg.Observer, observedStore{Store: st, obs: cfg.Observer}
+	}
 	if n.queued == nil {
 		n.queued = func(string) {}
 	}

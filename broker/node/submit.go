@@ -57,6 +57,15 @@ func (r *Rejection) Unwrap() error { return r.Err }
 // answered for it is broker.ErrUnavailable, to try again later: nothing is
 // accepted then, and nothing refused.
 func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte, payload io.Reader) (*Receipt, error) {
+	var repeated bool
+	r, err := n.submit(ctx, caller, envBytes, sig, payload, &repeated)
+	n.obs.Submission(submissionOutcome(err, repeated))
+	return r, err
+}
+
+// submit is Submit; it sets *repeated when it answers a repeat of a
+// stored message.
+func (n *Node) submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte, payload io.Reader, repeated *bool) (*Receipt, error) {
 	if err := requireParticipant(caller); err != nil {
 		return nil, err
 	}
@@ -81,7 +90,8 @@ func (n *Node) Submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 	}
 	// A repeat is answered even when the disk is full or the quota used:
 	// it is how a sender learns the outcome of a try it lost.
-	if r, err, repeated := n.repeated(ctx, m); repeated {
+	if r, err, again := n.repeated(ctx, m); again {
+		*repeated = true
 		return r, err
 	}
 	if !m.Expires.After(m.Received) {

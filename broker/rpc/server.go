@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -58,6 +59,11 @@ type Options struct {
 	// Keepalive tunes how the server treats idle connections and pings;
 	// zero fields take the defaults named there.
 	Keepalive Keepalive
+	// Unary and Stream run around every call, outermost first, before
+	// the caller is authenticated, so that they see refusals too: the
+	// node's metrics.
+	Unary  []grpc.UnaryServerInterceptor
+	Stream []grpc.StreamServerInterceptor
 }
 
 // Keepalive is the server's keepalive policy.
@@ -126,8 +132,8 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	ka := opts.Keepalive
 	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle, uploadTimeout: opts.UploadTimeout, streamCheck: opts.StreamCheck}
 	s := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(svc.unaryIdentity),
-		grpc.ChainStreamInterceptor(svc.streamIdentity),
+		grpc.ChainUnaryInterceptor(append(slices.Clone(opts.Unary), svc.unaryIdentity)...),
+		grpc.ChainStreamInterceptor(append(slices.Clone(opts.Stream), svc.streamIdentity)...),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.ForceServerCodecV2(newCodec()),
 		// Calls run on long-lived goroutines whose stacks have grown to

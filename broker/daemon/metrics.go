@@ -1,0 +1,72 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/diskspace"
+	"kurier.dev/kurier/broker/metrics"
+	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/pki"
+)
+
+// newMetrics returns the node's metrics over its store, trust store and
+// certificate, or nil if cfg serves none.
+func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustStore, peerDomains []string, logger *slog.Logger) *metrics.Metrics {
+	if cfg.MetricsListen == "" && cfg.MetricsListener == nil {
+		return nil
+	}
+	return metrics.New(metrics.Sources{
+		Backlog: db.Backlog,
+		LogSize: db.LogSize,
+		Domains: peerDomains,
+		CRLNextUpdate: func() time.Time {
+			if crl := trust.RevocationList(); crl != nil {
+				return crl.NextUpdate
+			}
+			return time.Time{}
+		},
+		CertNotAfter: id.Cert.NotAfter,
+		FreeBytes:    func() (uint64, error) { return diskspace.Statfs(cfg.Data) },
+		Logger:       logger,
+	})
+}
+
+// metricsReadTimeout bounds how long a scrape may take to send its
+// request, so that idle or slow connections do not pile up.
+const metricsReadTimeout = 10 * time.Second
+
+// serveMetrics serves h on cfg's metrics listener until ctx ends, in wg.
+func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, h http.Handler, logger *slog.Logger) error {
+	lis := cfg.MetricsListener
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+	}
+	if tcp, ok := lis.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		logger.Warn("the metrics listener is not on loopback; it has no authentication, so let only the monitoring reach it", slog.String("addr", lis.Addr().String()))
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: metricsReadTimeout, ReadTimeout: metricsReadTimeout, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	wg.Go(func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics listener", slog.Any(broker.LogErr, err))
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	})
+	logger.Info("metrics listening", slog.String("addr", lis.Addr().String()))
+	return nil
+}
