@@ -93,6 +93,12 @@ participants:
 		"participant elsewhere": {strings.Replace(good, "poststelle@stadt.example", "a@lg.example", 1), "not in one of the node's domains"},
 		"no crl":                {strings.Replace(good, "crl: ca/crl.pem\n", "", 1), "crl is required"},
 		"bad domain":            {strings.Replace(good, "[stadt.example]", "[Stadt]", 1), "domain"},
+		"list for a value":      {strings.Replace(good, "listen: 127.0.0.1:7443", "listen: [127.0.0.1:7443]", 1), "listen (line 1): give a single value here"},
+		"word for a number":     {good + "limits:\n  max_recipients: many\n", `limits.max_recipients (line 10): "many" is not a whole number`},
+		"key unknown in limits": {good + "limits:\n  max_recipient: 5\n", "limits.max_recipient (line 10): no such key; the keys here are"},
+		"one domain, no list":   {strings.Replace(good, "[stadt.example]", "stadt.example", 1), "domains (line 6): give a list here"},
+		"metrics port":          {good + "metrics_listen: 127.0.0.1:http\n", `metrics_listen: "127.0.0.1:http": port "http" is not a number`},
+		"metrics on the node":   {good + "metrics_listen: 127.0.0.1:7443\n", "metrics_listen: 127.0.0.1:7443 is the node's own listen address"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := LoadConfig(write(tc.body))
@@ -227,8 +233,8 @@ limits:
 		"free space too small":   {body: strings.Replace(good, "upload_idle: 45s", "min_free_bytes: 1048576", 1), want: []string{"min_free_bytes 1048576 is below"}},
 		"per source above all":   {body: strings.Replace(good, "upload_idle: 45s", "max_connections: 10\n  max_connections_per_source: 11", 1), want: []string{"max_connections_per_source 11 is more than max_connections 10"}},
 		"default above max":      {body: strings.Replace(good, "max_expiry: 720h", "max_expiry: 24h", 1), want: []string{"default_expiry 168h0m0s is longer than max_expiry 24h0m0s"}},
-		"days are no unit":       {body: strings.Replace(good, "168h", "7d", 1), want: []string{"7d", "time.Duration"}},
-		"bare number":            {body: strings.Replace(good, "168h", "604800", 1), want: []string{"604800", "time.Duration"}},
+		"days are no unit":       {body: strings.Replace(good, "168h", "7d", 1), want: []string{"limits.default_expiry (line 11)", `"7d" is not a duration`, "there is none for days"}},
+		"bare number":            {body: strings.Replace(good, "168h", "604800", 1), want: []string{"limits.default_expiry (line 11)", `"604800" is not a duration such as 90s`}},
 		"every problem at once": {
 			body: strings.NewReplacer("stadt.example]", "stadt.example, amtsgericht.example]", "127.0.0.1:7442", "x:0", "retention: 720h", "retention: -1h").Replace(good),
 			want: []string{"amtsgericht.example is one of the node's own domains", `port "0"`, "retention -1h0m0s is negative"},
