@@ -1,0 +1,91 @@
+package auditlog
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/pki"
+)
+
+// maxReason bounds the refusal message recorded; the node's messages are
+// shorter, and what they quote of a caller is bounded already.
+const maxReason = 512
+
+// UnaryInterceptor records the unary calls refused as unauthenticated or
+// forbidden. It must run outside the node's own interceptors, so that it
+// sees their refusals.
+func (l *Log) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		l.refused(ctx, info.FullMethod, err)
+		return resp, err
+	}
+}
+
+// StreamInterceptor records the streams refused or ended as
+// unauthenticated or forbidden (a caller revoked while its stream was
+// open, say).
+func (l *Log) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		err := handler(srv, ss)
+		l.refused(ss.Context(), info.FullMethod, err)
+		return err
+	}
+}
+
+// refused records err if it is a refusal an auditor must see.
+func (l *Log) refused(ctx context.Context, method string, err error) {
+	if l == nil || err == nil {
+		return
+	}
+	st := status.Convert(err)
+	var kind string
+	switch st.Code() {
+	case codes.Unauthenticated:
+		kind = "authentication"
+	case codes.PermissionDenied:
+		kind = "authorization"
+	default:
+		return
+	}
+	attrs := []slog.Attr{slog.String("kind", kind), slog.String("method", method), slog.String("code", st.Code().String())}
+	attrs = append(attrs, callerAttrs(ctx)...)
+	reason := st.Message()
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
+	}
+	attrs = append(attrs, slog.String("reason", reason))
+	l.Record(EventRefused, attrs...)
+}
+
+// callerAttrs names the caller as its certificate does, verified or not:
+// its identity, the certificate's serial and issuer, and its network
+// address.
+func callerAttrs(ctx context.Context) []slog.Attr {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	var attrs []slog.Attr
+	if pr.Addr != nil {
+		attrs = append(attrs, slog.String("remote", pr.Addr.String()))
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return append(attrs, slog.String("peer", "none (no client certificate)"))
+	}
+	cert := info.State.PeerCertificates[0]
+	who := cert.Subject.String()
+	if p, err := pki.PeerOf(cert); err == nil {
+		who = p.String()
+	}
+	return append(attrs, slog.String("peer", who),
+		slog.String("cert_serial", "0x"+cert.SerialNumber.Text(16)), slog.String("cert_issuer", cert.Issuer.String()))
+}
