@@ -14,7 +14,15 @@
 //
 //	CA directory:        ca.pem, ca-key.pem (0600), revoked.json, crl.pem, crlnumber
 //	identity directory:  cert.pem, key.pem (0600), ca.pem, and for participants
-//	                     enc-cert.pem, enc-key.pem (0600)
+//	                     enc-cert.pem, enc-key.pem (0600); for nodes the
+//	                     transparency-log key log.key (0600) and log.vkey
+//	                     (WriteLogKey); csr.pem and enc-csr.pem where a
+//	                     participant made its own keys (NewParticipantRequest)
+//
+// A participant's keys are made either by the CA (IssueParticipant, for
+// development) or on the participant's own machine, with only the
+// certificate signing requests going to the CA (NewParticipantRequest,
+// ParseRequest, CA.IssueRequests).
 //
 // Private keys are PKCS#8 PEM. This is the only package that imports cfssl.
 package pki

@@ -13,6 +13,10 @@ var (
 	ErrCRLStale = errors.New("crl is stale")
 	// ErrExists means InitCA or an Issue call would overwrite existing keys.
 	ErrExists = errors.New("already exists")
+	// ErrBadCSR means a certificate signing request was refused: it does
+	// not parse, its signature does not verify, or its key or address is
+	// not one the CA certifies.
+	ErrBadCSR = errors.New("certificate request refused")
 	// ErrUnknownIdentity means a certificate is neither a well-formed
 	// participant nor a well-formed node certificate.
 	ErrUnknownIdentity = errors.New("unknown identity")

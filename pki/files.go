@@ -22,8 +22,13 @@ const (
 	keyFile        = "key.pem"
 	encCertFile    = "enc-cert.pem"
 	encKeyFile     = "enc-key.pem"
+	csrFile        = "csr.pem"
+	encCSRFile     = "enc-csr.pem"
+	logKeyFile     = "log.key"
+	logVKeyFile    = "log.vkey"
 	pemCertificate = "CERTIFICATE"
 	pemCRL         = "X509 CRL"
+	pemCSR         = "CERTIFICATE REQUEST"
 )
 
 // maxPEMFile caps what we read from a certificate, key or CRL file, so that
@@ -128,7 +133,10 @@ func loadKey(path string) (crypto.Signer, error) {
 	return signer, nil
 }
 
-func readFile(path string) ([]byte, error) {
+func readFile(path string) ([]byte, error) { return readFileMax(path, maxPEMFile) }
+
+// readFileMax reads path if it holds at most max bytes.
+func readFileMax(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err // *PathError already names the file
@@ -138,8 +146,8 @@ func readFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.Size() > maxPEMFile {
-		return nil, fmt.Errorf("read %s: %d bytes, more than %d", path, fi.Size(), maxPEMFile)
+	if fi.Size() > max {
+		return nil, fmt.Errorf("read %s: %d bytes, more than %d", path, fi.Size(), max)
 	}
 	data := make([]byte, fi.Size())
 	if _, err := io.ReadFull(f, data); err != nil {
@@ -184,6 +192,46 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	ok = true
 	if d, err := os.Open(dir); err == nil {
 		d.Sync() // best effort: make the rename durable too
+		d.Close()
+	}
+	return nil
+}
+
+// writeFileExclusive writes data to path like writeFileAtomic, but fails
+// with ErrExists instead of replacing a file that is there, even one made
+// between the caller's check and this write: the complete temporary file
+// is hard-linked into place, which fails if path exists.
+func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName) // after the link, path keeps the data
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmpName, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%w: %s", ErrExists, path)
+		}
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // best effort: make the new name durable too
 		d.Close()
 	}
 	return nil

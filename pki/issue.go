@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -135,15 +136,15 @@ func (ca *CA) IssueParticipant(dir string, addr string) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue participant %s: signing certificate: %w", addr, err)
 	}
-	if p, err := PeerOf(cert); err != nil || p.Kind != KindParticipant || p.Address != addr {
-		return nil, fmt.Errorf("issue participant %s: issued certificate has the wrong shape (%v): %v", addr, p, err)
+	if err := checkParticipantCert(cert, addr, false); err != nil {
+		return nil, fmt.Errorf("issue participant %s: %w", addr, err)
 	}
 	encCert, err := ca.issue(encKey, profileParticipantEncryption, addr, []string{addr})
 	if err != nil {
 		return nil, fmt.Errorf("issue participant %s: encryption certificate: %w", addr, err)
 	}
-	if !slices.Equal(encCert.EmailAddresses, []string{addr}) || len(encCert.DNSNames)+len(encCert.IPAddresses)+len(encCert.URIs) > 0 {
-		return nil, fmt.Errorf("issue participant %s: issued encryption certificate has the wrong SANs", addr)
+	if err := checkParticipantCert(encCert, addr, true); err != nil {
+		return nil, fmt.Errorf("issue participant %s: %w", addr, err)
 	}
 	id := &Identity{
 		Cert: cert, Key: key,
@@ -156,6 +157,23 @@ func (ca *CA) IssueParticipant(dir string, addr string) (*Identity, error) {
 	return id, nil
 }
 
+// checkParticipantCert checks what cfssl produced against what the CA
+// asked for: it decides the SAN type of each host itself. A signing
+// certificate must read as the participant addr (PeerOf); an encryption
+// certificate, which has no client auth, must carry addr as its one SAN.
+func checkParticipantCert(cert *x509.Certificate, addr string, encryption bool) error {
+	if encryption {
+		if !slices.Equal(cert.EmailAddresses, []string{addr}) || len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.URIs) > 0 {
+			return errors.New("issued encryption certificate has the wrong SANs")
+		}
+		return nil
+	}
+	if p, err := PeerOf(cert); err != nil || p.Kind != KindParticipant || p.Address != addr {
+		return fmt.Errorf("issued certificate has the wrong shape (%v): %v", p, err)
+	}
+	return nil
+}
+
 // issue has cfssl sign a certificate for key under profile. The CSR is
 // ours, made only to carry the key to cfssl; subject and SANs are set by
 // the SignRequest.
@@ -164,7 +182,15 @@ func (ca *CA) issue(key crypto.Signer, profile, cn string, hosts []string) (*x50
 	if err != nil {
 		return nil, fmt.Errorf("create csr: %w", err)
 	}
-	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})
+	csrPEM := pem.EncodeToMemory(&pem.Block{Type: pemCSR, Bytes: csrDER})
+	return ca.sign(csrPEM, key.Public(), profile, cn, hosts)
+}
+
+// sign has cfssl sign the CSR csrPEM, whose key is pub, under profile. The
+// profiles' CSR whitelist takes only the key from the CSR; subject and
+// SANs are set by the SignRequest. It checks the result: signed by this
+// CA, not a CA, and for pub.
+func (ca *CA) sign(csrPEM []byte, pub crypto.PublicKey, profile, cn string, hosts []string) (*x509.Certificate, error) {
 	// A leaf must not outlive its root: chains would fail on that day anyway.
 	notAfter := time.Now().Add(leafValidity).UTC()
 	if notAfter.After(ca.cert.NotAfter) {
@@ -185,7 +211,7 @@ func (ca *CA) issue(key crypto.Signer, profile, cn string, hosts []string) (*x50
 		return nil, fmt.Errorf("parse issued certificate: %w", err)
 	}
 	cert := certs[0]
-	if cert.IsCA || cert.CheckSignatureFrom(ca.cert) != nil || !publicKeysEqual(cert.PublicKey, key.Public()) {
+	if cert.IsCA || cert.CheckSignatureFrom(ca.cert) != nil || !publicKeysEqual(cert.PublicKey, pub) {
 		return nil, fmt.Errorf("issued certificate for %s failed the CA's own checks", cn)
 	}
 	return cert, nil

@@ -37,8 +37,8 @@ type Config struct {
 	// checked against it.
 	CRL string `yaml:"crl"`
 	// LogKey is the file holding the signed-note private key that signs the
-	// transparency log's checkpoints (kurierd -dev writes one, and its
-	// verifier key beside it as log.vkey).
+	// transparency log's checkpoints (kurier pki log-key writes one, and
+	// its verifier key beside it as log.vkey; kurierd -dev its own).
 	LogKey string `yaml:"log_key"`
 	// Domains are the domains whose mailboxes this node holds.
 	Domains []string `yaml:"domains"`

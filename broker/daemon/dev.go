@@ -6,11 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"kurier.dev/kurier/pki"
-	"kurier.dev/kurier/tlog"
 )
 
 // The embedded development setup: one node for two domains with one agency
@@ -66,8 +64,8 @@ func Dev(dir, listen string) (*Config, error) {
 		{"agency", DevAgency, "Stadt, Poststelle", "agency"},
 		{"court", DevCourt, "Amtsgericht, Eingangsstelle", "court"},
 	}
-	logKey := filepath.Join(nodeDir, "log.key")
-	if err := writeLogKey(logKey, tlog.Origin(DevDomains[0])); err != nil {
+	logKey, err := writeLogKey(nodeDir, DevDomains[0])
+	if err != nil {
 		return nil, fmt.Errorf("dev setup: %w", err)
 	}
 	cfg := &Config{
@@ -127,23 +125,13 @@ func issueOnce(dir string, issue func(tmp string) error) error {
 	return os.Rename(tmp, dir)
 }
 
-// writeLogKey creates a checkpoint signing key at path, and its verifier
-// key at path's base with the extension .vkey, unless the key exists.
-func writeLogKey(path, origin string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
+// writeLogKey creates the node's checkpoint signing key in dir (log.key,
+// and log.vkey beside it) for domain's log unless it exists, and returns
+// its path.
+func writeLogKey(dir, domain string) (string, error) {
+	k, err := pki.WriteLogKey(dir, domain)
+	if errors.Is(err, pki.ErrExists) {
+		return filepath.Join(dir, "log.key"), nil
 	}
-	skey, vkey, err := tlog.GenerateKey(origin)
-	if err != nil {
-		return err
-	}
-	vpath := strings.TrimSuffix(path, filepath.Ext(path)) + ".vkey"
-	if err := os.WriteFile(vpath, []byte(vkey+"\n"), 0o644); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(skey+"\n"), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return k.Path, err
 }

@@ -10,7 +10,6 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/pki"
-	"kurier.dev/kurier/tlog"
 )
 
 // FederationNode is one node of a development federation.
@@ -148,8 +147,8 @@ func writeFederationNode(ca *pki.CA, dir, crl string, n FederationNode, nodes []
 	}); err != nil {
 		return "", err
 	}
-	logKey := filepath.Join(nodeDir, "log.key")
-	if err := writeLogKey(logKey, tlog.Origin(n.Domain)); err != nil {
+	logKey, err := writeLogKey(nodeDir, n.Domain)
+	if err != nil {
 		return "", err
 	}
 	cfg := &Config{

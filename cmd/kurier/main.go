@@ -59,10 +59,19 @@ Usage:
                                     check bundles or .p7m evidence offline; exit 0 only if every
                                     check passed, 1 if one failed, 3 if one was indeterminate
 
-  kurier pki init --ca DIR [--name NAME]
+  kurier pki init --ca DIR [--name NAME] [--validity 168h]
+                                    create the CA and its first CRL (DIR/crl.pem)
   kurier pki issue --ca DIR (--node DOMAIN[,DOMAIN…] | --participant ADDR) -o DIR
+  kurier pki issue --ca DIR --csr FILE… [-o DIR]
+                                    sign a participant's CSRs (from pki csr); the certificates go to -o DIR
+                                    or beside the CSRs
   kurier pki revoke --ca DIR [--reason CODE] SERIAL     (0x… hex or decimal)
   kurier pki crl --ca DIR [--validity 168h]
+  kurier pki log-key -o DIR [--domain DOMAIN]
+                                    write a node's log signing key DIR/log.key and its verifier key DIR/log.vkey,
+                                    for the node's first domain (default: that of DIR/cert.pem)
+  kurier pki csr --participant ADDR -o DIR
+                                    on the participant's machine: make its keys in DIR and the CSRs for the CA
 
   kurier dev federation -o DIR --node DOMAIN=HOST:PORT… --mailbox ADDR…
                                     write a local development federation: a CA, a node per DOMAIN, an identity per ADDR

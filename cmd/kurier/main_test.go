@@ -507,7 +507,7 @@ func TestRun_PKI(t *testing.T) {
 func TestRun_Usage(t *testing.T) {
 	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
 		out := kurier(t, args...)
-		for _, cmd := range []string{"kurier send", "kurier inbox", "kurier fetch", "kurier ack", "kurier evidence", "kurier bench", "kurier pki init", "kurier pki revoke"} {
+		for _, cmd := range []string{"kurier send", "kurier inbox", "kurier fetch", "kurier ack", "kurier evidence", "kurier bench", "kurier pki init", "kurier pki revoke", "kurier pki log-key", "kurier pki csr", "kurier pki issue --ca DIR --csr"} {
 			if !strings.Contains(out, cmd) {
 				t.Errorf("%v: usage does not mention %q", args, cmd)
 			}
