@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -451,4 +452,45 @@ func BenchmarkTrustStore_Verify(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestTrustStore_CRLWatcher: the node's audit log hears of every CRL the
+// store takes up and of a CRL file it finds unusable, once each.
+func TestTrustStore_CRLWatcher(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "crl.pem")
+	copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
+	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	ts.SetClock(func() time.Time { return now })
+	type change struct {
+		next time.Time
+		err  bool
+	}
+	var seen []change
+	ts.SetCRLWatcher(func(crl *x509.RevocationList, err error) {
+		c := change{err: err != nil}
+		if crl != nil {
+			c.next = crl.NextUpdate
+		}
+		seen = append(seen, c)
+	})
+	check := func(want ...change) {
+		t.Helper()
+		now = now.Add(crlRecheck)
+		ts.CheckRevoked(nil)
+		if !slices.EqualFunc(seen, want, func(a, b change) bool { return a.err == b.err && a.next.Equal(b.next) }) {
+			t.Fatalf("watcher saw %+v, want %+v", seen, want)
+		}
+	}
+	check() // the file as it was: no change
+	next := now.Add(48 * time.Hour).Truncate(time.Second)
+	copyFile(t, writeCRLFile(t, fx.ca, now.Add(-time.Minute), next), path)
+	check(change{next: next})
+	check(change{next: next}) // the same file again
+	os.Remove(path)
+	check(change{next: next}, change{err: true})
+	check(change{next: next}, change{err: true}) // still missing: told once
 }

@@ -31,7 +31,8 @@ type TrustStore struct {
 	clock   atomic.Pointer[func() time.Time] // SetClock's; time.Now unless set
 	recheck time.Duration
 
-	chains chainCache // chains Verify built, by leaf, intermediates and usages
+	chains  chainCache // chains Verify built, by leaf, intermediates and usages
+	watcher atomic.Pointer[func(*x509.RevocationList, error)]
 
 	mu        sync.Mutex // guards the fields below
 	checkedAt time.Time  // when the file was last stat'ed
@@ -325,15 +326,50 @@ type crlState struct {
 // still fresh.
 func (t *TrustStore) currentCRL() (crlState, error) { return t.crlAt(t.now()) }
 
-// crlAt is currentCRL with freshness judged at the time at.
+// crlAt is currentCRL with freshness judged at the time at. It tells
+// the watcher (SetCRLWatcher) of a change it saw, once the store is
+// unlocked.
 func (t *TrustStore) crlAt(at time.Time) (crlState, error) {
+	st, change, err := t.crlAtLocked(at)
+	if w := t.watcher.Load(); change != nil && w != nil {
+		(*w)(change.crl, change.err)
+	}
+	return st, err
+}
+
+// crlChange is a CRL file taken up (crl) or found unusable (err).
+type crlChange struct {
+	crl *x509.RevocationList
+	err error
+}
+
+// SetCRLWatcher makes the store call fn whenever it takes up a changed
+// CRL file, or finds the file it watches unusable: for the node's audit
+// log. fn runs on the goroutine of the check that noticed, after the
+// store is unlocked, and must not block.
+func (t *TrustStore) SetCRLWatcher(fn func(crl *x509.RevocationList, err error)) {
+	t.watcher.Store(&fn)
+}
+
+func (t *TrustStore) crlAtLocked(at time.Time) (crlState, *crlChange, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
+	var change *crlChange
 	if !t.static && (t.checkedAt.IsZero() || now.Sub(t.checkedAt) >= t.recheck || now.Before(t.checkedAt)) {
 		t.checkedAt = now
+		before, beforeErr := t.crl, t.loadErr
 		t.refreshLocked()
+		if t.crl != before || (t.loadErr != nil && beforeErr == nil) {
+			change = &crlChange{crl: t.crl, err: t.loadErr}
+		}
 	}
+	st, err := t.stateLocked(at)
+	return st, change, err
+}
+
+// stateLocked returns the CRL held, if it is fresh at the time at.
+func (t *TrustStore) stateLocked(at time.Time) (crlState, error) {
 	if t.loadErr != nil {
 		return crlState{}, t.loadErr
 	}

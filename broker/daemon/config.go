@@ -56,6 +56,11 @@ type Config struct {
 	// and /healthz and /readyz. It has no authentication: keep it on
 	// loopback or a network only the monitoring reaches. Off by default.
 	MetricsListen string `yaml:"metrics_listen"`
+	// AuditLog, if set, is the file the node appends its security events
+	// to as JSON lines (package broker/auditlog): refused calls, CRLs
+	// taken up, backups, restores, starts and stops. Keep it apart from
+	// the operational log, and ship it to where the auditors look.
+	AuditLog string `yaml:"audit_log"`
 	// MetricsListener, if set, is an open listener to serve the metrics
 	// on instead of MetricsListen's: for programs that embed the node,
 	// and tests that need the port before the node starts.
@@ -190,7 +195,7 @@ func (c *Config) resolve(base string) {
 		}
 		return filepath.Join(base, p)
 	}
-	c.Data, c.Identity, c.CRL, c.LogKey = abs(c.Data), abs(c.Identity), abs(c.CRL), abs(c.LogKey)
+	c.Data, c.Identity, c.CRL, c.LogKey, c.AuditLog = abs(c.Data), abs(c.Identity), abs(c.CRL), abs(c.LogKey), abs(c.AuditLog)
 	for i := range c.Participants {
 		c.Participants[i].EncryptionCert = abs(c.Participants[i].EncryptionCert)
 	}

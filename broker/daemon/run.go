@@ -37,6 +37,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return err
 	}
 	id, trust := f.id, f.trust
+	audit, err := openAudit(cfg, trust, logger)
+	if err != nil {
+		return err
+	}
+	defer audit.Close()
 	peers, err := relay.NewPeers(id, trust, cfg.Peers)
 	if err != nil {
 		return err
@@ -66,6 +71,9 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	met := newMetrics(cfg, db, id, trust, peers.Domains(), logger)
 	var observer node.Observer
 	rpcOpts := cfg.Limits.rpc(trust, logger)
+	if audit != nil { // outermost, so that it sees every refusal
+		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, audit.UnaryInterceptor()), append(rpcOpts.Stream, audit.StreamInterceptor())
+	}
 	if met != nil {
 		observer = met
 		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, met.UnaryInterceptor()), append(rpcOpts.Stream, met.StreamInterceptor())
@@ -123,10 +131,14 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			return err
 		}
 	}
+	auditStart(audit, cfg, id, trust, lis.Addr().String())
+	started := time.Now()
 	if ready != nil {
 		ready(lis.Addr())
 	}
-	return serveWhileWriting(ctx, db, srv, lis, logger)
+	err = serveWhileWriting(ctx, db, srv, lis, logger)
+	auditStop(audit, started, err)
+	return err
 }
 
 // serveWhileWriting serves until ctx ends or the store fails: a store that

@@ -1,0 +1,136 @@
+package daemon_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/pki"
+)
+
+// TestRun_AuditLog: a node with an audit log records its start, the CRL
+// it takes up when the CA revokes a participant, the revoked
+// participant's refused call, and its stop, one JSON object a line; calls
+// that succeed are not in it.
+func TestRun_AuditLog(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := daemon.Dev(dir, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AuditLog = filepath.Join(dir, "audit", "audit.jsonl")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready, done := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { done <- daemon.Run(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a }) }()
+	var addr string
+	select {
+	case a := <-ready:
+		addr = a.String()
+	case err := <-done:
+		t.Fatal(err)
+	}
+	court, err := pki.LoadIdentity(daemon.DevIdentity(dir, "court"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(ctx, addr, court, client.WithCRL(cfg.CRL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Inbox(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	ca, err := pki.OpenCA(filepath.Join(dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Revoke(court.Cert.SerialNumber, 1); err != nil { // keyCompromise
+		t.Fatal(err)
+	}
+	if _, err := ca.WriteCRL(24 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// The node looks at the CRL file at most once a second; until then
+	// the court is still served.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := c.Inbox(ctx)
+		if err == nil && time.Now().Before(deadline) {
+			continue
+		}
+		if err == nil {
+			t.Fatal("the revoked court was still served 10 s after the CRL was written")
+		}
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
+			t.Fatalf("revoked caller got %v, want Unauthenticated naming the revocation", err)
+		}
+		break
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	fi, err := os.Stat(cfg.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit log mode %v, want 0600", fi.Mode().Perm())
+	}
+	var events []map[string]any
+	f, err := os.Open(cfg.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("audit line %q is not JSON: %v", sc.Text(), err)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, e["time"].(string)); err != nil {
+			t.Errorf("event without a time: %v", e)
+		}
+		events = append(events, e)
+	}
+	var names []string
+	for _, e := range events {
+		names = append(names, e["event"].(string))
+	}
+	if want := "node_started crl_changed call_refused node_stopped"; strings.Join(names, " ") != want {
+		t.Fatalf("audit events %q, want %q:\n%v", names, want, events)
+	}
+	start, crl, refused := events[0], events[1], events[2]
+	if start["cert_serial"] == "" || start["crl_number"] == nil {
+		t.Errorf("start names no certificate or CRL: %v", start)
+	}
+	if crl["revoked_certificates"] != float64(1) {
+		t.Errorf("CRL change %v, want one certificate revoked", crl)
+	}
+	for k, want := range map[string]string{
+		"kind": "authentication", "code": "Unauthenticated", "peer": "participant " + daemon.DevCourt,
+		"method": "/kurier.v1.MailboxService/ListInbox", "cert_serial": "0x" + court.Cert.SerialNumber.Text(16),
+	} {
+		if refused[k] != want {
+			t.Errorf("refusal %s = %v, want %q", k, refused[k], want)
+		}
+	}
+	if r, _ := refused["reason"].(string); !strings.Contains(r, "revoked") {
+		t.Errorf("refusal reason %q does not say the certificate is revoked", r)
+	}
+}
