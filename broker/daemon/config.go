@@ -56,6 +56,9 @@ type Config struct {
 	// and /healthz and /readyz. It has no authentication: keep it on
 	// loopback or a network only the monitoring reaches. Off by default.
 	MetricsListen string `yaml:"metrics_listen"`
+	// CRLWarnBefore is how long before the CRL's nextUpdate the node
+	// starts warning, hourly, that it must be replaced; default 48h.
+	CRLWarnBefore time.Duration `yaml:"crl_warn_before"`
 	// AuditLog, if set, is the file the node appends its security events
 	// to as JSON lines (package broker/auditlog): refused calls, CRLs
 	// taken up, backups, restores, starts and stops. Keep it apart from
@@ -245,6 +248,9 @@ func (c *Config) Validate() error {
 		} else if c.Listen != "" && n != 0 && c.MetricsListen == c.Listen {
 			errs = append(errs, fmt.Errorf("metrics_listen: %s is the node's own listen address; give the metrics a port of their own", c.MetricsListen))
 		}
+	}
+	if c.CRLWarnBefore < 0 {
+		errs = append(errs, fmt.Errorf("crl_warn_before %s is negative", c.CRLWarnBefore))
 	}
 	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,9 +34,10 @@ func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustSto
 			}
 			return time.Time{}
 		},
-		CertNotAfter: id.Cert.NotAfter,
-		FreeBytes:    func() (uint64, error) { return diskspace.Statfs(cfg.Data) },
-		Logger:       logger,
+		CRLWarnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore),
+		CertNotAfter:  id.Cert.NotAfter,
+		FreeBytes:     func() (uint64, error) { return diskspace.Statfs(cfg.Data) },
+		Logger:        logger,
 	})
 }
 

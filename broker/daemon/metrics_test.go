@@ -99,6 +99,7 @@ func TestRun_Metrics(t *testing.T) {
 		{"kurier_evidence_stored_total", map[string]string{"type": "Acknowledgement"}, 1},
 		{"kurier_evidence_stored_total", map[string]string{"type": "NonDelivery"}, 0},
 		{"kurier_log_leaves", nil, 6},
+		{"kurier_crl_warn_before_seconds", nil, daemon.DefaultCRLWarnBefore.Seconds()},
 		{"kurier_mailbox_waiting_messages", map[string]string{"state": "unfetched"}, 1},
 		{"kurier_mailbox_waiting_messages", map[string]string{"state": "unanswered"}, 0},
 		{"kurier_mailbox_oldest_age_seconds", map[string]string{"state": "unanswered"}, 0},

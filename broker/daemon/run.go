@@ -117,6 +117,9 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	defer stopBackground()
 	startBackground(bgCtx, &background, db, n, workers, logger)
 	background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
+	crlw := &crlWarner{trust: trust, path: cfg.CRL, warnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore), logger: logger}
+	crlw.check(time.Now())
+	background.Go(func() { every(bgCtx, time.Minute, func() { crlw.check(time.Now()) }) })
 	if met != nil {
 		met.InitializeRPC(srv)
 		var serving atomic.Bool

@@ -38,6 +38,9 @@ type Sources struct {
 	// CRLNextUpdate is when the CRL the node checks against must be
 	// replaced; the zero time if the node has none.
 	CRLNextUpdate func() time.Time
+	// CRLWarnBefore is how long before nextUpdate the node warns
+	// (crl_warn_before), exported so that an alert can compare with it.
+	CRLWarnBefore time.Duration
 	// CertNotAfter is when the node certificate expires.
 	CertNotAfter time.Time
 	// FreeBytes is the free space of the store's filesystem.
@@ -168,6 +171,8 @@ var (
 		"How long the oldest local copy in a waiting state has waited since the node received it; 0 if none waits.", []string{"state"}, nil)
 	descCRL = prometheus.NewDesc("kurier_crl_next_update_seconds",
 		"Seconds until the nextUpdate of the CRL the node checks certificates against; negative once it has passed (the node then refuses calls). Absent without a CRL.", nil, nil)
+	descCRLWarn = prometheus.NewDesc("kurier_crl_warn_before_seconds",
+		"How long before the CRL's nextUpdate the node warns in its log (crl_warn_before).", nil, nil)
 	descCert = prometheus.NewDesc("kurier_node_certificate_expiry_seconds",
 		"Seconds until the node certificate expires.", nil, nil)
 	descFree = prometheus.NewDesc("kurier_disk_free_bytes",
@@ -176,7 +181,7 @@ var (
 
 // Describe sends the descriptors of every gauge.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLogLeaves, descQueued, descQueuedAge, descMailbox, descMailboxAge, descCRL, descCert, descFree} {
+	for _, d := range []*prometheus.Desc{descLogLeaves, descQueued, descQueuedAge, descMailbox, descMailboxAge, descCRL, descCRLWarn, descCert, descFree} {
 		ch <- d
 	}
 }
@@ -204,6 +209,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if t := c.src.CRLNextUpdate(); !t.IsZero() {
 			gauge(descCRL, t.Sub(now).Seconds())
 		}
+	}
+	if c.src.CRLWarnBefore > 0 {
+		gauge(descCRLWarn, c.src.CRLWarnBefore.Seconds())
 	}
 	if !c.src.CertNotAfter.IsZero() {
 		gauge(descCert, c.src.CertNotAfter.Sub(now).Seconds())
