@@ -22,6 +22,7 @@ import (
 	"kurier.dev/kurier/broker/relay"
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/broker/tracing"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
 )
@@ -73,6 +74,15 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	rpcOpts := cfg.Limits.rpc(trust, logger)
 	if audit != nil { // outermost, so that it sees every refusal
 		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, audit.UnaryInterceptor()), append(rpcOpts.Stream, audit.StreamInterceptor())
+	}
+	tracer, err := tracing.FromEnv(ctx, moduleVersion())
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(tracer, logger)
+	if tracer != nil {
+		rpcOpts.StatsHandlers = append(rpcOpts.StatsHandlers, tracer.ServerHandler())
+		logger.Info("tracing on: sending spans of every call over OTLP, as the OTEL_* environment says")
 	}
 	if met != nil {
 		observer = met

@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/pki"
@@ -64,6 +65,8 @@ type Options struct {
 	// node's metrics.
 	Unary  []grpc.UnaryServerInterceptor
 	Stream []grpc.StreamServerInterceptor
+	// StatsHandlers see every call and connection: the node's tracing.
+	StatsHandlers []stats.Handler
 }
 
 // Keepalive is the server's keepalive policy.
@@ -131,7 +134,11 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	opts = opts.withDefaults()
 	ka := opts.Keepalive
 	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle, uploadTimeout: opts.UploadTimeout, streamCheck: opts.StreamCheck}
-	s := grpc.NewServer(
+	var extra []grpc.ServerOption
+	for _, h := range opts.StatsHandlers {
+		extra = append(extra, grpc.StatsHandler(h))
+	}
+	s := grpc.NewServer(append(extra,
 		grpc.ChainUnaryInterceptor(append(slices.Clone(opts.Unary), svc.unaryIdentity)...),
 		grpc.ChainStreamInterceptor(append(slices.Clone(opts.Stream), svc.streamIdentity)...),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
@@ -152,7 +159,7 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 			MaxConnectionIdle: ka.MaxIdle, Time: ka.Time, Timeout: ka.Timeout,
 			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 10 * time.Minute,
 		}),
-	)
+	)...)
 	reg := strictRegistrar{s}
 	kurierv1.RegisterMailboxServiceServer(reg, svc)
 	kurierv1.RegisterDirectoryServiceServer(reg, svc)
