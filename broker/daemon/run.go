@@ -25,7 +25,8 @@ import (
 	"kurier.dev/kurier/pki/cms"
 )
 
-// shutdownGrace is how long running calls may finish after a stop signal.
+// shutdownGrace is how long running calls may finish after a stop signal;
+// subscriptions and stalled uploads end at once (rpc.Server.Shutdown).
 const shutdownGrace = 10 * time.Second
 
 // Run starts a node as configured and serves until ctx is cancelled. Once
@@ -110,7 +111,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 // failed to write takes no more writes (store.ErrFailed), so the node
 // stops, and its supervisor restarts it on what badger made durable,
 // rather than serving on.
-func serveWhileWriting(ctx context.Context, db *store.DB, srv *grpc.Server, lis net.Listener, logger *slog.Logger) error {
+func serveWhileWriting(ctx context.Context, db *store.DB, srv *rpc.Server, lis net.Listener, logger *slog.Logger) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
@@ -129,9 +130,10 @@ func serveWhileWriting(ctx context.Context, db *store.DB, srv *grpc.Server, lis 
 	return nil
 }
 
-// serve runs srv on lis until ctx ends, then stops it gracefully, or
-// forcibly after shutdownGrace.
-func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, logger *slog.Logger) error {
+// serve runs srv on lis until ctx ends, then shuts it down: calls under
+// way may finish within shutdownGrace, then they are cut. It returns once
+// every call's handler has returned, so that the store can close.
+func serve(ctx context.Context, srv *rpc.Server, lis net.Listener, logger *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
@@ -140,13 +142,13 @@ func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, logger *slog
 	case <-ctx.Done():
 	}
 	logger.Info("node stopping")
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(shutdownGrace):
-		srv.Stop()
+	start := time.Now()
+	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(grace); err != nil {
+		logger.Warn("calls still running after the shutdown grace were cut; their callers try again", slog.Duration("grace", shutdownGrace), slog.Any(broker.LogErr, err))
 	}
+	logger.Info("node stopped serving", slog.Duration("took", time.Since(start)))
 	// A stop that came before Serve started makes Serve return
 	// ErrServerStopped: a stop all the same.
 	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {
