@@ -51,6 +51,9 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer func() {
+		// By now every call and all background work have ended (the
+		// defers below run first).
+		logger.Info("closing the store")
 		if err := db.Close(); err != nil {
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -46,11 +47,47 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
+// closingHandler logs like TextHandler and, when the node logs that it
+// closes its store, keeps the stacks of every goroutine at that moment.
+type closingHandler struct {
+	slog.Handler
+	mu     *sync.Mutex
+	stacks *string
+}
+
+func (h closingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "closing the store" {
+		buf := make([]byte, 1<<20)
+		h.mu.Lock()
+		*h.stacks = string(buf[:runtime.Stack(buf, true)])
+		h.mu.Unlock()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h closingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return closingHandler{h.Handler.WithAttrs(as), h.mu, h.stacks}
+}
+
+func (h closingHandler) WithGroup(name string) slog.Handler {
+	return closingHandler{h.Handler.WithGroup(name), h.mu, h.stacks}
+}
+
 // running is a node that Run serves in the background.
 type running struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan error
+
+	mu     sync.Mutex
+	closed string // the goroutines' stacks as the store began to close
+}
+
+// atClose returns the goroutines' stacks as the store began to close.
+func (r *running) atClose() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
 
 // startRun runs cfg's node until stop, logging to logs.
@@ -59,9 +96,8 @@ func startRun(t *testing.T, cfg *daemon.Config, logs *logBuffer) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan net.Addr, 1)
-	go func() {
-		r.done <- daemon.Run(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), func(a net.Addr) { ready <- a })
-	}()
+	logger := slog.New(closingHandler{slog.NewTextHandler(logs, nil), &r.mu, &r.closed})
+	go func() { r.done <- daemon.Run(ctx, cfg, logger, func(a net.Addr) { ready <- a }) }()
 	select {
 	case a := <-ready:
 		r.addr = a.String()
@@ -268,12 +304,25 @@ func TestRun_ShutdownWhileBusy(t *testing.T) {
 	}
 	wantShuttingDown(t, "the stalled upload", res.err)
 
-	// Everything Run started has ended with it.
+	// Every call and all background work had ended before the store
+	// began to close, and everything Run started has ended with it.
+	atClose := node.atClose()
+	if atClose == "" {
+		t.Fatal("the node did not log that it closes its store")
+	}
+	for _, fn := range []string{"broker/relay.(*Worker)", "broker/daemon.sweepLoop", "broker/daemon.expireLoop", "broker/daemon.every", "broker/diskspace."} {
+		if strings.Contains(atClose, fn) {
+			t.Errorf("%s still ran as the store began to close:\n%s", fn, atClose)
+		}
+	}
+	if m := regexp.MustCompile(`broker/rpc\.\(\*service\)\.[A-Z]\w*`).FindString(atClose); m != "" {
+		t.Errorf("the handler %s still ran as the store began to close:\n%s", m, atClose)
+	}
 	buf := make([]byte, 1<<20)
 	stacks := string(buf[:runtime.Stack(buf, true)])
-	for _, fn := range []string{"kurier.dev/kurier/broker/relay.", "kurier.dev/kurier/broker/daemon.", "kurier.dev/kurier/broker/store.", "kurier.dev/kurier/broker/diskspace."} {
-		if strings.Contains(stacks, fn) {
-			t.Errorf("a goroutine in %s outlived Run:\n%s", fn, stacks)
+	for _, pkg := range []string{"kurier.dev/kurier/broker/relay.", "kurier.dev/kurier/broker/daemon.", "kurier.dev/kurier/broker/store.", "kurier.dev/kurier/broker/diskspace."} {
+		if strings.Contains(stacks, pkg) {
+			t.Errorf("a goroutine in %s outlived Run:\n%s", pkg, stacks)
 		}
 	}
 	var mark struct{ Clean bool }
