@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,7 +26,8 @@ import (
 	"kurier.dev/kurier/pki/cms"
 )
 
-// shutdownGrace is how long running calls may finish after a stop signal.
+// shutdownGrace is how long running calls may finish after a stop signal;
+// subscriptions and stalled uploads end at once (rpc.Server.Shutdown).
 const shutdownGrace = 10 * time.Second
 
 // Run starts a node as configured and serves until ctx is cancelled. Once
@@ -57,6 +57,9 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer func() {
+		// By now every call and all background work have ended (the
+		// defers below run first).
+		logger.Info("closing the store")
 		if err := db.Close(); err != nil {
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
@@ -132,14 +135,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	background.Go(func() { every(bgCtx, time.Minute, func() { crlw.check(time.Now()) }) })
 	if met != nil {
 		met.InitializeRPC(srv)
-		var serving atomic.Bool
-		serving.Store(true)
-		background.Go(func() { <-bgCtx.Done(); serving.Store(false) })
 		// The metrics outlive the drain, so that /readyz says 503 while
 		// the node stops: they end when Run returns.
 		metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopMetrics()
-		if err := serveMetrics(metricsCtx, &background, cfg, met.Handler(serving.Load), logger); err != nil {
+		if err := serveMetrics(metricsCtx, &background, cfg, met.Handler(srv.Serving), logger); err != nil {
 			lis.Close()
 			return err
 		}
@@ -158,7 +158,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 // failed to write takes no more writes (store.ErrFailed), so the node
 // stops, and its supervisor restarts it on what badger made durable,
 // rather than serving on.
-func serveWhileWriting(ctx context.Context, db *store.DB, srv *grpc.Server, lis net.Listener, logger *slog.Logger) error {
+func serveWhileWriting(ctx context.Context, db *store.DB, srv *rpc.Server, lis net.Listener, logger *slog.Logger) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
@@ -177,9 +177,10 @@ func serveWhileWriting(ctx context.Context, db *store.DB, srv *grpc.Server, lis 
 	return nil
 }
 
-// serve runs srv on lis until ctx ends, then stops it gracefully, or
-// forcibly after shutdownGrace.
-func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, logger *slog.Logger) error {
+// serve runs srv on lis until ctx ends, then shuts it down: calls under
+// way may finish within shutdownGrace, then they are cut. It returns once
+// every call's handler has returned, so that the store can close.
+func serve(ctx context.Context, srv *rpc.Server, lis net.Listener, logger *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
@@ -188,13 +189,13 @@ func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, logger *slog
 	case <-ctx.Done():
 	}
 	logger.Info("node stopping")
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(shutdownGrace):
-		srv.Stop()
+	start := time.Now()
+	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(grace); err != nil {
+		logger.Warn("calls still running after the shutdown grace were cut; their callers try again", slog.Duration("grace", shutdownGrace), slog.Any(broker.LogErr, err))
 	}
+	logger.Info("node stopped serving", slog.Duration("took", time.Since(start)))
 	// A stop that came before Serve started makes Serve return
 	// ErrServerStopped: a stop all the same.
 	if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {

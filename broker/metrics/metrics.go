@@ -119,7 +119,11 @@ func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
 
 // InitializeRPC gives every method srv serves its series at zero, so that
 // rates and alerts see a method before its first call.
-func (m *Metrics) InitializeRPC(srv *grpc.Server) { m.rpc.InitializeMetrics(srv) }
+func (m *Metrics) InitializeRPC(srv interface {
+	GetServiceInfo() map[string]grpc.ServiceInfo
+}) {
+	m.rpc.InitializeMetrics(srv)
+}
 
 // Handler serves /metrics, /healthz (the process answers) and /readyz
 // (ready reports whether the node serves: 200, or 503 while it starts or

@@ -82,8 +82,8 @@ type peerNode struct {
 	trust *pki.TrustStore
 	peers *relay.Peers
 	addr  string
-	srv   *grpc.Server
-	tls   func() *grpc.Server
+	srv   *rpc.Server
+	tls   func() *rpc.Server
 	// worker, if set, is woken when the node queues for its domain.
 	worker atomic.Pointer[relay.Worker]
 }
@@ -198,7 +198,7 @@ func (p *peerNode) start(t testing.TB, now func() time.Time, id *pki.Identity, d
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.tls = func() *grpc.Server {
+	p.tls = func() *rpc.Server {
 		srv, err := rpc.NewServer(p.node, pki.ServerTLS(id, trust, quiet), rpc.Options{Trust: trust, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)

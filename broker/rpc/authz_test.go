@@ -251,7 +251,7 @@ func participantPeer(addr string) pki.Peer { return pki.Peer{Kind: pki.KindParti
 
 // servedMethods lists every method the server serves by full name, from
 // the service descriptors registered with it.
-func servedMethods(srv *grpc.Server) map[string]grpc.MethodInfo {
+func servedMethods(srv *rpc.Server) map[string]grpc.MethodInfo {
 	out := map[string]grpc.MethodInfo{}
 	for svc, info := range srv.GetServiceInfo() {
 		for _, m := range info.Methods {

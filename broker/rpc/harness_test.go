@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
@@ -39,7 +37,7 @@ type testServer struct {
 	clock *testClock
 	node  *node.Node
 	db    *store.DB
-	srv   *grpc.Server
+	srv   *rpc.Server
 }
 
 // startTestServer runs a node with the test federation's participants
@@ -101,7 +99,10 @@ func startSetup(t *testing.T, s setup) *testServer {
 		lis = s.lis(lis)
 	}
 	o := s.opts
-	o.Trust, o.Logger = trust, slog.New(slog.DiscardHandler)
+	o.Trust = trust
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	srv, err := rpc.NewServer(n, pki.ServerTLS(fx.Node, trust, slog.New(slog.DiscardHandler)), o)
 	if err != nil {
 		t.Fatal(err)

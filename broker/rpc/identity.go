@@ -111,6 +111,7 @@ func (s *service) unaryIdentity(ctx context.Context, req any, info *grpc.UnarySe
 // revoked meanwhile, or a CRL gone stale, ends the stream with
 // Unauthenticated, however long it was meant to last (Subscribe, a slow
 // upload or download, health Watch).
+// A stream of endsAtStop ends with Unavailable once the server stops.
 func (s *service) streamIdentity(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx, err := s.authenticate(ss.Context())
 	if err != nil {
@@ -119,7 +120,7 @@ func (s *service) streamIdentity(srv any, ss grpc.ServerStream, info *grpc.Strea
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	g := &guardedStream{ServerStream: ss, ctx: ctx, svc: s, end: cancel}
+	g := &guardedStream{ServerStream: ss, ctx: ctx, svc: s, end: cancel, endAtStop: endsAtStop[info.FullMethod]}
 	idle := make(chan struct{})
 	go g.watch(idle)
 	err = handler(srv, g)
@@ -144,6 +145,8 @@ type guardedStream struct {
 	ctx context.Context
 	svc *service
 	end context.CancelCauseFunc
+	// endAtStop ends the stream with errStopping once the server stops.
+	endAtStop bool
 }
 
 func (g *guardedStream) Context() context.Context { return g.ctx }
@@ -158,15 +161,23 @@ func (g *guardedStream) check() error {
 	return nil
 }
 
-// watch checks every StreamCheck until idle is closed or the stream ends.
+// watch checks every StreamCheck until idle is closed or the stream ends,
+// and ends the stream when the server stops if it is one to end then.
 func (g *guardedStream) watch(idle <-chan struct{}) {
 	t := time.NewTicker(g.svc.streamCheck)
 	defer t.Stop()
+	var stopping <-chan struct{}
+	if g.endAtStop {
+		stopping = g.svc.stopping
+	}
 	for {
 		select {
 		case <-idle:
 			return
 		case <-g.ctx.Done():
+			return
+		case <-stopping:
+			g.end(&streamEnded{status: toStatus(errStopping)})
 			return
 		case <-t.C:
 			if g.check() != nil {

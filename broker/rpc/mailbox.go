@@ -49,7 +49,7 @@ func (s *service) Submit(stream grpc.ClientStreamingServer[kurierv1.SubmitReques
 			return c.Chunk, true
 		}
 		return nil, false
-	}, s.uploadIdle, s.uploadTimeout)
+	}, s.upload)
 	r, err := s.node.Submit(ctx, caller, env.GetEnvelope(), env.GetSignature(), payload)
 	if err != nil {
 		s.logRefusal(ctx, "submit refused", err)
@@ -66,13 +66,24 @@ type chunkReader struct {
 	recv func() (chunk []byte, ok bool, err error)
 	buf  []byte // what is left of the current chunk
 	held []byte // the current chunk whole, to release once read (see decodeChunk)
+	uploadBounds
+	// end, if total is set, is when the upload must be done.
+	end time.Time
+}
+
+// uploadBounds bound how long an upload may take.
+type uploadBounds struct {
 	// idle, if set, is how long Read waits for the next frame before it
 	// gives the upload up, so that a stalled upload frees its slot.
 	idle time.Duration
-	// total and end, if set, bound the whole upload, so that one sent a
-	// byte at a time, never idle, still ends.
+	// total, if set, bounds the whole upload, so that one sent a byte at
+	// a time, never idle, still ends.
 	total time.Duration
-	end   time.Time
+	// stopping is closed when the server stops; from then on each frame
+	// must come within stopIdle, so that a stalled upload does not hold
+	// the stopping server.
+	stopping <-chan struct{}
+	stopIdle time.Duration
 }
 
 // frame is what one recv returned.
@@ -108,27 +119,38 @@ func (c *chunkReader) next() ([]byte, bool, error) {
 		defer t.Stop()
 		timeout = t.C
 	}
+	deadline := time.Now().Add(wait)
+	stopping := c.stopping
 	// The stream's context ends when its caller is revoked or the CRL
 	// goes stale: the upload ends then, not when the next frame comes.
-	select {
-	case f := <-got:
-		return f.chunk, f.ok, f.err
-	case <-timeout:
-		return nil, false, over
-	case <-c.ctx.Done():
-		return nil, false, context.Cause(c.ctx)
+	for {
+		select {
+		case f := <-got:
+			return f.chunk, f.ok, f.err
+		case <-timeout:
+			return nil, false, over
+		case <-c.ctx.Done():
+			return nil, false, context.Cause(c.ctx)
+		case <-stopping:
+			stopping = nil
+			if wait <= 0 || time.Until(deadline) > c.stopIdle {
+				t := time.NewTimer(c.stopIdle)
+				defer t.Stop()
+				timeout, over = t.C, errStopIdle
+			}
+		}
 	}
 }
 
 // newChunkReader reads the frames of a client stream with recv and takes
-// each one's chunk with chunk.
-// The upload may take at most total, counted from now (no bound if 0).
-func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool), idle, total time.Duration) *chunkReader {
+// each one's chunk with chunk, within the bounds b; the upload's total
+// time counts from now.
+func newChunkReader[Req any](ctx context.Context, recv func() (Req, error), chunk func(Req) ([]byte, bool), b uploadBounds) *chunkReader {
 	var end time.Time
-	if total > 0 {
-		end = time.Now().Add(total)
+	if b.total > 0 {
+		end = time.Now().Add(b.total)
 	}
-	return &chunkReader{ctx: ctx, idle: idle, total: total, end: end, recv: func() ([]byte, bool, error) {
+	return &chunkReader{ctx: ctx, uploadBounds: b, end: end, recv: func() ([]byte, bool, error) {
 		req, err := recv()
 		if err != nil {
 			return nil, false, err
@@ -148,7 +170,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			if c.ctx.Err() != nil {
 				return 0, c.ctx.Err() // the client went away: not the node's fault
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, broker.ErrUnavailable) {
 				return 0, err
 			}
 			return 0, fmt.Errorf("%w: receive payload: %v", broker.ErrInvalid, err)
@@ -197,7 +219,10 @@ func (s *service) ListInbox(ctx context.Context, req *kurierv1.ListInboxRequest)
 	return resp, nil
 }
 
-// Subscribe streams notices of new messages until the caller hangs up.
+// Subscribe streams notices of new messages until the caller hangs up, or
+// the server stops: then the stream's context ends, and the stream with
+// Unavailable, "the node is shutting down" (endsAtStop), which tells the
+// client to subscribe again later and list its inbox for what it missed.
 func (s *service) Subscribe(_ *kurierv1.SubscribeRequest, stream grpc.ServerStreamingServer[kurierv1.SubscribeResponse]) error {
 	caller, err := callerOf(stream.Context())
 	if err != nil {

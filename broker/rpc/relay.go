@@ -64,7 +64,7 @@ func (s *service) Relay(stream grpc.ClientStreamingServer[kurierv1.RelayRequest,
 			return c.Chunk, true
 		}
 		return nil, false
-	}, s.uploadIdle, s.uploadTimeout)
+	}, s.upload)
 	outcomes, err := s.node.Receive(ctx, caller, in, payload)
 	if err != nil {
 		s.logRefusal(ctx, "relay refused", err)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -60,9 +61,15 @@ type Options struct {
 	// Keepalive tunes how the server treats idle connections and pings;
 	// zero fields take the defaults named there.
 	Keepalive Keepalive
+	// StopIdle is how long, once Shutdown has begun, an upload may wait
+	// for each next payload chunk before the node gives it up with
+	// Unavailable: a stopping node waits for uploads that go on, not for
+	// stalled ones. Default DefaultStopIdle.
+	StopIdle time.Duration
 	// Unary and Stream run around every call, outermost first, before
 	// the caller is authenticated, so that they see refusals too: the
-	// node's metrics.
+	// node's audit log and metrics. A panic in a call reaches them as
+	// Internal.
 	Unary  []grpc.UnaryServerInterceptor
 	Stream []grpc.StreamServerInterceptor
 	// StatsHandlers see every call and connection: the node's tracing.
@@ -97,6 +104,7 @@ const (
 	DefaultMaxIdle              = 5 * time.Minute
 	DefaultKeepaliveTime        = 2 * time.Minute
 	DefaultKeepaliveTimeout     = 20 * time.Second
+	DefaultStopIdle             = time.Second
 )
 
 // withDefaults returns o with every zero duration and count set to its
@@ -116,6 +124,7 @@ func (o Options) withDefaults() Options {
 		{&o.UploadTimeout, DefaultUploadTimeout}, {&o.HandshakeTimeout, DefaultHandshakeTimeout},
 		{&o.Keepalive.MinPingInterval, DefaultMinPingInterval}, {&o.Keepalive.MaxIdle, DefaultMaxIdle},
 		{&o.Keepalive.Time, DefaultKeepaliveTime}, {&o.Keepalive.Timeout, DefaultKeepaliveTimeout},
+		{&o.StopIdle, DefaultStopIdle},
 	} {
 		if *d.v <= 0 {
 			*d.v = d.def
@@ -126,23 +135,35 @@ func (o Options) withDefaults() Options {
 
 // NewServer returns a gRPC server for n that serves the mailbox, directory,
 // log and relay services, gRPC health checking and server reflection, over
-// the mutual-TLS configuration tlsConfig (see pki.ServerTLS).
-func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server, error) {
+// the mutual-TLS configuration tlsConfig (see pki.ServerTLS). A panic in a
+// call is answered with Internal and logged with its stack (recovered);
+// the server serves on.
+func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*Server, error) {
 	if opts.Trust == nil {
 		return nil, errors.New("new server: no trust store to check revocation with")
 	}
 	opts = opts.withDefaults()
 	ka := opts.Keepalive
-	svc := &service{node: n, trust: opts.Trust, log: opts.Logger, uploadIdle: opts.UploadIdle, uploadTimeout: opts.UploadTimeout, streamCheck: opts.StreamCheck}
+	stopping := make(chan struct{})
+	svc := &service{
+		node: n, trust: opts.Trust, log: opts.Logger, streamCheck: opts.StreamCheck, stopping: stopping,
+		upload: uploadBounds{idle: opts.UploadIdle, total: opts.UploadTimeout, stopping: stopping, stopIdle: opts.StopIdle},
+	}
+	onPanic := recovery.WithRecoveryHandlerContext(svc.recovered)
 	var extra []grpc.ServerOption
 	for _, h := range opts.StatsHandlers {
 		extra = append(extra, grpc.StatsHandler(h))
 	}
 	s := grpc.NewServer(append(extra,
-		grpc.ChainUnaryInterceptor(append(slices.Clone(opts.Unary), svc.unaryIdentity)...),
-		grpc.ChainStreamInterceptor(append(slices.Clone(opts.Stream), svc.streamIdentity)...),
+		// Recovery comes before the identity checks, so that it covers
+		// them as well as the handlers.
+		grpc.ChainUnaryInterceptor(append(slices.Clone(opts.Unary), recovery.UnaryServerInterceptor(onPanic), svc.unaryIdentity)...),
+		grpc.ChainStreamInterceptor(append(slices.Clone(opts.Stream), recovery.StreamServerInterceptor(onPanic), svc.streamIdentity)...),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.ForceServerCodecV2(newCodec()),
+		// Stop, like GracefulStop, returns only once every handler has:
+		// the store the handlers use is closed after it.
+		grpc.WaitForHandlers(true),
 		// Calls run on long-lived goroutines whose stacks have grown to
 		// what signing and verifying need, instead of a new goroutine per
 		// call that grows its stack again each time.
@@ -167,10 +188,12 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*grpc.Server,
 	kurierv1.RegisterRelayServiceServer(reg, svc)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(kurierv1.MailboxService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(reg, hs)
+	for _, d := range []grpc.ServiceDesc{kurierv1.MailboxService_ServiceDesc, kurierv1.DirectoryService_ServiceDesc, kurierv1.LogService_ServiceDesc, kurierv1.RelayService_ServiceDesc} {
+		hs.SetServingStatus(d.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(reg, &healthService{Server: hs, stopping: stopping})
 	reflection.Register(reg)
-	return s, nil
+	return &Server{grpc: s, health: hs, stopping: stopping}, nil
 }
 
 // streamWorkers is how many goroutines serve calls; a call that finds all
@@ -183,10 +206,11 @@ type service struct {
 	kurierv1.UnimplementedDirectoryServiceServer
 	kurierv1.UnimplementedLogServiceServer
 	kurierv1.UnimplementedRelayServiceServer
-	node          *node.Node
-	trust         *pki.TrustStore
-	log           *slog.Logger
-	uploadIdle    time.Duration
-	uploadTimeout time.Duration
-	streamCheck   time.Duration
+	node        *node.Node
+	trust       *pki.TrustStore
+	log         *slog.Logger
+	upload      uploadBounds
+	streamCheck time.Duration
+	// stopping is closed once the server stops (Server.Shutdown).
+	stopping <-chan struct{}
 }
