@@ -37,6 +37,7 @@ func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustSto
 		CRLWarnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore),
 		CertNotAfter:  id.Cert.NotAfter,
 		FreeBytes:     func() (uint64, error) { return diskspace.Statfs(cfg.Data) },
+		MinFreeBytes:  uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)),
 		Logger:        logger,
 	})
 }

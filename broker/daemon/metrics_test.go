@@ -2,19 +2,24 @@ package daemon_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"regexp"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/pki"
 )
@@ -31,6 +36,8 @@ func TestRun_Metrics(t *testing.T) {
 	if cfg.MetricsListener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
+	// A peer that is never reached: its queue is reported, empty.
+	cfg.Peers = map[string]string{"kreis-soest.example": "127.0.0.1:9"}
 	base := "http://" + cfg.MetricsListener.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -99,7 +106,10 @@ func TestRun_Metrics(t *testing.T) {
 		{"kurier_evidence_stored_total", map[string]string{"type": "Acknowledgement"}, 1},
 		{"kurier_evidence_stored_total", map[string]string{"type": "NonDelivery"}, 0},
 		{"kurier_log_leaves", nil, 6},
+		{"kurier_outbound_queued_messages", map[string]string{"domain": "kreis-soest.example"}, 0},
+		{"kurier_outbound_oldest_age_seconds", map[string]string{"domain": "kreis-soest.example"}, 0},
 		{"kurier_crl_warn_before_seconds", nil, daemon.DefaultCRLWarnBefore.Seconds()},
+		{"kurier_disk_min_free_bytes", nil, float64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin))},
 		{"kurier_mailbox_waiting_messages", map[string]string{"state": "unfetched"}, 1},
 		{"kurier_mailbox_waiting_messages", map[string]string{"state": "unanswered"}, 0},
 		{"kurier_mailbox_oldest_age_seconds", map[string]string{"state": "unanswered"}, 0},
@@ -127,6 +137,7 @@ func TestRun_Metrics(t *testing.T) {
 			t.Errorf("%s%v = %v (found %v), want within [%v, %v]", w.name, w.labels, v, ok, w.min, w.max)
 		}
 	}
+	checkAlertRules(t, got)
 	if h := got["grpc_server_handling_seconds"]; h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
 		t.Errorf("no latency histogram grpc_server_handling_seconds: %v", h)
 	}
@@ -203,4 +214,40 @@ func get(t *testing.T, url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// checkAlertRules: every metric the sample alert rules name is one the
+// node exports, so that no alert watches a series that never comes.
+func checkAlertRules(t *testing.T, exported map[string]*dto.MetricFamily) {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/prometheus/kurier-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`\b(kurier|grpc_server)_[a-z_]+\b`)
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			for _, m := range name.FindAllString(r.Expr, -1) {
+				if exported[m] == nil {
+					t.Errorf("alert %s watches %s, which the node does not export", r.Alert, m)
+				}
+			}
+		}
+	}
+	if n < 8 {
+		t.Errorf("the sample rules hold %d alerts", n)
+	}
 }

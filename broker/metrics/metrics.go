@@ -43,8 +43,11 @@ type Sources struct {
 	CRLWarnBefore time.Duration
 	// CertNotAfter is when the node certificate expires.
 	CertNotAfter time.Time
-	// FreeBytes is the free space of the store's filesystem.
-	FreeBytes func() (uint64, error)
+	// FreeBytes is the free space of the store's filesystem, and
+	// MinFreeBytes the disk alarm's bound (min_free_bytes), exported so
+	// that an alert can compare with it.
+	FreeBytes    func() (uint64, error)
+	MinFreeBytes uint64
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -181,11 +184,13 @@ var (
 		"Seconds until the node certificate expires.", nil, nil)
 	descFree = prometheus.NewDesc("kurier_disk_free_bytes",
 		"Free bytes on the filesystem of the node's store, for an unprivileged writer.", nil, nil)
+	descMinFree = prometheus.NewDesc("kurier_disk_min_free_bytes",
+		"The disk alarm's bound (min_free_bytes): below it the node refuses new messages.", nil, nil)
 )
 
 // Describe sends the descriptors of every gauge.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLogLeaves, descQueued, descQueuedAge, descMailbox, descMailboxAge, descCRL, descCRLWarn, descCert, descFree} {
+	for _, d := range []*prometheus.Desc{descLogLeaves, descQueued, descQueuedAge, descMailbox, descMailboxAge, descCRL, descCRLWarn, descCert, descFree, descMinFree} {
 		ch <- d
 	}
 }
@@ -226,6 +231,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			gauge(descFree, float64(n))
 		}
+	}
+	if c.src.MinFreeBytes > 0 {
+		gauge(descMinFree, float64(c.src.MinFreeBytes))
 	}
 }
 
