@@ -121,7 +121,6 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		lis.Close()
 		return err
 	}
-	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
 	// The background work ends before the store closes: defers run last
 	// first.
 	bgCtx, stopBackground := context.WithCancel(ctx)
@@ -144,6 +143,8 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			return err
 		}
 	}
+	// Said once everything runs: the metrics listener too.
+	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
 	auditStart(audit, cfg, id, trust, lis.Addr().String())
 	started := time.Now()
 	if ready != nil {
