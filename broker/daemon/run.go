@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/admin"
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/netlimit"
 	"kurier.dev/kurier/broker/node"
@@ -64,6 +65,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
 	}()
+	adm, err := admin.Listen(cfg.Data, db, logger) // kurierd backup while running
+	if err != nil {
+		return err
+	}
+	defer adm.Close() // before the store closes: defers run last first
 	// A relay worker per peer domain, woken whenever the node queues
 	// something for that domain.
 	alarm := &diskspace.Alarm{Dir: cfg.Data, Min: uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)), Logger: logger}

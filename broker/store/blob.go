@@ -529,7 +529,7 @@ func (db *DB) deleteBlob(ctx context.Context, id string, sweep bool, cutoff time
 	if !validBlobID(id) {
 		return fmt.Errorf("%w: blob id %q", broker.ErrInvalid, id) // keys are the store's own: cannot happen
 	}
-	if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := db.removePayload(id); err != nil {
 		return fmt.Errorf("delete payload file: %w", err)
 	}
 	return db.deleteChunks(ctx, id)
@@ -706,7 +706,7 @@ func (db *DB) sweepNames(ctx context.Context, names []string) (int, error) {
 		return 0, err
 	}
 	for i, id := range headless {
-		if err := os.Remove(db.payloadPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := db.removePayload(id); err != nil {
 			return i, fmt.Errorf("delete orphan payload file: %w", err)
 		}
 	}

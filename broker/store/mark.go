@@ -41,7 +41,9 @@ import (
 
 // MarkFile is the name of the high-water mark in the store's directory.
 // When restoring the directory from a backup, keep this file as it is:
-// the backup's older one would hide the rollback.
+// the backup's older one would hide the rollback. kurierd restore (see
+// Restore) takes a directory holding only this file and refuses a backup
+// behind it unless the rollback is accepted.
 const MarkFile = "KURIER-LOGMARK"
 
 // ErrRolledBack is returned by Open when the transparency log is shorter
@@ -53,7 +55,7 @@ var ErrRolledBack = errors.New("the transparency log is behind its high-water ma
 
 // rolledBackHelp is the recovery, said with every ErrRolledBack.
 const rolledBackHelp = "restore the data directory from a backup whose log reaches the mark, keeping the current " + MarkFile +
-	"; if there is none, the log is lost: start a new log with a new log key in a new data directory, and keep this store and the checkpoints signed from it as evidence"
+	" (kurierd restore takes an empty data directory holding only it, and checks the backup against it); if there is none, the log is lost: start a new log with a new log key in a new data directory, and keep this store and the checkpoints signed from it as evidence, or restore the newest backup with kurierd restore -accept-rollback, accepting that checkpoints signed after it show a fork"
 
 // mark is the content of MarkFile.
 type mark struct {

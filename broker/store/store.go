@@ -52,9 +52,13 @@
 //
 // # Locks and ownership
 //
-// DB.mu is the only mutex besides the marker's (below). Held shared, it
-// keeps badger open: around every read transaction, every chunk delete
-// transaction and every hand-over of a request to the committer. Close
+// DB.mu is the only mutex besides the marker's and the backups' (below).
+// Held shared, it keeps badger open: around every read transaction, every
+// chunk delete transaction and every hand-over of a request to the
+// committer. A backup's long read transaction is the exception: it holds
+// DB.mu only to register, and Close cancels it and waits for it before
+// badger closes (backupHolds), so that a slow reader of a backup cannot
+// hold up Close and, behind it, every other reader. Close
 // takes it exclusively, once, to mark the store closed. It is never held
 // while waiting for a committer's answer, the committer never takes it,
 // and nothing nests it (a goroutine holding it shared never asks for it
@@ -64,7 +68,7 @@
 // and the transparency log's compact range (DB.tree). Nobody else assigns
 // leaf indexes. The high-water mark's writer (marker) has its own mutex,
 // taken only for its fields and never while DB.mu is held or a file is
-// written.
+// written; so is the backups' (backupHolds.mu).
 //
 // # Transparency log
 //
@@ -233,6 +237,8 @@ type DB struct {
 	commits        atomic.Int64   // synced transactions of the committer
 
 	mark *marker // the log's high-water mark, written behind the committer
+
+	holds backupHolds // backups in progress; see backup.go
 }
 
 // Open opens (or creates) the store in dir. Before badger opens its files,
@@ -398,6 +404,7 @@ func (db *DB) Close() error {
 	close(db.reqs)
 	db.mu.Unlock()
 
+	db.holds.stop() // backups read badger: they end before it closes
 	<-db.committerDone
 	close(db.stopGC)
 	<-db.gcDone

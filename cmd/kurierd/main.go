@@ -3,6 +3,9 @@
 //	kurierd -dev [-data DIR] [-listen ADDR]   the embedded development setup
 //	kurierd -config FILE                      a production node
 //	kurierd -check-store -config FILE         check a stopped node's store (or with -dev -data DIR)
+//	kurierd backup -config FILE -o BACKUP     back up the node's store, running or stopped
+//	kurierd restore -config FILE -i BACKUP    restore a backup into the node's empty data directory
+//	        [-accept-rollback]                 even if it is behind the kept KURIER-LOGMARK (forks the log)
 package main
 
 import (
@@ -30,6 +33,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return backup(ctx, args[1:], stdout, stderr)
+		case "restore":
+			return restore(ctx, args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("kurierd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dev := fs.Bool("dev", false, "run the embedded development setup (CA, node, an agency and a court) in -data")
@@ -44,12 +55,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	logger, err := newLogger(*logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(logger)
 
 	devOnly := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) {
@@ -58,7 +67,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	})
 	var cfg *daemon.Config
-	var err error
 	switch {
 	case *dev && *configPath != "":
 		return errors.New("-dev and -config exclude each other")
@@ -83,6 +91,78 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ready = func(addr net.Addr) { printDevHint(stdout, *data, addr.String()) }
 	}
 	return daemon.Run(ctx, cfg, logger, ready)
+}
+
+func newLogger(level string, stderr io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l}))
+	slog.SetDefault(logger)
+	return logger, nil
+}
+
+// backup is kurierd backup.
+func backup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kurierd backup", flag.ContinueOnError)
+	out := fs.String("o", "", "the file to write the backup to (must not exist)")
+	cfg, logger, err := subcommand(fs, args, stderr, func() error {
+		if *out == "" {
+			return errors.New("kurierd backup: give -o BACKUP, the file to write")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return daemon.Backup(ctx, cfg, *out, stdout, logger)
+}
+
+// restore is kurierd restore.
+func restore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kurierd restore", flag.ContinueOnError)
+	in := fs.String("i", "", "the backup file to restore")
+	accept := fs.Bool("accept-rollback", false, "restore even if the backup's log is behind the KURIER-LOGMARK kept in the data directory, or forks from it: checkpoints signed after the backup will show a fork")
+	cfg, logger, err := subcommand(fs, args, stderr, func() error {
+		if *in == "" {
+			return errors.New("kurierd restore: give -i BACKUP, the backup to restore")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return daemon.Restore(ctx, cfg, *in, *accept, stdout, logger)
+}
+
+// subcommand parses the flags a subcommand shares (-config, -log-level)
+// and its own, which check checks, and loads the config.
+func subcommand(fs *flag.FlagSet, args []string, stderr io.Writer, check func() error) (*daemon.Config, *slog.Logger, error) {
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "the node's YAML config file")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("%s: unexpected arguments %q", fs.Name(), fs.Args())
+	}
+	if *configPath == "" {
+		return nil, nil, fmt.Errorf("%s: give -config FILE", fs.Name())
+	}
+	if err := check(); err != nil {
+		return nil, nil, err
+	}
+	logger, err := newLogger(*logLevel, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := daemon.LoadConfig(*configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, logger, nil
 }
 
 func printDevHint(w io.Writer, dir, addr string) {

@@ -12,13 +12,18 @@ func TestRun_Flags(t *testing.T) {
 		args []string
 		want string
 	}{
-		"nothing":             {nil, "give -dev or -config FILE"},
-		"both":                {[]string{"-dev", "-config", "x.yaml"}, "exclude each other"},
-		"data without dev":    {[]string{"-config", "x.yaml", "-data", "d"}, "go with -dev"},
-		"listen without dev":  {[]string{"-listen", "127.0.0.1:1"}, "go with -dev"},
-		"missing config file": {[]string{"-config", "/nonexistent/kurierd.yaml"}, "read config"},
-		"stray argument":      {[]string{"-dev", "extra"}, "unexpected arguments"},
-		"bad log level":       {[]string{"-dev", "-log-level", "loud"}, "-log-level"},
+		"nothing":                {nil, "give -dev or -config FILE"},
+		"both":                   {[]string{"-dev", "-config", "x.yaml"}, "exclude each other"},
+		"data without dev":       {[]string{"-config", "x.yaml", "-data", "d"}, "go with -dev"},
+		"listen without dev":     {[]string{"-listen", "127.0.0.1:1"}, "go with -dev"},
+		"missing config file":    {[]string{"-config", "/nonexistent/kurierd.yaml"}, "read config"},
+		"stray argument":         {[]string{"-dev", "extra"}, "unexpected arguments"},
+		"bad log level":          {[]string{"-dev", "-log-level", "loud"}, "-log-level"},
+		"backup without -o":      {[]string{"backup", "-config", "x.yaml"}, "give -o BACKUP"},
+		"backup without config":  {[]string{"backup", "-o", "b.kbak"}, "give -config FILE"},
+		"backup stray argument":  {[]string{"backup", "-config", "x.yaml", "-o", "b", "extra"}, "unexpected arguments"},
+		"restore without -i":     {[]string{"restore", "-config", "x.yaml"}, "give -i BACKUP"},
+		"restore missing config": {[]string{"restore", "-config", "/nonexistent/kurierd.yaml", "-i", "b"}, "read config"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
