@@ -93,6 +93,11 @@ func backupTo(ctx context.Context, cfg *Config, w io.Writer, logger *slog.Logger
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
+	// The node records what it serves; a backup of a stopped node is
+	// recorded here.
+	audit := openAuditFor(cfg, logger)
+	defer audit.Close()
+	auditBackup(audit, "of the stopped node", info, err)
 	return info, "(the node is stopped)", err
 }
 
@@ -127,6 +132,9 @@ func Restore(ctx context.Context, cfg *Config, in string, acceptRollback bool, s
 		},
 		Report: func(p store.Problem) { fmt.Fprintf(stdout, "damaged: %s\n", p) },
 	})
+	audit := openAuditFor(cfg, logger)
+	defer audit.Close()
+	auditRestore(audit, in, res, err)
 	if err != nil {
 		return err
 	}

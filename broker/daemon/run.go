@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
 	}()
-	adm, err := admin.Listen(cfg.Data, db, logger) // kurierd backup while running
+	adm, err := admin.Listen(cfg.Data, auditedBackups{db: db, audit: audit}, logger) // kurierd backup while running
 	if err != nil {
 		return err
 	}
