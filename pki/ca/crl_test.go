@@ -33,9 +33,9 @@ func TestCA_WriteCRL_number(t *testing.T) {
 	}
 }
 
-func writeAndParseCRL(t *testing.T, ca *ca.CA, validity time.Duration) *x509.RevocationList {
+func writeAndParseCRL(t *testing.T, authority *ca.CA, validity time.Duration) *x509.RevocationList {
 	t.Helper()
-	path, err := ca.WriteCRL(validity)
+	path, err := authority.WriteCRL(validity)
 	if err != nil {
 		t.Fatal(err)
 	}
