@@ -28,6 +28,7 @@ import (
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 )
 
 // The node every test in this package talks to: the development setup of
@@ -68,12 +69,12 @@ var (
 func malloryID(t *testing.T) *pki.Identity {
 	t.Helper()
 	malloryOnce.Do(func() {
-		ca, err := pki.OpenCA(filepath.Join(devDir, "ca"))
+		authority, err := ca.Open(filepath.Join(devDir, "ca"))
 		if err != nil {
 			malloryErr = err
 			return
 		}
-		mallory, malloryErr = ca.IssueParticipant(filepath.Join(devDir, "identities", "mallory"), "mallory@stadt.example")
+		mallory, malloryErr = authority.IssueParticipant(filepath.Join(devDir, "identities", "mallory"), "mallory@stadt.example")
 	})
 	if malloryErr != nil {
 		t.Fatalf("issue mallory: %v", malloryErr)
@@ -669,11 +670,11 @@ func TestClient_SubmitRetriesUnavailable(t *testing.T) {
 // after sending is refused when fetched.
 func TestClient_RevocationFromNode(t *testing.T) {
 	ctx := ctxT(t)
-	ca, err := pki.OpenCA(filepath.Join(devDir, "ca"))
+	authority, err := ca.Open(filepath.Join(devDir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sender, err := ca.IssueParticipant(filepath.Join(t.TempDir(), "agency2"), daemon.DevAgency)
+	sender, err := authority.IssueParticipant(filepath.Join(t.TempDir(), "agency2"), daemon.DevAgency)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -684,11 +685,11 @@ func TestClient_RevocationFromNode(t *testing.T) {
 	defer sc.Close()
 	id := send(t, sc, client.Document{Name: "a.txt", Data: []byte("signed before the revocation")})
 
-	if err := ca.Revoke(sender.Cert.SerialNumber, 1); err != nil {
+	if err := authority.Revoke(sender.Cert.SerialNumber, 1); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond) // the node rereads its CRL at most once a second
-	if _, err := ca.WriteCRL(24 * time.Hour); err != nil {
+	if _, err := authority.WriteCRL(24 * time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	cc, err := client.Dial(ctx, nodeAddr, court) // no WithCRL: the node's CRL

@@ -1,11 +1,10 @@
-package pki
+package pki_test
 
 import (
 	"bytes"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -15,116 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/pkitest"
 )
-
-func TestCA_WriteCRL_number(t *testing.T) {
-	first := writeAndParseCRL(t, fx.ca, time.Hour)
-	second := writeAndParseCRL(t, fx.ca, time.Hour)
-	if want := new(big.Int).Add(first.Number, big.NewInt(1)); second.Number.Cmp(want) != 0 {
-		t.Errorf("CRL numbers %v then %v, want consecutive", first.Number, second.Number)
-	}
-	if err := second.CheckSignatureFrom(fx.ca.Certificate()); err != nil {
-		t.Error(err)
-	}
-	if d := second.NextUpdate.Sub(second.ThisUpdate); d != time.Hour {
-		t.Errorf("NextUpdate - ThisUpdate = %v", d)
-	}
-	if _, err := fx.ca.WriteCRL(0); err == nil {
-		t.Error("WriteCRL(0) succeeded")
-	}
-}
-
-func writeAndParseCRL(t *testing.T, ca *CA, validity time.Duration) *x509.RevocationList {
-	t.Helper()
-	path, err := ca.WriteCRL(validity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "X509 CRL" {
-		t.Fatalf("%s is not a PEM CRL", path)
-	}
-	crl, err := x509.ParseRevocationList(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return crl
-}
-
-func TestCA_Revoke(t *testing.T) {
-	revoked := issueNode(t, fx.ca, "revoked.example")
-	good := issueNode(t, fx.ca, "good.example")
-	ts := newTrustStore(t) // before the revocation: must notice the new CRL
-
-	for range 2 { // idempotent
-		if err := fx.ca.Revoke(revoked.Cert.SerialNumber, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	crl := writeAndParseCRL(t, fx.ca, time.Hour)
-	n := 0
-	for _, e := range crl.RevokedCertificateEntries {
-		if e.SerialNumber.Cmp(revoked.Cert.SerialNumber) == 0 {
-			n++
-			if e.ReasonCode != 4 {
-				t.Errorf("reason %d, want 4", e.ReasonCode)
-			}
-		}
-	}
-	if n != 1 {
-		t.Errorf("serial listed %d times in the CRL", n)
-	}
-	var list []revocation
-	data, err := os.ReadFile(filepath.Join(fx.ca.dir, revokedFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &list); err != nil {
-		t.Fatal(err)
-	}
-	if list[len(list)-1].Serial != revoked.Cert.SerialNumber.String() {
-		t.Errorf("revoked.json: last entry %+v", list[len(list)-1])
-	}
-
-	now := time.Now()
-	_, err = ts.Verify(revoked.Cert, nil, now, x509.ExtKeyUsageServerAuth)
-	if !errors.Is(err, ErrRevoked) {
-		t.Fatalf("Verify(revoked) = %v, want ErrRevoked", err)
-	}
-	if !strings.Contains(err.Error(), revoked.Cert.SerialNumber.Text(16)) {
-		t.Errorf("error %q does not name the serial in hex", err)
-	}
-	chain, err := ts.Verify(good.Cert, nil, now, x509.ExtKeyUsageServerAuth)
-	if err != nil {
-		t.Fatalf("Verify(good) = %v", err)
-	}
-	if len(chain) != 2 || !chain[1].Equal(fx.ca.Certificate()) {
-		t.Errorf("chain has %d certificates", len(chain))
-	}
-	if err := ts.CheckRevoked(chain); err != nil {
-		t.Errorf("CheckRevoked(good) = %v", err)
-	}
-
-	for name, tt := range map[string]struct {
-		serial *big.Int
-		reason int
-	}{
-		"nil serial":  {nil, 0},
-		"zero serial": {big.NewInt(0), 0},
-		"reason 7":    {big.NewInt(5), 7},
-		"reason 11":   {big.NewInt(5), 11},
-	} {
-		t.Run(name, func(t *testing.T) {
-			if err := fx.ca.Revoke(tt.serial, tt.reason); err == nil {
-				t.Fatal("Revoke succeeded")
-			}
-		})
-	}
-}
 
 func TestTrustStore_Verify(t *testing.T) {
 	ts := newTrustStore(t)
@@ -162,26 +55,26 @@ func TestNewTrustStore_badCRL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := NewTrustStore(roots, path); err == nil {
+		if _, err := pki.NewTrustStore(roots, path); err == nil {
 			t.Fatal("NewTrustStore accepted a forged CRL")
 		}
 	})
 	t.Run("missing", func(t *testing.T) {
-		if _, err := NewTrustStore(roots, filepath.Join(t.TempDir(), "crl.pem")); err == nil {
+		if _, err := pki.NewTrustStore(roots, filepath.Join(t.TempDir(), "crl.pem")); err == nil {
 			t.Fatal("NewTrustStore accepted a missing CRL")
 		}
 	})
 	t.Run("garbage", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "crl.pem")
 		os.WriteFile(path, []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"), 0o644)
-		if _, err := NewTrustStore(roots, path); err == nil {
+		if _, err := pki.NewTrustStore(roots, path); err == nil {
 			t.Fatal("NewTrustStore accepted garbage")
 		}
 	})
 	t.Run("stale", func(t *testing.T) {
-		path := writeCRLFile(t, fx.ca, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
-		_, err := NewTrustStore(roots, path)
-		if !errors.Is(err, ErrCRLStale) {
+		path := writeCRLFile(t, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+		_, err := pki.NewTrustStore(roots, path)
+		if !errors.Is(err, pki.ErrCRLStale) {
 			t.Fatalf("NewTrustStore(stale) = %v, want ErrCRLStale", err)
 		}
 		if !strings.Contains(err.Error(), "kurier pki crl") {
@@ -189,7 +82,7 @@ func TestNewTrustStore_badCRL(t *testing.T) {
 		}
 	})
 	t.Run("no roots", func(t *testing.T) {
-		if _, err := NewTrustStore(nil, ""); err == nil {
+		if _, err := pki.NewTrustStore(nil, ""); err == nil {
 			t.Fatal("NewTrustStore without roots succeeded")
 		}
 	})
@@ -199,12 +92,12 @@ func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
 	chain := []*x509.Certificate{fx.alice.Cert, fx.ca.Certificate()}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "crl.pem")
-	copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
-	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
+	pkitest.CopyFile(t, fx.crl, path)
+	ts, err := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.recheck = 0
+	ts.SetRecheck(0)
 	if err := ts.CheckRevoked(chain); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +105,7 @@ func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
 	t.Run("goes stale", func(t *testing.T) {
 		ts.SetClock(func() time.Time { return time.Now().Add(2 * time.Hour) })
 		defer ts.SetClock(time.Now)
-		if err := ts.CheckRevoked(chain); !errors.Is(err, ErrCRLStale) {
+		if err := ts.CheckRevoked(chain); !errors.Is(err, pki.ErrCRLStale) {
 			t.Fatalf("CheckRevoked after NextUpdate = %v, want ErrCRLStale", err)
 		}
 	})
@@ -221,7 +114,7 @@ func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		copyFile(t, forged, path+".new")
+		pkitest.CopyFile(t, forged, path+".new")
 		os.Rename(path+".new", path)
 		if err := ts.CheckRevoked(chain); err == nil {
 			t.Fatal("CheckRevoked with a forged CRL succeeded")
@@ -234,13 +127,13 @@ func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
 		}
 	})
 	t.Run("restored", func(t *testing.T) {
-		copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
+		pkitest.CopyFile(t, fx.crl, path)
 		if err := ts.CheckRevoked(chain); err != nil {
 			t.Fatalf("CheckRevoked with the good CRL back = %v", err)
 		}
 	})
 	t.Run("no CRL configured", func(t *testing.T) {
-		ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, "")
+		ts, err := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,8 +146,8 @@ func TestTrustStore_CheckRevoked_failsClosed(t *testing.T) {
 func TestTrustStore_recheckInterval(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "crl.pem")
-	copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
-	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
+	pkitest.CopyFile(t, fx.crl, path)
+	ts, err := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,21 +157,21 @@ func TestTrustStore_recheckInterval(t *testing.T) {
 	if err := ts.CheckRevoked(nil); err != nil {
 		t.Fatalf("within the interval the file is not looked at again, got %v", err)
 	}
-	now = now.Add(crlRecheck)
+	now = now.Add(pki.CRLRecheck)
 	if err := ts.CheckRevoked(nil); err == nil {
 		t.Fatal("after the interval a missing CRL must fail")
 	}
 }
 
-// writeCRLFile writes an empty CRL signed by ca with the given times, which
+// writeCRLFile writes an empty CRL signed by the test CA with the given times, which
 // WriteCRL would not produce.
-func writeCRLFile(t *testing.T, ca *CA, thisUpdate, nextUpdate time.Time) string {
+func writeCRLFile(t *testing.T, thisUpdate, nextUpdate time.Time) string {
 	t.Helper()
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:     big.NewInt(1),
 		ThisUpdate: thisUpdate,
 		NextUpdate: nextUpdate,
-	}, ca.cert, ca.key)
+	}, fx.ca.Certificate(), fx.caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,20 +185,20 @@ func writeCRLFile(t *testing.T, ca *CA, thisUpdate, nextUpdate time.Time) string
 // TestTrustStore_CheckRevoked_intermediate: a leaf under an intermediate
 // has no CRL here, so its revocation cannot be checked and it is refused.
 func TestTrustStore_CheckRevoked_intermediate(t *testing.T) {
-	inter := fx.ca.makeCert(t, &x509.Certificate{
+	inter := makeCert(t, &x509.Certificate{
 		Subject: pkix.Name{CommonName: "Intermediate"}, IsCA: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	})
 	leaf := &x509.Certificate{RawIssuer: inter.RawSubject, Issuer: inter.Subject, Subject: pkix.Name{CommonName: "leaf"}, SerialNumber: big.NewInt(7)}
 	ts := newTrustStore(t)
-	if err := ts.CheckRevoked([]*x509.Certificate{leaf, inter, fx.ca.Certificate()}); !errors.Is(err, ErrNoCRL) {
+	if err := ts.CheckRevoked([]*x509.Certificate{leaf, inter, fx.ca.Certificate()}); !errors.Is(err, pki.ErrNoCRL) {
 		t.Fatalf("CheckRevoked = %v, want ErrNoCRL", err)
 	}
 }
 
 // revokedNodeCRL issues a node certificate for domain, revokes it, and
 // returns it with the CA's new CRL (DER).
-func revokedNodeCRL(t *testing.T, domain string) (*Identity, []byte) {
+func revokedNodeCRL(t *testing.T, domain string) (*pki.Identity, []byte) {
 	t.Helper()
 	gone := issueNode(t, fx.ca, domain)
 	if err := fx.ca.Revoke(gone.Cert.SerialNumber, 1); err != nil {
@@ -323,11 +216,11 @@ func revokedNodeCRL(t *testing.T, domain string) (*Identity, []byte) {
 
 func TestNewTrustStoreWithCRL(t *testing.T) {
 	gone, der := revokedNodeCRL(t, "gone.example")
-	ts, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, der)
+	ts, err := pki.NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, der)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.CheckRevoked([]*x509.Certificate{gone.Cert}); !errors.Is(err, ErrRevoked) {
+	if err := ts.CheckRevoked([]*x509.Certificate{gone.Cert}); !errors.Is(err, pki.ErrRevoked) {
 		t.Errorf("revoked certificate: %v, want ErrRevoked", err)
 	}
 	if err := ts.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); err != nil {
@@ -340,7 +233,7 @@ func TestNewTrustStoreWithCRL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fts, err := NewTrustStore([]*x509.Certificate{fx.foreignCA.Certificate()}, forged)
+	fts, err := pki.NewTrustStore([]*x509.Certificate{fx.foreignCA.Certificate()}, forged)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,14 +241,14 @@ func TestNewTrustStoreWithCRL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, forgedDER); err == nil {
+	if _, err := pki.NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, forgedDER); err == nil {
 		t.Error("a CRL signed by another CA was accepted")
 	}
-	if _, err := NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, []byte("junk")); err == nil {
+	if _, err := pki.NewTrustStoreWithCRL([]*x509.Certificate{fx.ca.Certificate()}, []byte("junk")); err == nil {
 		t.Error("junk was accepted as a CRL")
 	}
-	noCRL, _ := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, "")
-	if _, err := noCRL.CRL(); !errors.Is(err, ErrNoCRL) {
+	noCRL, _ := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, "")
+	if _, err := noCRL.CRL(); !errors.Is(err, pki.ErrNoCRL) {
 		t.Errorf("CRL() without one: %v, want ErrNoCRL", err)
 	}
 }
@@ -368,38 +261,38 @@ func TestNewTrustStoreWithCRLAt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Years after its NextUpdate, the CRL still speaks for a time before it.
-	past, err := NewTrustStoreWithCRLAt(roots, der, crl.ThisUpdate.Add(-24*time.Hour))
+	past, err := pki.NewTrustStoreWithCRLAt(roots, der, crl.ThisUpdate.Add(-24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := past.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); err != nil {
 		t.Errorf("good certificate at a time the CRL covers: %v", err)
 	}
-	if err := past.CheckRevoked([]*x509.Certificate{gone.Cert}); !errors.Is(err, ErrRevoked) {
+	if err := past.CheckRevoked([]*x509.Certificate{gone.Cert}); !errors.Is(err, pki.ErrRevoked) {
 		t.Errorf("revoked certificate: %v, want ErrRevoked", err)
 	}
 	if got := past.RevocationList(); got == nil || got.Number.Cmp(crl.Number) != 0 {
 		t.Errorf("RevocationList() = %v", got)
 	}
 	// Not for a time after it was due for renewal.
-	late, err := NewTrustStoreWithCRLAt(roots, der, crl.NextUpdate.Add(time.Second))
+	late, err := pki.NewTrustStoreWithCRLAt(roots, der, crl.NextUpdate.Add(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := late.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); !errors.Is(err, ErrCRLStale) {
+	if err := late.CheckRevoked([]*x509.Certificate{fx.alice.Cert}); !errors.Is(err, pki.ErrCRLStale) {
 		t.Errorf("at a time after NextUpdate: %v, want ErrCRLStale", err)
 	}
 	// CheckRevokedAt judges the CRL at the time it is given instead.
 	if err := late.CheckRevokedAt([]*x509.Certificate{fx.alice.Cert}, crl.ThisUpdate); err != nil {
 		t.Errorf("CheckRevokedAt a time the CRL covers: %v", err)
 	}
-	if err := past.CheckRevokedAt([]*x509.Certificate{gone.Cert}, crl.NextUpdate); !errors.Is(err, ErrCRLStale) {
+	if err := past.CheckRevokedAt([]*x509.Certificate{gone.Cert}, crl.NextUpdate); !errors.Is(err, pki.ErrCRLStale) {
 		t.Errorf("CheckRevokedAt NextUpdate: %v, want ErrCRLStale", err)
 	}
-	if _, err := NewTrustStoreWithCRLAt(roots, der, time.Time{}); err == nil {
+	if _, err := pki.NewTrustStoreWithCRLAt(roots, der, time.Time{}); err == nil {
 		t.Error("no time was accepted")
 	}
-	if _, err := NewTrustStoreWithCRLAt(roots, []byte("junk"), time.Now()); err == nil {
+	if _, err := pki.NewTrustStoreWithCRLAt(roots, []byte("junk"), time.Now()); err == nil {
 		t.Error("junk was accepted as a CRL")
 	}
 }
@@ -434,14 +327,14 @@ func TestTrustStore_VerifyCached(t *testing.T) {
 	if _, err := fx.ca.WriteCRL(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	at = at.Add(2 * crlRecheck) // the store reads the new CRL
-	if err := verify(at); !errors.Is(err, ErrRevoked) {
+	at = at.Add(2 * pki.CRLRecheck) // the store reads the new CRL
+	if err := verify(at); !errors.Is(err, pki.ErrRevoked) {
 		t.Fatalf("verification of a certificate revoked after its chain was built: %v, want ErrRevoked", err)
 	}
 }
 
 func BenchmarkTrustStore_Verify(b *testing.B) {
-	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, filepath.Join(fx.ca.dir, crlFile))
+	ts, err := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, fx.crl)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -458,8 +351,8 @@ func BenchmarkTrustStore_Verify(b *testing.B) {
 // store takes up and of a CRL file it finds unusable, once each.
 func TestTrustStore_CRLWatcher(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "crl.pem")
-	copyFile(t, filepath.Join(fx.ca.dir, crlFile), path)
-	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
+	pkitest.CopyFile(t, fx.crl, path)
+	ts, err := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +372,7 @@ func TestTrustStore_CRLWatcher(t *testing.T) {
 	})
 	check := func(want ...change) {
 		t.Helper()
-		now = now.Add(crlRecheck)
+		now = now.Add(pki.CRLRecheck)
 		ts.CheckRevoked(nil)
 		if !slices.EqualFunc(seen, want, func(a, b change) bool { return a.err == b.err && a.next.Equal(b.next) }) {
 			t.Fatalf("watcher saw %+v, want %+v", seen, want)
@@ -487,7 +380,7 @@ func TestTrustStore_CRLWatcher(t *testing.T) {
 	}
 	check() // the file as it was: no change
 	next := now.Add(48 * time.Hour).Truncate(time.Second)
-	copyFile(t, writeCRLFile(t, fx.ca, now.Add(-time.Minute), next), path)
+	pkitest.CopyFile(t, writeCRLFile(t, now.Add(-time.Minute), next), path)
 	check(change{next: next})
 	check(change{next: next}) // the same file again
 	os.Remove(path)

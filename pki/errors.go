@@ -11,7 +11,8 @@ var (
 	// refuses to go on with old revocation data; the operator must publish a
 	// fresh CRL (`kurier pki crl`).
 	ErrCRLStale = errors.New("crl is stale")
-	// ErrExists means InitCA or an Issue call would overwrite existing keys.
+	// ErrExists means creating a CA, an identity, a participant's request
+	// or a log key would overwrite existing keys or certificates.
 	ErrExists = errors.New("already exists")
 	// ErrBadCSR means a certificate signing request was refused: it does
 	// not parse, its signature does not verify, or its key or address is

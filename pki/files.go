@@ -11,17 +11,19 @@ import (
 	"path/filepath"
 )
 
-// File names inside a CA or identity directory.
+// File names inside an identity directory (see the package comment).
+// CACertFile is also the name of the CA's own certificate in a CA
+// directory.
 const (
-	caCertFile     = "ca.pem"
-	caKeyFile      = "ca-key.pem"
-	revokedFile    = "revoked.json"
-	crlFile        = "crl.pem"
-	crlNumberFile  = "crlnumber"
-	certFile       = "cert.pem"
-	keyFile        = "key.pem"
-	encCertFile    = "enc-cert.pem"
-	encKeyFile     = "enc-key.pem"
+	CACertFile  = "ca.pem"
+	CertFile    = "cert.pem"
+	KeyFile     = "key.pem"
+	EncCertFile = "enc-cert.pem"
+	EncKeyFile  = "enc-key.pem"
+)
+
+// Other file names and PEM block types.
+const (
 	csrFile        = "csr.pem"
 	encCSRFile     = "enc-csr.pem"
 	logKeyFile     = "log.key"
@@ -42,14 +44,16 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := parseCertificatesPEM(data)
+	certs, err := ParseCertificatesPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("load certificates %s: %w", path, err)
 	}
 	return certs, nil
 }
 
-func parseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
+// ParseCertificatesPEM parses data as one or more PEM certificates; any
+// other PEM block is an error, as is data with no certificate at all.
+func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var block *pem.Block
@@ -82,28 +86,28 @@ func WriteCertificatesPEM(path string, certs ...*x509.Certificate) error {
 	for _, c := range certs {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: c.Raw})...)
 	}
-	if err := writeFileAtomic(path, out, 0o644); err != nil {
+	if err := WriteFileAtomic(path, out, 0o644); err != nil {
 		return fmt.Errorf("write certificates: %w", err)
 	}
 	return nil
 }
 
-// writeKey stores a private key as PKCS#8 PEM, readable by the owner only.
-func writeKey(path string, key crypto.Signer) error {
+// WriteKey stores a private key as PKCS#8 PEM, readable by the owner only.
+func WriteKey(path string, key crypto.Signer) error {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("marshal key for %s: %w", path, err)
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
 	return nil
 }
 
-// loadKey reads a private key in PKCS#8, SEC 1 or PKCS#1 PEM form (the
+// LoadKey reads a private key in PKCS#8, SEC 1 or PKCS#1 PEM form (the
 // latter two are what cfssl and openssl write by default).
-func loadKey(path string) (crypto.Signer, error) {
+func LoadKey(path string) (crypto.Signer, error) {
 	data, err := readFile(path)
 	if err != nil {
 		return nil, err
@@ -156,11 +160,11 @@ func readFileMax(path string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// writeFileAtomic writes data to a temporary file in the same directory,
+// WriteFileAtomic writes data to a temporary file in the same directory,
 // syncs it and renames it over path: readers (a node re-reading crl.pem, a
 // CA reading revoked.json after a crash) see the old or the new file,
 // never a torn one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -197,11 +201,11 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-// writeFileExclusive writes data to path like writeFileAtomic, but fails
+// WriteFileExclusive writes data to path like WriteFileAtomic, but fails
 // with ErrExists instead of replacing a file that is there, even one made
 // between the caller's check and this write: the complete temporary file
 // is hard-linked into place, which fails if path exists.
-func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
+func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -237,9 +241,31 @@ func writeFileExclusive(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-// exists reports whether path exists; errors other than "not found" count
+// FileExists reports whether path exists; errors other than "not found" count
 // as existing so that callers refuse rather than overwrite.
-func exists(path string) bool {
+func FileExists(path string) bool {
 	_, err := os.Stat(path)
 	return !errors.Is(err, os.ErrNotExist)
+}
+
+// PrepareIdentityDir creates dir (0700) and checks that none of files is
+// there yet, failing with ErrExists if one is: issuing an identity never
+// replaces keys or certificates.
+func PrepareIdentityDir(dir string, files ...string) error {
+	for _, f := range files {
+		if FileExists(filepath.Join(dir, f)) {
+			return fmt.Errorf("%w: %s", ErrExists, filepath.Join(dir, f))
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return nil
+}
+
+// PublicKeysEqual reports whether a and b are the same public key, of any
+// standard type.
+func PublicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }

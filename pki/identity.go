@@ -26,74 +26,76 @@ type Identity struct {
 // (nodes have none). Each key must match its certificate. Errors name the
 // file that is missing or bad.
 func LoadIdentity(dir string) (*Identity, error) {
-	certs, err := LoadCertificates(filepath.Join(dir, certFile))
+	certs, err := LoadCertificates(filepath.Join(dir, CertFile))
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
-	key, err := loadKey(filepath.Join(dir, keyFile))
+	key, err := LoadKey(filepath.Join(dir, KeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
-	if !publicKeysEqual(certs[0].PublicKey, key.Public()) {
-		return nil, fmt.Errorf("load identity %s: %s does not match %s", dir, keyFile, certFile)
+	if !PublicKeysEqual(certs[0].PublicKey, key.Public()) {
+		return nil, fmt.Errorf("load identity %s: %s does not match %s", dir, KeyFile, CertFile)
 	}
-	roots, err := LoadCertificates(filepath.Join(dir, caCertFile))
+	roots, err := LoadCertificates(filepath.Join(dir, CACertFile))
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
 	id := &Identity{Cert: certs[0], Key: key, Chain: certs[1:], Roots: roots}
 
-	encCertPath, encKeyPath := filepath.Join(dir, encCertFile), filepath.Join(dir, encKeyFile)
-	hasCert, hasKey := exists(encCertPath), exists(encKeyPath)
+	encCertPath, encKeyPath := filepath.Join(dir, EncCertFile), filepath.Join(dir, EncKeyFile)
+	hasCert, hasKey := FileExists(encCertPath), FileExists(encKeyPath)
 	switch {
 	case !hasCert && !hasKey:
 		return id, nil
 	case !hasKey:
-		return nil, fmt.Errorf("load identity %s: %s without %s", dir, encCertFile, encKeyFile)
+		return nil, fmt.Errorf("load identity %s: %s without %s", dir, EncCertFile, EncKeyFile)
 	case !hasCert:
-		return nil, fmt.Errorf("load identity %s: %s without %s", dir, encKeyFile, encCertFile)
+		return nil, fmt.Errorf("load identity %s: %s without %s", dir, EncKeyFile, EncCertFile)
 	}
 	encCerts, err := LoadCertificates(encCertPath)
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
-	encKey, err := loadKey(encKeyPath)
+	encKey, err := LoadKey(encKeyPath)
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
 	rsaKey, ok := encKey.(*rsa.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("load identity %s: %s is %T, want an RSA key", dir, encKeyFile, encKey)
+		return nil, fmt.Errorf("load identity %s: %s is %T, want an RSA key", dir, EncKeyFile, encKey)
 	}
-	if !publicKeysEqual(encCerts[0].PublicKey, rsaKey.Public()) {
-		return nil, fmt.Errorf("load identity %s: %s does not match %s", dir, encKeyFile, encCertFile)
+	if !PublicKeysEqual(encCerts[0].PublicKey, rsaKey.Public()) {
+		return nil, fmt.Errorf("load identity %s: %s does not match %s", dir, EncKeyFile, EncCertFile)
 	}
 	id.EncCert, id.EncKey = encCerts[0], rsaKey
 	return id, nil
 }
 
-// write stores the identity in dir: keys before certificates, cert.pem
-// last, so an interrupted write never leaves a certificate without its key.
-func (id *Identity) write(dir string) error {
+// Write stores the identity in dir as LoadIdentity reads it: keys before
+// certificates, cert.pem last, so an interrupted write never leaves a
+// certificate without its key. It replaces files that are there; the CA
+// checks first that there are none (PrepareIdentityDir).
+func (id *Identity) Write(dir string) error {
 	if id.EncCert != nil {
 		encKey, ok := id.EncKey.(crypto.Signer)
 		if !ok {
 			return errors.New("encryption key cannot be stored")
 		}
-		if err := writeKey(filepath.Join(dir, encKeyFile), encKey); err != nil {
+		if err := WriteKey(filepath.Join(dir, EncKeyFile), encKey); err != nil {
 			return err
 		}
-		if err := WriteCertificatesPEM(filepath.Join(dir, encCertFile), id.EncCert); err != nil {
+		if err := WriteCertificatesPEM(filepath.Join(dir, EncCertFile), id.EncCert); err != nil {
 			return err
 		}
 	}
-	if err := writeKey(filepath.Join(dir, keyFile), id.Key); err != nil {
+	if err := WriteKey(filepath.Join(dir, KeyFile), id.Key); err != nil {
 		return err
 	}
-	if err := WriteCertificatesPEM(filepath.Join(dir, caCertFile), id.Roots...); err != nil {
+	if err := WriteCertificatesPEM(filepath.Join(dir, CACertFile), id.Roots...); err != nil {
 		return err
 	}
-	return WriteCertificatesPEM(filepath.Join(dir, certFile), append([]*x509.Certificate{id.Cert}, id.Chain...)...)
+	return WriteCertificatesPEM(filepath.Join(dir, CertFile), append([]*x509.Certificate{id.Cert}, id.Chain...)...)
 }
 
 // Peer returns who the identity's certificate speaks for (PeerOf(id.Cert)).

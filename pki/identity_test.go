@@ -1,4 +1,4 @@
-package pki
+package pki_test
 
 import (
 	"crypto/x509"
@@ -6,15 +6,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/pkitest"
 )
 
 // copyIdentity copies the identity files of src into a fresh directory.
 func copyIdentity(t *testing.T, src string) string {
 	t.Helper()
 	dst := t.TempDir()
-	for _, f := range []string{certFile, keyFile, caCertFile, encCertFile, encKeyFile} {
+	for _, f := range []string{pki.CertFile, pki.KeyFile, pki.CACertFile, pki.EncCertFile, pki.EncKeyFile} {
 		if _, err := os.Stat(filepath.Join(src, f)); err == nil {
-			copyFile(t, filepath.Join(src, f), filepath.Join(dst, f))
+			pkitest.CopyFile(t, filepath.Join(src, f), filepath.Join(dst, f))
 		}
 	}
 	return dst
@@ -28,32 +31,32 @@ func TestLoadIdentity_errors(t *testing.T) {
 		change  func(dir string)
 		wantMsg string
 	}{
-		"missing cert":  {node, func(d string) { os.Remove(filepath.Join(d, certFile)) }, certFile},
-		"missing key":   {node, func(d string) { os.Remove(filepath.Join(d, keyFile)) }, keyFile},
-		"missing roots": {node, func(d string) { os.Remove(filepath.Join(d, caCertFile)) }, caCertFile},
+		"missing cert":  {node, func(d string) { os.Remove(filepath.Join(d, pki.CertFile)) }, pki.CertFile},
+		"missing key":   {node, func(d string) { os.Remove(filepath.Join(d, pki.KeyFile)) }, pki.KeyFile},
+		"missing roots": {node, func(d string) { os.Remove(filepath.Join(d, pki.CACertFile)) }, pki.CACertFile},
 		"mismatched key": {node, func(d string) {
-			copyFile(t, filepath.Join(alice, keyFile), filepath.Join(d, keyFile))
+			pkitest.CopyFile(t, filepath.Join(alice, pki.KeyFile), filepath.Join(d, pki.KeyFile))
 		}, "does not match"},
-		"enc cert without key": {alice, func(d string) { os.Remove(filepath.Join(d, encKeyFile)) }, encKeyFile},
-		"enc key without cert": {alice, func(d string) { os.Remove(filepath.Join(d, encCertFile)) }, encCertFile},
+		"enc cert without key": {alice, func(d string) { os.Remove(filepath.Join(d, pki.EncKeyFile)) }, pki.EncKeyFile},
+		"enc key without cert": {alice, func(d string) { os.Remove(filepath.Join(d, pki.EncCertFile)) }, pki.EncCertFile},
 		"mismatched enc key": {alice, func(d string) {
-			copyFile(t, filepath.Join(alice, keyFile), filepath.Join(d, encKeyFile))
-		}, encKeyFile},
+			pkitest.CopyFile(t, filepath.Join(alice, pki.KeyFile), filepath.Join(d, pki.EncKeyFile))
+		}, pki.EncKeyFile},
 		"key in cert file": {node, func(d string) {
-			copyFile(t, filepath.Join(d, keyFile), filepath.Join(d, certFile))
+			pkitest.CopyFile(t, filepath.Join(d, pki.KeyFile), filepath.Join(d, pki.CertFile))
 		}, "unexpected PEM block"},
 		"empty cert file": {node, func(d string) {
-			os.WriteFile(filepath.Join(d, certFile), nil, 0o644)
-		}, certFile},
+			os.WriteFile(filepath.Join(d, pki.CertFile), nil, 0o644)
+		}, pki.CertFile},
 		"garbage key": {node, func(d string) {
-			os.WriteFile(filepath.Join(d, keyFile), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600)
-		}, keyFile},
+			os.WriteFile(filepath.Join(d, pki.KeyFile), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600)
+		}, pki.KeyFile},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			dir := copyIdentity(t, tt.src)
 			tt.change(dir)
-			_, err := LoadIdentity(dir)
+			_, err := pki.LoadIdentity(dir)
 			if err == nil {
 				t.Fatal("LoadIdentity succeeded")
 			}

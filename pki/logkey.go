@@ -49,7 +49,7 @@ func WriteLogKey(dir, domain string) (LogKey, error) {
 		VerifierPath: filepath.Join(dir, logVKeyFile),
 		Origin:       tlog.Origin(domain),
 	}
-	if exists(k.Path) {
+	if FileExists(k.Path) {
 		return LogKey{}, fmt.Errorf("write log key: %w: %s (a node keeps its log key for the life of its log)", ErrExists, k.Path)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -62,10 +62,10 @@ func WriteLogKey(dir, domain string) (LogKey, error) {
 	k.VerifierKey = vkey
 	// The public half first: a crash in between leaves no private key
 	// that nobody could verify.
-	if err := writeFileAtomic(k.VerifierPath, []byte(vkey+"\n"), 0o644); err != nil {
+	if err := WriteFileAtomic(k.VerifierPath, []byte(vkey+"\n"), 0o644); err != nil {
 		return LogKey{}, fmt.Errorf("write log key: %w", err)
 	}
-	if err := writeFileExclusive(k.Path, []byte(skey+"\n"), 0o600); err != nil {
+	if err := WriteFileExclusive(k.Path, []byte(skey+"\n"), 0o600); err != nil {
 		return LogKey{}, fmt.Errorf("write log key: %w", err)
 	}
 	return k, nil
@@ -75,8 +75,8 @@ func WriteLogKey(dir, domain string) (LogKey, error) {
 // against the node certificate in dir if there is one, or that
 // certificate's first domain.
 func logKeyDomain(dir, domain string) (string, error) {
-	certPath := filepath.Join(dir, certFile)
-	if !exists(certPath) {
+	certPath := filepath.Join(dir, CertFile)
+	if !FileExists(certPath) {
 		if domain == "" {
 			return "", fmt.Errorf("no node certificate %s to take the domain from; give the node's first domain", certPath)
 		}

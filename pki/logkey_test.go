@@ -1,4 +1,4 @@
-package pki
+package pki_test
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/pkitest"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -28,7 +30,7 @@ func checkLogKey(t *testing.T, path, domain string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	published, err := os.ReadFile(filepath.Join(filepath.Dir(path), logVKeyFile))
+	published, err := os.ReadFile(filepath.Join(filepath.Dir(path), "log.vkey"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +50,10 @@ func TestWriteLogKey(t *testing.T) {
 
 	t.Run("domain from the node certificate", func(t *testing.T) {
 		dir := t.TempDir()
-		for _, f := range []string{certFile} {
-			copyFile(t, filepath.Join(nodeDir, f), filepath.Join(dir, f))
+		for _, f := range []string{pki.CertFile} {
+			pkitest.CopyFile(t, filepath.Join(nodeDir, f), filepath.Join(dir, f))
 		}
-		k, err := WriteLogKey(dir, "")
+		k, err := pki.WriteLogKey(dir, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,8 +63,8 @@ func TestWriteLogKey(t *testing.T) {
 		if !strings.HasPrefix(k.VerifierKey, "stadt.example/kurier-log+") {
 			t.Errorf("verifier key %q", k.VerifierKey)
 		}
-		assertMode(t, k.Path, 0o600)
-		assertMode(t, k.VerifierPath, 0o644)
+		pkitest.AssertMode(t, k.Path, 0o600)
+		pkitest.AssertMode(t, k.VerifierPath, 0o644)
 		checkLogKey(t, k.Path, "stadt.example")
 
 		t.Run("refuses to overwrite", func(t *testing.T) {
@@ -70,7 +72,7 @@ func TestWriteLogKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := WriteLogKey(dir, ""); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), k.Path) {
+			if _, err := pki.WriteLogKey(dir, ""); !errors.Is(err, pki.ErrExists) || !strings.Contains(err.Error(), k.Path) {
 				t.Fatalf("second WriteLogKey: %v, want ErrExists naming %s", err, k.Path)
 			}
 			if after, _ := os.ReadFile(k.Path); string(after) != string(before) {
@@ -81,8 +83,8 @@ func TestWriteLogKey(t *testing.T) {
 	})
 	t.Run("second domain of the certificate", func(t *testing.T) {
 		dir := t.TempDir()
-		copyFile(t, filepath.Join(nodeDir, certFile), filepath.Join(dir, certFile))
-		k, err := WriteLogKey(dir, "kreis.example")
+		pkitest.CopyFile(t, filepath.Join(nodeDir, pki.CertFile), filepath.Join(dir, pki.CertFile))
+		k, err := pki.WriteLogKey(dir, "kreis.example")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,11 +92,11 @@ func TestWriteLogKey(t *testing.T) {
 	})
 	t.Run("without a certificate", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "new")
-		k, err := WriteLogKey(dir, "stadt.example")
+		k, err := pki.WriteLogKey(dir, "stadt.example")
 		if err != nil {
 			t.Fatal(err)
 		}
-		assertMode(t, dir, 0o700)
+		pkitest.AssertMode(t, dir, 0o700)
 		checkLogKey(t, k.Path, "stadt.example")
 	})
 	for name, c := range map[string]struct {
@@ -109,20 +111,20 @@ func TestWriteLogKey(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			if c.cert {
-				copyFile(t, filepath.Join(nodeDir, certFile), filepath.Join(dir, certFile))
+				pkitest.CopyFile(t, filepath.Join(nodeDir, pki.CertFile), filepath.Join(dir, pki.CertFile))
 			}
-			if _, err := WriteLogKey(dir, c.domain); err == nil {
+			if _, err := pki.WriteLogKey(dir, c.domain); err == nil {
 				t.Fatalf("WriteLogKey(%q) succeeded", c.domain)
 			}
-			if exists(filepath.Join(dir, logKeyFile)) {
+			if pki.FileExists(filepath.Join(dir, "log.key")) {
 				t.Error("a refused WriteLogKey left a key")
 			}
 		})
 	}
 	t.Run("participant certificate", func(t *testing.T) {
 		dir := t.TempDir()
-		copyFile(t, filepath.Join(fx.dir, "alice", certFile), filepath.Join(dir, certFile))
-		if _, err := WriteLogKey(dir, ""); err == nil {
+		pkitest.CopyFile(t, filepath.Join(fx.dir, "alice", pki.CertFile), filepath.Join(dir, pki.CertFile))
+		if _, err := pki.WriteLogKey(dir, ""); err == nil {
 			t.Fatal("WriteLogKey beside a participant certificate succeeded")
 		}
 	})

@@ -1,10 +1,10 @@
-package pki
+package pki_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"math/big"
@@ -13,6 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
+	"kurier.dev/kurier/pki/pkitest"
 )
 
 // fx holds what the tests share: generating RSA-3072 keys takes a second
@@ -21,11 +25,13 @@ import (
 // (issueNode, issueTLSParticipant) to revoke.
 var fx struct {
 	dir       string
-	ca        *CA
-	alice     *Identity // participant
-	node      *Identity // node for stadt.example and kreis.example
-	foreignCA *CA       // another CA with the same name as ca
-	foreign   *Identity // node issued by foreignCA for stadt.example
+	ca        *ca.CA
+	caKey     crypto.Signer // the CA's key, to make what the CA would never issue
+	crl       string        // the CA's crl.pem, rewritten by each WriteCRL
+	alice     *pki.Identity // participant
+	node      *pki.Identity // node for stadt.example and kreis.example
+	foreignCA *ca.CA        // another CA with the same name as ca
+	foreign   *pki.Identity // node issued by foreignCA for stadt.example
 }
 
 const caName = "Kurier Test CA"
@@ -49,10 +55,13 @@ func TestMain(m *testing.M) {
 func setupFixture(dir string) error {
 	fx.dir = dir
 	var err error
-	if fx.ca, err = InitCA(filepath.Join(dir, "ca"), caName); err != nil {
+	if fx.ca, err = ca.Init(filepath.Join(dir, "ca"), caName); err != nil {
 		return err
 	}
-	if fx.foreignCA, err = InitCA(filepath.Join(dir, "foreign-ca"), caName); err != nil {
+	if fx.caKey, err = pki.LoadKey(filepath.Join(dir, "ca", "ca-key.pem")); err != nil {
+		return err
+	}
+	if fx.foreignCA, err = ca.Init(filepath.Join(dir, "foreign-ca"), caName); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -77,18 +86,15 @@ func setupFixture(dir string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	_, err = fx.ca.WriteCRL(time.Hour)
+	fx.crl, err = fx.ca.WriteCRL(time.Hour)
 	return err
 }
 
 // makeCert issues a certificate from tmpl with the CA's key directly,
 // bypassing the profiles, to produce shapes the CA would never issue.
-func (ca *CA) makeCert(t *testing.T, tmpl *x509.Certificate) *x509.Certificate {
+func makeCert(t *testing.T, tmpl *x509.Certificate) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := pkitest.NewP256(t)
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +107,7 @@ func (ca *CA) makeCert(t *testing.T, tmpl *x509.Certificate) *x509.Certificate {
 		tmpl.NotAfter = time.Now().Add(time.Hour)
 	}
 	tmpl.BasicConstraintsValid = true
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, fx.ca.Certificate(), key.Public(), fx.caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,20 +120,20 @@ func (ca *CA) makeCert(t *testing.T, tmpl *x509.Certificate) *x509.Certificate {
 
 // newTrustStore returns a store over the test CA's current crl.pem that
 // notices a rewritten CRL at once.
-func newTrustStore(t *testing.T) *TrustStore {
+func newTrustStore(t *testing.T) *pki.TrustStore {
 	t.Helper()
-	ts, err := NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, filepath.Join(fx.ca.dir, crlFile))
+	ts, err := pki.NewTrustStore([]*x509.Certificate{fx.ca.Certificate()}, fx.crl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.recheck = 0
+	ts.SetRecheck(0)
 	return ts
 }
 
 // issueNode issues a throwaway node identity (ECDSA only, fast).
-func issueNode(t *testing.T, ca *CA, domains ...string) *Identity {
+func issueNode(t *testing.T, authority *ca.CA, domains ...string) *pki.Identity {
 	t.Helper()
-	id, err := ca.IssueNode(t.TempDir(), domains)
+	id, err := authority.IssueNode(t.TempDir(), domains)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,17 +141,15 @@ func issueNode(t *testing.T, ca *CA, domains ...string) *Identity {
 }
 
 // issueTLSParticipant issues a participant's signing certificate through
-// the CA's real profile but without the RSA encryption certificate, which
-// TLS tests do not need and which is slow to generate.
-func issueTLSParticipant(t *testing.T, addr string) *Identity {
+// the CA's real profile, from a CSR, but without the RSA encryption
+// certificate, which TLS tests do not need and which is slow to generate.
+func issueTLSParticipant(t *testing.T, addr string) *pki.Identity {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key := pkitest.NewP256(t)
+	r := pkitest.ParseRequest(t, pkitest.CSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: addr}}, key))
+	issued, err := fx.ca.IssueRequests(t.TempDir(), r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := fx.ca.issue(key, profileParticipantSigning, addr, []string{addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &Identity{Cert: cert, Key: key, Roots: []*x509.Certificate{fx.ca.Certificate()}}
+	return &pki.Identity{Cert: issued[0].Cert, Key: key, Roots: []*x509.Certificate{fx.ca.Certificate()}}
 }

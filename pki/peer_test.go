@@ -1,4 +1,4 @@
-package pki
+package pki_test
 
 import (
 	"crypto/x509"
@@ -9,19 +9,21 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"kurier.dev/kurier/pki"
 )
 
 func TestPeerOf(t *testing.T) {
 	tests := map[string]struct {
 		cert *x509.Certificate
-		want Peer
+		want pki.Peer
 	}{
-		"participant": {fx.alice.Cert, Peer{Kind: KindParticipant, Address: "alice@stadt.example"}},
-		"node":        {fx.node.Cert, Peer{Kind: KindNode, Domains: []string{"stadt.example", "kreis.example"}}},
+		"participant": {fx.alice.Cert, pki.Peer{Kind: pki.KindParticipant, Address: "alice@stadt.example"}},
+		"node":        {fx.node.Cert, pki.Peer{Kind: pki.KindNode, Domains: []string{"stadt.example", "kreis.example"}}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := PeerOf(tt.cert)
+			got, err := pki.PeerOf(tt.cert)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,10 +56,10 @@ func TestPeerOf_badShapes(t *testing.T) {
 	for name, cert := range tests {
 		t.Run(name, func(t *testing.T) {
 			if cert != nil && cert.Raw == nil {
-				cert = fx.ca.makeCert(t, cert)
+				cert = makeCert(t, cert)
 			}
-			p, err := PeerOf(cert)
-			if !errors.Is(err, ErrUnknownIdentity) {
+			p, err := pki.PeerOf(cert)
+			if !errors.Is(err, pki.ErrUnknownIdentity) {
 				t.Fatalf("PeerOf = %v, %v; want ErrUnknownIdentity", p, err)
 			}
 		})
@@ -65,10 +67,10 @@ func TestPeerOf_badShapes(t *testing.T) {
 }
 
 func TestPeer_Serves(t *testing.T) {
-	node := Peer{Kind: KindNode, Domains: []string{"stadt.example", "kreis.example"}}
-	participant := Peer{Kind: KindParticipant, Address: "stadt.example@stadt.example"}
+	node := pki.Peer{Kind: pki.KindNode, Domains: []string{"stadt.example", "kreis.example"}}
+	participant := pki.Peer{Kind: pki.KindParticipant, Address: "stadt.example@stadt.example"}
 	for _, tt := range []struct {
-		p      Peer
+		p      pki.Peer
 		domain string
 		want   bool
 	}{

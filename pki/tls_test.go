@@ -1,4 +1,4 @@
-package pki
+package pki_test
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/pki"
 )
 
 // tlsServer accepts connections with cfg, completes the handshake, writes
@@ -94,7 +96,7 @@ func TestTLS(t *testing.T) {
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	ts := newTrustStore(t)
-	srv := startServer(t, ServerTLS(fx.node, ts, logger))
+	srv := startServer(t, pki.ServerTLS(fx.node, ts, logger))
 	handshakes := 0
 
 	bob := issueTLSParticipant(t, "bob@stadt.example")
@@ -106,7 +108,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	t.Run("participant", func(t *testing.T) {
-		if _, err := dial(srv.addr, ClientTLS(fx.alice, ts, "stadt.example")); err != nil {
+		if _, err := dial(srv.addr, pki.ClientTLS(fx.alice, ts, "stadt.example")); err != nil {
 			t.Fatal(err)
 		}
 		handshakes++
@@ -115,24 +117,24 @@ func TestTLS(t *testing.T) {
 		}
 	})
 	t.Run("second domain", func(t *testing.T) {
-		if _, err := dial(srv.addr, ClientTLS(fx.alice, ts, "kreis.example")); err != nil {
+		if _, err := dial(srv.addr, pki.ClientTLS(fx.alice, ts, "kreis.example")); err != nil {
 			t.Fatal(err)
 		}
 		handshakes++
 	})
 	t.Run("node as client", func(t *testing.T) {
 		peer := issueNode(t, fx.ca, "land.example")
-		if _, err := dial(srv.addr, ClientTLS(peer, ts, "stadt.example")); err != nil {
+		if _, err := dial(srv.addr, pki.ClientTLS(peer, ts, "stadt.example")); err != nil {
 			t.Fatal(err)
 		}
 		handshakes++
 	})
 	t.Run("revoked participant", func(t *testing.T) {
-		if _, err := dial(srv.addr, ClientTLS(bob, ts, "stadt.example")); err == nil {
+		if _, err := dial(srv.addr, pki.ClientTLS(bob, ts, "stadt.example")); err == nil {
 			t.Fatal("revoked client got in")
 		}
 		handshakes++
-		if err := srv.lastErr(t, handshakes); !errors.Is(err, ErrRevoked) {
+		if err := srv.lastErr(t, handshakes); !errors.Is(err, pki.ErrRevoked) {
 			t.Fatalf("server: %v, want ErrRevoked", err)
 		}
 		if !strings.Contains(logs.String(), "bob@stadt.example") || !strings.Contains(logs.String(), "level=WARN") {
@@ -140,7 +142,7 @@ func TestTLS(t *testing.T) {
 		}
 	})
 	t.Run("foreign CA client", func(t *testing.T) {
-		if _, err := dial(srv.addr, ClientTLS(fx.foreign, ts, "stadt.example")); err == nil {
+		if _, err := dial(srv.addr, pki.ClientTLS(fx.foreign, ts, "stadt.example")); err == nil {
 			t.Fatal("client from a foreign CA got in")
 		}
 		handshakes++
@@ -149,7 +151,7 @@ func TestTLS(t *testing.T) {
 		}
 	})
 	t.Run("server does not serve domain", func(t *testing.T) {
-		if _, err := dial(srv.addr, ClientTLS(fx.alice, ts, "land.example")); err == nil {
+		if _, err := dial(srv.addr, pki.ClientTLS(fx.alice, ts, "land.example")); err == nil {
 			t.Fatal("client accepted a server for another domain")
 		}
 		handshakes++
@@ -157,13 +159,13 @@ func TestTLS(t *testing.T) {
 	t.Run("client refuses participant as server", func(t *testing.T) {
 		// Even for a name the certificate carries, a server must be a node.
 		cs := tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{fx.alice.Cert, fx.ca.Certificate()}}}
-		if err := verifyServer(cs, ts, "stadt.example"); !errors.Is(err, ErrUnknownIdentity) {
-			t.Fatalf("verifyServer = %v", err)
+		if err := pki.ClientTLS(fx.alice, ts, "stadt.example").VerifyConnection(cs); !errors.Is(err, pki.ErrUnknownIdentity) {
+			t.Fatalf("VerifyConnection = %v", err)
 		}
 	})
 	t.Run("foreign server", func(t *testing.T) {
-		foreignSrv := startServer(t, ServerTLS(fx.foreign, ts, logger))
-		if _, err := dial(foreignSrv.addr, ClientTLS(fx.alice, ts, "stadt.example")); err == nil {
+		foreignSrv := startServer(t, pki.ServerTLS(fx.foreign, ts, logger))
+		if _, err := dial(foreignSrv.addr, pki.ClientTLS(fx.alice, ts, "stadt.example")); err == nil {
 			t.Fatal("client accepted a server from a foreign CA")
 		}
 	})
@@ -173,7 +175,7 @@ func TestTLS(t *testing.T) {
 // connection cannot come back on a TLS 1.3 session ticket.
 func TestTLS_resumption(t *testing.T) {
 	ts := newTrustStore(t)
-	cfg := ServerTLS(fx.node, ts, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := pki.ServerTLS(fx.node, ts, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var mu sync.Mutex
 	var resumedAttempts int
 	verify := cfg.VerifyConnection
@@ -188,7 +190,7 @@ func TestTLS_resumption(t *testing.T) {
 	srv := startServer(t, cfg)
 
 	carol := issueTLSParticipant(t, "carol@stadt.example")
-	client := ClientTLS(carol, ts, "stadt.example")
+	client := pki.ClientTLS(carol, ts, "stadt.example")
 	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	if _, err := dial(srv.addr, client); err != nil {
 		t.Fatal(err)
@@ -210,7 +212,7 @@ func TestTLS_resumption(t *testing.T) {
 	if _, err := dial(srv.addr, client); err == nil {
 		t.Fatal("revoked client got in by resuming its session")
 	}
-	if err := srv.lastErr(t, 3); !errors.Is(err, ErrRevoked) {
+	if err := srv.lastErr(t, 3); !errors.Is(err, pki.ErrRevoked) {
 		t.Fatalf("server: %v, want ErrRevoked", err)
 	}
 	mu.Lock()

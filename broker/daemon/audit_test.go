@@ -18,6 +18,7 @@ import (
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 )
 
 // TestRun_AuditLog: a node with an audit log records its start, the CRL
@@ -55,14 +56,14 @@ func TestRun_AuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ca, err := pki.OpenCA(filepath.Join(dir, "ca"))
+	authority, err := ca.Open(filepath.Join(dir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ca.Revoke(court.Cert.SerialNumber, 1); err != nil { // keyCompromise
+	if err := authority.Revoke(court.Cert.SerialNumber, 1); err != nil { // keyCompromise
 		t.Fatal(err)
 	}
-	if _, err := ca.WriteCRL(24 * time.Hour); err != nil {
+	if _, err := authority.WriteCRL(24 * time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	// The node looks at the CRL file at most once a second; until then

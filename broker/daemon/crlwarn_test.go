@@ -10,20 +10,21 @@ import (
 	"time"
 
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 )
 
 // TestCRLWarner: quiet while the CRL has long to go, a warning an hour
 // while it is due within crl_warn_before, an error once it has passed.
 func TestCRLWarner(t *testing.T) {
-	ca, err := pki.InitCA(filepath.Join(t.TempDir(), "ca"), "Kurier Test CA")
+	authority, err := ca.Init(filepath.Join(t.TempDir(), "ca"), "Kurier Test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := ca.WriteCRL(72 * time.Hour)
+	path, err := authority.WriteCRL(72 * time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := pki.NewTrustStore([]*x509.Certificate{ca.Certificate()}, path)
+	trust, err := pki.NewTrustStore([]*x509.Certificate{authority.Certificate()}, path)
 	if err != nil {
 		t.Fatal(err)
 	}

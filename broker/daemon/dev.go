@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 )
 
 // The embedded development setup: one node for two domains with one agency
@@ -46,16 +47,16 @@ func Dev(dir, listen string) (*Config, error) {
 		return nil, fmt.Errorf("dev setup: %w", err)
 	}
 	caDir := filepath.Join(dir, "ca")
-	ca, err := pki.OpenCA(caDir)
+	authority, err := ca.Open(caDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		ca, err = pki.InitCA(caDir, devCAName)
+		authority, err = ca.Init(caDir, devCAName)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dev setup: %w", err)
 	}
 	nodeDir := filepath.Join(dir, "node")
 	if err := issueOnce(nodeDir, func(tmp string) error {
-		_, err := ca.IssueNode(tmp, DevDomains)
+		_, err := authority.IssueNode(tmp, DevDomains)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("dev setup: %w", err)
@@ -78,7 +79,7 @@ func Dev(dir, listen string) (*Config, error) {
 	for _, p := range people {
 		idDir := DevIdentity(dir, p.name)
 		if err := issueOnce(idDir, func(tmp string) error {
-			_, err := ca.IssueParticipant(tmp, p.addr)
+			_, err := authority.IssueParticipant(tmp, p.addr)
 			return err
 		}); err != nil {
 			return nil, fmt.Errorf("dev setup: %w", err)
@@ -88,7 +89,7 @@ func Dev(dir, listen string) (*Config, error) {
 			EncryptionCert: filepath.Join(idDir, "enc-cert.pem"),
 		})
 	}
-	crl, err := ca.WriteCRL(devCRLValidity)
+	crl, err := authority.WriteCRL(devCRLValidity)
 	if err != nil {
 		return nil, fmt.Errorf("dev setup: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 )
 
 // FederationNode is one node of a development federation.
@@ -63,7 +64,7 @@ func Federation(dir string, nodes []FederationNode, mailboxes []string) (*Federa
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("federation setup: %w", err)
 	}
-	ca, err := openOrInitCA(filepath.Join(dir, "ca"))
+	authority, err := openOrInitCA(filepath.Join(dir, "ca"))
 	if err != nil {
 		return nil, fmt.Errorf("federation setup: %w", err)
 	}
@@ -74,8 +75,8 @@ func Federation(dir string, nodes []FederationNode, mailboxes []string) (*Federa
 	participants := map[string][]ParticipantConfig{}
 	for _, m := range mailboxes {
 		idDir := filepath.Join(dir, devIdentityRoot, m)
-		if err := issueChecked(ca, idDir, pki.Peer{Kind: pki.KindParticipant, Address: m}, func(tmp string) error {
-			_, err := ca.IssueParticipant(tmp, m)
+		if err := issueChecked(authority, idDir, pki.Peer{Kind: pki.KindParticipant, Address: m}, func(tmp string) error {
+			_, err := authority.IssueParticipant(tmp, m)
 			return err
 		}); err != nil {
 			return nil, fmt.Errorf("federation setup: %w", err)
@@ -87,11 +88,11 @@ func Federation(dir string, nodes []FederationNode, mailboxes []string) (*Federa
 			EncryptionCert: filepath.Join(idDir, "enc-cert.pem"),
 		})
 	}
-	if setup.CRL, err = ca.WriteCRL(devCRLValidity); err != nil {
+	if setup.CRL, err = authority.WriteCRL(devCRLValidity); err != nil {
 		return nil, fmt.Errorf("federation setup: %w", err)
 	}
 	for _, n := range nodes {
-		path, err := writeFederationNode(ca, dir, setup.CRL, n, nodes, participants[n.Domain])
+		path, err := writeFederationNode(authority, dir, setup.CRL, n, nodes, participants[n.Domain])
 		if err != nil {
 			return nil, fmt.Errorf("federation setup: node %s: %w", n.Domain, err)
 		}
@@ -139,10 +140,10 @@ func checkFederation(nodes []FederationNode, mailboxes []string) error {
 
 // writeFederationNode issues (or reuses) node n's identity and log key and
 // writes its config, which it returns the path of once it loads.
-func writeFederationNode(ca *pki.CA, dir, crl string, n FederationNode, nodes []FederationNode, participants []ParticipantConfig) (string, error) {
+func writeFederationNode(authority *ca.CA, dir, crl string, n FederationNode, nodes []FederationNode, participants []ParticipantConfig) (string, error) {
 	nodeDir := filepath.Join(dir, n.Domain, "node")
-	if err := issueChecked(ca, nodeDir, pki.Peer{Kind: pki.KindNode, Domains: []string{n.Domain}}, func(tmp string) error {
-		_, err := ca.IssueNode(tmp, []string{n.Domain})
+	if err := issueChecked(authority, nodeDir, pki.Peer{Kind: pki.KindNode, Domains: []string{n.Domain}}, func(tmp string) error {
+		_, err := authority.IssueNode(tmp, []string{n.Domain})
 		return err
 	}); err != nil {
 		return "", err
@@ -181,19 +182,19 @@ func writeFederationNode(ca *pki.CA, dir, crl string, n FederationNode, nodes []
 
 // openOrInitCA opens the development CA in dir, creating it if there is
 // none.
-func openOrInitCA(dir string) (*pki.CA, error) {
-	ca, err := pki.OpenCA(dir)
+func openOrInitCA(dir string) (*ca.CA, error) {
+	authority, err := ca.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		ca, err = pki.InitCA(dir, devCAName)
+		authority, err = ca.Init(dir, devCAName)
 	}
-	return ca, err
+	return authority, err
 }
 
 // issueChecked issues an identity at dir with issueOnce, and checks that
-// the identity found there, new or reused, was issued by ca for exactly
+// the identity found there, new or reused, was issued by authority for exactly
 // want: a folder left from another CA or for another name would only fail
 // later, at a handshake.
-func issueChecked(ca *pki.CA, dir string, want pki.Peer, issue func(tmp string) error) error {
+func issueChecked(authority *ca.CA, dir string, want pki.Peer, issue func(tmp string) error) error {
 	if err := issueOnce(dir, issue); err != nil {
 		return err
 	}
@@ -201,7 +202,7 @@ func issueChecked(ca *pki.CA, dir string, want pki.Peer, issue func(tmp string) 
 	if err != nil {
 		return err
 	}
-	if err := id.Cert.CheckSignatureFrom(ca.Certificate()); err != nil {
+	if err := id.Cert.CheckSignatureFrom(authority.Certificate()); err != nil {
 		return fmt.Errorf("%s was issued by another CA than this federation's; remove it to issue it anew", dir)
 	}
 	p, err := id.Peer()

@@ -9,7 +9,7 @@ import (
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
-	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 	"kurier.dev/kurier/pki/cms"
 )
 
@@ -19,11 +19,11 @@ import (
 // next step's time is held against it.
 func TestIssue_RemembersWhatItSigned(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := pki.InitCA(filepath.Join(dir, "ca"), "Kurier Test CA")
+	authority, err := ca.Init(filepath.Join(dir, "ca"), "Kurier Test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := ca.IssueNode(filepath.Join(dir, "node"), []string{"stadt.example"})
+	id, err := authority.IssueNode(filepath.Join(dir, "node"), []string{"stadt.example"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 )
 
 func (e *env) pki(args []string) error {
@@ -81,13 +82,13 @@ func (e *env) pkiInit(args []string) error {
 	if *validity <= 0 {
 		return fmt.Errorf("pki init: --validity %v must be positive", *validity)
 	}
-	ca, err := pki.InitCA(*dir, *name)
+	authority, err := ca.Init(*dir, *name)
 	if err != nil {
 		return err
 	}
 	// Nodes refuse to start without a CRL: the CA's first one, empty,
 	// comes with it.
-	crlPath, err := ca.WriteCRL(*validity)
+	crlPath, err := authority.WriteCRL(*validity)
 	if err != nil {
 		return fmt.Errorf("pki init: the CA is made, its first CRL is not (run kurier pki crl --ca %s): %w", *dir, err)
 	}
@@ -95,7 +96,7 @@ func (e *env) pkiInit(args []string) error {
 	if err != nil {
 		return err
 	}
-	cert := ca.Certificate()
+	cert := authority.Certificate()
 	out := caJSON{
 		CA: *dir, Certificate: filepath.Join(*dir, "ca.pem"), Subject: cert.Subject.String(),
 		Serial: hexSerial(cert.SerialNumber), NotAfter: cert.NotAfter.UTC().Format(time.RFC3339),
@@ -154,14 +155,14 @@ func (e *env) pkiIssue(args []string) error {
 	case *out == "" && len(csrs) == 0:
 		return errors.New("pki issue: -o DIR is required")
 	}
-	ca, err := pki.OpenCA(*dir)
+	authority, err := ca.Open(*dir)
 	if err != nil {
 		return err
 	}
 	var res issuedJSON
 	switch {
 	case len(csrs) > 0:
-		if res, err = issueRequests(ca, csrs, *out); err != nil {
+		if res, err = issueRequests(authority, csrs, *out); err != nil {
 			return err
 		}
 	case *node != "":
@@ -171,13 +172,13 @@ func (e *env) pkiIssue(args []string) error {
 				domains = append(domains, d)
 			}
 		}
-		id, err := ca.IssueNode(*out, domains)
+		id, err := authority.IssueNode(*out, domains)
 		if err != nil {
 			return err
 		}
 		res = issuedJSON{Dir: *out, Kind: "node", Domains: domains, Serial: hexSerial(id.Cert.SerialNumber), NotAfter: id.Cert.NotAfter.UTC().Format(time.RFC3339)}
 	default:
-		id, err := ca.IssueParticipant(*out, *participant)
+		id, err := authority.IssueParticipant(*out, *participant)
 		if err != nil {
 			return err
 		}
@@ -213,7 +214,7 @@ func (e *env) printIssued(res issuedJSON) {
 
 // issueRequests signs one participant's CSR files into out, or, without
 // -o, into the folder that holds them.
-func issueRequests(ca *pki.CA, files []string, out string) (issuedJSON, error) {
+func issueRequests(authority *ca.CA, files []string, out string) (issuedJSON, error) {
 	var reqs []*pki.Request
 	for i, f := range files {
 		r, err := pki.LoadRequest(f)
@@ -228,7 +229,7 @@ func issueRequests(ca *pki.CA, files []string, out string) (issuedJSON, error) {
 	if out == "" {
 		out = filepath.Dir(files[0])
 	}
-	issued, err := ca.IssueRequests(out, reqs...)
+	issued, err := authority.IssueRequests(out, reqs...)
 	if err != nil {
 		return issuedJSON{}, err
 	}
@@ -285,11 +286,11 @@ func (e *env) pkiRevoke(args []string) error {
 	if err != nil {
 		return fmt.Errorf("pki revoke: %w", err)
 	}
-	ca, err := pki.OpenCA(*dir)
+	authority, err := ca.Open(*dir)
 	if err != nil {
 		return err
 	}
-	if err := ca.Revoke(serial, *reason); err != nil {
+	if err := authority.Revoke(serial, *reason); err != nil {
 		return err
 	}
 	res := revokedJSON{Serial: hexSerial(serial), SerialDecimal: serial.String(), Reason: *reason}
@@ -323,11 +324,11 @@ func (e *env) pkiCRL(args []string) error {
 	if *dir == "" {
 		return errors.New("pki crl: --ca DIR is required")
 	}
-	ca, err := pki.OpenCA(*dir)
+	authority, err := ca.Open(*dir)
 	if err != nil {
 		return err
 	}
-	path, err := ca.WriteCRL(*validity)
+	path, err := authority.WriteCRL(*validity)
 	if err != nil {
 		return err
 	}

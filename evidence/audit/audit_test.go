@@ -19,6 +19,7 @@ import (
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -456,7 +457,7 @@ func TestVerify_CRL(t *testing.T) {
 		wantCheck(t, r, audit.CheckCRL, "", audit.Pass, "(given)")
 	})
 	t.Run("not the CA's", func(t *testing.T) {
-		other, err := pki.InitCA(filepath.Join(t.TempDir(), "ca"), "Fremde CA")
+		other, err := ca.Init(filepath.Join(t.TempDir(), "ca"), "Fremde CA")
 		if err != nil {
 			t.Fatal(err)
 		}

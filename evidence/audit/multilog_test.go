@@ -21,6 +21,7 @@ import (
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
 	"kurier.dev/kurier/tlog"
@@ -74,14 +75,14 @@ func setUpTwoLogs(dir string) error {
 	if err := os.CopyFS(caDir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
 		return err
 	}
-	ca, err := pki.OpenCA(caDir)
+	authority, err := ca.Open(caDir)
 	if err != nil {
 		return err
 	}
-	if fx2.stadt, err = ca.IssueNode(filepath.Join(dir, "node-stadt"), []string{"stadt.example"}); err != nil {
+	if fx2.stadt, err = authority.IssueNode(filepath.Join(dir, "node-stadt"), []string{"stadt.example"}); err != nil {
 		return err
 	}
-	if fx2.amts, err = ca.IssueNode(filepath.Join(dir, "node-amtsgericht"), []string{"amtsgericht.example"}); err != nil {
+	if fx2.amts, err = authority.IssueNode(filepath.Join(dir, "node-amtsgericht"), []string{"amtsgericht.example"}); err != nil {
 		return err
 	}
 	if fx2.stadtKey, fx2.stadtVKey, err = tlog.GenerateKey(stadtOrigin); err != nil {

@@ -200,11 +200,11 @@ func TestTamper_ForeignLogIsOwn(t *testing.T) {
 }
 
 func TestTamper_ForeignNodeRevoked(t *testing.T) {
-	ca := copyCA(t)
-	if err := ca.Revoke(fx2.amts.Cert.SerialNumber, 1); err != nil {
+	authority := copyCA(t)
+	if err := authority.Revoke(fx2.amts.Cert.SerialNumber, 1); err != nil {
 		t.Fatal(err)
 	}
-	path, err := ca.WriteCRL(time.Hour)
+	path, err := authority.WriteCRL(time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 	"kurier.dev/kurier/pki/cms"
 	"kurier.dev/kurier/pki/pkitest"
 	"kurier.dev/kurier/tlog"
@@ -259,8 +260,8 @@ func TestTamper_RolledBackLog(t *testing.T) {
 // certified node made: its own log, its own key, holding the evidence
 // without the Acknowledgement, and an index it signed listing just those.
 func TestTamper_ForeignNodeIndex(t *testing.T) {
-	ca := copyCA(t)
-	evil, err := ca.IssueNode(filepath.Join(t.TempDir(), "evil"), []string{"evil.example"})
+	authority := copyCA(t)
+	evil, err := authority.IssueNode(filepath.Join(t.TempDir(), "evil"), []string{"evil.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,8 +311,8 @@ func TestTamper_ForeignNodeIndex(t *testing.T) {
 // TestTamper_CRLSwapped replaces the exported CRL by another genuine one of
 // the CA.
 func TestTamper_CRLSwapped(t *testing.T) {
-	ca := copyCA(t)
-	path, err := ca.WriteCRL(time.Hour)
+	authority := copyCA(t)
+	path, err := authority.WriteCRL(time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,11 +340,11 @@ func TestTamper_NoConsistencyProof(t *testing.T) {
 func TestTamper_RevokedSigner(t *testing.T) {
 	// A copy of the development CA, so that the running node keeps its
 	// CRL: the same CA key signs a CRL on which the court is revoked.
-	ca := copyCA(t)
-	if err := ca.Revoke(fx.court.Cert.SerialNumber, 0); err != nil {
+	authority := copyCA(t)
+	if err := authority.Revoke(fx.court.Cert.SerialNumber, 0); err != nil {
 		t.Fatal(err)
 	}
-	path, err := ca.WriteCRL(time.Hour)
+	path, err := authority.WriteCRL(time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +517,7 @@ func TestTamper_OtherMessage(t *testing.T) {
 func TestTamper_ForeignCA(t *testing.T) {
 	// Verified against another federation's CA, nothing in the bundle is
 	// trusted.
-	other, err := pki.InitCA(filepath.Join(t.TempDir(), "ca"), "Fremde CA")
+	other, err := ca.Init(filepath.Join(t.TempDir(), "ca"), "Fremde CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,15 +547,15 @@ func TestTamper_UnknownLogKey(t *testing.T) {
 
 // copyCA returns a copy of the development CA, so that a test can revoke
 // and sign CRLs with the same key while the running node keeps its CRL.
-func copyCA(t *testing.T) *pki.CA {
+func copyCA(t *testing.T) *ca.CA {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "ca")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(fx.dir, "ca"))); err != nil {
 		t.Fatal(err)
 	}
-	ca, err := pki.OpenCA(dir)
+	authority, err := ca.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca
+	return authority
 }

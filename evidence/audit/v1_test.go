@@ -135,8 +135,8 @@ func TestTamper_V1(t *testing.T) {
 	t.Run("index by another node", func(t *testing.T) {
 		// Version 1's rule: the index's signer serves the issuer of
 		// every node evidence.
-		ca := copyCA(t)
-		evil, err := ca.IssueNode(filepath.Join(t.TempDir(), "evil"), []string{"stadt.example"})
+		authority := copyCA(t)
+		evil, err := authority.IssueNode(filepath.Join(t.TempDir(), "evil"), []string{"stadt.example"})
 		if err != nil {
 			t.Fatal(err)
 		}

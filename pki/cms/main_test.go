@@ -13,6 +13,7 @@ import (
 	"github.com/digitorus/pkcs7"
 
 	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
 	"kurier.dev/kurier/pki/cms"
 )
 
@@ -24,7 +25,7 @@ var _ cms.Verifier = (*pki.TrustStore)(nil)
 var fx struct {
 	dir     string // identities live in dir/<name>
 	caDir   string
-	ca      *pki.CA
+	ca      *ca.CA
 	trust   *pki.TrustStore // with the CA's CRL, which lists revoked
 	alice   *pki.Identity   // participant
 	bob     *pki.Identity   // participant
@@ -56,10 +57,10 @@ func setupFixture(dir string) error {
 	fx.dir = dir
 	fx.caDir = filepath.Join(dir, "ca")
 	var err error
-	if fx.ca, err = pki.InitCA(fx.caDir, "Kurier Test CA"); err != nil {
+	if fx.ca, err = ca.Init(fx.caDir, "Kurier Test CA"); err != nil {
 		return err
 	}
-	foreignCA, err := pki.InitCA(filepath.Join(dir, "foreign-ca"), "Kurier Test CA")
+	foreignCA, err := ca.Init(filepath.Join(dir, "foreign-ca"), "Kurier Test CA")
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package pki
+package ca_test
 
 import (
 	"crypto/ecdsa"
@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,54 +13,57 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/pki"
+	"kurier.dev/kurier/pki/ca"
+	"kurier.dev/kurier/pki/pkitest"
 )
 
-func TestInitCA(t *testing.T) {
-	root := fx.ca.Certificate()
+func TestInit(t *testing.T) {
+	root := fx.CA.Certificate()
 	if !root.IsCA || root.KeyUsage&x509.KeyUsageCertSign == 0 || root.KeyUsage&x509.KeyUsageCRLSign == 0 {
 		t.Errorf("root: IsCA %v, KeyUsage %b", root.IsCA, root.KeyUsage)
 	}
-	if root.Subject.CommonName != caName {
+	if root.Subject.CommonName != pkitest.CAName {
 		t.Errorf("root CN = %q", root.Subject.CommonName)
 	}
 	assertP256(t, root.PublicKey)
 	if d := root.NotAfter.Sub(root.NotBefore); d < 3650*24*time.Hour-time.Hour || d > 3660*24*time.Hour {
 		t.Errorf("root validity %v, want 10 years", d)
 	}
-	assertMode(t, filepath.Join(fx.ca.dir, caKeyFile), 0o600)
+	pkitest.AssertMode(t, filepath.Join(fx.Dir, "ca", "ca-key.pem"), 0o600)
 
 	t.Run("exists", func(t *testing.T) {
-		if _, err := InitCA(fx.ca.dir, "again"); !errors.Is(err, ErrExists) {
-			t.Fatalf("InitCA over an existing CA: %v, want ErrExists", err)
+		if _, err := ca.Init(filepath.Join(fx.Dir, "ca"), "again"); !errors.Is(err, pki.ErrExists) {
+			t.Fatalf("Init over an existing CA: %v, want ErrExists", err)
 		}
 	})
 	t.Run("open", func(t *testing.T) {
-		ca, err := OpenCA(fx.ca.dir)
+		opened, err := ca.Open(filepath.Join(fx.Dir, "ca"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ca.Certificate().Equal(root) {
-			t.Error("OpenCA returned another root")
+		if !opened.Certificate().Equal(root) {
+			t.Error("Open returned another root")
 		}
 	})
 	t.Run("open with wrong key", func(t *testing.T) {
 		dir := t.TempDir()
-		copyFile(t, filepath.Join(fx.ca.dir, caCertFile), filepath.Join(dir, caCertFile))
-		copyFile(t, filepath.Join(fx.foreignCA.dir, caKeyFile), filepath.Join(dir, caKeyFile))
-		if _, err := OpenCA(dir); err == nil {
-			t.Fatal("OpenCA with a foreign key succeeded")
+		pkitest.CopyFile(t, filepath.Join(fx.Dir, "ca", pki.CACertFile), filepath.Join(dir, pki.CACertFile))
+		pkitest.CopyFile(t, filepath.Join(fx.Dir, "foreign-ca", "ca-key.pem"), filepath.Join(dir, "ca-key.pem"))
+		if _, err := ca.Open(dir); err == nil {
+			t.Fatal("Open with a foreign key succeeded")
 		}
 	})
 	t.Run("open missing", func(t *testing.T) {
-		if _, err := OpenCA(t.TempDir()); err == nil {
-			t.Fatal("OpenCA of an empty dir succeeded")
+		if _, err := ca.Open(t.TempDir()); err == nil {
+			t.Fatal("Open of an empty dir succeeded")
 		}
 	})
 }
 
 func TestCA_IssueNode(t *testing.T) {
-	cert := fx.node.Cert
-	if diff := cmp.Diff([]string{"stadt.example", "kreis.example"}, cert.DNSNames); diff != "" {
+	cert := fx.Node.Cert
+	if diff := cmp.Diff(pkitest.Domains, cert.DNSNames); diff != "" {
 		t.Errorf("DNS SANs (-want +got):\n%s", diff)
 	}
 	if cert.Subject.CommonName != "stadt.example" {
@@ -72,18 +74,18 @@ func TestCA_IssueNode(t *testing.T) {
 	}
 	assertLeaf(t, cert, x509.KeyUsageDigitalSignature, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection)
 	assertP256(t, cert.PublicKey)
-	if fx.node.EncCert != nil || fx.node.EncKey != nil {
+	if fx.Node.EncCert != nil || fx.Node.EncKey != nil {
 		t.Error("node has an encryption certificate")
 	}
 
-	dir := filepath.Join(fx.dir, "node")
-	assertMode(t, dir, 0o700)
-	assertMode(t, filepath.Join(dir, keyFile), 0o600)
-	loaded, err := LoadIdentity(dir)
+	dir := filepath.Join(fx.Dir, "node")
+	pkitest.AssertMode(t, dir, 0o700)
+	pkitest.AssertMode(t, filepath.Join(dir, pki.KeyFile), 0o600)
+	loaded, err := pki.LoadIdentity(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !loaded.Cert.Equal(cert) || len(loaded.Chain) != 0 || loaded.EncCert != nil || !loaded.Roots[0].Equal(fx.ca.Certificate()) {
+	if !loaded.Cert.Equal(cert) || len(loaded.Chain) != 0 || loaded.EncCert != nil || !loaded.Roots[0].Equal(fx.CA.Certificate()) {
 		t.Error("LoadIdentity differs from what IssueNode returned")
 	}
 
@@ -96,21 +98,21 @@ func TestCA_IssueNode(t *testing.T) {
 		"twice":     {"stadt.example", "stadt.example"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := fx.ca.IssueNode(t.TempDir(), domains); err == nil {
+			if _, err := fx.CA.IssueNode(t.TempDir(), domains); err == nil {
 				t.Fatalf("IssueNode(%q) succeeded", domains)
 			}
 		})
 	}
 	t.Run("exists", func(t *testing.T) {
-		if _, err := fx.ca.IssueNode(dir, []string{"stadt.example"}); !errors.Is(err, ErrExists) {
+		if _, err := fx.CA.IssueNode(dir, []string{"stadt.example"}); !errors.Is(err, pki.ErrExists) {
 			t.Fatalf("IssueNode over an identity: %v, want ErrExists", err)
 		}
 	})
 }
 
 func TestCA_IssueParticipant(t *testing.T) {
-	const addr = "alice@stadt.example"
-	id := fx.alice
+	const addr = pkitest.Agency
+	id := fx.IDs[addr]
 
 	sig := id.Cert
 	if diff := cmp.Diff([]string{addr}, sig.EmailAddresses); diff != "" {
@@ -143,31 +145,31 @@ func TestCA_IssueParticipant(t *testing.T) {
 		t.Error("both certificates have the same serial")
 	}
 
-	dir := filepath.Join(fx.dir, "alice")
-	for _, f := range []string{keyFile, encKeyFile} {
-		assertMode(t, filepath.Join(dir, f), 0o600)
+	dir := fx.IdentityDir(pkitest.Agency)
+	for _, f := range []string{pki.KeyFile, pki.EncKeyFile} {
+		pkitest.AssertMode(t, filepath.Join(dir, f), 0o600)
 	}
-	loaded, err := LoadIdentity(dir)
+	loaded, err := pki.LoadIdentity(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !loaded.Cert.Equal(sig) || !loaded.EncCert.Equal(enc) {
 		t.Error("LoadIdentity differs from what IssueParticipant returned")
 	}
-	if p, err := loaded.Peer(); err != nil || !cmp.Equal(p, Peer{Kind: KindParticipant, Address: addr}) {
+	if p, err := loaded.Peer(); err != nil || !cmp.Equal(p, pki.Peer{Kind: pki.KindParticipant, Address: addr}) {
 		t.Errorf("Peer() = %v, %v", p, err)
 	}
 
 	for _, bad := range []string{"", "Alice@stadt.example", "alice@Stadt.example", "alice", "alice@localhost", "a b@stadt.example", "Alice <alice@stadt.example>"} {
 		t.Run("invalid "+bad, func(t *testing.T) {
-			if _, err := fx.ca.IssueParticipant(t.TempDir(), bad); !errors.Is(err, address.ErrInvalid) {
+			if _, err := fx.CA.IssueParticipant(t.TempDir(), bad); !errors.Is(err, address.ErrInvalid) {
 				t.Fatalf("IssueParticipant(%q): %v, want address.ErrInvalid", bad, err)
 			}
 		})
 	}
 	t.Run("exists", func(t *testing.T) {
 		// The node dir has cert.pem: refused before any key is generated.
-		if _, err := fx.ca.IssueParticipant(filepath.Join(fx.dir, "node"), "x@stadt.example"); !errors.Is(err, ErrExists) {
+		if _, err := fx.CA.IssueParticipant(filepath.Join(fx.Dir, "node"), "x@stadt.example"); !errors.Is(err, pki.ErrExists) {
 			t.Fatalf("IssueParticipant over an identity: %v, want ErrExists", err)
 		}
 	})
@@ -187,7 +189,7 @@ func assertLeaf(t *testing.T, cert *x509.Certificate, ku x509.KeyUsage, eku ...x
 	if cert.SignatureAlgorithm != x509.ECDSAWithSHA256 {
 		t.Errorf("%s: signature algorithm %v", cert.Subject, cert.SignatureAlgorithm)
 	}
-	if err := cert.CheckSignatureFrom(fx.ca.Certificate()); err != nil {
+	if err := cert.CheckSignatureFrom(fx.CA.Certificate()); err != nil {
 		t.Errorf("%s: %v", cert.Subject, err)
 	}
 	if d := cert.NotAfter.Sub(time.Now()); d < 729*24*time.Hour || d > 731*24*time.Hour {
@@ -199,27 +201,5 @@ func assertP256(t *testing.T, pub any) {
 	t.Helper()
 	if k, ok := pub.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 		t.Errorf("key %T, want ECDSA P-256", pub)
-	}
-}
-
-func assertMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fi.Mode().Perm(); got != want {
-		t.Errorf("%s: mode %o, want %o", path, got, want)
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	data, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"crypto/rand"
@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"kurier.dev/kurier/pki"
 )
 
 // revocation is one entry of revoked.json.
@@ -52,7 +54,7 @@ func (ca *CA) Revoke(serial *big.Int, reason int) error {
 	if err != nil {
 		return fmt.Errorf("revoke %s: %w", serial, err)
 	}
-	if err := writeFileAtomic(filepath.Join(ca.dir, revokedFile), append(data, '\n'), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(filepath.Join(ca.dir, revokedFile), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("revoke %s: %w", serial, err)
 	}
 	return nil
@@ -115,11 +117,11 @@ func (ca *CA) WriteCRL(validity time.Duration) (path string, err error) {
 	}
 	// The number first: a crash between the two writes then skips a number
 	// (harmless) instead of issuing two different CRLs with the same one.
-	if err := writeFileAtomic(filepath.Join(ca.dir, crlNumberFile), []byte(number.String()+"\n"), 0o644); err != nil {
+	if err := pki.WriteFileAtomic(filepath.Join(ca.dir, crlNumberFile), []byte(number.String()+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write crl: %w", err)
 	}
 	path = filepath.Join(ca.dir, crlFile)
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: pemCRL, Bytes: der}), 0o644); err != nil {
+	if err := pki.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: pemCRL, Bytes: der}), 0o644); err != nil {
 		return "", fmt.Errorf("write crl: %w", err)
 	}
 	return path, nil

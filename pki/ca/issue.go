@@ -1,18 +1,15 @@
-package pki
+package ca
 
 import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/cloudflare/cfssl/signer"
 
 	"kurier.dev/kurier/address"
+	"kurier.dev/kurier/pki"
 )
 
 // Signing profiles of the CA. Each names exactly the usages one kind of
@@ -34,10 +32,6 @@ const (
 
 // leafValidity is the lifetime of node and participant certificates.
 const leafValidity = 2 * 365 * 24 * time.Hour
-
-// encKeyBits is the RSA size of participants' encryption keys: BSI
-// TR-02102 asks for at least 3072 bits.
-const encKeyBits = 3072
 
 func signingPolicy() *config.Signing {
 	leaf := func(usages ...string) *config.SigningProfile {
@@ -69,8 +63,8 @@ func signingPolicy() *config.Signing {
 // certificate for server and client authentication whose DNS SANs are
 // domains (CN = the first domain), valid for two years. It writes
 // dir/cert.pem, dir/key.pem (0600) and dir/ca.pem, and refuses with
-// ErrExists rather than replace an existing identity's files.
-func (ca *CA) IssueNode(dir string, domains []string) (*Identity, error) {
+// pki.ErrExists rather than replace an existing identity's files.
+func (ca *CA) IssueNode(dir string, domains []string) (*pki.Identity, error) {
 	if len(domains) == 0 {
 		return nil, fmt.Errorf("issue node in %s: no domains", dir)
 	}
@@ -82,7 +76,7 @@ func (ca *CA) IssueNode(dir string, domains []string) (*Identity, error) {
 			return nil, fmt.Errorf("issue node %s: domain listed twice", d)
 		}
 	}
-	if err := prepareIdentityDir(dir, certFile, keyFile); err != nil {
+	if err := pki.PrepareIdentityDir(dir, pki.CertFile, pki.KeyFile); err != nil {
 		return nil, fmt.Errorf("issue node %s: %w", domains[0], err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -95,12 +89,12 @@ func (ca *CA) IssueNode(dir string, domains []string) (*Identity, error) {
 	}
 	// Check what cfssl produced against what we asked for: it decides the
 	// SAN type of each host itself.
-	p, err := PeerOf(cert)
-	if err != nil || p.Kind != KindNode || !slices.Equal(p.Domains, domains) {
+	p, err := pki.PeerOf(cert)
+	if err != nil || p.Kind != pki.KindNode || !slices.Equal(p.Domains, domains) {
 		return nil, fmt.Errorf("issue node %s: issued certificate has the wrong shape (%v): %v", domains[0], p, err)
 	}
-	id := &Identity{Cert: cert, Key: key, Roots: []*x509.Certificate{ca.cert}}
-	if err := id.write(dir); err != nil {
+	id := &pki.Identity{Cert: cert, Key: key, Roots: []*x509.Certificate{ca.cert}}
+	if err := id.Write(dir); err != nil {
 		return nil, fmt.Errorf("issue node %s: %w", domains[0], err)
 	}
 	return id, nil
@@ -116,21 +110,14 @@ func (ca *CA) IssueNode(dir string, domains []string) (*Identity, error) {
 //     encipherment and email protection, which senders encrypt to.
 //
 // It also writes dir/ca.pem. Keys are 0600, a new dir 0700. It refuses with
-// ErrExists rather than replace an existing identity's files.
-func (ca *CA) IssueParticipant(dir string, addr string) (*Identity, error) {
+// pki.ErrExists rather than replace an existing identity's files.
+func (ca *CA) IssueParticipant(dir string, addr string) (*pki.Identity, error) {
 	if _, err := address.Parse(addr); err != nil {
 		return nil, fmt.Errorf("issue participant: %w", err)
 	}
-	if err := prepareIdentityDir(dir, certFile, keyFile, encCertFile, encKeyFile); err != nil {
+	key, encKey, err := pki.NewParticipantKeys(dir)
+	if err != nil {
 		return nil, fmt.Errorf("issue participant %s: %w", addr, err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("issue participant %s: generate key: %w", addr, err)
-	}
-	encKey, err := rsa.GenerateKey(rand.Reader, encKeyBits)
-	if err != nil {
-		return nil, fmt.Errorf("issue participant %s: generate encryption key: %w", addr, err)
 	}
 	cert, err := ca.issue(key, profileParticipantSigning, addr, []string{addr})
 	if err != nil {
@@ -146,12 +133,12 @@ func (ca *CA) IssueParticipant(dir string, addr string) (*Identity, error) {
 	if err := checkParticipantCert(encCert, addr, true); err != nil {
 		return nil, fmt.Errorf("issue participant %s: %w", addr, err)
 	}
-	id := &Identity{
+	id := &pki.Identity{
 		Cert: cert, Key: key,
 		EncCert: encCert, EncKey: encKey,
 		Roots: []*x509.Certificate{ca.cert},
 	}
-	if err := id.write(dir); err != nil {
+	if err := id.Write(dir); err != nil {
 		return nil, fmt.Errorf("issue participant %s: %w", addr, err)
 	}
 	return id, nil
@@ -159,7 +146,7 @@ func (ca *CA) IssueParticipant(dir string, addr string) (*Identity, error) {
 
 // checkParticipantCert checks what cfssl produced against what the CA
 // asked for: it decides the SAN type of each host itself. A signing
-// certificate must read as the participant addr (PeerOf); an encryption
+// certificate must read as the participant addr (pki.PeerOf); an encryption
 // certificate, which has no client auth, must carry addr as its one SAN.
 func checkParticipantCert(cert *x509.Certificate, addr string, encryption bool) error {
 	if encryption {
@@ -168,7 +155,7 @@ func checkParticipantCert(cert *x509.Certificate, addr string, encryption bool) 
 		}
 		return nil
 	}
-	if p, err := PeerOf(cert); err != nil || p.Kind != KindParticipant || p.Address != addr {
+	if p, err := pki.PeerOf(cert); err != nil || p.Kind != pki.KindParticipant || p.Address != addr {
 		return fmt.Errorf("issued certificate has the wrong shape (%v): %v", p, err)
 	}
 	return nil
@@ -206,27 +193,13 @@ func (ca *CA) sign(csrPEM []byte, pub crypto.PublicKey, profile, cn string, host
 	if err != nil {
 		return nil, fmt.Errorf("sign with profile %s: %w", profile, err)
 	}
-	certs, err := parseCertificatesPEM(certPEM)
+	certs, err := pki.ParseCertificatesPEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("parse issued certificate: %w", err)
 	}
 	cert := certs[0]
-	if cert.IsCA || cert.CheckSignatureFrom(ca.cert) != nil || !publicKeysEqual(cert.PublicKey, pub) {
+	if cert.IsCA || cert.CheckSignatureFrom(ca.cert) != nil || !pki.PublicKeysEqual(cert.PublicKey, pub) {
 		return nil, fmt.Errorf("issued certificate for %s failed the CA's own checks", cn)
 	}
 	return cert, nil
-}
-
-// prepareIdentityDir creates dir (0700) and checks that none of files is
-// there yet.
-func prepareIdentityDir(dir string, files ...string) error {
-	for _, f := range files {
-		if exists(filepath.Join(dir, f)) {
-			return fmt.Errorf("%w: %s", ErrExists, filepath.Join(dir, f))
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return nil
 }

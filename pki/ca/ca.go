@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"crypto"
@@ -15,6 +15,20 @@ import (
 	"github.com/cloudflare/cfssl/initca"
 	"github.com/cloudflare/cfssl/signer"
 	"github.com/cloudflare/cfssl/signer/local"
+
+	"kurier.dev/kurier/pki"
+)
+
+// Files of a CA directory besides its certificate, pki.CACertFile (see the
+// package comment), and the PEM block types the CA writes.
+const (
+	caKeyFile      = "ca-key.pem"
+	revokedFile    = "revoked.json"
+	crlFile        = "crl.pem"
+	crlNumberFile  = "crlnumber"
+	pemCertificate = "CERTIFICATE"
+	pemCRL         = "X509 CRL"
+	pemCSR         = "CERTIFICATE REQUEST"
 )
 
 // caValidity is the root's lifetime: long enough that rolling the federation
@@ -39,16 +53,16 @@ type CA struct {
 	mu sync.Mutex // serialises Revoke and WriteCRL (revoked.json, crlnumber, crl.pem)
 }
 
-// InitCA creates a new CA in dir: an ECDSA P-256 root certificate, valid
-// for ten years, issued by cfssl's initca. It refuses with ErrExists if
+// Init creates a new CA in dir: an ECDSA P-256 root certificate, valid
+// for ten years, issued by cfssl's initca. It refuses with pki.ErrExists if
 // dir/ca.pem is already there, so a second run cannot replace a root that
 // the federation trusts.
-func InitCA(dir, commonName string) (*CA, error) {
+func Init(dir, commonName string) (*CA, error) {
 	if commonName == "" {
 		return nil, fmt.Errorf("init ca in %s: empty common name", dir)
 	}
-	if exists(filepath.Join(dir, caCertFile)) {
-		return nil, fmt.Errorf("init ca in %s: %w: %s", dir, ErrExists, caCertFile)
+	if pki.FileExists(filepath.Join(dir, pki.CACertFile)) {
+		return nil, fmt.Errorf("init ca in %s: %w: %s", dir, pki.ErrExists, pki.CACertFile)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("init ca: %w", err)
@@ -65,32 +79,32 @@ func InitCA(dir, commonName string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("init ca %q: %w", commonName, err)
 	}
-	certs, err := parseCertificatesPEM(certPEM)
+	certs, err := pki.ParseCertificatesPEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("init ca: parse root: %w", err)
 	}
 	// Key first: a crash in between leaves a key without ca.pem, and a retry
 	// simply overwrites it; the other order would leave a root without a key.
-	if err := writeKey(filepath.Join(dir, caKeyFile), key); err != nil {
+	if err := pki.WriteKey(filepath.Join(dir, caKeyFile), key); err != nil {
 		return nil, fmt.Errorf("init ca: %w", err)
 	}
-	if err := WriteCertificatesPEM(filepath.Join(dir, caCertFile), certs[0]); err != nil {
+	if err := pki.WriteCertificatesPEM(filepath.Join(dir, pki.CACertFile), certs[0]); err != nil {
 		return nil, fmt.Errorf("init ca: %w", err)
 	}
 	return newCA(dir, certs[0], key)
 }
 
-// OpenCA loads the CA kept in dir and checks that its key matches its
+// Open loads the CA kept in dir and checks that its key matches its
 // certificate.
-func OpenCA(dir string) (*CA, error) {
-	certs, err := LoadCertificates(filepath.Join(dir, caCertFile))
+func Open(dir string) (*CA, error) {
+	certs, err := pki.LoadCertificates(filepath.Join(dir, pki.CACertFile))
 	if err != nil {
 		return nil, fmt.Errorf("open ca: %w", err)
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("open ca: %s holds %d certificates, want 1", caCertFile, len(certs))
+		return nil, fmt.Errorf("open ca: %s holds %d certificates, want 1", pki.CACertFile, len(certs))
 	}
-	key, err := loadKey(filepath.Join(dir, caKeyFile))
+	key, err := pki.LoadKey(filepath.Join(dir, caKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("open ca: %w", err)
 	}
@@ -99,10 +113,10 @@ func OpenCA(dir string) (*CA, error) {
 
 func newCA(dir string, cert *x509.Certificate, key crypto.Signer) (*CA, error) {
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("open ca %s: %s is not a CA certificate", dir, caCertFile)
+		return nil, fmt.Errorf("open ca %s: %s is not a CA certificate", dir, pki.CACertFile)
 	}
-	if !publicKeysEqual(cert.PublicKey, key.Public()) {
-		return nil, fmt.Errorf("open ca %s: %s does not match %s", dir, caKeyFile, caCertFile)
+	if !pki.PublicKeysEqual(cert.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("open ca %s: %s does not match %s", dir, caKeyFile, pki.CACertFile)
 	}
 	s, err := local.NewSigner(key, cert, signer.DefaultSigAlgo(key), signingPolicy())
 	if err != nil {
@@ -113,9 +127,3 @@ func newCA(dir string, cert *x509.Certificate, key crypto.Signer) (*CA, error) {
 
 // Certificate returns the CA's root certificate.
 func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
-
-// publicKeysEqual compares two public keys of any standard type.
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
-}
