@@ -59,7 +59,8 @@ func TestOperator_FromZero(t *testing.T) {
 			{"address": agencyAddr, "display_name": "Stadt, Poststelle", "kind": "agency", "encryption_cert": at("agency", "enc-cert.pem")},
 			{"address": courtAddr, "display_name": "Amtsgericht, Eingang", "kind": "court", "encryption_cert": at("court", "enc-cert.pem")},
 		},
-		"peers": nil, "metrics_listen": metrics, "audit_log": at("log", "audit.jsonl"),
+		// A peer that is down: its queue is watched, empty.
+		"peers": map[string]string{"kreis-soest.example": freeAddr(t)}, "metrics_listen": metrics, "audit_log": at("log", "audit.jsonl"),
 	})
 	cfgPath := at("kurierd.yaml")
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
@@ -97,6 +98,7 @@ func TestOperator_FromZero(t *testing.T) {
 		`kurier_log_leaves`: 4,
 		`kurier_mailbox_waiting_messages{state="unfetched"}`:                                                                               0,
 		`kurier_mailbox_waiting_messages{state="unanswered"}`:                                                                              0,
+		`kurier_outbound_queued_messages{domain="kreis-soest.example"}`:                                                                    0,
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Submit",grpc_service="kurier.v1.MailboxService",grpc_type="client_stream"}`: 1,
 	} {
 		if got, ok := m[series]; !ok || got != want {

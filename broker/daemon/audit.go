@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,6 +57,18 @@ func auditStart(a *auditlog.Log, cfg *Config, id *pki.Identity, trust *pki.Trust
 		slog.String("listen", listen), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data),
 		slog.String("cert_serial", "0x"+id.Cert.SerialNumber.Text(16)), slog.Time("cert_not_after", id.Cert.NotAfter.UTC()),
 	}
+	// The trust anchors are read at start only: a changed CA shows as a
+	// start with other fingerprints.
+	type anchor struct {
+		Subject string `json:"subject"`
+		SHA256  string `json:"sha256"`
+	}
+	var anchors []anchor
+	for _, root := range id.Roots {
+		sum := sha256.Sum256(root.Raw)
+		anchors = append(anchors, anchor{Subject: root.Subject.String(), SHA256: hex.EncodeToString(sum[:])})
+	}
+	attrs = append(attrs, slog.Any("trust_anchors", anchors))
 	a.Record(auditlog.EventStart, append(attrs, crlAttrs(cfg.CRL, trust.RevocationList())...)...)
 }
 

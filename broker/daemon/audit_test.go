@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -119,6 +120,9 @@ func TestRun_AuditLog(t *testing.T) {
 	start, crl, refused := events[0], events[1], events[2]
 	if start["cert_serial"] == "" || start["crl_number"] == nil {
 		t.Errorf("start names no certificate or CRL: %v", start)
+	}
+	if anchors, _ := start["trust_anchors"].([]any); len(anchors) != 1 || !strings.Contains(fmt.Sprint(anchors[0]), "sha256:") {
+		t.Errorf("start names the trust anchors %v, want the CA with its fingerprint", start["trust_anchors"])
 	}
 	if crl["revoked_certificates"] != float64(1) {
 		t.Errorf("CRL change %v, want one certificate revoked", crl)
