@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker/daemon"
-	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/ca"
 )
 
@@ -33,26 +29,10 @@ func TestRun_AuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.AuditLog = filepath.Join(dir, "audit", "audit.jsonl")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready, done := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a }) }()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a.String()
-	case err := <-done:
-		t.Fatal(err)
-	}
-	court, err := pki.LoadIdentity(daemon.DevIdentity(dir, "court"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.Dial(ctx, addr, court, client.WithCRL(cfg.CRL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx := context.Background()
+	node := startRun(t, cfg, &logBuffer{})
+	addr := node.addr
+	c, court := dialDev(ctx, t, dir, "court", addr, cfg.CRL)
 	if _, err := c.Inbox(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -82,10 +62,7 @@ func TestRun_AuditLog(t *testing.T) {
 		}
 		break
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	node.stop(t)
 
 	fi, err := os.Stat(cfg.AuditLog)
 	if err != nil {

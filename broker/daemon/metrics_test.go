@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,7 +20,6 @@ import (
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/pki"
 )
 
 // TestRun_Metrics runs a node with its metrics listener, sends, repeats,
@@ -39,30 +37,11 @@ func TestRun_Metrics(t *testing.T) {
 	// A peer that is never reached: its queue is reported, empty.
 	cfg.Peers = map[string]string{"kreis-soest.example": "127.0.0.1:9"}
 	base := "http://" + cfg.MetricsListener.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready, done := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a }) }()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a.String()
-	case err := <-done:
-		t.Fatal(err)
-	}
-	dial := func(name string) *client.Client {
-		id, err := pki.LoadIdentity(daemon.DevIdentity(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.Dial(ctx, addr, id, client.WithCRL(cfg.CRL))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	agency, court := dial("agency"), dial("court")
+	ctx := context.Background()
+	node := startRun(t, cfg, &logBuffer{})
+	addr := node.addr
+	agency, _ := dialDev(ctx, t, dir, "agency", addr, cfg.CRL)
+	court, _ := dialDev(ctx, t, dir, "court", addr, cfg.CRL)
 
 	msg := func(n int) client.Message {
 		return client.Message{To: []string{daemon.DevCourt}, Subject: fmt.Sprintf("Klage %d", n),
@@ -147,10 +126,7 @@ func TestRun_Metrics(t *testing.T) {
 			t.Errorf("GET %s = %d, want %d", path, code, want)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	node.stop(t)
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Error("the metrics listener still answers after the node stopped")
 	}

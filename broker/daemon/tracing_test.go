@@ -3,8 +3,6 @@ package daemon_test
 import (
 	"context"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -15,8 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"kurier.dev/kurier/broker/daemon"
-	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/pki"
 )
 
 // TestRun_Tracing: with OTEL_EXPORTER_OTLP_ENDPOINT set, the node sends a
@@ -67,33 +63,15 @@ func TestRun_Tracing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready, done := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a }) }()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a.String()
-	case err := <-done:
-		t.Fatal(err)
-	}
-	court, err := pki.LoadIdentity(daemon.DevIdentity(dir, "court"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.Dial(ctx, addr, court, client.WithCRL(cfg.CRL))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
+	node := startRun(t, cfg, &logBuffer{})
+	addr := node.addr
+	c, _ := dialDev(ctx, t, dir, "court", addr, cfg.CRL)
 	if _, err := c.Inbox(ctx); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	node.stop(t)
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Contains(spans, "kurier.v1.MailboxService/ListInbox") {
