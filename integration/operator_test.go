@@ -122,7 +122,7 @@ func TestOperator_FromZero(t *testing.T) {
 
 	// 9: a backup while the node runs; the node stops; its data is lost.
 	kurierdCLI(ctx, t, "backup", "-config", cfgPath, "-o", at("backup.kbk"))
-	n.terminate(t)
+	n.stop()
 	if err := os.RemoveAll(at("store")); err != nil {
 		t.Fatal(err)
 	}
@@ -161,42 +161,35 @@ func TestOperator_FromZero(t *testing.T) {
 	}
 }
 
-// configNode is a running `kurierd -config` process.
-type configNode struct {
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	exited chan struct{}
-}
-
 // startConfigNode starts kurierd -config path and waits until it logs that
-// it listens.
-func startConfigNode(ctx context.Context, t *testing.T, path string) *configNode {
+// it listens; its nodeProc has no dev folder.
+func startConfigNode(ctx context.Context, t *testing.T, path string) *nodeProc {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, kurierd, "-config", path)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &configNode{cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
+	n := &nodeProc{t: t, cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	listening := make(chan struct{})
+	listening := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(io.TeeReader(stderr, n.logs))
 		seen := false
 		for sc.Scan() {
-			if !seen && strings.Contains(sc.Text(), `msg="node listening"`) {
+			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil && !seen {
 				seen = true
-				close(listening)
+				listening <- m[1]
 			}
 		}
 		io.Copy(io.Discard, stderr)
 	}()
 	go func() { cmd.Wait(); close(n.exited) }()
-	t.Cleanup(func() { n.terminate(t) })
+	t.Cleanup(n.stop)
 	select {
-	case <-listening:
+	case n.addr = <-listening:
 	case <-n.exited:
 		t.Fatalf("kurierd -config exited before listening: %v\n%s", cmd.ProcessState, n.logs)
 	case <-time.After(60 * time.Second):
@@ -205,22 +198,8 @@ func startConfigNode(ctx context.Context, t *testing.T, path string) *configNode
 	return n
 }
 
-// terminate stops the node with SIGTERM and waits, SIGKILL after 20 s.
-func (n *configNode) terminate(t *testing.T) {
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(20 * time.Second):
-		n.cmd.Process.Kill()
-		<-n.exited
-		t.Errorf("kurierd did not stop within 20s of SIGTERM\n%s", n.logs)
-	}
-}
+// listenLine is the log line of a node that serves, with its address.
+var listenLine = regexp.MustCompile(`msg="node listening" addr=(\S+)`)
 
 // sampleConfig is deploy/kurierd.yaml with the given top-level keys set
 // (nil removes one) and limits the sample sets to their defaults.
@@ -344,9 +323,9 @@ func scrapeMetrics(ctx context.Context, t *testing.T, url string) map[string]flo
 // the agency's upload is under way: the node must exit within 2 s, the
 // subscription end with Unavailable, and the upload either complete or
 // fail cleanly with Unavailable, as docs/OPERATIONS.md says.
-func shutdownWhileBusy(ctx context.Context, t *testing.T, n *configNode, agencyDir, courtDir, crl, courtAddr string) {
+func shutdownWhileBusy(ctx context.Context, t *testing.T, n *nodeProc, agencyDir, courtDir, crl, courtAddr string) {
 	t.Helper()
-	addr := n.listenAddr(t)
+	addr := n.addr
 	agency, court := dialIdentity(ctx, t, agencyDir, addr, crl), dialIdentity(ctx, t, courtDir, addr, crl)
 	subscribed := make(chan struct{})
 	subEnded := make(chan error, 1)
@@ -407,16 +386,6 @@ func shutdownWhileBusy(ctx context.Context, t *testing.T, n *configNode, agencyD
 	if code := n.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("kurierd exited with %d after SIGTERM\n%s", code, n.logs)
 	}
-}
-
-// listenAddr is the address the node logged it listens on.
-func (n *configNode) listenAddr(t *testing.T) string {
-	t.Helper()
-	m := regexp.MustCompile(`msg="node listening" addr=(\S+)`).FindStringSubmatch(n.logs.String())
-	if m == nil {
-		t.Fatalf("kurierd logged no listen address:\n%s", n.logs)
-	}
-	return m[1]
 }
 
 // dialIdentity connects the client as the identity in dir.

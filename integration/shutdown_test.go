@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/pki"
 )
 
 // heldUpload is a submission held after its first payload chunk until it
@@ -48,18 +46,7 @@ func TestOperator_ShutdownWhileBusy(t *testing.T) {
 	defer cancel()
 	n := startDevNode(t, filepath.Join(t.TempDir(), "dev"))
 	crl := filepath.Join(n.dir, "ca", "crl.pem")
-	dialAs := func(name, addr string) *client.Client {
-		id, err := pki.LoadIdentity(n.identity(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.Dial(ctx, addr, id, client.WithCRL(crl), client.WithRetry(0), client.WithLogger(slog.New(slog.DiscardHandler)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialAs := func(name, addr string) *client.Client { return dialIdentity(ctx, t, n.identity(name), addr, crl) }
 	agency, court := dialAs("agency", n.addr), dialAs("court", n.addr)
 
 	docs := map[string][]byte{}
