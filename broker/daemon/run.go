@@ -117,6 +117,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	defer n.Close() // after the server and background work, before the peers and the store
 	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -166,9 +166,9 @@ func (n *Node) refreshInBackground(addr string) {
 	if !n.remote.startRefresh(addr) {
 		return
 	}
-	go func() {
+	n.background.Go(func() {
 		defer n.remote.endRefresh(addr)
-		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		ctx, cancel := context.WithTimeout(n.stopping, refreshTimeout)
 		defer cancel()
 		p, found, err := n.peers.Lookup(ctx, addr)
 		if err != nil {
@@ -176,7 +176,7 @@ func (n *Node) refreshInBackground(addr string) {
 			return
 		}
 		n.remote.put(addr, remoteEntry{p: p, found: found, fetched: n.now()})
-	}()
+	})
 }
 
 // checkEntry checks another node's directory entry for addr.

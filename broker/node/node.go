@@ -298,6 +298,19 @@ type Node struct {
 	heads    recall[*evidence.Statement] // by evidence digest
 	messages recall[*broker.Message]     // by id, for the steps of a copy
 	obs      Observer
+	// stopping ends, and background holds, the work the node does on its
+	// own (directory refreshes): Close ends it and waits for it.
+	stopping   context.Context
+	stop       context.CancelFunc
+	background sync.WaitGroup
+}
+
+// Close ends the work the node started on its own and waits for it, so
+// that nothing of the node runs once its store and peers are closed.
+// Calls under way must have returned first.
+func (n *Node) Close() {
+	n.stop()
+	n.background.Wait()
 }
 
 // New checks cfg and returns a node over st.
@@ -331,6 +344,7 @@ func New(st Store, cfg Config) (*Node, error) {
 	// A message's steps follow each other within seconds; these hold
 	// those of the last few thousand messages (a stored message is a few
 	// KiB, a statement a few hundred bytes).
+	n.stopping, n.stop = context.WithCancel(context.Background())
 	n.heads.max, n.messages.max = 8192, 1024
 	n.obs = noObserver{}
 	if cfg.Observer != nil {

@@ -1167,3 +1167,48 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestNode_CloseEndsRefresh: a directory refresh the node started on its
+// own, hanging on a court whose node takes the connection and never
+// answers, ends when the node is closed, long before its own timeout,
+// so that nothing of the node runs once its peers and store close.
+func TestNode_CloseEndsRefresh(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	if _, err := f.city.node.Lookup(ctx, judge); err != nil {
+		t.Fatal(err)
+	}
+	f.court.srv.Stop()
+	hang, err := net.Listen("tcp", f.court.addr) // accepts, never speaks TLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	f.clock.add(2 * time.Hour) // past the refresh: the cached answer serves, a refresh starts
+	if _, err := f.city.node.Lookup(ctx, judge); err != nil {
+		t.Fatalf("cached lookup: %v", err)
+	}
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refresh did not reach the court's address")
+	}
+	closed := make(chan struct{})
+	go func() { f.city.node.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second): // the refresh's own timeout is 30 s
+		t.Fatal("Close did not end the refresh under way")
+	}
+}
