@@ -92,14 +92,16 @@ func WriteCertificatesPEM(path string, certs ...*x509.Certificate) error {
 	return nil
 }
 
-// WriteKey stores a private key as PKCS#8 PEM, readable by the owner only.
+// WriteKey stores a private key as PKCS#8 PEM, readable by the owner
+// only, at a path that holds nothing yet (it never replaces a key).
 func WriteKey(path string, key crypto.Signer) error {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("marshal key for %s: %w", path, err)
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err := WriteFileAtomic(path, data, 0o600); err != nil {
+	// Never over another key: one made meanwhile stays, and this fails.
+	if err := WriteFileExclusive(path, data, 0o600); err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
 	return nil

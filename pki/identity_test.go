@@ -1,7 +1,12 @@
 package pki_test
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,5 +79,32 @@ func TestIdentity_TLSCertificate(t *testing.T) {
 	}
 	if _, err := fx.node.Cert.Verify(x509.VerifyOptions{Roots: fx.node.RootPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		t.Errorf("node cert does not verify against RootPool: %v", err)
+	}
+}
+
+// TestWriteKey_NeverReplaces: a key already at the path stays as it
+// was, whoever wrote it meanwhile; the write fails with ErrExists.
+func TestWriteKey_NeverReplaces(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "key.pem")
+	first, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteKey(path, first); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteKey(path, second); !errors.Is(err, pki.ErrExists) {
+		t.Fatalf("a second key at the same path: %v, want ErrExists", err)
+	}
+	if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("the first key changed (%v)", err)
 	}
 }

@@ -60,13 +60,13 @@ func WriteLogKey(dir, domain string) (LogKey, error) {
 		return LogKey{}, fmt.Errorf("write log key: %w", err)
 	}
 	k.VerifierKey = vkey
-	// The public half first: a crash in between leaves no private key
-	// that nobody could verify.
-	if err := WriteFileAtomic(k.VerifierPath, []byte(vkey+"\n"), 0o644); err != nil {
-		return LogKey{}, fmt.Errorf("write log key: %w", err)
-	}
+	// The private half first, and only if there is none: of two runs at
+	// once one wins, and the verifier key written next is always its own.
 	if err := WriteFileExclusive(k.Path, []byte(skey+"\n"), 0o600); err != nil {
 		return LogKey{}, fmt.Errorf("write log key: %w", err)
+	}
+	if err := WriteFileAtomic(k.VerifierPath, []byte(vkey+"\n"), 0o644); err != nil {
+		return LogKey{}, fmt.Errorf("write log key: %s written, but not its verifier key: %w", k.Path, err)
 	}
 	return k, nil
 }

@@ -166,6 +166,12 @@ type handler struct {
 // files off, so a client that stalls is cut off rather than waited for.
 const writeIdle = time.Minute
 
+// maxBackup bounds a whole backup, however steadily its client reads: a
+// client that takes a trickle just within writeIdle would otherwise keep
+// the read transaction, and the payload removals held off, for ever. A
+// day copies more than a node's disk at the slowest disk's pace.
+const maxBackup = 24 * time.Hour
+
 // backup streams a backup. The status goes with the first bytes, so a
 // failure after them is told in the trailer, and the stream lacks its end
 // record (the client refuses it either way).
@@ -191,7 +197,9 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", errorTrailer)
 	start := time.Now()
 	cw := &countingWriter{w: w, rc: http.NewResponseController(w)}
-	info, err := h.b.Backup(r.Context(), cw)
+	ctx, cancel := context.WithTimeout(r.Context(), maxBackup)
+	defer cancel()
+	info, err := h.b.Backup(ctx, cw)
 	if err != nil {
 		h.log.Warn("backup through the admin socket failed", slog.Any(broker.LogErr, err))
 		if cw.n == 0 {

@@ -85,6 +85,9 @@ func backupTo(ctx context.Context, cfg *Config, w io.Writer, logger *slog.Logger
 	} else if !ok {
 		return store.BackupInfo{}, "", fmt.Errorf("no store in %s to back up (is data in the config right?)", cfg.Data)
 	}
+	if err := checkOwner(cfg.Data, "backup"); err != nil {
+		return store.BackupInfo{}, "", err
+	}
 	db, err := store.Open(cfg.Data, store.Options{Logger: logger})
 	if err != nil {
 		return store.BackupInfo{}, "", fmt.Errorf("open the stopped node's store (if the node started meanwhile, back up again): %w", err)
@@ -113,6 +116,9 @@ func backupTo(ctx context.Context, cfg *Config, w io.Writer, logger *slog.Logger
 func Restore(ctx context.Context, cfg *Config, in string, acceptRollback bool, stdout io.Writer, logger *slog.Logger) error {
 	logger, files, err := prepare(cfg, logger)
 	if err != nil {
+		return err
+	}
+	if err := checkOwner(cfg.Data, "restore"); err != nil {
 		return err
 	}
 	intact, err := intactTrust(files)

@@ -69,7 +69,7 @@ type Options struct {
 	// Unary and Stream run around every call, outermost first, before
 	// the caller is authenticated, so that they see refusals too: the
 	// node's audit log and metrics. A panic in a call reaches them as
-	// Internal.
+	// Internal; one in them is recovered too.
 	Unary  []grpc.UnaryServerInterceptor
 	Stream []grpc.StreamServerInterceptor
 	// StatsHandlers see every call and connection: the node's tracing.
@@ -156,9 +156,14 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*Server, erro
 	}
 	s := grpc.NewServer(append(extra,
 		// Recovery comes before the identity checks, so that it covers
-		// them as well as the handlers.
-		grpc.ChainUnaryInterceptor(append(slices.Clone(opts.Unary), recovery.UnaryServerInterceptor(onPanic), svc.unaryIdentity)...),
-		grpc.ChainStreamInterceptor(append(slices.Clone(opts.Stream), recovery.StreamServerInterceptor(onPanic), svc.streamIdentity)...),
+		// them as well as the handlers and the interceptors of opts see a
+		// panic as Internal; and once more outermost, for a panic in those.
+		grpc.ChainUnaryInterceptor(slices.Concat(
+			[]grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(onPanic)}, opts.Unary,
+			[]grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(onPanic), svc.unaryIdentity})...),
+		grpc.ChainStreamInterceptor(slices.Concat(
+			[]grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(onPanic)}, opts.Stream,
+			[]grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(onPanic), svc.streamIdentity})...),
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.ForceServerCodecV2(newCodec()),
 		// Stop, like GracefulStop, returns only once every handler has:

@@ -294,3 +294,47 @@ func TestFaultPanic_Recovered(t *testing.T) {
 		t.Fatalf("Fetch after the panics: %v, want the whole message", err)
 	}
 }
+
+// TestFaultPanic_Interceptors: the interceptors a node adds (its metrics
+// and audit log) see a panic in a call as Internal, and a panic in one of
+// them is answered with Internal too, the server serving on.
+func TestFaultPanic_Interceptors(t *testing.T) {
+	var st *panicking
+	var seen atomic.Value // the last code the observing interceptor saw
+	var explode atomic.Bool
+	observe := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		seen.Store(status.Code(err))
+		return resp, err
+	}
+	blowUp := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if explode.Load() {
+			panic("an interceptor's own bug")
+		}
+		return h(ctx, req)
+	}
+	ts := startSetup(t, setup{
+		opts: rpc.Options{Logger: slog.New(slog.DiscardHandler), Unary: []grpc.UnaryServerInterceptor{observe, blowUp}},
+		wrap: func(db *store.DB) node.Store { st = &panicking{DB: db}; return st },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	court := kurierv1.NewMailboxServiceClient(dial(t, ts.addr, fx.IDs[pkitest.Court], ts.trust))
+
+	st.armed.Store(true)
+	if _, err := court.ListInbox(ctx, &kurierv1.ListInboxRequest{}); status.Code(err) != codes.Internal {
+		t.Fatalf("ListInbox panicking in the node: %v, want Internal", err)
+	}
+	if got := seen.Load(); got != codes.Internal {
+		t.Fatalf("the node's interceptor saw %v of a panicking call, want Internal", got)
+	}
+	st.armed.Store(false)
+	explode.Store(true)
+	if _, err := court.ListInbox(ctx, &kurierv1.ListInboxRequest{}); status.Code(err) != codes.Internal {
+		t.Fatalf("ListInbox with a panicking interceptor: %v, want Internal", err)
+	}
+	explode.Store(false)
+	if _, err := court.ListInbox(ctx, &kurierv1.ListInboxRequest{}); err != nil {
+		t.Fatalf("ListInbox after the panics: %v, want the server to serve on", err)
+	}
+}
