@@ -17,10 +17,10 @@ import (
 // config file, not of Go types as the decoder's errors are. It reports
 // every mistake it finds.
 func checkYAML(doc *yaml.Node) error {
+	if doc.Kind == 0 || doc.Kind == yaml.DocumentNode && len(doc.Content) == 0 {
+		return errors.New("the file is empty; deploy/kurierd.yaml is a complete example")
+	}
 	if doc.Kind == yaml.DocumentNode {
-		if len(doc.Content) == 0 {
-			return errors.New("the file is empty")
-		}
 		doc = doc.Content[0]
 	}
 	return errors.Join(checkValue("", doc, reflect.TypeFor[Config]())...)
@@ -44,7 +44,9 @@ func checkValue(path string, n *yaml.Node, t reflect.Type) []error {
 		if n.Kind != yaml.ScalarNode {
 			return bad("give a duration such as 720h")
 		}
-		if _, err := time.ParseDuration(n.Value); err != nil {
+		// A bare number (0 too) is no duration to the decoder: it wants
+		// the unit.
+		if _, err := time.ParseDuration(n.Value); err != nil || n.Tag == "!!int" || n.Tag == "!!float" {
 			return bad("%q is not a duration such as 90s, 15m or 720h (units h, m, s; there is none for days)", n.Value)
 		}
 		return nil
@@ -103,6 +105,12 @@ func checkMapping(path string, n *yaml.Node, t reflect.Type) []error {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
 		at := join(path, k.Value)
+		if k.Tag == "!!merge" {
+			// `<<: *defaults` merges the keys of another mapping here:
+			// they are checked as if written here.
+			errs = append(errs, checkMerged(path, n.Content[i+1], t)...)
+			continue
+		}
 		ft, ok := fields[k.Value]
 		switch {
 		case !ok:
@@ -115,6 +123,25 @@ func checkMapping(path string, n *yaml.Node, t reflect.Type) []error {
 		seen[k.Value] = true
 	}
 	return errs
+}
+
+// checkMerged checks what a merge key brings in: a mapping, or a list of
+// them, each against struct t.
+func checkMerged(path string, n *yaml.Node, t reflect.Type) []error {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		return checkMapping(path, n, t)
+	case yaml.SequenceNode:
+		var errs []error
+		for _, m := range n.Content {
+			errs = append(errs, checkMerged(path, m, t)...)
+		}
+		return errs
+	}
+	return []error{fmt.Errorf("%s (line %d): `<<` merges the keys of a mapping, such as *defaults", join(path, "<<"), n.Line)}
 }
 
 // yamlKeys lists struct t's YAML keys, sorted.

@@ -99,6 +99,9 @@ participants:
 		"one domain, no list":   {strings.Replace(good, "[stadt.example]", "stadt.example", 1), "domains (line 6): give a list here"},
 		"metrics port":          {good + "metrics_listen: 127.0.0.1:http\n", `metrics_listen: "127.0.0.1:http": port "http" is not a number`},
 		"metrics on the node":   {good + "metrics_listen: 127.0.0.1:7443\n", "metrics_listen: 127.0.0.1:7443 is the node's own listen address"},
+		"empty file":            {"# nothing yet\n", "the file is empty"},
+		"duration without unit": {good + "limits:\n  retention: 0\n", `limits.retention (line 10): "0" is not a duration`},
+		"merged key unknown":    {strings.Replace(good, "participants:\n  - {", "participants:\n  - {<<: {colour: blue}, ", 1), "participants[0].colour (line 8): no such key"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := LoadConfig(write(tc.body))
@@ -333,5 +336,31 @@ func TestFaultConnectionLimits(t *testing.T) {
 				t.Errorf("connections(%d) (-want +got):\n%s", tc.fds, diff)
 			}
 		})
+	}
+}
+
+// TestLoadConfig_Merge: YAML merge keys, which the decoder takes, pass the
+// check too, their keys checked where they are merged.
+func TestLoadConfig_Merge(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "kurierd.yaml")
+	body := `listen: 127.0.0.1:7443
+data: store
+identity: node
+crl: ca/crl.pem
+log_key: node/log.key
+domains: [stadt.example]
+participants:
+  - &agency {address: poststelle@stadt.example, kind: agency, encryption_cert: enc.pem}
+  - {<<: *agency, address: bauamt@stadt.example}
+`
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Participants) != 2 || cfg.Participants[1].Kind != "agency" || cfg.Participants[1].Address != "bauamt@stadt.example" {
+		t.Fatalf("merged participants: %+v", cfg.Participants)
 	}
 }

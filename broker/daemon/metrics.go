@@ -34,6 +34,7 @@ func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustSto
 			}
 			return time.Time{}
 		},
+		CRLUsable:     func() bool { return trust.CheckRevoked(nil) == nil },
 		CRLWarnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore),
 		CertNotAfter:  id.Cert.NotAfter,
 		FreeBytes:     func() (uint64, error) { return diskspace.Statfs(cfg.Data) },

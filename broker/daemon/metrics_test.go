@@ -88,6 +88,7 @@ func TestRun_Metrics(t *testing.T) {
 		{"kurier_outbound_queued_messages", map[string]string{"domain": "kreis-soest.example"}, 0},
 		{"kurier_outbound_oldest_age_seconds", map[string]string{"domain": "kreis-soest.example"}, 0},
 		{"kurier_crl_warn_before_seconds", nil, daemon.DefaultCRLWarnBefore.Seconds()},
+		{"kurier_crl_usable", nil, 1},
 		{"kurier_disk_min_free_bytes", nil, float64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin))},
 		{"kurier_mailbox_waiting_messages", map[string]string{"state": "unfetched"}, 1},
 		{"kurier_mailbox_waiting_messages", map[string]string{"state": "unanswered"}, 0},
@@ -124,6 +125,19 @@ func TestRun_Metrics(t *testing.T) {
 	for path, want := range map[string]int{"/healthz": http.StatusOK, "/readyz": http.StatusOK, "/metrics/../debug": http.StatusNotFound} {
 		if code := get(t, base+path); code != want {
 			t.Errorf("GET %s = %d, want %d", path, code, want)
+		}
+	}
+	// A CRL file gone bad shows, once the node looks at it again (at most
+	// a second later), as kurier_crl_usable 0.
+	if err := os.WriteFile(cfg.CRL, []byte("not a CRL"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if v, _ := value(scrape(t, base+"/metrics"), "kurier_crl_usable", nil); v == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("kurier_crl_usable still 1 10 s after the CRL file was damaged")
 		}
 	}
 	node.stop(t)

@@ -38,6 +38,10 @@ type Sources struct {
 	// CRLNextUpdate is when the CRL the node checks against must be
 	// replaced; the zero time if the node has none.
 	CRLNextUpdate func() time.Time
+	// CRLUsable reports whether the node can check certificates against
+	// its CRL now (readable, signed by the CA, fresh): without it, the
+	// node refuses every call.
+	CRLUsable func() bool
 	// CRLWarnBefore is how long before nextUpdate the node warns
 	// (crl_warn_before), exported so that an alert can compare with it.
 	CRLWarnBefore time.Duration
@@ -178,6 +182,8 @@ var (
 		"How long the oldest local copy in a waiting state has waited since the node received it; 0 if none waits.", []string{"state"}, nil)
 	descCRL = prometheus.NewDesc("kurier_crl_next_update_seconds",
 		"Seconds until the nextUpdate of the CRL the node checks certificates against; negative once it has passed (the node then refuses calls). Absent without a CRL.", nil, nil)
+	descCRLUsable = prometheus.NewDesc("kurier_crl_usable",
+		"1 while the node can check certificates against its CRL (the file readable, signed by the CA, not past nextUpdate); 0 while it cannot, and so refuses every call.", nil, nil)
 	descCRLWarn = prometheus.NewDesc("kurier_crl_warn_before_seconds",
 		"How long before the CRL's nextUpdate the node warns in its log (crl_warn_before).", nil, nil)
 	descCert = prometheus.NewDesc("kurier_node_certificate_expiry_seconds",
@@ -190,7 +196,7 @@ var (
 
 // Describe sends the descriptors of every gauge.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLogLeaves, descQueued, descQueuedAge, descMailbox, descMailboxAge, descCRL, descCRLWarn, descCert, descFree, descMinFree} {
+	for _, d := range []*prometheus.Desc{descLogLeaves, descQueued, descQueuedAge, descMailbox, descMailboxAge, descCRL, descCRLUsable, descCRLWarn, descCert, descFree, descMinFree} {
 		ch <- d
 	}
 }
@@ -218,6 +224,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if t := c.src.CRLNextUpdate(); !t.IsZero() {
 			gauge(descCRL, t.Sub(now).Seconds())
 		}
+	}
+	if c.src.CRLUsable != nil {
+		usable := 0.0
+		if c.src.CRLUsable() {
+			usable = 1
+		}
+		gauge(descCRLUsable, usable)
 	}
 	if c.src.CRLWarnBefore > 0 {
 		gauge(descCRLWarn, c.src.CRLWarnBefore.Seconds())

@@ -108,14 +108,14 @@ func (n *Node) submit(ctx context.Context, caller pki.Peer, envBytes, sig []byte
 	if err != nil {
 		return nil, fmt.Errorf("submit %s: %w", env.ID, err)
 	}
-	r, err := n.submitPayload(ctx, m, rt, payload)
+	r, err := n.submitPayload(ctx, m, rt, payload, repeated)
 	end(err == nil || errors.Is(err, broker.ErrUnknownOutcome))
 	return r, err
 }
 
 // submitPayload stores the payload of an admitted submission, then the
 // message with its copies, evidence and queue entries.
-func (n *Node) submitPayload(ctx context.Context, m *broker.Message, rt *route, payload io.Reader) (*Receipt, error) {
+func (n *Node) submitPayload(ctx context.Context, m *broker.Message, rt *route, payload io.Reader, repeated *bool) (*Receipt, error) {
 	if err := n.storePayload(ctx, m, payload, func(reason error) error { return n.reject(ctx, m, reason) }); err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (n *Node) submitPayload(ctx context.Context, m *broker.Message, rt *route, 
 		n.dropBlob(ctx, m.Blob)
 		return nil, fmt.Errorf("submit %s: %w", m.ID(), err)
 	}
-	return n.accept(ctx, m, copies, evs, out)
+	return n.accept(ctx, m, copies, evs, out, repeated)
 }
 
 var participantUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
@@ -261,13 +261,16 @@ func (n *Node) storePayload(ctx context.Context, m *broker.Message, payload io.R
 	return nil
 }
 
-// accept stores an accepted submission and announces its local copies.
-func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, out []broker.Outbound) (*Receipt, error) {
+// accept stores an accepted submission and announces its local copies;
+// it sets *repeated if a concurrent submission of the same message was
+// stored first.
+func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Copy, evs []broker.Evidence, out []broker.Outbound, repeated *bool) (*Receipt, error) {
 	stored, err := n.store.CreateMessage(ctx, m, copies, evs, out)
 	switch {
 	case errors.Is(err, broker.ErrExists):
 		// A concurrent submission of the same message won.
 		n.dropBlob(ctx, m.Blob)
+		*repeated = true
 		return n.storedReceipt(ctx, m.ID())
 	case errors.Is(err, broker.ErrDuplicate):
 		n.dropBlob(ctx, m.Blob)

@@ -64,8 +64,12 @@ func FromEnv(ctx context.Context, version string) (*Tracer, error) {
 // ServerHandler is the gRPC stats handler that makes a span of every call
 // the node serves, continuing a trace its caller propagated.
 func (t *Tracer) ServerHandler() stats.Handler {
+	// Callers are outside the node's trust: only their trace context is
+	// taken up (to join their traces), never baggage. A parent-based
+	// sampler (the SDK's default) follows a caller's sampled flag; set
+	// OTEL_TRACES_SAMPLER=traceidratio to decide by the node alone.
 	return otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(t.provider),
-		otelgrpc.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})))
+		otelgrpc.WithPropagators(propagation.TraceContext{}))
 }
 
 // Shutdown sends the spans still buffered and stops; ctx bounds how long
