@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Events, the value of the "event" key.
@@ -50,6 +52,10 @@ type Log struct {
 	sl   *slog.Logger
 	now  func() time.Time
 	errs *slog.Logger // where a failed write is reported
+
+	hsMu      sync.Mutex // guards the two below
+	hsLimit   *rate.Limiter
+	hsDropped int // refused handshakes over the limit since the last recorded
 }
 
 // Open appends to the audit log at path, creating it (mode 0600, and its

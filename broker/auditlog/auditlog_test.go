@@ -2,10 +2,15 @@ package auditlog_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -71,3 +76,34 @@ func TestLog_LinesWhole(t *testing.T) {
 		t.Fatalf("%d distinct events read back, want 200", len(seen))
 	}
 }
+
+// TestLog_HandshakesBounded: refused handshakes are recorded up to a
+// bound, so that a flood of bad connections cannot fill the disk; the
+// next one recorded says how many were not. A connection that closed
+// before saying anything is no refusal.
+func TestLog_HandshakesBounded(t *testing.T) {
+	var buf closingBuffer
+	l := auditlog.New(&buf, slog.New(slog.DiscardHandler))
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	l.SetClock(func() time.Time { return now })
+	remote := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}
+	refused := errors.New("tls: client certificate revoked")
+	l.HandshakeFailed(remote, io.EOF) // a port probe
+	for range 120 {
+		l.HandshakeFailed(remote, refused)
+	}
+	now = now.Add(time.Second)
+	l.HandshakeFailed(remote, refused)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 51 {
+		t.Fatalf("%d events recorded of 120 refusals at once and one a second later, want the burst of 50 and 1", len(lines))
+	}
+	if last := lines[50]; !strings.Contains(last, `"not_recorded_before":70`) || !strings.Contains(last, `"remote":"192.0.2.7:40000"`) {
+		t.Fatalf("the event after the flood: %s", last)
+	}
+}
+
+// closingBuffer is a bytes.Buffer that can be the log's file.
+type closingBuffer struct{ bytes.Buffer }
+
+func (*closingBuffer) Close() error { return nil }

@@ -2,9 +2,14 @@ package auditlog
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"syscall"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -88,4 +93,47 @@ func callerAttrs(ctx context.Context) []slog.Attr {
 	}
 	return append(attrs, slog.String("peer", who),
 		slog.String("cert_serial", "0x"+cert.SerialNumber.Text(16)), slog.String("cert_issuer", cert.Issuer.String()))
+}
+
+// handshakeEvents bounds the refused handshakes recorded: a flood of
+// connections with bad certificates must not fill the disk. Those over
+// the bound are counted, and the count goes with the next one recorded.
+const (
+	handshakeEventsPerSecond = 5
+	handshakeEventsBurst     = 50
+)
+
+// HandshakeFailed records a connection whose TLS handshake the node
+// refused (rpc.Options.HandshakeFailed): no certificate, one of another
+// CA, a revoked one, one that is neither a participant's nor a node's. A
+// connection that closed before it said anything (a port probe) is not
+// recorded.
+func (l *Log) HandshakeFailed(remote net.Addr, err error) {
+	if l == nil || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	l.hsMu.Lock()
+	if l.hsLimit == nil {
+		l.hsLimit = rate.NewLimiter(handshakeEventsPerSecond, handshakeEventsBurst)
+	}
+	if !l.hsLimit.AllowN(l.now(), 1) {
+		l.hsDropped++
+		l.hsMu.Unlock()
+		return
+	}
+	dropped := l.hsDropped
+	l.hsDropped = 0
+	l.hsMu.Unlock()
+	reason := err.Error()
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
+	}
+	attrs := []slog.Attr{slog.String("kind", "authentication"), slog.String("method", "(TLS handshake)"), slog.String("reason", reason)}
+	if remote != nil {
+		attrs = append(attrs, slog.String("remote", remote.String()))
+	}
+	if dropped > 0 {
+		attrs = append(attrs, slog.Int("not_recorded_before", dropped))
+	}
+	l.Record(EventRefused, attrs...)
 }

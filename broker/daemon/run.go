@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	rpcOpts := cfg.Limits.rpc(trust, logger)
 	if audit != nil { // outermost, so that it sees every refusal
 		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, audit.UnaryInterceptor()), append(rpcOpts.Stream, audit.StreamInterceptor())
+		rpcOpts.HandshakeFailed = audit.HandshakeFailed
 	}
 	tracer, err := tracing.FromEnv(ctx, moduleVersion())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"slices"
 	"time"
 
@@ -74,6 +75,10 @@ type Options struct {
 	Stream []grpc.StreamServerInterceptor
 	// StatsHandlers see every call and connection: the node's tracing.
 	StatsHandlers []stats.Handler
+	// HandshakeFailed, if set, is told of every connection whose TLS
+	// handshake failed, with the peer's address and why: refusals no call
+	// interceptor sees (the node's audit log). It must not block.
+	HandshakeFailed func(remote net.Addr, err error)
 }
 
 // Keepalive is the server's keepalive policy.
@@ -150,6 +155,10 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*Server, erro
 		upload: uploadBounds{idle: opts.UploadIdle, total: opts.UploadTimeout, stopping: stopping, stopIdle: opts.StopIdle},
 	}
 	onPanic := recovery.WithRecoveryHandlerContext(svc.recovered)
+	creds := credentials.NewTLS(tlsConfig)
+	if opts.HandshakeFailed != nil {
+		creds = watchedCreds{TransportCredentials: creds, failed: opts.HandshakeFailed}
+	}
 	var extra []grpc.ServerOption
 	for _, h := range opts.StatsHandlers {
 		extra = append(extra, grpc.StatsHandler(h))
@@ -164,7 +173,7 @@ func NewServer(n *node.Node, tlsConfig *tls.Config, opts Options) (*Server, erro
 		grpc.ChainStreamInterceptor(slices.Concat(
 			[]grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(onPanic)}, opts.Stream,
 			[]grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(onPanic), svc.streamIdentity})...),
-		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		grpc.Creds(creds),
 		grpc.ForceServerCodecV2(newCodec()),
 		// Stop, like GracefulStop, returns only once every handler has:
 		// the store the handlers use is closed after it.
