@@ -114,7 +114,12 @@ type rollbackRecord struct {
 // So a failure, or a crash, at any point before the swap leaves dir as it
 // was. A failure removes the working directory; a crash leaves it behind,
 // a sibling the node never opens (it opens dir only), which a later Restore
-// beside it removes once it is a day old and not in use.
+// beside it removes once it is a day old and not in use (a crash after
+// the exchange leaves the old directory there, holding the kept files
+// alone, removed alike). The working
+// directory needs room and write access in dir's parent, on dir's file
+// system: a dir that is a mount point is refused before anything is
+// written.
 //
 // A mark found in dir is the node's own word on how far its log reached:
 // a backup whose log is behind it, or forks from it, is refused with an
@@ -134,6 +139,9 @@ func Restore(ctx context.Context, dir string, r io.Reader, opts RestoreOptions) 
 	dir = filepath.Clean(dir) // its parent and base name the working directory's
 	kept, err := prepareRestoreDir(dir)
 	if err != nil {
+		return res, fmt.Errorf("restore into %s: %w", dir, err)
+	}
+	if err := checkSameFS(dir); err != nil {
 		return res, fmt.Errorf("restore into %s: %w", dir, err)
 	}
 	removeStaleWork(dir, opts.Now())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,24 @@ func exchangeDirs(a, b string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("exchange %s and %s: %w", a, b, err)
+	}
+	return nil
+}
+
+// checkSameFS refuses dir if it is a mount point: the working directory,
+// beside it, would be on another file system, and could not take its
+// place.
+func checkSameFS(dir string) error {
+	var d, p unix.Stat_t
+	if err := unix.Stat(dir, &d); err != nil {
+		return err
+	}
+	if err := unix.Stat(filepath.Dir(dir), &p); err != nil {
+		return err
+	}
+	if d.Dev != p.Dev {
+		return fmt.Errorf("it is a mount point: the restore builds the store beside it, on the same file system, and then puts it in its place; set data to a directory inside the mounted file system (such as %s)",
+			filepath.Join(dir, "store"))
 	}
 	return nil
 }
