@@ -57,7 +57,8 @@ type RestoreOptions struct {
 	// Report receives each problem the check finds; nil ignores them (the
 	// error counts them all the same).
 	Report func(Problem)
-	// Now is the clock of the rollback record. Default time.Now.
+	// Now is the clock of the rollback record, and of the age of working
+	// directories crashed restores left behind. Default time.Now.
 	Now func() time.Time
 }
 
@@ -94,15 +95,39 @@ type rollbackRecord struct {
 // loads the keys into a new badger, writes the payload files (each checked
 // against its header and synced, with the folder), and a high-water mark at
 // the restored log; then it opens the store as the node will, and checks
-// it whole (as Check does). On any error it removes what it wrote and
-// leaves the mark found as it was.
+// it whole (as Check does).
+//
+// All of that happens in a private working directory beside dir (named
+// ".<base>.restoring-*", mode 0700), into which the kept mark and
+// RollbackFile are first copied: dir itself is not written until the
+// restored store has passed its check. Only then, with dir's lock held (the
+// one badger takes, so that a node cannot start in it meanwhile), Restore
+// refuses dir if a node has it open or it no longer holds exactly what was
+// kept, and else puts the working directory in its place: on Linux in one
+// step, exchanging the two (renameat2 RENAME_EXCHANGE), syncing the parent,
+// and removing the old directory. Where the exchange is unavailable (other
+// systems, or a file system without it) it removes the kept files from dir
+// and renames the working directory over the empty dir; a crash between the
+// two leaves dir empty, without its mark (put the mark back from the old
+// disk, as the recovery says, before starting the node).
+//
+// So a failure, or a crash, at any point before the swap leaves dir as it
+// was. A failure removes the working directory; a crash leaves it behind,
+// a sibling the node never opens (it opens dir only), which a later Restore
+// beside it removes once it is a day old and not in use (a crash after
+// the exchange leaves the old directory there, holding the kept files
+// alone, removed alike). The working
+// directory needs room and write access in dir's parent, on dir's file
+// system: a dir that is a mount point is refused before anything is
+// written.
 //
 // A mark found in dir is the node's own word on how far its log reached:
 // a backup whose log is behind it, or forks from it, is refused with an
 // error wrapping ErrRolledBack, unless opts.AcceptRollback (checkpoints
 // signed after the backup then show a fork to whoever holds them). Other
-// errors: ErrNotEmpty, ErrBadBackup, broker.ErrDamaged for a restored store
-// that fails the check.
+// errors: ErrNotEmpty (also for a dir that a node opened while the restore
+// ran), ErrBadBackup, broker.ErrDamaged for a restored store that fails
+// the check.
 func Restore(ctx context.Context, dir string, r io.Reader, opts RestoreOptions) (RestoreResult, error) {
 	var res RestoreResult
 	if opts.Now == nil {
@@ -111,33 +136,58 @@ func Restore(ctx context.Context, dir string, r io.Reader, opts RestoreOptions) 
 	if opts.Report == nil {
 		opts.Report = func(Problem) {}
 	}
+	dir = filepath.Clean(dir) // its parent and base name the working directory's
 	kept, err := prepareRestoreDir(dir)
 	if err != nil {
 		return res, fmt.Errorf("restore into %s: %w", dir, err)
 	}
-	rs := &restorer{dir: dir, opts: opts, res: &res}
-	if rs.prev, res.HadMark, err = readMark(dir); err != nil {
+	if err := checkSameFS(dir); err != nil {
 		return res, fmt.Errorf("restore into %s: %w", dir, err)
 	}
-	if res.HadMark {
-		res.MarkSize = rs.prev.Size
-		res.MarkRoot, _ = hex.DecodeString(rs.prev.Root)
+	removeStaleWork(dir, opts.Now())
+	work, err := newRestoreWork(dir, kept)
+	if err != nil {
+		return res, fmt.Errorf("restore into %s: %w", dir, err)
 	}
-	if err := rs.run(ctx, r); err != nil {
+	rs := &restorer{dir: work, opts: opts, res: &res}
+	err = rs.start(ctx, r)
+	if err == nil {
+		err = swapIn(work, dir, kept, opts.Store.withDefaults().Logger)
+	}
+	if err != nil {
 		if rs.bdb != nil {
 			rs.bdb.Close()
 		}
-		if cerr := rs.undo(kept); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("remove what the restore wrote: %w", cerr))
+		if cerr := os.RemoveAll(work); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the working directory %s: %w", work, cerr))
 		}
 		return res, fmt.Errorf("restore into %s: %w", dir, err)
 	}
 	return res, nil
 }
 
+// start reads the mark kept in the working directory and restores there.
+func (rs *restorer) start(ctx context.Context, r io.Reader) error {
+	var err error
+	if rs.prev, rs.res.HadMark, err = readMark(rs.dir); err != nil {
+		return err
+	}
+	if rs.res.HadMark {
+		rs.res.MarkSize = rs.prev.Size
+		rs.res.MarkRoot, _ = hex.DecodeString(rs.prev.Root)
+	}
+	return rs.run(ctx, r)
+}
+
+// maxKeptFile bounds the mark and the record of rollbacks Restore keeps:
+// both are a few lines, and Restore holds them in memory to compare and,
+// if need be, to put back.
+const maxKeptFile = 1 << 20
+
 // prepareRestoreDir makes dir if it is missing and refuses it if it holds
-// anything but a mark and a record of rollbacks; it returns those it holds.
-func prepareRestoreDir(dir string) (map[string]bool, error) {
+// anything but a mark and a record of rollbacks; it returns those it holds,
+// by name, with their content.
+func prepareRestoreDir(dir string) (map[string][]byte, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -145,11 +195,15 @@ func prepareRestoreDir(dir string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	kept := map[string]bool{}
+	kept := map[string][]byte{}
 	var others []string
 	for _, e := range entries {
 		if (e.Name() == MarkFile || e.Name() == RollbackFile) && e.Type().IsRegular() {
-			kept[e.Name()] = true
+			b, err := readKept(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			kept[e.Name()] = b
 			continue
 		}
 		others = append(others, e.Name())
@@ -164,6 +218,23 @@ func prepareRestoreDir(dir string) (map[string]bool, error) {
 	return kept, nil
 }
 
+// readKept reads a kept file whole, if it is not absurdly large.
+func readKept(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeptFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxKeptFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: it is no mark or record of rollbacks Kurier wrote", path, maxKeptFile)
+	}
+	return b, nil
+}
+
 // restorer is Restore's state, and the backupSink that writes the store.
 type restorer struct {
 	dir  string
@@ -173,8 +244,7 @@ type restorer struct {
 	bdb  *badger.DB
 	m    backupManifest
 
-	files       uint64
-	markWritten bool
+	files uint64
 }
 
 func (rs *restorer) run(ctx context.Context, r io.Reader) error {
@@ -196,7 +266,6 @@ func (rs *restorer) run(ctx context.Context, r io.Reader) error {
 			return err
 		}
 	}
-	rs.markWritten = true
 	if err := writeMark(rs.dir, mark{Size: rs.m.LogSize, Root: rs.m.LogRoot, Commits: commits, Clean: true}); err != nil {
 		return err
 	}
@@ -223,27 +292,6 @@ func (rs *restorer) run(ctx context.Context, r io.Reader) error {
 			broker.ErrDamaged, n, strings.Join(first, "; "))
 	}
 	return nil
-}
-
-// undo removes what the restore wrote and puts the mark found back.
-func (rs *restorer) undo(kept map[string]bool) error {
-	entries, err := os.ReadDir(rs.dir)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if !kept[e.Name()] {
-			errs = append(errs, os.RemoveAll(filepath.Join(rs.dir, e.Name())))
-		}
-	}
-	switch {
-	case rs.markWritten && rs.res.HadMark:
-		errs = append(errs, writeMark(rs.dir, rs.prev))
-	case rs.markWritten:
-		errs = append(errs, os.Remove(filepath.Join(rs.dir, MarkFile)))
-	}
-	return errors.Join(errs...)
 }
 
 // rollback returns nil if the restored log (of size, with root at the
@@ -679,8 +727,11 @@ func (br *backupReader) end(hdr *tar.Header, info BackupInfo, sink backupSink) e
 	if e.Keys != info.Keys || e.PayloadFiles != info.PayloadFiles || e.PayloadBytes != info.PayloadBytes {
 		return fmt.Errorf("%w: its end record counts other keys or payload files than it holds", ErrBadBackup)
 	}
-	if _, err := br.tr.Next(); !errors.Is(err, io.EOF) {
+	switch _, err := br.tr.Next(); {
+	case err == nil:
 		return fmt.Errorf("%w: something follows its end record", ErrBadBackup)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: after its end record: %v", ErrBadBackup, err)
 	}
 	return sink.end(e)
 }
