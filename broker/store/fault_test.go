@@ -90,8 +90,25 @@ func crashChild(dir string) int {
 // child reached.
 func crash(t *testing.T, dir string, n, size int) uint64 {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childDir+"="+dir, childCount+"="+strconv.Itoa(n), childPayload+"="+strconv.Itoa(size))
+	cmd, line := startChild(t, "^$", childDir+"="+dir, childCount+"="+strconv.Itoa(n), childPayload+"="+strconv.Itoa(size))
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	logSize, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(line, "done ")), 10, 64)
+	if err != nil {
+		t.Fatalf("child said %q", line)
+	}
+	return logSize
+}
+
+// startChild re-runs the test binary as a child with the tests run
+// selects and env added, and returns it once it has printed its first
+// line, with that line; the child is the caller's to kill.
+func startChild(t *testing.T, run string, env ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run="+run)
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -107,15 +124,7 @@ func crash(t *testing.T, dir string, n, size int) uint64 {
 		cmd.Wait()
 		t.Fatalf("child: %v; stderr: %s", err, stderr.String())
 	}
-	if err := cmd.Process.Kill(); err != nil { // SIGKILL
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	logSize, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(line, "done ")), 10, 64)
-	if err != nil {
-		t.Fatalf("child said %q", line)
-	}
-	return logSize
+	return cmd, line
 }
 
 // flip inverts one byte of the file at off.

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -191,23 +189,12 @@ func crashRestore(t *testing.T, dir string, backup []byte) string {
 	if err := os.WriteFile(path, backup, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFaultRestoreCrash$")
-	cmd.Env = append(os.Environ(), restoreChildDir+"="+dir, restoreChildBackup+"="+path,
+	cmd, line := startChild(t, "^TestFaultRestoreCrash$", restoreChildDir+"="+dir, restoreChildBackup+"="+path,
 		restoreChildAt+"="+strconv.Itoa(len(backup)-largePayload/2))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "stalled\n" {
+	if line != "stalled\n" {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("child: %q, %v; stderr: %s", line, err, stderr.String())
+		t.Fatalf("child said %q, want it stalled", line)
 	}
 	// What a crash now cuts short: a store in the making.
 	s := strays(t, dir)
