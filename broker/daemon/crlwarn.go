@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"cmp"
+	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"kurier.dev/kurier/pki"
@@ -50,4 +53,12 @@ func (w *crlWarner) check(now time.Time) {
 	}
 	w.logger.Warn("the CRL is due for renewal soon: run `kurier pki crl` on the CA and copy it here before then, or the node will refuse every call",
 		append(attrs, slog.Duration("left", left.Round(time.Minute)))...)
+}
+
+// watchCRL checks the CRL's time left now and every minute until ctx
+// ends, in wg.
+func watchCRL(ctx context.Context, wg *sync.WaitGroup, cfg *Config, trust *pki.TrustStore, logger *slog.Logger) {
+	w := &crlWarner{trust: trust, path: cfg.CRL, warnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore), logger: logger}
+	w.check(time.Now())
+	wg.Go(func() { every(ctx, time.Minute, func() { w.check(time.Now()) }) })
 }

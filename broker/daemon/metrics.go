@@ -12,9 +12,13 @@ import (
 	"time"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/auditlog"
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/metrics"
+	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/broker/rpc"
 	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/broker/tracing"
 	"kurier.dev/kurier/pki"
 )
 
@@ -47,8 +51,15 @@ func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustSto
 // request, so that idle or slow connections do not pile up.
 const metricsReadTimeout = 10 * time.Second
 
-// serveMetrics serves h on cfg's metrics listener until ctx ends, in wg.
-func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, h http.Handler, logger *slog.Logger) error {
+// serveMetrics serves met on cfg's metrics listener until ctx ends, in
+// wg, with srv's series at zero and /readyz answering as srv's health;
+// nothing without metrics.
+func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, met *metrics.Metrics, srv *rpc.Server, logger *slog.Logger) error {
+	if met == nil {
+		return nil
+	}
+	met.InitializeRPC(srv)
+	h := met.Handler(srv.Serving)
 	lis := cfg.MetricsListener
 	if lis == nil {
 		var err error
@@ -59,9 +70,9 @@ func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, h http.H
 	if tcp, ok := lis.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 		logger.Warn("the metrics listener is not on loopback; it has no authentication, so let only the monitoring reach it", slog.String("addr", lis.Addr().String()))
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: metricsReadTimeout, ReadTimeout: metricsReadTimeout, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: metricsReadTimeout, ReadTimeout: metricsReadTimeout, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	wg.Go(func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("metrics listener", slog.Any(broker.LogErr, err))
 		}
 	})
@@ -69,8 +80,28 @@ func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, h http.H
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		srv.Shutdown(shutdown)
+		hs.Shutdown(shutdown)
 	})
 	logger.Info("metrics listening", slog.String("addr", lis.Addr().String()))
 	return nil
+}
+
+// instrument adds to o what watches the calls: the audit log's
+// interceptors outermost, so that they see every refusal, then the
+// metrics', and tracing; it returns the node's observer (nil without
+// metrics).
+func instrument(o rpc.Options, audit *auditlog.Log, met *metrics.Metrics, tracer *tracing.Tracer, logger *slog.Logger) (rpc.Options, node.Observer) {
+	if audit != nil {
+		o.Unary, o.Stream = append(o.Unary, audit.UnaryInterceptor()), append(o.Stream, audit.StreamInterceptor())
+		o.HandshakeFailed = audit.HandshakeFailed
+	}
+	if tracer != nil {
+		o.StatsHandlers = append(o.StatsHandlers, tracer.ServerHandler())
+		logger.Info("tracing on: sending spans of every call over OTLP, as the OTEL_* environment says")
+	}
+	if met == nil {
+		return o, nil
+	}
+	o.Unary, o.Stream = append(o.Unary, met.UnaryInterceptor()), append(o.Stream, met.StreamInterceptor())
+	return o, met
 }

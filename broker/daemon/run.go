@@ -33,6 +33,11 @@ const shutdownGrace = 10 * time.Second
 
 // Run starts a node as configured and serves until ctx is cancelled. Once
 // it listens, it calls ready (if not nil) with the address it listens on.
+//
+// It is longer than a function should be, on purpose: its defers are the
+// node's whole teardown, each part stopped before what it uses (calls and
+// background work, then the node, the admin socket, the store, the peers,
+// the audit log), and one function in one place keeps that order visible.
 func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr net.Addr)) error {
 	logger, f, err := prepare(cfg, logger)
 	if err != nil {
@@ -70,53 +75,24 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return err
 	}
 	defer adm.Close() // before the store closes: defers run last first
-	// A relay worker per peer domain, woken whenever the node queues
-	// something for that domain.
 	alarm := &diskspace.Alarm{Dir: cfg.Data, Min: uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)), Logger: logger}
 	alarm.Check()
+	// A relay worker per peer domain, woken whenever the node queues
+	// something for that domain.
 	workers := map[string]*relay.Worker{}
 	for _, d := range peers.Domains() {
 		workers[d] = &relay.Worker{Peers: peers, Domain: d, Logger: logger}
 	}
 	met := newMetrics(cfg, db, id, trust, peers.Domains(), logger)
-	var observer node.Observer
-	rpcOpts := cfg.Limits.rpc(trust, logger)
-	if audit != nil { // outermost, so that it sees every refusal
-		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, audit.UnaryInterceptor()), append(rpcOpts.Stream, audit.StreamInterceptor())
-		rpcOpts.HandshakeFailed = audit.HandshakeFailed
-	}
 	tracer, err := tracing.FromEnv(ctx, moduleVersion())
 	if err != nil {
 		return err
 	}
 	defer shutdownTracing(tracer, logger)
-	if tracer != nil {
-		rpcOpts.StatsHandlers = append(rpcOpts.StatsHandlers, tracer.ServerHandler())
-		logger.Info("tracing on: sending spans of every call over OTLP, as the OTEL_* environment says")
-	}
-	if met != nil {
-		observer = met
-		rpcOpts.Unary, rpcOpts.Stream = append(rpcOpts.Unary, met.UnaryInterceptor()), append(rpcOpts.Stream, met.StreamInterceptor())
-	}
-	n, err := node.New(db, node.Config{
-		Domains:      cfg.Domains,
-		Signer:       cms.Signer{Cert: id.Cert, Key: id.Key, Chain: id.Chain},
-		LogKey:       f.logKey,
-		Trust:        trust,
-		Participants: f.participants,
-		Peers:        peers,
-		Queued: func(d string) {
-			if w := workers[d]; w != nil {
-				w.Wake()
-			}
-		},
-		Observer: observer,
-		Limits:   cfg.Limits.node(),
-		Space:    alarm.Reserve,
-		Logger:   logger,
-	})
+	rpcOpts, observer := instrument(cfg.Limits.rpc(trust, logger), audit, met, tracer, logger)
+	n, err := newNode(cfg, f, db, peers, workers, alarm, observer, logger)
 	if err != nil {
-		return fmt.Errorf("start node: %w", err)
+		return err
 	}
 	defer n.Close() // after the server and background work, before the peers and the store
 	tcp, err := net.Listen("tcp", cfg.Listen)
@@ -137,19 +113,14 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	defer stopBackground()
 	startBackground(bgCtx, &background, db, n, workers, logger)
 	background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
-	crlw := &crlWarner{trust: trust, path: cfg.CRL, warnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore), logger: logger}
-	crlw.check(time.Now())
-	background.Go(func() { every(bgCtx, time.Minute, func() { crlw.check(time.Now()) }) })
-	if met != nil {
-		met.InitializeRPC(srv)
-		// The metrics outlive the drain, so that /readyz says 503 while
-		// the node stops: they end when Run returns.
-		metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopMetrics()
-		if err := serveMetrics(metricsCtx, &background, cfg, met.Handler(srv.Serving), logger); err != nil {
-			lis.Close()
-			return err
-		}
+	watchCRL(bgCtx, &background, cfg, trust, logger)
+	// The metrics outlive the drain, so that /readyz says 503 while the
+	// node stops: they end when Run returns.
+	metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMetrics()
+	if err := serveMetrics(metricsCtx, &background, cfg, met, srv, logger); err != nil {
+		lis.Close()
+		return err
 	}
 	// Said once everything runs: the metrics listener too.
 	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
@@ -379,4 +350,30 @@ func readSecret(path string) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// newNode makes the node over db from cfg and the files it names, waking
+// the relay worker of a domain whenever something is queued for it.
+func newNode(cfg *Config, f *files, db *store.DB, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, logger *slog.Logger) (*node.Node, error) {
+	n, err := node.New(db, node.Config{
+		Domains:      cfg.Domains,
+		Signer:       cms.Signer{Cert: f.id.Cert, Key: f.id.Key, Chain: f.id.Chain},
+		LogKey:       f.logKey,
+		Trust:        f.trust,
+		Participants: f.participants,
+		Peers:        peers,
+		Queued: func(d string) {
+			if w := workers[d]; w != nil {
+				w.Wake()
+			}
+		},
+		Observer: observer,
+		Limits:   cfg.Limits.node(),
+		Space:    alarm.Reserve,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	return n, nil
 }
