@@ -340,11 +340,11 @@ func New(st Store, cfg Config) (*Node, error) {
 		logKey:  cfg.LogKey,
 		peers:   cfg.Peers,
 		queued:  cfg.Queued,
+		space:   cfg.Space,
 	}
 	// A message's steps follow each other within seconds; these hold
 	// those of the last few thousand messages (a stored message is a few
 	// KiB, a statement a few hundred bytes).
-	n.stopping, n.stop = context.WithCancel(context.Background())
 	n.heads.max, n.messages.max = 8192, 1024
 	n.obs = noObserver{}
 	if cfg.Observer != nil {
@@ -353,16 +353,8 @@ func New(st Store, cfg Config) (*Node, error) {
 	if n.queued == nil {
 		n.queued = func(string) {}
 	}
-	if _, err := tlog.Sign(tlog.Checkpoint{Origin: tlog.Origin(n.domain), Root: tlog.EmptyRoot()}, cfg.LogKey); err != nil {
-		return nil, fmt.Errorf("new node: log key: %w", err)
-	}
-	vkey, err := tlog.VerifierKey(cfg.LogKey)
-	if err != nil {
-		return nil, fmt.Errorf("new node: log key: %w", err)
-	}
-	n.logVKey = vkey
-	if n.logVSig, err = cms.SignDetached([]byte(vkey), cfg.Signer); err != nil {
-		return nil, fmt.Errorf("new node: sign the log key: %w", err)
+	if n.logVKey, n.logVSig, err = vouchLogKey(n.domain, cfg); err != nil {
+		return nil, fmt.Errorf("new node: %w", err)
 	}
 	for _, d := range cfg.Domains {
 		if err := address.CheckDomain(d); err != nil {
@@ -395,14 +387,30 @@ func New(st Store, cfg Config) (*Node, error) {
 	n.uploads = make(chan struct{}, n.limits.MaxUploads)
 	n.admit.participant = quota{n.limits.MessagesPerSecond, n.limits.MessageBurst, n.limits.QuotaBytesPerDay}
 	n.admit.relay = quota{n.limits.RelayMessagesPerSecond, n.limits.RelayMessageBurst, n.limits.RelayQuotaBytesPerDay}
-	n.space = cfg.Space
 	if n.now == nil {
 		n.now = time.Now
 	}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
+	n.stopping, n.stop = context.WithCancel(context.Background())
 	return n, nil
+}
+
+// vouchLogKey checks that cfg's log key signs checkpoints of domain's
+// log, and returns its verifier key with the node certificate's detached
+// signature over it, which export indexes carry.
+func vouchLogKey(domain string, cfg Config) (vkey string, sig []byte, err error) {
+	if _, err := tlog.Sign(tlog.Checkpoint{Origin: tlog.Origin(domain), Root: tlog.EmptyRoot()}, cfg.LogKey); err != nil {
+		return "", nil, fmt.Errorf("log key: %w", err)
+	}
+	if vkey, err = tlog.VerifierKey(cfg.LogKey); err != nil {
+		return "", nil, fmt.Errorf("log key: %w", err)
+	}
+	if sig, err = cms.SignDetached([]byte(vkey), cfg.Signer); err != nil {
+		return "", nil, fmt.Errorf("sign the log key: %w", err)
+	}
+	return vkey, sig, nil
 }
 
 // Domain returns the domain the node names itself by in evidence.
