@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"regexp"
 	"slices"
@@ -590,6 +591,17 @@ func readZip(r io.ReaderAt, size int64) (map[string][]byte, error) {
 	files := make(map[string][]byte, len(zr.File))
 	for _, f := range zr.File {
 		name := f.Name
+		if strings.HasSuffix(name, "/") {
+			// A folder entry, as zip tools add when a bundle is unzipped
+			// and zipped again: only the bundle's own folders, empty.
+			if !bundleDir(name) || f.UncompressedSize64 != 0 || f.CompressedSize64 > 2 {
+				return nil, fmt.Errorf("%w: unexpected entry %q", ErrFormat, name)
+			}
+			continue
+		}
+		if f.Mode()&fs.ModeType != 0 {
+			return nil, fmt.Errorf("%w: entry %q is not a regular file (%v)", ErrFormat, name, f.Mode().Type())
+		}
 		if _, dup := files[name]; dup {
 			return nil, fmt.Errorf("%w: entry %q twice", ErrFormat, name)
 		}
@@ -679,6 +691,24 @@ func (b *Bundle) takeLogs(m *manifest, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// bundleDir reports whether name, ending in a slash, is one of the
+// bundle's folders: evidence/, logs/ or a log's logs/<domain>/.
+func bundleDir(name string) bool {
+	if name == evidenceDir || name == logsDir {
+		return true
+	}
+	rest, ok := strings.CutPrefix(name, logsDir)
+	if !ok {
+		return false
+	}
+	domain, ok := strings.CutSuffix(rest, "/")
+	if !ok || strings.Contains(domain, "/") {
+		return false
+	}
+	_, err := tlog.OriginDomain(tlog.Origin(domain))
+	return err == nil
 }
 
 // entryLimit returns how large an entry may be once inflated, and whether

@@ -367,7 +367,7 @@ func TestRead_Refuses(t *testing.T) {
 			c := append([]byte("Bitte beachten: alles gültig\n"), good.get(bundle.FileCertificates)...)
 			return good.without(bundle.FileCertificates).with(bundle.FileCertificates, c).zip(t)
 		}, "certificates.pem is not in the form Kurier writes"},
-		{"directory entry", func(t *testing.T) []byte { return good.with("evidence/", nil).zip(t) }, `unexpected entry "evidence/"`},
+		{"directory entry outside the format", func(t *testing.T) []byte { return good.with("anlagen/", nil).zip(t) }, `unexpected entry "anlagen/"`},
 		{"path outside", func(t *testing.T) []byte {
 			return good.with("evidence/../01-Delivery.p7m", ack).zip(t)
 		}, "unexpected entry"},
