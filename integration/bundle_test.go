@@ -24,8 +24,9 @@ var wantChecks = []string{
 }
 
 type verifyReport struct {
-	File   string
-	Chains []struct {
+	Verdict string
+	File    string
+	Chains  []struct {
 		Recipient string
 		State     string
 	}
@@ -91,6 +92,9 @@ func TestOneNode_ExportVerify(t *testing.T) {
 		t.Fatalf("verify --json printed %q (%v), want one report", stdout, err)
 	}
 	r := reports[0]
+	if r.Verdict != "passed" {
+		t.Errorf("verify --json gives the verdict %q, want passed", r.Verdict)
+	}
 	seen := map[string]bool{}
 	for _, c := range r.Checks {
 		if c.Status != "pass" {
@@ -141,6 +145,10 @@ func TestOneNode_ExportVerify(t *testing.T) {
 	stdout, _, code = offline(ctx, t, fresh, "verify", "tampered.zip", "--ca", "ca.pem")
 	if code != 1 || !strings.Contains(stdout, "FAIL evidence signature evidence/02-Delivery.p7m") {
 		t.Errorf("verify of a tampered bundle exited %d, want 1 with a failed evidence signature:\n%s", code, stdout)
+	}
+	stdout, _, code = offline(ctx, t, fresh, "verify", "tampered.zip", "--ca", "ca.pem", "--json")
+	if err := json.Unmarshal([]byte(stdout), &reports); code != 1 || err != nil || len(reports) != 1 || reports[0].Verdict != "failed" {
+		t.Errorf("verify --json of a tampered bundle exited %d (%v), want 1 and one report with the verdict failed:\n%s", code, err, stdout)
 	}
 
 	// A single evidence file from the bundle, with the bundle's CRL.

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/client"
@@ -83,7 +85,9 @@ Options of the mailbox commands (send, inbox, directory, fetch, ack, reject, evi
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
 
-Every command takes --json and then prints exactly one JSON value on stdout.
+Every command takes --json and then prints exactly one JSON value on stdout,
+also when it fails: {"error": "…", "code": "NotFound"} (the node's status code,
+"usage" or "error").
 Flags may come before or after the other arguments.
 `
 
@@ -96,6 +100,47 @@ func main() {
 	}
 }
 
+// reported marks an error of a --json command that has printed its JSON
+// value already (verify's reports): nothing more goes to stdout.
+type reported struct{ error }
+
+func (r reported) Unwrap() error { return r.error }
+
+// jsonError is what a --json command prints on stdout when it fails.
+type jsonError struct {
+	Error string `json:"error"`
+	// Code is the node's gRPC status code where it refused, "usage" for
+	// a wrong call, else "error".
+	Code string `json:"code"`
+}
+
+// errorJSON returns err as a --json command prints it.
+func errorJSON(err error) jsonError {
+	code := "error"
+	var se interface{ GRPCStatus() *status.Status }
+	switch {
+	case errors.Is(err, errUsage):
+		code = "usage"
+	case errors.As(err, &se):
+		code = se.GRPCStatus().Code().String()
+	}
+	return jsonError{Error: describe(err), Code: code}
+}
+
+// wantsJSON reports whether args ask for --json.
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		switch a {
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		}
+	}
+	return false
+}
+
 // errUsage is returned after the usage has been printed for a wrong call.
 var errUsage = errors.New("see `kurier help`")
 
@@ -105,11 +150,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cmd, rest := splitCommand(args)
-	err := dispatch(&env{ctx: ctx, stdout: stdout, stderr: stderr}, cmd, rest)
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr}
+	err := dispatch(e, cmd, rest)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil // -h: the command's usage is printed
 	}
+	if err != nil && e.node != "" && unreachable(err) {
+		err = fmt.Errorf("cannot reach the node at %s (is it running, and is --node right?): %w", e.node, err)
+	}
+	if err != nil && wantsJSON(args) && !errors.As(err, new(reported)) {
+		e.printJSON(errorJSON(err))
+	}
 	return err
+}
+
+// unreachable reports whether err says the node could not be connected
+// to at all (as opposed to a node that answered with a refusal).
+func unreachable(err error) bool {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return false
+	}
+	st := se.GRPCStatus()
+	return st.Code() == codes.Unavailable && strings.Contains(st.Message(), "connection error")
 }
 
 func dispatch(e *env, cmd string, rest []string) error {
@@ -181,6 +244,7 @@ type env struct {
 	ctx    context.Context
 	stdout io.Writer
 	stderr io.Writer
+	node   string // the node dialled, once one is
 }
 
 // command is one command's flag set with the options all commands share.
@@ -252,10 +316,14 @@ func (e *env) dial(f *mailboxFlags) (*client.Client, error) {
 	if f.id == "" {
 		return nil, errors.New("no identity: give --id DIR or set KURIER_ID")
 	}
+	if _, port, err := net.SplitHostPort(f.node); err != nil || port == "" {
+		return nil, fmt.Errorf("--node %q: give the node as host:port, for example kurier.stadt.example:7443", f.node)
+	}
 	id, err := pki.LoadIdentity(f.id)
 	if err != nil {
 		return nil, err
 	}
+	e.node = f.node
 	var opts []client.Option
 	if f.crl != "" {
 		opts = append(opts, client.WithCRL(f.crl))

@@ -22,6 +22,7 @@ import (
 
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
 )
@@ -611,5 +612,45 @@ func TestRun_SendSaveResubmitLarge(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "akte.bin"))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("fetch printed %q; the document has %d bytes (%v), want the %d sent", out, len(got), err, len(data))
+	}
+}
+
+// TestRun_JSONErrors: a --json command that fails prints one JSON object
+// with the error and a code: the node's status code where it refused,
+// "usage" for a wrong call; a node address without a port is refused; a
+// node that is not there reads as that, not as what failed first.
+func TestRun_JSONErrors(t *testing.T) {
+	id := daemon.DevIdentity(devDir, "court")
+	unknown, err := envelope.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		code, msg string
+	}{
+		{"refused by the node", append([]string{"fetch", unknown, "-o", t.TempDir()}, as("court")...), "NotFound", "not in the mailbox"},
+		{"unknown command", []string{"posteingang"}, "usage", "unknown command"},
+		{"node without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1"}, "error", `--node "127.0.0.1": give the node as host:port`},
+		{"node not there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1"}, "Unavailable", "cannot reach the node at 127.0.0.1:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := try(t, append(tc.args, "--json")...)
+			if err == nil {
+				t.Fatal("the command succeeded")
+			}
+			var got struct{ Error, Code string }
+			dec := json.NewDecoder(strings.NewReader(out))
+			if err := dec.Decode(&got); err != nil {
+				t.Fatalf("stdout %q is no JSON object: %v", out, err)
+			}
+			if err := dec.Decode(new(json.RawMessage)); !errors.Is(err, io.EOF) {
+				t.Fatalf("more than one JSON value: %q", out)
+			}
+			if got.Code != tc.code || !strings.Contains(got.Error, tc.msg) {
+				t.Fatalf("got %+v, want code %s and an error saying %q", got, tc.code, tc.msg)
+			}
+		})
 	}
 }

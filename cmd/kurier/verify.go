@@ -89,7 +89,11 @@ func (e *env) verify(args []string) error {
 		}
 	}
 	if c.json {
-		if err := e.printJSON(reports); err != nil {
+		out := make([]verdictJSON, len(reports))
+		for i, r := range reports {
+			out[i] = verdictJSON{Verdict: verdictOf[r.Worst()], Report: r}
+		}
+		if err := e.printJSON(out); err != nil {
 			return err
 		}
 	} else {
@@ -100,14 +104,28 @@ func (e *env) verify(args []string) error {
 			fmt.Fprintf(e.stdout, "report written to %s\n", *report)
 		}
 	}
+	var err2 error
 	switch audit.Worst(reports) {
 	case audit.Fail:
-		return errors.New("verification failed: see the checks marked FAIL")
+		err2 = errors.New("verification failed: see the checks marked FAIL")
 	case audit.Indeterminate:
-		return fmt.Errorf("verification indeterminate: %w (marked ????)", errIndeterminate)
+		err2 = fmt.Errorf("verification indeterminate: %w (marked ????)", errIndeterminate)
 	}
-	return nil
+	if err2 != nil && c.json {
+		return reported{err2} // the reports are the JSON value
+	}
+	return err2
 }
+
+// verdictJSON is one file's report as verify --json prints it, its
+// verdict first.
+type verdictJSON struct {
+	Verdict string `json:"verdict"`
+	*audit.Report
+}
+
+// verdictOf names a report's outcome in verify --json.
+var verdictOf = map[audit.Status]string{audit.Pass: "passed", audit.Fail: "failed", audit.Indeterminate: "indeterminate"}
 
 // printChecks prints a report as one line per check, the outcome first.
 func printChecks(w io.Writer, r *audit.Report) {
