@@ -195,7 +195,7 @@ func TestClient_Flow(t *testing.T) {
 
 	var fetched *client.Fetched
 	t.Run("fetch", func(t *testing.T) {
-		dir := t.TempDir()
+		dir := filepath.Join(t.TempDir(), "eingang", "4 C 12-26") // made by Fetch
 		f, err := ct.Fetch(ctx, id, dir)
 		fetched = f
 		if err != nil {
@@ -773,5 +773,30 @@ func TestFault_SealedSaveAndResubmit(t *testing.T) {
 				t.Fatal("ReadSealed accepted it")
 			}
 		})
+	}
+}
+
+// TestClient_ErrorsToBranchOn: the refusals an integrator handles are
+// sentinels and gRPC codes alike: an unknown recipient is ErrNoMailbox
+// and NotFound (as the node's own refusal is), a malformed id
+// envelope.ErrInvalidID and says "invalid message id".
+func TestClient_ErrorsToBranchOn(t *testing.T) {
+	ag := dial(t, agency)
+	_, err := ag.Send(ctxT(t), client.Message{To: []string{"niemand@amtsgericht.example"}, Subject: "s",
+		Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}}, nil)
+	if !errors.Is(err, client.ErrNoMailbox) || status.Code(err) != codes.NotFound {
+		t.Errorf("send to an unknown recipient: %v (code %s), want ErrNoMailbox and NotFound", err, status.Code(err))
+	}
+	file := filepath.Join(t.TempDir(), "eingang")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := envelope.NewID()
+	if _, err := ag.Fetch(ctxT(t), id, file); err == nil || !strings.Contains(err.Error(), "the folder for the documents") {
+		t.Errorf("fetch into a file: %v, want the folder refused", err)
+	}
+	_, err = ag.Check(ctxT(t), "4 C 12/26")
+	if !errors.Is(err, envelope.ErrInvalidID) || !strings.Contains(err.Error(), "invalid message id") || strings.Contains(err.Error(), "envelope") {
+		t.Errorf("check of a case reference instead of an id: %v, want ErrInvalidID saying invalid message id", err)
 	}
 }

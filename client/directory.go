@@ -6,12 +6,27 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"kurier.dev/kurier/address"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
 // ErrNoMailbox is returned by Lookup for an address without a mailbox.
 var ErrNoMailbox = errors.New("no mailbox")
+
+// noMailbox is the error for an address without a mailbox: it wraps
+// ErrNoMailbox, and status.Code reads it as NotFound, as the node's own
+// refusals of unknown recipients are.
+type noMailbox struct{ addr string }
+
+func (e *noMailbox) Error() string { return ErrNoMailbox.Error() + " " + e.addr }
+
+func (e *noMailbox) Unwrap() error { return ErrNoMailbox }
+
+// GRPCStatus makes the error NotFound for status.Code.
+func (e *noMailbox) GRPCStatus() *status.Status { return status.New(codes.NotFound, e.Error()) }
 
 // Entry is a directory entry, as the home node answers for an address of
 // its own domains or of another node's.
@@ -41,7 +56,7 @@ func (c *Client) Lookup(ctx context.Context, addr string) (*Entry, error) {
 		return nil, fmt.Errorf("look up %s: %w", addr, err)
 	}
 	if !resp.GetExists() {
-		return nil, fmt.Errorf("%w %s", ErrNoMailbox, addr)
+		return nil, &noMailbox{addr}
 	}
 	entry := resp.GetEntry()
 	if entry.GetAddress() != addr {

@@ -134,6 +134,8 @@ func (e *localError) Unwrap() error { return e.err }
 // failed Fetch writes nothing into dir (only a process killed mid-way
 // leaves its .kurier-fetch-* folder behind). Memory use does not grow
 // with the message.
+//
+// dir is made, with its parents, if it does not exist.
 func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("fetch %s: no folder to write the documents into", id)
@@ -162,10 +164,9 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 		return nil, fmt.Errorf("fetch %s: the identity has no encryption certificate and key to open messages with", id)
 	}
 	if dir != "" {
-		if fi, err := os.Stat(dir); err != nil {
-			return nil, fmt.Errorf("fetch %s: %w", id, err)
-		} else if !fi.IsDir() {
-			return nil, fmt.Errorf("fetch %s: %s is not a directory", id, dir)
+		// Made if missing, like mkdir -p; a file of that name is refused.
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("fetch %s: the folder for the documents: %w", id, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -264,13 +264,27 @@ func (e *Envelope) Validate() error {
 func CheckID(id string) error {
 	u, err := uuid.Parse(id)
 	if err != nil || u.String() != id {
-		return fmt.Errorf("%w: message id %s is not a lowercase UUID", ErrInvalid, Quote(id))
+		return &invalidID{fmt.Sprintf("%s is not a lowercase UUID", Quote(id))}
 	}
 	if u.Version() != 7 {
-		return fmt.Errorf("%w: message id %s is a version %d UUID, want version 7", ErrInvalid, id, u.Version())
+		return &invalidID{fmt.Sprintf("%s is a version %d UUID, want version 7", id, u.Version())}
 	}
 	return nil
 }
+
+// ErrInvalidID is wrapped by CheckID's errors: the id given is no message
+// id. They wrap ErrInvalid too, as an envelope with such an id is invalid,
+// but say "invalid message id", which is what a caller that typed one
+// needs to read.
+var ErrInvalidID = errors.New("invalid message id")
+
+// invalidID is CheckID's error.
+type invalidID struct{ detail string }
+
+func (e *invalidID) Error() string { return ErrInvalidID.Error() + ": " + e.detail }
+
+// Is makes the error match ErrInvalidID and ErrInvalid.
+func (e *invalidID) Is(target error) bool { return target == ErrInvalidID || target == ErrInvalid }
 
 // CheckFileName checks that name can be written as one file on any common
 // file system: no path separators, no control characters, not "." or "..",

@@ -625,6 +625,10 @@ func TestRun_JSONErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	doc := filepath.Join(t.TempDir(), "klage.txt")
+	if err := os.WriteFile(doc, []byte("Klage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name      string
 		args      []string
@@ -632,6 +636,8 @@ func TestRun_JSONErrors(t *testing.T) {
 	}{
 		{"refused by the node", append([]string{"fetch", unknown, "-o", t.TempDir()}, as("court")...), "NotFound", "not in the mailbox"},
 		{"unknown command", []string{"posteingang"}, "usage", "unknown command"},
+		{"unknown recipient", append([]string{"send", "--to", "niemand@amtsgericht.example", "--subject", "s", doc}, as("agency")...), "NotFound", "no mailbox niemand@amtsgericht.example"},
+		{"not a message id", append([]string{"fetch", "4 C 12/26", "-o", t.TempDir()}, as("court")...), "error", "invalid message id"},
 		{"node without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1"}, "error", `--node "127.0.0.1": give the node as host:port`},
 		{"node not there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1"}, "Unavailable", "cannot reach the node at 127.0.0.1:1"},
 	} {
