@@ -511,59 +511,46 @@ func TestClient_SubmitTwice(t *testing.T) {
 	})
 }
 
+// TestClient_Subscribe: once the subscription is ready, the next message
+// sent is announced, without a race between subscribing and sending.
 func TestClient_Subscribe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ag, ct := dial(t, agency), dial(t, court)
 
 	notices := make(chan client.InboxEntry, 16)
-	errStop := errors.New("stop")
-	var mu sync.Mutex
-	sent := map[string]bool{}
+	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- ct.Subscribe(ctx, func(e client.InboxEntry) error {
-			notices <- e
-			mu.Lock()
-			defer mu.Unlock()
-			if sent[e.ID] {
-				return errStop
-			}
-			return nil
-		})
+		done <- ct.Subscribe(ctx, func(e client.InboxEntry) error { notices <- e; return nil }, client.OnReady(func() { close(ready) }))
 	}()
-	// The subscription is registered at the node asynchronously: send until
-	// a notice of one of our messages arrives.
-	for attempt := 0; ; attempt++ {
-		if attempt == 20 {
-			t.Fatal("no notice after 20 messages")
-		}
-		// Sealed first, so that the id is known before its notice can
-		// come.
-		s, err := ag.Seal(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "notice", Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}})
-		if err != nil {
-			t.Fatalf("Seal: %v", err)
-		}
-		mu.Lock()
-		sent[s.ID] = true
-		mu.Unlock()
-		if _, err := ag.Submit(ctx, s, nil); err != nil {
-			t.Fatalf("Submit: %v", err)
-		}
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Subscribe ended before it was ready: %v", err)
+	}
+	r, err := ag.Send(ctx, client.Message{To: []string{daemon.DevCourt}, Subject: "notice", Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}}, nil)
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	for {
 		select {
-		case err := <-done:
-			if !errors.Is(err, errStop) {
-				t.Fatalf("Subscribe: %v, want the callback's error", err)
-			}
-			e := <-notices
-			for len(notices) > 0 {
-				e = <-notices
+		case e := <-notices:
+			if e.ID != r.MessageID {
+				continue // a message another test sent meanwhile
 			}
 			if e.From != daemon.DevAgency || e.Subject != "notice" || e.State != "delivered" {
 				t.Errorf("notice %+v", e)
 			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Subscribe after cancel: %v", err)
+			}
 			return
-		case <-time.After(500 * time.Millisecond):
+		case err := <-done:
+			t.Fatalf("Subscribe ended before the notice: %v", err)
+		case <-ctx.Done():
+			t.Fatal("no notice of the message sent once the subscription was ready")
 		}
 	}
 }

@@ -54,12 +54,29 @@ func (c *Client) Inbox(ctx context.Context) ([]InboxEntry, error) {
 	return nil, fmt.Errorf("list inbox: more than %d pages", maxInboxPages)
 }
 
+// SubscribeOption tunes Subscribe.
+type SubscribeOption func(*subscribeOptions)
+
+type subscribeOptions struct{ ready func() }
+
+// OnReady makes Subscribe call ready once the node has registered the
+// subscription: every message stored from then on is announced. List the
+// inbox, or let others send, after ready, and nothing falls between the
+// listing and the notices.
+func OnReady(ready func()) SubscribeOption {
+	return func(o *subscribeOptions) { o.ready = ready }
+}
+
 // Subscribe calls fn for every message that arrives in the mailbox from now
 // on, until ctx ends (it returns ctx's error), the stream fails, or fn
 // returns an error (it returns that error). A subscriber that falls far
-// behind may miss notices; Inbox stays complete, so list the mailbox after
-// subscribing and after any error.
-func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error) error {
+// behind may miss notices; Inbox stays complete, so list the mailbox once
+// the subscription is ready (OnReady) and after any error.
+func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error, opts ...SubscribeOption) error {
+	var o subscribeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.mailbox.Subscribe(ctx, &kurierv1.SubscribeRequest{})
@@ -69,6 +86,9 @@ func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error) error
 	// The node sends its header once the subscription is registered.
 	if _, err := stream.Header(); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
+	}
+	if o.ready != nil {
+		o.ready()
 	}
 	for {
 		resp, err := stream.Recv()

@@ -327,30 +327,15 @@ func shutdownWhileBusy(ctx context.Context, t *testing.T, n *nodeProc, agencyDir
 	t.Helper()
 	addr := n.addr
 	agency, court := dialIdentity(ctx, t, agencyDir, addr, crl), dialIdentity(ctx, t, courtDir, addr, crl)
-	subscribed := make(chan struct{})
+	ready := make(chan struct{})
 	subEnded := make(chan error, 1)
 	go func() {
-		subEnded <- court.Subscribe(ctx, func(client.InboxEntry) error {
-			select {
-			case <-subscribed:
-			default:
-				close(subscribed)
-			}
-			return nil
-		})
+		subEnded <- court.Subscribe(ctx, func(client.InboxEntry) error { return nil }, client.OnReady(func() { close(ready) }))
 	}()
-	// The subscription is live once it announces a message.
-	for live := false; !live; {
-		if _, err := agency.Send(ctx, client.Message{To: []string{courtAddr}, Subject: "vorab", Documents: []client.Document{{Name: "a.pdf", Data: []byte("vorab")}}}, nil); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-subscribed:
-			live = true
-		case err := <-subEnded:
-			t.Fatalf("the subscription ended before SIGTERM: %v", err)
-		case <-time.After(time.Second): // subscribed after that message was stored
-		}
+	select {
+	case <-ready:
+	case err := <-subEnded:
+		t.Fatalf("the subscription ended before SIGTERM: %v", err)
 	}
 	h := &heldUpload{holding: make(chan struct{}), letGo: make(chan struct{}), done: make(chan error, 1)}
 	go func() {
