@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
+
+	"kurier.dev/kurier/client"
 )
 
 type inboxJSON struct {
@@ -72,4 +76,73 @@ func (c *command) parseID(args []string) (string, error) {
 		return pos[0], nil
 	}
 	return "", fmt.Errorf("%s: one message id expected, got %q", c.name, pos)
+}
+
+// watch is kurier watch: it prints every message that arrives in the
+// mailbox until interrupted, one line each, or one JSON object a line
+// with --json (so that a script reads them as they come). With --existing
+// it first prints what the mailbox holds, once the subscription stands,
+// so that nothing falls between the two.
+func (e *env) watch(args []string) error {
+	c := newCommand("watch", e.stderr)
+	mf := c.mailboxFlags()
+	existing := c.Bool("existing", false, "first list what the mailbox holds already")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("watch: unexpected arguments %q", pos)
+	}
+	cl, err := e.dial(mf)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	enc := json.NewEncoder(e.stdout)
+	enc.SetEscapeHTML(false)
+	show := func(m client.InboxEntry) error {
+		if c.json {
+			return enc.Encode(inboxJSON{
+				ID: m.ID, From: m.From, Subject: m.Subject, Type: m.Type, Reference: m.Reference,
+				Received: m.Received.UTC().Format(time.RFC3339), Size: m.Size, State: m.State,
+			})
+		}
+		_, err := fmt.Fprintf(e.stdout, "%s  %s  %s  %s\n", m.Received.Local().Format("2006-01-02 15:04"), printable(m.ID), printable(m.From), printable(m.Subject))
+		return err
+	}
+	var listErr error
+	listed := map[string]bool{} // printed from the listing: a notice of one is not printed again
+	ready := func() {
+		if !*existing {
+			return
+		}
+		entries, err := cl.Inbox(e.ctx)
+		if err != nil {
+			listErr = err
+			return
+		}
+		for _, m := range entries {
+			listed[m.ID] = true
+			if listErr = show(m); listErr != nil {
+				return
+			}
+		}
+	}
+	err = cl.Subscribe(e.ctx, func(m client.InboxEntry) error {
+		if listErr != nil {
+			return listErr
+		}
+		if listed[m.ID] {
+			return nil
+		}
+		return show(m)
+	}, client.OnReady(ready))
+	switch {
+	case listErr != nil:
+		return listErr
+	case errors.Is(err, context.Canceled) && e.ctx.Err() != nil:
+		return nil // interrupted: the end of watching
+	}
+	return err
 }

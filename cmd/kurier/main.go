@@ -34,6 +34,8 @@ Usage:
               [--retry-for DURATION] [--save FILE] FILE…
   kurier resubmit FILE             submit a message saved with send --save again (never a second message)
   kurier inbox
+  kurier watch [--existing]        print each message as it arrives, until interrupted (with --json one
+                                    JSON object a line); --existing lists the mailbox first, once watching
   kurier directory ADDR             what the directory answers for ADDR, here or at its domain's node
   kurier fetch ID [-o DIR] [--ack]  write the documents of message ID into DIR (default .); with --ack
                                     acknowledge it once opened
@@ -80,12 +82,13 @@ Usage:
 
   kurier help
 
-Options of the mailbox commands (send, inbox, directory, fetch, ack, reject, evidence, export, checkpoint, bench):
+Options of the mailbox commands (send, inbox, watch, directory, fetch, ack, reject, evidence, export, checkpoint, bench):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
 
-Every command takes --json and then prints exactly one JSON value on stdout,
+Every command takes --json and then prints exactly one JSON value on stdout
+(watch one a line),
 also when it fails: {"error": "…", "code": "NotFound"} (the node's status code,
 "usage" or "error").
 Flags may come before or after the other arguments.
@@ -186,6 +189,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.resubmit(rest)
 	case "inbox":
 		return e.inbox(rest)
+	case "watch":
+		return e.watch(rest)
 	case "directory":
 		return e.directory(rest)
 	case "fetch":

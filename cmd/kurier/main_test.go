@@ -660,3 +660,48 @@ func TestRun_JSONErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRun_Watch: kurier watch --existing --json prints the mailbox once it
+// watches, then each message as it arrives, one JSON object a line, and
+// ends cleanly when interrupted.
+func TestRun_Watch(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "brief.txt")
+	if err := os.WriteFile(doc, []byte("Hallo Gericht"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	send := func(subject string) string {
+		var r struct{ ID string }
+		kurierJSON(t, &r, append([]string{"send", "--to", daemon.DevCourt, "--subject", subject, doc}, as("agency")...)...)
+		return r.ID
+	}
+	before := send("vorher")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"watch", "--existing", "--json"}, as("court")...), pw, io.Discard)
+		pw.Close()
+	}()
+	lines := json.NewDecoder(pr)
+	next := func(want string) {
+		t.Helper()
+		for {
+			var m struct{ ID, Subject string }
+			if err := lines.Decode(&m); err != nil {
+				t.Fatalf("watch output: %v", err)
+			}
+			if m.ID == want {
+				return
+			}
+		}
+	}
+	next(before) // listed: the watch stands
+	after := send("nachher")
+	next(after)
+	cancel()
+	go io.Copy(io.Discard, pr)
+	if err := <-done; err != nil {
+		t.Fatalf("watch ended with %v, want nil when interrupted", err)
+	}
+}
