@@ -16,6 +16,9 @@ func (e *env) dev(args []string) error {
 		return fmt.Errorf("dev: give federation; %w", errUsage)
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		groupHelp(e.stdout, "dev")
+		return nil
 	case "federation":
 		return e.devFederation(args[1:])
 	}

@@ -263,10 +263,7 @@ func newCommand(name string, stderr io.Writer) *command {
 	c := &command{FlagSet: flag.NewFlagSet("kurier "+name, flag.ContinueOnError), name: name}
 	c.SetOutput(stderr)
 	c.BoolVar(&c.json, "json", false, "print one JSON value on stdout")
-	c.Usage = func() {
-		fmt.Fprintf(stderr, "Usage of kurier %s:\n", name)
-		c.PrintDefaults()
-	}
+	c.Usage = func() { printHelp(stderr, name, c.PrintDefaults) }
 	return c
 }
 

@@ -705,3 +705,43 @@ func TestRun_Watch(t *testing.T) {
 		t.Fatalf("watch ended with %v, want nil when interrupted", err)
 	}
 }
+
+// TestRun_Help: every command's --help says what it does, how it is
+// called and an example, before its options; kurier pki --help lists the
+// pki commands instead of failing.
+func TestRun_Help(t *testing.T) {
+	for name := range helps {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), append(strings.Fields(name), "--help"), &stdout, &stderr); err != nil {
+				t.Fatalf("kurier %s --help: %v", name, err)
+			}
+			out := stderr.String()
+			for _, want := range []string{"Usage: kurier " + name, "Example:\n  kurier " + name, "Options:\n"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("kurier %s --help lacks %q:\n%s", name, want, out)
+				}
+			}
+		})
+	}
+	for _, group := range []string{"pki", "dev"} {
+		var stdout bytes.Buffer
+		if err := run(context.Background(), []string{group, "--help"}, &stdout, io.Discard); err != nil || !strings.Contains(stdout.String(), "kurier "+group+" COMMAND --help") {
+			t.Errorf("kurier %s --help: %v\n%s", group, err, stdout.String())
+		}
+	}
+	// Every command a person can call has its help.
+	for _, line := range strings.Split(usage, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "kurier" || f[1] == "help" || f[1] == "—" {
+			continue
+		}
+		name := f[1]
+		if name == "pki" || name == "dev" {
+			name += " " + f[2]
+		}
+		if _, ok := helps[name]; !ok {
+			t.Errorf("kurier %s has no help", name)
+		}
+	}
+}

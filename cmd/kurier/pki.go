@@ -20,6 +20,9 @@ func (e *env) pki(args []string) error {
 		return fmt.Errorf("pki: give init, issue, revoke, crl, log-key or csr; %w", errUsage)
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		groupHelp(e.stdout, "pki")
+		return nil
 	case "init":
 		return e.pkiInit(args[1:])
 	case "issue":
