@@ -37,7 +37,7 @@ func (c *Client) Open(envBytes, sig, payload []byte, dir string) ([]string, erro
 		return nil, err
 	}
 	defer f.Close()
-	names, _, err := c.unpack(env, f, staging, true)
+	names, _, err := c.unpack(env, f, staging, true, "")
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,11 @@ type Fetched struct {
 	// handed over: the Retrieval, or the copy's newest evidence (the
 	// Acknowledgement or Rejection) when it had been answered before.
 	Retrieval *Evidence
+	// Sealed and Signed are the paths of the kept originals
+	// (FetchOptions.KeepSealed): the payload as delivered, encrypted to
+	// the recipient (SealedFile), and the sender-signed original inside
+	// it (SignedFile); empty unless kept.
+	Sealed, Signed string
 
 	// recipient and head are what Acknowledge builds on, out of reach of
 	// the caller: whom this client opened the copy for, and the evidence
@@ -137,10 +142,45 @@ func (e *localError) Unwrap() error { return e.err }
 //
 // dir is made, with its parents, if it does not exist.
 func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
-	if dir == "" {
+	return c.FetchWith(ctx, id, FetchOptions{Dir: dir})
+}
+
+// Names of the originals FetchOptions.KeepSealed keeps beside the
+// documents. SealedFile opens with openssl cms -decrypt (the recipient's
+// encryption key) into SignedFile, which openssl cms -verify checks and
+// whose content is the documents' tar file.
+const (
+	SealedFile = "payload.p7m"
+	SignedFile = "signed.p7m"
+)
+
+// FetchOptions say where and how FetchWith writes a message.
+type FetchOptions struct {
+	// Dir is the folder for the documents, made if missing.
+	Dir string
+	// PerMessage writes into a new folder Dir/ID instead, so that
+	// documents of different messages never share a folder.
+	PerMessage bool
+	// KeepSealed keeps, beside the documents, the payload as delivered
+	// (SealedFile, still encrypted to the recipient) and the
+	// sender-signed original (SignedFile): what an archive keeps to show
+	// later what was delivered and who signed it. Their names must not
+	// be those of documents of the message.
+	KeepSealed bool
+}
+
+// FetchWith is Fetch with options.
+func (c *Client) FetchWith(ctx context.Context, id string, o FetchOptions) (*Fetched, error) {
+	if o.Dir == "" {
 		return nil, fmt.Errorf("fetch %s: no folder to write the documents into", id)
 	}
-	return c.fetch(ctx, id, dir)
+	if o.PerMessage {
+		if err := envelope.CheckID(id); err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		o.Dir = filepath.Join(o.Dir, id)
+	}
+	return c.fetch(ctx, id, o.Dir, o.KeepSealed)
 }
 
 // Check fetches message id and makes every check of Fetch, but writes
@@ -149,11 +189,12 @@ func (c *Client) Fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 // caller's word. Only the sealed payload passes through a temporary file
 // (in os.TempDir); the documents are read as a stream and dropped.
 func (c *Client) Check(ctx context.Context, id string) (*Fetched, error) {
-	return c.fetch(ctx, id, "")
+	return c.fetch(ctx, id, "", false)
 }
 
-// fetch is Fetch, writing the documents into dir, or nowhere for "".
-func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
+// fetch is Fetch, writing the documents into dir, or nowhere for "",
+// and keeping the sealed originals there if keep.
+func (c *Client) fetch(ctx context.Context, id, dir string, keep bool) (*Fetched, error) {
 	if err := envelope.CheckID(id); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
@@ -193,7 +234,7 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	// Refuse early, before the node has handed the message over, where
 	// the documents could not be written anyway.
 	if dir != "" {
-		if err := checkTargets(dir, env.Files); err != nil {
+		if err := checkTargets(dir, env.Files, keep); err != nil {
 			return nil, fmt.Errorf("fetch %s: %w", id, err)
 		}
 	}
@@ -203,7 +244,7 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
 	}
 	defer os.RemoveAll(staging)
-	payload, last, err := receive(stream, env, filepath.Join(staging, "payload.p7m"))
+	payload, last, err := receive(stream, env, filepath.Join(staging, SealedFile))
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
 	}
@@ -212,7 +253,11 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", id, err)
 	}
-	names, signer, err := c.unpack(env, payload, staging, dir != "")
+	signedPath := ""
+	if keep && dir != "" {
+		signedPath = filepath.Join(staging, SignedFile)
+	}
+	names, signer, err := c.unpack(env, payload, staging, dir != "", signedPath)
 	var local *localError
 	switch {
 	case errors.As(err, &local):
@@ -221,13 +266,26 @@ func (c *Client) fetch(ctx context.Context, id, dir string) (*Fetched, error) {
 		return nil, &OpenError{MessageID: id, Retrieval: &retrieval, Err: err}
 	}
 	var paths []string
+	var sealed, signed string
 	if dir != "" {
+		if signedPath != "" {
+			// Into the staged folder, to be committed with the documents.
+			for _, name := range []string{SealedFile, SignedFile} {
+				if err := os.Rename(filepath.Join(staging, name), filepath.Join(staging, stagedFiles, name)); err != nil {
+					return nil, &WriteError{MessageID: id, Dir: dir, Err: err}
+				}
+			}
+			names = append(slices.Clip(names), SealedFile, SignedFile)
+		}
 		if paths, err = commit(filepath.Join(staging, stagedFiles), dir, names); err != nil {
 			return nil, &WriteError{MessageID: id, Dir: dir, Err: err}
 		}
+		if signedPath != "" {
+			sealed, signed, paths = paths[len(paths)-2], paths[len(paths)-1], paths[:len(paths)-2]
+		}
 	}
 	shown := retrieval
-	return &Fetched{MessageID: id, Envelope: env, Files: paths, Signer: signer, Retrieval: &shown, recipient: c.addr, head: retrieval}, nil
+	return &Fetched{MessageID: id, Envelope: env, Files: paths, Signer: signer, Retrieval: &shown, Sealed: sealed, Signed: signed, recipient: c.addr, head: retrieval}, nil
 }
 
 // checkEnvelope parses and verifies a signed envelope as its recipient:
@@ -361,12 +419,26 @@ const stagedFiles = "files"
 // signature over them is known to verify, and are then only staged; it
 // returns without error only once the signature has verified, and only
 // then may its caller commit them.
-func (c *Client) unpack(env *envelope.Envelope, payload io.Reader, staging string, write bool) ([]string, *x509.Certificate, error) {
+//
+// With keep set, the decrypted SignedData is also written there, whole and
+// synced, as it streams.
+func (c *Client) unpack(env *envelope.Envelope, payload io.Reader, staging string, write bool, keep string) ([]string, *x509.Certificate, error) {
 	dr, err := cms.DecryptReader(bufio.NewReaderSize(payload, copyBuffer), c.id.EncCert, c.id.EncKey, maxOpen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decrypt: %w", err)
 	}
-	decrypted := &failReader{r: dr}
+	var src io.Reader = dr
+	var kept *keptWriter
+	if keep != "" {
+		f, err := os.OpenFile(keep, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, nil, &localError{err}
+		}
+		kept = &keptWriter{f: f}
+		defer kept.close()
+		src = io.TeeReader(dr, kept)
+	}
+	decrypted := &failReader{r: src}
 	vr, err := cms.NewVerifyReader(decrypted, c.participantPolicy(maxOpen))
 	if err != nil {
 		return nil, nil, openFailure(decrypted, err)
@@ -395,7 +467,48 @@ func (c *Client) unpack(env *envelope.Envelope, payload io.Reader, staging strin
 	if bundleErr != nil {
 		return nil, nil, fmt.Errorf("bundle: %w", bundleErr)
 	}
+	if kept != nil {
+		if err := kept.finish(dr); err != nil {
+			return nil, nil, &localError{err}
+		}
+	}
 	return names, v.Signer, nil
+}
+
+// keptWriter writes the decrypted SignedData to its file as it streams
+// past (FetchOptions.KeepSealed).
+type keptWriter struct {
+	f   *os.File
+	err error
+}
+
+func (k *keptWriter) Write(p []byte) (int, error) {
+	if k.err == nil {
+		_, k.err = k.f.Write(p)
+	}
+	return len(p), nil // a failed write is reported by finish, not as a fault of the message
+}
+
+// finish writes what is left of the decrypted stream (the verifier stops
+// at the end of the SignedData, which is its end) and syncs the file.
+func (k *keptWriter) finish(rest io.Reader) error {
+	if k.err == nil {
+		_, k.err = io.Copy(k.f, rest)
+	}
+	if k.err == nil {
+		k.err = k.f.Sync()
+	}
+	if err := k.f.Close(); k.err == nil {
+		k.err = err
+	}
+	k.f = nil
+	return k.err
+}
+
+func (k *keptWriter) close() {
+	if k.f != nil {
+		k.f.Close()
+	}
 }
 
 // openFailure names the layer at fault when the signed content could not
@@ -517,10 +630,20 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 }
 
 // checkTargets fails if any of files already exists in dir.
-func checkTargets(dir string, files []envelope.File) error {
+func checkTargets(dir string, files []envelope.File, keep bool) error {
 	for _, f := range files {
+		if keep && (f.Name == SealedFile || f.Name == SignedFile) {
+			return fmt.Errorf("the message has a document named %s, the name of a kept original; fetch it without keeping the originals, or into a folder of its own", f.Name)
+		}
 		if err := absent(filepath.Join(dir, f.Name)); err != nil {
 			return err
+		}
+	}
+	if keep {
+		for _, name := range []string{SealedFile, SignedFile} {
+			if err := absent(filepath.Join(dir, name)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

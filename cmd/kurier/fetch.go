@@ -6,6 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+
+	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/envelope"
 )
 
 type fetchedJSON struct {
@@ -18,6 +22,17 @@ type fetchedJSON struct {
 	Retrieval evidenceJSON `json:"retrieval"`
 	// Acknowledgement is set with --ack.
 	Acknowledgement *evidenceJSON `json:"acknowledgement,omitempty"`
+	// Sealed and Signed are the kept originals (--keep-sealed).
+	Sealed string `json:"sealed,omitempty"`
+	Signed string `json:"signed,omitempty"`
+}
+
+// kept lists the originals a fetch kept.
+func kept(f *client.Fetched) []string {
+	if f.Sealed == "" {
+		return nil
+	}
+	return []string{f.Sealed, f.Signed}
 }
 
 func (e *env) fetch(args []string) error {
@@ -25,9 +40,17 @@ func (e *env) fetch(args []string) error {
 	mf := c.mailboxFlags()
 	out := c.String("o", ".", "folder to write the documents into; created if missing")
 	ack := c.Bool("ack", false, "acknowledge the message (Empfangsbekenntnis) once it is opened and written")
+	keep := c.Bool("keep-sealed", false, "also keep "+client.SealedFile+" (the payload as delivered, encrypted to you) and "+client.SignedFile+" (the sender-signed original) beside the documents, for the archive")
+	perMessage := c.Bool("per-message", false, "write into a new folder DIR/ID, so that messages never share a folder")
 	id, err := c.parseID(args)
 	if err != nil {
 		return err
+	}
+	if *perMessage {
+		if err := envelope.CheckID(id); err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		*out = filepath.Join(*out, id)
 	}
 	cl, err := e.dial(mf)
 	if err != nil {
@@ -38,7 +61,7 @@ func (e *env) fetch(args []string) error {
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
-	f, err := cl.Fetch(e.ctx, id, *out)
+	f, err := cl.FetchWith(e.ctx, id, client.FetchOptions{Dir: *out, KeepSealed: *keep})
 	if err != nil {
 		undo()
 		return rejectHint(err, id)
@@ -55,11 +78,11 @@ func (e *env) fetch(args []string) error {
 	if c.json {
 		return e.printJSON(fetchedJSON{
 			ID: f.MessageID, From: f.Envelope.From, Subject: f.Envelope.Subject, Type: f.Envelope.Type,
-			Reference: f.Envelope.Reference, Files: f.Files, Retrieval: toEvidenceJSON(*f.Retrieval, ""),
-			Acknowledgement: ackJ,
+			Reference: f.Envelope.Reference, Files: f.Files, Sealed: f.Sealed, Signed: f.Signed,
+			Retrieval: toEvidenceJSON(*f.Retrieval, ""), Acknowledgement: ackJ,
 		})
 	}
-	for _, p := range f.Files {
+	for _, p := range append(slices.Clip(f.Files), kept(f)...) {
 		if _, err := fmt.Fprintln(e.stdout, printable(p)); err != nil {
 			return err
 		}

@@ -31,10 +31,11 @@ var helps = map[string]commandHelp{
 		"Ask your node's directory for ADDR (your node asks the node of ADDR's domain): its name, kind and\n" +
 			"encryption certificate, checked.",
 		"kurier directory eingang@amtsgericht.example"},
-	"fetch": {"kurier fetch ID [-o DIR] [--ack]",
+	"fetch": {"kurier fetch ID [-o DIR] [--per-message] [--keep-sealed] [--ack]",
 		"Fetch message ID, check the sender's signature and the node's evidence, and write its documents into\n" +
-			"DIR (made if missing); nothing is written unless all of it verifies. --ack then signs the\n" +
-			"acknowledgement (Empfangsbekenntnis).",
+			"DIR (made if missing; DIR/ID with --per-message); nothing is written unless all of it verifies.\n" +
+			"--keep-sealed also keeps payload.p7m (as delivered) and signed.p7m (the sender-signed original) for\n" +
+			"the archive; --ack then signs the acknowledgement (Empfangsbekenntnis).",
 		"kurier fetch 01a2…-…-… -o eingang/"},
 	"ack": {"kurier ack ID",
 		"Open and check message ID again (writing nothing), then sign and send the acknowledgement\n" +

@@ -745,3 +745,31 @@ func TestRun_Help(t *testing.T) {
 		}
 	}
 }
+
+// TestRun_FetchKeepSealed: kurier fetch --per-message --keep-sealed writes
+// the documents and both originals into a folder of the message's own and
+// names them in its JSON.
+func TestRun_FetchKeepSealed(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "klage.txt")
+	if err := os.WriteFile(doc, []byte("Klage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var sent struct{ ID string }
+	kurierJSON(t, &sent, append([]string{"send", "--to", daemon.DevCourt, "--subject", "Klage", doc}, as("agency")...)...)
+	base := t.TempDir()
+	var got struct {
+		Files          []string
+		Sealed, Signed string
+	}
+	kurierJSON(t, &got, append([]string{"fetch", sent.ID, "-o", base, "--per-message", "--keep-sealed"}, as("court")...)...)
+	dir := filepath.Join(base, sent.ID)
+	want := []string{filepath.Join(dir, "klage.txt"), filepath.Join(dir, "payload.p7m"), filepath.Join(dir, "signed.p7m")}
+	if have := append(got.Files, got.Sealed, got.Signed); !slices.Equal(have, want) {
+		t.Fatalf("fetch wrote %q, want %q", have, want)
+	}
+	for _, p := range want {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
