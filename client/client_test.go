@@ -522,7 +522,7 @@ func TestClient_Subscribe(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- ct.Subscribe(ctx, func(e client.InboxEntry) error { notices <- e; return nil }, client.OnReady(func() { close(ready) }))
+		done <- ct.Subscribe(ctx, func(e client.InboxEntry) error { notices <- e; return nil }, client.OnReady(func() error { close(ready); return nil }))
 	}()
 	select {
 	case <-ready:
@@ -781,6 +781,19 @@ func TestClient_ErrorsToBranchOn(t *testing.T) {
 	id, _ := envelope.NewID()
 	if _, err := ag.Fetch(ctxT(t), id, file); err == nil || !strings.Contains(err.Error(), "the folder for the documents") {
 		t.Errorf("fetch into a file: %v, want the folder refused", err)
+	}
+	// A fetch that fails leaves no folder behind, not even its own.
+	base := t.TempDir()
+	if _, err := ag.FetchWith(ctxT(t), id, client.FetchOptions{Dir: base, PerMessage: true, KeepSealed: true}); status.Code(err) != codes.NotFound {
+		t.Errorf("fetch of a message not in the mailbox: %v, want NotFound", err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+		t.Errorf("a failed fetch left %v in the folder", entries)
+	}
+	// An error from OnReady ends Subscribe with it.
+	errReady := errors.New("listing failed")
+	if err := ag.Subscribe(ctxT(t), func(client.InboxEntry) error { return nil }, client.OnReady(func() error { return errReady })); !errors.Is(err, errReady) {
+		t.Errorf("Subscribe with a failing OnReady: %v, want its error", err)
 	}
 	_, err = ag.Check(ctxT(t), "4 C 12/26")
 	if !errors.Is(err, envelope.ErrInvalidID) || !strings.Contains(err.Error(), "invalid message id") || strings.Contains(err.Error(), "envelope") {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
@@ -194,7 +195,7 @@ func (c *Client) Check(ctx context.Context, id string) (*Fetched, error) {
 
 // fetch is Fetch, writing the documents into dir, or nowhere for "",
 // and keeping the sealed originals there if keep.
-func (c *Client) fetch(ctx context.Context, id, dir string, keep bool) (*Fetched, error) {
+func (c *Client) fetch(ctx context.Context, id, dir string, keep bool) (f *Fetched, _ error) {
 	if err := envelope.CheckID(id); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
@@ -205,10 +206,17 @@ func (c *Client) fetch(ctx context.Context, id, dir string, keep bool) (*Fetched
 		return nil, fmt.Errorf("fetch %s: the identity has no encryption certificate and key to open messages with", id)
 	}
 	if dir != "" {
-		// Made if missing, like mkdir -p; a file of that name is refused.
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		// Made if missing, like mkdir -p, and removed again if the fetch
+		// fails: a failed fetch leaves no folder that looks like one.
+		undo, err := mkdirAll(dir, 0o700)
+		if err != nil {
 			return nil, fmt.Errorf("fetch %s: the folder for the documents: %w", id, err)
 		}
+		defer func() {
+			if f == nil {
+				undo()
+			}
+		}()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -269,7 +277,15 @@ func (c *Client) fetch(ctx context.Context, id, dir string, keep bool) (*Fetched
 	var sealed, signed string
 	if dir != "" {
 		if signedPath != "" {
-			// Into the staged folder, to be committed with the documents.
+			// Into the staged folder, to be committed with the documents;
+			// the payload kept whole on disk first, as the documents are.
+			err := payload.Sync()
+			if cerr := payload.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return nil, &WriteError{MessageID: id, Dir: dir, Err: err}
+			}
 			for _, name := range []string{SealedFile, SignedFile} {
 				if err := os.Rename(filepath.Join(staging, name), filepath.Join(staging, stagedFiles, name)); err != nil {
 					return nil, &WriteError{MessageID: id, Dir: dir, Err: err}
@@ -632,7 +648,7 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 // checkTargets fails if any of files already exists in dir.
 func checkTargets(dir string, files []envelope.File, keep bool) error {
 	for _, f := range files {
-		if keep && (f.Name == SealedFile || f.Name == SignedFile) {
+		if keep && (strings.EqualFold(f.Name, SealedFile) || strings.EqualFold(f.Name, SignedFile)) {
 			return fmt.Errorf("the message has a document named %s, the name of a kept original; fetch it without keeping the originals, or into a folder of its own", f.Name)
 		}
 		if err := absent(filepath.Join(dir, f.Name)); err != nil {
@@ -713,4 +729,30 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// mkdirAll makes dir and any missing parents as os.MkdirAll does, and
+// returns a function that removes the folders it made again, deepest
+// first, as long as they are empty.
+func mkdirAll(dir string, perm fs.FileMode) (undo func(), err error) {
+	var made []string
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		made = append(made, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return nil, err
+	}
+	return func() {
+		for _, p := range made {
+			if os.Remove(p) != nil {
+				return
+			}
+		}
+	}, nil
 }

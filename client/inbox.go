@@ -57,13 +57,13 @@ func (c *Client) Inbox(ctx context.Context) ([]InboxEntry, error) {
 // SubscribeOption tunes Subscribe.
 type SubscribeOption func(*subscribeOptions)
 
-type subscribeOptions struct{ ready func() }
+type subscribeOptions struct{ ready func() error }
 
 // OnReady makes Subscribe call ready once the node has registered the
 // subscription: every message stored from then on is announced. List the
-// inbox, or let others send, after ready, and nothing falls between the
-// listing and the notices.
-func OnReady(ready func()) SubscribeOption {
+// inbox, or let others send, in ready, and nothing falls between the
+// listing and the notices. An error from ready ends Subscribe with it.
+func OnReady(ready func() error) SubscribeOption {
 	return func(o *subscribeOptions) { o.ready = ready }
 }
 
@@ -88,7 +88,9 @@ func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error, opts 
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	if o.ready != nil {
-		o.ready()
+		if err := o.ready(); err != nil {
+			return err
+		}
 	}
 	for {
 		resp, err := stream.Recv()

@@ -330,7 +330,7 @@ func shutdownWhileBusy(ctx context.Context, t *testing.T, n *nodeProc, agencyDir
 	ready := make(chan struct{})
 	subEnded := make(chan error, 1)
 	go func() {
-		subEnded <- court.Subscribe(ctx, func(client.InboxEntry) error { return nil }, client.OnReady(func() { close(ready) }))
+		subEnded <- court.Subscribe(ctx, func(client.InboxEntry) error { return nil }, client.OnReady(func() error { close(ready); return nil }))
 	}()
 	select {
 	case <-ready:

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -57,13 +54,8 @@ func (e *env) fetch(args []string) error {
 		return err
 	}
 	defer cl.Close()
-	undo, err := mkdirAll(*out, 0o700)
-	if err != nil {
-		return fmt.Errorf("fetch: %w", err)
-	}
 	f, err := cl.FetchWith(e.ctx, id, client.FetchOptions{Dir: *out, KeepSealed: *keep})
 	if err != nil {
-		undo()
 		return rejectHint(err, id)
 	}
 	var ackJ *evidenceJSON
@@ -91,30 +83,4 @@ func (e *env) fetch(args []string) error {
 		_, err = fmt.Fprintf(e.stdout, "acknowledged %s at %s (evidence SHA-256 %s)\n", id, ackJ.Time, ackJ.SHA256)
 	}
 	return err
-}
-
-// mkdirAll creates dir and any missing parents as os.MkdirAll does, and
-// returns a function that removes the folders it created again, deepest
-// first, as long as they are empty: a failed fetch leaves nothing behind.
-func mkdirAll(dir string, perm fs.FileMode) (undo func(), err error) {
-	var created []string
-	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
-		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		created = append(created, p)
-		if filepath.Dir(p) == p {
-			break
-		}
-	}
-	if err := os.MkdirAll(dir, perm); err != nil {
-		return nil, err
-	}
-	return func() {
-		for _, p := range created {
-			if os.Remove(p) != nil {
-				return
-			}
-		}
-	}, nil
 }

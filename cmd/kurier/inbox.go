@@ -111,37 +111,30 @@ func (e *env) watch(args []string) error {
 		_, err := fmt.Fprintf(e.stdout, "%s  %s  %s  %s\n", m.Received.Local().Format("2006-01-02 15:04"), printable(m.ID), printable(m.From), printable(m.Subject))
 		return err
 	}
-	var listErr error
 	listed := map[string]bool{} // printed from the listing: a notice of one is not printed again
-	ready := func() {
+	ready := func() error {
 		if !*existing {
-			return
+			return nil
 		}
 		entries, err := cl.Inbox(e.ctx)
 		if err != nil {
-			listErr = err
-			return
+			return err
 		}
 		for _, m := range entries {
 			listed[m.ID] = true
-			if listErr = show(m); listErr != nil {
-				return
+			if err := show(m); err != nil {
+				return err
 			}
 		}
+		return nil
 	}
 	err = cl.Subscribe(e.ctx, func(m client.InboxEntry) error {
-		if listErr != nil {
-			return listErr
-		}
 		if listed[m.ID] {
 			return nil
 		}
 		return show(m)
 	}, client.OnReady(ready))
-	switch {
-	case listErr != nil:
-		return listErr
-	case errors.Is(err, context.Canceled) && e.ctx.Err() != nil:
+	if errors.Is(err, context.Canceled) && e.ctx.Err() != nil {
 		return nil // interrupted: the end of watching
 	}
 	return err

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -136,9 +137,15 @@ func wantsJSON(args []string) bool {
 		if a == "--" {
 			return false
 		}
-		switch a {
-		case "--json", "-json", "--json=true", "-json=true":
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "json" {
+			continue
+		}
+		if !hasValue {
 			return true
+		}
+		if on, err := strconv.ParseBool(value); err == nil {
+			return on
 		}
 	}
 	return false
