@@ -594,7 +594,10 @@ func readZip(r io.ReaderAt, size int64) (map[string][]byte, error) {
 		if strings.HasSuffix(name, "/") {
 			// A folder entry, as zip tools add when a bundle is unzipped
 			// and zipped again: only the bundle's own folders, empty.
-			if !bundleDir(name) || f.UncompressedSize64 != 0 || f.CompressedSize64 > 2 {
+			// Empty: nothing stored, or the two bytes of an empty deflate
+			// stream.
+			empty := f.UncompressedSize64 == 0 && (f.CompressedSize64 == 0 || f.Method == zip.Deflate && f.CompressedSize64 <= 2)
+			if !bundleDir(name) || !empty {
 				return nil, fmt.Errorf("%w: unexpected entry %q", ErrFormat, name)
 			}
 			continue
