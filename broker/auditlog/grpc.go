@@ -23,6 +23,14 @@ import (
 // shorter, and what they quote of a caller is bounded already.
 const maxReason = 512
 
+// bounded cuts a refusal's text to maxReason bytes.
+func bounded(reason string) string {
+	if len(reason) <= maxReason {
+		return reason
+	}
+	return strings.ToValidUTF8(reason[:maxReason], "") + "…"
+}
+
 // UnaryInterceptor records the unary calls refused as unauthenticated or
 // forbidden. It must run outside the node's own interceptors, so that it
 // sees their refusals.
@@ -62,11 +70,7 @@ func (l *Log) refused(ctx context.Context, method string, err error) {
 	}
 	attrs := []slog.Attr{slog.String("kind", kind), slog.String("method", method), slog.String("code", st.Code().String())}
 	attrs = append(attrs, callerAttrs(ctx)...)
-	reason := st.Message()
-	if len(reason) > maxReason {
-		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
-	}
-	attrs = append(attrs, slog.String("reason", reason))
+	attrs = append(attrs, slog.String("reason", bounded(st.Message())))
 	l.Record(EventRefused, attrs...)
 }
 
@@ -124,11 +128,7 @@ func (l *Log) HandshakeFailed(remote net.Addr, err error) {
 	dropped := l.hsDropped
 	l.hsDropped = 0
 	l.hsMu.Unlock()
-	reason := err.Error()
-	if len(reason) > maxReason {
-		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
-	}
-	attrs := []slog.Attr{slog.String("kind", "authentication"), slog.String("method", "(TLS handshake)"), slog.String("reason", reason)}
+	attrs := []slog.Attr{slog.String("kind", "authentication"), slog.String("method", "(TLS handshake)"), slog.String("reason", bounded(err.Error()))}
 	if remote != nil {
 		attrs = append(attrs, slog.String("remote", remote.String()))
 	}

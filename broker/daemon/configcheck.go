@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -94,12 +95,7 @@ func checkValue(path string, n *yaml.Node, t reflect.Type) []error {
 
 // checkMapping checks the keys of a YAML mapping against struct t.
 func checkMapping(path string, n *yaml.Node, t reflect.Type) []error {
-	fields := map[string]reflect.Type{}
-	for f := range t.Fields() {
-		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
-			fields[name] = f.Type
-		}
-	}
+	fields := yamlFields(t)
 	var errs []error
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -144,16 +140,20 @@ func checkMerged(path string, n *yaml.Node, t reflect.Type) []error {
 	return []error{fmt.Errorf("%s (line %d): `<<` merges the keys of a mapping, such as *defaults", join(path, "<<"), n.Line)}
 }
 
-// yamlKeys lists struct t's YAML keys, sorted.
-func yamlKeys(t reflect.Type) []string {
-	var keys []string
+// yamlFields maps struct t's YAML keys to their types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
 	for f := range t.Fields() {
 		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
-			keys = append(keys, name)
+			fields[name] = f.Type
 		}
 	}
-	slices.Sort(keys)
-	return keys
+	return fields
+}
+
+// yamlKeys lists struct t's YAML keys, sorted.
+func yamlKeys(t reflect.Type) []string {
+	return slices.Sorted(maps.Keys(yamlFields(t)))
 }
 
 func join(path, key string) string {

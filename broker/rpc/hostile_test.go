@@ -210,17 +210,7 @@ func TestHostile_RevokedIdleStreams(t *testing.T) {
 	if err := upload.Send(up); err != nil {
 		t.Fatal(err)
 	}
-	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One answer, so that the handler is running, now waiting for more.
-	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := refl.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	refl := reflectionRunning(ctx, t, conn)
 
 	ts.revoke(t, id.Cert.SerialNumber)
 	start := time.Now()
@@ -458,4 +448,21 @@ func TestHostile_LongInputs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reflectionRunning opens a reflection stream over conn and has it answer
+// once, so that its handler runs, now waiting for the next request.
+func reflectionRunning(ctx context.Context, t *testing.T, conn grpc.ClientConnInterface) reflectionpb.ServerReflection_ServerReflectionInfoClient {
+	t.Helper()
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	return refl
 }

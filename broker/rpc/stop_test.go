@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"kurier.dev/kurier/broker"
@@ -65,16 +64,7 @@ func TestServer_Shutdown(t *testing.T) {
 	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health watch before the stop: %v, %v", r, err)
 	}
-	refl, err := reflectionpb.NewServerReflectionClient(court).ServerReflectionInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := refl.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	refl := reflectionRunning(ctx, t, court)
 
 	// Two uploads, each with its envelope and part of its payload sent.
 	mb := kurierv1.NewMailboxServiceClient(agency)

@@ -271,11 +271,27 @@ func (bw *backupWriter) frame(list *pb.KVList) error {
 // payloads copies the payload file of every complete large blob that a
 // message references in txn, checking each against its header.
 func (bw *backupWriter) payloads(ctx context.Context, db *DB, txn *badger.Txn) (files, bytes uint64, err error) {
+	err = referencedFiles(ctx, txn, func(id string, h blobHeader) error {
+		if err := bw.payload(db, id, h); err != nil {
+			return err
+		}
+		files++
+		bytes += uint64(h.Size)
+		return nil
+	})
+	return files, bytes, err
+}
+
+// referencedFiles calls fn, in id order, for every complete blob kept in a
+// payload file that a message references in txn: what a backup copies
+// and a restore must have received. Uploads in progress and orphans are
+// left out (Open sweeps them after a restore).
+func referencedFiles(ctx context.Context, txn *badger.Txn, fn func(id string, h blobHeader) error) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: blobsPrefix})
 	defer it.Close()
 	for it.Seek(blobsPrefix); it.Valid(); {
 		if err := ctx.Err(); err != nil {
-			return files, bytes, err
+			return err
 		}
 		id, kind, ok := parseBlobKey(it.Item().Key())
 		if !ok {
@@ -283,33 +299,31 @@ func (bw *backupWriter) payloads(ctx context.Context, db *DB, txn *badger.Txn) (
 			continue
 		}
 		if kind == blobKeyChunk {
-			it.Seek(blobHeaderKey(id)) // chunks are in the keys already
+			it.Seek(blobHeaderKey(id)) // skip to the header
 			continue
 		}
 		v, err := it.Item().ValueCopy(nil)
 		if err != nil {
-			return files, bytes, fmt.Errorf("%w: the header of blob %s cannot be read (%v)", broker.ErrDamaged, id, err)
+			return fmt.Errorf("%w: the header of blob %s cannot be read (%v)", broker.ErrDamaged, id, err)
 		}
 		it.Next()
 		h, err := decodeBlobHeader(v)
 		if err != nil {
-			return files, bytes, fmt.Errorf("blob %s: %w", id, err)
+			return fmt.Errorf("blob %s: %w", id, err)
 		}
 		if !h.Complete || !h.File {
 			continue
 		}
 		if referenced, err := has(txn, blobRefKey(id)); err != nil {
-			return files, bytes, err
+			return err
 		} else if !referenced {
-			continue // an upload in progress or an orphan: Open sweeps it after a restore
+			continue
 		}
-		if err := bw.payload(db, id, h); err != nil {
-			return files, bytes, err
+		if err := fn(id, h); err != nil {
+			return err
 		}
-		files++
-		bytes += uint64(h.Size)
 	}
-	return files, bytes, nil
+	return nil
 }
 
 // payload copies one payload file.

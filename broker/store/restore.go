@@ -459,28 +459,7 @@ func (rs *restorer) payload(id string, size int64, r io.Reader) error {
 func (rs *restorer) end(backupEnd) error {
 	var want uint64
 	if err := rs.bdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: blobsPrefix})
-		defer it.Close()
-		for it.Seek(blobsPrefix); it.Valid(); it.Next() {
-			id, kind, ok := parseBlobKey(it.Item().Key())
-			if !ok || kind != blobKeyHeader {
-				continue
-			}
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			h, err := decodeBlobHeader(v)
-			if err != nil {
-				return fmt.Errorf("blob %s: %w", id, err)
-			}
-			if ref, err := has(txn, blobRefKey(id)); err != nil {
-				return err
-			} else if ref && h.Complete && h.File {
-				want++
-			}
-		}
-		return nil
+		return referencedFiles(context.Background(), txn, func(string, blobHeader) error { want++; return nil })
 	}); err != nil {
 		return err
 	}

@@ -22,6 +22,13 @@ type inboxJSON struct {
 	State     string `json:"state"`
 }
 
+func toInboxJSON(m client.InboxEntry) inboxJSON {
+	return inboxJSON{
+		ID: m.ID, From: m.From, Subject: m.Subject, Type: m.Type, Reference: m.Reference,
+		Received: m.Received.UTC().Format(time.RFC3339), Size: m.Size, State: m.State,
+	}
+}
+
 func (e *env) inbox(args []string) error {
 	c := newCommand("inbox", e.stderr)
 	mf := c.mailboxFlags()
@@ -44,10 +51,7 @@ func (e *env) inbox(args []string) error {
 	if c.json {
 		out := make([]inboxJSON, 0, len(entries))
 		for _, m := range entries {
-			out = append(out, inboxJSON{
-				ID: m.ID, From: m.From, Subject: m.Subject, Type: m.Type, Reference: m.Reference,
-				Received: m.Received.UTC().Format(time.RFC3339), Size: m.Size, State: m.State,
-			})
+			out = append(out, toInboxJSON(m))
 		}
 		return e.printJSON(out)
 	}
@@ -103,10 +107,7 @@ func (e *env) watch(args []string) error {
 	enc.SetEscapeHTML(false)
 	show := func(m client.InboxEntry) error {
 		if c.json {
-			return enc.Encode(inboxJSON{
-				ID: m.ID, From: m.From, Subject: m.Subject, Type: m.Type, Reference: m.Reference,
-				Received: m.Received.UTC().Format(time.RFC3339), Size: m.Size, State: m.State,
-			})
+			return enc.Encode(toInboxJSON(m))
 		}
 		_, err := fmt.Fprintf(e.stdout, "%s  %s  %s  %s\n", m.Received.Local().Format("2006-01-02 15:04"), printable(m.ID), printable(m.From), printable(m.Subject))
 		return err
