@@ -256,6 +256,9 @@ func TestVerify_Bundle(t *testing.T) {
 	if !r.OK() || r.Worst() != audit.Pass || len(r.Failed()) != 0 {
 		t.Fatalf("the untouched bundle does not verify:\n%s", dump(r))
 	}
+	if !r.MessageVerified || r.Subject == "" || len(r.Documents) == 0 || r.Documents[0].Name == "" {
+		t.Errorf("the genuine message is not reported as verified, with its subject and documents: %+v", r)
+	}
 
 	// Every check is named, with a known name, and every kind is made.
 	made := map[string]bool{}

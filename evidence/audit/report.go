@@ -84,10 +84,19 @@ type Report struct {
 	File      string    `json:"file"`
 	Verified  time.Time `json:"verified"` // when the report was made
 	MessageID string    `json:"message_id,omitempty"`
-	// Sender, Recipients and Subject are from the verified envelope.
-	Sender     string   `json:"sender,omitempty"`
-	Recipients []string `json:"recipients,omitempty"`
-	Subject    string   `json:"subject,omitempty"`
+	// Sender, Recipients, Subject, Type, Reference (the Aktenzeichen) and
+	// Documents are read from the bundle's envelope. They are what the
+	// sender signed only where MessageVerified is true; otherwise they are
+	// claims, and a report must mark them as unverified.
+	Sender     string     `json:"sender,omitempty"`
+	Recipients []string   `json:"recipients,omitempty"`
+	Subject    string     `json:"subject,omitempty"`
+	Type       string     `json:"type,omitempty"`
+	Reference  string     `json:"reference,omitempty"`
+	Documents  []Document `json:"documents,omitempty"`
+	// MessageVerified is true when the envelope's signature by its sender
+	// held: the fields above are then what the sender signed.
+	MessageVerified bool `json:"message_verified"`
 	// Anchor names the trust anchor the chains were built to.
 	Anchor string `json:"trust_anchor,omitempty"`
 	// Log names the exporting node's checkpoint, which the evidence in
@@ -101,6 +110,19 @@ type Report struct {
 	Chains     []Chain     `json:"chains,omitempty"`
 	Signatures []Signature `json:"signatures"`
 	Checks     []Check     `json:"checks"`
+}
+
+// Document is one document of the message, as the envelope lists it.
+type Document struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	// SHA256 is the document's lowercase hex SHA-256 as the envelope lists
+	// it; empty for envelopes of versions that list none.
+	SHA256 string `json:"sha256,omitempty"`
+	// Content is the outcome of checking the document itself against
+	// SHA256 and Size, where the bundle carries the sender-signed original;
+	// empty where it does not.
+	Content Status `json:"content,omitempty"`
 }
 
 // LogState is a verified checkpoint.

@@ -137,6 +137,9 @@ func TestTamper_Envelope(t *testing.T) {
 	b.Envelope[i] = 'W' // "Worgang 2"
 	r := verify(t, b, roots())
 	wantFail(t, r, audit.CheckEnvelopeSignature, bundle.FileSignature, "")
+	if r.MessageVerified {
+		t.Errorf("the tampered subject %q is reported as what the sender signed", r.Subject)
+	}
 	for _, f := range evidenceFiles {
 		wantFail(t, r, audit.CheckEnvelopeDigest, f, "the bundle's envelope has")
 	}

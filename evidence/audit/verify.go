@@ -250,6 +250,10 @@ func (v *verifier) envelope(b *bundle.Bundle) *envelope.Envelope {
 		return nil
 	}
 	r.Sender, r.Recipients, r.Subject = env.From, env.To, env.Subject
+	r.Type, r.Reference = env.Type, env.Reference
+	for _, f := range env.Files {
+		r.Documents = append(r.Documents, Document{Name: f.Name, Size: f.Size})
+	}
 	r.pass(CheckEnvelope, bundle.FileEnvelope, "message %s from %s to %s, %d files, %d bytes sealed",
 		env.ID, env.From, strings.Join(env.To, ", "), len(env.Files), env.PayloadSize)
 	v.envelopeSignature(b, env)
@@ -380,7 +384,14 @@ func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
 	}
 	v.r.pass(CheckEnvelopeSignature, file, "signed by the sender %s; certificate serial %x valid %s", env.From, vd.Signer.SerialNumber, when)
 	v.r.Signatures = append(v.r.Signatures, signature(file, "envelope", vd.Signer, at))
+	before := len(v.r.Checks)
 	v.revocation(file, vd.Chain, at)
+	v.r.MessageVerified = true
+	for _, c := range v.r.Checks[before:] {
+		if c.Status == Fail {
+			v.r.MessageVerified = false // a revoked or unchecked sender certificate vouches for nothing
+		}
+	}
 }
 
 // chainsWith returns the chain verifier with the file's certificates as
