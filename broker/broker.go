@@ -6,6 +6,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"kurier.dev/kurier/envelope"
@@ -45,6 +46,9 @@ var (
 	// sender (or one relaying node) in a while; the same request may
 	// succeed after a wait, which the error names (node.LimitError).
 	ErrRateLimited = errors.New("over the node's rate limit")
+	// ErrQuota: the caller handed in more payload bytes than its daily
+	// quota; a kind of ErrRateLimited, since the quota refills.
+	ErrQuota = fmt.Errorf("%w: daily quota used up", ErrRateLimited)
 	// ErrNoSpace: the node's disk is almost full, so it takes no new
 	// messages until its operator makes room; reading the mailbox and
 	// acknowledging still work.

@@ -139,6 +139,8 @@ func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*
 		grpc.WithInitialWindowSize(streamWindowSize),
 		grpc.WithInitialConnWindowSize(connWindowSize),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		grpc.WithChainUnaryInterceptor(unaryRefusals),
+		grpc.WithChainStreamInterceptor(streamRefusals),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", node, err)

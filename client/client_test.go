@@ -692,6 +692,10 @@ func TestClient_RevocationFromNode(t *testing.T) {
 	if names := dirNames(t, dir); len(names) != 0 {
 		t.Fatalf("a refused fetch wrote %v", names)
 	}
+	// The revoked sender's own calls are refused, naming the reason.
+	if _, err := sc.Inbox(ctx); !errors.Is(err, client.ErrRevoked) || status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("inbox of a revoked participant: %v (code %s), want ErrRevoked and Unauthenticated", err, status.Code(err))
+	}
 }
 
 // TestFault_SealedSaveAndResubmit saves a sealed message, reads it back
@@ -771,8 +775,8 @@ func TestClient_ErrorsToBranchOn(t *testing.T) {
 	ag := dial(t, agency)
 	_, err := ag.Send(ctxT(t), client.Message{To: []string{"niemand@amtsgericht.example"}, Subject: "s",
 		Documents: []client.Document{{Name: "a.txt", Data: []byte("a")}}}, nil)
-	if !errors.Is(err, client.ErrNoMailbox) || status.Code(err) != codes.NotFound {
-		t.Errorf("send to an unknown recipient: %v (code %s), want ErrNoMailbox and NotFound", err, status.Code(err))
+	if !errors.Is(err, client.ErrNoMailbox) || !errors.Is(err, client.ErrUnknownRecipient) || status.Code(err) != codes.NotFound {
+		t.Errorf("send to an unknown recipient: %v (code %s), want ErrNoMailbox, ErrUnknownRecipient and NotFound", err, status.Code(err))
 	}
 	file := filepath.Join(t.TempDir(), "eingang")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {

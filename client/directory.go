@@ -23,7 +23,9 @@ type noMailbox struct{ addr string }
 
 func (e *noMailbox) Error() string { return ErrNoMailbox.Error() + " " + e.addr }
 
-func (e *noMailbox) Unwrap() error { return ErrNoMailbox }
+// Unwrap makes it both ErrNoMailbox and, as the node's refusal of the
+// same address is, ErrUnknownRecipient.
+func (e *noMailbox) Unwrap() []error { return []error{ErrNoMailbox, ErrUnknownRecipient} }
 
 // GRPCStatus makes the error NotFound for status.Code.
 func (e *noMailbox) GRPCStatus() *status.Status { return status.New(codes.NotFound, e.Error()) }

@@ -129,7 +129,7 @@ func (a *admission) takeBytes(caller pki.Peer, size int64, now time.Time) (refun
 		r.CancelAt(now)
 		wait := roundUp(d)
 		return nil, &LimitError{RetryAfter: wait, Err: fmt.Errorf("%w: %s has used its quota of %d payload bytes a day; a payload of %d bytes fits again in %s",
-			broker.ErrRateLimited, caller, b.bytes.Burst(), size, wait)}
+			broker.ErrQuota, caller, b.bytes.Burst(), size, wait)}
 	}
 	return func() { r.CancelAt(now) }, nil
 }

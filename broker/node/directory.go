@@ -206,7 +206,7 @@ func (n *Node) checkEncryptionCert(addr string, cert *x509.Certificate) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, pki.ErrRevoked):
-		return fmt.Errorf("%w: the recipient's encryption certificate is revoked (%s, serial %x); nobody may encrypt to it until its holder has a new one", broker.ErrState, addr, cert.SerialNumber)
+		return revokedError{fmt.Errorf("%w: the recipient's encryption certificate is revoked (%s, serial %x); nobody may encrypt to it until its holder has a new one", broker.ErrState, addr, cert.SerialNumber)}
 	case errors.Is(err, pki.ErrCRLStale):
 		return fmt.Errorf("%w: this node's certificate revocation list is out of date, so it cannot vouch for the encryption certificate of %s; try again once its operator has published a new CRL", broker.ErrUnavailable, addr)
 	case errors.As(err, &invalid), errors.As(err, &unknown), cert.IsCA:
@@ -224,3 +224,10 @@ func certAddresses(c *x509.Certificate) []string {
 	}
 	return c.EmailAddresses
 }
+
+// revokedError is a refusal because a certificate is revoked: it is also
+// pki.ErrRevoked, so that the caller is told the reason whatever the
+// refusal's kind.
+type revokedError struct{ error }
+
+func (e revokedError) Unwrap() []error { return []error{e.error, pki.ErrRevoked} }

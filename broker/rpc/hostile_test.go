@@ -297,6 +297,9 @@ func TestHostile_RevokedRecipient(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "encryption certificate is revoked") {
 		t.Fatalf("Lookup of a revoked encryption certificate: %v, %v; want FailedPrecondition saying it is revoked", lk, err)
 	}
+	if r := reason(err); r != rpc.ReasonRevoked {
+		t.Fatalf("Lookup of a revoked encryption certificate names the reason %q, want %q", r, rpc.ReasonRevoked)
+	}
 	found, err := dir.Search(ctx, &kurierv1.SearchRequest{Query: "buergeramt"})
 	if err != nil || len(found.GetEntries()) != 0 {
 		t.Fatalf("Search hands out %v (%v), want nothing for a revoked encryption certificate", found.GetEntries(), err)

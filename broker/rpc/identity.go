@@ -58,7 +58,7 @@ func (s *service) stillValid(ctx context.Context) error {
 func (s *service) revocationError(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, pki.ErrRevoked):
-		return fmt.Errorf("%w: your certificate is revoked (%v); ask the federation's CA for a new one", broker.ErrUnauthenticated, err)
+		return fmt.Errorf("%w: your certificate is revoked (%w); ask the federation's CA for a new one", broker.ErrUnauthenticated, err)
 	case errors.Is(err, pki.ErrCRLStale):
 		return fmt.Errorf("%w: the node's certificate revocation list is out of date, so it cannot check your certificate; call again once the node's operator has published a new CRL", broker.ErrUnauthenticated)
 	case errors.Is(err, pki.ErrNoCRL):

@@ -71,6 +71,17 @@ func retryDelay(err error) (time.Duration, bool) {
 	return 0, false
 }
 
+// reason returns the reason a status error names in its
+// google.rpc.ErrorInfo of Kurier's domain.
+func reason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == rpc.ReasonDomain {
+			return ei.GetReason()
+		}
+	}
+	return ""
+}
+
 // TestHostileFlood_RateLimit has one participant submit faster than the
 // node's rate: past the burst it is refused with ResourceExhausted, the
 // time to wait in the message and as RetryInfo, while another participant
@@ -95,6 +106,9 @@ func TestHostileFlood_RateLimit(t *testing.T) {
 	}
 	if d, ok := retryDelay(err); !ok || d != time.Second {
 		t.Fatalf("retry hint %v (present %v), want RetryInfo of 1s", d, ok)
+	}
+	if r := reason(err); r != rpc.ReasonRateLimited {
+		t.Fatalf("the rate limit's refusal names the reason %q, want %q", r, rpc.ReasonRateLimited)
 	}
 	if err := submitOver(t, court, pkitest.Court, pkitest.Agency, 1000, false); err != nil {
 		t.Fatalf("another participant while the first is limited: %v", err)
@@ -136,8 +150,17 @@ func TestHostileFlood_Quota(t *testing.T) {
 	if d, ok := retryDelay(err); !ok || d != 14*time.Minute+24*time.Second {
 		t.Fatalf("retry hint %v (present %v), want 14m24s", d, ok)
 	}
-	if err := submitOver(t, agency, pkitest.Agency, pkitest.Court, 20000, false); status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "may hand in a day") {
-		t.Fatalf("payload larger than the whole quota: %v, want ResourceExhausted", err)
+	if r := reason(err); r != rpc.ReasonQuota {
+		t.Fatalf("the quota's refusal names the reason %q, want %q", r, rpc.ReasonQuota)
+	}
+	// The client library names the same refusal with its sentinels.
+	_, err = dialClient(t, addr, pkitest.Agency).Send(context.Background(), testMessage(pkitest.Court, 2100), nil)
+	if !errors.Is(err, client.ErrQuota) || !errors.Is(err, client.ErrRateLimited) || status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Send over the quota: %v, want client.ErrQuota, ErrRateLimited and ResourceExhausted", err)
+	}
+	err = submitOver(t, agency, pkitest.Agency, pkitest.Court, 20000, false)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "may hand in a day") || reason(err) != rpc.ReasonTooLarge {
+		t.Fatalf("payload larger than the whole quota: %v (reason %q), want ResourceExhausted, %s", err, reason(err), rpc.ReasonTooLarge)
 	}
 	if err := submitOver(t, court, pkitest.Court, pkitest.Agency, 4000, false); err != nil {
 		t.Fatalf("another participant while the first is over its quota: %v", err)
@@ -191,6 +214,9 @@ func checkDiskFull(t *testing.T, err error) {
 	msg := status.Convert(err).Message()
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(msg, "disk is almost full") || !strings.Contains(msg, "fetch and acknowledge still work") {
 		t.Fatalf("submission with the disk almost full: %v, want ResourceExhausted naming the full disk", err)
+	}
+	if !errors.Is(err, client.ErrNodeFull) {
+		t.Fatalf("submission with the disk almost full: %v, want client.ErrNodeFull", err)
 	}
 }
 

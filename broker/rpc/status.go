@@ -13,6 +13,7 @@ import (
 
 	"kurier.dev/kurier/broker"
 	"kurier.dev/kurier/broker/node"
+	"kurier.dev/kurier/pki"
 	kurierv1 "kurier.dev/kurier/proto/kurier/v1"
 )
 
@@ -32,6 +33,7 @@ var codeOf = []struct {
 	{broker.ErrInvalid, codes.InvalidArgument},
 	{broker.ErrSignature, codes.InvalidArgument},
 	{broker.ErrTooLarge, codes.ResourceExhausted},
+	{broker.ErrQuota, codes.ResourceExhausted},
 	{broker.ErrRateLimited, codes.ResourceExhausted},
 	{broker.ErrNoSpace, codes.ResourceExhausted},
 	{broker.ErrState, codes.FailedPrecondition},
@@ -66,22 +68,60 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, "internal error in the node; the operator's log has the cause")
 }
 
-// withDetails adds what the caller can act on to st: the
-// SubmissionRejection of a refused submission, or when to try again after
-// a rate limit (google.rpc.RetryInfo).
+// ReasonDomain is the domain of the google.rpc.ErrorInfo details that
+// name why the node refused a call (the Reason* constants).
+const ReasonDomain = "kurier.dev"
+
+// The reasons a refusal names in its google.rpc.ErrorInfo, stable so that
+// clients in any language can branch on them (docs/PROTOCOL.md); the
+// status code and message stay what a person reads.
+const (
+	ReasonUnknownRecipient = "UNKNOWN_RECIPIENT"
+	ReasonTooLarge         = "TOO_LARGE"
+	ReasonQuota            = "QUOTA_EXCEEDED"
+	ReasonRateLimited      = "RATE_LIMITED"
+	ReasonNoSpace          = "NO_SPACE"
+	ReasonRevoked          = "CERTIFICATE_REVOKED"
+)
+
+// reasonOf lists which sentinel names which reason, first match wins: a
+// quota is a rate limit too, and a revoked certificate is named whatever
+// the code.
+var reasonOf = []struct {
+	err    error
+	reason string
+}{
+	{pki.ErrRevoked, ReasonRevoked},
+	{broker.ErrUnknownRecipient, ReasonUnknownRecipient},
+	{broker.ErrTooLarge, ReasonTooLarge},
+	{broker.ErrQuota, ReasonQuota},
+	{broker.ErrRateLimited, ReasonRateLimited},
+	{broker.ErrNoSpace, ReasonNoSpace},
+}
+
+// withDetails adds what the caller can act on to st: why it was refused
+// (google.rpc.ErrorInfo), the SubmissionRejection of a refused submission,
+// and when to try again after a rate limit (google.rpc.RetryInfo).
 func withDetails(st *status.Status, err error) *status.Status {
-	var detail protoadapt.MessageV1
+	var details []protoadapt.MessageV1
+	for _, r := range reasonOf {
+		if errors.Is(err, r.err) {
+			details = append(details, &errdetails.ErrorInfo{Domain: ReasonDomain, Reason: r.reason})
+			break
+		}
+	}
 	var rej *node.Rejection
 	var lim *node.LimitError
 	switch {
 	case errors.As(err, &rej):
-		detail = &kurierv1.SubmissionRejected{Evidence: toEvidence(rej.Evidence)}
+		details = append(details, &kurierv1.SubmissionRejected{Evidence: toEvidence(rej.Evidence)})
 	case errors.As(err, &lim):
-		detail = &errdetails.RetryInfo{RetryDelay: durationpb.New(lim.RetryAfter)}
-	default:
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(lim.RetryAfter)})
+	}
+	if len(details) == 0 {
 		return st
 	}
-	if d, derr := st.WithDetails(detail); derr == nil {
+	if d, derr := st.WithDetails(details...); derr == nil {
 		return d
 	}
 	return st

@@ -90,8 +90,9 @@ Options of the mailbox commands (send, inbox, watch, directory, fetch, ack, reje
 
 Every command takes --json and then prints exactly one JSON value on stdout
 (watch one a line),
-also when it fails: {"error": "…", "code": "NotFound"} (the node's status code,
-"usage" or "error").
+also when it fails: {"error": "…", "code": "NotFound", "reason":
+"UNKNOWN_RECIPIENT"} (the node's status code, "usage" or "error"; the reason
+where the refusal is one of those docs/PROTOCOL.md lists under "Errors").
 Flags may come before or after the other arguments.
 `
 
@@ -116,6 +117,9 @@ type jsonError struct {
 	// Code is the node's gRPC status code where it refused, "usage" for
 	// a wrong call, else "error".
 	Code string `json:"code"`
+	// Reason names a common refusal (docs/PROTOCOL.md, "Errors"), for
+	// scripts to branch on: "UNKNOWN_RECIPIENT", "QUOTA_EXCEEDED", ….
+	Reason string `json:"reason,omitempty"`
 }
 
 // errorJSON returns err as a --json command prints it.
@@ -128,7 +132,7 @@ func errorJSON(err error) jsonError {
 	case errors.As(err, &se):
 		code = se.GRPCStatus().Code().String()
 	}
-	return jsonError{Error: describe(err), Code: code}
+	return jsonError{Error: describe(err), Code: code, Reason: client.Reason(err)}
 }
 
 // wantsJSON reports whether args ask for --json.

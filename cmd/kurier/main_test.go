@@ -633,20 +633,21 @@ func TestRun_JSONErrors(t *testing.T) {
 		name      string
 		args      []string
 		code, msg string
+		reason    string
 	}{
-		{"refused by the node", append([]string{"fetch", unknown, "-o", t.TempDir()}, as("court")...), "NotFound", "not in the mailbox"},
-		{"unknown command", []string{"posteingang"}, "usage", "unknown command"},
-		{"unknown recipient", append([]string{"send", "--to", "niemand@amtsgericht.example", "--subject", "s", doc}, as("agency")...), "NotFound", "no mailbox niemand@amtsgericht.example"},
-		{"not a message id", append([]string{"fetch", "4 C 12/26", "-o", t.TempDir()}, as("court")...), "error", "invalid message id"},
-		{"node without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1"}, "error", `--node "127.0.0.1": give the node as host:port`},
-		{"node not there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1"}, "Unavailable", "cannot reach the node at 127.0.0.1:1"},
+		{"refused by the node", append([]string{"fetch", unknown, "-o", t.TempDir()}, as("court")...), "NotFound", "not in the mailbox", ""},
+		{"unknown command", []string{"posteingang"}, "usage", "unknown command", ""},
+		{"unknown recipient", append([]string{"send", "--to", "niemand@amtsgericht.example", "--subject", "s", doc}, as("agency")...), "NotFound", "no mailbox niemand@amtsgericht.example", "UNKNOWN_RECIPIENT"},
+		{"not a message id", append([]string{"fetch", "4 C 12/26", "-o", t.TempDir()}, as("court")...), "error", "invalid message id", ""},
+		{"node without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1"}, "error", `--node "127.0.0.1": give the node as host:port`, ""},
+		{"node not there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1"}, "Unavailable", "cannot reach the node at 127.0.0.1:1", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := try(t, append(tc.args, "--json")...)
 			if err == nil {
 				t.Fatal("the command succeeded")
 			}
-			var got struct{ Error, Code string }
+			var got struct{ Error, Code, Reason string }
 			dec := json.NewDecoder(strings.NewReader(out))
 			if err := dec.Decode(&got); err != nil {
 				t.Fatalf("stdout %q is no JSON object: %v", out, err)
@@ -654,8 +655,8 @@ func TestRun_JSONErrors(t *testing.T) {
 			if err := dec.Decode(new(json.RawMessage)); !errors.Is(err, io.EOF) {
 				t.Fatalf("more than one JSON value: %q", out)
 			}
-			if got.Code != tc.code || !strings.Contains(got.Error, tc.msg) {
-				t.Fatalf("got %+v, want code %s and an error saying %q", got, tc.code, tc.msg)
+			if got.Code != tc.code || !strings.Contains(got.Error, tc.msg) || got.Reason != tc.reason {
+				t.Fatalf("got %+v, want code %s, reason %q and an error saying %q", got, tc.code, tc.reason, tc.msg)
 			}
 		})
 	}
