@@ -89,11 +89,24 @@ func (e *env) outbox(args []string) error {
 		for _, r := range m.Recipients {
 			state := printable(r.State)
 			if r.Reason != "" {
-				state += " (" + printable(r.Reason) + ")"
+				state += " (" + shorten(printable(r.Reason), maxTableReason) + ")"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", id, when, subject, printable(r.Address), state, r.Time.Local().Format("2006-01-02 15:04"))
 			id, when, subject = "", "", "" // the message's columns once, on its first line
 		}
 	}
 	return tw.Flush()
+}
+
+// maxTableReason bounds how much of a reason the table shows, in
+// characters: a reason may run to a kilobyte, which --json prints whole.
+const maxTableReason = 60
+
+// shorten cuts s to at most max characters, the last an ellipsis.
+func shorten(s string, max int) string {
+	r := []rune(s)
+	if len(r) <= max {
+		return s
+	}
+	return string(r[:max-1]) + "…"
 }

@@ -87,3 +87,16 @@ func TestRun_Outbox(t *testing.T) {
 		t.Errorf("outbox --limit -1: %v, printed %q; want a usage error naming --limit", err, outJSON)
 	}
 }
+
+func TestShorten(t *testing.T) {
+	for in, want := range map[string]string{
+		"":          "",
+		"kurz":      "kurz",
+		"zwölf":     "zwölf",
+		"zuständig": "zustän…",
+	} {
+		if got := shorten(in, 7); got != want {
+			t.Errorf("shorten(%q, 7) = %q, want %q", in, got, want)
+		}
+	}
+}
