@@ -73,8 +73,9 @@ func (n *Node) Sent(ctx context.Context, caller pki.Peer, pageToken string, page
 func (n *Node) recipientStates(ctx context.Context, e broker.SentEntry) ([]RecipientState, error) {
 	id := e.Message.ID()
 	byRcpt := make(map[string]broker.Copy, len(e.Copies))
+	heads := make(map[string]bool, len(e.Copies))
 	for _, c := range e.Copies {
-		byRcpt[c.Recipient] = c
+		byRcpt[c.Recipient], heads[c.Head] = c, true
 	}
 	var loaded map[string]*evidence.Statement // by digest, once loaded
 	statement := func(c broker.Copy) (*evidence.Statement, error) {
@@ -88,7 +89,7 @@ func (n *Node) recipientStates(ctx context.Context, e broker.SentEntry) ([]Recip
 			}
 			loaded = make(map[string]*evidence.Statement, len(e.Copies))
 			for _, ev := range evs {
-				if d := evidence.Digest(ev.DER); isHead(d, e.Copies) {
+				if d := evidence.Digest(ev.DER); heads[d] {
 					parsed, err := evidence.Parse(ev.DER)
 					if err != nil {
 						return nil, fmt.Errorf("evidence of %s: stored evidence unreadable: %w", id, err)
@@ -117,14 +118,4 @@ func (n *Node) recipientStates(ctx context.Context, e broker.SentEntry) ([]Recip
 		out = append(out, RecipientState{Address: rcpt, State: c.State, Evidence: st.Type, Time: st.Time, Reason: st.Reason})
 	}
 	return out, nil
-}
-
-// isHead reports whether digest is the newest evidence of one of copies.
-func isHead(digest string, copies []broker.Copy) bool {
-	for _, c := range copies {
-		if c.Head == digest {
-			return true
-		}
-	}
-	return false
 }
