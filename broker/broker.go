@@ -189,6 +189,15 @@ type InboxEntry struct {
 	Message *Message
 }
 
+// SentEntry is a message with its recipients' copies, as the sender's
+// listing shows it. The copies are those of the node that lists them: at
+// the sender's node, one for every recipient (a relayed one follows the
+// evidence the recipient's node sent back).
+type SentEntry struct {
+	Message *Message
+	Copies  []Copy
+}
+
 // Backlog is what waits at a node, for its operators: what it has not
 // relayed yet, and what its mailboxes' owners have not fetched or
 // answered. Metrics and alerts are built on it.

@@ -54,6 +54,12 @@
 //
 //	rej, err := c.Reject(ctx, id, evidence.CannotOpen, "does not decrypt with our key")
 //
+// The sender's outbox lists what it sent, newest first, with where each
+// recipient's copy stands (acknowledged, rejected and why, …):
+//
+//	sent, err := c.Outbox(ctx, 20) // the newest 20; 0 for all
+//	for _, r := range sent[0].Recipients { fmt.Println(r.Address, r.State, r.Reason) }
+//
 // Every method that talks to the node returns errors that carry the node's
 // gRPC status: status.Code(err) gives its code. A refused submission is a
 // *RejectedError carrying the node's signed SubmissionRejection.

@@ -54,6 +54,13 @@ type Store interface {
 	// Inbox pages through a mailbox in order of arrival; broker.ErrInvalid
 	// for a malformed cursor.
 	Inbox(ctx context.Context, recipient, after string, limit int) ([]broker.InboxEntry, string, error)
+	// Sent pages through the messages of sender (the envelope's from),
+	// newest first by Received time, then id, each with all its copies,
+	// and returns the cursor of the next page ("" after the last); it
+	// must not read other senders' messages to find them. At most limit
+	// entries (a backend may cap it); broker.ErrInvalid for a malformed
+	// cursor. A cursor names a position in sender's own listing only.
+	Sent(ctx context.Context, sender, after string, limit int) ([]broker.SentEntry, string, error)
 	// AppendEvidence applies one step to a copy: broker.ErrConflict if its
 	// head is no longer s.PrevHead, broker.ErrNotFound if there is no copy.
 	AppendEvidence(ctx context.Context, s broker.Step) (broker.Evidence, error)

@@ -64,6 +64,7 @@ var authzMatrix = map[string]authzRow{
 	//                                                                                 own    other     node    peer
 	"/kurier.v1.MailboxService/Submit":    {req: func(f *authzFixture) []proto.Message { return f.submit }, want: allowed{OK, Denied, Denied, Denied}},
 	"/kurier.v1.MailboxService/ListInbox": {req: one(&kurierv1.ListInboxRequest{}), want: allowed{OK, OK, Denied, Denied}},
+	"/kurier.v1.MailboxService/ListSent":  {req: one(&kurierv1.ListSentRequest{}), want: allowed{OK, OK, Denied, Denied}},
 	"/kurier.v1.MailboxService/Subscribe": {req: one(&kurierv1.SubscribeRequest{}), want: allowed{OK, OK, Denied, Denied}, endless: true},
 	"/kurier.v1.MailboxService/Fetch":     {req: func(f *authzFixture) []proto.Message { return []proto.Message{&kurierv1.FetchRequest{MessageId: f.id}} }, want: allowed{OK, NotFound, Denied, Denied}},
 	"/kurier.v1.MailboxService/Acknowledge": {req: func(f *authzFixture) []proto.Message {

@@ -198,15 +198,9 @@ func (s *service) ListInbox(ctx context.Context, req *kurierv1.ListInboxRequest)
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0 || size > maxPageSize:
-		return nil, toStatus(fmt.Errorf("%w: page_size %d out of range 0..%d", broker.ErrInvalid, size, maxPageSize))
-	case size == 0:
-		size = defaultPageSize
-	}
-	if len(req.GetPageToken()) > maxPageToken {
-		return nil, toStatus(fmt.Errorf("%w: a page_token of %d bytes is none this node handed out; list from the start without one", broker.ErrInvalid, len(req.GetPageToken())))
+	size, err := pageArgs(req.GetPageSize(), maxPageSize, req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	entries, next, err := s.node.Inbox(ctx, caller, req.GetPageToken(), size)
 	if err != nil {
@@ -217,6 +211,22 @@ func (s *service) ListInbox(ctx context.Context, req *kurierv1.ListInboxRequest)
 		resp.Messages = append(resp.Messages, toSummary(e))
 	}
 	return resp, nil
+}
+
+// pageArgs checks a listing's page_size against max (0 is
+// defaultPageSize, or max if that is less) and bounds its page_token.
+func pageArgs(pageSize int32, max int, token string) (int, error) {
+	size := int(pageSize)
+	switch {
+	case size < 0 || size > max:
+		return 0, fmt.Errorf("%w: page_size %d out of range 0..%d", broker.ErrInvalid, size, max)
+	case size == 0:
+		size = min(defaultPageSize, max)
+	}
+	if len(token) > maxPageToken {
+		return 0, fmt.Errorf("%w: a page_token of %d bytes is none this node handed out; list from the start without one", broker.ErrInvalid, len(token))
+	}
+	return size, nil
 }
 
 // Subscribe streams notices of new messages until the caller hangs up, or

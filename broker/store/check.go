@@ -57,7 +57,8 @@ type CheckOptions struct {
 // and reports every damage it finds: tables whose block checksums fail,
 // log files badger cuts when it opens them, messages, copies and evidence
 // that cannot be read, payloads whose bytes cannot be read or do not hash
-// to their envelope's digest, evidence missing from the log, and a log
+// to their envelope's digest, messages missing from their sender's sent
+// index (format 4 on), evidence missing from the log, and a log
 // whose stored tree does not match its leaves or does not reach its
 // high-water mark. It streams: memory does not grow with the store, only
 // with the largest message's evidence.
@@ -135,6 +136,12 @@ func Check(ctx context.Context, dir string, opts CheckOptions) (CheckResult, err
 func (db *DB) checkMessages(ctx context.Context, opts CheckOptions, res *CheckResult, report func(Problem)) error {
 	prefix := []byte("m/")
 	return db.bdb.View(func(txn *badger.Txn) error {
+		// A store of an older format has no sent index until Open builds it.
+		indexed := false
+		if v, ok, err := get(txn, formatKey); err == nil && ok {
+			f, err := decodeSeq(v)
+			indexed = err == nil && f >= 4
+		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Seek(prefix); it.Valid(); it.Next() {
@@ -147,6 +154,14 @@ func (db *DB) checkMessages(ctx context.Context, opts CheckOptions, res *CheckRe
 			if err != nil {
 				report(Problem{"message", id, fmt.Sprintf("cannot be read: %v", err)})
 				continue
+			}
+			if indexed && m.Header != nil {
+				switch ok, err := has(txn, sentKey(m.Header.From, m.Received, id)); {
+				case err != nil:
+					report(Problem{"message", id, fmt.Sprintf("its sent index entry cannot be read: %v", err)})
+				case !ok:
+					report(Problem{"message", id, "missing from the sent index of " + m.Header.From + ", so its sender's outbox does not list it"})
+				}
 			}
 			copies, evs := checkRecords(txn, id, res, report)
 			res.Payloads++

@@ -63,7 +63,7 @@ func FuzzHostile_InboxCursor(f *testing.F) {
 		// The model: the entries whose key suffix sorts after the cursor's.
 		rest := want
 		if cursor != "" {
-			after, derr := decodeCursor(cursor)
+			after, derr := decodeCursor("inbox", cursor)
 			if derr != nil {
 				t.Fatalf("Inbox(%q) took a cursor that does not decode: %v", cursor, derr)
 			}

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"kurier.dev/kurier/broker"
 )
 
 // currentFormat is the version of the layout this package writes
@@ -14,8 +17,12 @@ import (
 // n/ counters. Version 2 kept large payloads as chunks in badger; version
 // 3 keeps them in files of their own under payloads/ (blob.go), which a
 // Kurier of version 2 would not read: it refuses a store of version 3
-// rather than report every large payload as damaged.
-const currentFormat = 3
+// rather than report every large payload as damaged. Version 4 adds the
+// sent index (y/), which Open builds for the messages of an older store,
+// and which a Kurier of version 3 would not keep up to date: it refuses
+// a store of version 4 rather than leave messages out of their senders'
+// listings.
+const currentFormat = 4
 
 // upgrade brings a store of an earlier layout to the current one before
 // the committer starts, and checks what the current one needs. From
@@ -26,6 +33,7 @@ const currentFormat = 3
 // Open. A store of a newer format is refused, and so is a store of the
 // current one whose payload folder is missing or not a folder (restored
 // or copied without it: its large payloads would all read as damaged).
+// Below version 4 it enters every stored message into the sent index.
 func upgrade(dir string, bdb *badger.DB, logger *slog.Logger) error {
 	var format uint64
 	if err := bdb.View(func(txn *badger.Txn) error {
@@ -55,6 +63,15 @@ func upgrade(dir string, bdb *badger.DB, logger *slog.Logger) error {
 	}
 	if err := makePayloadDir(dir); err != nil {
 		return fmt.Errorf("upgrade the store: %w", err)
+	}
+	if format < 4 {
+		n, err := indexSent(bdb)
+		if err != nil {
+			return fmt.Errorf("upgrade the store: build the sent index: %w", err)
+		}
+		if n > 0 {
+			logger.Info("store upgraded: messages entered into their senders' sent index", "messages", n)
+		}
 	}
 	if err := bdb.Update(func(txn *badger.Txn) error {
 		return txn.Set(formatKey, encodeSeq(currentFormat))
@@ -105,4 +122,39 @@ func countPositions(bdb *badger.DB) (map[string]uint64, error) {
 		return nil
 	})
 	return next, err
+}
+
+// indexSent enters every stored message into its sender's sent index
+// (format 3 to 4) and returns how many it entered. Writing an entry that
+// exists already changes nothing, so an upgrade cut short may run again.
+func indexSent(bdb *badger.DB) (int, error) {
+	wb := bdb.NewWriteBatch()
+	defer wb.Cancel()
+	n := 0
+	prefix := []byte("m/")
+	err := bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.Valid(); it.Next() {
+			var m broker.Message
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err != nil {
+				return fmt.Errorf("message %s: %w", it.Item().Key()[len(prefix):], err)
+			}
+			if m.Header == nil || checkKeyPart("sender", m.Header.From) != nil || checkKeyPart("message id", m.Header.ID) != nil {
+				return fmt.Errorf("message %s has no usable sender or id", it.Item().Key()[len(prefix):])
+			}
+			if err := wb.Set(sentKey(m.Header.From, m.Received, m.Header.ID), nil); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, err
+	}
+	return n, nil
 }

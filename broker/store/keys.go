@@ -24,9 +24,10 @@ import (
 //	m/<id>                              message record (JSON of broker.Message)
 //	c/str(id)str(rcpt)                  copy record (JSON of broker.Copy)
 //	x/str(rcpt)<received u64>str(id)    mailbox index of local copies, empty value; sorts by received time, then id
+//	y/str(sender)<received u64>str(id)  sent index: every message by its sender (the envelope's from), empty value; sorts by received time, then id
 //	e/str(id)<pos u64>                  evidence: its leaf index (u64), then the JSON of broker.Evidence (see evidence.go)
 //	n/str(id)                           the next position for id's evidence (u64): how many e/ keys it has, or more
-//	s/format                            the layout's version (u64): 2 since positions are counted in n/
+//	s/format                            the layout's version (u64): 2 since positions are counted in n/, 4 since the sent index
 //	i/<index u64>                       transparency log leaf: value is the key (e/…) of the evidence at that leaf index
 //	t/<level u8><index u64>             transparency log tree node (RFC 6962): its 32-byte hash; level 0 holds the leaf hashes
 //	s/logsize                           leaves in the transparency log (u64)
@@ -49,6 +50,9 @@ import (
 //
 // A tree node is stored once it is complete, that is when the last leaf
 // under it is appended (see log.go); it never changes afterwards.
+//
+// The y/ index is written with the message (CreateMessage); Open builds
+// it once for the messages of a store of format 3 or older (format.go).
 //
 // Keys read by the committer (m/, c/, n/, o/, s/, r/, b/<blob>/h) are
 // written only by the committer, and by Open before it starts (n/ and
@@ -139,20 +143,36 @@ func parseInboxSuffix(suffix []byte) (id string, ok bool) {
 }
 
 // encodeCursor and decodeCursor turn an inboxSuffix into the opaque paging
-// cursor that Inbox hands out, and back.
+// cursor that Inbox hands out, and back. Sent's cursors have the same form
+// (sentSuffix is an inboxSuffix); what names a listing is passed apart.
 func encodeCursor(suffix []byte) string {
 	return base64.RawURLEncoding.EncodeToString(suffix)
 }
 
-func decodeCursor(c string) ([]byte, error) {
+func decodeCursor(what, c string) ([]byte, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return nil, fmt.Errorf("%w: malformed inbox cursor", broker.ErrInvalid)
+		return nil, fmt.Errorf("%w: malformed %s cursor", broker.ErrInvalid, what)
 	}
 	if _, ok := parseInboxSuffix(b); !ok {
-		return nil, fmt.Errorf("%w: malformed inbox cursor", broker.ErrInvalid)
+		return nil, fmt.Errorf("%w: malformed %s cursor", broker.ErrInvalid, what)
 	}
 	return b, nil
+}
+
+func sentPrefix(sender string) []byte {
+	return appendStr(key("y/", 2+len(sender)+8+2+36), sender)
+}
+
+// sentKey is the sent index key of message id from sender; its part after
+// sentPrefix is an inboxSuffix.
+func sentKey(sender string, received time.Time, id string) []byte {
+	return append(sentPrefix(sender), inboxSuffix(received, id)...)
+}
+
+// copiesPrefix is the prefix of the copy keys of message id.
+func copiesPrefix(id string) []byte {
+	return appendStr(key("c/", 2+len(id)+2+64), id)
 }
 
 func evidencePrefix(id string) []byte {

@@ -13,7 +13,8 @@ import (
 	"kurier.dev/kurier/broker"
 )
 
-// CreateMessage stores a message, its recipients' copies (each local one
+// CreateMessage stores a message (entered into its sender's sent index,
+// ordered by its Received time, then id), its recipients' copies (each local one
 // also entered into the recipient's mailbox, ordered by the copy's Received
 // time, then message id; each with a Deadline entered into the deadline
 // index), its first evidence, and its entries in the outbound queues, in
@@ -40,6 +41,9 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 	if err := checkKeyPart("message id", id); err != nil {
 		return nil, fmt.Errorf("create message: %w", err)
 	}
+	if err := checkKeyPart("sender", m.Header.From); err != nil {
+		return nil, fmt.Errorf("create message %s: %w", id, err)
+	}
 	if !validBlobID(m.Blob) {
 		return nil, fmt.Errorf("create message %s: %w: blob id %q is not one WriteBlob returned", id, broker.ErrInvalid, m.Blob)
 	}
@@ -56,7 +60,7 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 	if err != nil {
 		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
-	size := len(msgVal) + 2*len(id) + nc.size
+	size := len(msgVal) + 3*len(id) + len(m.Header.From) + nc.size
 	outVals := make([][]byte, len(outbound))
 	for i, o := range outbound {
 		if o.MessageID != id || checkKeyPart("domain", o.Domain) != nil {
@@ -95,6 +99,9 @@ func (db *DB) CreateMessage(ctx context.Context, m *broker.Message, copies []bro
 			return err
 		}
 		if err := b.set(rk, []byte(id)); err != nil {
+			return err
+		}
+		if err := b.set(sentKey(m.Header.From, m.Received, id), nil); err != nil {
 			return err
 		}
 		for i, o := range outbound {
@@ -303,7 +310,7 @@ func (db *DB) Inbox(ctx context.Context, recipient, after string, limit int) ([]
 	prefix := inboxPrefix(recipient)
 	start := prefix
 	if after != "" {
-		suffix, err := decodeCursor(after)
+		suffix, err := decodeCursor("inbox", after)
 		if err != nil {
 			return nil, "", fmt.Errorf("list inbox of %s: %w", recipient, err)
 		}

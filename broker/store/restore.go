@@ -580,6 +580,11 @@ func readBackup(ctx context.Context, r io.Reader, sink backupSink) (BackupInfo, 
 	}
 }
 
+// oldestRestored is the oldest store format a backup may hold: format 3
+// differs from the current one only by the sent index, which Open builds
+// when it first opens the restored store.
+const oldestRestored = 3
+
 // checkManifest refuses a manifest this version cannot restore.
 func checkManifest(m backupManifest) error {
 	switch {
@@ -587,8 +592,8 @@ func checkManifest(m backupManifest) error {
 		return fmt.Errorf("%w: backup format %d; this Kurier reads format %d", ErrBadBackup, m.Version, backupVersion)
 	case m.StoreFormat > currentFormat:
 		return fmt.Errorf("%w: the backup holds a store of format %d, written by a newer Kurier; this version reads format %d", ErrBadBackup, m.StoreFormat, currentFormat)
-	case m.StoreFormat != currentFormat:
-		return fmt.Errorf("%w: the backup holds a store of format %d; this version restores format %d", ErrBadBackup, m.StoreFormat, currentFormat)
+	case m.StoreFormat < oldestRestored:
+		return fmt.Errorf("%w: the backup holds a store of format %d; this version restores formats %d to %d", ErrBadBackup, m.StoreFormat, oldestRestored, currentFormat)
 	case m.Created.IsZero() || m.ReadTS == 0:
 		return fmt.Errorf("%w: the manifest lacks its time or read version", ErrBadBackup)
 	}

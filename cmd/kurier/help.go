@@ -23,6 +23,11 @@ var helps = map[string]commandHelp{
 			"with its first receipt, so this never sends a second one.",
 		"kurier resubmit klage.sealed"},
 	"inbox": {"kurier inbox", "List the messages in your mailbox, oldest first, with their state.", "kurier inbox --json"},
+	"outbox": {"kurier outbox [--limit N]",
+		"List the messages you sent through your node, newest first, with where each recipient's copy stands:\n" +
+			"relaying, delivered, retrieved, acknowledged, rejected (and why) or undeliverable, and since when, by\n" +
+			"the newest evidence your node holds (kurier evidence ID shows it signed).",
+		"kurier outbox --limit 20 --json"},
 	"watch": {"kurier watch [--existing]",
 		"Print each message as it arrives in your mailbox, until interrupted; with --json one JSON object a\n" +
 			"line. --existing lists what the mailbox holds first, once watching, so that nothing falls between.",

@@ -35,6 +35,8 @@ Usage:
               [--retry-for DURATION] [--save FILE] FILE…
   kurier resubmit FILE             submit a message saved with send --save again (never a second message)
   kurier inbox
+  kurier outbox [--limit N]         the messages you sent, newest first, with each recipient's state
+                                    (acknowledged, rejected and why, …) and since when
   kurier watch [--existing]        print each message as it arrives, until interrupted (with --json one
                                     JSON object a line); --existing lists the mailbox first, once watching
   kurier directory ADDR             what the directory answers for ADDR, here or at its domain's node
@@ -83,7 +85,7 @@ Usage:
 
   kurier help
 
-Options of the mailbox commands (send, inbox, watch, directory, fetch, ack, reject, evidence, export, checkpoint, bench):
+Options of the mailbox commands (send, inbox, outbox, watch, directory, fetch, ack, reject, evidence, export, checkpoint, bench):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
   --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
@@ -200,6 +202,8 @@ func dispatch(e *env, cmd string, rest []string) error {
 		return e.resubmit(rest)
 	case "inbox":
 		return e.inbox(rest)
+	case "outbox":
+		return e.outbox(rest)
 	case "watch":
 		return e.watch(rest)
 	case "directory":

@@ -9,6 +9,7 @@ package kurierv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -316,6 +317,310 @@ func (x *ListInboxResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListSentRequest pages through the messages the caller sent.
+type ListSentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many messages, at most 100 (each carries every
+	// recipient's state); 0 means 100.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty to start with the
+	// newest message.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSentRequest) Reset() {
+	*x = ListSentRequest{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSentRequest) ProtoMessage() {}
+
+func (x *ListSentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSentRequest.ProtoReflect.Descriptor instead.
+func (*ListSentRequest) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListSentRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSentRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListSentResponse is one page of the caller's sent messages.
+type ListSentResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Messages []*SentMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSentResponse) Reset() {
+	*x = ListSentResponse{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSentResponse) ProtoMessage() {}
+
+func (x *ListSentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSentResponse.ProtoReflect.Descriptor instead.
+func (*ListSentResponse) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListSentResponse) GetMessages() []*SentMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ListSentResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// SentMessage is what the sender's listing shows of one message it sent.
+// Subject, type, reference, created and payload_size are read from the
+// envelope the sender signed; received and the recipients' states are the
+// node's.
+type SentMessage struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Subject   string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Type      string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// The Aktenzeichen, if the sender gave one.
+	Reference string `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
+	// When the sender's client sealed it (the envelope's created).
+	Created *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	// When this node accepted it.
+	Received    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=received,proto3" json:"received,omitempty"`
+	PayloadSize int64                  `protobuf:"varint,7,opt,name=payload_size,json=payloadSize,proto3" json:"payload_size,omitempty"`
+	// One per recipient, in the envelope's order.
+	Recipients    []*RecipientState `protobuf:"bytes,8,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SentMessage) Reset() {
+	*x = SentMessage{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SentMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SentMessage) ProtoMessage() {}
+
+func (x *SentMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SentMessage.ProtoReflect.Descriptor instead.
+func (*SentMessage) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SentMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *SentMessage) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *SentMessage) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SentMessage) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *SentMessage) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *SentMessage) GetReceived() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Received
+	}
+	return nil
+}
+
+func (x *SentMessage) GetPayloadSize() int64 {
+	if x != nil {
+		return x.PayloadSize
+	}
+	return 0
+}
+
+func (x *SentMessage) GetRecipients() []*RecipientState {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+// RecipientState is where one recipient's copy of a sent message stands.
+type RecipientState struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// relaying, delivered, retrieved, acknowledged, rejected or
+	// undeliverable.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// The type of the newest evidence about the copy (SubmissionAcceptance,
+	// RelayAcceptance, Delivery, Retrieval, Acknowledgement, Rejection,
+	// RelayRejection or NonDelivery); GetEvidence returns it signed.
+	EvidenceType string `protobuf:"bytes,3,opt,name=evidence_type,json=evidenceType,proto3" json:"evidence_type,omitempty"`
+	// The time that evidence states.
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The reason that evidence gives: why the recipient rejected the
+	// message, or why it could not be delivered; empty otherwise.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecipientState) Reset() {
+	*x = RecipientState{}
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecipientState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecipientState) ProtoMessage() {}
+
+func (x *RecipientState) ProtoReflect() protoreflect.Message {
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecipientState.ProtoReflect.Descriptor instead.
+func (*RecipientState) Descriptor() ([]byte, []int) {
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RecipientState) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RecipientState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RecipientState) GetEvidenceType() string {
+	if x != nil {
+		return x.EvidenceType
+	}
+	return ""
+}
+
+func (x *RecipientState) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *RecipientState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // SubscribeRequest starts a subscription to the caller's mailbox.
 type SubscribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -325,7 +630,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[5]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +642,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[5]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +655,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{5}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{9}
 }
 
 // SubscribeResponse is a notice of one new message.
@@ -363,7 +668,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[6]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +680,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[6]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +693,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{6}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubscribeResponse) GetMessage() *MessageSummary {
@@ -408,7 +713,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[7]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +725,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[7]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +738,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{7}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FetchRequest) GetMessageId() string {
@@ -458,7 +763,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[8]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +775,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[8]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +788,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{8}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FetchResponse) GetPart() isFetchResponse_Part {
@@ -558,7 +863,7 @@ type AcknowledgeRequest struct {
 
 func (x *AcknowledgeRequest) Reset() {
 	*x = AcknowledgeRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[9]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +875,7 @@ func (x *AcknowledgeRequest) String() string {
 func (*AcknowledgeRequest) ProtoMessage() {}
 
 func (x *AcknowledgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[9]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +888,7 @@ func (x *AcknowledgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{9}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AcknowledgeRequest) GetEvidence() []byte {
@@ -603,7 +908,7 @@ type AcknowledgeResponse struct {
 
 func (x *AcknowledgeResponse) Reset() {
 	*x = AcknowledgeResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[10]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +920,7 @@ func (x *AcknowledgeResponse) String() string {
 func (*AcknowledgeResponse) ProtoMessage() {}
 
 func (x *AcknowledgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[10]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +933,7 @@ func (x *AcknowledgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{10}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AcknowledgeResponse) GetEvidence() *Evidence {
@@ -651,7 +956,7 @@ type RejectRequest struct {
 
 func (x *RejectRequest) Reset() {
 	*x = RejectRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +968,7 @@ func (x *RejectRequest) String() string {
 func (*RejectRequest) ProtoMessage() {}
 
 func (x *RejectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[11]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +981,7 @@ func (x *RejectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequest.ProtoReflect.Descriptor instead.
 func (*RejectRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{11}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RejectRequest) GetEvidence() []byte {
@@ -696,7 +1001,7 @@ type RejectResponse struct {
 
 func (x *RejectResponse) Reset() {
 	*x = RejectResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1013,7 @@ func (x *RejectResponse) String() string {
 func (*RejectResponse) ProtoMessage() {}
 
 func (x *RejectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[12]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1026,7 @@ func (x *RejectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectResponse.ProtoReflect.Descriptor instead.
 func (*RejectResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{12}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RejectResponse) GetEvidence() *Evidence {
@@ -741,7 +1046,7 @@ type GetEvidenceRequest struct {
 
 func (x *GetEvidenceRequest) Reset() {
 	*x = GetEvidenceRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1058,7 @@ func (x *GetEvidenceRequest) String() string {
 func (*GetEvidenceRequest) ProtoMessage() {}
 
 func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[13]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1071,7 @@ func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceRequest.ProtoReflect.Descriptor instead.
 func (*GetEvidenceRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{13}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetEvidenceRequest) GetMessageId() string {
@@ -786,7 +1091,7 @@ type GetEvidenceResponse struct {
 
 func (x *GetEvidenceResponse) Reset() {
 	*x = GetEvidenceResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1103,7 @@ func (x *GetEvidenceResponse) String() string {
 func (*GetEvidenceResponse) ProtoMessage() {}
 
 func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[14]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1116,7 @@ func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceResponse.ProtoReflect.Descriptor instead.
 func (*GetEvidenceResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{14}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetEvidenceResponse) GetEvidence() []*Evidence {
@@ -834,7 +1139,7 @@ type ExportMessageRequest struct {
 
 func (x *ExportMessageRequest) Reset() {
 	*x = ExportMessageRequest{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1151,7 @@ func (x *ExportMessageRequest) String() string {
 func (*ExportMessageRequest) ProtoMessage() {}
 
 func (x *ExportMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[15]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1164,7 @@ func (x *ExportMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportMessageRequest.ProtoReflect.Descriptor instead.
 func (*ExportMessageRequest) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{15}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExportMessageRequest) GetMessageId() string {
@@ -904,7 +1209,7 @@ type ExportMessageResponse struct {
 
 func (x *ExportMessageResponse) Reset() {
 	*x = ExportMessageResponse{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[16]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1221,7 @@ func (x *ExportMessageResponse) String() string {
 func (*ExportMessageResponse) ProtoMessage() {}
 
 func (x *ExportMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[16]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1234,7 @@ func (x *ExportMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportMessageResponse.ProtoReflect.Descriptor instead.
 func (*ExportMessageResponse) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{16}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExportMessageResponse) GetEnvelope() *SignedEnvelope {
@@ -1006,7 +1311,7 @@ type LogState struct {
 
 func (x *LogState) Reset() {
 	*x = LogState{}
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[17]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1323,7 @@ func (x *LogState) String() string {
 func (*LogState) ProtoMessage() {}
 
 func (x *LogState) ProtoReflect() protoreflect.Message {
-	mi := &file_kurier_v1_mailbox_proto_msgTypes[17]
+	mi := &file_kurier_v1_mailbox_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1336,7 @@ func (x *LogState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogState.ProtoReflect.Descriptor instead.
 func (*LogState) Descriptor() ([]byte, []int) {
-	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{17}
+	return file_kurier_v1_mailbox_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogState) GetOrigin() string {
@@ -1073,7 +1378,7 @@ var File_kurier_v1_mailbox_proto protoreflect.FileDescriptor
 
 const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"\n" +
-	"\x17kurier/v1/mailbox.proto\x12\tkurier.v1\x1a\x13kurier/v1/log.proto\x1a\x15kurier/v1/types.proto\"h\n" +
+	"\x17kurier/v1/mailbox.proto\x12\tkurier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13kurier/v1/log.proto\x1a\x15kurier/v1/types.proto\"h\n" +
 	"\rSubmitRequest\x127\n" +
 	"\benvelope\x18\x01 \x01(\v2\x19.kurier.v1.SignedEnvelopeH\x00R\benvelope\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -1090,7 +1395,32 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"r\n" +
 	"\x11ListInboxResponse\x125\n" +
 	"\bmessages\x18\x01 \x03(\v2\x19.kurier.v1.MessageSummaryR\bmessages\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x12\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"M\n" +
+	"\x0fListSentRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"n\n" +
+	"\x10ListSentResponse\x122\n" +
+	"\bmessages\x18\x01 \x03(\v2\x16.kurier.v1.SentMessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc4\x02\n" +
+	"\vSentMessage\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x1c\n" +
+	"\treference\x18\x04 \x01(\tR\treference\x124\n" +
+	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x126\n" +
+	"\breceived\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\breceived\x12!\n" +
+	"\fpayload_size\x18\a \x01(\x03R\vpayloadSize\x129\n" +
+	"\n" +
+	"recipients\x18\b \x03(\v2\x19.kurier.v1.RecipientStateR\n" +
+	"recipients\"\xad\x01\n" +
+	"\x0eRecipientState\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12#\n" +
+	"\revidence_type\x18\x03 \x01(\tR\fevidenceType\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x12\n" +
 	"\x10SubscribeRequest\"H\n" +
 	"\x11SubscribeResponse\x123\n" +
 	"\amessage\x18\x01 \x01(\v2\x19.kurier.v1.MessageSummaryR\amessage\"-\n" +
@@ -1137,10 +1467,11 @@ const file_kurier_v1_mailbox_proto_rawDesc = "" +
 	"checkpoint\x12\x1b\n" +
 	"\ttree_size\x18\x03 \x01(\x04R\btreeSize\x12\x17\n" +
 	"\alog_key\x18\x04 \x01(\tR\x06logKey\x12*\n" +
-	"\x11log_key_signature\x18\x05 \x01(\fR\x0flogKeySignature2\xd0\x04\n" +
+	"\x11log_key_signature\x18\x05 \x01(\fR\x0flogKeySignature2\x95\x05\n" +
 	"\x0eMailboxService\x12?\n" +
 	"\x06Submit\x12\x18.kurier.v1.SubmitRequest\x1a\x19.kurier.v1.SubmitResponse(\x01\x12F\n" +
-	"\tListInbox\x12\x1b.kurier.v1.ListInboxRequest\x1a\x1c.kurier.v1.ListInboxResponse\x12H\n" +
+	"\tListInbox\x12\x1b.kurier.v1.ListInboxRequest\x1a\x1c.kurier.v1.ListInboxResponse\x12C\n" +
+	"\bListSent\x12\x1a.kurier.v1.ListSentRequest\x1a\x1b.kurier.v1.ListSentResponse\x12H\n" +
 	"\tSubscribe\x12\x1b.kurier.v1.SubscribeRequest\x1a\x1c.kurier.v1.SubscribeResponse0\x01\x12<\n" +
 	"\x05Fetch\x12\x17.kurier.v1.FetchRequest\x1a\x18.kurier.v1.FetchResponse0\x01\x12L\n" +
 	"\vAcknowledge\x12\x1d.kurier.v1.AcknowledgeRequest\x1a\x1e.kurier.v1.AcknowledgeResponse\x12=\n" +
@@ -1160,69 +1491,81 @@ func file_kurier_v1_mailbox_proto_rawDescGZIP() []byte {
 	return file_kurier_v1_mailbox_proto_rawDescData
 }
 
-var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kurier_v1_mailbox_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_kurier_v1_mailbox_proto_goTypes = []any{
 	(*SubmitRequest)(nil),               // 0: kurier.v1.SubmitRequest
 	(*SubmitResponse)(nil),              // 1: kurier.v1.SubmitResponse
 	(*SubmissionRejected)(nil),          // 2: kurier.v1.SubmissionRejected
 	(*ListInboxRequest)(nil),            // 3: kurier.v1.ListInboxRequest
 	(*ListInboxResponse)(nil),           // 4: kurier.v1.ListInboxResponse
-	(*SubscribeRequest)(nil),            // 5: kurier.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),           // 6: kurier.v1.SubscribeResponse
-	(*FetchRequest)(nil),                // 7: kurier.v1.FetchRequest
-	(*FetchResponse)(nil),               // 8: kurier.v1.FetchResponse
-	(*AcknowledgeRequest)(nil),          // 9: kurier.v1.AcknowledgeRequest
-	(*AcknowledgeResponse)(nil),         // 10: kurier.v1.AcknowledgeResponse
-	(*RejectRequest)(nil),               // 11: kurier.v1.RejectRequest
-	(*RejectResponse)(nil),              // 12: kurier.v1.RejectResponse
-	(*GetEvidenceRequest)(nil),          // 13: kurier.v1.GetEvidenceRequest
-	(*GetEvidenceResponse)(nil),         // 14: kurier.v1.GetEvidenceResponse
-	(*ExportMessageRequest)(nil),        // 15: kurier.v1.ExportMessageRequest
-	(*ExportMessageResponse)(nil),       // 16: kurier.v1.ExportMessageResponse
-	(*LogState)(nil),                    // 17: kurier.v1.LogState
-	(*SignedEnvelope)(nil),              // 18: kurier.v1.SignedEnvelope
-	(*Evidence)(nil),                    // 19: kurier.v1.Evidence
-	(*MessageSummary)(nil),              // 20: kurier.v1.MessageSummary
-	(*GetInclusionProofResponse)(nil),   // 21: kurier.v1.GetInclusionProofResponse
-	(*GetConsistencyProofResponse)(nil), // 22: kurier.v1.GetConsistencyProofResponse
+	(*ListSentRequest)(nil),             // 5: kurier.v1.ListSentRequest
+	(*ListSentResponse)(nil),            // 6: kurier.v1.ListSentResponse
+	(*SentMessage)(nil),                 // 7: kurier.v1.SentMessage
+	(*RecipientState)(nil),              // 8: kurier.v1.RecipientState
+	(*SubscribeRequest)(nil),            // 9: kurier.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),           // 10: kurier.v1.SubscribeResponse
+	(*FetchRequest)(nil),                // 11: kurier.v1.FetchRequest
+	(*FetchResponse)(nil),               // 12: kurier.v1.FetchResponse
+	(*AcknowledgeRequest)(nil),          // 13: kurier.v1.AcknowledgeRequest
+	(*AcknowledgeResponse)(nil),         // 14: kurier.v1.AcknowledgeResponse
+	(*RejectRequest)(nil),               // 15: kurier.v1.RejectRequest
+	(*RejectResponse)(nil),              // 16: kurier.v1.RejectResponse
+	(*GetEvidenceRequest)(nil),          // 17: kurier.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),         // 18: kurier.v1.GetEvidenceResponse
+	(*ExportMessageRequest)(nil),        // 19: kurier.v1.ExportMessageRequest
+	(*ExportMessageResponse)(nil),       // 20: kurier.v1.ExportMessageResponse
+	(*LogState)(nil),                    // 21: kurier.v1.LogState
+	(*SignedEnvelope)(nil),              // 22: kurier.v1.SignedEnvelope
+	(*Evidence)(nil),                    // 23: kurier.v1.Evidence
+	(*MessageSummary)(nil),              // 24: kurier.v1.MessageSummary
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*GetInclusionProofResponse)(nil),   // 26: kurier.v1.GetInclusionProofResponse
+	(*GetConsistencyProofResponse)(nil), // 27: kurier.v1.GetConsistencyProofResponse
 }
 var file_kurier_v1_mailbox_proto_depIdxs = []int32{
-	18, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
-	19, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
-	19, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
-	20, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
-	20, // 4: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
-	18, // 5: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	19, // 6: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
-	19, // 7: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
-	19, // 8: kurier.v1.RejectResponse.evidence:type_name -> kurier.v1.Evidence
-	19, // 9: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
-	18, // 10: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
-	19, // 11: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
-	21, // 12: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
-	22, // 13: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
-	17, // 14: kurier.v1.ExportMessageResponse.logs:type_name -> kurier.v1.LogState
-	0,  // 15: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
-	3,  // 16: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
-	5,  // 17: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
-	7,  // 18: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
-	9,  // 19: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
-	11, // 20: kurier.v1.MailboxService.Reject:input_type -> kurier.v1.RejectRequest
-	13, // 21: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
-	15, // 22: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
-	1,  // 23: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
-	4,  // 24: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
-	6,  // 25: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
-	8,  // 26: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
-	10, // 27: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
-	12, // 28: kurier.v1.MailboxService.Reject:output_type -> kurier.v1.RejectResponse
-	14, // 29: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
-	16, // 30: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	22, // 0: kurier.v1.SubmitRequest.envelope:type_name -> kurier.v1.SignedEnvelope
+	23, // 1: kurier.v1.SubmitResponse.evidence:type_name -> kurier.v1.Evidence
+	23, // 2: kurier.v1.SubmissionRejected.evidence:type_name -> kurier.v1.Evidence
+	24, // 3: kurier.v1.ListInboxResponse.messages:type_name -> kurier.v1.MessageSummary
+	7,  // 4: kurier.v1.ListSentResponse.messages:type_name -> kurier.v1.SentMessage
+	25, // 5: kurier.v1.SentMessage.created:type_name -> google.protobuf.Timestamp
+	25, // 6: kurier.v1.SentMessage.received:type_name -> google.protobuf.Timestamp
+	8,  // 7: kurier.v1.SentMessage.recipients:type_name -> kurier.v1.RecipientState
+	25, // 8: kurier.v1.RecipientState.time:type_name -> google.protobuf.Timestamp
+	24, // 9: kurier.v1.SubscribeResponse.message:type_name -> kurier.v1.MessageSummary
+	22, // 10: kurier.v1.FetchResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	23, // 11: kurier.v1.FetchResponse.evidence:type_name -> kurier.v1.Evidence
+	23, // 12: kurier.v1.AcknowledgeResponse.evidence:type_name -> kurier.v1.Evidence
+	23, // 13: kurier.v1.RejectResponse.evidence:type_name -> kurier.v1.Evidence
+	23, // 14: kurier.v1.GetEvidenceResponse.evidence:type_name -> kurier.v1.Evidence
+	22, // 15: kurier.v1.ExportMessageResponse.envelope:type_name -> kurier.v1.SignedEnvelope
+	23, // 16: kurier.v1.ExportMessageResponse.evidence:type_name -> kurier.v1.Evidence
+	26, // 17: kurier.v1.ExportMessageResponse.inclusion_proofs:type_name -> kurier.v1.GetInclusionProofResponse
+	27, // 18: kurier.v1.ExportMessageResponse.consistency_proofs:type_name -> kurier.v1.GetConsistencyProofResponse
+	21, // 19: kurier.v1.ExportMessageResponse.logs:type_name -> kurier.v1.LogState
+	0,  // 20: kurier.v1.MailboxService.Submit:input_type -> kurier.v1.SubmitRequest
+	3,  // 21: kurier.v1.MailboxService.ListInbox:input_type -> kurier.v1.ListInboxRequest
+	5,  // 22: kurier.v1.MailboxService.ListSent:input_type -> kurier.v1.ListSentRequest
+	9,  // 23: kurier.v1.MailboxService.Subscribe:input_type -> kurier.v1.SubscribeRequest
+	11, // 24: kurier.v1.MailboxService.Fetch:input_type -> kurier.v1.FetchRequest
+	13, // 25: kurier.v1.MailboxService.Acknowledge:input_type -> kurier.v1.AcknowledgeRequest
+	15, // 26: kurier.v1.MailboxService.Reject:input_type -> kurier.v1.RejectRequest
+	17, // 27: kurier.v1.MailboxService.GetEvidence:input_type -> kurier.v1.GetEvidenceRequest
+	19, // 28: kurier.v1.MailboxService.ExportMessage:input_type -> kurier.v1.ExportMessageRequest
+	1,  // 29: kurier.v1.MailboxService.Submit:output_type -> kurier.v1.SubmitResponse
+	4,  // 30: kurier.v1.MailboxService.ListInbox:output_type -> kurier.v1.ListInboxResponse
+	6,  // 31: kurier.v1.MailboxService.ListSent:output_type -> kurier.v1.ListSentResponse
+	10, // 32: kurier.v1.MailboxService.Subscribe:output_type -> kurier.v1.SubscribeResponse
+	12, // 33: kurier.v1.MailboxService.Fetch:output_type -> kurier.v1.FetchResponse
+	14, // 34: kurier.v1.MailboxService.Acknowledge:output_type -> kurier.v1.AcknowledgeResponse
+	16, // 35: kurier.v1.MailboxService.Reject:output_type -> kurier.v1.RejectResponse
+	18, // 36: kurier.v1.MailboxService.GetEvidence:output_type -> kurier.v1.GetEvidenceResponse
+	20, // 37: kurier.v1.MailboxService.ExportMessage:output_type -> kurier.v1.ExportMessageResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kurier_v1_mailbox_proto_init() }
@@ -1236,7 +1579,7 @@ func file_kurier_v1_mailbox_proto_init() {
 		(*SubmitRequest_Envelope)(nil),
 		(*SubmitRequest_Chunk)(nil),
 	}
-	file_kurier_v1_mailbox_proto_msgTypes[8].OneofWrappers = []any{
+	file_kurier_v1_mailbox_proto_msgTypes[12].OneofWrappers = []any{
 		(*FetchResponse_Envelope)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_Evidence)(nil),
@@ -1247,7 +1590,7 @@ func file_kurier_v1_mailbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kurier_v1_mailbox_proto_rawDesc), len(file_kurier_v1_mailbox_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	MailboxService_Submit_FullMethodName        = "/kurier.v1.MailboxService/Submit"
 	MailboxService_ListInbox_FullMethodName     = "/kurier.v1.MailboxService/ListInbox"
+	MailboxService_ListSent_FullMethodName      = "/kurier.v1.MailboxService/ListSent"
 	MailboxService_Subscribe_FullMethodName     = "/kurier.v1.MailboxService/Subscribe"
 	MailboxService_Fetch_FullMethodName         = "/kurier.v1.MailboxService/Fetch"
 	MailboxService_Acknowledge_FullMethodName   = "/kurier.v1.MailboxService/Acknowledge"
@@ -45,6 +46,10 @@ type MailboxServiceClient interface {
 	Submit(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubmitRequest, SubmitResponse], error)
 	// ListInbox lists the caller's mailbox, oldest first.
 	ListInbox(ctx context.Context, in *ListInboxRequest, opts ...grpc.CallOption) (*ListInboxResponse, error)
+	// ListSent lists the messages the caller sent through this node (its
+	// outbox), newest first, each with where every recipient's copy stands
+	// by the newest evidence about it that this node holds.
+	ListSent(ctx context.Context, in *ListSentRequest, opts ...grpc.CallOption) (*ListSentResponse, error)
 	// Subscribe streams a notice for every message that arrives in the
 	// caller's mailbox from now on.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
@@ -93,6 +98,16 @@ func (c *mailboxServiceClient) ListInbox(ctx context.Context, in *ListInboxReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListInboxResponse)
 	err := c.cc.Invoke(ctx, MailboxService_ListInbox_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailboxServiceClient) ListSent(ctx context.Context, in *ListSentRequest, opts ...grpc.CallOption) (*ListSentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSentResponse)
+	err := c.cc.Invoke(ctx, MailboxService_ListSent_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +208,10 @@ type MailboxServiceServer interface {
 	Submit(grpc.ClientStreamingServer[SubmitRequest, SubmitResponse]) error
 	// ListInbox lists the caller's mailbox, oldest first.
 	ListInbox(context.Context, *ListInboxRequest) (*ListInboxResponse, error)
+	// ListSent lists the messages the caller sent through this node (its
+	// outbox), newest first, each with where every recipient's copy stands
+	// by the newest evidence about it that this node holds.
+	ListSent(context.Context, *ListSentRequest) (*ListSentResponse, error)
 	// Subscribe streams a notice for every message that arrives in the
 	// caller's mailbox from now on.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
@@ -229,6 +248,9 @@ func (UnimplementedMailboxServiceServer) Submit(grpc.ClientStreamingServer[Submi
 }
 func (UnimplementedMailboxServiceServer) ListInbox(context.Context, *ListInboxRequest) (*ListInboxResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListInbox not implemented")
+}
+func (UnimplementedMailboxServiceServer) ListSent(context.Context, *ListSentRequest) (*ListSentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSent not implemented")
 }
 func (UnimplementedMailboxServiceServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
@@ -290,6 +312,24 @@ func _MailboxService_ListInbox_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MailboxServiceServer).ListInbox(ctx, req.(*ListInboxRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MailboxService_ListSent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailboxServiceServer).ListSent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MailboxService_ListSent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailboxServiceServer).ListSent(ctx, req.(*ListSentRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -398,6 +438,10 @@ var MailboxService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListInbox",
 			Handler:    _MailboxService_ListInbox_Handler,
+		},
+		{
+			MethodName: "ListSent",
+			Handler:    _MailboxService_ListSent_Handler,
 		},
 		{
 			MethodName: "Acknowledge",
