@@ -69,7 +69,12 @@ func TestClient_KeepSealed(t *testing.T) {
 	if got, err := os.ReadFile(decrypted); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("openssl's decryption of %s differs from %s (%v)", client.SealedFile, client.SignedFile, err)
 	}
-	content := run("cms", "-verify", "-inform", "DER", "-in", f.Signed, "-CAfile", filepath.Join(devDir, "ca", "ca.pem"))
+	documents := filepath.Join(t.TempDir(), "documents.tar")
+	run("cms", "-verify", "-inform", "DER", "-in", f.Signed, "-CAfile", filepath.Join(devDir, "ca", "ca.pem"), "-out", documents)
+	content, err := os.ReadFile(documents)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tr := tar.NewReader(bytes.NewReader(content))
 	if f.Envelope.Version != envelope.Version {
 		t.Fatalf("envelope version %d, want %d with document digests", f.Envelope.Version, envelope.Version)

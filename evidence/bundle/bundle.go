@@ -907,7 +907,7 @@ who exported it (the node's index does not list it; the sender's
 signature and the envelope's document digests vouch for it):
 
   content/signed.p7m           the documents as the sender signed them (a tar file inside):
-      openssl cms -verify -inform DER -in content/signed.p7m -CAfile ca.pem -purpose any -binary -out documents.tar
+      openssl cms -verify -inform DER -in content/signed.p7m -CAfile ca.pem -out documents.tar
       tar -xf documents.tar; sha256sum FILE   (compare with "sha256" in envelope.json's "files")
   content/payload.p7m          the payload as delivered, encrypted to the recipient:
       sha256sum content/payload.p7m   (compare with "payload_sha256" in envelope.json)
