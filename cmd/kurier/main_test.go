@@ -382,8 +382,8 @@ func TestRun_SendExpires(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Fetch: %v", err)
 			}
-			if got := f.Envelope.Expires.Sub(f.Envelope.Created); f.Envelope.Version != 2 || got != want {
-				t.Errorf("envelope version %d expires %s after creation, want version 2 and %s", f.Envelope.Version, got, want)
+			if got := f.Envelope.Expires.Sub(f.Envelope.Created); f.Envelope.Version != envelope.Version || got != want {
+				t.Errorf("envelope version %d expires %s after creation, want version %d and %s", f.Envelope.Version, got, envelope.Version, want)
 			}
 		})
 	}

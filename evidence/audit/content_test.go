@@ -255,3 +255,33 @@ func TestVerify_ContentNoDigests(t *testing.T) {
 		t.Errorf("document %+v, want no digest and an indeterminate content check", r.Documents[0])
 	}
 }
+
+// FuzzHostile_Content: whatever content/signed.p7m holds, verification
+// does not panic, and the report passes only for the sender's signed
+// original of the fixture's documents.
+func FuzzHostile_Content(f *testing.F) {
+	f.Add(fx.signed)
+	f.Add(fx.otherSigned)
+	f.Add(fx.signed[:len(fx.signed)/2])
+	f.Add([]byte{0x30, 0x80})
+	orig, err := cms.CheckSignature(fx.signed)
+	if err != nil {
+		f.Fatal(err)
+	}
+	want := orig.Content
+	f.Fuzz(func(t *testing.T, signed []byte) {
+		if len(signed) == 0 {
+			return
+		}
+		b := fresh(t)
+		b.Signed = signed
+		r := audit.Bundle("bundle.zip", b, roots())
+		if !r.OK() {
+			return
+		}
+		v, err := cms.CheckSignature(signed)
+		if err != nil || !bytes.Equal(v.Content, want) {
+			t.Fatalf("the report passed content other than the fixture's signed original (%v):\n%s", err, dump(r))
+		}
+	})
+}
