@@ -101,6 +101,13 @@ func (c *Client) ExportWith(ctx context.Context, id string, o ExportOptions) (*b
 	if err != nil {
 		return nil, nil, fmt.Errorf("export %s: %w", id, err)
 	}
+	if o.Signed != nil {
+		// Only a version 3 envelope binds the documents; older ones
+		// would leave the content forever indeterminate.
+		if env, err := envelope.Parse(b.Envelope); err == nil && env.Version < envelope.Version {
+			return nil, nil, fmt.Errorf("export %s: the message's envelope (version %d) lists no document digests, so no content can be proven to be the message's; export it without content", id, env.Version)
+		}
+	}
 	b.Signed, b.Sealed = o.Signed, o.Sealed
 	opts := audit.Options{Roots: c.id.Roots, Now: c.now}
 	for i, s := range since {
