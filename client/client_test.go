@@ -424,8 +424,8 @@ func TestClient_SealExpiry(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if env.Version != 2 {
-				t.Errorf("version %d, want 2", env.Version)
+			if env.Version != envelope.Version {
+				t.Errorf("version %d, want %d", env.Version, envelope.Version)
 			}
 			if !env.Created.Equal(now) || env.Expires.Sub(env.Created) != tt.want {
 				t.Errorf("created %v, expires %v; want %v and %s later", env.Created, env.Expires, now, tt.want)
@@ -446,7 +446,7 @@ func TestClient_SealExpiry(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Fetch: %v", err)
 		}
-		if f.Envelope.Version != 2 || f.Envelope.Expires.Sub(f.Envelope.Created) != 36*time.Hour {
+		if f.Envelope.Version != envelope.Version || f.Envelope.Expires.Sub(f.Envelope.Created) != 36*time.Hour {
 			t.Errorf("fetched envelope: version %d, created %v, expires %v", f.Envelope.Version, f.Envelope.Created, f.Envelope.Expires)
 		}
 	})

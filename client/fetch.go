@@ -123,7 +123,9 @@ func (e *localError) Unwrap() error { return e.err }
 //   - the content: it decrypts with the caller's encryption key, and the
 //     signature inside is again the sender's, valid now;
 //   - the bundle: only regular files, every name a plain file name, names
-//     and sizes exactly those the envelope lists, in the same order;
+//     and sizes exactly those the envelope lists, in the same order, and
+//     (version 3 envelopes) each document's SHA-256 the one it lists
+//     (ErrDocumentDigest otherwise);
 //   - the node's Retrieval evidence about the caller's copy.
 //
 // A failure to open the content after the node handed it over is an
@@ -551,14 +553,21 @@ func (f *failReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ErrDocumentDigest is wrapped by the *OpenError of Fetch and Check when a
+// document's SHA-256 differs from the one its (version 3) envelope lists:
+// the sender signed other documents than those in the payload.
+var ErrDocumentDigest = errors.New("a document differs from the one the envelope lists")
+
 // untar writes the documents of the tar file read from bundle into the
 // folder into (nowhere for ""), checking every entry against the
 // envelope's manifest: only regular files, plain file names, exactly the
-// manifest's names and sizes in its order, and no more than limit bytes
-// in all. Each file is synced. Errors quote the sender's names bounded.
+// manifest's names and sizes in its order, each document's SHA-256 where
+// the manifest lists one (version 3), and no more than limit bytes in
+// all. Each file is synced. Errors quote the sender's names bounded.
 // What follows the end of the tar file is not read.
 func untar(bundle io.Reader, manifest []envelope.File, into string, limit int64) ([]string, error) {
 	tr := tar.NewReader(bundle)
+	h := sha256.New()
 	names := make([]string, 0, len(manifest))
 	var total int64
 	for i := 0; ; i++ {
@@ -588,17 +597,26 @@ func untar(bundle io.Reader, manifest []envelope.File, into string, limit int64)
 		if hdr.Size < 0 || total > limit {
 			return nil, fmt.Errorf("entry %d (%s) is larger than the bundle", i+1, envelope.Quote(hdr.Name))
 		}
+		h.Reset()
+		src := io.TeeReader(tr, h)
 		if into == "" {
-			if _, err := io.CopyN(io.Discard, tr, hdr.Size); err != nil {
+			if _, err := io.CopyN(io.Discard, src, hdr.Size); err != nil {
 				return nil, fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
 			}
-		} else if err := writeFile(filepath.Join(into, hdr.Name), tr, hdr.Size); err != nil {
+		} else if err := writeFile(filepath.Join(into, hdr.Name), src, hdr.Size); err != nil {
 			err = fmt.Errorf("entry %d (%s): %w", i+1, envelope.Quote(hdr.Name), err)
 			if errors.As(err, new(*localError)) {
 				// Keep the mark outermost, where unpack's caller looks.
 				err = &localError{err}
 			}
 			return nil, err
+		}
+		// Version 3 envelopes list every document's digest; older ones
+		// none, and their documents are bound by the payload's alone.
+		if want := manifest[i].SHA256; want != "" {
+			if got := hex.EncodeToString(h.Sum(nil)); got != want {
+				return nil, fmt.Errorf("%w: entry %d (%s) has SHA-256 %s, the envelope lists %s", ErrDocumentDigest, i+1, envelope.Quote(hdr.Name), got, want)
+			}
 		}
 		names = append(names, hdr.Name)
 	}

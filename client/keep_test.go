@@ -3,6 +3,8 @@ package client_test
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/envelope"
 )
 
 // TestClient_KeepSealed: a fetch that keeps the originals writes, beside
@@ -66,16 +69,33 @@ func TestClient_KeepSealed(t *testing.T) {
 	if got, err := os.ReadFile(decrypted); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("openssl's decryption of %s differs from %s (%v)", client.SealedFile, client.SignedFile, err)
 	}
-	content := run("cms", "-verify", "-inform", "DER", "-in", f.Signed, "-CAfile", filepath.Join(devDir, "ca", "ca.pem"))
+	documents := filepath.Join(t.TempDir(), "documents.tar")
+	run("cms", "-verify", "-inform", "DER", "-in", f.Signed, "-CAfile", filepath.Join(devDir, "ca", "ca.pem"), "-out", documents)
+	content, err := os.ReadFile(documents)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tr := tar.NewReader(bytes.NewReader(content))
-	for _, d := range docs {
+	if f.Envelope.Version != envelope.Version {
+		t.Fatalf("envelope version %d, want %d with document digests", f.Envelope.Version, envelope.Version)
+	}
+	for i, d := range docs {
 		h, err := tr.Next()
 		if err != nil || h.Name != d.Name {
 			t.Fatalf("the signed content's next file: %v, %v; want %s", h, err, d.Name)
 		}
-		if b, _ := io.ReadAll(tr); !bytes.Equal(b, d.Data) {
+		b, _ := io.ReadAll(tr)
+		if !bytes.Equal(b, d.Data) {
 			t.Errorf("%s in the signed original differs from what was sent", d.Name)
 		}
+		// What an archive checks by hand: sha256sum of each file against
+		// the envelope's "files".
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != f.Envelope.Files[i].SHA256 {
+			t.Errorf("%s in the signed original has SHA-256 %x, the envelope lists %s", d.Name, sum, f.Envelope.Files[i].SHA256)
+		}
+	}
+	if _, err := tr.Next(); err != io.EOF {
+		t.Errorf("the signed content holds more than the %d documents: %v", len(docs), err)
 	}
 
 	// A second fetch into the same folder keeps nothing over what is there.

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/broker/daemon"
+	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
@@ -26,8 +28,11 @@ type forgery struct {
 	to                   []string      // default: the court
 	encryptTo            *pki.Identity // default: the court
 	entries              []tarEntry
-	manifest             []envelope.File // default: the entries' names and sizes
-	tamper               func(payload []byte)
+	manifest             []envelope.File // default: the entries' names, sizes and digests
+	// version is the envelope's; default envelope.Version, or
+	// envelope.Version2 for a manifest given without digests.
+	version int
+	tamper  func(payload []byte)
 	// corrupt, unlike tamper, changes the payload before the envelope
 	// names its digest: a payload the node takes, damaged inside.
 	corrupt func(payload []byte)
@@ -80,13 +85,26 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 				t.Fatal(err)
 			}
 		}
-		manifest = append(manifest, envelope.File{Name: strings.TrimPrefix(e.name, "../"), Size: hdr.Size})
+		sum := sha256.Sum256([]byte(e.data)[:hdr.Size])
+		manifest = append(manifest, envelope.File{Name: strings.TrimPrefix(e.name, "../"), Size: hdr.Size, SHA256: hex.EncodeToString(sum[:])})
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
+	version := envelope.Version
 	if f.manifest != nil {
 		manifest = f.manifest
+		if manifest[0].SHA256 == "" {
+			version = envelope.Version2
+		}
+	}
+	if f.version != 0 {
+		version = f.version
+	}
+	if version != envelope.Version {
+		for i := range manifest {
+			manifest[i].SHA256 = ""
+		}
 	}
 	signed, err := cms.Sign(buf.Bytes(), signer(f.docSigner))
 	if err != nil {
@@ -109,7 +127,7 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 	sum := sha256.Sum256(payload)
 	now := time.Now().UTC()
 	env := &envelope.Envelope{
-		Version: envelope.Version, ID: id, From: daemon.DevAgency, To: f.to, Subject: "forged",
+		Version: version, ID: id, From: daemon.DevAgency, To: f.to, Subject: "forged",
 		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
 		Files: manifest,
 	}
@@ -127,6 +145,11 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 	return envBytes, sig, payload
 }
 
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
 func TestClient_Open(t *testing.T) {
 	ct := dial(t, court)
 	abc := []tarEntry{{name: "a.txt", data: "abc"}}
@@ -134,7 +157,15 @@ func TestClient_Open(t *testing.T) {
 		forgery forgery
 		want    string // "" for success
 	}{
-		"genuine": {forgery: forgery{entries: []tarEntry{{name: "a.txt", data: "abc"}, {name: "Anlage ü.pdf", data: "%PDF"}}}},
+		"genuine":                     {forgery: forgery{entries: []tarEntry{{name: "a.txt", data: "abc"}, {name: "Anlage ü.pdf", data: "%PDF"}}}},
+		"genuine, version 2 envelope": {forgery: forgery{version: envelope.Version2, entries: []tarEntry{{name: "a.txt", data: "abc"}}}},
+		"document other than the envelope's digest": {
+			forgery: forgery{entries: abc, manifest: []envelope.File{{Name: "a.txt", Size: 3, SHA256: sha256Hex("abd")}}},
+			want:    `entry 1 ("a.txt") has SHA-256 ` + sha256Hex("abc") + ", the envelope lists " + sha256Hex("abd")},
+		"second document other than the envelope's digest": {
+			forgery: forgery{entries: []tarEntry{{name: "a.txt", data: "abc"}, {name: "b.txt", data: "b"}},
+				manifest: []envelope.File{{Name: "a.txt", Size: 3, SHA256: sha256Hex("abc")}, {Name: "b.txt", Size: 1, SHA256: sha256Hex("c")}}},
+			want: `entry 2 ("b.txt") has SHA-256`},
 		"documents signed by another participant": {
 			forgery: forgery{docSigner: malloryID(t), entries: abc}, want: "document signature: signed by participant mallory@stadt.example"},
 		"envelope signed by another participant": {
@@ -185,6 +216,9 @@ func TestClient_Open(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Open: %v, want an error containing %q", err, tt.want)
+			}
+			if strings.Contains(tt.want, "has SHA-256") && !errors.Is(err, client.ErrDocumentDigest) {
+				t.Errorf("Open: %v, want it to wrap ErrDocumentDigest", err)
 			}
 			if names := dirNames(t, dir); len(names) > 0 {
 				t.Errorf("a refused message left %q in the folder", names)

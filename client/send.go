@@ -144,14 +144,16 @@ func (c *Client) Send(ctx context.Context, m Message, progress func(sent, total 
 
 // seal seals m's documents to certs and signs the envelope. The
 // documents are packed, signed and encrypted in one stream (tar, then
-// SignedData, then EnvelopedData), hashed on the way out, into a spool:
+// SignedData, then EnvelopedData), each document hashed as it is packed
+// and the payload as it goes out, into a spool:
 // memory up to memoryPayload bytes, a temporary file beyond. The envelope,
 // which names the payload's digest and size, can only be signed after
 // that. m has passed validate.
 func (c *Client) seal(m Message, certs []*x509.Certificate) (*Sealed, error) {
 	sp := &spool{max: MaxPayload}
 	h := sha256.New()
-	if err := c.sealDocuments(io.MultiWriter(sp, h), m.Documents, certs); err != nil {
+	sums, err := c.sealDocuments(io.MultiWriter(sp, h), m.Documents, certs)
+	if err != nil {
 		sp.discard()
 		return nil, fmt.Errorf("send: %w", err)
 	}
@@ -160,7 +162,7 @@ func (c *Client) seal(m Message, certs []*x509.Certificate) (*Sealed, error) {
 		return nil, fmt.Errorf("send: %w", err)
 	}
 	s := &Sealed{Payload: payload, file: file}
-	if err := c.signEnvelope(s, m, hex.EncodeToString(h.Sum(nil))); err != nil {
+	if err := c.signEnvelope(s, m, hex.EncodeToString(h.Sum(nil)), sums); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("send: %w", err)
 	}
@@ -168,31 +170,34 @@ func (c *Client) seal(m Message, certs []*x509.Certificate) (*Sealed, error) {
 }
 
 // sealDocuments writes docs to w as the sealed payload: packed as tar,
-// signed by the client's signer, encrypted to certs.
-func (c *Client) sealDocuments(w io.Writer, docs []Document, certs []*x509.Certificate) error {
+// signed by the client's signer, encrypted to certs. It returns each
+// document's SHA-256 (lowercase hex), in order.
+func (c *Client) sealDocuments(w io.Writer, docs []Document, certs []*x509.Certificate) ([]string, error) {
 	ew, err := cms.EncryptWriter(w, certs)
 	if err != nil {
-		return fmt.Errorf("encrypt documents: %w", err)
+		return nil, fmt.Errorf("encrypt documents: %w", err)
 	}
 	sw, err := cms.SignWriter(ew, c.signer)
 	if err != nil {
-		return fmt.Errorf("sign documents: %w", err)
+		return nil, fmt.Errorf("sign documents: %w", err)
 	}
-	if err := writeTar(sw, docs); err != nil {
-		return err
+	sums, err := writeTar(sw, docs)
+	if err != nil {
+		return nil, err
 	}
 	if err := sw.Close(); err != nil {
-		return fmt.Errorf("sign documents: %w", err)
+		return nil, fmt.Errorf("sign documents: %w", err)
 	}
 	if err := ew.Close(); err != nil {
-		return fmt.Errorf("encrypt documents: %w", err)
+		return nil, fmt.Errorf("encrypt documents: %w", err)
 	}
-	return nil
+	return sums, nil
 }
 
 // signEnvelope builds the envelope of m for the payload of s, whose
-// SHA-256 is sum, signs it and fills in s.
-func (c *Client) signEnvelope(s *Sealed, m Message, sum string) error {
+// SHA-256 is sum and whose documents' digests are docSums, signs it and
+// fills in s.
+func (c *Client) signEnvelope(s *Sealed, m Message, sum string, docSums []string) error {
 	id, err := envelope.NewID()
 	if err != nil {
 		return err
@@ -215,8 +220,11 @@ func (c *Client) signEnvelope(s *Sealed, m Message, sum string) error {
 		PayloadSHA256: sum,
 		PayloadSize:   s.PayloadSize(),
 	}
-	for _, d := range m.Documents {
-		env.Files = append(env.Files, envelope.File{Name: d.Name, Size: d.size()})
+	if len(docSums) != len(m.Documents) {
+		return fmt.Errorf("%d document digests for %d documents", len(docSums), len(m.Documents))
+	}
+	for i, d := range m.Documents {
+		env.Files = append(env.Files, envelope.File{Name: d.Name, Size: d.size(), SHA256: docSums[i]})
 	}
 	envBytes, err := env.Marshal()
 	if err != nil {
@@ -336,10 +344,13 @@ var tarTime = time.Unix(0, 0).UTC()
 const copyBuffer = 256 << 10
 
 // writeTar packs docs into w as a POSIX tar file of regular files, in
-// order, reading each Reader once.
-func writeTar(w io.Writer, docs []Document) error {
+// order, reading each Reader once, and returns each document's SHA-256
+// (lowercase hex) of the bytes it packed.
+func writeTar(w io.Writer, docs []Document) ([]string, error) {
 	tw := tar.NewWriter(w)
 	var buf []byte
+	sums := make([]string, 0, len(docs))
+	h := sha256.New()
 	for _, d := range docs {
 		hdr := &tar.Header{
 			Typeflag: tar.TypeReg,
@@ -351,25 +362,28 @@ func writeTar(w io.Writer, docs []Document) error {
 			// it (long or non-ASCII), never GNU for these headers.
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("pack %s: %w", d.Name, err)
+			return nil, fmt.Errorf("pack %s: %w", d.Name, err)
 		}
+		h.Reset()
+		dw := io.MultiWriter(tw, h)
 		if d.Reader == nil {
-			if _, err := tw.Write(d.Data); err != nil {
-				return fmt.Errorf("pack %s: %w", d.Name, err)
+			if _, err := dw.Write(d.Data); err != nil {
+				return nil, fmt.Errorf("pack %s: %w", d.Name, err)
 			}
-			continue
+		} else {
+			if buf == nil {
+				buf = make([]byte, copyBuffer)
+			}
+			if err := copyDocument(dw, d, buf); err != nil {
+				return nil, fmt.Errorf("pack %s: %w", d.Name, err)
+			}
 		}
-		if buf == nil {
-			buf = make([]byte, copyBuffer)
-		}
-		if err := copyDocument(tw, d, buf); err != nil {
-			return fmt.Errorf("pack %s: %w", d.Name, err)
-		}
+		sums = append(sums, hex.EncodeToString(h.Sum(nil)))
 	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("pack: %w", err)
+		return nil, fmt.Errorf("pack: %w", err)
 	}
-	return nil
+	return sums, nil
 }
 
 // copyDocument copies exactly d.Size bytes from d.Reader to w, through buf,

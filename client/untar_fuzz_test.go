@@ -70,7 +70,7 @@ func FuzzHostile_Untar(f *testing.F) {
 	}
 	for _, docs := range seeds {
 		var b bytes.Buffer
-		if err := writeTar(&b, docs); err != nil {
+		if _, err := writeTar(&b, docs); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b.Bytes(), manifestText(docs))

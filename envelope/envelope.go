@@ -8,11 +8,16 @@
 // the JSON that Marshal produces (fixed key order, no extra white space, no
 // unknown or duplicate keys, UTC times). See docs/PROTOCOL.md.
 //
-// Two versions of the format are read. Version 2, which new envelopes use,
-// carries the time by which the message expires;
-// version 1 has no expiry (the node applies its default) and is otherwise
-// the same. Each has exactly one canonical form: a version 1 envelope never
-// has an "expires" key, a version 2 envelope always has one.
+// Three versions of the format are read. Version 3, which new envelopes
+// use, lists each document's SHA-256 beside its name and size, so that the
+// sender's signature over the envelope (and every evidence naming the
+// envelope's digest) binds the documents themselves, not only the sealed
+// payload. Version 2 has no document digests and is otherwise the same;
+// it carries the time by which the message expires. Version 1 has no
+// expiry either (the node applies its default). Each has exactly one
+// canonical form: a version 1 envelope never has an "expires" key, versions
+// 2 and 3 always have one; a version 3 file entry always has a "sha256"
+// key, a version 1 or 2 file entry never.
 package envelope
 
 import (
@@ -32,11 +37,12 @@ import (
 	"kurier.dev/kurier/canonjson"
 )
 
-// Format versions. Version is the one to write new envelopes in; Version1
-// is still read, and written for an Envelope whose Version says so (old
-// senders, tests).
+// Format versions. Version is the one to write new envelopes in; Version2
+// and Version1 are still read, and written for an Envelope whose Version
+// says so (old senders, tests).
 const (
-	Version  = 2
+	Version  = 3
+	Version2 = 2
 	Version1 = 1
 )
 
@@ -57,8 +63,8 @@ const (
 var ErrInvalid = errors.New("invalid envelope")
 
 // Envelope is the routing data of one message. Field order and tags here
-// are the canonical JSON form of the current version; envelopeV1 is the
-// form of version 1.
+// are the canonical JSON form of the current version; envelopeV2 and
+// envelopeV1 are the forms of the older ones.
 type Envelope struct {
 	Version   int       `json:"version"`
 	ID        string    `json:"id"`
@@ -80,7 +86,8 @@ type Envelope struct {
 	PayloadSize   int64  `json:"payload_size"`
 	// Files lists the documents inside the sealed payload, so that nodes can
 	// enforce limits and recipients can check that what they opened is what
-	// was announced. Names and sizes are visible to nodes, like the subject.
+	// was announced. Names, sizes and (version 3) digests are visible to
+	// nodes, like the subject.
 	Files []File `json:"files"`
 }
 
@@ -88,10 +95,38 @@ type Envelope struct {
 type File struct {
 	Name string `json:"name"`
 	Size int64  `json:"size"`
+	// SHA256 is the lowercase hex SHA-256 of the document's bytes:
+	// required from version 3 on, absent (empty) in versions 1 and 2.
+	SHA256 string `json:"sha256"`
 }
 
-// envelopeV1 is the canonical form of version 1: Envelope without expires.
-// It is frozen; new fields go into Envelope under a new version.
+// fileV1 is the canonical form of a file entry in versions 1 and 2: File
+// without sha256. It is frozen.
+type fileV1 struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// envelopeV2 is the canonical form of version 2: Envelope whose files
+// carry no sha256. It is frozen; new fields go into Envelope under a new
+// version.
+type envelopeV2 struct {
+	Version       int       `json:"version"`
+	ID            string    `json:"id"`
+	From          string    `json:"from"`
+	To            []string  `json:"to"`
+	Subject       string    `json:"subject"`
+	Type          string    `json:"type"`
+	Reference     string    `json:"reference"`
+	Created       time.Time `json:"created"`
+	Expires       time.Time `json:"expires"`
+	PayloadSHA256 string    `json:"payload_sha256"`
+	PayloadSize   int64     `json:"payload_size"`
+	Files         []fileV1  `json:"files"`
+}
+
+// envelopeV1 is the canonical form of version 1: version 2 without
+// expires. It is frozen.
 type envelopeV1 struct {
 	Version       int       `json:"version"`
 	ID            string    `json:"id"`
@@ -103,7 +138,7 @@ type envelopeV1 struct {
 	Created       time.Time `json:"created"`
 	PayloadSHA256 string    `json:"payload_sha256"`
 	PayloadSize   int64     `json:"payload_size"`
-	Files         []File    `json:"files"`
+	Files         []fileV1  `json:"files"`
 }
 
 // NewID returns a fresh message id: a UUIDv7, so ids sort by creation time.
@@ -125,11 +160,18 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	c.Created = c.Created.UTC()
 	c.Expires = c.Expires.UTC()
 	var v any = &c
-	if c.Version == Version1 {
+	switch c.Version {
+	case Version2:
+		v = &envelopeV2{
+			Version: c.Version, ID: c.ID, From: c.From, To: c.To,
+			Subject: c.Subject, Type: c.Type, Reference: c.Reference, Created: c.Created, Expires: c.Expires,
+			PayloadSHA256: c.PayloadSHA256, PayloadSize: c.PayloadSize, Files: filesV1(c.Files),
+		}
+	case Version1:
 		v = &envelopeV1{
 			Version: c.Version, ID: c.ID, From: c.From, To: c.To,
 			Subject: c.Subject, Type: c.Type, Reference: c.Reference, Created: c.Created,
-			PayloadSHA256: c.PayloadSHA256, PayloadSize: c.PayloadSize, Files: c.Files,
+			PayloadSHA256: c.PayloadSHA256, PayloadSize: c.PayloadSize, Files: filesV1(c.Files),
 		}
 	}
 	b, err := canonjson.Marshal(v)
@@ -139,10 +181,21 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	return b, nil
 }
 
-// Parse decodes and validates envelope bytes of either version. It accepts
+// filesV1 returns files in the form of versions 1 and 2, which Validate
+// has checked carry no digest.
+func filesV1(files []File) []fileV1 {
+	out := make([]fileV1, len(files))
+	for i, f := range files {
+		out[i] = fileV1{Name: f.Name, Size: f.Size}
+	}
+	return out
+}
+
+// Parse decodes and validates envelope bytes of any version. It accepts
 // only the canonical form, so that the bytes a signature covers have
-// exactly one reading: a version 1 envelope with an expires key, or a
-// version 2 envelope without one, is refused.
+// exactly one reading: a version 1 envelope with an expires key, a
+// version 2 or 3 envelope without one, a version 3 file entry without a
+// sha256 key or a version 1 or 2 entry with one is refused.
 //
 // Security: nodes, recipients and auditors read signed envelopes only
 // through Parse.
@@ -174,13 +227,13 @@ func Digest(b []byte) string {
 // Validate checks every field against the format's rules.
 func (e *Envelope) Validate() error {
 	switch e.Version {
-	case Version:
+	case Version, Version2:
 	case Version1:
 		if !e.Expires.IsZero() {
 			return fmt.Errorf("%w: a version %d envelope has no expires; write version %d to set one", ErrInvalid, Version1, Version)
 		}
 	default:
-		return fmt.Errorf("%w: version %d, want %d (or %d)", ErrInvalid, e.Version, Version, Version1)
+		return fmt.Errorf("%w: version %d, want %d (or %d or %d)", ErrInvalid, e.Version, Version, Version2, Version1)
 	}
 	if err := CheckID(e.ID); err != nil {
 		return err
@@ -228,11 +281,8 @@ func (e *Envelope) Validate() error {
 				e.Expires.UTC().Format(time.RFC3339Nano), e.Created.UTC().Format(time.RFC3339Nano))
 		}
 	}
-	if len(e.PayloadSHA256) != 64 || strings.ToLower(e.PayloadSHA256) != e.PayloadSHA256 {
+	if !IsDigest(e.PayloadSHA256) {
 		return fmt.Errorf("%w: payload_sha256 must be 64 lowercase hex digits", ErrInvalid)
-	}
-	if _, err := hex.DecodeString(e.PayloadSHA256); err != nil {
-		return fmt.Errorf("%w: payload_sha256: %v", ErrInvalid, err)
 	}
 	if e.PayloadSize <= 0 {
 		return fmt.Errorf("%w: payload_size must be positive", ErrInvalid)
@@ -255,8 +305,28 @@ func (e *Envelope) Validate() error {
 		if f.Size < 0 {
 			return fmt.Errorf("%w: file %q has a negative size", ErrInvalid, f.Name)
 		}
+		switch {
+		case e.Version < Version && f.SHA256 != "":
+			return fmt.Errorf("%w: file %s has a sha256, which a version %d envelope does not carry; write version %d", ErrInvalid, Quote(f.Name), e.Version, Version)
+		case e.Version >= Version && !IsDigest(f.SHA256):
+			return fmt.Errorf("%w: file %s: sha256 must be 64 lowercase hex digits", ErrInvalid, Quote(f.Name))
+		}
 	}
 	return nil
+}
+
+// IsDigest reports whether s is a SHA-256 as the envelope writes one: 64
+// lowercase hex digits.
+func IsDigest(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckID checks that id is a message id in canonical form: a lowercase

@@ -25,15 +25,30 @@ func valid(t testing.TB) *Envelope {
 		Created:       time.Date(2026, 11, 23, 10, 15, 2, 123456789, time.FixedZone("CET", 3600)),
 		Expires:       time.Date(2026, 11, 30, 10, 15, 2, 123456789, time.FixedZone("CET", 3600)),
 		PayloadSHA256: strings.Repeat("ab", 32), PayloadSize: 42,
-		Files: []File{{Name: "klage.pdf", Size: 10}, {Name: "Anlage K1 (Vertrag).pdf", Size: 20}},
+		Files: []File{
+			{Name: "klage.pdf", Size: 10, SHA256: strings.Repeat("01", 32)},
+			{Name: "Anlage K1 (Vertrag).pdf", Size: 20, SHA256: strings.Repeat("c2", 32)},
+		},
 	}
+}
+
+// validV2 returns a valid version 2 envelope, as senders wrote them before
+// version 3: no document digests.
+func validV2(t testing.TB) *Envelope {
+	t.Helper()
+	e := valid(t)
+	e.Version = Version2
+	for i := range e.Files {
+		e.Files[i].SHA256 = ""
+	}
+	return e
 }
 
 // validV1 returns a valid version 1 envelope, as senders wrote them before
 // version 2.
 func validV1(t testing.TB) *Envelope {
 	t.Helper()
-	e := valid(t)
+	e := validV2(t)
 	e.Version, e.Expires = Version1, time.Time{}
 	return e
 }
@@ -44,16 +59,26 @@ func TestEnvelope_RoundTrip(t *testing.T) {
 		wantContain []string
 		wantAbsent  string
 	}{
-		"version 2": {
+		"version 3": {
 			env: valid,
+			wantContain: []string{
+				`{"version":3,`,
+				`"created":"2026-11-23T09:15:02.123456789Z","expires":"2026-11-30T09:15:02.123456789Z","payload_sha256":`,
+				`"files":[{"name":"klage.pdf","size":10,"sha256":"` + strings.Repeat("01", 32) + `"},`,
+			},
+		},
+		"version 2": {
+			env: validV2,
 			wantContain: []string{
 				`{"version":2,`,
 				`"created":"2026-11-23T09:15:02.123456789Z","expires":"2026-11-30T09:15:02.123456789Z","payload_sha256":`,
+				`"files":[{"name":"klage.pdf","size":10},`,
 			},
+			wantAbsent: `"sha256":`,
 		},
 		"version 1": {
 			env:         validV1,
-			wantContain: []string{`{"version":1,`, `"created":"2026-11-23T09:15:02.123456789Z","payload_sha256":`},
+			wantContain: []string{`{"version":1,`, `"created":"2026-11-23T09:15:02.123456789Z","payload_sha256":`, `"files":[{"name":"klage.pdf","size":10},`},
 			wantAbsent:  `"expires"`,
 		},
 	}
@@ -81,6 +106,9 @@ func TestEnvelope_RoundTrip(t *testing.T) {
 			}
 			if got.Version != e.Version || !got.Created.Equal(e.Created) || !got.Expires.Equal(e.Expires) {
 				t.Errorf("parsed version %d, created %v, expires %v; want %d, %v, %v", got.Version, got.Created, got.Expires, e.Version, e.Created, e.Expires)
+			}
+			if !slices.Equal(got.Files, e.Files) {
+				t.Errorf("parsed files %v, want %v", got.Files, e.Files)
 			}
 			again, err := got.Marshal()
 			if err != nil || !bytes.Equal(again, b) {
@@ -113,9 +141,30 @@ func TestParse_Version1(t *testing.T) {
 	}
 }
 
-// TestEnvelopeV1_Fields checks that the version 1 form is the current one
+// TestParse_Version2 pins the version 2 form byte for byte: envelopes
+// signed before version 3 must still parse and marshal to the same bytes.
+func TestParse_Version2(t *testing.T) {
+	const v2 = `{"version":2,"id":"019a0000-0000-7000-8000-000000000000","from":"poststelle@stadt.example",` +
+		`"to":["eingang@amtsgericht.example"],"subject":"Klage","type":"Schriftsatz","reference":"4 C 12/26",` +
+		`"created":"2026-11-23T09:15:02.123456789Z","expires":"2026-11-30T09:15:02Z","payload_sha256":"` + "abababababababababababababababababababababababababababababababab" + `",` +
+		`"payload_size":42,"files":[{"name":"klage.pdf","size":10},{"name":"leer.txt","size":0}]}`
+	e, err := Parse([]byte(v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Version != Version2 || e.Expires.IsZero() || e.Files[0].SHA256 != "" {
+		t.Errorf("version %d, expires %v, first file %+v; want 2, an expiry and no digest", e.Version, e.Expires, e.Files[0])
+	}
+	b, err := e.Marshal()
+	if err != nil || string(b) != v2 {
+		t.Fatalf("re-marshal of a version 2 envelope:\n%s\nwant\n%s (%v)", b, v2, err)
+	}
+}
+
+// TestEnvelopeOld_Fields checks that the version 2 form is the current one
+// with file entries without sha256, and the version 1 form version 2
 // without expires, key for key and in order.
-func TestEnvelopeV1_Fields(t *testing.T) {
+func TestEnvelopeOld_Fields(t *testing.T) {
 	keys := func(typ reflect.Type) []string {
 		var ks []string
 		for i := range typ.NumField() {
@@ -123,18 +172,30 @@ func TestEnvelopeV1_Fields(t *testing.T) {
 		}
 		return ks
 	}
-	want := slices.DeleteFunc(keys(reflect.TypeFor[Envelope]()), func(k string) bool { return strings.HasPrefix(k, "expires ") })
+	oldFiles := func(k string) string {
+		return strings.Replace(k, "[]envelope.File", "[]envelope.fileV1", 1)
+	}
+	v3 := keys(reflect.TypeFor[Envelope]())
+	want := make([]string, len(v3))
+	for i, k := range v3 {
+		want[i] = oldFiles(k)
+	}
+	if got := keys(reflect.TypeFor[envelopeV2]()); !slices.Equal(got, want) {
+		t.Errorf("envelopeV2 fields %q, want %q", got, want)
+	}
+	want = slices.DeleteFunc(want, func(k string) bool { return strings.HasPrefix(k, "expires ") })
 	if got := keys(reflect.TypeFor[envelopeV1]()); !slices.Equal(got, want) {
 		t.Errorf("envelopeV1 fields %q, want %q", got, want)
+	}
+	wantFile := slices.DeleteFunc(keys(reflect.TypeFor[File]()), func(k string) bool { return strings.HasPrefix(k, "sha256 ") })
+	if got := keys(reflect.TypeFor[fileV1]()); !slices.Equal(got, wantFile) {
+		t.Errorf("fileV1 fields %q, want %q", got, wantFile)
 	}
 }
 
 func TestParse_NonCanonical(t *testing.T) {
-	for _, version := range []int{Version1, Version} {
-		mk := valid
-		if version == Version1 {
-			mk = validV1
-		}
+	for _, version := range []int{Version1, Version2, Version} {
+		mk := map[int]func(testing.TB) *Envelope{Version1: validV1, Version2: validV2, Version: valid}[version]
 		b, err := mk(t).Marshal()
 		if err != nil {
 			t.Fatal(err)
@@ -152,20 +213,41 @@ func TestParse_NonCanonical(t *testing.T) {
 			"reordered keys": append(bytes.Replace(b[:len(b)-1], head, []byte(`{`), 1),
 				`,"version":`+strconv.Itoa(version)+`}`...),
 		}
-		switch version {
-		case Version1:
+		if version == Version1 {
 			withExpires := func(v string) []byte {
 				return bytes.Replace(b, []byte(`Z","payload_sha256"`), []byte(`Z","expires":`+v+`,"payload_sha256"`), 1)
 			}
 			cases["version 1 with expires"] = withExpires(`"2026-11-30T09:15:02Z"`)
 			cases["version 1 with zero expires"] = withExpires(`"0001-01-01T00:00:00Z"`)
 			cases["version 1 with null expires"] = withExpires(`null`)
-		case Version:
+		}
+		if version == Version1 || version == Version2 {
+			withDigest := func(v string) []byte {
+				return bytes.Replace(b, []byte(`"size":10}`), []byte(`"size":10,"sha256":`+v+`}`), 1)
+			}
+			cases["with a file digest"] = withDigest(`"` + strings.Repeat("01", 32) + `"`)
+			cases["with an empty file digest"] = withDigest(`""`)
+		}
+		if version == Version {
+			digest := []byte(`,"sha256":"` + strings.Repeat("01", 32) + `"`)
+			replace := func(with string) []byte { return bytes.Replace(b, digest, []byte(with), 1) }
+			cases["without a file digest"] = replace(``)
+			cases["with an empty file digest"] = replace(`,"sha256":""`)
+			cases["with a null file digest"] = replace(`,"sha256":null`)
+			cases["file digest in upper case"] = replace(`,"sha256":"` + strings.Repeat("0A", 32) + `"`)
+			cases["file digest too short"] = replace(`,"sha256":"` + strings.Repeat("01", 31) + `"`)
+			cases["file digest too long"] = replace(`,"sha256":"` + strings.Repeat("01", 33) + `"`)
+			cases["file digest not hex"] = replace(`,"sha256":"` + strings.Repeat("0g", 32) + `"`)
+			cases["file digest as a number"] = replace(`,"sha256":1`)
+			cases["file digest before size"] = bytes.Replace(b, []byte(`"size":10,"sha256":"`+strings.Repeat("01", 32)+`"`),
+				[]byte(`"sha256":"`+strings.Repeat("01", 32)+`","size":10`), 1)
+		}
+		if version != Version1 {
 			expires := []byte(`"expires":"2026-11-30T09:15:02.123456789Z"`)
 			replace := func(with string) []byte { return bytes.Replace(b, expires, []byte(with), 1) }
-			cases["version 2 without expires"] = bytes.Replace(b, append(slices.Clip(expires), ','), nil, 1)
-			cases["version 2 with null expires"] = replace(`"expires":null`)
-			cases["version 2 with zero expires"] = replace(`"expires":"0001-01-01T00:00:00Z"`)
+			cases["without expires"] = bytes.Replace(b, append(slices.Clip(expires), ','), nil, 1)
+			cases["with null expires"] = replace(`"expires":null`)
+			cases["with zero expires"] = replace(`"expires":"0001-01-01T00:00:00Z"`)
 			cases["expires not in UTC"] = replace(`"expires":"2026-11-30T10:15:02.123456789+01:00"`)
 			cases["expires with trailing zeros"] = replace(`"expires":"2026-11-30T09:15:02.123456789000Z"`)
 			cases["expires equals created"] = replace(`"expires":"2026-11-23T09:15:02.123456789Z"`)
@@ -191,13 +273,19 @@ func TestEnvelope_Validate(t *testing.T) {
 	many := func(n int) []File {
 		fs := make([]File, n)
 		for i := range fs {
-			fs[i] = File{Name: strings.Repeat("x", 1+i%200) + "-" + string(rune('a'+i%26)) + "-" + itoa(i), Size: 1}
+			fs[i] = File{Name: strings.Repeat("x", 1+i%200) + "-" + string(rune('a'+i%26)) + "-" + itoa(i), Size: 1, SHA256: strings.Repeat("0", 64)}
 		}
 		return fs
 	}
 	cases := map[string]func(e *Envelope){
 		"version 0":           func(e *Envelope) { e.Version = 0 },
-		"version 3":           func(e *Envelope) { e.Version = 3 },
+		"version 4":           func(e *Envelope) { e.Version = 4 },
+		"no file digest":      func(e *Envelope) { e.Files[1].SHA256 = "" },
+		"file digest upper":   func(e *Envelope) { e.Files[0].SHA256 = strings.Repeat("AB", 32) },
+		"file digest short":   func(e *Envelope) { e.Files[0].SHA256 = "ab" },
+		"file digest not hex": func(e *Envelope) { e.Files[0].SHA256 = strings.Repeat("x", 64) },
+		"version 2 digest":    func(e *Envelope) { e.Version = Version2 },
+		"version 1 digest":    func(e *Envelope) { e.Version, e.Expires = Version1, time.Time{} },
 		"no expires":          func(e *Envelope) { e.Expires = time.Time{} },
 		"expires at created":  func(e *Envelope) { e.Expires = e.Created.UTC() },
 		"expires before":      func(e *Envelope) { e.Expires = e.Created.Add(-time.Nanosecond) },
@@ -243,6 +331,11 @@ func TestEnvelope_Validate(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("version 2 without file digests is fine", func(t *testing.T) {
+		if err := validV2(t).Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("expires a nanosecond after created is fine", func(t *testing.T) {
 		e := valid(t)
 		e.Expires = e.Created.Add(time.Nanosecond)
@@ -266,10 +359,13 @@ func FuzzParse(f *testing.F) {
 	e := &Envelope{
 		Version: Version, ID: "019a0000-0000-7000-8000-000000000000", From: "a@b.example", To: []string{"c@d.example"},
 		Subject: "s", Created: time.Unix(0, 0), Expires: time.Unix(86400, 0), PayloadSHA256: strings.Repeat("0", 64), PayloadSize: 1,
-		Files: []File{{Name: "f", Size: 1}},
+		Files: []File{{Name: "f", Size: 1, SHA256: strings.Repeat("1", 64)}},
 	}
-	for _, v := range []int{Version, Version1} {
+	for _, v := range []int{Version, Version2, Version1} {
 		e.Version = v
+		if v != Version {
+			e.Files[0].SHA256 = ""
+		}
 		if v == Version1 {
 			e.Expires = time.Time{}
 		}
@@ -290,14 +386,23 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted bytes that do not re-marshal identically: %q", in)
 		}
 		hasKey := bytes.Contains(in, []byte(`"expires":`))
+		digests := bytes.Count(in, []byte(`,"sha256":"`))
 		switch e.Version {
 		case Version1:
-			if !e.Expires.IsZero() {
-				t.Fatalf("accepted a version 1 envelope with an expiry: %q", in)
+			if !e.Expires.IsZero() || digests > 0 {
+				t.Fatalf("accepted a version 1 envelope with an expiry or a file digest: %q", in)
 			}
-		case Version:
+		case Version2, Version:
 			if !hasKey || !e.Expires.After(e.Created) {
-				t.Fatalf("accepted a version 2 envelope without an expiry after its creation: %q", in)
+				t.Fatalf("accepted a version %d envelope without an expiry after its creation: %q", e.Version, in)
+			}
+			if e.Version == Version2 && digests > 0 {
+				t.Fatalf("accepted a version 2 envelope with a file digest: %q", in)
+			}
+			for _, f := range e.Files {
+				if e.Version == Version && !IsDigest(f.SHA256) {
+					t.Fatalf("accepted a version 3 file entry without a digest: %q", in)
+				}
 			}
 		default:
 			t.Fatalf("accepted version %d: %q", e.Version, in)

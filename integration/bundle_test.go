@@ -57,7 +57,7 @@ func TestOneNode_ExportVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := sent.ID
-	if _, err := n.run(ctx, court, "fetch", id, "-o", filepath.Join(dir, "eingang")); err != nil {
+	if _, err := n.run(ctx, court, "fetch", id, "-o", filepath.Join(dir, "eingang"), "--per-message", "--keep-sealed"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.run(ctx, court, "ack", id); err != nil {
@@ -75,6 +75,12 @@ func TestOneNode_ExportVerify(t *testing.T) {
 	}
 	if exported.Evidence != 4 || exported.File != bundlePath {
 		t.Fatalf("export printed %+v, want 4 evidence in %s", exported, bundlePath)
+	}
+	// The court's archive: its bundle with what was delivered, as fetch
+	// kept it.
+	contentPath := filepath.Join(dir, "export", "bundle-content.zip")
+	if _, err := n.run(ctx, court, "export", id, "-o", contentPath, "--with-content", filepath.Join(dir, "eingang", id)); err != nil {
+		t.Fatal(err)
 	}
 	n.stop() // verification is offline
 
@@ -149,6 +155,13 @@ func TestOneNode_ExportVerify(t *testing.T) {
 	stdout, _, code = offline(ctx, t, fresh, "verify", "tampered.zip", "--ca", "ca.pem", "--json")
 	if err := json.Unmarshal([]byte(stdout), &reports); code != 1 || err != nil || len(reports) != 1 || reports[0].Verdict != "failed" {
 		t.Errorf("verify --json of a tampered bundle exited %d (%v), want 1 and one report with the verdict failed:\n%s", code, err, stdout)
+	}
+
+	// The bundle with content proves the document too.
+	copyFile(t, contentPath, filepath.Join(fresh, "bundle-content.zip"))
+	stdout, stderr, code = offline(ctx, t, fresh, "verify", "bundle-content.zip", "--ca", "ca.pem")
+	if code != 0 || !strings.Contains(stdout, "ok   document content/signed.p7m: schriftsatz.txt") || !strings.Contains(stdout, "ok   sealed payload content/payload.p7m") {
+		t.Errorf("verify of the bundle with content exited %d: %s\n%s", code, stderr, stdout)
 	}
 
 	// A single evidence file from the bundle, with the bundle's CRL.

@@ -279,7 +279,7 @@ func signedEnvelope(t *testing.T, id *pki.Identity, from, to string) ([]byte, []
 	env := &envelope.Envelope{
 		Version: envelope.Version, ID: mid, From: from, To: []string{to}, Subject: "Test",
 		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: strings.Repeat("ab", 32), PayloadSize: 10,
-		Files: []envelope.File{{Name: "a.txt", Size: 1}},
+		Files: []envelope.File{{Name: "a.txt", Size: 1, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 	}
 	b, err := env.Marshal()
 	if err != nil {

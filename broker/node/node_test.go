@@ -107,7 +107,7 @@ func newMessage(t testing.TB, from *pki.Identity, fromAddr string, to ...string)
 		Created:       time.Now().UTC(),
 		Expires:       time.Now().UTC().Add(7 * 24 * time.Hour),
 		PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
-		Files: []envelope.File{{Name: "klage.pdf", Size: 100}},
+		Files: []envelope.File{{Name: "klage.pdf", Size: 100, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 	}
 	return signMessage(t, from, env, payload)
 }
@@ -232,6 +232,41 @@ func TestNode_Submit(t *testing.T) {
 // Lookup says so as broker.ErrUnavailable (try again), not as the
 // certificate's fault (broker.ErrState, "its holder needs a new one"),
 // and names no file of the node; the log has the details.
+// TestNode_EnvelopeVersions accepts envelopes of every format version a
+// sender may still write (version 3 with document digests, version 2
+// without, version 1 without expiry) and hands each recipient exactly the
+// bytes the sender signed.
+func TestNode_EnvelopeVersions(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, node.Limits{})
+	for _, version := range []int{envelope.Version, envelope.Version2, envelope.Version1} {
+		t.Run(fmt.Sprintf("version %d", version), func(t *testing.T) {
+			m := newMessage(t, fx.IDs[agency], agency, court)
+			env := *m.env
+			env.Version = version
+			env.Files = []envelope.File{{Name: "klage.pdf", Size: 100}}
+			if version == envelope.Version {
+				env.Files[0].SHA256 = m.env.Files[0].SHA256
+			}
+			if version == envelope.Version1 {
+				env.Expires = time.Time{}
+			}
+			m = signMessage(t, fx.IDs[agency], &env, m.payload)
+			if _, err := h.submit(agency, m); err != nil {
+				t.Fatalf("submit: %v", err)
+			}
+			stored, _, r, err := h.node.Fetch(ctx, participant(court), env.ID)
+			if err != nil {
+				t.Fatalf("fetch: %v", err)
+			}
+			r.Close()
+			if !bytes.Equal(stored.Envelope, m.bytes) || stored.Header.Version != version {
+				t.Errorf("fetched envelope version %d, %d bytes; want version %d, the %d bytes signed", stored.Header.Version, len(stored.Envelope), version, len(m.bytes))
+			}
+		})
+	}
+}
+
 func TestFault_UnreadableCRL(t *testing.T) {
 	for name, corrupt := range map[string]func(path string) error{
 		"malformed": func(path string) error { return os.WriteFile(path, []byte("not a CRL"), 0o600) },

@@ -35,7 +35,7 @@ func TestRelayOf_Batches(t *testing.T) {
 	sum := sha256.Sum256(payload)
 	env := &envelope.Envelope{Version: envelope.Version, ID: id, From: "poststelle@stadt.example", Subject: "Rundschreiben",
 		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
-		Files: []envelope.File{{Name: "a.pdf", Size: 1}}}
+		Files: []envelope.File{{Name: "a.pdf", Size: 1, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}}
 	const n = maxRelayBatch + 20
 	var copies []broker.Copy
 	var evs []broker.Evidence

@@ -243,7 +243,7 @@ func (f *federation) submit(t testing.TB, expires time.Duration, to ...string) (
 	env := &envelope.Envelope{
 		Version: envelope.Version, ID: id, From: pkitest.Agency, To: to, Subject: "Berufung",
 		Created: now, Expires: now.Add(expires), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
-		Files: []envelope.File{{Name: "berufung.pdf", Size: 100}},
+		Files: []envelope.File{{Name: "berufung.pdf", Size: 100, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 	}
 	b, err := env.Marshal()
 	if err != nil {
@@ -1092,7 +1092,7 @@ func TestWorker_IDTakenAtCourt(t *testing.T) {
 	now := f.clock.Now().UTC()
 	env := &envelope.Envelope{Version: envelope.Version, ID: id, From: pkitest.Other, To: []string{judge}, Subject: "Andere Sache",
 		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
-		Files: []envelope.File{{Name: "x.pdf", Size: 1}}}
+		Files: []envelope.File{{Name: "x.pdf", Size: 1, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}}
 	b, err := env.Marshal()
 	if err != nil {
 		t.Fatal(err)

@@ -404,7 +404,7 @@ func signedSubmit(t *testing.T, from string, id *pki.Identity, to string, size i
 	env := &envelope.Envelope{
 		Version: envelope.Version, ID: mid, From: from, To: []string{to}, Subject: "Test",
 		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(size),
-		Files: []envelope.File{{Name: "a.txt", Size: 1}},
+		Files: []envelope.File{{Name: "a.txt", Size: 1, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 	}
 	b, err := env.Marshal()
 	if err != nil {

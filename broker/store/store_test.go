@@ -113,7 +113,7 @@ func buildFixture(t testing.TB, blob broker.Blob, received time.Time, to ...stri
 		Expires:       received.Add(7 * 24 * time.Hour),
 		PayloadSHA256: hex.EncodeToString(blob.SHA256[:]),
 		PayloadSize:   blob.Size,
-		Files:         []envelope.File{{Name: "bescheid.pdf", Size: 900}},
+		Files:         []envelope.File{{Name: "bescheid.pdf", Size: 900, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 	}
 	raw, err := env.Marshal()
 	if err != nil {

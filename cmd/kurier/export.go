@@ -31,6 +31,11 @@ type exportJSON struct {
 	// OtherLogs are the origins of the other nodes' logs that hold some
 	// of the evidence (a relayed message's).
 	OtherLogs []string `json:"other_logs,omitempty"`
+	// Content lists the content files the bundle carries
+	// (content/signed.p7m, content/payload.p7m), and Documents how many
+	// documents of them were checked against the envelope.
+	Content   []string `json:"content,omitempty"`
+	Documents int      `json:"documents_checked,omitempty"`
 	Checks    int      `json:"checks"`
 }
 
@@ -38,11 +43,16 @@ func (e *env) export(args []string) error {
 	c := newCommand("export", e.stderr)
 	mf := c.mailboxFlags()
 	out := c.String("o", "", "write the bundle (a zip file) here; default ID.zip")
-	var since fileList
+	var since, docs fileList
 	c.Var(&since, "since", "an older checkpoint (or bundle) of the node's log to prove consistency with; repeatable")
+	content := c.String("with-content", "", "add the message's content: the kept "+client.SignedFile+" (fetch --keep-sealed), or the folder holding it (and "+client.SealedFile+", added too if there)")
+	c.Var(&docs, "with-document", "as the sender, add the content by signing the message's documents again: each document FILE in the message's order; repeatable")
 	id, err := c.parseID(args)
 	if err != nil {
 		return err
+	}
+	if *content != "" && len(docs) > 0 {
+		return errors.New("export: give either --with-content (the kept original) or --with-document (the documents, signed again), not both")
 	}
 	if *out == "" {
 		*out = id + ".zip"
@@ -59,13 +69,28 @@ func (e *env) export(args []string) error {
 		}
 		older = append(older, cp)
 	}
+	o := client.ExportOptions{Since: older}
+	if *content != "" {
+		if o.Signed, o.Sealed, err = client.LoadContent(*content); err != nil {
+			return fmt.Errorf("export: --with-content: %w", err)
+		}
+	}
 	cl, err := e.dial(mf)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	b, r, err := cl.Export(e.ctx, id, older...)
+	if len(docs) > 0 {
+		if o.Signed, err = signDocuments(cl, docs); err != nil {
+			return fmt.Errorf("export: --with-document: %w", err)
+		}
+	}
+	b, r, err := cl.ExportWith(e.ctx, id, o)
 	if err != nil {
+		if errors.Is(err, client.ErrContentNotOfMessage) {
+			printChecks(e.stderr, r)
+			return fmt.Errorf("export %s: the content given is not this message's (see the checks marked FAIL above); nothing written", id)
+		}
 		if errors.Is(err, client.ErrBundleUnverified) {
 			printChecks(e.stderr, r)
 			return fmt.Errorf("export %s: the bundle does not verify (see the checks marked FAIL above); nothing written", id)
@@ -87,6 +112,18 @@ func (e *env) export(args []string) error {
 	for _, l := range r.OtherLogs {
 		j.OtherLogs = append(j.OtherLogs, l.Origin)
 		others += fmt.Sprintf(", %s at %d", l.Origin, l.TreeSize)
+	}
+	if b.Signed != nil {
+		j.Content = append(j.Content, bundle.FileContentSigned)
+		if b.Sealed != nil {
+			j.Content = append(j.Content, bundle.FileContentSealed)
+		}
+		for _, d := range r.Documents {
+			if d.Content == audit.Pass {
+				j.Documents++
+			}
+		}
+		others += fmt.Sprintf(", with the content (%d documents checked against the envelope)", j.Documents)
 	}
 	if c.json {
 		return e.printJSON(j)
@@ -137,10 +174,32 @@ func (e *env) checkpoint(args []string) error {
 	return nil
 }
 
+// signDocuments signs the documents in files again as the sender's
+// original (client.SignOriginal), under their base names.
+func signDocuments(cl *client.Client, files []string) ([]byte, error) {
+	var docs []client.Document
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		defer fh.Close()
+		fi, err := fh.Stat()
+		if err != nil {
+			return nil, err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s is not a regular file", f)
+		}
+		docs = append(docs, client.Document{Name: filepath.Base(f), Reader: fh, Size: fi.Size()})
+	}
+	return cl.SignOriginal(docs)
+}
+
 // readCheckpoint reads a signed checkpoint from a file that holds one, or
 // takes the checkpoint of a bundle.
 func readCheckpoint(path string) ([]byte, error) {
-	data, err := readBounded(path, bundle.MaxSize)
+	data, err := readBounded(path, bundle.MaxSizeWithContent)
 	if err != nil {
 		return nil, err
 	}

@@ -54,10 +54,13 @@ var helps = map[string]commandHelp{
 		"List the evidence of message ID, per recipient; with -o write each as NN-Type.p7m, which openssl\n" +
 			"cms -verify checks.",
 		"kurier evidence 01a2…-…-… -o nachweise/"},
-	"export": {"kurier export ID [-o FILE] [--since CHECKPOINT…]",
+	"export": {"kurier export ID [-o FILE] [--since CHECKPOINT…] [--with-content signed.p7m|DIR | --with-document FILE…]",
 		"Write the evidence bundle of message ID (a zip: envelope, evidence, proofs, certificates, CRL), checked\n" +
-			"as a verifier would; --since proves the node's log consistent with checkpoints you kept.",
-		"kurier export 01a2…-…-… -o nachweis.zip --since before.checkpoint"},
+			"as a verifier would; --since proves the node's log consistent with checkpoints you kept.\n" +
+			"--with-content adds what was delivered, as fetch --keep-sealed kept it (signed.p7m, or its folder with\n" +
+			"payload.p7m), so that the bundle proves the documents too; --with-document (the sender) signs the\n" +
+			"message's documents again instead. Content that is not the message's is refused, nothing written.",
+		"kurier export 01a2…-…-… -o nachweis.zip --with-content eingang/01a2…-…-…/"},
 	"checkpoint": {"kurier checkpoint [-o FILE]",
 		"Save your node's current signed log checkpoint, to prove later (export, verify --since) that its log\n" +
 			"only grew.",

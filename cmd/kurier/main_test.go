@@ -382,8 +382,8 @@ func TestRun_SendExpires(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Fetch: %v", err)
 			}
-			if got := f.Envelope.Expires.Sub(f.Envelope.Created); f.Envelope.Version != 2 || got != want {
-				t.Errorf("envelope version %d expires %s after creation, want version 2 and %s", f.Envelope.Version, got, want)
+			if got := f.Envelope.Expires.Sub(f.Envelope.Created); f.Envelope.Version != envelope.Version || got != want {
+				t.Errorf("envelope version %d expires %s after creation, want version %d and %s", f.Envelope.Version, got, envelope.Version, want)
 			}
 		})
 	}
@@ -773,4 +773,63 @@ func TestRun_FetchKeepSealed(t *testing.T) {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
+}
+
+// TestRun_ExportWithContent: the court exports a bundle with the
+// originals that fetch --keep-sealed kept, the agency one with its
+// document signed again; kurier verify passes both and checks the
+// document. The originals of another message are refused, and nothing is
+// written.
+func TestRun_ExportWithContent(t *testing.T) {
+	tmp := t.TempDir()
+	base := filepath.Join(tmp, "eingang")
+	var ids []string
+	var docs []string
+	for _, text := range []string{"Klage vom 1.12.", "Klage vom 2.12."} {
+		doc := filepath.Join(t.TempDir(), "klage.txt")
+		if err := os.WriteFile(doc, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var sent struct{ ID string }
+		kurierJSON(t, &sent, append([]string{"send", "--to", daemon.DevCourt, "--subject", "Klage", doc}, as("agency")...)...)
+		kurier(t, append([]string{"fetch", sent.ID, "-o", base, "--per-message", "--keep-sealed"}, as("court")...)...)
+		ids, docs = append(ids, sent.ID), append(docs, doc)
+	}
+	ca := filepath.Join(devDir, "ca", "ca.pem")
+	for name, tc := range map[string]struct {
+		who     string
+		args    []string
+		content []string
+	}{
+		"the fetch folder":      {"court", []string{"--with-content", filepath.Join(base, ids[0])}, []string{"content/signed.p7m", "content/payload.p7m"}},
+		"signed.p7m":            {"court", []string{"--with-content", filepath.Join(base, ids[0], "signed.p7m")}, []string{"content/signed.p7m"}},
+		"the sender's document": {"agency", []string{"--with-document", docs[0]}, []string{"content/signed.p7m"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "nachweis.zip")
+			var got struct {
+				File      string
+				Content   []string
+				Documents int `json:"documents_checked"`
+			}
+			kurierJSON(t, &got, append(append([]string{"export", ids[0], "-o", out}, tc.args...), as(tc.who)...)...)
+			if got.File != out || !slices.Equal(got.Content, tc.content) || got.Documents != 1 {
+				t.Fatalf("export printed %+v, want %s with %q and 1 document checked", got, out, tc.content)
+			}
+			text := kurier(t, "verify", out, "--ca", ca)
+			if !strings.Contains(text, "document") || !strings.Contains(text, "content/signed.p7m: klage.txt") {
+				t.Errorf("verify does not show the document's check:\n%s", text)
+			}
+		})
+	}
+	t.Run("another message's originals", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "nachweis.zip")
+		_, err := try(t, append([]string{"export", ids[0], "-o", out, "--with-content", filepath.Join(base, ids[1])}, as("court")...)...)
+		if err == nil || !strings.Contains(err.Error(), "not this message's") {
+			t.Fatalf("export = %v, want it refused", err)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused export wrote %s (%v)", out, err)
+		}
+	})
 }

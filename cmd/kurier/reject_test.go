@@ -38,7 +38,7 @@ func saveRandom(t *testing.T) (string, string) {
 	env := &envelope.Envelope{
 		Version: envelope.Version, ID: msgID, From: daemon.DevAgency, To: []string{daemon.DevCourt}, Subject: "Zufall",
 		Created: now, Expires: now.Add(time.Hour), PayloadSHA256: hex.EncodeToString(sum[:]), PayloadSize: int64(len(payload)),
-		Files: []envelope.File{{Name: "klage.pdf", Size: 10}},
+		Files: []envelope.File{{Name: "klage.pdf", Size: 10, SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 	}
 	b, err := env.Marshal()
 	if err != nil {

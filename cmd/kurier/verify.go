@@ -72,7 +72,7 @@ func (e *env) verify(args []string) error {
 	}
 	var reports []*audit.Report
 	for _, f := range files {
-		data, err := readBounded(f, bundle.MaxSize)
+		data, err := readBounded(f, bundle.MaxSizeWithContent)
 		if err != nil {
 			reports = append(reports, audit.Unreadable(f, err, o))
 			continue

@@ -44,6 +44,10 @@ var fx struct {
 	before, beforeAck, after []byte
 	// logKey is the node's checkpoint signing key, logVKey its verifier key.
 	logKey, logVKey string
+	// signed and sealed are the court's kept originals of id (fetch
+	// --keep-sealed): the sender-signed original and the payload as
+	// delivered; otherSigned and otherSealed those of otherID.
+	signed, sealed, otherSigned, otherSealed []byte
 }
 
 // The evidence files of the bundle, in order.
@@ -113,8 +117,14 @@ func setUp(n *daemontest.Node) error {
 	if err := os.Mkdir(inbox, 0o700); err != nil {
 		return err
 	}
-	f, err := ct.Fetch(ctx, fx.id, inbox)
+	f, err := ct.FetchWith(ctx, fx.id, client.FetchOptions{Dir: inbox, PerMessage: true, KeepSealed: true})
 	if err != nil {
+		return err
+	}
+	if fx.signed, err = os.ReadFile(f.Signed); err != nil {
+		return err
+	}
+	if fx.sealed, err = os.ReadFile(f.Sealed); err != nil {
 		return err
 	}
 	if fx.beforeAck, err = ag.Checkpoint(ctx); err != nil {
@@ -153,6 +163,18 @@ func setUp(n *daemontest.Node) error {
 	}
 	if len(b.Evidence) != len(evidenceFiles) {
 		return fmt.Errorf("the export holds %d evidence files, want %d", len(b.Evidence), len(evidenceFiles))
+	}
+	// The other message's originals, fetched last so that the log sizes
+	// above stay as they are.
+	of, err := ct.FetchWith(ctx, fx.otherID, client.FetchOptions{Dir: inbox, PerMessage: true, KeepSealed: true})
+	if err != nil {
+		return err
+	}
+	if fx.otherSigned, err = os.ReadFile(of.Signed); err != nil {
+		return err
+	}
+	if fx.otherSealed, err = os.ReadFile(of.Sealed); err != nil {
+		return err
 	}
 	return setUpTwoLogs(dir)
 }

@@ -65,6 +65,11 @@ const (
 	CheckInclusion         = "inclusion proof"
 	CheckConsistency       = "consistency"
 	CheckOlderCheckpoint   = "older checkpoint"
+	// The checks of a bundle's content part (content.go), made only for
+	// a bundle that carries one.
+	CheckContentSignature = "content signature"
+	CheckDocument         = "document"
+	CheckSealedPayload    = "sealed payload"
 )
 
 // Signature describes one signature in the report: who signed what, when.

@@ -233,6 +233,7 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 	} else if len(o.Since) > 0 {
 		r.fail(CheckConsistency, "", "no verified checkpoint in the bundle to compare the older checkpoints with")
 	}
+	v.content(b, env)
 	return r
 }
 

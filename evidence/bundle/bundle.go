@@ -24,6 +24,19 @@
 // Version 1, in which every evidence is in the exporting node's log, is
 // still read, and written again as it was (Bundle.Version 1), so that
 // bundles exported before keep their bytes and their meaning.
+//
+// # Content
+//
+// A bundle of either version may also carry the message's content, which
+// the exporting participant adds (the node never sees it): under content/,
+// signed.p7m, the sender-signed original (CMS SignedData whose content is
+// the documents' tar file, as the recipient decrypted it), and optionally
+// payload.p7m, the sealed payload as delivered. Neither is covered by the
+// node's index: signed.p7m carries the sender's own signature, and a
+// version 3 envelope lists each document's SHA-256, which the sender
+// signed and every evidence binds through the envelope's digest;
+// payload.p7m must have the payload digest the envelope names. A bundle
+// with content may exceed MaxSize by the content's size.
 package bundle
 
 import (
@@ -53,15 +66,22 @@ const Version = 2
 
 // Limits of a bundle; a bundle is read from untrusted hands.
 const (
-	MaxSize         = 16 << 20 // bytes of the zip file
-	MaxEvidence     = 1024     // evidence files
-	MaxCertificates = 64
-	MaxConsistency  = 16 // consistency proofs
-	MaxLogs         = 64 // other nodes' logs
-	maxFiles        = MaxEvidence + 3*MaxLogs + 16
-	maxCRLSize      = 8 << 20
-	maxCertsSize    = 1 << 20
-	maxManifestSize = 1 << 20
+	// MaxSize bounds the zip file without its content entries.
+	MaxSize = 16 << 20
+	// MaxContentSize bounds each content entry (content/signed.p7m,
+	// content/payload.p7m): the largest payload a node takes by default
+	// (256 MiB) and room for CMS structure.
+	MaxContentSize = 257 << 20
+	// MaxSizeWithContent bounds the zip file of a bundle with content.
+	MaxSizeWithContent = MaxSize + 2*MaxContentSize
+	MaxEvidence        = 1024 // evidence files
+	MaxCertificates    = 64
+	MaxConsistency     = 16 // consistency proofs
+	MaxLogs            = 64 // other nodes' logs
+	maxFiles           = MaxEvidence + 3*MaxLogs + 16
+	maxCRLSize         = 8 << 20
+	maxCertsSize       = 1 << 20
+	maxManifestSize    = 1 << 20
 	// maxIndexFileSize bounds index.p7m: the index JSON and the node's
 	// signature with its certificates.
 	maxIndexFileSize = maxIndexSize + 32<<10
@@ -85,6 +105,11 @@ const (
 	FileReadme       = "README.txt"
 	evidenceDir      = "evidence/"
 	logsDir          = "logs/"
+	contentDir       = "content/"
+	// FileContentSigned and FileContentSealed are the optional content
+	// part: the sender-signed original and the payload as delivered.
+	FileContentSigned = contentDir + "signed.p7m"
+	FileContentSealed = contentDir + "payload.p7m"
 )
 
 // The names of each other log's files inside its folder logs/<domain>/
@@ -147,6 +172,15 @@ type Bundle struct {
 	// Consistency proves that Checkpoint's tree extends older trees, for
 	// verifiers holding an older checkpoint of the exporting node's log.
 	Consistency []Consistency
+	// Signed is the optional content/signed.p7m: the sender-signed
+	// original (attached CMS SignedData, DER or BER, whose content is the
+	// documents' tar file), which the exporting participant adds. Nil
+	// when the bundle carries no content.
+	Signed []byte
+	// Sealed is the optional content/payload.p7m: the payload as
+	// delivered (CMS EnvelopedData, encrypted to the recipient). Only
+	// with Signed.
+	Sealed []byte
 }
 
 // Evidence is one evidence file with its place in a log.
@@ -256,9 +290,15 @@ func (b *Bundle) Write(w io.Writer, t time.Time) error {
 	if err != nil {
 		return fmt.Errorf("write bundle: %w", err)
 	}
-	zw := zip.NewWriter(&capped{w: w, left: MaxSize})
+	// Content entries are stored, not deflated (encrypted and signed
+	// documents hardly shrink), so that they add their size exactly.
+	zw := zip.NewWriter(&capped{w: w, left: MaxSize + int64(len(b.Signed)+len(b.Sealed))})
 	for _, f := range files {
-		fw, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Deflate, Modified: t.UTC()})
+		method := zip.Deflate
+		if strings.HasPrefix(f.name, contentDir) {
+			method = zip.Store
+		}
+		fw, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: method, Modified: t.UTC()})
 		if err != nil {
 			return fmt.Errorf("write bundle: %s: %w", f.name, err)
 		}
@@ -286,6 +326,9 @@ func (b *Bundle) files() ([]zipFile, error) {
 	if b.version() == 1 {
 		text = readmeV1
 	}
+	if b.Signed != nil {
+		text += readmeContent
+	}
 	files := []zipFile{
 		{FileReadme, []byte(text)},
 		{FileManifest, mj},
@@ -304,6 +347,12 @@ func (b *Bundle) files() ([]zipFile, error) {
 	}
 	for _, e := range b.Evidence {
 		files = append(files, zipFile{evidenceDir + e.Name, e.DER})
+	}
+	if b.Signed != nil {
+		files = append(files, zipFile{FileContentSigned, b.Signed})
+	}
+	if b.Sealed != nil {
+		files = append(files, zipFile{FileContentSealed, b.Sealed})
 	}
 	return files, nil
 }
@@ -409,6 +458,12 @@ func (b *Bundle) Check() error {
 		return fmt.Errorf("%w: envelope of %d bytes, want 1 to %d", ErrFormat, len(b.Envelope), envelope.MaxSize)
 	case len(b.Signature) == 0 || len(b.Signature) > evidence.MaxSize:
 		return fmt.Errorf("%w: envelope signature of %d bytes, want 1 to %d", ErrFormat, len(b.Signature), evidence.MaxSize)
+	case b.Signed != nil && (len(b.Signed) == 0 || len(b.Signed) > MaxContentSize):
+		return fmt.Errorf("%w: %s of %d bytes, want 1 to %d", ErrFormat, FileContentSigned, len(b.Signed), MaxContentSize)
+	case b.Sealed != nil && (len(b.Sealed) == 0 || len(b.Sealed) > MaxContentSize):
+		return fmt.Errorf("%w: %s of %d bytes, want 1 to %d", ErrFormat, FileContentSealed, len(b.Sealed), MaxContentSize)
+	case b.Sealed != nil && b.Signed == nil:
+		return fmt.Errorf("%w: %s without %s: the payload as delivered proves nothing about the documents without the signed original", ErrFormat, FileContentSealed, FileContentSigned)
 	case len(b.Index) == 0 || len(b.Index) > maxIndexFileSize:
 		return fmt.Errorf("%w: index of %d bytes, want 1 to %d", ErrFormat, len(b.Index), maxIndexFileSize)
 	case len(b.Checkpoint) == 0 || len(b.Checkpoint) > tlog.MaxCheckpointSize:
@@ -540,6 +595,8 @@ func Read(r io.ReaderAt, size int64) (*Bundle, error) {
 		Index:      files[FileIndex],
 		Checkpoint: files[FileCheckpoint],
 		CRL:        files[FileCRL],
+		Signed:     files[FileContentSigned],
+		Sealed:     files[FileContentSealed],
 	}
 	if err := b.takeEvidence(m, files); err != nil {
 		return nil, err
@@ -570,8 +627,8 @@ func Read(r io.ReaderAt, size int64) (*Bundle, error) {
 // readZip returns the entries of the zip file r by name, each within its
 // limit, and checks that the fixed ones are there.
 func readZip(r io.ReaderAt, size int64) (map[string][]byte, error) {
-	if size > MaxSize {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrFormat, size, MaxSize)
+	if size > MaxSizeWithContent {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrFormat, size, MaxSizeWithContent)
 	}
 	// Nothing may hide before the first entry or in a comment.
 	head := make([]byte, len(magic))
@@ -587,6 +644,16 @@ func readZip(r io.ReaderAt, size int64) (map[string][]byte, error) {
 	}
 	if len(zr.File) > maxFiles {
 		return nil, fmt.Errorf("%w: %d entries, at most %d", ErrFormat, len(zr.File), maxFiles)
+	}
+	// Only the content entries may take the file beyond MaxSize.
+	rest := size
+	for _, f := range zr.File {
+		if f.Name == FileContentSigned || f.Name == FileContentSealed {
+			rest -= int64(min(f.CompressedSize64, uint64(size)))
+		}
+	}
+	if rest > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes besides the content, at most %d", ErrFormat, rest, MaxSize)
 	}
 	files := make(map[string][]byte, len(zr.File))
 	for _, f := range zr.File {
@@ -697,9 +764,9 @@ func (b *Bundle) takeLogs(m *manifest, files map[string][]byte) error {
 }
 
 // bundleDir reports whether name, ending in a slash, is one of the
-// bundle's folders: evidence/, logs/ or a log's logs/<domain>/.
+// bundle's folders: evidence/, logs/, a log's logs/<domain>/ or content/.
 func bundleDir(name string) bool {
-	if name == evidenceDir || name == logsDir {
+	if name == evidenceDir || name == logsDir || name == contentDir {
 		return true
 	}
 	rest, ok := strings.CutPrefix(name, logsDir)
@@ -734,6 +801,8 @@ func entryLimit(name string) (int64, bool) {
 		return maxCRLSize, true
 	case FileReadme:
 		return 64 << 10, true
+	case FileContentSigned, FileContentSealed:
+		return MaxContentSize, true
 	}
 	if rest, ok := strings.CutPrefix(name, evidenceDir); ok && evidenceName.MatchString(rest) {
 		return evidence.MaxSize, true
@@ -829,6 +898,19 @@ Every part can also be checked with standard tools:
   crl.der                      the CA's CRL at export:  openssl crl -inform DER -in crl.der -noout -text
 
 The formats are described in Kurier's docs/PROTOCOL.md.
+`
+
+// readmeContent is added to README.txt in a bundle with content.
+const readmeContent = `
+This bundle also carries the message's content, added by the participant
+who exported it (the node's index does not list it; the sender's
+signature and the envelope's document digests vouch for it):
+
+  content/signed.p7m           the documents as the sender signed them (a tar file inside):
+      openssl cms -verify -inform DER -in content/signed.p7m -CAfile ca.pem -out documents.tar
+      tar -xf documents.tar; sha256sum FILE   (compare with "sha256" in envelope.json's "files")
+  content/payload.p7m          the payload as delivered, encrypted to the recipient:
+      sha256sum content/payload.p7m   (compare with "payload_sha256" in envelope.json)
 `
 
 // readmeV1 is README.txt as version 1 bundles hold it, written again

@@ -188,6 +188,95 @@ func TestBundle_WriteRead(t *testing.T) {
 	})
 }
 
+// TestBundle_Content: the content part (the sender-signed original and
+// the payload as delivered) is written stored under content/, after the
+// evidence, reads back byte for byte, may take the bundle beyond MaxSize,
+// and README.txt says how to check it by hand; without it the bundle keeps
+// the bytes it had.
+func TestBundle_Content(t *testing.T) {
+	b := fresh(t)
+	// More than MaxSize: the content is what may be large.
+	b.Signed = bytes.Repeat([]byte("signed original "), bundle.MaxSize/16+1)
+	b.Sealed = []byte("payload as delivered")
+	data := write(t, b)
+	if len(data) <= bundle.MaxSize {
+		t.Fatalf("the bundle has %d bytes; the test wants more than MaxSize", len(data))
+	}
+	got, err := read(data)
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	if !bytes.Equal(got.Signed, b.Signed) || !bytes.Equal(got.Sealed, b.Sealed) {
+		t.Errorf("the content read back differs: %d and %d bytes, wrote %d and %d", len(got.Signed), len(got.Sealed), len(b.Signed), len(b.Sealed))
+	}
+	// (cmp would compare the content byte by byte, slowly.)
+	b.Signed, b.Sealed, got.Signed, got.Sealed = nil, nil, nil, nil
+	if diff := cmp.Diff(b, got, sameBundle...); diff != "" {
+		t.Errorf("read back (-wrote +read):\n%s", diff)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+		if strings.HasPrefix(f.Name, "content/") && f.Method != zip.Store {
+			t.Errorf("%s is compressed (method %d), want it stored", f.Name, f.Method)
+		}
+	}
+	if n := len(names); n < 2 || names[n-2] != bundle.FileContentSigned || names[n-1] != bundle.FileContentSealed {
+		t.Errorf("entries %q, want the content last", names)
+	}
+	if readme := entries(t, data).get(bundle.FileReadme); !bytes.Contains(readme, []byte("content/signed.p7m")) {
+		t.Errorf("README.txt does not explain the content:\n%s", readme)
+	}
+
+	t.Run("over MaxSizeWithContent", func(t *testing.T) {
+		// Refused on its size alone, before anything is read.
+		_, err := bundle.Read(bytes.NewReader(fx.zip), bundle.MaxSizeWithContent+1)
+		if !errors.Is(err, bundle.ErrFormat) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", bundle.MaxSizeWithContent)) {
+			t.Fatalf("Read = %v, want it refused for its size", err)
+		}
+	})
+	t.Run("signed original alone", func(t *testing.T) {
+		b := fresh(t)
+		b.Signed = []byte("signed original")
+		got, err := read(write(t, b))
+		if err != nil || !bytes.Equal(got.Signed, b.Signed) || got.Sealed != nil {
+			t.Fatalf("Read: %v, signed %q, sealed %q", err, got.Signed, got.Sealed)
+		}
+	})
+	t.Run("payload alone", func(t *testing.T) {
+		b := fresh(t)
+		b.Sealed = []byte("payload as delivered")
+		var buf bytes.Buffer
+		if err := b.Write(&buf, written); !errors.Is(err, bundle.ErrFormat) || !strings.Contains(err.Error(), "without content/signed.p7m") {
+			t.Fatalf("Write = %v, want it refused", err)
+		}
+	})
+}
+
+// storedZip writes fs as a zip file of stored entries.
+func storedZip(t *testing.T, fs files) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range fs {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(f.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func TestEvidenceName(t *testing.T) {
 	for i, tt := range []struct {
 		i    int
@@ -350,11 +439,16 @@ func TestRead_Refuses(t *testing.T) {
 		{"empty", func(*testing.T) []byte { return nil }, "zip"},
 		{"empty zip", func(t *testing.T) []byte { return files{}.zip(t) }, "starting with its first entry"},
 		{"truncated", func(*testing.T) []byte { return fx.zip[:len(fx.zip)-10] }, "zip"},
-		{"over MaxSize", func(*testing.T) []byte {
-			// A zip file may start with other data (self-extracting
-			// archives do); this one is valid but too large.
-			return append(make([]byte, bundle.MaxSize), fx.zip...)
-		}, fmt.Sprintf("at most %d", bundle.MaxSize)},
+		{"over MaxSize without content", func(t *testing.T) []byte {
+			// Only the content entries may take a bundle past MaxSize.
+			return storedZip(t, good.with(bundle.FileReadme+"x", make([]byte, bundle.MaxSize)))
+		}, fmt.Sprintf("besides the content, at most %d", bundle.MaxSize)},
+		{"payload without the signed original", func(t *testing.T) []byte {
+			return good.with(bundle.FileContentSealed, []byte("sealed")).zip(t)
+		}, "content/payload.p7m without content/signed.p7m"},
+		{"empty signed original", func(t *testing.T) []byte {
+			return good.with(bundle.FileContentSigned, nil).zip(t)
+		}, "content/signed.p7m of 0 bytes"},
 		{"unknown entry", func(t *testing.T) []byte { return good.with("notes.txt", []byte("x")).zip(t) }, `unexpected entry "notes.txt"`},
 		{"data after the manifest", func(t *testing.T) []byte {
 			return good.without(bundle.FileManifest).with(bundle.FileManifest, append(good.get(bundle.FileManifest), "{}"...)).zip(t)

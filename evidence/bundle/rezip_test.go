@@ -128,6 +128,9 @@ func TestHostile_RezippedEntries(t *testing.T) {
 		want  string // "" for a bundle that reads
 	}{
 		{"own folders, reversed, stored", []zip.FileHeader{dir("evidence/"), dir("logs/"), dir("logs/amtsgericht.example/")}, ""},
+		{"the content folder", []zip.FileHeader{dir("content/")}, ""},
+		{"a nested content folder", []zip.FileHeader{dir("content/more/")}, `unexpected entry "content/more/"`},
+		{"another file in the content folder", []zip.FileHeader{{Name: "content/klage.pdf", Comment: "content"}}, `unexpected entry "content/klage.pdf"`},
 		{"a folder of its own", []zip.FileHeader{dir("__MACOSX/")}, `unexpected entry "__MACOSX/"`},
 		{"a folder outside", []zip.FileHeader{dir("../")}, `unexpected entry "../"`},
 		{"a nested folder", []zip.FileHeader{dir("evidence/more/")}, `unexpected entry "evidence/more/"`},
