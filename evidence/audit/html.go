@@ -59,7 +59,7 @@ func WriteHTML(w io.Writer, reports []*Report) error {
 type page struct {
 	Reports []reportView
 	Worst   Status
-	Verdict struct{ Word, WordEN, Sentence, SentenceEN string }
+	Verdict struct{ Word, WordEN, Sentence, SentenceEN, Lead, LeadEN string }
 	Made    time.Time
 	// Multi is set for a page of several files, each then with a
 	// heading and a verdict of its own.

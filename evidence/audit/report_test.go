@@ -327,3 +327,79 @@ func TestReport_PrintA4(t *testing.T) {
 		})
 	}
 }
+
+// pageOf returns the HTML page of reports.
+func pageOf(t *testing.T, reports ...*audit.Report) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := audit.WriteHTML(&buf, reports); err != nil {
+		t.Fatalf("WriteHTML: %v", err)
+	}
+	return buf.String()
+}
+
+// Without the federation's CA certificate the verdict is "nicht
+// entscheidbar", says first what is open and why, and the message is
+// marked as not fully established.
+func TestReport_IndeterminateSaysWhatIsOpen(t *testing.T) {
+	page := pageOf(t, audit.Verify("nachweis.zip", fx.zip, audit.Options{}))
+	verdict := page[strings.Index(page, `id="verdict"`):strings.Index(page, `id="message-0"`)]
+	for _, want := range []string{"Nicht entscheidbar", "Das CA-Zertifikat stammt aus der geprüften Datei selbst", "nicht entscheidbar"} {
+		if !strings.Contains(verdict, want) {
+			t.Errorf("the verdict lacks %q:\n%s", want, verdict)
+		}
+	}
+	if strings.Contains(verdict, "NICHT BESTANDEN") || strings.Contains(verdict, "Nicht bestanden") {
+		t.Errorf("the verdict of an indeterminate report says failed:\n%s", verdict)
+	}
+	if !strings.Contains(page, "nicht abschließend geprüft") {
+		t.Error("the message is not marked as not fully established")
+	}
+}
+
+// An evidence whose signature no longer holds is still a line of the
+// timeline, for the reader to see what it claims, but marked as claimed
+// and unverified.
+func TestReport_ClaimedEvidenceUnverified(t *testing.T) {
+	b := fresh(t)
+	b.Evidence[1].DER = flipTimeDigit(t, b.Evidence[1].DER)
+	r := verify(t, b, roots())
+	if len(r.Claimed) != 1 || r.Claimed[0].File != "evidence/02-Delivery.p7m" || r.Claimed[0].Recipient == "" {
+		t.Fatalf("claimed evidence = %+v, want the Delivery with its recipient", r.Claimed)
+	}
+	page := pageOf(t, r)
+	tl := page[strings.Index(page, `id="timeline-0"`):strings.Index(page, `id="checks-0"`)]
+	i := strings.Index(tl, "In das Postfach von")
+	if i < 0 {
+		t.Fatalf("the changed Delivery is not on the timeline:\n%s", tl)
+	}
+	line := tl[strings.LastIndex(tl[:i], "<li"):]
+	line = line[:strings.Index(line, "</li>")]
+	for _, want := range []string{`class="fail"`, "angeblich signiert von", "nicht verifiziert", "Die Signatur dieses Nachweises hält nicht", "Signatur des Nachweises"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the Delivery's line lacks %q:\n%s", want, line)
+		}
+	}
+}
+
+// A page of several files names each file's verdict under the overall
+// one, and each file's part again starts with its failures.
+func TestReport_SeveralFiles(t *testing.T) {
+	path := writeReport(t, "several.html", genuine(t), tamperedSubject(t))
+	b := openReport(t, path)
+	defer shoot(t, b, "report-several")
+
+	v := boxOf(t, b, "#verdict")
+	if !v.Found || v.Bottom > v.Screen || !strings.Contains(v.Text, "Nicht bestanden") ||
+		!strings.Contains(v.Text, "nachweis.zip: bestanden") || !strings.Contains(v.Text, "bundle.zip: nicht bestanden") {
+		t.Errorf("the overall verdict does not name each file's on the first screen: %+v", v)
+	}
+	if f := boxOf(t, b, "#findings-0"); f.Found {
+		t.Errorf("the genuine file lists findings: %q", f.Text)
+	}
+	f, m := boxOf(t, b, "#findings-1"), boxOf(t, b, "#message-1")
+	if !f.Found || f.Bottom > m.Top || !strings.Contains(f.Text, "Der Umschlag wurde nach der Signatur des Absenders verändert") {
+		t.Errorf("the tampered file's part does not start with its failures: %+v (message at %v)", f, m.Top)
+	}
+	wantClean(t, b, path)
+}

@@ -178,17 +178,19 @@ var statusWords = map[Status]struct{ DE, EN string }{
 	Fail:          {"nicht bestanden", "failed"},
 }
 
-// verdictWords are the report's headline and the sentence under it.
-var verdictWords = map[Status]struct{ Word, WordEN, Sentence, SentenceEN string }{
+// verdictWords are the report's headline and the sentence under it; Lead
+// introduces the list of what did not pass, on a page of one file.
+var verdictWords = map[Status]struct{ Word, WordEN, Sentence, SentenceEN, Lead, LeadEN string }{
 	Pass: {"Bestanden", "Passed",
 		"Alle Prüfungen bestanden: Umschlag und Nachweise sind unverändert, von den genannten Stellen signiert und im Log des Knotens verzeichnet.",
-		"Every check passed: envelope and evidence are unchanged, signed by those named, and in the node's log."},
+		"Every check passed: envelope and evidence are unchanged, signed by those named, and in the node's log.", "", ""},
 	Indeterminate: {"Nicht entscheidbar", "Indeterminate",
-		"Nicht alle Prüfungen entscheidbar: Nichts spricht gegen die Nachweise, aber nicht alles ließ sich belegen. Was offen ist:",
-		"Not every check could be established: nothing contradicts the evidence, but not all of it is proven. What is open:"},
+		"Nicht alle Prüfungen entscheidbar: Nichts spricht gegen die Nachweise, aber nicht alles ließ sich belegen.",
+		"Not every check could be established: nothing contradicts the evidence, but not all of it is proven.",
+		"Was offen ist:", "What is open:"},
 	Fail: {"Nicht bestanden", "Failed",
-		"Nicht alle Prüfungen bestanden. Was nicht stimmt:",
-		"Not every check passed. What is wrong:"},
+		"Nicht alle Prüfungen bestanden.", "Not every check passed.",
+		"Was nicht stimmt:", "What is wrong:"},
 }
 
 // valueWords mark, beside the message's values and on each timeline
