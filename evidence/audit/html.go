@@ -18,16 +18,14 @@ import (
 var templates embed.FS
 
 var reportTemplate = template.Must(template.New("report.html.tmpl").Funcs(template.FuncMap{
-	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000000 UTC") },
-	"when":  func(t time.Time) string { return t.UTC().Format("02.01.2006 15:04:05 UTC") },
-	"de":    func(s Status) string { return statusWords[s].DE },
-	"en":    func(s Status) string { return statusWords[s].EN },
-	"badge": func(s Status) string { return valueWords[s].Badge },
-	"badgeEN": func(s Status) string {
-		return valueWords[s].BadgeEN
-	},
+	"stamp":        func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000000 UTC") },
+	"when":         func(t time.Time) string { return t.UTC().Format("02.01.2006 15:04:05 UTC") },
+	"de":           func(s Status) string { return statusWords[s].DE },
+	"en":           func(s Status) string { return statusWords[s].EN },
+	"badge":        func(s Status) string { return valueWords[s].Badge },
+	"badgeEN":      func(s Status) string { return valueWords[s].BadgeEN },
 	"size":         humanSize,
-	"bytes":        func(n int64) string { return groupDigits(n) },
+	"bytes":        groupDigits,
 	"signer":       signerWords,
 	"content":      func(s Status) string { return contentWords[s].DE },
 	"contentEN":    func(s Status) string { return contentWords[s].EN },
@@ -146,6 +144,9 @@ type checkView struct {
 	Title, TitleEN string
 }
 
+// viewOf prepares report r, the n-th of the page, for the template: the
+// findings in words, how far the message is established, the timeline,
+// each recipient's state and the checks by group.
 func viewOf(n int, r *Report) reportView {
 	v := reportView{Report: r, N: n, Worst: r.Worst(), HasMessage: r.Sender != ""}
 	types := map[string]string{}
@@ -169,6 +170,9 @@ func viewOf(n int, r *Report) reportView {
 			w.DE, w.EN = c.State, c.State
 		}
 		st.Words, st.WordsEN = w.DE, w.EN
+		if st.Recipient == "" {
+			st.Recipient = "alle Empfänger" // a SubmissionRejection is about the whole submission
+		}
 		for _, e := range v.Timeline {
 			if e.Recipient == c.Recipient {
 				st.Status = worse(st.Status, e.Status)

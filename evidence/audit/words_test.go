@@ -92,6 +92,12 @@ func TestReport_WordsForEveryCheck(t *testing.T) {
 		if w := eventWords[typ]; w.Name == "" || w.Line == "" || w.EN == "" {
 			t.Errorf("evidence type %s has no timeline words", typ)
 		}
+		for _, rcpt := range []string{"", "eingang@amtsgericht.example"} {
+			line, _ := eventLine(Signature{What: string(typ), Node: "amtsgericht.example", Recipient: rcpt})
+			if strings.Contains(line, "%!") {
+				t.Errorf("the timeline line of %s does not format: %q", typ, line)
+			}
+		}
 		if w := stateWords[typ]; w.DE == "" || w.EN == "" {
 			t.Errorf("evidence type %s has no words for the state it leaves a message in", typ)
 		}
