@@ -62,9 +62,11 @@ Usage:
                                     and memory per message and the bound this machine's signature and
                                     RSA costs set. Point it at a node of its own: it sends real messages
 
-  kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--log-key log.vkey…] [--report report.html]
+  kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--log-key log.vkey…]
+              [--report report.html] [--report-pdf report.pdf]
                                     check bundles or .p7m evidence offline; exit 0 only if every
-                                    check passed, 1 if one failed, 3 if one was indeterminate
+                                    check passed, 1 if one failed, 3 if one was indeterminate;
+                                    --report writes the Prüfprotokoll (HTML), --report-pdf prints it
 
   kurier pki init --ca DIR [--name NAME] [--validity 168h]
                                     create the CA and its first CRL (DIR/crl.pem)

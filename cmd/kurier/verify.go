@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
+	"kurier.dev/kurier/chromium"
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/pki"
@@ -33,6 +38,7 @@ func (e *env) verify(args []string) error {
 	ca := c.String("ca", "", "the federation's CA certificate (PEM), obtained independently; without it the bundle's own is used and the result is at best indeterminate")
 	crl := c.String("crl", "", "a CRL (PEM or DER) to use instead of the bundle's; for single .p7m files the only CRL")
 	report := c.String("report", "", "write an HTML verification report (Prüfprotokoll) here")
+	reportPDF := c.String("report-pdf", "", "also print the report to this PDF file, with a local Chromium (apt-get install chromium)")
 	var since, logKeys fileList
 	c.Var(&since, "since", "an older checkpoint (or bundle) of the same log, to check the bundle's log extends it; repeatable")
 	c.Var(&logKeys, "log-key", "a file with a node's known log key (log.vkey); each of the bundle's logs whose origin a given key names must use one of those, and one that none names is indeterminate; repeatable")
@@ -42,6 +48,12 @@ func (e *env) verify(args []string) error {
 	}
 	if len(files) == 0 {
 		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem]")
+	}
+	if *reportPDF != "" {
+		// Before any work, so that a missing browser is said first.
+		if _, err := chromium.Find(); err != nil {
+			return fmt.Errorf("verify: --report-pdf needs Chromium to print with: %w; on Debian or Ubuntu: apt-get install chromium", err)
+		}
 	}
 	var o audit.Options
 	if *ca != "" {
@@ -79,13 +91,9 @@ func (e *env) verify(args []string) error {
 		}
 		reports = append(reports, audit.Verify(f, data, o))
 	}
-	if *report != "" {
-		var buf bytes.Buffer
-		if err := audit.WriteHTML(&buf, reports); err != nil {
+	if *report != "" || *reportPDF != "" {
+		if err := e.writeReport(reports, *report, *reportPDF); err != nil {
 			return err
-		}
-		if err := writeFileAtomic(*report, buf.Bytes()); err != nil {
-			return fmt.Errorf("verify: report: %w", err)
 		}
 	}
 	if c.json {
@@ -103,6 +111,9 @@ func (e *env) verify(args []string) error {
 		if *report != "" {
 			fmt.Fprintf(e.stdout, "report written to %s\n", *report)
 		}
+		if *reportPDF != "" {
+			fmt.Fprintf(e.stdout, "report printed to %s\n", *reportPDF)
+		}
 	}
 	var err2 error
 	switch audit.Worst(reports) {
@@ -116,6 +127,54 @@ func (e *env) verify(args []string) error {
 	}
 	return err2
 }
+
+// writeReport writes the reports as HTML to htmlPath and, if pdfPath is
+// set, prints that page to pdfPath with Chromium; without htmlPath the
+// page goes to a temporary file for printing only.
+func (e *env) writeReport(reports []*audit.Report, htmlPath, pdfPath string) error {
+	var buf bytes.Buffer
+	if err := audit.WriteHTML(&buf, reports); err != nil {
+		return err
+	}
+	if htmlPath == "" {
+		dir, err := os.MkdirTemp("", "kurier-report-")
+		if err != nil {
+			return fmt.Errorf("verify: report: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		htmlPath = filepath.Join(dir, "pruefprotokoll.html")
+	}
+	if err := writeFileAtomic(htmlPath, buf.Bytes()); err != nil {
+		return fmt.Errorf("verify: report: %w", err)
+	}
+	if pdfPath == "" {
+		return nil
+	}
+	// Printed beside its destination under another name, then renamed,
+	// so that a failed print leaves no half a PDF.
+	tmp, err := os.CreateTemp(filepath.Dir(pdfPath), ".kurier-report-*.pdf")
+	if err != nil {
+		return fmt.Errorf("verify: --report-pdf: %w", err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	ctx, cancel := context.WithTimeout(e.ctx, printTimeout)
+	defer cancel()
+	if err := chromium.PrintPDF(ctx, htmlPath, tmp.Name()); err != nil {
+		if errors.Is(err, chromium.ErrNotFound) {
+			err = fmt.Errorf("%w; on Debian or Ubuntu: apt-get install chromium", err)
+		}
+		return fmt.Errorf("verify: --report-pdf: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), pdfPath); err != nil {
+		return fmt.Errorf("verify: --report-pdf: %w", err)
+	}
+	return nil
+}
+
+// printTimeout bounds printing the report with Chromium, which starts a
+// browser of its own.
+const printTimeout = 2 * time.Minute
 
 // verdictJSON is one file's report as verify --json prints it, its
 // verdict first.

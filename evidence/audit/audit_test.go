@@ -421,6 +421,33 @@ func TestWriteHTML(t *testing.T) {
 	if strings.Contains(page, "<script") {
 		t.Error("the report page holds a script")
 	}
+	// Nothing to load: no source, stylesheet, import or remote link.
+	for _, bad := range []string{" src=", "<link", "@import", "url(", `href="http`, `href="//`} {
+		if strings.Contains(page, bad) {
+			t.Errorf("the report page loads something: it holds %q", bad)
+		}
+	}
+
+	t.Run("escaped", func(t *testing.T) {
+		// What a bundle claims is text on the page, never markup.
+		hostile := *r
+		hostile.Subject = `<script>alert(1)</script>`
+		hostile.Reference = `"><img src=x onerror=alert(1)>`
+		hostile.Documents = []audit.Document{{Name: "<b>klage</b>.pdf", Size: 1}}
+		var buf bytes.Buffer
+		if err := audit.WriteHTML(&buf, []*audit.Report{&hostile}); err != nil {
+			t.Fatalf("WriteHTML: %v", err)
+		}
+		page := buf.String()
+		for _, bad := range []string{"<script", "<img", "<b>klage"} {
+			if strings.Contains(page, bad) {
+				t.Errorf("a claimed value is markup on the page: %q", bad)
+			}
+		}
+		if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+			t.Error("the hostile subject is not shown as text")
+		}
+	})
 
 	t.Run("failed", func(t *testing.T) {
 		b := fresh(t)

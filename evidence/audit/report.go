@@ -78,6 +78,14 @@ type Signature struct {
 	What   string    `json:"what"`   // an evidence type, "envelope", "index" or "log key"
 	Signer string    `json:"signer"` // "node amtsgericht.example", "participant eingang@…"
 	Time   time.Time `json:"time"`   // the time the signed statement names
+	// Recipient, Node and Reason are an evidence's statement's: the
+	// recipient whose copy it is about (empty for a SubmissionRejection),
+	// the node domain (or, for an Acknowledgement or a Rejection, the
+	// recipient's address) that attests the event, and why, where the type
+	// gives a reason. Empty for the other signatures.
+	Recipient string `json:"recipient,omitempty"`
+	Node      string `json:"node,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 	// Certificate identifies the signer's certificate.
 	Certificate string `json:"certificate"` // subject
 	Serial      string `json:"serial"`      // hex
@@ -114,7 +122,11 @@ type Report struct {
 	Entries    []LogEntry  `json:"log_entries,omitempty"`
 	Chains     []Chain     `json:"chains,omitempty"`
 	Signatures []Signature `json:"signatures"`
-	Checks     []Check     `json:"checks"`
+	// Claimed are the evidence files that parsed but failed their
+	// signature, role or form, as their bytes claim them to be: what a
+	// report may show only marked as unverified, never as fact.
+	Claimed []Signature `json:"claimed,omitempty"`
+	Checks  []Check     `json:"checks"`
 }
 
 // Document is one document of the message, as the envelope lists it.

@@ -433,6 +433,7 @@ func (v *verifier) evidence(file string, der []byte, c claim) *evidence.Evidence
 			v.r.pass(CheckEvidenceSignature, file, "%s signed by %s; certificate valid at %s", st.Type, describe(claimed.Signer), stamp(st.Time))
 		}
 		v.r.fail(check, file, "%v", unwrapStep(err))
+		v.r.Claimed = append(v.r.Claimed, evidenceSignature(file, st, claimed.Signer))
 		return nil
 	}
 	v.r.pass(CheckEvidenceSignature, file, "%s signed by %s; certificate serial %x valid at %s", st.Type, describe(ev.Signer), ev.Signer.SerialNumber, stamp(st.Time))
@@ -441,7 +442,7 @@ func (v *verifier) evidence(file string, der []byte, c claim) *evidence.Evidence
 	} else {
 		v.r.pass(CheckSignerRole, file, "%s issued by %s, signed by a node certificate serving it", st.Type, st.Issuer)
 	}
-	v.r.Signatures = append(v.r.Signatures, signature(file, string(st.Type), ev.Signer, st.Time))
+	v.r.Signatures = append(v.r.Signatures, evidenceSignature(file, st, ev.Signer))
 	v.revocation(file, ev.Chain, st.Time)
 	return ev
 }
@@ -541,10 +542,19 @@ func (r *Report) hasCheck(name string, s Status) bool {
 }
 
 func signature(file, what string, c *x509.Certificate, at time.Time) Signature {
-	return Signature{
-		File: file, What: what, Signer: describe(c), Time: at.UTC(),
-		Certificate: c.Subject.String(), Serial: fmt.Sprintf("%x", c.SerialNumber), Issuer: c.Issuer.String(),
+	s := Signature{File: file, What: what, Signer: describe(c), Time: at.UTC()}
+	if c != nil { // a claimed evidence may name no certificate
+		s.Certificate, s.Serial, s.Issuer = c.Subject.String(), fmt.Sprintf("%x", c.SerialNumber), c.Issuer.String()
 	}
+	return s
+}
+
+// evidenceSignature describes an evidence's signature with what its
+// statement says about whom and by whom.
+func evidenceSignature(file string, st *evidence.Statement, c *x509.Certificate) Signature {
+	s := signature(file, string(st.Type), c, st.Time)
+	s.Recipient, s.Node, s.Reason = st.Recipient, st.Issuer, st.Reason
+	return s
 }
 
 // describe names a certificate's holder as Kurier sees it.
