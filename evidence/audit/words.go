@@ -24,12 +24,13 @@ var (
 	groupEvidence = group{"Nachweise", "Evidence"}
 	groupChain    = group{"Nachweiskette", "Evidence chain"}
 	groupLog      = group{"Log/Merkle", "Log/Merkle"}
+	groupContent  = group{"Dokumente", "Documents"}
 	// groupOther takes the checks of a name words does not know; the
 	// words test keeps it empty.
 	groupOther = group{"Weitere Prüfungen", "Other checks"}
 )
 
-var groups = []group{groupFormat, groupTrust, groupEnvelope, groupEvidence, groupChain, groupLog, groupOther}
+var groups = []group{groupFormat, groupTrust, groupEnvelope, groupEvidence, groupChain, groupLog, groupContent, groupOther}
 
 // checkWords say what a check is about and, in plain words, what it means
 // when it fails or cannot be decided.
@@ -107,6 +108,23 @@ var words = map[string]checkWords{
 		Group: groupEvidence, Title: "Bezug des Nachweises auf den Inhalt", TitleEN: "The evidence names this content",
 		Failed:   "Ein Nachweis nennt eine andere Prüfsumme des verschlüsselten Inhalts, als der Absender im Umschlag signiert hat: Nachweis und Nachricht gehören nicht zusammen.",
 		FailedEN: "An evidence names another digest of the sealed content than the sender signed in the envelope: evidence and message do not belong together.",
+	},
+	CheckContentSignature: {
+		Group: groupContent, Title: "Signatur des Absenders über die Dokumente (content/signed.p7m)", TitleEN: "The sender's signature over the documents (content/signed.p7m)",
+		Failed:   "Die beigefügten Dokumente tragen keine gültige Signatur des Absenders: Sie können nach dem Versand verändert oder von jemand anderem erstellt worden sein. Sie belegen nicht, was zugestellt wurde.",
+		FailedEN: "The enclosed documents carry no valid signature of the sender: they may have been changed after sending or made by someone else. They do not prove what was delivered.",
+	},
+	CheckDocument: {
+		Group: groupContent, Title: "Dokument gegen die Prüfsumme im Umschlag", TitleEN: "Document against the digest in the envelope",
+		Failed:   "Ein beigefügtes Dokument stimmt nicht mit dem überein, was der Absender im Umschlag angekündigt hat (Name, Größe oder SHA-256), oder es fehlt oder ist überzählig: Es ist nicht das zugestellte Dokument.",
+		FailedEN: "An enclosed document does not match what the sender announced in the envelope (name, size or SHA-256), or one is missing or extra: it is not the document delivered.",
+		Open:     "Der Umschlag dieser Nachricht stammt aus einer älteren Version und nennt keine Prüfsummen der Dokumente: Die beigefügten Dokumente sind vom Absender signiert, aber nichts verbindet sie mit den Nachweisen.",
+		OpenEN:   "This message's envelope is of an older version and lists no document digests: the enclosed documents are signed by the sender, but nothing binds them to the evidence.",
+	},
+	CheckSealedPayload: {
+		Group: groupContent, Title: "Verschlüsselter Inhalt wie zugestellt (content/payload.p7m)", TitleEN: "Sealed payload as delivered (content/payload.p7m)",
+		Failed:   "Der beigefügte verschlüsselte Inhalt hat eine andere Größe oder Prüfsumme als im Umschlag und in den Nachweisen genannt: Es ist nicht der zugestellte Inhalt.",
+		FailedEN: "The enclosed sealed payload has another size or digest than the envelope and the evidence name: it is not the payload delivered.",
 	},
 	CheckChain: {
 		Group: groupChain, Title: "Nachweiskette je Empfänger", TitleEN: "Evidence chain per recipient",
