@@ -252,9 +252,11 @@ func TestPythonClient_ReusedID(t *testing.T) {
 func requirePython(t *testing.T) {
 	t.Helper()
 	var problem string
+	probe := exec.Command(python3, "-c", "import grpc, grpc_tools.protoc, google.protobuf, cryptography")
+	probe.Env = pythonEnv()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		problem = "no openssl command"
-	} else if out, err := exec.Command(python3, "-c", "import grpc, grpc_tools.protoc, google.protobuf, cryptography").CombinedOutput(); err != nil {
+	} else if out, err := probe.CombinedOutput(); err != nil {
 		problem = fmt.Sprintf("%s cannot import the client's modules (%v): %s", python3, err, lastLine(out))
 	}
 	if problem == "" {
@@ -280,7 +282,9 @@ func stubs(t *testing.T) string {
 	defer cancel()
 	args := append([]string{"-m", "grpc_tools.protoc", "-I", filepath.Join("..", "..", "proto"),
 		"--python_out=" + gen, "--grpc_python_out=" + gen}, protos...)
-	if out, err := exec.CommandContext(ctx, python3, args...).CombinedOutput(); err != nil {
+	cmd := exec.CommandContext(ctx, python3, args...)
+	cmd.Env = append(pythonEnv(), "PYTHONDONTWRITEBYTECODE=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("generate the Python stubs: %v\n%s", err, out)
 	}
 	return gen
@@ -296,7 +300,7 @@ func send(t *testing.T, gen string, args ...string) (stdout, stderr string, err 
 	argv := append([]string{"send.py", "--node", node.Addr, "--ca", filepath.Join(id, pki.CACertFile),
 		"--cert", filepath.Join(id, pki.CertFile), "--key", filepath.Join(id, pki.KeyFile), "--timeout", "60"}, args...)
 	cmd := exec.CommandContext(ctx, python3, argv...)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+gen, "PYTHONDONTWRITEBYTECODE=1")
+	cmd.Env = append(pythonEnv(), "PYTHONPATH="+gen, "PYTHONDONTWRITEBYTECODE=1")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -304,6 +308,18 @@ func send(t *testing.T, gen string, args ...string) (stdout, stderr string, err 
 		t.Fatalf("send.py did not finish within %s\nstdout:\n%s\nstderr:\n%s", runTimeout, o.String(), e.String())
 	}
 	return o.String(), e.String(), err
+}
+
+// pythonEnv is the environment without PYTHON* variables, which another
+// Python installation (pyenv's, a virtualenv) may have set for itself.
+func pythonEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PYTHON") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // exitCode returns the exit status of a finished command's error, 0 for
