@@ -105,7 +105,7 @@ func TestPythonClient_Sends(t *testing.T) {
 			t.Fatalf("%s cannot fetch what send.py sent: %v", r.addr, err)
 		}
 		env := f.Envelope
-		if env.Version != 2 || env.From != daemon.DevAgency || env.Subject != subject || env.Type != "Schriftsatz" ||
+		if env.Version != envelope.Version || len(env.Files) != len(docs) || env.Files[0].SHA256 == "" || env.From != daemon.DevAgency || env.Subject != subject || env.Type != "Schriftsatz" ||
 			env.Reference != "4 C 12/26" || !env.Expires.After(env.Created) {
 			t.Errorf("envelope: %+v", env)
 		}

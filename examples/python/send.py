@@ -40,7 +40,7 @@ except ImportError as err:
              "and generate the stubs into a folder on PYTHONPATH (README.md)")
 
 # PROTOCOL.md, "Writing a client in another language": the numbers a client needs.
-ENVELOPE_VERSION = 2          # what clients write; nodes keep reading it
+ENVELOPE_VERSION = 3          # what clients write: files carry their sha256
 CHUNK_SIZE = 256 << 10        # payload bytes per Submit frame (at most 1 MiB)
 MAX_ENVELOPE = 256 << 10      # bytes of envelope JSON
 MIN_RSA_BITS = 3072           # smallest encryption key to encrypt to
@@ -254,7 +254,7 @@ def encryption_cert(args, directory, addr, crl_path, tmp, n):
 def pack(documents, path):
     """The document bundle: a POSIX tar of regular files in envelope order."""
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for src, name, size in documents:
+        for src, name, size, _ in documents:
             info = tarfile.TarInfo(name)
             info.type, info.size, info.mode, info.mtime = tarfile.REGTYPE, size, 0o644, 0
             info.uid = info.gid = 0
@@ -302,7 +302,7 @@ def build_envelope(args, sender, documents, size, digest):
         "expires": rfc3339(created + datetime.timedelta(days=args.expires_days)),
         "payload_sha256": digest,
         "payload_size": size,
-        "files": [{"name": name, "size": n} for _, name, n in documents],
+        "files": [{"name": name, "size": n, "sha256": d} for _, name, n, d in documents],
     }
     data = canonical(env).encode("utf-8")
     if args.non_canonical:
@@ -545,11 +545,15 @@ def documents_of(paths):
         if name in names:
             raise Failure(f"two documents are named {name!r}")
         names.add(name)
+        h, size = hashlib.sha256(), 0
         try:
-            size = os.stat(path).st_size
+            with open(path, "rb") as f:
+                while block := f.read(CHUNK_SIZE):
+                    h.update(block)
+                    size += len(block)
         except OSError as err:
             raise Failure(f"{path}: {err.strerror}") from None
-        docs.append((path, name, size))
+        docs.append((path, name, size, h.hexdigest()))
     return docs
 
 
