@@ -9,6 +9,7 @@ import (
 
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
+	"kurier.dev/kurier/evidence/webverify"
 	"kurier.dev/kurier/pki"
 )
 
@@ -36,12 +37,26 @@ func (e *env) verify(args []string) error {
 	var since, logKeys fileList
 	c.Var(&since, "since", "an older checkpoint (or bundle) of the same log, to check the bundle's log extends it; repeatable")
 	c.Var(&logKeys, "log-key", "a file with a node's known log key (log.vkey); each of the bundle's logs whose origin a given key names must use one of those, and one that none names is indeterminate; repeatable")
+	serve := c.String("serve", "", "serve the verifier's page on this computer's ADDR (127.0.0.1:8080) until interrupted: drop a bundle and ca.pem on it, nothing is uploaded")
+	writeWeb := c.String("write-web", "", "write the verifier's page into DIR, static files for any web server (serve it over HTTPS)")
 	files, err := c.parse(args)
 	if err != nil {
 		return err
 	}
+	if *serve != "" || *writeWeb != "" {
+		if len(files) > 0 || *ca != "" || *crl != "" || *report != "" || len(since) > 0 || len(logKeys) > 0 {
+			return errors.New("verify: --serve and --write-web take no files and no checking options: the page asks for them")
+		}
+		if *serve != "" && *writeWeb != "" {
+			return errors.New("verify: give --serve or --write-web, not both")
+		}
+		if *writeWeb != "" {
+			return e.writeWeb(c, *writeWeb)
+		}
+		return e.serveWeb(c, *serve)
+	}
 	if len(files) == 0 {
-		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem]")
+		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem], or kurier verify --serve 127.0.0.1:8080 for the page")
 	}
 	var o audit.Options
 	if *ca != "" {
@@ -115,6 +130,42 @@ func (e *env) verify(args []string) error {
 		return reported{err2} // the reports are the JSON value
 	}
 	return err2
+}
+
+// serveWeb serves the browser verifier on addr until interrupted.
+func (e *env) serveWeb(c *command, addr string) error {
+	ln, err := webverify.Listen(addr)
+	if err != nil {
+		return fmt.Errorf("verify: --serve: %w", err)
+	}
+	url := webverify.URL(ln)
+	if c.json {
+		if err := e.printJSON(struct {
+			URL string `json:"url"`
+		}{url}); err != nil {
+			ln.Close()
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "Nachweise prüfen / verify evidence: %s (Ctrl-C beendet / stops)\n", url)
+	}
+	return webverify.Serve(e.ctx, ln)
+}
+
+// writeWeb writes the browser verifier's page into dir.
+func (e *env) writeWeb(c *command, dir string) error {
+	names, err := webverify.WriteDir(dir)
+	if err != nil {
+		return fmt.Errorf("verify: --write-web: %w", err)
+	}
+	if c.json {
+		return e.printJSON(struct {
+			Dir   string   `json:"dir"`
+			Files []string `json:"files"`
+		}{dir, names})
+	}
+	fmt.Fprintf(e.stdout, "wrote %s into %s: serve the folder over HTTPS with any web server; index.html carries its Content-Security-Policy\n", strings.Join(names, ", "), dir)
+	return nil
 }
 
 // verdictJSON is one file's report as verify --json prints it, its
