@@ -137,7 +137,8 @@ func Handler() http.Handler {
 // WriteDir writes the page into dir (made if missing) as files for any
 // web server: index.html, style.css, app.js, wasm_exec.js and verifier.js.
 // The server needs no configuration beyond serving .js as JavaScript;
-// index.html carries the policy itself. It returns the names written.
+// index.html carries the policy itself. (Chromium also runs the page
+// opened from disk.) It returns the names written.
 func WriteDir(dir string) ([]string, error) {
 	all, err := files()
 	if err != nil {

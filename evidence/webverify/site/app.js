@@ -81,9 +81,12 @@
     return "bundle";
   }
 
+  // choose takes a dropped file as the input's own, so the input names it.
   function choose(which, file) {
     files[which] = file;
-    $(which + "-name").textContent = file ? file.name : "";
+    const dt = new DataTransfer();
+    dt.items.add(file);
+    $(which).files = dt.files;
   }
 
   async function bytes(which, file) {
@@ -136,7 +139,7 @@
 
   for (const which of ["bundle", "ca", "crl"]) {
     $(which).addEventListener("change", (e) => {
-      choose(which, e.target.files[0] || null);
+      files[which] = e.target.files[0] || null;
       run();
     });
   }
