@@ -9,7 +9,6 @@ import (
 
 	"kurier.dev/kurier/evidence/audit"
 	"kurier.dev/kurier/evidence/bundle"
-	"kurier.dev/kurier/evidence/webverify"
 	"kurier.dev/kurier/pki"
 )
 
@@ -56,7 +55,7 @@ func (e *env) verify(args []string) error {
 		return e.serveWeb(c, *serve)
 	}
 	if len(files) == 0 {
-		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem], or kurier verify --serve 127.0.0.1:8080 for the page")
+		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem]")
 	}
 	var o audit.Options
 	if *ca != "" {
@@ -130,42 +129,6 @@ func (e *env) verify(args []string) error {
 		return reported{err2} // the reports are the JSON value
 	}
 	return err2
-}
-
-// serveWeb serves the browser verifier on addr until interrupted.
-func (e *env) serveWeb(c *command, addr string) error {
-	ln, err := webverify.Listen(addr)
-	if err != nil {
-		return fmt.Errorf("verify: --serve: %w", err)
-	}
-	url := webverify.URL(ln)
-	if c.json {
-		if err := e.printJSON(struct {
-			URL string `json:"url"`
-		}{url}); err != nil {
-			ln.Close()
-			return err
-		}
-	} else {
-		fmt.Fprintf(e.stdout, "Nachweise prüfen / verify evidence: %s (Ctrl-C beendet / stops)\n", url)
-	}
-	return webverify.Serve(e.ctx, ln)
-}
-
-// writeWeb writes the browser verifier's page into dir.
-func (e *env) writeWeb(c *command, dir string) error {
-	names, err := webverify.WriteDir(dir)
-	if err != nil {
-		return fmt.Errorf("verify: --write-web: %w", err)
-	}
-	if c.json {
-		return e.printJSON(struct {
-			Dir   string   `json:"dir"`
-			Files []string `json:"files"`
-		}{dir, names})
-	}
-	fmt.Fprintf(e.stdout, "wrote %s into %s: serve the folder over HTTPS with any web server; index.html carries its Content-Security-Policy\n", strings.Join(names, ", "), dir)
-	return nil
 }
 
 // verdictJSON is one file's report as verify --json prints it, its
