@@ -186,7 +186,9 @@ func TestVerifier_UpToDate(t *testing.T) {
 	if os.Getenv("CI") != "true" && os.Getenv("KURIER_CHECK_WASM") != "1" {
 		t.Skip("set KURIER_CHECK_WASM=1 to rebuild the verifier and compare it with the checked-in one")
 	}
-	const fix = "run go generate ./evidence/webverify and commit site/verifier.wasm.gz and site/wasm_exec.js"
+	// The go command on PATH builds, with the toolchain go.mod names
+	// (GOTOOLCHAIN=auto): another toolchain gives other bytes.
+	const fix = "run go generate ./evidence/webverify and commit site/verifier.wasm.gz and site/wasm_exec.js (with GOTOOLCHAIN=auto)"
 	built, err := wasmbuild.Build(t.Context())
 	if err != nil {
 		t.Fatal(err)
