@@ -69,11 +69,15 @@ var helps = map[string]commandHelp{
 		"Load a node with real messages (sealed first, then timed) and report what it sustained. Point it at a\n" +
 			"node of its own, with its sender limits raised. docs/PERFORMANCE.md explains the figures.",
 		"kurier bench --to eingang@amtsgericht.example --messages 500 --concurrency 16 --json"},
-	"verify": {"kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--log-key log.vkey…] [--report report.html] [--report-pdf report.pdf]",
+	"verify": {"kurier verify FILE… [--ca ca.pem] [--crl CRL] [--since CHECKPOINT…] [--log-key log.vkey…] [--report report.html] [--report-pdf report.pdf]\n" +
+		"       kurier verify --serve 127.0.0.1:8080 | --write-web DIR",
 		"Check evidence bundles or single .p7m evidence offline, with no node: exit 0 only if every check passed,\n" +
 			"1 if one failed, 3 if one could not be established. --report writes the Prüfprotokoll as HTML (verdict\n" +
 			"and failures in plain words first, German and English), --report-pdf prints it on A4 with a local\n" +
-			"Chromium (apt-get install chromium).",
+			"Chromium (apt-get install chromium).\n" +
+			"--serve runs the same checks in a web page on this computer (drop the bundle and ca.pem on it; nothing\n" +
+			"is uploaded, and once loaded the page makes no request); --write-web writes that page as static files\n" +
+			"for any web server.",
 		"kurier verify nachweis.zip --ca ca.pem --report pruefprotokoll.html --report-pdf pruefprotokoll.pdf"},
 	"pki init": {"kurier pki init --ca DIR [--name NAME] [--validity 168h]",
 		"Create the federation's CA in DIR (ca.pem, ca-key.pem) and its first CRL (crl.pem).",

@@ -66,7 +66,10 @@ Usage:
               [--report report.html] [--report-pdf report.pdf]
                                     check bundles or .p7m evidence offline; exit 0 only if every
                                     check passed, 1 if one failed, 3 if one was indeterminate;
-                                    --report writes the Prüfprotokoll (HTML), --report-pdf prints it
+                                    --report writes the Prüfprotokoll (HTML), --report-pdf prints it on A4 (Chromium)
+  kurier verify --serve 127.0.0.1:8080 | --write-web DIR
+                                    the same checks in a web page (on this computer, or as static files for
+                                    any web server): drop the bundle and ca.pem on it; nothing is uploaded
 
   kurier pki init --ca DIR [--name NAME] [--validity 168h]
                                     create the CA and its first CRL (DIR/crl.pem)

@@ -42,9 +42,23 @@ func (e *env) verify(args []string) error {
 	var since, logKeys fileList
 	c.Var(&since, "since", "an older checkpoint (or bundle) of the same log, to check the bundle's log extends it; repeatable")
 	c.Var(&logKeys, "log-key", "a file with a node's known log key (log.vkey); each of the bundle's logs whose origin a given key names must use one of those, and one that none names is indeterminate; repeatable")
+	serve := c.String("serve", "", "serve the verifier's page on this computer's ADDR (127.0.0.1:8080) until interrupted: drop a bundle and ca.pem on it, nothing is uploaded")
+	writeWeb := c.String("write-web", "", "write the verifier's page into DIR, static files for any web server (serve it over HTTPS)")
 	files, err := c.parse(args)
 	if err != nil {
 		return err
+	}
+	if *serve != "" || *writeWeb != "" {
+		if len(files) > 0 || *ca != "" || *crl != "" || *report != "" || len(since) > 0 || len(logKeys) > 0 {
+			return errors.New("verify: --serve and --write-web take no files and no checking options: the page asks for them")
+		}
+		if *serve != "" && *writeWeb != "" {
+			return errors.New("verify: give --serve or --write-web, not both")
+		}
+		if *writeWeb != "" {
+			return e.writeWeb(c, *writeWeb)
+		}
+		return e.serveWeb(c, *serve)
 	}
 	if len(files) == 0 {
 		return errors.New("verify: no file given: kurier verify FILE… [--ca ca.pem]")
