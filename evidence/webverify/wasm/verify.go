@@ -18,10 +18,11 @@ import (
 
 // The largest inputs taken, checked by the page before it reads a file,
 // so that a wrong file (a disk image) fails at once rather than filling
-// the tab's memory. A bundle as bundle.Write caps it; a CRL as kurier
-// verify --crl takes it.
+// the tab's memory. A bundle as bundle.Write caps it, with the signed
+// original of a court's archive (kurier export --with-content) included;
+// a CRL as kurier verify --crl takes it.
 const (
-	maxBundle = bundle.MaxSize
+	maxBundle = bundle.MaxSizeWithContent
 	maxCA     = 1 << 20
 	maxCRL    = 8 << 20
 )
