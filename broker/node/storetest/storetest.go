@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +72,7 @@ func Create(t *testing.T, st node.Store, sender string, received time.Time, to .
 		Subject: "Bescheid " + id[len(id)-6:], Type: "Bescheid", Reference: "Az. 63/2026-0815",
 		Created: received.Add(-time.Second), Expires: received.Add(7 * 24 * time.Hour),
 		PayloadSHA256: hex.EncodeToString(blob.SHA256[:]), PayloadSize: blob.Size,
-		Files: []envelope.File{{Name: "bescheid.pdf", Size: 90}},
+		Files: []envelope.File{{Name: "bescheid.pdf", Size: 90, SHA256: strings.Repeat("ab", 32)}},
 	}
 	raw, err := env.Marshal()
 	if err != nil {
