@@ -89,6 +89,21 @@ func (r *refusal) Error() string { return r.err.Error() }
 
 func (r *refusal) Unwrap() []error { return append([]error{r.err}, r.kinds...) }
 
+// GRPCStatus returns the node's status as it came, details and message
+// unchanged: status.FromError would otherwise take the message from
+// Error(), which holds the "rpc error: code = …" prefix.
+func (r *refusal) GRPCStatus() *status.Status { return status.Convert(r.err) }
+
+// kindsOf returns the sentinels of the reason st names, if any.
+func kindsOf(st *status.Status) []error {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == reasonDomain {
+			return sentinelOf[info.GetReason()]
+		}
+	}
+	return nil
+}
+
 // refused returns err with the sentinels of the reason the node named, or
 // err itself.
 func refused(err error) error {
@@ -96,12 +111,8 @@ func refused(err error) error {
 	if !ok || err == nil {
 		return err
 	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == reasonDomain {
-			if kinds := sentinelOf[info.GetReason()]; kinds != nil {
-				return &refusal{err: err, kinds: kinds}
-			}
-		}
+	if kinds := kindsOf(st); kinds != nil {
+		return &refusal{err: err, kinds: kinds}
 	}
 	return err
 }

@@ -104,6 +104,9 @@ type RejectedError struct {
 	// Message is the node's explanation.
 	Message  string
 	Evidence *Evidence
+
+	st    *status.Status // as the node sent it, with its details
+	kinds []error        // the sentinels of the reason it names
 }
 
 // Error returns the message id, the node's status code and its
@@ -113,8 +116,17 @@ func (e *RejectedError) Error() string {
 }
 
 // GRPCStatus returns the node's status, so that status.Code(err) and
-// status.FromError(err) see it.
-func (e *RejectedError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+// status.FromError(err) see it, with its details.
+func (e *RejectedError) GRPCStatus() *status.Status {
+	if e.st != nil {
+		return e.st
+	}
+	return status.New(e.Code, e.Message)
+}
+
+// Unwrap returns the sentinels of the reason the node named
+// (ErrTooLarge, ErrRevoked, …), so that errors.Is finds them.
+func (e *RejectedError) Unwrap() []error { return e.kinds }
 
 // Send seals m and submits it to the node, returning once the node has
 // durably accepted it: Seal, then Submit. progress, if not nil, is called
@@ -497,7 +509,7 @@ func (c *Client) submitError(id string, err error) error {
 		if !ok {
 			continue
 		}
-		re := &RejectedError{MessageID: id, Code: st.Code(), Message: st.Message()}
+		re := &RejectedError{MessageID: id, Code: st.Code(), Message: st.Message(), st: st, kinds: kindsOf(st)}
 		ev, verr := c.verifyEvidence(rej.GetEvidence(), id)
 		switch {
 		case verr != nil:

@@ -154,8 +154,8 @@ type Limits struct {
 	MaxUploads int
 	// MaxUploadsPerSender bounds how many of those one sender (or, for
 	// relays, one relaying node) may hold at once, so that nobody can
-	// take every slot; more are refused with broker.ErrTooLarge, to try
-	// again. Default 4.
+	// take every slot; more are refused with broker.ErrRateLimited and
+	// when to try again. Default 4.
 	MaxUploadsPerSender int
 	// DefaultExpiry is how long a message whose envelope names no expiry
 	// (format version 1) may take to reach its recipients' nodes; default

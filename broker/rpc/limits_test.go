@@ -536,3 +536,22 @@ func (w chanWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// TestClient_SignedRejectionKeepsReason: a refusal the node signs a
+// SubmissionRejection for (a payload over its MaxPayload) is a
+// *client.RejectedError that still names the reason, and keeps the
+// node's message as it was sent.
+func TestClient_SignedRejectionKeepsReason(t *testing.T) {
+	ts := startSetup(t, setup{node: func(c *node.Config) { c.Limits.MaxPayload = 2000 }})
+	_, err := dialClient(t, ts.addr, pkitest.Agency).Send(context.Background(), testMessage(pkitest.Court, 5000), nil)
+	var rej *client.RejectedError
+	if !errors.As(err, &rej) || status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Send of a payload over MaxPayload: %v (code %s), want a RejectedError, ResourceExhausted", err, status.Code(err))
+	}
+	if !errors.Is(err, client.ErrTooLarge) || client.Reason(err) != "TOO_LARGE" || reason(err) != rpc.ReasonTooLarge {
+		t.Fatalf("Send of a payload over MaxPayload: %v; ErrTooLarge %v, Reason %q, want TOO_LARGE", err, errors.Is(err, client.ErrTooLarge), client.Reason(err))
+	}
+	if strings.Contains(rej.Message, "rpc error") || strings.Contains(status.Convert(err).Message(), "rpc error") {
+		t.Fatalf("the node's message is wrapped in the transport's words: %q", rej.Message)
+	}
+}

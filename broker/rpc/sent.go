@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"kurier.dev/kurier/broker/node"
@@ -10,9 +11,16 @@ import (
 )
 
 // maxSentPageSize bounds a page of ListSent lower than the inbox's,
-// because each entry carries every recipient's state: 100 messages of up
-// to 100 recipients each stay well within one gRPC message.
+// because each entry carries every recipient's state.
 const maxSentPageSize = 100
+
+// maxSentPageBytes bounds a page's encoded size well below what clients
+// take in one gRPC message (16 MiB): a node whose max_recipients is the
+// envelope's 1000 can have messages of over a megabyte each in the list.
+// One message always fits: 1000 recipients with the longest addresses and
+// reasons are under 1.3 MB.
+// (A variable, so that a test can make it small.)
+var maxSentPageBytes = 4 << 20
 
 // ListSent lists one page of the messages the caller sent, newest first.
 func (s *service) ListSent(ctx context.Context, req *kurierv1.ListSentRequest) (*kurierv1.ListSentResponse, error) {
@@ -24,15 +32,23 @@ func (s *service) ListSent(ctx context.Context, req *kurierv1.ListSentRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	sent, next, err := s.node.Sent(ctx, caller, req.GetPageToken(), size)
-	if err != nil {
-		return nil, toStatus(err)
+	for {
+		sent, next, err := s.node.Sent(ctx, caller, req.GetPageToken(), size)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp := &kurierv1.ListSentResponse{NextPageToken: next, Messages: make([]*kurierv1.SentMessage, 0, len(sent))}
+		for _, m := range sent {
+			resp.Messages = append(resp.Messages, toSent(m))
+		}
+		// A page over the budget is asked for again with half as many
+		// messages: the cursor is the store's, so the page cannot simply
+		// be cut.
+		if size == 1 || proto.Size(resp) <= maxSentPageBytes {
+			return resp, nil
+		}
+		size /= 2
 	}
-	resp := &kurierv1.ListSentResponse{NextPageToken: next, Messages: make([]*kurierv1.SentMessage, 0, len(sent))}
-	for _, m := range sent {
-		resp.Messages = append(resp.Messages, toSent(m))
-	}
-	return resp, nil
 }
 
 // toSent converts one entry of the outbox.

@@ -158,6 +158,18 @@ func TestListSent_Paging(t *testing.T) {
 	if got := sentIDs(newest); !cmp.Equal(got, ids[:3]) {
 		t.Errorf("Outbox(3) = %q, want the newest three %q", got, ids[:3])
 	}
+	// A page over the byte budget comes back smaller, down to one
+	// message, and the listing is still whole and in order.
+	restore := rpc.SetMaxSentPageBytes(1)
+	page, next, err := agency.OutboxPage(ctx, "", 3)
+	if err != nil || len(page) != 1 || next == "" {
+		t.Errorf("a page asked for 3 messages over the byte budget: %d messages, next %q, %v; want 1 and a next page", len(page), next, err)
+	}
+	all, err := agency.Outbox(ctx, 0)
+	restore()
+	if err != nil || !cmp.Equal(sentIDs(all), ids) {
+		t.Errorf("the whole outbox page by page under the byte budget = %q, %v; want %q", sentIDs(all), err, ids)
+	}
 
 	mb := kurierv1.NewMailboxServiceClient(dial(t, ts.addr, fx.IDs[pkitest.Agency], ts.trust))
 	for name, tt := range map[string]struct {

@@ -174,7 +174,37 @@ func (db *DB) checkMessages(ctx context.Context, opts CheckOptions, res *CheckRe
 				}
 			}
 		}
+		if indexed {
+			checkSentIndex(txn, report)
+		}
 		return nil
+	})
+}
+
+// checkSentIndex reports sent index entries that name no stored message,
+// or a message under another sender or time than the message says: the
+// outbox leaves the first out and would list the second wrongly.
+func checkSentIndex(txn *badger.Txn, report func(Problem)) {
+	scan(txn, []byte("y/"), func(k, _ []byte, err error) {
+		sender, rest, ok := readStr(k[len("y/"):])
+		id, idOK := parseInboxSuffix(rest)
+		switch {
+		case err != nil:
+			report(Problem{"sent index", string(k), fmt.Sprintf("cannot be read: %v", err)})
+			return
+		case !ok || !idOK:
+			report(Problem{"sent index", fmt.Sprintf("%q", k), "malformed key"})
+			return
+		}
+		m, err := loadMessage(txn, id)
+		switch {
+		case errors.Is(err, broker.ErrNotFound):
+			report(Problem{"sent index", id, "the outbox of " + sender + " names a message that is not stored"})
+		case err != nil:
+			// The message's own check reports it.
+		case m.Header == nil || !bytes.Equal(k, sentKey(m.Header.From, m.Received, id)):
+			report(Problem{"sent index", id, "the outbox of " + sender + " lists the message under another sender or time than the message has"})
+		}
 	})
 }
 

@@ -65,12 +65,15 @@ func upgrade(dir string, bdb *badger.DB, logger *slog.Logger) error {
 		return fmt.Errorf("upgrade the store: %w", err)
 	}
 	if format < 4 {
-		n, err := indexSent(bdb)
+		n, damaged, err := indexSent(bdb)
 		if err != nil {
 			return fmt.Errorf("upgrade the store: build the sent index: %w", err)
 		}
 		if n > 0 {
 			logger.Info("store upgraded: messages entered into their senders' sent index", "messages", n)
+		}
+		for _, id := range damaged {
+			logger.Error("store upgraded without one message in the sent index: its record cannot be read; kurierd -check-store names it, restore it from a backup", "message", id)
 		}
 	}
 	if err := bdb.Update(func(txn *badger.Txn) error {
@@ -125,23 +128,28 @@ func countPositions(bdb *badger.DB) (map[string]uint64, error) {
 }
 
 // indexSent enters every stored message into its sender's sent index
-// (format 3 to 4) and returns how many it entered. Writing an entry that
-// exists already changes nothing, so an upgrade cut short may run again.
-func indexSent(bdb *badger.DB) (int, error) {
+// (format 3 to 4) and returns how many it entered, and the ids of the
+// messages whose records cannot be read, which it leaves out: one damaged
+// record must not keep the node from starting, and the store check names
+// it as before. Writing an entry that exists already changes nothing, so
+// an upgrade cut short may run again.
+func indexSent(bdb *badger.DB) (n int, damaged []string, err error) {
 	wb := bdb.NewWriteBatch()
 	defer wb.Cancel()
-	n := 0
 	prefix := []byte("m/")
-	err := bdb.View(func(txn *badger.Txn) error {
+	err = bdb.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Seek(prefix); it.Valid(); it.Next() {
 			var m broker.Message
+			id := string(it.Item().Key()[len(prefix):])
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err != nil {
-				return fmt.Errorf("message %s: %w", it.Item().Key()[len(prefix):], err)
+				damaged = append(damaged, id)
+				continue
 			}
 			if m.Header == nil || checkKeyPart("sender", m.Header.From) != nil || checkKeyPart("message id", m.Header.ID) != nil {
-				return fmt.Errorf("message %s has no usable sender or id", it.Item().Key()[len(prefix):])
+				damaged = append(damaged, id)
+				continue
 			}
 			if err := wb.Set(sentKey(m.Header.From, m.Received, m.Header.ID), nil); err != nil {
 				return err
@@ -151,10 +159,10 @@ func indexSent(bdb *badger.DB) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := wb.Flush(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return n, nil
+	return n, damaged, nil
 }

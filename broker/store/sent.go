@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -80,6 +81,11 @@ func (db *DB) Sent(ctx context.Context, sender, after string, limit int) ([]brok
 				return err
 			}
 			m, err := loadMessage(txn, id)
+			if errors.Is(err, broker.ErrNotFound) {
+				// A stray index entry (the store check reports it) must
+				// not make the sender's whole listing fail.
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("message %s: %w", id, err)
 			}

@@ -236,3 +236,69 @@ func TestCheck_SentIndex(t *testing.T) {
 		t.Errorf("Check of a format 3 store: %v, want no problems", problems)
 	}
 }
+
+// An upgrade leaves a message whose record cannot be read out of the sent
+// index, and opens: one damaged record must not keep the node down, and
+// Check names it as before the upgrade.
+func TestFault_UpgradeWithDamagedMessage(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	a := newFixture(t, db, t0.Add(time.Second), court)
+	a.create(t, db)
+	b := newFixture(t, db, t0.Add(2*time.Second), court)
+	b.create(t, db)
+	downgradeToFormat3(t, db, 2)
+	if err := db.bdb.Update(func(txn *badger.Txn) error {
+		return txn.Set(messageKey(a.msg.ID()), []byte("{damaged"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	got, _, err := db.Sent(context.Background(), sender, "", 10)
+	if err != nil || len(got) != 1 || got[0].Message.ID() != b.msg.ID() {
+		t.Fatalf("Sent after upgrading a store with one damaged message: %d entries, %v; want the undamaged one", len(got), err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, problems := checkStore(t, dir); len(problems["message"]) != 1 || problems["message"][0].Where != a.msg.ID() {
+		t.Errorf("Check after the upgrade: %v, want the damaged message %s named", problems, a.msg.ID())
+	}
+}
+
+// A sent index entry whose message is not stored is left out of the
+// listing, which goes on, and Check names it; so is one under another
+// time than its message's.
+func TestCheck_StraySentEntry(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	fx := newFixture(t, db, t0, court)
+	fx.create(t, db)
+	const stray = "01a2355e-0000-7000-8000-000000000000"
+	if err := db.bdb.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(sentKey(sender, t0.Add(time.Hour), stray), nil); err != nil {
+			return err
+		}
+		return txn.Set(sentKey(sender, t0.Add(time.Minute), fx.msg.ID()), nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := db.Sent(context.Background(), sender, "", 10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Sent with a stray index entry: %d entries, %v; want the message (twice, as indexed) and no error", len(got), err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, problems := checkStore(t, dir)
+	where := map[string]bool{}
+	for _, p := range problems["sent index"] {
+		where[p.Where] = true
+	}
+	if len(problems["sent index"]) != 2 || !where[stray] || !where[fx.msg.ID()] {
+		t.Errorf("Check with two stray sent index entries: %v, want both named", problems)
+	}
+}
