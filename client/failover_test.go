@@ -2,8 +2,11 @@ package client_test
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -74,9 +77,13 @@ func TestParseNodes(t *testing.T) {
 		{" ", "no node address"},
 		{"127.0.0.1", "give the node as host:port"},
 		{"a:", "give the node as host:port"},
+		{"a:https", "give the node as host:port"},
+		{"a:0", "give the node as host:port"},
+		{"a:65536", "give the node as host:port"},
+		{"a:1,b:x", `element 2, "b:x", has no port number`},
 		{"a:1,,b:2", "element 2 of 3 is empty"},
 		{"a:1,", "element 2 of 2 is empty"},
-		{"a:1,b", `element 2, "b", has no port`},
+		{"a:1,b", `element 2, "b", has no port number`},
 		{"a:1,b:2,a:1", `"a:1" is listed twice`},
 		{tooMany, "17 node addresses; at most 16"},
 		{strings.Repeat("a", 5000) + ":1", "at most 4096"},
@@ -91,7 +98,7 @@ func TestParseNodes(t *testing.T) {
 // connects, naming the list and the bad element.
 func TestDial_NodeListRefused(t *testing.T) {
 	_, err := client.Dial(ctxT(t), "127.0.0.1:7443,kurier2", agency)
-	want := `dial: node "127.0.0.1:7443,kurier2": element 2, "kurier2", has no port`
+	want := `dial: node "127.0.0.1:7443,kurier2": element 2, "kurier2", has no port number`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Dial = %v, want %q", err, want)
 	}
@@ -266,4 +273,109 @@ func tlsListener(t *testing.T, id *pki.Identity) string {
 		}
 	})
 	return lis.Addr().String()
+}
+
+// TestFaultSubmit_NodeDiesMidUpload: a process that dies while it takes
+// an upload (its connections cut, no more taken) leaves the submission's
+// outcome unknown; Submit sends the same sealed message again, and the
+// retry goes to the other process, which stores it. The cuts are made by
+// a TCP relay in front of each process, as a process's death makes them:
+// the nodes behind are real. The second process answers only once the
+// first is cut, so the upload starts at the first.
+func TestFaultSubmit_NodeDiesMidUpload(t *testing.T) {
+	a, _ := replica(t)
+	b, _ := replica(t)
+	pa, pb := relay(t, a), relay(t, b)
+	pb.setRefusing(true)
+	var logs syncBuffer
+	ag, err := client.Dial(ctxT(t), pa.addr+","+pb.addr, agency, client.WithCRL(crlPath), client.WithRetry(20*time.Second),
+		client.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	m := message("mitten im Hochladen")
+	m.Documents[0].Data = randomBytes(t, 1<<20) // four chunks
+	var cut sync.Once
+	r, err := ag.Send(ctxT(t), m, func(sent, total int64) {
+		if sent > 0 && sent < total {
+			cut.Do(func() { pa.setRefusing(true); pb.setRefusing(false) })
+		}
+	})
+	if err != nil {
+		t.Fatalf("Send while its process died: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "trying again") {
+		t.Errorf("the upload was not cut; no retry was logged:\n%s", logs.String())
+	}
+	if got := inboxIDs(t, dialNodes(t, b, court, 0)); !slices.Contains(got, r.MessageID) {
+		t.Fatalf("%s is not in the second process's inbox %q", r.MessageID, got)
+	}
+}
+
+// tcpRelay forwards connections to a node process until it is set to
+// refuse: then it cuts the connections it carries and closes new ones at
+// once.
+type tcpRelay struct {
+	addr     string
+	mu       sync.Mutex
+	refusing bool
+	conns    map[net.Conn]bool
+}
+
+// relay starts a tcpRelay on 127.0.0.1 to target, stopped when the test
+// ends.
+func relay(t *testing.T, target string) *tcpRelay {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &tcpRelay{addr: lis.Addr().String(), conns: map[net.Conn]bool{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { lis.Close(); r.setRefusing(true); wg.Wait() })
+	wg.Go(func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := r.connect(in, target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			wg.Go(func() { io.Copy(out, in); out.Close() })
+			wg.Go(func() { io.Copy(in, out); in.Close() })
+		}
+	})
+	return r
+}
+
+// connect dials target for in, unless r refuses.
+func (r *tcpRelay) connect(in net.Conn, target string) (net.Conn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.refusing {
+		return nil, errors.New("refusing")
+	}
+	out, err := net.Dial("tcp", target)
+	if err != nil {
+		return nil, err
+	}
+	r.conns[in], r.conns[out] = true, true
+	return out, nil
+}
+
+// setRefusing makes r refuse (cutting what it carries) or forward.
+func (r *tcpRelay) setRefusing(refusing bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refusing = refusing
+	if refusing {
+		for c := range r.conns {
+			c.Close()
+		}
+		clear(r.conns)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -36,7 +37,8 @@ const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 // ParseNodes splits a node address as Dial and the --node flag take it:
 // host:port, or several processes of the same node as
 // host1:port,host2:port (spaces around the commas are allowed). Each
-// element must name a port; empty and repeated elements are refused.
+// element must name a port by number; empty and repeated elements are
+// refused.
 func ParseNodes(list string) ([]string, error) {
 	if strings.TrimSpace(list) == "" {
 		return nil, errors.New("no node address")
@@ -62,7 +64,7 @@ func ParseNodes(list string) ([]string, error) {
 		case p == "":
 			return nil, fmt.Errorf("element %d of %d is empty; give the nodes as host1:port,host2:port", i+1, len(parts))
 		case !hasPort(p):
-			return nil, fmt.Errorf("element %d, %q, has no port; give each node as host:port, for example kurier.stadt.example:7443", i+1, p)
+			return nil, fmt.Errorf("element %d, %q, has no port number; give each node as host:port, for example kurier.stadt.example:7443", i+1, p)
 		case seen[p]:
 			return nil, fmt.Errorf("%q is listed twice", p)
 		}
@@ -72,10 +74,14 @@ func ParseNodes(list string) ([]string, error) {
 	return nodes, nil
 }
 
-// hasPort reports whether addr is host:port with a port.
+// hasPort reports whether addr is host:port with a port from 1 to 65535.
 func hasPort(addr string) bool {
 	_, port, err := net.SplitHostPort(strings.TrimSpace(addr))
-	return err == nil && port != ""
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }
 
 // dialTarget returns the gRPC target for nodes and the options it needs.

@@ -641,7 +641,7 @@ func TestRun_JSONErrors(t *testing.T) {
 		{"not a message id", append([]string{"fetch", "4 C 12/26", "-o", t.TempDir()}, as("court")...), "error", "invalid message id", ""},
 		{"node without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1"}, "error", `--node "127.0.0.1": give the node as host:port`, ""},
 		{"node not there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1"}, "Unavailable", "cannot reach the node at 127.0.0.1:1", ""},
-		{"node list element without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,127.0.0.1"}, "error", `--node "127.0.0.1:1,127.0.0.1": element 2, "127.0.0.1", has no port`, ""},
+		{"node list element without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,127.0.0.1"}, "error", `--node "127.0.0.1:1,127.0.0.1": element 2, "127.0.0.1", has no port number`, ""},
 		{"node list with an empty element", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,,127.0.0.1:2"}, "error", "element 2 of 3 is empty", ""},
 		{"node list none there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,127.0.0.1:2"}, "Unavailable", "cannot reach any of the node's processes at 127.0.0.1:1,127.0.0.1:2", ""},
 	} {
