@@ -29,9 +29,10 @@ const nodeScheme = "kurier-nodes"
 // or it cannot be reached again) is left out of the turn at once, so the
 // retry of a call it failed goes to another. pick_first would send
 // everything to one process and move on only when that connection fails.
-// Client-side health checking is not enabled: a stopping node closes its
-// connections at once (GOAWAY) anyway, and a health stream refused for a
-// stale CRL would hide the node's own clear refusal behind "unavailable".
+// Client-side health checking is not enabled: a stopping node tells its
+// clients at once (GOAWAY) to make new calls elsewhere anyway, and a
+// health stream refused for a stale CRL would hide the node's own clear
+// refusal behind "unavailable".
 const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 
 // ParseNodes splits a node address as Dial and the --node flag take it:
