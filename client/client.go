@@ -105,6 +105,13 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // participant id. The node must prove a certificate for the domain of id's
 // own address, whatever host name or IP node names. Dial does not wait for
 // the connection; the first call makes it.
+//
+// node may list several processes of the same node,
+// host1:port,host2:port (see ParseNodes): the client keeps a connection
+// to each and spreads its calls over those that answer, so it keeps
+// working while one process is stopped or dead, and a call retried
+// (WithRetry) goes to another. Each of them must prove the same
+// certificate check.
 func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*Client, error) {
 	var o options
 	for _, opt := range opts {
@@ -119,8 +126,9 @@ func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*
 	if id == nil || id.Cert == nil || id.Key == nil {
 		return nil, errors.New("dial: no identity")
 	}
-	if node == "" {
-		return nil, errors.New("dial: no node address")
+	nodes, err := ParseNodes(node)
+	if err != nil {
+		return nil, fmt.Errorf("dial: node %q: %w", node, err)
 	}
 	peer, err := id.Peer()
 	if err != nil {
@@ -134,14 +142,15 @@ func Dial(ctx context.Context, node string, id *pki.Identity, opts ...Option) (*
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	tlsConfig := pki.ClientTLS(id, trust, address.DomainOf(peer.Address))
-	conn, err := grpc.NewClient(node,
+	target, listOpts := dialTarget(nodes)
+	conn, err := grpc.NewClient(target, append(listOpts,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
 		grpc.WithInitialWindowSize(streamWindowSize),
 		grpc.WithInitialConnWindowSize(connWindowSize),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
 		grpc.WithChainUnaryInterceptor(unaryRefusals),
 		grpc.WithChainStreamInterceptor(streamRefusals),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", node, err)
 	}

@@ -34,6 +34,7 @@ import (
 // The node every test in this package talks to: the development setup of
 // kurierd, in process, over real mutual TLS and a real badger store.
 var (
+	devNode  *daemontest.Node
 	devDir   string
 	nodeAddr string
 	crlPath  string
@@ -43,7 +44,7 @@ var (
 
 func TestMain(m *testing.M) {
 	daemontest.Main(m, func(n *daemontest.Node) error {
-		devDir, nodeAddr, crlPath, agency, court = n.Dir, n.Addr, n.CRL, n.Agency, n.Court
+		devNode, devDir, nodeAddr, crlPath, agency, court = n, n.Dir, n.Addr, n.CRL, n.Agency, n.Court
 		return nil
 	})
 }

@@ -72,6 +72,13 @@ func OnReady(ready func() error) SubscribeOption {
 // returns an error (it returns that error). A subscriber that falls far
 // behind may miss notices; Inbox stays complete, so list the mailbox once
 // the subscription is ready (OnReady) and after any error.
+//
+// The stream runs through one node process. When that process stops, the
+// stream ends with Unavailable ("the node is shutting down", or the
+// connection lost); Subscribe does not resume it itself, as notices may
+// have been missed meanwhile. Subscribe again and list the inbox: with
+// several node addresses (Dial) the new stream goes to a process that
+// answers.
 func (c *Client) Subscribe(ctx context.Context, fn func(InboxEntry) error, opts ...SubscribeOption) error {
 	var o subscribeOptions
 	for _, opt := range opts {

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -92,7 +91,8 @@ Usage:
 
 Options of the mailbox commands (send, inbox, outbox, watch, directory, fetch, ack, reject, evidence, export, checkpoint, bench):
   --id DIR      identity folder (cert.pem, key.pem, enc-cert.pem, enc-key.pem, ca.pem); env KURIER_ID
-  --node ADDR   the home node, host:port; env KURIER_NODE, default ` + defaultNode + `
+  --node ADDR   the home node, host:port, or several processes of it as host1:port,host2:port
+                (calls go to those that answer); env KURIER_NODE, default ` + defaultNode + `
   --crl FILE    check the node's and signers' certificates against this CRL; env KURIER_CRL
 
 Every command takes --json and then prints exactly one JSON value on stdout
@@ -177,7 +177,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil // -h: the command's usage is printed
 	}
 	if err != nil && e.node != "" && unreachable(err) {
-		err = fmt.Errorf("cannot reach the node at %s (is it running, and is --node right?): %w", e.node, err)
+		at := "the node at " + e.node
+		if strings.Contains(e.node, ",") {
+			at = "any of the node's processes at " + e.node
+		}
+		err = fmt.Errorf("cannot reach %s (is it running, and is --node right?): %w", at, err)
 	}
 	if err != nil && wantsJSON(args) && !errors.As(err, new(reported)) {
 		e.printJSON(errorJSON(err))
@@ -328,7 +332,7 @@ func (c *command) mailboxFlags() *mailboxFlags {
 	if node == "" {
 		node = defaultNode
 	}
-	c.StringVar(&f.node, "node", node, "home node host:port (env KURIER_NODE)")
+	c.StringVar(&f.node, "node", node, "home node host:port, or host1:port,host2:port for several processes of it (env KURIER_NODE)")
 	c.StringVar(&f.crl, "crl", os.Getenv("KURIER_CRL"), "CRL file to check certificates against (env KURIER_CRL)")
 	return f
 }
@@ -338,8 +342,8 @@ func (e *env) dial(f *mailboxFlags) (*client.Client, error) {
 	if f.id == "" {
 		return nil, errors.New("no identity: give --id DIR or set KURIER_ID")
 	}
-	if _, port, err := net.SplitHostPort(f.node); err != nil || port == "" {
-		return nil, fmt.Errorf("--node %q: give the node as host:port, for example kurier.stadt.example:7443", f.node)
+	if _, err := client.ParseNodes(f.node); err != nil {
+		return nil, fmt.Errorf("--node %q: %w", f.node, err)
 	}
 	id, err := pki.LoadIdentity(f.id)
 	if err != nil {

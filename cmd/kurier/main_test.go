@@ -641,6 +641,9 @@ func TestRun_JSONErrors(t *testing.T) {
 		{"not a message id", append([]string{"fetch", "4 C 12/26", "-o", t.TempDir()}, as("court")...), "error", "invalid message id", ""},
 		{"node without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1"}, "error", `--node "127.0.0.1": give the node as host:port`, ""},
 		{"node not there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1"}, "Unavailable", "cannot reach the node at 127.0.0.1:1", ""},
+		{"node list element without a port", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,127.0.0.1"}, "error", `--node "127.0.0.1:1,127.0.0.1": element 2, "127.0.0.1", has no port number`, ""},
+		{"node list with an empty element", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,,127.0.0.1:2"}, "error", "element 2 of 3 is empty", ""},
+		{"node list none there", []string{"inbox", "--id", id, "--node", "127.0.0.1:1,127.0.0.1:2"}, "Unavailable", "cannot reach any of the node's processes at 127.0.0.1:1,127.0.0.1:2", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := try(t, append(tc.args, "--json")...)
@@ -659,6 +662,24 @@ func TestRun_JSONErrors(t *testing.T) {
 				t.Fatalf("got %+v, want code %s, reason %q and an error saying %q", got, tc.code, tc.reason, tc.msg)
 			}
 		})
+	}
+}
+
+// TestRun_NodeList: --node and KURIER_NODE take several processes of the
+// node; one that is dead does not stop the command.
+func TestRun_NodeList(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "brief.txt")
+	if err := os.WriteFile(doc, []byte("Hallo Gericht"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var sent struct{ ID string }
+	kurierJSON(t, &sent, "send", "--id", daemon.DevIdentity(devDir, "agency"), "--crl", crlPath,
+		"--node", "127.0.0.1:1,"+nodeAddr, "--retry-for", "0", "--to", daemon.DevCourt, "--subject", "zwei Adressen", doc)
+	t.Setenv("KURIER_NODE", nodeAddr+", 127.0.0.1:1")
+	var inbox []struct{ ID string }
+	kurierJSON(t, &inbox, "inbox", "--id", daemon.DevIdentity(devDir, "court"), "--crl", crlPath)
+	if !slices.ContainsFunc(inbox, func(m struct{ ID string }) bool { return m.ID == sent.ID }) {
+		t.Fatalf("inbox through KURIER_NODE=%s lacks %s: %+v", os.Getenv("KURIER_NODE"), sent.ID, inbox)
 	}
 }
 

@@ -28,6 +28,7 @@ type Node struct {
 	Agency *pki.Identity
 	Court  *pki.Identity
 
+	cfg    *daemon.Config
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -40,13 +41,31 @@ func Start(dir string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Dir: dir, CRL: cfg.CRL, done: make(chan error, 1)}
+	n := &Node{Dir: dir, CRL: cfg.CRL}
 	if n.Agency, err = pki.LoadIdentity(daemon.DevIdentity(dir, "agency")); err != nil {
 		return nil, err
 	}
 	if n.Court, err = pki.LoadIdentity(daemon.DevIdentity(dir, "court")); err != nil {
 		return nil, err
 	}
+	return n.run(cfg)
+}
+
+// StartReplica runs another process of n's node: the same configuration,
+// domains and node identity on another free port of 127.0.0.1, with a
+// store of its own in data. Clients that fail over (client.Dial with
+// several addresses) see one node; as the stores are apart, a message
+// is only in the store of the process it was submitted to.
+func (n *Node) StartReplica(data string) (*Node, error) {
+	cfg := *n.cfg
+	cfg.Listen, cfg.Data = "127.0.0.1:0", data
+	r := *n
+	return r.run(&cfg)
+}
+
+// run runs a node of cfg for n and returns n once it listens.
+func (n *Node) run(cfg *daemon.Config) (*Node, error) {
+	n.cfg, n.done = cfg, make(chan error, 1)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("KURIER_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
