@@ -34,7 +34,15 @@
 //     a size beyond the log, as LogRoot does.
 //   - Under concurrent writers the log stays gap-free: every leaf index is
 //     given once, LogSize is the number of evidence of the node's own
-//     log, and of writers racing on one copy's head exactly one wins.
+//     log. Of writers racing on one copy's head exactly one wins; of
+//     one message created several times at once (each with its own
+//     upload) exactly one is stored and the others get broker.ErrExists,
+//     and so for one copy added several times at once.
+//   - A call whose context has ended either does its work or fails with
+//     an error wrapping the context's error, never with another sentinel.
+//   - A name (address, message id, domain) that is a prefix or extension
+//     of a stored one, or holds a pattern character of a query language,
+//     names nothing: no listing strays into another's entries.
 //
 // What backends may do differently, and the suite allows:
 //
@@ -105,7 +113,9 @@ func Run(t *testing.T, open Open) {
 		{"CreateMessage", testCreateMessage},
 		{"CreateMessageRepeat", testCreateMessageRepeat},
 		{"CreateMessageRefused", testCreateMessageRefused},
+		{"CreateMessageRace", testCreateMessageRace},
 		{"AddCopies", testAddCopies},
+		{"AddCopiesRace", testAddCopiesRace},
 		{"Inbox", testInbox},
 		{"InboxMalformedCursor", testInboxMalformedCursor},
 		{"Sent", testSent},
@@ -129,6 +139,8 @@ func Run(t *testing.T, open Open) {
 		{"LogOutOfRange", testLogOutOfRange},
 		{"MarkLog", testMarkLog},
 		{"ConcurrentWriters", testConcurrentWriters},
+		{"Prefixes", testPrefixes},
+		{"ContextEnded", testContextEnded},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, open) })
