@@ -26,7 +26,7 @@ type checkpoint struct {
 
 // testConcurrentWriters runs writers that create messages, step their
 // copies and add evidence at once, while a reader takes tree heads as a
-// node signing checkpoints does. Afterwards the log must be gap-free
+// node signing checkpoints does (LogSize, MarkLog, LogRoot). Afterwards the log must be gap-free
 // (every leaf index given once, LogSize the number of evidence), every
 // leaf must be the evidence that names it, every inclusion proof must
 // verify against LogRoot, and every tree head seen on the way must be a
@@ -87,6 +87,11 @@ func testConcurrentWriters(t *testing.T, open Open) {
 			size, err := st.LogSize(ctx)
 			if err != nil {
 				t.Errorf("LogSize while writing: %v", err)
+				return
+			}
+			// As the node signs a checkpoint: mark the size durably first.
+			if err := st.MarkLog(ctx, size); err != nil {
+				t.Errorf("MarkLog(%d) while writing: %v", size, err)
 				return
 			}
 			root, err := st.LogRoot(ctx, size)

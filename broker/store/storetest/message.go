@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -354,5 +355,37 @@ func testInboxMalformedCursor(t *testing.T, open Open) {
 		if _, _, err := st.Inbox(ctx, Court, c, 10); !errors.Is(err, broker.ErrInvalid) {
 			t.Errorf("Inbox with cursor %q: %v, want ErrInvalid", c, err)
 		}
+	}
+}
+
+// testCreateMessageAtLimits stores a message as large as the node takes
+// by default: node.DefaultMaxRecipients recipients, each with a Delivery
+// the size of a real one (a CMS signature with its certificate chain,
+// some KiB), all in one transaction.
+func testCreateMessageAtLimits(t *testing.T, open Open) {
+	ctx := context.Background()
+	st := open(t)
+	var to []string
+	for i := range node.DefaultMaxRecipients {
+		to = append(to, fmt.Sprintf("postfach-%03d@amtsgericht.example", i))
+	}
+	m := build(t, st, Agency, t0, to...)
+	for i := range m.Evidence {
+		m.Evidence[i].DER = random(t, 6<<10)
+		if m.Evidence[i].Recipient != "" {
+			m.Copies[i-1].Head = digest(m.Evidence[i].DER)
+		}
+	}
+	evs, err := st.CreateMessage(ctx, m.Msg, m.Copies, m.Evidence, m.Outbound)
+	if err != nil {
+		t.Fatalf("CreateMessage to %d recipients: %v", len(to), err)
+	}
+	if len(evs) != len(to)+1 || evs[len(evs)-1].LeafIndex != uint64(len(to)) {
+		t.Errorf("CreateMessage returned %d evidence, the last at leaf %d; want %d up to leaf %d", len(evs), evs[len(evs)-1].LeafIndex, len(to)+1, len(to))
+	}
+	diff(t, "Evidence", evs, evidenceOf(t, st, m.Msg.ID()))
+	page, _, err := st.Sent(ctx, Agency, "", 10)
+	if err != nil || len(page) != 1 || len(page[0].Copies) != len(to) {
+		t.Fatalf("Sent = %v, %v; want the message with its %d copies", page, err, len(to))
 	}
 }

@@ -342,3 +342,35 @@ func testDue(t *testing.T, open Open) {
 	apply(t, st, s)
 	diff(t, "Due after a step that keeps the deadline", append([]broker.Copy{s.Next}, relayed[1:]...), due(t0.Add(2*week), broker.Copy{}, 10))
 }
+
+// testSetOutboundRace races the relay worker's two ends of a try: one
+// records a failed attempt while the other finishes the relay. Whichever
+// comes first, the entry is gone at the end: SetOutbound never puts back
+// what FinishRelay removed.
+func testSetOutboundRace(t *testing.T, open Open) {
+	ctx := context.Background()
+	st := open(t)
+	ms := queued(t, st, 20)
+	for _, m := range ms {
+		o := m.Outbound[0]
+		o.Attempts, o.LastError = 1, "connection reset"
+		s := step(t, Agency, m.copyOf(t, Remote), "RelayAcceptance", broker.StateDelivered)
+		s.Next.Deadline = time.Time{}
+		errs := race(
+			func() error { return st.SetOutbound(ctx, o) },
+			func() error {
+				_, err := st.FinishRelay(ctx, RemoteDomain, o.MessageID, []broker.Step{s}, true)
+				return err
+			},
+		)
+		if errs[0] != nil && !errors.Is(errs[0], broker.ErrNotFound) || errs[1] != nil {
+			t.Fatalf("SetOutbound: %v; FinishRelay: %v; want success or ErrNotFound, and success", errs[0], errs[1])
+		}
+		if _, err := st.OutboundEntry(ctx, RemoteDomain, o.MessageID); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("OutboundEntry after SetOutbound raced FinishRelay: %v, want ErrNotFound", err)
+		}
+	}
+	if out, err := st.Outbound(ctx, RemoteDomain, "", 100); err != nil || len(out) != 0 {
+		t.Errorf("Outbound after the races = %d entries, %v; want none", len(out), err)
+	}
+}
