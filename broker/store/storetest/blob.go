@@ -97,6 +97,43 @@ func testBlobTooLarge(t *testing.T, open Open) {
 	}
 }
 
+// failing yields n bytes of zeros in pieces, then err: an upload that
+// breaks off.
+type failing struct {
+	n   int
+	err error
+}
+
+func (f *failing) Read(b []byte) (int, error) {
+	if f.n == 0 {
+		return 0, f.err
+	}
+	k := min(len(b), f.n, 10_000)
+	clear(b[:k])
+	f.n -= k
+	return k, nil
+}
+
+func testBlobReaderFails(t *testing.T, open Open) {
+	ctx := context.Background()
+	st := open(t)
+	broken := errors.New("stream broken off")
+	for _, n := range []int{0, 100, 3 << 20} {
+		if _, err := st.WriteBlob(ctx, &failing{n, broken}, 8<<20); !errors.Is(err, broken) {
+			t.Errorf("WriteBlob of an upload broken off after %d bytes: %v, want the reader's error", n, err)
+		}
+	}
+	// The store takes the next upload as if nothing had happened.
+	data := random(t, 1000)
+	blob, err := st.WriteBlob(ctx, bytes.NewReader(data), 1000)
+	if err != nil {
+		t.Fatalf("WriteBlob after broken uploads: %v", err)
+	}
+	if got := readBlob(t, st, blob.ID); !bytes.Equal(got, data) {
+		t.Error("blob after broken uploads read back as other bytes")
+	}
+}
+
 func testBlobNotFound(t *testing.T, open Open) {
 	ctx := context.Background()
 	st := open(t)

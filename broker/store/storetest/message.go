@@ -274,6 +274,12 @@ func testAddCopies(t *testing.T, open Open) {
 		t.Fatal(err)
 	}
 	diff(t, "Due", []broker.Copy{more[0]}, due, cmpopts.EquateEmpty())
+	sent, _, err := st.Sent(ctx, Agency, "", 10)
+	if err != nil || len(sent) != 1 {
+		t.Fatalf("Sent = %v, %v; want the message", sent, err)
+	}
+	diff(t, "Sent's copies after AddCopies", append([]broker.Copy{m.Copies[0]}, more...), sent[0].Copies,
+		cmpopts.SortSlices(func(a, b broker.Copy) bool { return a.Recipient < b.Recipient }))
 }
 
 func testInbox(t *testing.T, open Open) {

@@ -58,6 +58,15 @@ func testOutbound(t *testing.T, open Open) {
 		after = page[len(page)-1].MessageID
 	}
 	diff(t, "Outbound page by page", want, paged)
+	// After an id that is no longer queued: the entries after it.
+	if _, err := st.FinishRelay(ctx, RemoteDomain, ms[1].Msg.ID(), nil, true); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := st.Outbound(ctx, RemoteDomain, ms[1].Msg.ID(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "Outbound after an id no longer queued", want[2:], rest)
 	for _, domain := range []string{"amtsgericht.example", "nowhere.example"} {
 		if out, err := st.Outbound(ctx, domain, "", 10); err != nil || len(out) != 0 {
 			t.Errorf("Outbound(%s) = %v, %v; want none", domain, out, err)
@@ -68,7 +77,7 @@ func testOutbound(t *testing.T, open Open) {
 	if err != nil {
 		t.Fatalf("OutboundEntry: %v", err)
 	}
-	diff(t, "OutboundEntry", want[2], e)
+	diff(t, "OutboundEntry", ms[2].Outbound[0], e)
 	for _, tt := range []struct{ name, domain, id string }{
 		{"another domain", "amtsgericht.example", ms[2].Msg.ID()},
 		{"unknown message", RemoteDomain, "0193aaaa-0000-7000-8000-000000000000"},
@@ -341,6 +350,47 @@ func testDue(t *testing.T, open Open) {
 	s := step(t, Agency, relayed[0], "RelayAcceptance", broker.StateRelaying)
 	apply(t, st, s)
 	diff(t, "Due after a step that keeps the deadline", append([]broker.Copy{s.Next}, relayed[1:]...), due(t0.Add(2*week), broker.Copy{}, 10))
+}
+
+// testDueTies pages through copies that share a deadline: in whatever
+// order the backend lists them, paging one at a time gives the same order
+// and every copy once.
+func testDueTies(t *testing.T, open Open) {
+	ctx := context.Background()
+	st := open(t)
+	deadline := t0.Add(2 * time.Hour)
+	var want []broker.Copy
+	for range 3 {
+		m := Create(t, st, Agency, t0, Court)
+		var more []broker.Copy
+		for _, r := range []string{"a@kreis-soest.example", "bb@kreis-soest.example", "c@stadt-hamm.example"} {
+			more = append(more, broker.Copy{MessageID: m.Msg.ID(), Recipient: r, Received: t0, State: broker.StateRelaying, Head: digest([]byte(r)), Deadline: deadline})
+		}
+		if _, err := st.AddCopies(ctx, m.Msg.ID(), m.Msg.EnvelopeSHA256, more, nil); err != nil {
+			t.Fatalf("AddCopies: %v", err)
+		}
+		want = append(want, more...)
+	}
+	all, err := st.Due(ctx, deadline, broker.Copy{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "Due of copies with one deadline", want, all, cmpopts.SortSlices(func(a, b broker.Copy) bool {
+		return a.MessageID+" "+a.Recipient < b.MessageID+" "+b.Recipient
+	}))
+	var paged []broker.Copy
+	for after := (broker.Copy{}); len(paged) <= len(all); {
+		page, err := st.Due(ctx, deadline, after, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged = append(paged, page[0])
+		after = page[0]
+	}
+	diff(t, "Due one at a time, one deadline", all, paged)
 }
 
 // testSetOutboundRace races the relay worker's two ends of a try: one

@@ -25,7 +25,9 @@
 //     refuses with broker.ErrState). DeletePush of an entry that is not
 //     there succeeds.
 //   - WriteBlob stops reading soon after max bytes: a sender streaming
-//     without end is cut off, not read to the end.
+//     without end is cut off, not read to the end. Its error wraps the
+//     reader's, so that the node can tell a broken upload from a store
+//     failure.
 //   - The log hashes leaf i as RFC 6962 does, over the DER of the evidence
 //     with leaf index i; LogRoot of size 0 is the hash of nothing.
 //     InclusionProof and ConsistencyProof are RFC 6962 proofs; they
@@ -85,7 +87,9 @@ import (
 	"kurier.dev/kurier/envelope"
 )
 
-// Open returns a new, empty store that stays open until t ends.
+// Open returns a new, empty store that stays open until t ends. Run calls
+// it once for each of its tests (some 40), sequentially: a backend whose
+// stores share a server opens a fresh database or schema each time.
 type Open func(t *testing.T) node.Store
 
 // Addresses the suite's messages use. Agency, Other and Court are local
@@ -110,6 +114,7 @@ func Run(t *testing.T, open Open) {
 	}{
 		{"Blob", testBlob},
 		{"BlobTooLarge", testBlobTooLarge},
+		{"BlobReaderFails", testBlobReaderFails},
 		{"BlobNotFound", testBlobNotFound},
 		{"DeleteBlob", testDeleteBlob},
 		{"CreateMessage", testCreateMessage},
@@ -138,6 +143,7 @@ func Run(t *testing.T, open Open) {
 		{"SetOutboundRace", testSetOutboundRace},
 		{"Pushes", testPushes},
 		{"Due", testDue},
+		{"DueTies", testDueTies},
 		{"LogEmpty", testLogEmpty},
 		{"LogProofs", testLogProofs},
 		{"LogOutOfRange", testLogOutOfRange},
