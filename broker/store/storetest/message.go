@@ -306,6 +306,7 @@ func testInbox(t *testing.T, open Open) {
 		{4, []int{4, 4}},
 		{3, []int{3, 3, 2}},
 		{1, []int{1, 1, 1, 1, 1, 1, 1, 1}},
+		{1 << 20, []int{8}}, // above any backend's maximum page
 	} {
 		var got []broker.InboxEntry
 		var sizes []int

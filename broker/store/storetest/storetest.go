@@ -40,6 +40,8 @@
 //     one message created several times at once (each with its own
 //     upload) exactly one is stored and the others get broker.ErrExists,
 //     and so for one copy added several times at once.
+//   - MarkLog of a size LogSize returned succeeds, also while writers
+//     append (Checkpoint's LogSize, MarkLog, LogRoot).
 //   - SetOutbound racing FinishRelay never puts back an entry that
 //     FinishRelay removed.
 //   - A call whose context has ended either does its work or fails with
@@ -50,9 +52,9 @@
 //
 // What backends may do differently, and the suite allows:
 //
-//   - Blob ids, cursors and error texts are their own; a cursor is
-//     opaque (the suite's malformed ones are not base64 of anything a
-//     backend would hand out).
+//   - Blob ids, cursors and error texts are their own. A cursor is
+//     opaque, but it must carry enough structure that the suite's
+//     malformed ones ("!!", "AAAA", a phrase) are refused as such.
 //   - A limit of 0 or less, or above the backend's maximum page, gives the
 //     backend's maximum page (at least 10 entries).
 //   - A blob not fit for a message (missing, deleted, of another size or
