@@ -184,7 +184,6 @@ func testCreateMessageRefused(t *testing.T, open Open) {
 		diff(t, tt.name+": the other message's copy", used.Copies[0], storedCopy(t, st, used.Msg.ID(), Court))
 		// The refusal left nothing behind that stands in the way of the
 		// message itself.
-		created := Message{Msg: m.Msg, Copies: m.Copies}
 		evs, err := st.CreateMessage(ctx, m.Msg, m.Copies, m.Evidence, m.Outbound)
 		if err != nil {
 			t.Fatalf("%s: CreateMessage of the intact message after the refusal: %v", tt.name, err)
@@ -194,8 +193,7 @@ func testCreateMessageRefused(t *testing.T, open Open) {
 		}
 		size += uint64(len(evs))
 		// Leave the queue and deadlines empty for the next case.
-		c := created.copyOf(t, Remote)
-		s := step(t, Agency, c, "RelayAcceptance", broker.StateDelivered)
+		s := step(t, Agency, m.copyOf(t, Remote), "RelayAcceptance", broker.StateDelivered)
 		s.Next.Deadline = time.Time{}
 		if _, err := st.FinishRelay(ctx, RemoteDomain, m.Msg.ID(), []broker.Step{s}, true); err != nil {
 			t.Fatalf("FinishRelay: %v", err)
