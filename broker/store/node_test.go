@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"kurier.dev/kurier/broker/node"
-	"kurier.dev/kurier/broker/node/storetest"
 	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/broker/store/storetest"
 )
 
 // The badger store is a node.Store. The check sits here, not in package

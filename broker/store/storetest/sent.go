@@ -1,108 +1,14 @@
-// Package storetest is the conformance suite of node.Store: what every
-// storage backend of a node must do, checked through the interface alone.
-// A backend's tests call Run with a function that opens a new, empty store
-// of its kind, so that every backend is held to the same behaviour.
 package storetest
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"kurier.dev/kurier/broker"
-	"kurier.dev/kurier/broker/node"
-	"kurier.dev/kurier/envelope"
 )
-
-// Open returns a new, empty store that stays open until t ends.
-type Open func(t *testing.T) node.Store
-
-// Addresses the suite's messages use.
-const (
-	Agency = "poststelle@stadt.example"
-	Other  = "buergeramt@stadt.example"
-	Court  = "eingang@amtsgericht.example"
-	Remote = "eingang@landgericht.example"
-)
-
-// t0 is the suite's first receipt time.
-var t0 = time.Date(2026, 11, 23, 10, 15, 2, 123456000, time.UTC)
-
-// Run runs the whole suite against stores that open returns.
-func Run(t *testing.T, open Open) {
-	t.Run("Sent", func(t *testing.T) { testSent(t, open) })
-	t.Run("SentPaging", func(t *testing.T) { testSentPaging(t, open) })
-	t.Run("SentCursorOfAnotherSender", func(t *testing.T) { testSentCursorOfAnotherSender(t, open) })
-	t.Run("SentMalformedCursor", func(t *testing.T) { testSentMalformedCursor(t, open) })
-}
-
-// Message is a message stored by Create, with its copies as stored.
-type Message struct {
-	Msg    *broker.Message
-	Copies []broker.Copy
-}
-
-// Create stores a message from sender to the recipients, received at
-// received: a payload of 100 random bytes, a real envelope, one local
-// delivered copy per recipient but a relaying copy for Remote (queued for
-// its domain), and stand-in evidence (a SubmissionAcceptance and one
-// Delivery or none per copy). Each copy's head is its newest evidence's
-// digest, as the node keeps it.
-func Create(t *testing.T, st node.Store, sender string, received time.Time, to ...string) Message {
-	t.Helper()
-	ctx := context.Background()
-	payload := random(t, 100)
-	blob, err := st.WriteBlob(ctx, bytes.NewReader(payload), 1<<20)
-	if err != nil {
-		t.Fatalf("WriteBlob: %v", err)
-	}
-	id, err := envelope.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &envelope.Envelope{
-		Version: envelope.Version, ID: id, From: sender, To: to,
-		Subject: "Bescheid " + id[len(id)-6:], Type: "Bescheid", Reference: "Az. 63/2026-0815",
-		Created: received.Add(-time.Second), Expires: received.Add(7 * 24 * time.Hour),
-		PayloadSHA256: hex.EncodeToString(blob.SHA256[:]), PayloadSize: blob.Size,
-		Files: []envelope.File{{Name: "bescheid.pdf", Size: 90, SHA256: strings.Repeat("ab", 32)}},
-	}
-	raw, err := env.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &broker.Message{
-		Envelope: raw, Signature: random(t, 100), Header: env, EnvelopeSHA256: envelope.Digest(raw),
-		Received: received, Blob: blob.ID, Expires: received.Add(7 * 24 * time.Hour),
-	}
-	acceptance := random(t, 200)
-	evs := []broker.Evidence{{MessageID: id, Sender: sender, Type: "SubmissionAcceptance", DER: acceptance}}
-	var copies []broker.Copy
-	var out []broker.Outbound
-	for _, r := range to {
-		c := broker.Copy{MessageID: id, Recipient: r, Received: received, State: broker.StateDelivered, Local: true}
-		if r == Remote {
-			c.State, c.Local, c.Deadline, c.Head = broker.StateRelaying, false, m.Expires, digest(acceptance)
-			out = append(out, broker.Outbound{Domain: "landgericht.example", MessageID: id, NextTry: received})
-		} else {
-			der := random(t, 200)
-			c.Head = digest(der)
-			evs = append(evs, broker.Evidence{MessageID: id, Sender: sender, Recipient: r, Type: "Delivery", DER: der})
-		}
-		copies = append(copies, c)
-	}
-	if _, err := st.CreateMessage(ctx, m, copies, evs, out); err != nil {
-		t.Fatalf("CreateMessage: %v", err)
-	}
-	return Message{Msg: m, Copies: copies}
-}
 
 func testSent(t *testing.T, open Open) {
 	ctx := context.Background()
@@ -246,28 +152,4 @@ func idsOf(es []broker.SentEntry) []string {
 		ids = append(ids, e.Message.ID())
 	}
 	return ids
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func digest(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
-
-func random(t *testing.T, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
