@@ -363,7 +363,7 @@ func TestTamper_ContentSecondEnvelope(t *testing.T) {
 			t.Fatal(err)
 		}
 		page := buf.String()
-		if !strings.Contains(page, "der Umschlag ist nicht der, den die Nachweise nennen") {
+		if !strings.Contains(page, "aber er ist nicht der, den die geprüften Nachweise nennen") {
 			t.Error("the report page does not say that the envelope is not the one the evidence names")
 		}
 		if strings.Contains(page, "Dokument selbst geprüft: stimmt mit dem Umschlag überein") || !strings.Contains(page, "Dokument selbst nicht abschließend geprüft") {

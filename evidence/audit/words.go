@@ -224,8 +224,17 @@ var valueWords = map[Status]struct{ Badge, BadgeEN string }{
 var messageWords = map[Status]struct{ DE, EN string }{
 	Indeterminate: {"Der Absender hat diese Angaben signiert, aber nicht jede Prüfung war entscheidbar (siehe oben).",
 		"The sender signed these values, but not every check could be decided (see above)."},
-	Fail: {"Die Signatur des Absenders über den Umschlag hält nicht, oder der Umschlag ist nicht der, den die Nachweise nennen (siehe oben). Absender, Empfänger, Betreff und Dokumente stehen so in der Datei, sind aber nicht als die der Nachricht bestätigt und können verändert sein.",
-		"The sender's signature over the envelope does not hold, or the envelope is not the one the evidence names (see above). Sender, recipients, subject and documents are what the file says, not confirmed as the message's, and may have been changed."},
+	Fail: {"Die Signatur des Absenders über den Umschlag hält nicht (siehe oben). Absender, Empfänger, Betreff und Dokumente stehen so in der Datei, sind aber nicht vom Absender bestätigt und können verändert sein.",
+		"The sender's signature over the envelope does not hold (see above). Sender, recipients, subject and documents are what the file says, not confirmed by the sender, and may have been changed."},
+}
+
+// unboundWords say, above the message's values, why they are not
+// established although the sender's signature over the envelope held:
+// the envelope is not the one the evidence names (a second envelope of
+// the same id, which no node accepted).
+var unboundWords = struct{ DE, EN string }{
+	"Der Absender hat diesen Umschlag signiert, aber er ist nicht der, den die geprüften Nachweise nennen (siehe oben). Absender, Empfänger, Betreff und Dokumente stehen so in der Datei, sind aber nicht als die der zugestellten Nachricht bestätigt.",
+	"The sender signed this envelope, but it is not the one the verified evidence names (see above). Sender, recipients, subject and documents are what the file says, not confirmed as those of the message delivered.",
 }
 
 // contentWords say whether a document itself was checked against what
