@@ -27,11 +27,13 @@ import (
 var ErrBundleUnverified = errors.New("the exported bundle does not verify")
 
 // ErrContentNotOfMessage is returned by ExportWith when the content given
-// is not the message's: not signed by its sender, other documents than
-// its envelope lists, or another payload than the one delivered. The
-// bundle is not returned: a bundle must not pair a message's evidence
-// with other documents.
-var ErrContentNotOfMessage = errors.New("the content is not the message's")
+// does not verify as the message's: other documents than its envelope
+// lists, another payload than the one delivered, or a signature over the
+// documents that does not hold (not the sender's, altered, or by a
+// certificate not valid or revoked when it was made). The error says
+// which. The bundle is not returned: a bundle must not pair a message's
+// evidence with other documents.
+var ErrContentNotOfMessage = errors.New("the content does not verify as the message's")
 
 // ExportOptions say what ExportWith puts into a bundle besides the node's
 // part.
@@ -128,17 +130,32 @@ func (c *Client) ExportWith(ctx context.Context, id string, o ExportOptions) (*b
 }
 
 // contentFailures returns what the content checks of r found wrong, ""
-// if nothing.
+// if nothing: first in a few words which part failed (the documents, the
+// payload, the signature over the documents), then each failed check.
 func contentFailures(r *audit.Report) string {
-	var why []string
+	var what, why []string
 	for _, ch := range r.Failed() {
+		var part string
 		switch {
-		case ch.Name == audit.CheckContentSignature, ch.Name == audit.CheckDocument, ch.Name == audit.CheckSealedPayload,
+		case ch.Name == audit.CheckDocument:
+			part = "the documents are not those the envelope lists"
+		case ch.Name == audit.CheckSealedPayload:
+			part = "the payload is not the one delivered"
+		case ch.Name == audit.CheckContentSignature,
 			ch.Name == audit.CheckRevocation && strings.HasPrefix(ch.Subject, bundle.FileContentSigned):
-			why = append(why, fmt.Sprintf("%s %s: %s", ch.Name, ch.Subject, ch.Detail))
+			part = "the signature over the documents does not hold"
+		default:
+			continue
 		}
+		if !slices.Contains(what, part) {
+			what = append(what, part)
+		}
+		why = append(why, fmt.Sprintf("%s %s: %s", ch.Name, ch.Subject, ch.Detail))
 	}
-	return strings.Join(why, "; ")
+	if len(why) == 0 {
+		return ""
+	}
+	return strings.Join(what, ", and ") + " (" + strings.Join(why, "; ") + ")"
 }
 
 // SignOriginal returns the sender-signed original of documents as the

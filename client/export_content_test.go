@@ -89,6 +89,13 @@ func TestClient_ExportContent(t *testing.T) {
 		checkContent(t, b, r, false)
 	})
 
+	// Each refused, the error naming the part that failed.
+	what := map[string]string{
+		"another message's originals":        "the documents are not those the envelope lists, and the payload is not the one delivered",
+		"another message's payload":          "the content does not verify as the message's: the payload is not the one delivered",
+		"a document other than the one sent": "the content does not verify as the message's: the documents are not those the envelope lists",
+		"documents signed by the recipient":  "the content does not verify as the message's: the signature over the documents does not hold",
+	}
 	refused := map[string]func(t *testing.T) (*client.Client, client.ExportOptions){
 		"another message's originals": func(t *testing.T) (*client.Client, client.ExportOptions) {
 			signed, sealed, err := client.LoadContent(filepath.Join(base, other))
@@ -132,6 +139,9 @@ func TestClient_ExportContent(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), "content/") {
 				t.Errorf("error %q does not name the content file at fault", err)
+			}
+			if !strings.Contains(err.Error(), what[name]) {
+				t.Errorf("error %q does not say %q", err, what[name])
 			}
 		})
 	}

@@ -558,13 +558,19 @@ func (f *failReader) Read(p []byte) (int, error) {
 // the sender signed other documents than those in the payload.
 var ErrDocumentDigest = errors.New("a document differs from the one the envelope lists")
 
+// maxTarTail bounds the zero bytes untar reads after the end of the tar
+// file: Python's tarfile pads to records of 10240 bytes, other writers
+// may use larger blocking factors.
+const maxTarTail = 1 << 20
+
 // untar writes the documents of the tar file read from bundle into the
 // folder into (nowhere for ""), checking every entry against the
 // envelope's manifest: only regular files, plain file names, exactly the
 // manifest's names and sizes in its order, each document's SHA-256 where
 // the manifest lists one (version 3), and no more than limit bytes in
 // all. Each file is synced. Errors quote the sender's names bounded.
-// What follows the end of the tar file is not read.
+// After the end of the tar file only zero bytes may follow (its end
+// blocks and padding, at most maxTarTail bytes), nothing hidden.
 func untar(bundle io.Reader, manifest []envelope.File, into string, limit int64) ([]string, error) {
 	tr := tar.NewReader(bundle)
 	h := sha256.New()
@@ -575,6 +581,9 @@ func untar(bundle io.Reader, manifest []envelope.File, into string, limit int64)
 		if errors.Is(err, io.EOF) {
 			if i != len(manifest) {
 				return nil, fmt.Errorf("holds %d files, the envelope lists %d", i, len(manifest))
+			}
+			if err := envelope.CheckTarEnd(bundle, maxTarTail); err != nil {
+				return nil, err
 			}
 			return names, nil
 		}

@@ -39,6 +39,8 @@ type forgery struct {
 	// payload, if set, is the payload as it is, instead of the entries
 	// signed and encrypted.
 	payload []byte
+	// trailer follows the end of the tar file, inside the signed content.
+	trailer []byte
 }
 
 type tarEntry struct {
@@ -91,6 +93,7 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
+	buf.Write(f.trailer)
 	version := envelope.Version
 	if f.manifest != nil {
 		manifest = f.manifest
@@ -145,6 +148,24 @@ func forge(t *testing.T, f forgery) (envBytes, sig, payload []byte) {
 	return envBytes, sig, payload
 }
 
+// hiddenTar returns a tar file of one document, to hide after the end of
+// another.
+func hiddenTar(t *testing.T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "anlage.pdf", Mode: 0o644, Size: 6}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte("hidden")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
@@ -192,6 +213,13 @@ func TestClient_Open(t *testing.T) {
 			forgery: forgery{entries: []tarEntry{{name: "x", typ: tar.TypeSymlink}}}, want: "not a regular file"},
 		"directory entry": {
 			forgery: forgery{entries: []tarEntry{{name: "d", typ: tar.TypeDir}}}, want: "not a regular file"},
+		// Python's tarfile pads to records of 10240 bytes; the Go writer
+		// ends after its two zero blocks.
+		"genuine, zero padding to a 10240-byte record": {forgery: forgery{entries: abc, trailer: make([]byte, 10240-4*512)}},
+		"a second tar file after the end": {
+			forgery: forgery{entries: abc, trailer: hiddenTar(t)}, want: "data after the end of the tar file"},
+		"zeros, then a byte": {
+			forgery: forgery{entries: abc, trailer: append(make([]byte, 4096), 'x')}, want: "data after the end of the tar file: a byte other than zero 4096 bytes after its end"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

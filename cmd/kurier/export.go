@@ -89,7 +89,8 @@ func (e *env) export(args []string) error {
 	if err != nil {
 		if errors.Is(err, client.ErrContentNotOfMessage) {
 			printChecks(e.stderr, r)
-			return fmt.Errorf("export %s: the content given is not this message's (see the checks marked FAIL above); nothing written", id)
+			// err says which part failed, and why.
+			return fmt.Errorf("%w; see the checks marked FAIL above; nothing written", err)
 		}
 		if errors.Is(err, client.ErrBundleUnverified) {
 			printChecks(e.stderr, r)

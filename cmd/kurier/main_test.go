@@ -846,7 +846,7 @@ func TestRun_ExportWithContent(t *testing.T) {
 	t.Run("another message's originals", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "nachweis.zip")
 		_, err := try(t, append([]string{"export", ids[0], "-o", out, "--with-content", filepath.Join(base, ids[1])}, as("court")...)...)
-		if err == nil || !strings.Contains(err.Error(), "not this message's") {
+		if err == nil || !strings.Contains(err.Error(), "the content does not verify as the message's: the documents are not those the envelope lists") {
 			t.Fatalf("export = %v, want it refused", err)
 		}
 		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {

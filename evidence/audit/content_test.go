@@ -3,9 +3,15 @@ package audit_test
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"fmt"
+	"math/big"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,5 +289,222 @@ func FuzzHostile_Content(f *testing.F) {
 		if err != nil || !bytes.Equal(v.Content, want) {
 			t.Fatalf("the report passed content other than the fixture's signed original (%v):\n%s", err, dump(r))
 		}
+	})
+}
+
+// secondEnvelope returns withContent's bundle (without the payload) with
+// its envelope replaced by one of the same id listing a forged document,
+// signed by envSigner, and that document signed by the sender: a sender
+// who would later claim to have sent something else.
+func secondEnvelope(t *testing.T, envSigner *pki.Identity) *bundle.Bundle {
+	t.Helper()
+	b := withContent(t)
+	b.Sealed = nil
+	env, err := envelope.Parse(b.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := "Klageschrift, Vorgang 9, zurückgenommen"
+	sum := sha256.Sum256([]byte(forged))
+	env.Files[0].Size, env.Files[0].SHA256 = int64(len(forged)), hex.EncodeToString(sum[:])
+	if b.Envelope, err = env.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Signature, err = cms.SignDetached(b.Envelope, pkitest.Signer(envSigner)); err != nil {
+		t.Fatal(err)
+	}
+	b.Signed = resign(t, tarOf(t, docName, forged), fx.agency)
+	return b
+}
+
+// TestTamper_ContentSecondEnvelope: documents that match an envelope the
+// evidence does not name pass neither as documents nor as the message,
+// whether the sender signed that second envelope of the same id or
+// someone else did; the report says why.
+func TestTamper_ContentSecondEnvelope(t *testing.T) {
+	for name, tc := range map[string]struct {
+		signer *pki.Identity
+		why    string
+	}{
+		"signed by the sender": {fx.agency, "it is not the one the evidence names"},
+		"signed by another":    {fx.court, "the sender's signature over it does not hold"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := verify(t, secondEnvelope(t, tc.signer), roots())
+			for _, f := range evidenceFiles {
+				wantFail(t, r, audit.CheckEnvelopeDigest, f, "the bundle's envelope has")
+			}
+			if tc.signer == fx.agency {
+				wantCheck(t, r, audit.CheckEnvelopeSignature, bundle.FileSignature, audit.Pass, "")
+			}
+			wantCheck(t, r, audit.CheckContentSignature, bundle.FileContentSigned, audit.Pass, "")
+			wantCheck(t, r, audit.CheckDocument, docSubject, audit.Indeterminate, "the envelope is not established as the message's: "+tc.why)
+			if r.MessageVerified || r.Documents[0].Content != audit.Indeterminate {
+				t.Errorf("message verified %v, document %q; want neither established", r.MessageVerified, r.Documents[0].Content)
+			}
+		})
+	}
+	t.Run("no verified evidence", func(t *testing.T) {
+		// The very envelope, but no evidence that verifies names it.
+		b := withContent(t)
+		for i := range b.Evidence {
+			b.Evidence[i].DER[len(b.Evidence[i].DER)-1] ^= 1
+		}
+		r := verify(t, b, roots())
+		wantCheck(t, r, audit.CheckEnvelopeSignature, bundle.FileSignature, audit.Pass, "")
+		wantCheck(t, r, audit.CheckDocument, docSubject, audit.Indeterminate, "no verified evidence names its digest")
+		if r.MessageVerified {
+			t.Error("the message is verified without evidence naming its envelope")
+		}
+	})
+	t.Run("report", func(t *testing.T) {
+		var buf bytes.Buffer
+		if err := audit.WriteHTML(&buf, []*audit.Report{verify(t, secondEnvelope(t, fx.agency), roots())}); err != nil {
+			t.Fatal(err)
+		}
+		page := buf.String()
+		if !strings.Contains(page, "aber er ist nicht der, den die geprüften Nachweise nennen") {
+			t.Error("the report page does not say that the envelope is not the one the evidence names")
+		}
+		if strings.Contains(page, "Dokument selbst geprüft: stimmt mit dem Umschlag überein") || !strings.Contains(page, "Dokument selbst nicht abschließend geprüft") {
+			t.Error("the report page shows the document as checked")
+		}
+	})
+}
+
+// TestHostile_ContentTarTrailing: after the end of the documents' tar
+// file, zero padding passes (Python's tarfile pads to records of 10240
+// bytes) and anything else fails: a second tar file hidden there, which
+// another tool might unpack, or a single byte.
+func TestHostile_ContentTarTrailing(t *testing.T) {
+	doc := signedTar(t, fx.signed)
+	for name, tc := range map[string]struct {
+		tail []byte
+		want string // "" to pass
+	}{
+		"padding to a record":       {tail: make([]byte, 10240-len(doc)%10240)},
+		"a second tar file":         {tail: tarOf(t, "anlage.pdf", "hidden second document"), want: "data after the end of the tar file"},
+		"one byte after the zeros":  {tail: append(make([]byte, 512), 1), want: "a byte other than zero 512 bytes after its end"},
+		"more zeros than a tar has": {tail: make([]byte, 2<<20), want: "more than 1048576 bytes after its end"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := withContent(t)
+			b.Sealed = nil
+			b.Signed = resign(t, append(bytes.Clone(doc), tc.tail...), fx.agency)
+			r := verify(t, b, roots())
+			if tc.want == "" {
+				if !r.OK() || r.Documents[0].Content != audit.Pass {
+					t.Fatalf("the padded tar file does not verify:\n%s", dump(r))
+				}
+				return
+			}
+			wantFail(t, r, audit.CheckDocument, bundle.FileContentSigned, tc.want)
+		})
+	}
+}
+
+// TestTamper_ContentEntryType: an entry of the right name and size that
+// is not a regular file fails as such, not as a name or size mismatch.
+func TestTamper_ContentEntryType(t *testing.T) {
+	data := "Klageschrift, Vorgang 2"
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeCont, Name: docName, Size: int64(len(data)), Mode: 0o644, ModTime: time.Unix(0, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := withContent(t)
+	b.Sealed = nil
+	b.Signed = resign(t, buf.Bytes(), fx.agency)
+	r := verify(t, b, roots())
+	wantFail(t, r, audit.CheckDocument, docSubject, `entry 1 ("schriftsatz.txt") is not a regular file`)
+	if r.Documents[0].Content != audit.Fail {
+		t.Errorf("document content %q, want fail", r.Documents[0].Content)
+	}
+}
+
+// renewed returns the sender's certificate issued again by the dev CA,
+// same key, valid from notBefore for a year: the sender's certificate
+// after a renewal.
+func renewed(t *testing.T, notBefore time.Time) *x509.Certificate {
+	t.Helper()
+	caKey, err := pki.LoadKey(filepath.Join(fx.dir, "ca", "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := *fx.agency.Cert
+	tmpl.SerialNumber = big.NewInt(notBefore.UnixNano())
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notBefore.AddDate(1, 0, 0)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, fx.agency.Roots[0], fx.agency.Cert.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestVerify_ContentResignedAfterRenewal: the sender, its certificate
+// renewed after the message was accepted, signs its documents again
+// (kurier export --with-document): the signature is judged at its
+// signing time, which is after the acceptance, and passes. A signing
+// time in the future, or before the renewed certificate, fails.
+func TestVerify_ContentResignedAfterRenewal(t *testing.T) {
+	var accepted time.Time
+	for _, s := range verify(t, fresh(t), roots()).Signatures {
+		if s.What == "SubmissionAcceptance" {
+			accepted = s.Time
+		}
+	}
+	if accepted.IsZero() {
+		t.Fatal("the fixture has no SubmissionAcceptance")
+	}
+	cert := renewed(t, accepted.Add(time.Second)) // not valid at the acceptance
+	signAt := func(at time.Time) []byte {
+		s := pkitest.Signer(fx.agency)
+		s.Cert, s.Now = cert, func() time.Time { return at }
+		der, err := cms.Sign(signedTar(t, fx.signed), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	check := func(t *testing.T, signed []byte, o audit.Options) *audit.Report {
+		t.Helper()
+		b := withContent(t)
+		b.Sealed, b.Signed = nil, signed
+		return verify(t, b, o)
+	}
+
+	t.Run("signed after the renewal", func(t *testing.T) {
+		at := accepted.Add(2 * time.Second)
+		r := check(t, signAt(at), roots())
+		if !r.OK() || r.Documents[0].Content != audit.Pass {
+			t.Fatalf("the sender's documents signed again with its renewed certificate do not verify:\n%s", dump(r))
+		}
+		wantCheck(t, r, audit.CheckContentSignature, bundle.FileContentSigned, audit.Pass,
+			fmt.Sprintf("certificate serial %x valid at its signing time %s, after the acceptance", cert.SerialNumber, at.UTC().Truncate(time.Second).Format(time.RFC3339)))
+		wantCheck(t, r, audit.CheckRevocation, bundle.FileContentSigned, audit.Pass, "")
+	})
+	t.Run("signing time in the future", func(t *testing.T) {
+		at := accepted.Add(2 * time.Second)
+		o := roots()
+		o.Now = func() time.Time { return at.Add(-11 * time.Minute) } // the verification, before the claimed signing
+		r := check(t, signAt(at), o)
+		wantFail(t, r, audit.CheckContentSignature, bundle.FileContentSigned, "a signature cannot be from the future")
+	})
+	t.Run("judged at the acceptance without a later signing time", func(t *testing.T) {
+		// Claimed at the acceptance, the renewed certificate is not yet
+		// valid: cms refuses a signing time outside it, and the chain
+		// fails at the acceptance.
+		r := check(t, signAt(accepted), roots())
+		wantFail(t, r, audit.CheckContentSignature, bundle.FileContentSigned, "outside the signer's validity")
 	})
 }

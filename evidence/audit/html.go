@@ -18,19 +18,17 @@ import (
 var templates embed.FS
 
 var reportTemplate = template.Must(template.New("report.html.tmpl").Funcs(template.FuncMap{
-	"stamp":        func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000000 UTC") },
-	"when":         func(t time.Time) string { return t.UTC().Format("02.01.2006 15:04:05 UTC") },
-	"de":           func(s Status) string { return statusWords[s].DE },
-	"en":           func(s Status) string { return statusWords[s].EN },
-	"badge":        func(s Status) string { return valueWords[s].Badge },
-	"badgeEN":      func(s Status) string { return valueWords[s].BadgeEN },
-	"size":         humanSize,
-	"bytes":        groupDigits,
-	"signer":       signerWords,
-	"content":      func(s Status) string { return contentWords[s].DE },
-	"contentEN":    func(s Status) string { return contentWords[s].EN },
-	"messageWhy":   func(s Status) string { return messageWords[s].DE },
-	"messageWhyEN": func(s Status) string { return messageWords[s].EN },
+	"stamp":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000000 UTC") },
+	"when":      func(t time.Time) string { return t.UTC().Format("02.01.2006 15:04:05 UTC") },
+	"de":        func(s Status) string { return statusWords[s].DE },
+	"en":        func(s Status) string { return statusWords[s].EN },
+	"badge":     func(s Status) string { return valueWords[s].Badge },
+	"badgeEN":   func(s Status) string { return valueWords[s].BadgeEN },
+	"size":      humanSize,
+	"bytes":     groupDigits,
+	"signer":    signerWords,
+	"content":   func(s Status) string { return contentWords[s].DE },
+	"contentEN": func(s Status) string { return contentWords[s].EN },
 }).ParseFS(templates, "report.html.tmpl"))
 
 // WriteHTML writes reports as one self-contained HTML page, modelled on the
@@ -73,8 +71,11 @@ type reportView struct {
 	// failed first, then the indeterminate.
 	Findings []finding
 	// Message says how far the message's values are established: Fail
-	// where the sender's signature did not hold.
-	Message Status
+	// where the sender's signature did not hold or the envelope is not
+	// the one the evidence names (Report.MessageVerified); MessageWhy
+	// says which, in German and English.
+	Message    Status
+	MessageWhy struct{ DE, EN string }
 	// HasMessage is set when the envelope could be read.
 	HasMessage bool
 	States     []state
@@ -161,6 +162,10 @@ func viewOf(n int, r *Report) reportView {
 	v.Message = r.status(bundle.FileEnvelope, bundle.FileSignature)
 	if !r.MessageVerified {
 		v.Message = Fail
+	}
+	v.MessageWhy = messageWords[v.Message]
+	if !r.MessageVerified && r.status(bundle.FileEnvelope, bundle.FileSignature) != Fail {
+		v.MessageWhy = unboundWords // signed, but not the envelope the evidence names
 	}
 	v.Timeline = timelineOf(r)
 	for _, c := range r.Chains {

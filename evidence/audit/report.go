@@ -108,7 +108,9 @@ type Report struct {
 	Reference  string     `json:"reference,omitempty"`
 	Documents  []Document `json:"documents,omitempty"`
 	// MessageVerified is true when the envelope's signature by its sender
-	// held: the fields above are then what the sender signed.
+	// held, its certificate not revoked, and verified evidence names the
+	// envelope's digest, none another: the fields above are then what the
+	// sender signed for the message the evidence is about.
 	MessageVerified bool `json:"message_verified"`
 	// Anchor names the trust anchor the chains were built to.
 	Anchor string `json:"trust_anchor,omitempty"`

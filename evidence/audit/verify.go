@@ -112,6 +112,9 @@ type verifier struct {
 	claims []claim
 	// version is the bundle's format version.
 	version int
+	// envelopeSigned is set once the sender's signature over the
+	// envelope held and its certificate is not revoked.
+	envelopeSigned bool
 	// ix is the bundle's index once its signature verified, and exporter
 	// the node that signed it.
 	ix       *bundle.Index
@@ -225,6 +228,9 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 		v.inclusion(file, e, v.claims[i].ev)
 	}
 	v.chains(links)
+	if env != nil {
+		v.bindEnvelope()
+	}
 
 	if own != nil {
 		for _, f := range o.Since {
@@ -387,12 +393,35 @@ func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
 	v.r.Signatures = append(v.r.Signatures, signature(file, "envelope", vd.Signer, at))
 	before := len(v.r.Checks)
 	v.revocation(file, vd.Chain, at)
-	v.r.MessageVerified = true
+	v.envelopeSigned = true
 	for _, c := range v.r.Checks[before:] {
 		if c.Status == Fail {
-			v.r.MessageVerified = false // a revoked or unchecked sender certificate vouches for nothing
+			v.envelopeSigned = false // a revoked or unchecked sender certificate vouches for nothing
 		}
 	}
+}
+
+// bindEnvelope settles Report.MessageVerified once every evidence is
+// checked: the sender's signature over the envelope held (not revoked),
+// and verified evidence names the envelope's digest, none another. A
+// signature alone is not enough: a sender can sign a second envelope of
+// the same id, which no node accepted.
+func (v *verifier) bindEnvelope() {
+	v.r.MessageVerified = v.unbound() == ""
+}
+
+// unbound says why the bundle's envelope is not established as the one
+// the evidence is about, "" if it is.
+func (v *verifier) unbound() string {
+	switch {
+	case !v.envelopeSigned:
+		return "the sender's signature over it does not hold"
+	case v.r.hasCheck(CheckEnvelopeDigest, Fail):
+		return "it is not the one the evidence names"
+	case !v.r.hasCheck(CheckEnvelopeDigest, Pass):
+		return "no verified evidence names its digest"
+	}
+	return ""
 }
 
 // chainsWith returns the chain verifier with the file's certificates as

@@ -228,6 +228,15 @@ var messageWords = map[Status]struct{ DE, EN string }{
 		"The sender's signature over the envelope does not hold (see above). Sender, recipients, subject and documents are what the file says, not confirmed by the sender, and may have been changed."},
 }
 
+// unboundWords say, above the message's values, why they are not
+// established although the sender's signature over the envelope held:
+// the envelope is not the one the evidence names (a second envelope of
+// the same id, which no node accepted).
+var unboundWords = struct{ DE, EN string }{
+	"Der Absender hat diesen Umschlag signiert, aber er ist nicht der, den die geprüften Nachweise nennen (siehe oben). Absender, Empfänger, Betreff und Dokumente stehen so in der Datei, sind aber nicht als die der zugestellten Nachricht bestätigt.",
+	"The sender signed this envelope, but it is not the one the verified evidence names (see above). Sender, recipients, subject and documents are what the file says, not confirmed as those of the message delivered.",
+}
+
 // contentWords say whether a document itself was checked against what
 // the envelope lists (Document.Content); "" where the bundle does not
 // carry it.

@@ -655,6 +655,16 @@ func readZip(r io.ReaderAt, size int64) (map[string][]byte, error) {
 	if rest > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes besides the content, at most %d", ErrFormat, rest, MaxSize)
 	}
+	// What the entries inflate to is bounded as the file is: a re-zipped
+	// bundle may deflate its entries, but a small file must not unpack
+	// to more than the largest one Kurier reads. readEntry holds each
+	// entry to its declared size.
+	var declared uint64
+	for _, f := range zr.File {
+		if declared += min(f.UncompressedSize64, MaxSizeWithContent+1); declared > MaxSizeWithContent {
+			return nil, fmt.Errorf("%w: the entries unpack to more than %d bytes", ErrFormat, MaxSizeWithContent)
+		}
+	}
 	files := make(map[string][]byte, len(zr.File))
 	for _, f := range zr.File {
 		name := f.Name
@@ -824,8 +834,10 @@ func entryLimit(name string) (int64, bool) {
 	return 0, false
 }
 
-// readEntry inflates f, refusing more than limit bytes whatever the
-// header claims: the header is as untrusted as the rest.
+// readEntry inflates f into exactly the size its header declares, at
+// most limit bytes, and refuses an entry that holds more or fewer bytes
+// than declared (or fails its CRC-32): the header is as untrusted as the
+// rest, and readZip bounds the declared sizes together.
 func readEntry(f *zip.File, limit int64) ([]byte, error) {
 	if f.UncompressedSize64 > uint64(limit) {
 		return nil, fmt.Errorf("%d bytes, at most %d", f.UncompressedSize64, limit)
@@ -835,12 +847,16 @@ func readEntry(f *zip.File, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
-	if err != nil {
-		return nil, err
+	data := make([]byte, f.UncompressedSize64)
+	if _, err := io.ReadFull(rc, data); err != nil {
+		return nil, fmt.Errorf("fewer than the %d bytes its header declares: %v", len(data), err)
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("more than %d bytes", limit)
+	// The end, where archive/zip checks the CRC-32, and nothing more.
+	switch n, err := io.ReadFull(rc, make([]byte, 1)); {
+	case n > 0:
+		return nil, fmt.Errorf("more than the %d bytes its header declares", len(data))
+	case err != io.EOF:
+		return nil, fmt.Errorf("after its %d bytes: %v", len(data), err)
 	}
 	return data, nil
 }
@@ -908,7 +924,9 @@ signature and the envelope's document digests vouch for it):
 
   content/signed.p7m           the documents as the sender signed them (a tar file inside):
       openssl cms -verify -inform DER -in content/signed.p7m -CAfile ca.pem -out documents.tar
-      tar -xf documents.tar; sha256sum FILE   (compare with "sha256" in envelope.json's "files")
+      tar -tvf documents.tar   (list it first: only regular files, named as envelope.json's "files")
+      mkdir docs && tar -xf documents.tar -C docs; sha256sum docs/FILE
+                               (into an empty folder; compare with "sha256" in envelope.json's "files")
   content/payload.p7m          the payload as delivered, encrypted to the recipient:
       sha256sum content/payload.p7m   (compare with "payload_sha256" in envelope.json)
 `

@@ -13,6 +13,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -998,5 +999,154 @@ func TestRead_RefusesHiddenContent(t *testing.T) {
 	zw.Close()
 	if _, err := bundle.Read(bytes.NewReader(out.Bytes()), int64(out.Len())); !errors.Is(err, bundle.ErrFormat) {
 		t.Errorf("Read of a zip with a comment: %v, want ErrFormat", err)
+	}
+}
+
+// rawEntry is a zip entry written as it is: data already compressed (or
+// stored), and a header that may lie about the size it unpacks to.
+type rawEntry struct {
+	name     string
+	method   uint16
+	data     []byte // as stored in the file
+	declared uint64 // the uncompressed size the header claims
+	crc      uint32
+}
+
+// deflated returns data deflated, as a raw entry of name declaring its
+// true size.
+func deflated(t *testing.T, name string, data []byte) rawEntry {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := zr.File[0]
+	rc, err := f.OpenRaw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw bytes.Buffer
+	if _, err := raw.ReadFrom(rc); err != nil {
+		t.Fatal(err)
+	}
+	return rawEntry{name: name, method: zip.Deflate, data: raw.Bytes(), declared: f.UncompressedSize64, crc: f.CRC32}
+}
+
+// rawZip writes fs stored, then the raw entries.
+func rawZip(t *testing.T, fs files, raws ...rawEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range fs {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(f.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range raws {
+		w, err := zw.CreateRaw(&zip.FileHeader{Name: r.name, Method: r.method, CRC32: r.crc,
+			CompressedSize64: uint64(len(r.data)), UncompressedSize64: r.declared})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(r.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestHostile_ReadInflated: deflated entries, which Write never writes
+// but a re-zipped bundle has, read only as far as their headers declare,
+// and the declared sizes together no further than MaxSizeWithContent: a
+// small file cannot make Read allocate more than the largest bundle it
+// reads, nor an entry hold more or fewer bytes than its header says.
+func TestHostile_ReadInflated(t *testing.T) {
+	good := entries(t, fx.zip)
+	signed := bytes.Repeat([]byte("signed original "), 1<<12)
+
+	t.Run("deflated content, as declared", func(t *testing.T) {
+		b, err := read(rawZip(t, good, deflated(t, bundle.FileContentSigned, signed)))
+		if err != nil || !bytes.Equal(b.Signed, signed) {
+			t.Fatalf("Read of deflated content: %v, %d bytes", err, len(b.Signed))
+		}
+	})
+	t.Run("declared sizes over MaxSizeWithContent", func(t *testing.T) {
+		// A few kilobytes that would unpack to more than 530 MiB, each
+		// entry within its own limit but the content.
+		tiny := deflated(t, bundle.FileContentSigned, []byte("x"))
+		huge := func(name string, n uint64) rawEntry {
+			e := tiny
+			e.name, e.declared = name, n
+			return e
+		}
+		data := rawZip(t, good.without(bundle.FileReadme),
+			huge(bundle.FileContentSigned, bundle.MaxContentSize), huge(bundle.FileContentSealed, bundle.MaxContentSize),
+			huge(bundle.FileReadme, bundle.MaxSize+1))
+		_, err := read(data)
+		if !errors.Is(err, bundle.ErrFormat) || !strings.Contains(err.Error(), fmt.Sprintf("unpack to more than %d bytes", bundle.MaxSizeWithContent)) {
+			t.Fatalf("Read of a %d-byte zip declaring over %d bytes: %v, want it refused before reading", len(data), bundle.MaxSizeWithContent, err)
+		}
+	})
+	t.Run("more than declared", func(t *testing.T) {
+		e := deflated(t, bundle.FileContentSigned, make([]byte, 1<<20))
+		e.declared = 100
+		_, err := read(rawZip(t, good, e))
+		if !errors.Is(err, bundle.ErrFormat) || !strings.Contains(err.Error(), bundle.FileContentSigned+": after its 100 bytes") {
+			t.Fatalf("Read of an entry inflating past its header: %v, want it refused", err)
+		}
+	})
+	t.Run("fewer than declared", func(t *testing.T) {
+		e := deflated(t, bundle.FileContentSigned, signed)
+		e.declared = uint64(len(signed)) + 1
+		_, err := read(rawZip(t, good, e))
+		if !errors.Is(err, bundle.ErrFormat) || !strings.Contains(err.Error(), "fewer than the") {
+			t.Fatalf("Read of an entry shorter than its header: %v, want it refused", err)
+		}
+	})
+	t.Run("wrong CRC-32", func(t *testing.T) {
+		e := deflated(t, bundle.FileContentSigned, signed)
+		e.crc ^= 1
+		_, err := read(rawZip(t, good, e))
+		if !errors.Is(err, bundle.ErrFormat) || !strings.Contains(err.Error(), "checksum") {
+			t.Fatalf("Read of an entry failing its CRC-32: %v, want it refused", err)
+		}
+	})
+}
+
+// TestBundle_ReadMemory: reading content allocates about its size once,
+// not the doublings of growing a buffer.
+func TestBundle_ReadMemory(t *testing.T) {
+	b := fresh(t)
+	b.Signed = make([]byte, 16<<20)
+	data := write(t, b)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	got, err := read(data)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(got.Signed) != len(b.Signed) {
+		t.Fatalf("Read: %v, %d bytes of content", err, len(got.Signed))
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > uint64(len(b.Signed))*5/4 {
+		t.Errorf("reading %d bytes of content allocated %d bytes, want at most a quarter more", len(b.Signed), n)
 	}
 }

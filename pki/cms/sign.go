@@ -26,13 +26,24 @@ type Signer struct {
 	Cert  *x509.Certificate
 	Key   crypto.Signer
 	Chain []*x509.Certificate
+	// Now, if set, is the clock of the signing-time attribute; nil:
+	// time.Now. The signing time is a claim, never evidence, so this only
+	// lets a caller (or a test) say when it signs.
+	Now func() time.Time
+}
+
+func (s Signer) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
 }
 
 // Sign returns DER CMS SignedData with content attached, signed by s with
 // SHA-256 (SHA-512 for Ed25519, as RFC 8419 asks) and carrying s.Cert and
-// s.Chain. Signed attributes are content-type (id-data), signing-time (now)
-// and message-digest, each once: OpenSSL rejects a duplicate. Keys may be
-// ECDSA, RSA (PKCS #1 v1.5) or Ed25519.
+// s.Chain. Signed attributes are content-type (id-data), signing-time
+// (now, by s.Now if set) and message-digest, each once: OpenSSL rejects a
+// duplicate. Keys may be ECDSA, RSA (PKCS #1 v1.5) or Ed25519.
 func Sign(content []byte, s Signer) ([]byte, error) {
 	return sign(content, s, false)
 }
@@ -56,7 +67,7 @@ func sign(content []byte, s Signer, detached bool) ([]byte, error) {
 	}
 	h := algs.hash.New()
 	h.Write(content)
-	tail, err := signedTail(s, algs, h.Sum(nil), time.Now())
+	tail, err := signedTail(s, algs, h.Sum(nil), s.now())
 	if err != nil {
 		return nil, fmt.Errorf("sign as %s: %w", subject, err)
 	}
@@ -339,7 +350,7 @@ func (sw *signWriter) Close() error {
 			return fmt.Errorf("sign as %s: %w", subject, err)
 		}
 	}
-	tail, err := signedTail(sw.s, sw.algs, sw.h.Sum(nil), time.Now())
+	tail, err := signedTail(sw.s, sw.algs, sw.h.Sum(nil), sw.s.now())
 	if err != nil {
 		sw.err = fmt.Errorf("sign as %s: %w", subject, err)
 		return sw.err

@@ -50,6 +50,37 @@ func TestSign_roundTrip(t *testing.T) {
 			t.Errorf("VerifyDetached(attached) = %v, want ErrMalformed", err)
 		}
 	})
+	t.Run("signer's clock", func(t *testing.T) {
+		// Signer.Now dates the signing-time attribute, for Sign and
+		// SignWriter alike, to the second.
+		at := time.Now().Add(time.Minute).Truncate(time.Second).UTC() // within the certificate's validity
+		s := signerOf(fx.alice)
+		s.Now = func() time.Time { return at.Add(700 * time.Millisecond) }
+		der, err := cms.Sign(document, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		sw, err := cms.SignWriter(&buf, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sw.Write(document); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for name, der := range map[string][]byte{"Sign": der, "SignWriter": buf.Bytes()} {
+			v, err := cms.Verify(der, participantPolicy())
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !v.SigningTime.Equal(at) {
+				t.Errorf("%s: signing time %v, want %v", name, v.SigningTime, at)
+			}
+		}
+	})
 	t.Run("detached", func(t *testing.T) {
 		der, err := cms.SignDetached(document, signerOf(fx.alice))
 		if err != nil {
