@@ -27,8 +27,13 @@ import (
 )
 
 // Store is what the node needs of its durable state; broker/store
-// provides it over badger. Every method returns errors wrapping the broker
-// sentinels; a context error from a write means its outcome is unknown.
+// provides it over badger, broker/store/postgres over PostgreSQL. Every
+// method returns errors wrapping the broker sentinels; a context error
+// from a write means its outcome is unknown. The conformance suite every
+// backend runs, broker/store/storetest, writes down the rules the
+// comments here leave open (what a refused write leaves, paging ends,
+// proofs' arguments, concurrent writers) and what backends may do
+// differently.
 type Store interface {
 	// WriteBlob streams a payload into the store; broker.ErrTooLarge past max.
 	WriteBlob(ctx context.Context, r io.Reader, max int64) (broker.Blob, error)
