@@ -11,6 +11,7 @@ import (
 	"io"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"kurier.dev/kurier/broker"
 )
@@ -140,9 +141,10 @@ type blobReader struct {
 	ctx  context.Context
 	s    *Store
 	id   string
-	next int32 // the next chunk's seq
-	left int64 // bytes not yet fetched
-	buf  []byte
+	next int32  // the next chunk's seq
+	left int64  // bytes not yet fetched
+	buf  []byte // the unread part of mem
+	mem  []byte // the chunk buffer, ChunkSize bytes
 	want []byte
 	hash hash.Hash
 	err  error
@@ -170,9 +172,8 @@ func (r *blobReader) fetch() error {
 		}
 		return io.EOF
 	}
-	var data []byte
-	err := r.s.pool.QueryRow(r.ctx, "SELECT data FROM blob_chunks WHERE blob = $1 AND seq = $2", r.id, r.next).Scan(&data)
-	if errors.Is(err, pgx.ErrNoRows) {
+	data, err := r.chunk()
+	if errNoRows(err) {
 		return fmt.Errorf("read blob %s: %w: chunk %d is gone (the blob was deleted)", r.id, broker.ErrNotFound, r.next)
 	}
 	if err != nil {
@@ -186,6 +187,35 @@ func (r *blobReader) fetch() error {
 	r.hash.Write(data)
 	r.buf = data
 	return nil
+}
+
+// chunk reads chunk r.next into the reader's one buffer, which it
+// reuses: pgtype.DriverBytes lends the connection's buffer, so that no
+// chunk is allocated afresh.
+func (r *blobReader) chunk() ([]byte, error) {
+	rows, err := r.s.pool.Query(r.ctx, "SELECT data FROM blob_chunks WHERE blob = $1 AND seq = $2", r.id, r.next)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, pgx.ErrNoRows
+	}
+	var data pgtype.DriverBytes
+	if err := rows.Scan(&data); err != nil {
+		return nil, err
+	}
+	if len(data) > ChunkSize {
+		return nil, fmt.Errorf("%w: chunk of %d bytes, more than %d", broker.ErrDamaged, len(data), ChunkSize)
+	}
+	if r.mem == nil {
+		r.mem = make([]byte, 0, ChunkSize)
+	}
+	r.mem = append(r.mem[:0], data...)
+	return r.mem, rows.Err()
 }
 
 // Close releases the reader; it holds no connection between reads.

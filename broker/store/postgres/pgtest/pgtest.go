@@ -247,3 +247,30 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// Reconfigure sets a server setting of the test cluster (ALTER SYSTEM and
+// a reload) until t ends, for tests of how the store behaves under it.
+// It skips t on an external server ($KURIER_TEST_POSTGRES), which is not
+// the tests' to reconfigure. Tests that use it must not run in parallel.
+func Reconfigure(t testing.TB, name, value string) {
+	t.Helper()
+	DSN(t) // starts the cluster, or skips
+	if shared.external {
+		t.Skipf("pgtest: $%s names a server the tests do not reconfigure", EnvDSN)
+	}
+	ctx := context.Background()
+	set := func(sql string) error {
+		if err := shared.exec(ctx, sql); err != nil {
+			return err
+		}
+		return shared.exec(ctx, "SELECT pg_reload_conf()")
+	}
+	if err := set(fmt.Sprintf("ALTER SYSTEM SET %s = '%s'", pgx.Identifier{name}.Sanitize(), strings.ReplaceAll(value, "'", "''"))); err != nil {
+		t.Fatalf("pgtest: set %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := set("ALTER SYSTEM RESET " + pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Errorf("pgtest: reset %s: %v", name, err)
+		}
+	})
+}
