@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -242,4 +243,49 @@ func (s *Store) DeleteBlob(ctx context.Context, id string) error {
 		return fmt.Errorf("delete blob %s: %w", id, err)
 	}
 	return nil
+}
+
+// sweepBatch is how many orphans one sweep transaction deletes.
+const sweepBatch = 100
+
+// SweepBlobs deletes blobs that no stored message references and that
+// were started more than grace ago (uploads that failed or were given
+// up, whose process died before it could delete them), and returns how
+// many it deleted. Safe with several processes sweeping and creating
+// messages at once: a blob that a CreateMessage is taking is locked by it
+// and skipped, and a CreateMessage that comes for a blob being swept
+// waits and then finds it gone (broker.ErrNotFound). grace must exceed
+// the longest upload plus the wait until its message is created.
+func (s *Store) SweepBlobs(ctx context.Context, grace time.Duration) (int, error) {
+	total := 0
+	for {
+		var n int64
+		var found int
+		err := s.write(ctx, func(tx pgx.Tx) error {
+			// Locked first, then checked again in a statement of its own,
+			// whose snapshot sees every message committed before the lock.
+			rows, err := tx.Query(ctx, `SELECT b.id FROM blobs b WHERE b.started < now() - $1::interval
+				AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = b.id)
+				LIMIT $2 FOR UPDATE SKIP LOCKED`, grace, sweepBatch)
+			if err != nil {
+				return err
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			found = len(ids)
+			tag, err := tx.Exec(ctx, `DELETE FROM blobs b WHERE b.id = ANY($1)
+				AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = b.id)`, ids)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("sweep orphaned blobs: %w", err)
+		}
+		total += int(n)
+		if found < sweepBatch {
+			return total, nil
+		}
+	}
 }

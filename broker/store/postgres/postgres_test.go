@@ -589,3 +589,68 @@ func waitForSyncRep(t *testing.T, dsn string) {
 	}
 	t.Fatal("commits do not wait for the synchronous standby")
 }
+
+// TestSweepBlobs_SafeWithCreateMessage: the sweep deletes orphaned blobs
+// past the grace period only, never a message's payload, and skips the
+// blob of a CreateMessage under way in another process, which then
+// succeeds.
+func TestSweepBlobs_SafeWithCreateMessage(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st, other := open(t, dsn), open(t, dsn)
+	used := newFixture(t, st)
+	used.create(t, st)
+	orphan, err := st.WriteBlob(ctx, bytes.NewReader(randomBytes(100)), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recent, err := st.WriteBlob(ctx, bytes.NewReader(randomBytes(100)), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taking := newFixture(t, st)
+	conn := connect(t, dsn)
+	if _, err := conn.Exec(ctx, "UPDATE blobs SET started = now() - interval '2 hours' WHERE id <> $1", recent.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// A CreateMessage of the other process holds its blob and waits for
+	// the log, which this session holds.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT size FROM log_head FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := other.CreateMessage(ctx, taking.msg, taking.copies, taking.evs, nil)
+		done <- err
+	}()
+	waitFor(t, connect(t, dsn), "CreateMessage waiting for the log", `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`)
+	n, err := st.SweepBlobs(ctx, time.Hour)
+	if err != nil || n != 1 {
+		t.Errorf("SweepBlobs = %d, %v; want the one orphan", n, err)
+	}
+	tx.Rollback(ctx)
+	if err := <-done; err != nil {
+		t.Errorf("CreateMessage during the sweep: %v", err)
+	}
+
+	if _, err := st.OpenBlob(ctx, orphan.ID); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("OpenBlob of the swept orphan: %v, want ErrNotFound", err)
+	}
+	for _, id := range []string{used.msg.Blob, taking.msg.Blob, recent.ID} {
+		r, err := st.OpenBlob(ctx, id)
+		if err != nil {
+			t.Errorf("OpenBlob of a blob the sweep must keep: %v", err)
+			continue
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			t.Errorf("read a blob the sweep must keep: %v", err)
+		}
+		r.Close()
+	}
+}
