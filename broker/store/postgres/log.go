@@ -52,12 +52,12 @@ type logAppend struct {
 	hashes [][]byte
 }
 
-// lockLog locks the log's head row for the rest of tx and returns its
-// range, to append to.
-func lockLog(ctx context.Context, tx pgx.Tx) (*logAppend, error) {
+// scanLogHead reads the row of log_head (size, hashes) that the caller
+// locked, and returns its range, to append to.
+func scanLogHead(row pgx.Row) (*logAppend, error) {
 	var size int64
 	var hashes [][]byte
-	if err := tx.QueryRow(ctx, "SELECT size, hashes FROM log_head FOR UPDATE").Scan(&size, &hashes); err != nil {
+	if err := row.Scan(&size, &hashes); err != nil {
 		return nil, fmt.Errorf("lock the log: %w", err)
 	}
 	r, err := rangeFactory.NewRange(0, uint64(size), hashes)

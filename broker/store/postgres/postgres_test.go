@@ -654,3 +654,43 @@ func TestSweepBlobs_SafeWithCreateMessage(t *testing.T) {
 		r.Close()
 	}
 }
+
+// TestCreateMessage_RaceOfTwoProcesses: the same message handed to two
+// processes at once (a client retrying on the other) is stored once: one
+// call succeeds, the other answers broker.ErrExists, and the log holds
+// its evidence once. Another envelope under the same id, at once, is
+// broker.ErrDuplicate.
+func TestCreateMessage_RaceOfTwoProcesses(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	stores := []*postgres.Store{open(t, dsn), open(t, dsn)}
+	const rounds = 10
+	for i := range rounds {
+		f := newFixture(t, stores[0])
+		g := newFixture(t, stores[0]) // another blob, for the second call
+		m := *f.msg
+		m.Blob = g.msg.Blob
+		h := *m.Header
+		h.PayloadSHA256, h.PayloadSize = g.msg.Header.PayloadSHA256, g.msg.Header.PayloadSize
+		m.Header = &h
+		if i%2 == 1 {
+			m.EnvelopeSHA256 = digest([]byte("another envelope"))
+		}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for j, msg := range []*broker.Message{f.msg, &m} {
+			wg.Go(func() { _, errs[j] = stores[j].CreateMessage(ctx, msg, f.copies, f.evs, nil) })
+		}
+		wg.Wait()
+		want := broker.ErrExists
+		if i%2 == 1 {
+			want = broker.ErrDuplicate
+		}
+		if (errs[0] == nil) == (errs[1] == nil) || !(errors.Is(errs[0], want) || errors.Is(errs[1], want)) {
+			t.Fatalf("round %d: the two calls answered %v and %v, want one success and one %v", i, errs[0], errs[1], want)
+		}
+	}
+	if n, err := stores[1].LogSize(ctx); err != nil || n != 2*rounds {
+		t.Errorf("LogSize = %d, %v; want %d: each message's evidence once", n, err, 2*rounds)
+	}
+}
