@@ -180,8 +180,8 @@ func (p pendingStep) apply(ctx context.Context, tx pgx.Tx) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, "UPDATE copies SET deadline_ns = $3, head = $4, record = $5 WHERE message_id = $1 AND recipient = $2",
-		id, rcpt, row.deadline, next.Head, row.record)
+	_, err = tx.Exec(ctx, "UPDATE copies SET deadline_ns = $3, state = $4, head = $5, record = $6 WHERE message_id = $1 AND recipient = $2",
+		id, rcpt, row.deadline, string(next.State), next.Head, row.record)
 	if err != nil {
 		return fmt.Errorf("update copy of %s for %s: %w", id, rcpt, err)
 	}

@@ -95,13 +95,15 @@ func prepareCopies(id string, copies []broker.Copy, evs []broker.Evidence) (*new
 func (nc *newCopies) queue(b *pgx.Batch) {
 	n := len(nc.copies)
 	if n > 0 {
-		rcpts, locals, received, deadlines, heads, records := make([]string, n), make([]bool, n), make([]int64, n), make([]*int64, n), make([]string, n), make([][]byte, n)
+		rcpts, locals, received, deadlines := make([]string, n), make([]bool, n), make([]int64, n), make([]*int64, n)
+		states, heads, records := make([]string, n), make([]string, n), make([][]byte, n)
 		for i, r := range nc.copies {
-			rcpts[i], locals[i], received[i], deadlines[i], heads[i], records[i] = r.c.Recipient, r.c.Local, nanos(r.c.Received), r.deadline, r.c.Head, r.record
+			rcpts[i], locals[i], received[i], deadlines[i] = r.c.Recipient, r.c.Local, nanos(r.c.Received), r.deadline
+			states[i], heads[i], records[i] = string(r.c.State), r.c.Head, r.record
 		}
-		b.Queue(`INSERT INTO copies (message_id, recipient, local, received_ns, deadline_ns, head, record)
-			SELECT $1, * FROM unnest($2::text[], $3::boolean[], $4::bigint[], $5::bigint[], $6::text[], $7::bytea[])`,
-			nc.id, rcpts, locals, received, deadlines, heads, records)
+		b.Queue(`INSERT INTO copies (message_id, recipient, local, received_ns, deadline_ns, state, head, record)
+			SELECT $1, * FROM unnest($2::text[], $3::boolean[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::bytea[])`,
+			nc.id, rcpts, locals, received, deadlines, states, heads, records)
 	}
 	nc.ev.queue(b)
 }

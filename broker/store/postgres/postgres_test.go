@@ -373,8 +373,9 @@ func allocated(f func()) uint64 {
 
 // TestMigrate_OnceAndIdempotent opens a new database from two processes
 // at once, and again later: the schema is migrated once, to the newest
-// version, and a later Open keeps what is stored. A database of a newer
-// schema than this code knows is refused.
+// version, and a later Open keeps what is stored. A database of an older
+// version is migrated with its data; one of a newer schema than this code
+// knows is refused.
 func TestMigrate_OnceAndIdempotent(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
@@ -401,12 +402,29 @@ func TestMigrate_OnceAndIdempotent(t *testing.T) {
 	}
 	conn := connect(t, dsn)
 	var version int
-	if err := conn.QueryRow(ctx, "SELECT version FROM "+postgres.VersionTable).Scan(&version); err != nil || version != 1 {
-		t.Errorf("schema version %d (%v), want 1", version, err)
+	if err := conn.QueryRow(ctx, "SELECT version FROM "+postgres.VersionTable).Scan(&version); err != nil || version != 2 {
+		t.Errorf("schema version %d (%v), want 2", version, err)
 	}
 	var tables int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'log_head'").Scan(&tables); err != nil || tables != 1 {
 		t.Errorf("%d log_head tables (%v), want 1", tables, err)
+	}
+
+	// A database of version 1, with messages: Open migrates it to 2, each
+	// copy's state taken from its record.
+	for _, sql := range []string{"DROP INDEX copies_waiting", "ALTER TABLE copies DROP COLUMN state", "UPDATE " + postgres.VersionTable + " SET version = 1"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	st = open(t, dsn)
+	var state string
+	if err := conn.QueryRow(ctx, "SELECT state FROM copies WHERE message_id = $1", f.msg.ID()).Scan(&state); err != nil || state != string(broker.StateDelivered) {
+		t.Errorf("copy state after the migration to version 2: %q, %v; want %q", state, err, broker.StateDelivered)
+	}
+	if b, err := st.Backlog(ctx); err != nil || b.Unfetched.Count != 1 {
+		t.Errorf("Backlog after the migration: %+v, %v; want 1 unfetched", b, err)
 	}
 
 	if _, err := conn.Exec(ctx, "UPDATE "+postgres.VersionTable+" SET version = 99"); err != nil {
