@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -173,19 +172,20 @@ func (s *Store) CreateMessage(ctx context.Context, m *broker.Message, copies []b
 		// One round trip for the rows, the evidence's positions and the
 		// log's lock, one for the evidence and the log.
 		b := &pgx.Batch{}
-		inserted := false
+		ran, inserted := false, false
 		b.Queue(`INSERT INTO messages (id, sender, received_ns, envelope_sha256, blob, record)
 			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
 			id, m.Header.From, nanos(m.Received), m.EnvelopeSHA256, m.Blob, msgVal).Exec(func(tag pgconn.CommandTag) error {
-			inserted = tag.RowsAffected() == 1
+			ran, inserted = true, tag.RowsAffected() == 1
 			return nil
 		})
 		q.queue(b)
 		nc.queue(b)
 		err := sendWrites(ctx, tx, b)
-		if !inserted && (err == nil || !errors.Is(err, broker.ErrInvalid)) {
-			// Stored meanwhile by another transaction, now committed:
-			// the next attempt's check says whether it is this one.
+		if ran && !inserted {
+			// Stored meanwhile by another transaction, now committed
+			// (what else the batch did, or failed at, is rolled back):
+			// the next attempt's check says whether it is this message.
 			return errRetry
 		}
 		if err != nil {
