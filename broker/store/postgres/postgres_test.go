@@ -712,3 +712,49 @@ func TestCreateMessage_RaceOfTwoProcesses(t *testing.T) {
 		t.Errorf("LogSize = %d, %v; want %d: each message's evidence once", n, err, 2*rounds)
 	}
 }
+
+// TestBlob_NeverServedInPart: a blob deleted while it is read fails with
+// broker.ErrNotFound, and one whose stored bytes changed fails at its end
+// with broker.ErrDamaged, never ending as if whole.
+func TestBlob_NeverServedInPart(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn)
+	payload := randomBytes(3*postgres.ChunkSize - 5)
+	write := func() broker.Blob {
+		blob, err := st.WriteBlob(ctx, bytes.NewReader(payload), int64(len(payload)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return blob
+	}
+
+	deleted := write()
+	r, err := st.OpenBlob(ctx, deleted.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := io.ReadFull(r, make([]byte, postgres.ChunkSize)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteBlob(ctx, deleted.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("reading on after DeleteBlob: %v, want ErrNotFound", err)
+	}
+
+	damaged := write()
+	if _, err := connect(t, dsn).Exec(ctx, "UPDATE blob_chunks SET data = set_byte(data, 99, 255 - get_byte(data, 99)) WHERE blob = $1 AND seq = 1", damaged.ID); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := st.OpenBlob(ctx, damaged.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if n, err := io.Copy(io.Discard, r2); !errors.Is(err, broker.ErrDamaged) {
+		t.Errorf("reading a changed blob: %d bytes, %v; want ErrDamaged", n, err)
+	}
+}
