@@ -175,7 +175,7 @@ func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
 }
 
 // tryWrite runs fn in one transaction. A commit whose answer is lost (the
-// connection broke, or ctx ended, after COMMIT was sent) is
+// connection broke, or ctx ended, once COMMIT may have been sent) is
 // broker.ErrUnknownOutcome: it may have been applied.
 func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
@@ -189,12 +189,17 @@ func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err := tx.Commit(ctx); err != nil {
 		var pe *pgconn.PgError
 		switch {
-		case errors.As(err, &pe):
-			// The server answered: it rolled the transaction back.
+		case errors.As(err, &pe) && pe.Severity == "ERROR":
+			// The server refused the commit (a deferred check, a
+			// serialization failure): it rolled the transaction back.
+			// A FATAL one ends the connection, perhaps after the commit
+			// record was written (terminated while waiting for a
+			// synchronous standby): its outcome is unknown.
 			return fmt.Errorf("commit: %w", err)
-		case pgconn.SafeToRetry(err) && ctx.Err() == nil:
-			return fmt.Errorf("commit not sent: %w", err)
 		}
+		// Not even pgconn.SafeToRetry tells that COMMIT was not sent: a
+		// connection the server ended while the commit waited for a
+		// standby reports "conn closed", which it counts as safe.
 		return fmt.Errorf("commit: %w: %w", broker.ErrUnknownOutcome, err)
 	}
 	return nil
