@@ -10,7 +10,16 @@
 // 'ANY 1 (standby1, standby2)') and synchronous_commit to on or
 // remote_apply, so that every commit waits for a synchronous standby, and
 // fail over only to one of them (Patroni's synchronous_mode, or
-// CloudNativePG's synchronous replicas, do both).
+// CloudNativePG's synchronous replicas, do both). A DSN naming every
+// host with target_session_attrs=read-write (postgres://a,b,c/kurier?
+// target_session_attrs=read-write) finds the new primary after a
+// failover; a write whose connection broke in its commit answers
+// broker.ErrUnknownOutcome, and the client's resubmission of the same
+// sealed message tells which.
+//
+// Statements are prepared and cached per connection (pgx's default), so
+// a PgBouncer in front must pool by session, or the DSN must say
+// default_query_exec_mode=exec.
 //
 // The transparency log is appended inside each evidence's transaction,
 // under a row lock on its one head row, so that several processes never
