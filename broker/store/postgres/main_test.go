@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"kurier.dev/kurier/broker/node"
-	"kurier.dev/kurier/broker/node/storetest"
+	"kurier.dev/kurier/broker/store/storetest"
 	"kurier.dev/kurier/broker/store/postgres"
 	"kurier.dev/kurier/broker/store/postgres/pgtest"
 )
