@@ -76,8 +76,9 @@ var helps = map[string]commandHelp{
 			"and failures in plain words first, German and English), --report-pdf prints it on A4 with a local\n" +
 			"Chromium (apt-get install chromium).\n" +
 			"--serve runs the same checks in a web page on this computer (drop the bundle and ca.pem on it; nothing\n" +
-			"is uploaded, and once loaded the page makes no request); --write-web writes that page as static files\n" +
-			"for any web server.",
+			"is uploaded, and once loaded the page makes no request of its own); --write-web writes that page as\n" +
+			"static files into a new or empty DIR for any web server, which should send the Content-Security-Policy\n" +
+			"header it prints (with frame-ancestors, which index.html cannot carry).",
 		"kurier verify nachweis.zip --ca ca.pem --report pruefprotokoll.html --report-pdf pruefprotokoll.pdf"},
 	"pki init": {"kurier pki init --ca DIR [--name NAME] [--validity 168h]",
 		"Create the federation's CA in DIR (ca.pem, ca-key.pem) and its first CRL (crl.pem).",

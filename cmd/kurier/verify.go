@@ -49,7 +49,7 @@ func (e *env) verify(args []string) error {
 		return err
 	}
 	if *serve != "" || *writeWeb != "" {
-		if len(files) > 0 || *ca != "" || *crl != "" || *report != "" || len(since) > 0 || len(logKeys) > 0 {
+		if len(files) > 0 || *ca != "" || *crl != "" || *report != "" || *reportPDF != "" || len(since) > 0 || len(logKeys) > 0 {
 			return errors.New("verify: --serve and --write-web take no files and no checking options: the page asks for them")
 		}
 		if *serve != "" && *writeWeb != "" {

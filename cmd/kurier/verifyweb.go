@@ -35,10 +35,11 @@ func (e *env) writeWeb(c *command, dir string) error {
 	}
 	if c.json {
 		return e.printJSON(struct {
-			Dir   string   `json:"dir"`
-			Files []string `json:"files"`
-		}{dir, names})
+			Dir    string   `json:"dir"`
+			Files  []string `json:"files"`
+			Header string   `json:"content_security_policy"`
+		}{dir, names, webverify.HeaderPolicy})
 	}
-	fmt.Fprintf(e.stdout, "wrote %s into %s: serve the folder over HTTPS with any web server; index.html carries its Content-Security-Policy\n", strings.Join(names, ", "), dir)
+	fmt.Fprintf(e.stdout, "wrote %s into %s: serve the folder over HTTPS with any web server; index.html carries its Content-Security-Policy, but only a header can forbid other sites to frame the page, so let the server send\n  Content-Security-Policy: %s\n", strings.Join(names, ", "), dir, webverify.HeaderPolicy)
 	return nil
 }

@@ -77,13 +77,34 @@ func TestVerify_ServeRefusesOtherAddresses(t *testing.T) {
 	}
 }
 
+// The page asks for its files and options itself: --serve and --write-web
+// refuse every checking option rather than ignore it, --report-pdf too.
+func TestVerify_WebRefusesCheckingOptions(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--serve", "127.0.0.1:0", "--report-pdf", filepath.Join(dir, "r.pdf")},
+		{"--write-web", filepath.Join(dir, "web"), "--report-pdf", filepath.Join(dir, "r.pdf")},
+		{"--write-web", filepath.Join(dir, "web"), "--report", filepath.Join(dir, "r.html")},
+		{"--serve", "127.0.0.1:0", "--ca", "ca.pem"},
+	} {
+		_, err := try(t, append([]string{"verify"}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "no checking options") {
+			t.Errorf("kurier verify %q: %v, want it refused", args, err)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("refused commands left %d files behind", len(entries))
+	}
+}
+
 // kurier verify --write-web writes the page as static files: the page
 // with its policy, its scripts and the verifier module.
 func TestVerify_WriteWeb(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "web")
 	var out struct {
-		Dir   string
-		Files []string
+		Dir    string
+		Files  []string
+		Header string `json:"content_security_policy"`
 	}
 	kurierJSON(t, &out, "verify", "--write-web", dir)
 	if out.Dir != dir || len(out.Files) == 0 {
@@ -121,8 +142,15 @@ func TestVerify_WriteWeb(t *testing.T) {
 	if _, err := io.ReadFull(zr, head); err != nil || !bytes.Equal(head, []byte("\x00asm\x01\x00\x00\x00")) {
 		t.Errorf("verifier.js's module starts %q (%v), want WebAssembly's \\0asm version 1", head, err)
 	}
-	stdout := kurier(t, "verify", "--write-web", dir) // again, over the files
-	if !strings.Contains(stdout, "HTTPS") {
-		t.Errorf("kurier verify --write-web says %q", stdout)
+	if out.Header != webverify.HeaderPolicy {
+		t.Errorf("JSON names the header policy %q, want %q", out.Header, webverify.HeaderPolicy)
+	}
+	// Again into the same folder: refused, nothing overwritten.
+	if _, err := try(t, "verify", "--write-web", dir); !errors.Is(err, webverify.ErrDirNotEmpty) {
+		t.Errorf("kurier verify --write-web into a written folder: %v, want ErrDirNotEmpty", err)
+	}
+	stdout := kurier(t, "verify", "--write-web", filepath.Join(t.TempDir(), "web2"))
+	if !strings.Contains(stdout, "HTTPS") || !strings.Contains(stdout, "frame-ancestors 'none'") {
+		t.Errorf("kurier verify --write-web says %q, want HTTPS and the header policy with frame-ancestors", stdout)
 	}
 }

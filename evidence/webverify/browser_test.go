@@ -1,6 +1,8 @@
 package webverify_test
 
 import (
+	"bytes"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"kurier.dev/kurier/chromium/chromiumtest"
+	"kurier.dev/kurier/evidence/bundle"
 	"kurier.dev/kurier/evidence/webverify"
 )
 
@@ -42,19 +45,7 @@ func inInputs(t *testing.T, b *chromiumtest.Browser, proof, ca string) {
 // together, and drops them there.
 func dropped(t *testing.T, b *chromiumtest.Browser, proof, ca string) {
 	t.Helper()
-	box, err := chromedp.Run(b.Ctx, chromedp.Evaluate[[]float64](`(() => {
-		const r = document.getElementById("drop").getBoundingClientRect();
-		return [r.x + r.width / 2, r.y + r.height / 2];
-	})()`))
-	if err != nil || len(box) != 2 {
-		t.Fatalf("the drop zone: %v", err)
-	}
-	data := &input.DragData{Items: []*input.DragDataItem{}, Files: []string{proof, ca}, DragOperationsMask: 1}
-	for _, typ := range []input.DispatchDragEventType{input.DispatchDragEventTypeDragEnter, input.DispatchDragEventTypeDragOver, input.DispatchDragEventTypeDrop} {
-		if _, err := chromedp.Call(b.Ctx, input.DispatchDragEvent, input.DispatchDragEventParams{Type: typ, X: box[0], Y: box[1], Data: data}); err != nil {
-			t.Fatalf("%s: %v", typ, err)
-		}
-	}
+	dropFiles(t, b, []string{proof, ca})
 	// Each file lands in its input, which then names it.
 	got := waitFor(t, b, `(() => {
 		const b = document.getElementById("bundle").files, c = document.getElementById("ca").files;
@@ -62,6 +53,25 @@ func dropped(t *testing.T, b *chromiumtest.Browser, proof, ca string) {
 	})()`)
 	if got != "proof.zip ca.pem" {
 		t.Errorf("after the drop the inputs hold %q, want proof.zip and ca.pem", got)
+	}
+}
+
+// dropFiles drags paths from outside the browser onto the drop zone,
+// together, and drops them there.
+func dropFiles(t *testing.T, b *chromiumtest.Browser, paths []string) {
+	t.Helper()
+	box, err := chromedp.Run(b.Ctx, chromedp.Evaluate[[]float64](`(() => {
+		const r = document.getElementById("drop").getBoundingClientRect();
+		return [r.x + r.width / 2, r.y + r.height / 2];
+	})()`))
+	if err != nil || len(box) != 2 {
+		t.Fatalf("the drop zone: %v", err)
+	}
+	data := &input.DragData{Items: []*input.DragDataItem{}, Files: paths, DragOperationsMask: 1}
+	for _, typ := range []input.DispatchDragEventType{input.DispatchDragEventTypeDragEnter, input.DispatchDragEventTypeDragOver, input.DispatchDragEventTypeDrop} {
+		if _, err := chromedp.Call(b.Ctx, input.DispatchDragEvent, input.DispatchDragEventParams{Type: typ, X: box[0], Y: box[1], Data: data}); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
 	}
 }
 
@@ -345,5 +355,115 @@ func TestBrowserVerify_PolicyRefusesRequests(t *testing.T) {
 				t.Errorf("no refusal among the page errors: %q", errs)
 			}
 		})
+	}
+}
+
+// A bundle chosen while an earlier one is still being read replaces it:
+// the earlier run, finishing last, shows nothing, and the page keeps the
+// verdict of the file chosen last, under that file's name. Here the
+// genuine a.zip is read slowly (the page's reading is held until the
+// tampered b.zip, chosen after it, has its verdict shown).
+func TestBrowserVerify_LaterFileWins(t *testing.T) {
+	dir := t.TempDir()
+	bad, _ := tampered(t)
+	a, b := filepath.Join(dir, "a.zip"), filepath.Join(dir, "b.zip")
+	if err := os.WriteFile(a, fx.zip, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(webverify.Handler())
+	defer srv.Close()
+	br := chromiumtest.New(t, 1000, 800, 2*time.Minute)
+	br.Do(t, chromedp.Navigate(srv.URL+"/"))
+	waitFor(t, br, `document.getElementById("status").dataset.state === "ready" || null`)
+	// A slow disk for a.zip: its reading is held until kurierTestRelease
+	// is called. kurierTestReads counts the reads not yet done.
+	if _, err := chromedp.Run(br.Ctx, chromedp.Evaluate[string](`(() => {
+		const orig = File.prototype.arrayBuffer;
+		let release;
+		const held = new Promise((r) => { release = r; });
+		globalThis.kurierTestRelease = release;
+		globalThis.kurierTestReads = 0;
+		File.prototype.arrayBuffer = function () {
+			globalThis.kurierTestReads++;
+			let p = orig.call(this);
+			if (this.name === "a.zip") p = p.then((x) => held.then(() => x));
+			return p.finally(() => { globalThis.kurierTestReads--; });
+		};
+		return "";
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	br.Do(t, chromedp.SetUploadFiles(chromedp.CSS("#ca"), []string{fx.caPEM}),
+		chromedp.SetUploadFiles(chromedp.CSS("#bundle"), []string{a}),
+		chromedp.SetUploadFiles(chromedp.CSS("#bundle"), []string{b}))
+	first := waitFor(t, br, `(() => { const v = document.getElementById("verdict"); return v.hidden ? null : v.dataset.verdict + " " + v.textContent; })()`)
+	if !strings.HasPrefix(first, "failed ") || !strings.HasSuffix(first, "— b.zip") {
+		t.Fatalf("for the tampered b.zip the page shows %q", first)
+	}
+	// Let a.zip's run go on, and wait until every read is done and what
+	// follows it has run (a task after the last read's continuations).
+	after, err := chromedp.Run(br.Ctx, chromedp.Evaluate[string](`(async () => {
+		globalThis.kurierTestRelease();
+		do {
+			await new Promise((r) => setTimeout(r, 0));
+		} while (globalThis.kurierTestReads > 0);
+		const v = document.getElementById("verdict"), e = document.getElementById("error");
+		return (v.hidden ? "hidden" : v.dataset.verdict + " " + v.textContent) + (e.hidden ? "" : " error: " + e.textContent);
+	})()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != first {
+		t.Errorf("once a.zip, chosen before b.zip, was read, the page shows %q, want still %q", after, first)
+	}
+	if errs := br.Errors(); len(errs) > 0 {
+		t.Errorf("page errors: %q", errs)
+	}
+}
+
+// Dropped files go to their inputs by what they hold, not by their names:
+// a DER CA certificate named ca.der is the CA, a DER CRL named
+// sperrliste.der the CRL.
+func TestBrowserVerify_DroppedDERByContent(t *testing.T) {
+	pemData, err := os.ReadFile(fx.caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemData)
+	if block == nil {
+		t.Fatal("ca.pem holds no PEM block")
+	}
+	bun, err := bundle.Read(bytes.NewReader(fx.zip), int64(len(fx.zip)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{"proof.zip": fx.zip, "ca.der": block.Bytes, "sperrliste.der": bun.CRL}
+	var paths []string
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	srv := httptest.NewServer(webverify.Handler())
+	defer srv.Close()
+	b := chromiumtest.New(t, 1000, 800, time.Minute)
+	b.Do(t, chromedp.Navigate(srv.URL+"/"))
+	waitFor(t, b, `document.getElementById("status").dataset.state === "ready" || null`)
+	dropFiles(t, b, paths)
+	// The page verifies once every dropped file is in its input; what it
+	// shows then (a verdict, or an error) does not matter here.
+	got := waitFor(t, b, `(() => {
+		if (document.getElementById("verdict").hidden && document.getElementById("error").hidden) return null;
+		const n = (id) => { const f = document.getElementById(id).files; return f.length ? f[0].name : "-"; };
+		return n("bundle") + " " + n("ca") + " " + n("crl");
+	})()`)
+	if got != "proof.zip ca.der sperrliste.der" {
+		t.Errorf("after the drop the inputs hold %q, want proof.zip, ca.der and sperrliste.der", got)
 	}
 }

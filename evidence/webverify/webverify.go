@@ -3,8 +3,12 @@
 // ca.pem, and sees the verdict and the same Prüfprotokoll as kurier
 // verify --report writes, computed in the browser. Nothing is uploaded:
 // the checks are kurier verify's own code (package audit) compiled to
-// WebAssembly (evidence/webverify/wasm), and once loaded the page makes
-// no request at all; its Content-Security-Policy allows none.
+// WebAssembly (evidence/webverify/wasm). Once loaded the page makes no
+// request of its own, and its Content-Security-Policy refuses every kind
+// a script could make without leaving the page: fetch and XHR, images,
+// CSS url(), fonts, frames, WebSocket, prefetch and form submissions. (No
+// policy can forbid a script to navigate the page away; the page's own
+// scripts never do.)
 //
 // Handler serves the page; WriteDir writes it as a folder for any web
 // server. The compiled verifier is checked in as site/verifier.wasm.gz,
@@ -21,11 +25,12 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -36,17 +41,21 @@ var site embed.FS
 
 // Policy is the page's Content-Security-Policy, which index.html also
 // carries in a <meta> element for servers that send no header. It allows
-// the page's own scripts and the compiling of the verifier, and no
-// request of any kind: no connect-src, frames only from srcdoc (which
-// needs no source). The report's inline <style> needs 'unsafe-inline'
-// for styles, since the sandboxed frame it is shown in inherits this
-// policy; with no script, no connection and images only from data: URLs,
-// a style has nothing to run and no way out.
+// the page's own scripts and the compiling of the verifier, and refuses
+// every request the page could make while staying on it: no connect-src
+// (fetch, XHR, WebSocket), no images but data:, no fonts, no prefetch, no
+// form submission, frames only from srcdoc (which needs no source).
+// Navigating away is beyond any policy. The report's inline <style>
+// needs 'unsafe-inline' for styles, since the sandboxed frame it is shown
+// in inherits this policy; with no script, no connection and images only
+// from data: URLs, a style has nothing to run and no way out.
 const Policy = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
-// headerPolicy adds what a <meta> policy cannot say: that no other site
-// may frame the page.
-const headerPolicy = Policy + "; frame-ancestors 'none'"
+// HeaderPolicy is Policy with what a <meta> policy cannot say: that no
+// other site may frame the page (frame-ancestors). Handler sends it; a
+// web server serving WriteDir's folder should send it as its
+// Content-Security-Policy header.
+const HeaderPolicy = Policy + "; frame-ancestors 'none'"
 
 // file is one file of the page.
 type file struct {
@@ -103,7 +112,7 @@ func verifierJS(gz []byte) []byte {
 func Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", headerPolicy)
+		h.Set("Content-Security-Policy", HeaderPolicy)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
@@ -134,11 +143,19 @@ func Handler() http.Handler {
 	})
 }
 
-// WriteDir writes the page into dir (made if missing) as files for any
-// web server: index.html, style.css, app.js, wasm_exec.js and verifier.js.
-// The server needs no configuration beyond serving .js as JavaScript;
-// index.html carries the policy itself. (Chromium also runs the page
-// opened from disk.) It returns the names written.
+// ErrDirNotEmpty is returned by WriteDir for a folder that already holds
+// something: the page is written only into a new or empty folder, so that
+// it never overwrites a file, nor writes through a link left there.
+var ErrDirNotEmpty = errors.New("DIR is not empty: write the page into a new or empty folder")
+
+// WriteDir writes the page into dir (made if missing, else it must be
+// empty) as files for any web server: index.html, style.css, app.js,
+// wasm_exec.js and verifier.js. The server needs no configuration beyond
+// serving .js as JavaScript; index.html carries the policy itself, all of
+// it but frame-ancestors, which only the Content-Security-Policy header
+// can carry, so a server should send HeaderPolicy too. (Chromium also
+// runs the page opened from disk.) Every file is created new inside dir,
+// never through a symbolic link. It returns the names written.
 func WriteDir(dir string) ([]string, error) {
 	all, err := files()
 	if err != nil {
@@ -147,12 +164,52 @@ func WriteDir(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("write the verifier's page: %w", err)
 	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("write the verifier's page: %w", err)
+	}
+	defer root.Close()
+	if err := empty(root); err != nil {
+		return nil, fmt.Errorf("write the verifier's page into %s: %w", dir, err)
+	}
 	var names []string
 	for _, f := range all {
-		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
-			return nil, fmt.Errorf("write the verifier's page: %w", err)
+		if err := create(root, f); err != nil {
+			return nil, fmt.Errorf("write the verifier's page into %s: %w", dir, err)
 		}
 		names = append(names, f.name)
 	}
 	return names, nil
+}
+
+// empty returns ErrDirNotEmpty unless root holds nothing.
+func empty(root *os.Root) error {
+	d, err := root.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if names, err := d.Readdirnames(1); len(names) > 0 {
+		return ErrDirNotEmpty
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// create writes f as a new file in root: O_EXCL refuses any name already
+// there, a symbolic link included, so nothing outside root is written.
+func create(root *os.Root, f file) error {
+	w, err := root.OpenFile(f.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(f.data); err != nil {
+		w.Close()
+		return fmt.Errorf("%s: %w", f.name, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("%s: %w", f.name, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -206,5 +207,60 @@ func TestVerifier_UpToDate(t *testing.T) {
 	}
 	if checkedIn, err := os.ReadFile("site/wasm_exec.js"); err != nil || !bytes.Equal(checkedIn, js) {
 		t.Errorf("site/wasm_exec.js is not the toolchain's (%v): %s", err, fix)
+	}
+}
+
+// WriteDir writes only into a new or empty folder: a link or a file
+// already in it is left as it was, and nothing outside it is written.
+func TestWriteDir_StaysInDir(t *testing.T) {
+	root := t.TempDir()
+	outside := filepath.Join(root, "bashrc")
+	if err := os.WriteFile(outside, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, prepare := range map[string]func(dir string) error{
+		"link to a file outside": func(dir string) error { return os.Symlink(outside, filepath.Join(dir, "app.js")) },
+		"dangling link": func(dir string) error {
+			return os.Symlink(filepath.Join(root, "new"), filepath.Join(dir, "index.html"))
+		},
+		"a file of its own": func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "index.html"), []byte("keep me\n"), 0o600)
+		},
+		"the page itself": func(dir string) error {
+			_, err := webverify.WriteDir(dir)
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "www")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := prepare(dir); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = webverify.WriteDir(dir)
+			if !errors.Is(err, webverify.ErrDirNotEmpty) || !strings.Contains(err.Error(), "new or empty folder") {
+				t.Errorf("WriteDir into a folder that is not empty: %v, want ErrDirNotEmpty", err)
+			}
+			if after, _ := os.ReadDir(dir); len(after) != len(before) {
+				t.Errorf("WriteDir added to the folder: %d entries, had %d", len(after), len(before))
+			}
+			if got, _ := os.ReadFile(outside); string(got) != "keep me\n" {
+				t.Errorf("WriteDir wrote %d bytes into %s, outside DIR", len(got), outside)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "new")); err == nil {
+				t.Error("WriteDir created a file through a dangling link")
+			}
+		})
+	}
+	// An empty folder that exists is fine.
+	dir := t.TempDir()
+	if names, err := webverify.WriteDir(dir); err != nil || len(names) != 5 {
+		t.Errorf("WriteDir into an empty folder: %q, %v", names, err)
 	}
 }

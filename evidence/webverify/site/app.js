@@ -2,9 +2,9 @@
 // compiled to WebAssembly, carried gzipped and base64-encoded in
 // verifier.js, so loading it needs no fetch), reads the files the person
 // chooses or drops with File.arrayBuffer, and shows the verdict and the
-// Prüfprotokoll in a sandboxed frame. It makes no request of its own: the
-// page's Content-Security-Policy allows none (no connect-src), and nothing
-// here would ask for one.
+// Prüfprotokoll in a sandboxed frame. It makes no request of its own, and
+// the page's Content-Security-Policy refuses any a script could make
+// while staying on the page (no connect-src, no images but data:, …).
 "use strict";
 
 (function () {
@@ -70,14 +70,37 @@
     }
   }
 
-  // role tells which input a dropped file belongs to: a zip or .p7m is
-  // the bundle, a PEM certificate the CA, a CRL (PEM, or .crl/.der) the CRL.
+  // derKind tells a DER certificate from a DER CRL (both a SEQUENCE
+  // first) by what opens the signed part inside: a certificate's
+  // TBSCertificate starts with its [0] version (0xA0), a CRL's TBSCertList
+  // with its INTEGER version (0x02) or, for a v1 CRL, the signature's
+  // AlgorithmIdentifier (a SEQUENCE, 0x30). Anything else (a .p7m's
+  // ContentInfo opens with an OID) is neither.
+  function derKind(b) {
+    let i = 0;
+    for (let n = 0; n < 2; n++) {
+      if (b[i] !== 0x30 || i + 1 >= b.length) return null;
+      const len = b[i + 1];
+      i += 2 + (len & 0x80 ? len & 0x7f : 0);
+    }
+    if (b[i] === 0xa0) return "ca";
+    if (b[i] === 0x02 || b[i] === 0x30) return "crl";
+    return null;
+  }
+
+  // role tells which input a dropped file belongs to, by its content
+  // first: a zip is the bundle, a certificate (PEM or DER) the CA, a CRL
+  // (PEM or DER) the CRL; else a .crl is the CRL, and anything else (a
+  // .p7m) the bundle.
   async function role(file) {
-    const head = new TextDecoder("latin1").decode(await file.slice(0, 64).arrayBuffer());
+    const b = new Uint8Array(await file.slice(0, 64).arrayBuffer());
+    const head = new TextDecoder("latin1").decode(b);
     if (head.startsWith("PK\x03\x04")) return "bundle";
     if (head.includes("-----BEGIN CERTIFICATE")) return "ca";
     if (head.includes("-----BEGIN X509 CRL")) return "crl";
-    if (/\.(crl|der)$/i.test(file.name)) return "crl";
+    const kind = derKind(b);
+    if (kind) return kind;
+    if (/\.crl$/i.test(file.name)) return "crl";
     return "bundle";
   }
 
@@ -97,17 +120,27 @@
     return new Uint8Array(await file.arrayBuffer());
   }
 
-  async function verify() {
+  // gen counts the runs of verify. Runs overlap (a new file may be chosen
+  // while an earlier one is still being read), so each run works on its
+  // own copy of the chosen files and shows nothing once a later run has
+  // begun: the verdict on the page is always that of the files chosen last.
+  let gen = 0;
+
+  async function verify(run) {
+    const chosen = { bundle: files.bundle, ca: files.ca, crl: files.crl };
     clearResult();
-    if (!ready || !files.bundle) return;
-    if (!files.ca) {
+    if (!ready || !chosen.bundle) return;
+    if (!chosen.ca) {
       showError("Bitte auch das CA-Zertifikat (ca.pem) wählen. / Choose the CA certificate (ca.pem) too.");
       return;
     }
-    const bundle = await bytes("bundle", files.bundle);
-    const ca = await bytes("ca", files.ca);
-    const crl = files.crl ? await bytes("crl", files.crl) : null;
-    const res = globalThis.kurierVerify(bundle, files.bundle.name, ca, crl);
+    const bundle = await bytes("bundle", chosen.bundle);
+    if (run !== gen) return;
+    const ca = await bytes("ca", chosen.ca);
+    if (run !== gen) return;
+    const crl = chosen.crl ? await bytes("crl", chosen.crl) : null;
+    if (run !== gen) return;
+    const res = globalThis.kurierVerify(bundle, chosen.bundle.name, ca, crl);
     if (res.error) {
       showError(res.error);
       return;
@@ -118,7 +151,7 @@
       passed: "Alle Prüfungen bestanden / every check passed",
       indeterminate: "Nicht alle Prüfungen entscheidbar / not every check could be established",
       failed: "Nicht alle Prüfungen bestanden / not every check passed",
-    }[res.verdict] + " — " + files.bundle.name;
+    }[res.verdict] + " — " + chosen.bundle.name;
     v.hidden = false;
     const frame = $("report");
     frame.srcdoc = res.html;
@@ -129,7 +162,10 @@
   }
 
   function run() {
-    verify().catch((e) => showError(e.message));
+    const r = ++gen;
+    verify(r).catch((e) => {
+      if (r === gen) showError(e.message);
+    });
   }
 
   // data-loaded marks a report the frame shows in full.
