@@ -1,0 +1,276 @@
+// Package pgtest gives tests a real PostgreSQL server: a throwaway cluster
+// started once per test binary (initdb in a temporary folder, as the
+// postgres system user when the tests run as root, listening on a free
+// loopback port, fsync on), or the server that $KURIER_TEST_POSTGRES (a
+// DSN whose role may create databases) names. Each test gets a fresh,
+// empty database of its own.
+//
+// A package that uses it calls Main from its TestMain, which stops the
+// cluster after the tests. Without PostgreSQL's binaries the tests that
+// ask for a database are skipped with how to install them, or fail under
+// CI=true, since .ci/run installs them.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnvDSN names the variable that points the tests at an existing server.
+const EnvDSN = "KURIER_TEST_POSTGRES"
+
+var (
+	mainCalled atomic.Bool
+	once       sync.Once
+	shared     *cluster
+	startErr   error
+	dbCount    atomic.Int64
+)
+
+// Main runs the tests of m and then stops the cluster, if one was
+// started, and exits. Call it from TestMain.
+func Main(m *testing.M) {
+	mainCalled.Store(true)
+	code := m.Run()
+	if shared != nil && shared.stop != nil {
+		if err := shared.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: stop PostgreSQL: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+// cluster is a server the tests create databases on.
+type cluster struct {
+	base     *url.URL     // DSN of its maintenance database
+	stop     func() error // nil for an external server
+	external bool
+}
+
+// DSN returns the DSN of a new, empty database that is dropped (on an
+// external server) or thrown away with the cluster when t ends.
+func DSN(t testing.TB) string {
+	t.Helper()
+	if !mainCalled.Load() {
+		t.Fatal("pgtest: call pgtest.Main(m) from the package's TestMain, so that the cluster is stopped")
+	}
+	once.Do(func() { shared, startErr = start() })
+	if startErr != nil {
+		var missing *missingError
+		if errors.As(startErr, &missing) && os.Getenv("CI") != "true" {
+			t.Skipf("%v: apt-get install postgresql", startErr)
+		}
+		t.Fatalf("pgtest: %v", startErr)
+	}
+	name := fmt.Sprintf("kurier_test_%d_%d", os.Getpid(), dbCount.Add(1))
+	ctx := context.Background()
+	if err := shared.exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	if shared.external {
+		t.Cleanup(func() {
+			if err := shared.exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+				t.Errorf("pgtest: drop database %s: %v", name, err)
+			}
+		})
+	}
+	u := *shared.base
+	u.Path = "/" + name
+	return u.String()
+}
+
+// exec runs one statement on the maintenance database.
+func (c *cluster) exec(ctx context.Context, sql string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.base.String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// missingError says that PostgreSQL's binaries are not installed.
+type missingError struct{ err error }
+
+func (e *missingError) Error() string { return e.err.Error() }
+
+func start() (*cluster, error) {
+	if dsn := os.Getenv(EnvDSN); dsn != "" {
+		u, err := url.Parse(dsn)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return nil, fmt.Errorf("$%s must be a postgres:// URL", EnvDSN)
+		}
+		return &cluster{base: u, external: true}, nil
+	}
+	bin, err := findBin()
+	if err != nil {
+		return nil, &missingError{err}
+	}
+	return startCluster(bin)
+}
+
+// findBin returns the folder of initdb, pg_ctl and postgres: on $PATH, or
+// Debian's newest /usr/lib/postgresql/<version>/bin.
+func findBin() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	best, bestVersion := "", -1
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+		if _, serr := os.Stat(filepath.Join(d, "initdb")); err == nil && serr == nil && v > bestVersion {
+			best, bestVersion = d, v
+		}
+	}
+	if best == "" {
+		return "", errors.New("PostgreSQL's initdb is neither on $PATH nor in /usr/lib/postgresql/*/bin")
+	}
+	return best, nil
+}
+
+// startCluster creates a cluster in a new temporary folder and starts it
+// on a free loopback port.
+func startCluster(bin string) (*cluster, error) {
+	dir, err := os.MkdirTemp("", "kurier-pgtest-")
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverUser(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	run := func(name string, args ...string) error {
+		cmd := exec.Command(filepath.Join(bin, name), args...)
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	// initdb need not sync a cluster that a crash of the machine would
+	// throw away anyway; the server itself runs with fsync on.
+	if err := run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync"); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories=%s -c fsync=%s -c max_connections=200",
+		port, dir, fsyncSetting())
+	if err := run("pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("%w\n%s", err, log)
+	}
+	stop := func() error {
+		err := run("pg_ctl", "stop", "-w", "-m", "fast", "-D", data)
+		if rerr := os.RemoveAll(dir); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	base := &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Path: "/postgres", RawQuery: "sslmode=disable"}
+	return &cluster{base: base, stop: stop}, nil
+}
+
+// fsyncSetting is on unless $KURIER_TEST_POSTGRES_FSYNC is off: the store's
+// durability is what its tests are about, and the benchmarks must pay
+// what production pays.
+func fsyncSetting() string {
+	if os.Getenv("KURIER_TEST_POSTGRES_FSYNC") == "off" {
+		return "off"
+	}
+	return "on"
+}
+
+// serverUser returns the credential to run PostgreSQL with: nil (the
+// current user) unless the tests run as root, which initdb and postgres
+// refuse; then the postgres system user, who is given dir.
+func serverUser(dir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, &missingError{fmt.Errorf("the tests run as root and there is no postgres user to run PostgreSQL as: %w", err)}
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chown(dir, int(uid), int(gid)); err != nil {
+		return nil, fmt.Errorf("give %s to the postgres user: %w", dir, err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Reconfigure sets a server setting of the test cluster (ALTER SYSTEM and
+// a reload) until t ends, for tests of how the store behaves under it.
+// It skips t on an external server ($KURIER_TEST_POSTGRES), which is not
+// the tests' to reconfigure. Tests that use it must not run in parallel.
+func Reconfigure(t testing.TB, name, value string) {
+	t.Helper()
+	DSN(t) // starts the cluster, or skips
+	if shared.external {
+		t.Skipf("pgtest: $%s names a server the tests do not reconfigure", EnvDSN)
+	}
+	ctx := context.Background()
+	set := func(sql string) error {
+		if err := shared.exec(ctx, sql); err != nil {
+			return err
+		}
+		return shared.exec(ctx, "SELECT pg_reload_conf()")
+	}
+	if err := set(fmt.Sprintf("ALTER SYSTEM SET %s = '%s'", pgx.Identifier{name}.Sanitize(), strings.ReplaceAll(value, "'", "''"))); err != nil {
+		t.Fatalf("pgtest: set %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := set("ALTER SYSTEM RESET " + pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Errorf("pgtest: reset %s: %v", name, err)
+		}
+	})
+}
