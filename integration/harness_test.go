@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/broker/store/postgres/pgtest"
 )
 
 // binaries built once for the package.
@@ -39,7 +41,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
+	code := pgtest.Run(m) // stops the PostgreSQL cluster of TestPostgres_*
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -64,7 +66,13 @@ func startDevNode(t *testing.T, dir string, env ...string) *nodeProc {
 // startDevNodeOn is startDevNode listening on listen.
 func startDevNodeOn(t *testing.T, dir, listen string, env ...string) *nodeProc {
 	t.Helper()
-	cmd := exec.Command(kurierd, "-dev", "-data", dir, "-listen", listen)
+	return startDevNodeArgs(t, dir, []string{"-listen", listen}, env...)
+}
+
+// startDevNodeArgs is startDevNode with more flags of kurierd -dev.
+func startDevNodeArgs(t *testing.T, dir string, args []string, env ...string) *nodeProc {
+	t.Helper()
+	cmd := exec.Command(kurierd, append([]string{"-dev", "-data", dir}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -45,7 +45,12 @@ var (
 
 // Main runs the tests of m and then stops the cluster, if one was
 // started, and exits. Call it from TestMain.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that has more to clean up after the tests:
+// it runs them, stops the cluster, and returns the exit code instead of
+// exiting.
+func Run(m *testing.M) int {
 	mainCalled.Store(true)
 	code := m.Run()
 	if shared != nil && shared.stop != nil {
@@ -56,7 +61,7 @@ func Main(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // cluster is a server the tests create databases on.
