@@ -22,7 +22,8 @@ import (
 // on one development folder and one PostgreSQL database, each on its own
 // address. A message sent through one is listed, fetched and
 // acknowledged through the other, and its evidence chain and exported
-// bundle verify. Then senders that know both addresses keep sending
+// bundle verify; a subscriber on one hears of a message sent through the
+// other. Then senders that know both addresses keep sending
 // while one process is killed with SIGKILL: every message reaches the
 // court's inbox exactly once, and the log stays consistent with a
 // checkpoint taken before the kill.
@@ -55,6 +56,8 @@ func TestPostgres_TwoProcesses(t *testing.T) {
 	fresh := filepath.Join(dir, "fresh")
 	os.MkdirAll(fresh, 0o755)
 	exportAndVerify(ctx, t, b, agency, id, before, fresh, "bundle.zip")
+
+	subscribeAcross(ctx, t, a, b, dir)
 
 	// The failover: a checkpoint, then senders over both addresses while
 	// a dies.
@@ -213,6 +216,7 @@ func sendWhileOneDies(ctx context.Context, t *testing.T, a, b *nodeProc, agencyD
 		}
 	}
 	delete(count, "Klage")
+	delete(count, "Nachtrag")
 	if len(count) > 0 {
 		t.Errorf("the court's inbox holds messages no one sent: %v", count)
 	}
@@ -268,3 +272,36 @@ func sendUntilReceipt(ctx context.Context, cl *client.Client, subject string, re
 		pause(ctx, 100*time.Millisecond)
 	}
 }
+
+// subscribeAcross subscribes the court to its mailbox through b, sends
+// through a once the subscription is ready, and expects b to announce
+// the message: the notice crosses from process to process through
+// PostgreSQL.
+func subscribeAcross(ctx context.Context, t *testing.T, a, b *nodeProc, dir string) {
+	t.Helper()
+	var none atomic.Int64
+	court := dialBoth(ctx, t, b.addr, b.identity("court"), &none)
+	doc := filepath.Join(dir, "nachtrag.txt")
+	if err := os.WriteFile(doc, []byte("Nachtrag\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	subCtx, stop := context.WithTimeout(ctx, 30*time.Second)
+	defer stop()
+	var sent struct{ ID string }
+	heard := make(chan client.InboxEntry, 1)
+	err := court.Subscribe(subCtx, func(e client.InboxEntry) error {
+		heard <- e
+		return errSubscribed
+	}, client.OnReady(func() error {
+		return a.runJSON(ctx, a.identity("agency"), &sent, "send", "--to", courtAddr, "--subject", "Nachtrag", doc)
+	}))
+	if !errors.Is(err, errSubscribed) {
+		t.Fatalf("the court's subscription through %s heard nothing of a message sent through %s: %v", b.addr, a.addr, err)
+	}
+	if e := <-heard; e.ID != sent.ID || e.Subject != "Nachtrag" || e.From != agencyAddr {
+		t.Errorf("the subscription through the other process announced %+v, want %s", e, sent.ID)
+	}
+}
+
+// errSubscribed ends a subscription that heard what it waited for.
+var errSubscribed = errors.New("heard the message")

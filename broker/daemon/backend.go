@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -13,6 +14,7 @@ import (
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/broker/store/postgres"
+	"kurier.dev/kurier/broker/store/postgres/pgnotify"
 )
 
 // ErrNotBadger is returned by the commands that work on a badger data
@@ -103,6 +105,42 @@ func (p postgresBackend) failed() <-chan struct{} { return nil }
 func (p postgresBackend) err() error              { return nil }
 func (p postgresBackend) dir() string             { return "" }
 func (p postgresBackend) close() error            { p.Close(); return nil }
+
+// noticesReady bounds how long a node on PostgreSQL waits at start for
+// its listener of the other processes' notices, before it serves without.
+const noticesReady = 10 * time.Second
+
+// openNotices returns what carries mailbox notices among the processes
+// of a node on PostgreSQL, or nil for one on badger, whose process is
+// the only one.
+func openNotices(ctx context.Context, cfg *Config, logger *slog.Logger) (*pgnotify.Notices, error) {
+	if cfg.Store.Postgres == "" {
+		return nil, nil
+	}
+	no, err := pgnotify.Open(ctx, cfg.Store.Postgres, logger)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return no, nil
+}
+
+// listenNotices hands the notices of the node's other processes to n's
+// subscribers until ctx ends, in wg, and waits until it listens (at
+// most noticesReady), so that a subscriber of this process hears of
+// every message the others accept from when the node serves.
+func listenNotices(ctx context.Context, wg *sync.WaitGroup, no *pgnotify.Notices, n *node.Node, logger *slog.Logger) {
+	if no == nil {
+		return
+	}
+	listening := make(chan struct{})
+	wg.Go(func() { no.Listen(ctx, func() { close(listening) }, n.Announce) })
+	select {
+	case <-listening:
+	case <-ctx.Done():
+	case <-time.After(noticesReady):
+		logger.Warn("not yet listening for the notices of the node's other processes; until it does, subscribers here hear only of messages this process accepts", slog.Duration("waited", noticesReady))
+	}
+}
 
 // storeName says where cfg's store is, for the log: the data directory,
 // or PostgreSQL's host, port and database (never the DSN, which may hold

@@ -21,6 +21,7 @@ import (
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/relay"
 	"kurier.dev/kurier/broker/rpc"
+	"kurier.dev/kurier/broker/store/postgres/pgnotify"
 	"kurier.dev/kurier/broker/tracing"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
@@ -69,6 +70,13 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
 	}()
+	notices, err := openNotices(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	if notices != nil {
+		defer notices.Close() // after the background work that listens
+	}
 	if bdb, ok := db.(badgerBackend); ok {
 		// kurierd backup while running; PostgreSQL has its own tools.
 		adm, err := admin.Listen(cfg.Data, auditedBackups{db: bdb.DB, audit: audit}, logger)
@@ -91,7 +99,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	}
 	defer shutdownTracing(tracer, logger)
 	rpcOpts, observer := instrument(cfg.Limits.rpc(trust, logger), audit, met, tracer, logger)
-	n, err := newNode(cfg, f, db, peers, workers, alarm, observer, logger)
+	n, err := newNode(cfg, f, db, notices, peers, workers, alarm, observer, logger)
 	if err != nil {
 		return err
 	}
@@ -117,6 +125,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
 	}
 	watchCRL(bgCtx, &background, cfg, trust, logger)
+	listenNotices(bgCtx, &background, notices, n, logger)
 	// The metrics outlive the drain, so that /readyz says 503 while the
 	// node stops: they end when Run returns.
 	metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
@@ -369,10 +378,14 @@ func readSecret(path string) (string, error) {
 
 // newNode makes the node over db from cfg and the files it names, waking
 // the relay worker of a domain whenever something is queued for it.
-func newNode(cfg *Config, f *files, db backend, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, logger *slog.Logger) (*node.Node, error) {
+func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, logger *slog.Logger) (*node.Node, error) {
 	var space func(int64) (func(), error)
 	if alarm != nil {
 		space = alarm.Reserve
+	}
+	var no node.Notices
+	if notices != nil {
+		no = notices // not a typed nil
 	}
 	n, err := node.New(db, node.Config{
 		Domains:      cfg.Domains,
@@ -387,6 +400,7 @@ func newNode(cfg *Config, f *files, db backend, peers *relay.Peers, workers map[
 			}
 		},
 		Observer: observer,
+		Notices:  no,
 		Limits:   cfg.Limits.node(),
 		Space:    space,
 		Logger:   logger,
