@@ -34,8 +34,12 @@ func TestPostgres_TwoProcesses(t *testing.T) {
 	dir := t.TempDir()
 	dev := filepath.Join(dir, "dev")
 	store := []string{"-listen", "127.0.0.1:0", "-store", dsn}
-	a := startDevNodeArgs(t, dev, store)
-	b := startDevNodeArgs(t, dev, store) // reuses the CA, identities and log key a created
+	// Both at once on a folder and a database that are empty: one
+	// creates the CA, identities and log key, and the schema, and the
+	// other waits for it and reuses them.
+	a, b := launchDevNode(t, dev, store), launchDevNode(t, dev, store)
+	a.waitListening()
+	b.waitListening()
 	if a.addr == b.addr {
 		t.Fatalf("both processes listen on %s", a.addr)
 	}
