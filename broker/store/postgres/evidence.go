@@ -36,48 +36,86 @@ func prepareEvidence(ev broker.Evidence) (pendingEvidence, error) {
 }
 
 // evidenceWrite stores evidence of one message, with the pushes that
-// steps queue, as the last writes of a transaction.
+// steps queue, as the last writes of a transaction: queue adds the
+// statements that count positions and lock the log to a batch of the
+// caller's, finish then writes everything else in one round trip.
 type evidenceWrite struct {
 	id      string
 	pending []pendingEvidence
 	pushes  map[int]string // index in pending → domain to push it to
+
+	first int64      // the first evidence's position, once the batch ran
+	log   *logAppend // the locked log, once the batch ran; nil if not logged
 }
 
-// store gives the evidence positions after the message's last, appends
-// those of this node's log to the log (locking it until tx ends), and
-// writes everything in one round trip. It returns the evidence with leaf
-// indexes.
+// logged reports whether any of the evidence belongs in this node's log.
+func (w *evidenceWrite) logged() bool {
+	for _, p := range w.pending {
+		if p.leaf != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// queue adds to b the statement that gives the evidence positions after
+// the message's last and, if any evidence is this node's, the one that
+// locks the log's head until the transaction ends. The lock comes last:
+// every writer takes copies' and positions' rows before it.
+func (w *evidenceWrite) queue(b *pgx.Batch) {
+	if len(w.pending) == 0 {
+		return
+	}
+	b.Queue(`INSERT INTO evidence_positions AS p (message_id, next) VALUES ($1, $2)
+		ON CONFLICT (message_id) DO UPDATE SET next = p.next + $2 RETURNING next - $2`, w.id, len(w.pending)).
+		QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&w.first); err != nil {
+				return fmt.Errorf("count evidence positions: %w", err)
+			}
+			return nil
+		})
+	if w.logged() {
+		b.Queue("SELECT size, hashes FROM log_head FOR UPDATE").QueryRow(func(row pgx.Row) error {
+			var err error
+			w.log, err = scanLogHead(row)
+			return err
+		})
+	}
+}
+
+// store runs queue's statements on their own, then finish.
 func (w *evidenceWrite) store(ctx context.Context, tx pgx.Tx) ([]broker.Evidence, error) {
+	b := &pgx.Batch{}
+	w.queue(b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("store evidence: %w", err)
+	}
+	return w.finish(ctx, tx)
+}
+
+// finish appends the evidence of this node's log to the log and writes
+// the evidence, the log's new nodes and head, and the pushes, in one
+// round trip. It returns the evidence with leaf indexes.
+func (w *evidenceWrite) finish(ctx context.Context, tx pgx.Tx) ([]broker.Evidence, error) {
 	n := len(w.pending)
 	if n == 0 {
 		return nil, nil
 	}
-	var first int64
-	err := tx.QueryRow(ctx, `INSERT INTO evidence_positions AS p (message_id, next) VALUES ($1, $2)
-		ON CONFLICT (message_id) DO UPDATE SET next = p.next + $2 RETURNING next - $2`, w.id, n).Scan(&first)
-	if err != nil {
-		return nil, fmt.Errorf("count evidence positions: %w", err)
-	}
 	out := make([]broker.Evidence, n)
-	var log *logAppend
 	pos, logs, leaves, records := make([]int64, n), make([]string, n), make([]int64, n), make([][]byte, n)
 	for i, p := range w.pending {
 		out[i] = p.ev
 		if p.leaf != nil {
-			if log == nil {
-				if log, err = lockLog(ctx, tx); err != nil {
-					return nil, err
-				}
-			}
-			if out[i].LeafIndex, err = log.append(p.leaf); err != nil {
+			var err error
+			if out[i].LeafIndex, err = w.log.append(p.leaf); err != nil {
 				return nil, err
 			}
 		}
-		pos[i], logs[i], leaves[i], records[i] = first+int64(i), p.ev.Log, int64(out[i].LeafIndex), p.js
+		pos[i], logs[i], leaves[i], records[i] = w.first+int64(i), p.ev.Log, int64(out[i].LeafIndex), p.js
 	}
 	b := &pgx.Batch{}
-	if log != nil {
-		log.queue(b)
+	if w.log != nil {
+		w.log.queue(b)
 	}
 	b.Queue(`INSERT INTO evidence (message_id, pos, log, leaf_index, record)
 		SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bytea[])`, w.id, pos, logs, leaves, records)
@@ -142,8 +180,8 @@ func (p pendingStep) apply(ctx context.Context, tx pgx.Tx) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, "UPDATE copies SET deadline_ns = $3, head = $4, record = $5 WHERE message_id = $1 AND recipient = $2",
-		id, rcpt, row.deadline, next.Head, row.record)
+	_, err = tx.Exec(ctx, "UPDATE copies SET deadline_ns = $3, state = $4, head = $5, record = $6 WHERE message_id = $1 AND recipient = $2",
+		id, rcpt, row.deadline, string(next.State), next.Head, row.record)
 	if err != nil {
 		return fmt.Errorf("update copy of %s for %s: %w", id, rcpt, err)
 	}

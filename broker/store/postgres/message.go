@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"kurier.dev/kurier/broker"
 )
@@ -87,26 +88,39 @@ func prepareCopies(id string, copies []broker.Copy, evs []broker.Evidence) (*new
 	return nc, nil
 }
 
-// put inserts the copies and then the evidence, and returns the evidence
-// with leaf indexes. A copy that exists already is broker.ErrExists.
-func (nc *newCopies) put(ctx context.Context, tx pgx.Tx) ([]broker.Evidence, error) {
+// queue adds to b the statements that insert the copies and those that
+// count the evidence's positions and lock the log (see evidenceWrite);
+// nc.ev.finish writes the evidence after the batch ran.
+func (nc *newCopies) queue(b *pgx.Batch) {
 	n := len(nc.copies)
-	rcpts, locals, received, deadlines, heads, records := make([]string, n), make([]bool, n), make([]int64, n), make([]*int64, n), make([]string, n), make([][]byte, n)
-	for i, r := range nc.copies {
-		rcpts[i], locals[i], received[i], deadlines[i], heads[i], records[i] = r.c.Recipient, r.c.Local, nanos(r.c.Received), r.deadline, r.c.Head, r.record
-	}
 	if n > 0 {
-		_, err := tx.Exec(ctx, `INSERT INTO copies (message_id, recipient, local, received_ns, deadline_ns, head, record)
-			SELECT $1, * FROM unnest($2::text[], $3::boolean[], $4::bigint[], $5::bigint[], $6::text[], $7::bytea[])`,
-			nc.id, rcpts, locals, received, deadlines, heads, records)
-		if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "copies_pkey" {
-			return nil, fmt.Errorf("%w: a copy exists already", broker.ErrExists)
+		rcpts, locals, received, deadlines := make([]string, n), make([]bool, n), make([]int64, n), make([]*int64, n)
+		states, heads, records := make([]string, n), make([]string, n), make([][]byte, n)
+		for i, r := range nc.copies {
+			rcpts[i], locals[i], received[i], deadlines[i] = r.c.Recipient, r.c.Local, nanos(r.c.Received), r.deadline
+			states[i], heads[i], records[i] = string(r.c.State), r.c.Head, r.record
 		}
-		if err != nil {
-			return nil, fmt.Errorf("store copies: %w", err)
-		}
+		b.Queue(`INSERT INTO copies (message_id, recipient, local, received_ns, deadline_ns, state, head, record)
+			SELECT $1, * FROM unnest($2::text[], $3::boolean[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::bytea[])`,
+			nc.id, rcpts, locals, received, deadlines, states, heads, records)
 	}
-	return nc.ev.store(ctx, tx)
+	nc.ev.queue(b)
+}
+
+// sendWrites runs a batch of writes and says what a constraint that
+// refused one of them means.
+func sendWrites(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
+	err := tx.SendBatch(ctx, b).Close()
+	code, constraint := pgCode(err)
+	switch {
+	case err == nil:
+		return nil
+	case code == codeUniqueViolation && constraint == "copies_pkey":
+		return fmt.Errorf("%w: a copy exists already", broker.ErrExists)
+	case code == codeUniqueViolation && constraint == "messages_blob_key":
+		return fmt.Errorf("%w: the payload blob belongs to another message", broker.ErrInvalid)
+	}
+	return fmt.Errorf("store: %w", err)
 }
 
 // CreateMessage stores a message (in its sender's sent listing), its
@@ -152,14 +166,32 @@ func (s *Store) CreateMessage(ctx context.Context, m *broker.Message, copies []b
 	}
 	var out []broker.Evidence
 	err = s.write(ctx, func(tx pgx.Tx) error {
-		if err := insertMessage(ctx, tx, m, msgVal); err != nil {
+		if err := checkMessage(ctx, tx, m); err != nil {
 			return err
 		}
-		if err := q.put(ctx, tx); err != nil {
+		// One round trip for the rows, the evidence's positions and the
+		// log's lock, one for the evidence and the log.
+		b := &pgx.Batch{}
+		ran, inserted := false, false
+		b.Queue(`INSERT INTO messages (id, sender, received_ns, envelope_sha256, blob, record)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
+			id, m.Header.From, nanos(m.Received), m.EnvelopeSHA256, m.Blob, msgVal).Exec(func(tag pgconn.CommandTag) error {
+			ran, inserted = true, tag.RowsAffected() == 1
+			return nil
+		})
+		q.queue(b)
+		nc.queue(b)
+		err := sendWrites(ctx, tx, b)
+		if ran && !inserted {
+			// Stored meanwhile by another transaction, now committed
+			// (what else the batch did, or failed at, is rolled back):
+			// the next attempt's check says whether it is this message.
+			return errRetry
+		}
+		if err != nil {
 			return err
 		}
-		var err error
-		out, err = nc.put(ctx, tx)
+		out, err = nc.ev.finish(ctx, tx)
 		return err
 	})
 	if err != nil {
@@ -168,62 +200,48 @@ func (s *Store) CreateMessage(ctx context.Context, m *broker.Message, copies []b
 	return out, nil
 }
 
-// insertMessage checks for a stored message of the same id and the blob,
-// and inserts the message's row.
-func insertMessage(ctx context.Context, tx pgx.Tx, m *broker.Message, msgVal []byte) error {
-	id := m.ID()
-	if err := existing(ctx, tx, id, m.EnvelopeSHA256); err != nil {
-		return err
-	}
-	var complete bool
+// checkMessage looks, in one round trip, for a stored message of m's id
+// (broker.ErrExists or broker.ErrDuplicate) and checks m's blob, which it
+// keeps from being deleted until tx ends (FOR KEY SHARE).
+func checkMessage(ctx context.Context, tx pgx.Tx, m *broker.Message) error {
+	var stored, sum string
+	var found, blobFound, complete bool
 	var size int64
-	var sum string
-	// FOR KEY SHARE keeps the blob from being deleted until tx ends.
-	err := tx.QueryRow(ctx, "SELECT complete, size, sha256 FROM blobs WHERE id = $1 FOR KEY SHARE", m.Blob).Scan(&complete, &size, &sum)
+	b := &pgx.Batch{}
+	b.Queue("SELECT envelope_sha256 FROM messages WHERE id = $1", m.ID()).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&stored)
+		found = err == nil
+		return ignoreNoRows(err)
+	})
+	b.Queue("SELECT complete, size, sha256 FROM blobs WHERE id = $1 FOR KEY SHARE", m.Blob).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&complete, &size, &sum)
+		blobFound = err == nil
+		return ignoreNoRows(err)
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("look for the message and its payload blob: %w", err)
+	}
 	switch {
-	case errNoRows(err):
+	case found && stored == m.EnvelopeSHA256:
+		return broker.ErrExists
+	case found:
+		return broker.ErrDuplicate
+	case !blobFound:
 		return fmt.Errorf("payload blob %s: %w", m.Blob, broker.ErrNotFound)
-	case err != nil:
-		return fmt.Errorf("check payload blob %s: %w", m.Blob, err)
 	case !complete:
 		return fmt.Errorf("payload blob %s is still being written: %w", m.Blob, broker.ErrNotFound)
 	case size != m.Header.PayloadSize || sum != m.Header.PayloadSHA256:
 		return fmt.Errorf("%w: payload blob %s has %d bytes with SHA-256 %s, the envelope announces %d bytes with %s",
 			broker.ErrInvalid, m.Blob, size, sum, m.Header.PayloadSize, m.Header.PayloadSHA256)
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO messages (id, sender, received_ns, envelope_sha256, blob, record)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
-		id, m.Header.From, nanos(m.Received), m.EnvelopeSHA256, m.Blob, msgVal)
-	if code, constraint := pgCode(err); code == codeUniqueViolation && constraint == "messages_blob_key" {
-		return fmt.Errorf("%w: payload blob %s belongs to another message", broker.ErrInvalid, m.Blob)
-	}
-	if err != nil {
-		return fmt.Errorf("store message: %w", err)
-	}
-	if tag.RowsAffected() == 0 { // stored meanwhile by another transaction
-		if err := existing(ctx, tx, id, m.EnvelopeSHA256); err != nil {
-			return err
-		}
-		return fmt.Errorf("message %s neither stored nor found", id)
-	}
 	return nil
 }
 
-// existing returns broker.ErrExists if message id is stored with the
-// envelope digest envSHA, broker.ErrDuplicate if with another, nil if it
-// is not stored.
-func existing(ctx context.Context, tx pgx.Tx, id, envSHA string) error {
-	var stored string
-	err := tx.QueryRow(ctx, "SELECT envelope_sha256 FROM messages WHERE id = $1", id).Scan(&stored)
-	switch {
-	case errNoRows(err):
+func ignoreNoRows(err error) error {
+	if errNoRows(err) {
 		return nil
-	case err != nil:
-		return fmt.Errorf("look for message %s: %w", id, err)
-	case stored == envSHA:
-		return broker.ErrExists
 	}
-	return broker.ErrDuplicate
+	return err
 }
 
 // AddCopies adds copies of a stored message, with their evidence, in one
@@ -251,7 +269,12 @@ func (s *Store) AddCopies(ctx context.Context, id, envSHA256 string, copies []br
 		case stored != envSHA256:
 			return broker.ErrDuplicate
 		}
-		out, err = nc.put(ctx, tx)
+		b := &pgx.Batch{}
+		nc.queue(b)
+		if err := sendWrites(ctx, tx, b); err != nil {
+			return err
+		}
+		out, err = nc.ev.finish(ctx, tx)
 		return err
 	})
 	if err != nil {

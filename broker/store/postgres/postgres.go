@@ -217,9 +217,13 @@ func pgCode(err error) (code, constraint string) {
 	return "", ""
 }
 
+// errRetry asks write for another attempt: what the transaction read
+// changed under it, and a new snapshot tells how.
+var errRetry = errors.New("the stored state changed during the transaction")
+
 func retryable(err error) bool {
 	code, _ := pgCode(err)
-	return code == codeSerializationFailure || code == codeDeadlockDetected
+	return code == codeSerializationFailure || code == codeDeadlockDetected || errors.Is(err, errRetry)
 }
 
 // read runs fn on a read-only, repeatable-read transaction, so that what

@@ -373,8 +373,9 @@ func allocated(f func()) uint64 {
 
 // TestMigrate_OnceAndIdempotent opens a new database from two processes
 // at once, and again later: the schema is migrated once, to the newest
-// version, and a later Open keeps what is stored. A database of a newer
-// schema than this code knows is refused.
+// version, and a later Open keeps what is stored. A database of an older
+// version is migrated with its data; one of a newer schema than this code
+// knows is refused.
 func TestMigrate_OnceAndIdempotent(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
@@ -401,12 +402,29 @@ func TestMigrate_OnceAndIdempotent(t *testing.T) {
 	}
 	conn := connect(t, dsn)
 	var version int
-	if err := conn.QueryRow(ctx, "SELECT version FROM "+postgres.VersionTable).Scan(&version); err != nil || version != 1 {
-		t.Errorf("schema version %d (%v), want 1", version, err)
+	if err := conn.QueryRow(ctx, "SELECT version FROM "+postgres.VersionTable).Scan(&version); err != nil || version != 2 {
+		t.Errorf("schema version %d (%v), want 2", version, err)
 	}
 	var tables int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'log_head'").Scan(&tables); err != nil || tables != 1 {
 		t.Errorf("%d log_head tables (%v), want 1", tables, err)
+	}
+
+	// A database of version 1, with messages: Open migrates it to 2, each
+	// copy's state taken from its record.
+	for _, sql := range []string{"DROP INDEX copies_waiting", "ALTER TABLE copies DROP COLUMN state", "UPDATE " + postgres.VersionTable + " SET version = 1"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	st = open(t, dsn)
+	var state string
+	if err := conn.QueryRow(ctx, "SELECT state FROM copies WHERE message_id = $1", f.msg.ID()).Scan(&state); err != nil || state != string(broker.StateDelivered) {
+		t.Errorf("copy state after the migration to version 2: %q, %v; want %q", state, err, broker.StateDelivered)
+	}
+	if b, err := st.Backlog(ctx); err != nil || b.Unfetched.Count != 1 {
+		t.Errorf("Backlog after the migration: %+v, %v; want 1 unfetched", b, err)
 	}
 
 	if _, err := conn.Exec(ctx, "UPDATE "+postgres.VersionTable+" SET version = 99"); err != nil {
@@ -652,5 +670,91 @@ func TestSweepBlobs_SafeWithCreateMessage(t *testing.T) {
 			t.Errorf("read a blob the sweep must keep: %v", err)
 		}
 		r.Close()
+	}
+}
+
+// TestCreateMessage_RaceOfTwoProcesses: the same message handed to two
+// processes at once (a client retrying on the other) is stored once: one
+// call succeeds, the other answers broker.ErrExists, and the log holds
+// its evidence once. Another envelope under the same id, at once, is
+// broker.ErrDuplicate.
+func TestCreateMessage_RaceOfTwoProcesses(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	stores := []*postgres.Store{open(t, dsn), open(t, dsn)}
+	const rounds = 10
+	for i := range rounds {
+		f := newFixture(t, stores[0])
+		g := newFixture(t, stores[0]) // another blob, for the second call
+		m := *f.msg
+		m.Blob = g.msg.Blob
+		h := *m.Header
+		h.PayloadSHA256, h.PayloadSize = g.msg.Header.PayloadSHA256, g.msg.Header.PayloadSize
+		m.Header = &h
+		if i%2 == 1 {
+			m.EnvelopeSHA256 = digest([]byte("another envelope"))
+		}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for j, msg := range []*broker.Message{f.msg, &m} {
+			wg.Go(func() { _, errs[j] = stores[j].CreateMessage(ctx, msg, f.copies, f.evs, nil) })
+		}
+		wg.Wait()
+		want := broker.ErrExists
+		if i%2 == 1 {
+			want = broker.ErrDuplicate
+		}
+		if (errs[0] == nil) == (errs[1] == nil) || !(errors.Is(errs[0], want) || errors.Is(errs[1], want)) {
+			t.Fatalf("round %d: the two calls answered %v and %v, want one success and one %v", i, errs[0], errs[1], want)
+		}
+	}
+	if n, err := stores[1].LogSize(ctx); err != nil || n != 2*rounds {
+		t.Errorf("LogSize = %d, %v; want %d: each message's evidence once", n, err, 2*rounds)
+	}
+}
+
+// TestBlob_NeverServedInPart: a blob deleted while it is read fails with
+// broker.ErrNotFound, and one whose stored bytes changed fails at its end
+// with broker.ErrDamaged, never ending as if whole.
+func TestBlob_NeverServedInPart(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn)
+	payload := randomBytes(3*postgres.ChunkSize - 5)
+	write := func() broker.Blob {
+		blob, err := st.WriteBlob(ctx, bytes.NewReader(payload), int64(len(payload)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return blob
+	}
+
+	deleted := write()
+	r, err := st.OpenBlob(ctx, deleted.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := io.ReadFull(r, make([]byte, postgres.ChunkSize)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteBlob(ctx, deleted.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, r); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("reading on after DeleteBlob: %v, want ErrNotFound", err)
+	}
+
+	damaged := write()
+	if _, err := connect(t, dsn).Exec(ctx, "UPDATE blob_chunks SET data = set_byte(data, 99, 255 - get_byte(data, 99)) WHERE blob = $1 AND seq = 1", damaged.ID); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := st.OpenBlob(ctx, damaged.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if n, err := io.Copy(io.Discard, r2); !errors.Is(err, broker.ErrDamaged) {
+		t.Errorf("reading a changed blob: %d bytes, %v; want ErrDamaged", n, err)
 	}
 }

@@ -49,16 +49,12 @@ func prepareOutbound(id string, out []broker.Outbound) (*outboundRows, error) {
 	return q, nil
 }
 
-func (q *outboundRows) put(ctx context.Context, tx pgx.Tx) error {
-	if len(q.domains) == 0 {
-		return nil
+// queue adds the insert of the entries to b.
+func (q *outboundRows) queue(b *pgx.Batch) {
+	if len(q.domains) > 0 {
+		b.Queue("INSERT INTO outbound (domain, message_id, record) SELECT d, $1, r FROM unnest($2::text[], $3::bytea[]) AS u (d, r)",
+			q.id, q.domains, q.records)
 	}
-	_, err := tx.Exec(ctx, "INSERT INTO outbound (domain, message_id, record) SELECT d, $1, r FROM unnest($2::text[], $3::bytea[]) AS u (d, r)",
-		q.id, q.domains, q.records)
-	if err != nil {
-		return fmt.Errorf("queue for relay: %w", err)
-	}
-	return nil
 }
 
 func decodeOutbound(domain, id string, v []byte) (broker.Outbound, error) {

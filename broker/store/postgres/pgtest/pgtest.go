@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,23 +190,106 @@ func startCluster(bin string) (*cluster, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories=%s -c fsync=%s -c max_connections=200",
-		port, dir, fsyncSetting())
-	if err := run("pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+	srv, err := startServer(bin, dir, data, cred, port)
+	if err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("%w\n%s", err, log)
+		return nil, err
 	}
 	stop := func() error {
 		err := run("pg_ctl", "stop", "-w", "-m", "fast", "-D", data)
+		if werr := srv.wait(); err == nil && werr != nil {
+			err = fmt.Errorf("the server ended with %w", werr)
+		}
 		if rerr := os.RemoveAll(dir); err == nil {
 			err = rerr
 		}
 		return err
 	}
-	base := &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		Path: "/postgres", RawQuery: "sslmode=disable"}
+	base := baseURL(port)
+	if err := awaitServer(base, srv); err != nil {
+		stop()
+		return nil, err
+	}
 	return &cluster{base: base, stop: stop}, nil
+}
+
+func baseURL(port int) *url.URL {
+	return &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		Path: "/postgres", RawQuery: "sslmode=disable"}
+}
+
+// server is the postmaster, a child of the test binary.
+type server struct {
+	exited chan struct{} // closed when it has ended
+	err    error         // how it ended, once exited is closed
+	log    string        // its log file
+}
+
+// startServer starts the postmaster on data as a child process that is
+// told to shut down fast (SIGINT) if the test binary dies without
+// stopping it (a test timeout's panic, a kill), so that no server
+// outlives its tests. Linux sends that signal when the thread that
+// started the child ends, so the thread stays locked to a goroutine that
+// lives as long as the server.
+func startServer(bin, dir, data string, cred *syscall.Credential, port int) (*server, error) {
+	srv := &server{exited: make(chan struct{}), log: filepath.Join(dir, "server.log")}
+	logFile, err := os.Create(srv.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own descriptor
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir,
+		"-c", "fsync="+fsyncSetting(), "-c", "max_connections=200")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logFile, logFile
+	cmd.SysProcAttr = serverAttr(cred)
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine, after the server
+		if err := cmd.Start(); err != nil {
+			started <- fmt.Errorf("start postgres: %w", err)
+			return
+		}
+		started <- nil
+		srv.err = cmd.Wait()
+		close(srv.exited)
+	}()
+	return srv, <-started
+}
+
+// wait returns how the server ended, within a minute.
+func (s *server) wait() error {
+	select {
+	case <-s.exited:
+		return s.err
+	case <-time.After(time.Minute):
+		return errors.New("the server did not end within a minute of pg_ctl stop")
+	}
+}
+
+// awaitServer returns once the server takes connections, or with its log
+// if it ends first or takes longer than a minute to start.
+func awaitServer(base *url.URL, srv *server) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := pgx.Connect(ctx, base.String())
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		select {
+		case <-srv.exited:
+			log, _ := os.ReadFile(srv.log)
+			return fmt.Errorf("postgres ended on start (%v):\n%s", srv.err, log)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(srv.log)
+			return fmt.Errorf("postgres takes no connections a minute after its start: %v\n%s", err, log)
+		}
+	}
 }
 
 // fsyncSetting is on unless $KURIER_TEST_POSTGRES_FSYNC is off: the store's
