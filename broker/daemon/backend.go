@@ -88,9 +88,9 @@ type postgresBackend struct {
 	*postgres.Store
 }
 
-// backlog is not implemented on PostgreSQL yet: the metrics leave the
-// queue and mailbox series out.
-func (p postgresBackend) backlog() func(context.Context) (broker.Backlog, error) { return nil }
+func (p postgresBackend) backlog() func(context.Context) (broker.Backlog, error) {
+	return p.Store.Backlog
+}
 
 // sweep is safe beside other processes uploading: only payloads older
 // than blobGrace are swept, and none that a message is being created
