@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/admin"
+	"kurier.dev/kurier/broker/auditlog"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/broker/store/postgres"
@@ -43,6 +45,10 @@ type backend interface {
 	// the disk alarm watches and the admin socket lives in; "" for a
 	// store without one.
 	dir() string
+	// backups is what serves kurierd backup through the admin socket in
+	// dir, recording each in audit; nil where the store's own tools back
+	// it up.
+	backups(audit *auditlog.Log) admin.Backuper
 	close() error
 }
 
@@ -81,6 +87,9 @@ func (b badgerBackend) failed() <-chan struct{}                                {
 func (b badgerBackend) err() error                                             { return b.Err() }
 func (b badgerBackend) dir() string                                            { return b.data }
 func (b badgerBackend) close() error                                           { return b.Close() }
+func (b badgerBackend) backups(audit *auditlog.Log) admin.Backuper {
+	return auditedBackups{db: b.DB, audit: audit}
+}
 
 // postgresBackend is a PostgreSQL database that several processes may
 // serve one node from.
@@ -105,6 +114,9 @@ func (p postgresBackend) failed() <-chan struct{} { return nil }
 func (p postgresBackend) err() error              { return nil }
 func (p postgresBackend) dir() string             { return "" }
 func (p postgresBackend) close() error            { p.Close(); return nil }
+
+// backups is nil: pg_dump and PostgreSQL's continuous backup do that.
+func (p postgresBackend) backups(*auditlog.Log) admin.Backuper { return nil }
 
 // noticesReady bounds how long a node on PostgreSQL waits at start for
 // its listener of the other processes' notices, before it serves without.

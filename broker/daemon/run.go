@@ -77,9 +77,9 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if notices != nil {
 		defer notices.Close() // after the background work that listens
 	}
-	if bdb, ok := db.(badgerBackend); ok {
+	if b := db.backups(audit); b != nil {
 		// kurierd backup while running; PostgreSQL has its own tools.
-		adm, err := admin.Listen(cfg.Data, auditedBackups{db: bdb.DB, audit: audit}, logger)
+		adm, err := admin.Listen(db.dir(), b, logger)
 		if err != nil {
 			return err
 		}
