@@ -10,7 +10,16 @@
 // 'ANY 1 (standby1, standby2)') and synchronous_commit to on or
 // remote_apply, so that every commit waits for a synchronous standby, and
 // fail over only to one of them (Patroni's synchronous_mode, or
-// CloudNativePG's synchronous replicas, do both).
+// CloudNativePG's synchronous replicas, do both). A DSN naming every
+// host with target_session_attrs=read-write (postgres://a,b,c/kurier?
+// target_session_attrs=read-write) finds the new primary after a
+// failover; a write whose connection broke in its commit answers
+// broker.ErrUnknownOutcome, and the client's resubmission of the same
+// sealed message tells which.
+//
+// Statements are prepared and cached per connection (pgx's default), so
+// a PgBouncer in front must pool by session, or the DSN must say
+// default_query_exec_mode=exec.
 //
 // The transparency log is appended inside each evidence's transaction,
 // under a row lock on its one head row, so that several processes never
@@ -175,7 +184,7 @@ func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
 }
 
 // tryWrite runs fn in one transaction. A commit whose answer is lost (the
-// connection broke, or ctx ended, after COMMIT was sent) is
+// connection broke, or ctx ended, once COMMIT may have been sent) is
 // broker.ErrUnknownOutcome: it may have been applied.
 func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
@@ -189,12 +198,17 @@ func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err := tx.Commit(ctx); err != nil {
 		var pe *pgconn.PgError
 		switch {
-		case errors.As(err, &pe):
-			// The server answered: it rolled the transaction back.
+		case errors.As(err, &pe) && pe.Severity == "ERROR":
+			// The server refused the commit (a deferred check, a
+			// serialization failure): it rolled the transaction back.
+			// A FATAL one ends the connection, perhaps after the commit
+			// record was written (terminated while waiting for a
+			// synchronous standby): its outcome is unknown.
 			return fmt.Errorf("commit: %w", err)
-		case pgconn.SafeToRetry(err) && ctx.Err() == nil:
-			return fmt.Errorf("commit not sent: %w", err)
 		}
+		// Not even pgconn.SafeToRetry tells that COMMIT was not sent: a
+		// connection the server ended while the commit waited for a
+		// standby reports "conn closed", which it counts as safe.
 		return fmt.Errorf("commit: %w: %w", broker.ErrUnknownOutcome, err)
 	}
 	return nil

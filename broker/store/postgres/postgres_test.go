@@ -552,42 +552,55 @@ func TestFault_TerminatedBackendStoresNothing(t *testing.T) {
 }
 
 // TestFault_CommitAnswerLostIsUnknownOutcome makes every commit wait for
-// a synchronous standby that does not exist, and gives up a CreateMessage
-// while its commit waits: PostgreSQL has committed it locally, so the
-// answer must be broker.ErrUnknownOutcome, and the same message again is
-// broker.ErrExists.
+// a synchronous standby that does not exist, and loses a CreateMessage's
+// answer while its commit waits, by giving the call up or by killing its
+// connection (pg_terminate_backend): PostgreSQL has committed it locally,
+// so the answer must be broker.ErrUnknownOutcome, and the same message
+// again is broker.ErrExists.
 func TestFault_CommitAnswerLostIsUnknownOutcome(t *testing.T) {
-	ctx := context.Background()
-	dsn := pgtest.DSN(t)
-	st := open(t, dsn)
-	f := newFixture(t, st)
-	// Probed in a database of its own, whose waiting sessions the watcher
-	// below does not see; created first, as CREATE DATABASE commits too.
-	probe := pgtest.DSN(t)
-	pgtest.Reconfigure(t, "synchronous_standby_names", "nonexistent_standby")
-	waitForSyncRep(t, probe)
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "GivenUp", true: "ConnectionKilled"}[kill], func(t *testing.T) {
+			ctx := context.Background()
+			dsn := pgtest.DSN(t)
+			st := open(t, dsn)
+			f := newFixture(t, st)
+			// Probed in a database of its own, whose waiting sessions the
+			// watcher below does not see; created first, as CREATE
+			// DATABASE commits too.
+			probe := pgtest.DSN(t)
+			pgtest.Reconfigure(t, "synchronous_standby_names", "nonexistent_standby")
+			waitForSyncRep(t, probe)
 
-	watcher := connect(t, dsn)
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		_, err := st.CreateMessage(cctx, f.msg, f.copies, f.evs, nil)
-		done <- err
-	}()
-	waitFor(t, watcher, "CreateMessage's commit waiting for the standby", `SELECT pid FROM pg_stat_activity
-		WHERE datname = current_database() AND wait_event = 'SyncRep' AND pid <> pg_backend_pid()`)
-	cancel()
-	if err := <-done; !errors.Is(err, broker.ErrUnknownOutcome) {
-		t.Fatalf("CreateMessage given up in its commit: %v, want ErrUnknownOutcome", err)
-	}
-	// Without the standby setting, the waiting commit completes.
-	for _, sql := range []string{"ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()"} {
-		if _, err := watcher.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := st.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); !errors.Is(err, broker.ErrExists) {
-		t.Errorf("CreateMessage again: %v, want ErrExists (the commit had been applied)", err)
+			watcher := connect(t, dsn)
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := st.CreateMessage(cctx, f.msg, f.copies, f.evs, nil)
+				done <- err
+			}()
+			pid := waitFor(t, watcher, "CreateMessage's commit waiting for the standby", `SELECT pid FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event = 'SyncRep' AND pid <> pg_backend_pid()`)
+			if kill {
+				if _, err := watcher.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				cancel()
+			}
+			if err := <-done; !errors.Is(err, broker.ErrUnknownOutcome) {
+				t.Fatalf("CreateMessage whose commit answer was lost: %v, want ErrUnknownOutcome", err)
+			}
+			// Without the standby setting, a commit still waiting completes.
+			for _, sql := range []string{"ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()"} {
+				if _, err := watcher.Exec(ctx, sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := st.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); !errors.Is(err, broker.ErrExists) {
+				t.Errorf("CreateMessage again: %v, want ErrExists (the commit had been applied)", err)
+			}
+		})
 	}
 }
 
