@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/broker/store/postgres/pgtest"
 )
 
 // binaries built once for the package.
@@ -39,7 +41,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
+	code := pgtest.Run(m) // stops the PostgreSQL cluster of TestPostgres_*
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -52,6 +54,7 @@ type nodeProc struct {
 	cmd    *exec.Cmd
 	logs   *syncBuffer
 	exited chan struct{} // closed once the process has been waited for
+	addrc  chan string   // the address, once it listens
 }
 
 // startDevNode starts `kurierd -dev` on a free loopback port with its data
@@ -64,7 +67,22 @@ func startDevNode(t *testing.T, dir string, env ...string) *nodeProc {
 // startDevNodeOn is startDevNode listening on listen.
 func startDevNodeOn(t *testing.T, dir, listen string, env ...string) *nodeProc {
 	t.Helper()
-	cmd := exec.Command(kurierd, "-dev", "-data", dir, "-listen", listen)
+	return startDevNodeArgs(t, dir, []string{"-listen", listen}, env...)
+}
+
+// startDevNodeArgs is startDevNode with more flags of kurierd -dev.
+func startDevNodeArgs(t *testing.T, dir string, args []string, env ...string) *nodeProc {
+	t.Helper()
+	n := launchDevNode(t, dir, args, env...)
+	n.waitListening()
+	return n
+}
+
+// launchDevNode starts kurierd -dev with args without waiting for it:
+// waitListening waits.
+func launchDevNode(t *testing.T, dir string, args []string, env ...string) *nodeProc {
+	t.Helper()
+	cmd := exec.Command(kurierd, append([]string{"-dev", "-data", dir}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -75,27 +93,31 @@ func startDevNodeOn(t *testing.T, dir, listen string, env ...string) *nodeProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	n := &nodeProc{t: t, dir: dir, cmd: cmd, logs: logs, exited: make(chan struct{})}
-	addrc := make(chan string, 1)
+	n := &nodeProc{t: t, dir: dir, cmd: cmd, logs: logs, exited: make(chan struct{}), addrc: make(chan string, 1)}
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if a, ok := strings.CutPrefix(sc.Text(), "Kurier development node listening on "); ok {
-				addrc <- strings.TrimSpace(a)
+				n.addrc <- strings.TrimSpace(a)
 			}
 		}
 		io.Copy(io.Discard, stdout)
 	}()
 	go func() { cmd.Wait(); close(n.exited) }()
 	t.Cleanup(n.stop)
-	select {
-	case n.addr = <-addrc:
-	case <-n.exited:
-		t.Fatalf("kurierd exited before listening: %v\n%s", cmd.ProcessState, logs)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("kurierd did not listen within 60s\n%s", logs)
-	}
 	return n
+}
+
+// waitListening waits until the node listens, and sets its address.
+func (n *nodeProc) waitListening() {
+	n.t.Helper()
+	select {
+	case n.addr = <-n.addrc:
+	case <-n.exited:
+		n.t.Fatalf("kurierd exited before listening: %v\n%s", n.cmd.ProcessState, n.logs)
+	case <-time.After(60 * time.Second):
+		n.t.Fatalf("kurierd did not listen within 60s\n%s", n.logs)
+	}
 }
 
 // kill stops the node with SIGKILL, as a crash would.

@@ -30,6 +30,9 @@ func Backup(ctx context.Context, cfg *Config, out string, stdout io.Writer, logg
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if err := requireBadger(cfg, "kurierd backup", "back the database up with pg_dump, or with PostgreSQL's continuous backup (pg_basebackup and WAL archiving)"); err != nil {
+		return err
+	}
 	if _, err := os.Lstat(out); err == nil {
 		return fmt.Errorf("backup %s exists already; give another name, or remove it first", out)
 	}
@@ -116,6 +119,9 @@ func backupTo(ctx context.Context, cfg *Config, w io.Writer, logger *slog.Logger
 func Restore(ctx context.Context, cfg *Config, in string, acceptRollback bool, stdout io.Writer, logger *slog.Logger) error {
 	logger, files, err := prepare(cfg, logger)
 	if err != nil {
+		return err
+	}
+	if err := requireBadger(cfg, "kurierd restore", "restore the database with pg_restore or PostgreSQL's point-in-time recovery; kurierd refuses at start a log behind its high-water mark"); err != nil {
 		return err
 	}
 	if err := checkOwner(cfg.Data, "restore"); err != nil {

@@ -30,6 +30,9 @@ func CheckStore(ctx context.Context, cfg *Config, out io.Writer, logger *slog.Lo
 	if err != nil {
 		return err
 	}
+	if err := requireBadger(cfg, "-check-store", "it reads a badger data directory; check a PostgreSQL database with pg_amcheck, on a cluster made with initdb --data-checksums"); err != nil {
+		return err
+	}
 	intact, err := intactTrust(f)
 	if err != nil {
 		return err

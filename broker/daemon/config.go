@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/address"
@@ -29,8 +30,12 @@ import (
 type Config struct {
 	// Listen is the TCP address to serve on, e.g. 127.0.0.1:7443.
 	Listen string `yaml:"listen"`
-	// Data is the directory of the node's store.
+	// Data is the directory of the node's badger store. It is left out
+	// when Store names a PostgreSQL database.
 	Data string `yaml:"data"`
+	// Store, if set, keeps the node's state somewhere other than a badger
+	// store in Data.
+	Store StoreConfig `yaml:"store"`
 	// Identity is the node's identity folder: cert.pem, key.pem, ca.pem.
 	Identity string `yaml:"identity"`
 	// CRL is the CA's current CRL (PEM); every handshake and signature is
@@ -68,6 +73,16 @@ type Config struct {
 	// on instead of MetricsListen's: for programs that embed the node,
 	// and tests that need the port before the node starts.
 	MetricsListener net.Listener `yaml:"-"`
+}
+
+// StoreConfig says where the node keeps its state; left empty, in a
+// badger store in the data directory.
+type StoreConfig struct {
+	// Postgres, if set, is the DSN of a PostgreSQL database (a
+	// postgres:// URL or libpq key=value string) that keeps the node's
+	// whole state, so that several kurierd processes with the same
+	// domains, identity and log key can serve them from one database.
+	Postgres string `yaml:"postgres"`
 }
 
 // ParticipantConfig is one local mailbox.
@@ -213,7 +228,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	req("listen", c.Listen)
-	req("data", c.Data)
+	errs = append(errs, c.validateStore()...)
 	req("identity", c.Identity)
 	req("crl", c.CRL)
 	req("log_key", c.LogKey)
@@ -254,6 +269,24 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
+}
+
+// validateStore checks that the node has exactly one store: a data
+// directory, or a PostgreSQL DSN that parses.
+func (c *Config) validateStore() []error {
+	switch {
+	case c.Store.Postgres == "" && c.Data == "":
+		return []error{errors.New("data is required (or store.postgres)")}
+	case c.Store.Postgres == "":
+		return nil
+	case c.Data != "":
+		return []error{errors.New("data and store.postgres exclude each other: with store.postgres the node keeps its whole state in PostgreSQL, so leave data out")}
+	}
+	// pgconn's errors leave the password out.
+	if _, err := pgconn.ParseConfig(c.Store.Postgres); err != nil {
+		return []error{fmt.Errorf("store.postgres: %w", err)}
+	}
+	return nil
 }
 
 // validatePeers checks each peer's domain, that it is not one of the

@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,6 +104,10 @@ participants:
 		"empty file":            {"# nothing yet\n", "the file is empty"},
 		"duration without unit": {good + "limits:\n  retention: 0\n", `limits.retention (line 10): "0" is not a duration`},
 		"merged key unknown":    {strings.Replace(good, "participants:\n  - {", "participants:\n  - {<<: {colour: blue}, ", 1), "participants[0].colour (line 8): no such key"},
+		"no store":              {strings.Replace(good, "data: store\n", "", 1), "data is required (or store.postgres)"},
+		"data and postgres":     {good + "store:\n  postgres: postgres://kurier@db.example/kurier\n", "data and store.postgres exclude each other"},
+		"postgres DSN broken":   {strings.Replace(good, "data: store\n", "", 1) + "store:\n  postgres: \"postgres://kurier:geheim@db.example:port/kurier\"\n", "store.postgres:"},
+		"store key unknown":     {good + "store:\n  badger: store\n", "store.badger (line 10): no such key; the keys here are postgres"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := LoadConfig(write(tc.body))
@@ -109,6 +115,80 @@ participants:
 				t.Fatalf("LoadConfig = %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoadConfig_Postgres: a config with store.postgres and no data
+// loads, and what needs a badger data directory says what to use instead.
+func TestLoadConfig_Postgres(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "kurierd.yaml")
+	body := `listen: 127.0.0.1:7443
+store:
+  postgres: postgres://kurier:geheim@db.example:5432/kurier?sslmode=verify-full
+identity: node
+crl: ca/crl.pem
+log_key: node/log.key
+domains: [stadt.example]
+`
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Postgres == "" || cfg.Data != "" {
+		t.Fatalf("store = %+v, data = %q", cfg.Store, cfg.Data)
+	}
+	if got := storeName(cfg); got != "postgres on db.example:5432/kurier" {
+		t.Errorf("storeName = %q, want host, port and database without the password", got)
+	}
+	err = Backup(context.Background(), cfg, filepath.Join(dir, "backup"), io.Discard, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, ErrNotBadger) || !strings.Contains(err.Error(), "pg_dump") {
+		t.Errorf("Backup = %v, want ErrNotBadger naming pg_dump", err)
+	}
+}
+
+// TestDevStore_Concurrent: processes that start the development setup on
+// one folder at once all get the same CA, node identity and log key.
+func TestDevStore_Concurrent(t *testing.T) {
+	dir := t.TempDir()
+	const n = 4
+	cfgs := make([]*Config, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cfgs[i], errs[i] = DevStore(dir, "127.0.0.1:0", StoreConfig{Postgres: "postgres://kurier@127.0.0.1:1/kurier"})
+		})
+	}
+	wg.Wait()
+	var first []byte
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		if cfgs[i].Data != "" || cfgs[i].Store.Postgres == "" {
+			t.Fatalf("start %d: data %q, store %+v; want the PostgreSQL store only", i, cfgs[i].Data, cfgs[i].Store)
+		}
+		id, err := pki.LoadIdentity(cfgs[i].Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := os.ReadFile(cfgs[i].LogKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := append(id.Cert.Raw, key...)
+		if i == 0 {
+			first = got
+		} else if string(got) != string(first) {
+			t.Errorf("start %d got another node certificate or log key than start 0", i)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, devConfigFile)); err != nil {
+		t.Errorf("the written config does not load: %v", err)
 	}
 }
 

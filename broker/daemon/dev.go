@@ -22,6 +22,7 @@ const (
 	devCAName       = "Kurier Development CA"
 	devConfigFile   = "kurierd.yaml"
 	devIdentityRoot = "identities"
+	devLockFile     = ".dev.lock"
 )
 
 // DevDomains are the domains of the development node.
@@ -38,7 +39,15 @@ func DevIdentity(dir, name string) string { return filepath.Join(dir, devIdentit
 // dir/store. The CRL is written anew at every start so that it never goes
 // stale on a development machine. The configuration is also written to
 // dir/kurierd.yaml as a starting point for a production config.
-func Dev(dir, listen string) (*Config, error) {
+func Dev(dir, listen string) (*Config, error) { return DevStore(dir, listen, StoreConfig{}) }
+
+// DevStore is Dev with the store st names instead of dir/store: with
+// st.Postgres, a PostgreSQL database. Several processes may run it on one
+// dir at once, each with its own listen address, to serve the same
+// domains from one database: a lock file in dir makes them create the
+// setup one after the other, so that the first creates it and the others
+// reuse it.
+func DevStore(dir, listen string, st StoreConfig) (*Config, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("dev setup: %w", err)
@@ -46,6 +55,11 @@ func Dev(dir, listen string) (*Config, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev setup: %w", err)
 	}
+	release, err := lockDev(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dev setup: %w", err)
+	}
+	defer release()
 	caDir := filepath.Join(dir, "ca")
 	authority, err := ca.Open(caDir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -72,9 +86,13 @@ func Dev(dir, listen string) (*Config, error) {
 	cfg := &Config{
 		Listen:   listen,
 		Data:     filepath.Join(dir, "store"),
+		Store:    st,
 		Identity: nodeDir,
 		LogKey:   logKey,
 		Domains:  DevDomains,
+	}
+	if st.Postgres != "" {
+		cfg.Data = ""
 	}
 	for _, p := range people {
 		idDir := DevIdentity(dir, p.name)

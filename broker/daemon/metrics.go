@@ -17,19 +17,22 @@ import (
 	"kurier.dev/kurier/broker/metrics"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/rpc"
-	"kurier.dev/kurier/broker/store"
 	"kurier.dev/kurier/broker/tracing"
 	"kurier.dev/kurier/pki"
 )
 
 // newMetrics returns the node's metrics over its store, trust store and
 // certificate, or nil if cfg serves none.
-func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustStore, peerDomains []string, logger *slog.Logger) *metrics.Metrics {
+func newMetrics(cfg *Config, db backend, id *pki.Identity, trust *pki.TrustStore, peerDomains []string, logger *slog.Logger) *metrics.Metrics {
 	if cfg.MetricsListen == "" && cfg.MetricsListener == nil {
 		return nil
 	}
+	var free func() (uint64, error)
+	if dir := db.dir(); dir != "" {
+		free = func() (uint64, error) { return diskspace.Statfs(dir) }
+	}
 	return metrics.New(metrics.Sources{
-		Backlog: db.Backlog,
+		Backlog: db.backlog(),
 		LogSize: db.LogSize,
 		Domains: peerDomains,
 		CRLNextUpdate: func() time.Time {
@@ -41,7 +44,7 @@ func newMetrics(cfg *Config, db *store.DB, id *pki.Identity, trust *pki.TrustSto
 		CRLUsable:     func() bool { return trust.CheckRevoked(nil) == nil },
 		CRLWarnBefore: cmp.Or(cfg.CRLWarnBefore, DefaultCRLWarnBefore),
 		CertNotAfter:  id.Cert.NotAfter,
-		FreeBytes:     func() (uint64, error) { return diskspace.Statfs(cfg.Data) },
+		FreeBytes:     free,
 		MinFreeBytes:  uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)),
 		Logger:        logger,
 	})

@@ -21,7 +21,7 @@ import (
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/relay"
 	"kurier.dev/kurier/broker/rpc"
-	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/broker/store/postgres/pgnotify"
 	"kurier.dev/kurier/broker/tracing"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/cms"
@@ -58,25 +58,34 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(cfg.Data, store.Options{Logger: logger})
+	db, err := openBackend(ctx, cfg, logger)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer func() {
 		// By now every call and all background work have ended (the
 		// defers below run first).
 		logger.Info("closing the store")
-		if err := db.Close(); err != nil {
+		if err := db.close(); err != nil {
 			logger.Error("close store", slog.Any(broker.LogErr, err))
 		}
 	}()
-	adm, err := admin.Listen(cfg.Data, auditedBackups{db: db, audit: audit}, logger) // kurierd backup while running
+	notices, err := openNotices(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer adm.Close() // before the store closes: defers run last first
-	alarm := &diskspace.Alarm{Dir: cfg.Data, Min: uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)), Logger: logger}
-	alarm.Check()
+	if notices != nil {
+		defer notices.Close() // after the background work that listens
+	}
+	if b := db.backups(audit); b != nil {
+		// kurierd backup while running; PostgreSQL has its own tools.
+		adm, err := admin.Listen(db.dir(), b, logger)
+		if err != nil {
+			return err
+		}
+		defer adm.Close() // before the store closes: defers run last first
+	}
+	alarm := diskAlarm(cfg, db, logger)
 	// A relay worker per peer domain, woken whenever the node queues
 	// something for that domain.
 	workers := map[string]*relay.Worker{}
@@ -90,7 +99,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	}
 	defer shutdownTracing(tracer, logger)
 	rpcOpts, observer := instrument(cfg.Limits.rpc(trust, logger), audit, met, tracer, logger)
-	n, err := newNode(cfg, f, db, peers, workers, alarm, observer, logger)
+	n, err := newNode(cfg, f, db, notices, peers, workers, alarm, observer, logger)
 	if err != nil {
 		return err
 	}
@@ -112,8 +121,11 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	defer background.Wait()
 	defer stopBackground()
 	startBackground(bgCtx, &background, db, n, workers, logger)
-	background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
+	if alarm != nil {
+		background.Go(func() { every(bgCtx, diskspace.Interval, func() { alarm.Check() }) })
+	}
 	watchCRL(bgCtx, &background, cfg, trust, logger)
+	listenNotices(bgCtx, &background, notices, n, logger)
 	// The metrics outlive the drain, so that /readyz says 503 while the
 	// node stops: they end when Run returns.
 	metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
@@ -123,7 +135,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 		return err
 	}
 	// Said once everything runs: the metrics listener too.
-	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("data", cfg.Data))
+	logger.Info("node listening", slog.String("addr", lis.Addr().String()), slog.Any("domains", cfg.Domains), slog.String("store", storeName(cfg)))
 	auditStart(audit, cfg, id, trust, lis.Addr().String())
 	started := time.Now()
 	if ready != nil {
@@ -134,16 +146,28 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	return err
 }
 
+// diskAlarm returns the alarm over the filesystem of the store's local
+// directory, checked once, or nil for a store without one (PostgreSQL
+// watches its own disk).
+func diskAlarm(cfg *Config, db backend, logger *slog.Logger) *diskspace.Alarm {
+	if db.dir() == "" {
+		return nil
+	}
+	alarm := &diskspace.Alarm{Dir: db.dir(), Min: uint64(cmp.Or(cfg.Limits.MinFreeBytes, diskspace.DefaultMin)), Logger: logger}
+	alarm.Check()
+	return alarm
+}
+
 // serveWhileWriting serves until ctx ends or the store fails: a store that
 // failed to write takes no more writes (store.ErrFailed), so the node
 // stops, and its supervisor restarts it on what badger made durable,
 // rather than serving on.
-func serveWhileWriting(ctx context.Context, db *store.DB, srv *rpc.Server, lis net.Listener, logger *slog.Logger) error {
+func serveWhileWriting(ctx context.Context, db backend, srv *rpc.Server, lis net.Listener, logger *slog.Logger) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
 		select {
-		case <-db.Failed():
+		case <-db.failed():
 			stop()
 		case <-ctx.Done():
 		}
@@ -151,7 +175,7 @@ func serveWhileWriting(ctx context.Context, db *store.DB, srv *rpc.Server, lis n
 	if err := serve(ctx, srv, lis, logger); err != nil {
 		return err
 	}
-	if err := db.Err(); err != nil {
+	if err := db.err(); err != nil {
 		return fmt.Errorf("the node stopped because %w; check the disk (the log names the error), then start the node again", err)
 	}
 	return nil
@@ -284,7 +308,7 @@ func loadParticipants(cfgs []ParticipantConfig) ([]node.Participant, error) {
 
 // startBackground starts what a node does on its own until ctx ends:
 // sweeping unused payloads, expiring copies, and the relay workers.
-func startBackground(ctx context.Context, wg *sync.WaitGroup, db *store.DB, n *node.Node, workers map[string]*relay.Worker, logger *slog.Logger) {
+func startBackground(ctx context.Context, wg *sync.WaitGroup, db backend, n *node.Node, workers map[string]*relay.Worker, logger *slog.Logger) {
 	wg.Go(func() { sweepLoop(ctx, db, logger) })
 	wg.Go(func() { expireLoop(ctx, n, logger) })
 	for _, w := range workers {
@@ -297,9 +321,9 @@ func startBackground(ctx context.Context, wg *sync.WaitGroup, db *store.DB, n *n
 // message references (left by refused or interrupted submissions).
 const sweepInterval = time.Hour
 
-func sweepLoop(ctx context.Context, db *store.DB, logger *slog.Logger) {
+func sweepLoop(ctx context.Context, db backend, logger *slog.Logger) {
 	every(ctx, sweepInterval, func() {
-		n, err := db.SweepBlobs(ctx)
+		n, err := db.sweep(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			logger.Warn("sweep unused payloads", slog.Any(broker.LogErr, err))
@@ -354,7 +378,15 @@ func readSecret(path string) (string, error) {
 
 // newNode makes the node over db from cfg and the files it names, waking
 // the relay worker of a domain whenever something is queued for it.
-func newNode(cfg *Config, f *files, db *store.DB, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, logger *slog.Logger) (*node.Node, error) {
+func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, logger *slog.Logger) (*node.Node, error) {
+	var space func(int64) (func(), error)
+	if alarm != nil {
+		space = alarm.Reserve
+	}
+	var no node.Notices
+	if notices != nil {
+		no = notices // not a typed nil
+	}
 	n, err := node.New(db, node.Config{
 		Domains:      cfg.Domains,
 		Signer:       cms.Signer{Cert: f.id.Cert, Key: f.id.Key, Chain: f.id.Chain},
@@ -368,8 +400,9 @@ func newNode(cfg *Config, f *files, db *store.DB, peers *relay.Peers, workers ma
 			}
 		},
 		Observer: observer,
+		Notices:  no,
 		Limits:   cfg.Limits.node(),
-		Space:    alarm.Reserve,
+		Space:    space,
 		Logger:   logger,
 	})
 	if err != nil {

@@ -279,9 +279,28 @@ type Config struct {
 	// refuses the message because the disk is almost full (see package
 	// diskspace). Fetching and acknowledging never ask it.
 	Space func(size int64) (release func(), err error)
+	// Notices, if set, carries the notices of new mailbox entries among
+	// every process that serves this node from one store, so that
+	// Subscribe on any of them hears of a message another accepted: the
+	// node publishes its notices there, and each process hands those
+	// that come back to Announce. Without it, subscribers hear only of
+	// what their own process stores.
+	Notices Notices
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+}
+
+// Notices carries the notices of new mailbox entries among the processes
+// of one node (package broker/store/postgres/pgnotify, over PostgreSQL's
+// LISTEN and NOTIFY).
+type Notices interface {
+	// Publish tells every process of the node, this one included, that
+	// recipient has a new copy of message id. A notice may be lost (a
+	// process that dies before it publishes, a listener reconnecting):
+	// the mailbox listing stays complete, and subscribers list it after
+	// any gap.
+	Publish(ctx context.Context, recipient, messageID string) error
 }
 
 // Node is one Kurier node. Its methods are safe for concurrent use.
@@ -296,6 +315,7 @@ type Node struct {
 	now      func() time.Time
 	log      *slog.Logger
 	hub      hub
+	notices  Notices       // nil: the hub alone
 	uploads  chan struct{} // a slot per payload being stored
 	senders  uploadCounts  // the slots each sender holds
 	logKey   string
@@ -353,6 +373,7 @@ func New(st Store, cfg Config) (*Node, error) {
 		peers:   cfg.Peers,
 		queued:  cfg.Queued,
 		space:   cfg.Space,
+		notices: cfg.Notices,
 	}
 	// A message's steps follow each other within seconds; these hold
 	// those of the last few thousand messages (a stored message is a few
@@ -524,6 +545,13 @@ func (h *hub) subscribe(addr string) (chan broker.InboxEntry, func()) {
 		}
 		h.mu.Unlock()
 	}
+}
+
+// has reports whether anyone subscribes to addr's mailbox.
+func (h *hub) has(addr string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs[addr]) > 0
 }
 
 // publish never blocks: a subscriber that falls 64 notices behind misses

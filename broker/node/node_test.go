@@ -65,22 +65,31 @@ func newHarness(t testing.TB, limits node.Limits) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, db: db, trust: trust, now: time.Now()}
+	h.node = h.newNode(limits, nil)
+	return h
+}
+
+// newNode returns a node over h's store, as another process of the node
+// would be, with notices carrying its mailbox notices.
+func (h *harness) newNode(limits node.Limits, notices node.Notices) *node.Node {
+	h.t.Helper()
 	var parts []node.Participant
 	for _, a := range []string{agency, court, other} {
 		parts = append(parts, node.Participant{Address: a, EncryptionCert: fx.IDs[a].EncCert})
 	}
-	h.node, err = node.New(db, node.Config{
+	n, err := node.New(h.db, node.Config{
 		Domains: []string{"stadt.example", "amtsgericht.example"},
 		Signer:  signer(fx.Node), LogKey: fx.LogKey,
-		Trust:        trust,
+		Trust:        h.trust,
 		Participants: parts,
 		Limits:       limits,
+		Notices:      notices,
 		Logger:       slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-	return h
+	return n
 }
 
 // message is a submission as a client would build it; the payload is

@@ -237,7 +237,7 @@ func (n *Node) receivePayload(ctx context.Context, m *broker.Message, in Incomin
 		}
 		return nil, err
 	}
-	n.announce(m, copies)
+	n.announce(ctx, m, copies)
 	n.log.Info("relayed message accepted", slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, m.Header.From), slog.Int("recipients", len(copies)))
 	return ownAnswer(stored, answer), nil
 }
@@ -436,7 +436,7 @@ func (n *Node) receiveAgain(ctx context.Context, caller pki.Peer, m *broker.Mess
 	if err != nil {
 		return nil, commitError("receive "+m.ID(), err)
 	}
-	n.announce(m, copies)
+	n.announce(ctx, m, copies)
 	more = ownAnswer(stored, more)
 	for j, i := range where {
 		answer[i] = more[j]

@@ -284,7 +284,7 @@ func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Co
 		}
 		return nil, err
 	}
-	n.announce(m, copies)
+	n.announce(ctx, m, copies)
 	for _, o := range out {
 		n.queued(o.Domain)
 	}
@@ -293,13 +293,56 @@ func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Co
 	return &Receipt{MessageID: m.ID(), Evidence: stored}, nil
 }
 
-// announce tells subscribers of the local copies about them.
-func (n *Node) announce(m *broker.Message, copies []broker.Copy) {
+// publishTimeout bounds how long a stored message's notices may hold up
+// the answer to its sender.
+const publishTimeout = 5 * time.Second
+
+// announce tells subscribers of the local copies about them: through
+// the node's Notices, if it has them, so that every process's
+// subscribers hear of them; else, or if publishing fails, this
+// process's own.
+func (n *Node) announce(ctx context.Context, m *broker.Message, copies []broker.Copy) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
 	for _, c := range copies {
-		if c.Local {
-			n.hub.publish(broker.InboxEntry{Copy: c, Message: m})
+		if !c.Local {
+			continue
 		}
+		if n.notices != nil {
+			err := n.notices.Publish(ctx, c.Recipient, m.ID())
+			if err == nil {
+				continue // it comes back through Announce
+			}
+			n.log.Warn("publish a notice to the node's other processes; only this one's subscribers hear of it",
+				slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, c.Recipient), slog.Any(broker.LogErr, err))
+		}
+		n.hub.publish(broker.InboxEntry{Copy: c, Message: m})
 	}
+}
+
+// Announce tells this process's subscribers to recipient's mailbox of
+// its copy of message id, which a process of the node has stored: it
+// takes the notices that Config.Notices carries. Without subscribers to
+// that mailbox it reads nothing; a copy that is not in the store, or not
+// in a local mailbox, is announced to no one (ErrNotFound), so a notice
+// that did not come from a node's process tells no one anything.
+func (n *Node) Announce(ctx context.Context, recipient, messageID string) error {
+	if !n.hub.has(recipient) {
+		return nil
+	}
+	m, err := n.store.Message(ctx, messageID)
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", messageID, err)
+	}
+	c, err := n.store.Copy(ctx, messageID, recipient)
+	if err != nil {
+		return fmt.Errorf("announce %s to %s: %w", messageID, recipient, err)
+	}
+	if !c.Local {
+		return fmt.Errorf("announce %s: %w: %s is not a local mailbox", messageID, broker.ErrNotFound, recipient)
+	}
+	n.hub.publish(broker.InboxEntry{Copy: *c, Message: m})
+	return nil
 }
 
 // acceptance builds each recipient's copy and signs its first evidence:

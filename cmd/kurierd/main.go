@@ -1,6 +1,7 @@
 // Command kurierd runs a Kurier node.
 //
 //	kurierd -dev [-data DIR] [-listen ADDR]   the embedded development setup
+//	        [-store postgres://…]              on PostgreSQL: several processes, one -data, one database
 //	kurierd -config FILE                      a production node
 //	kurierd -check-store -config FILE         check a stopped node's store (or with -dev -data DIR)
 //	kurierd backup -config FILE -o BACKUP     back up the node's store, running or stopped
@@ -46,6 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dev := fs.Bool("dev", false, "run the embedded development setup (CA, node, an agency and a court) in -data")
 	data := fs.String("data", "./kurier-dev", "with -dev: the development directory")
 	listen := fs.String("listen", daemon.DevListen, "with -dev: the address to listen on")
+	storeDSN := fs.String("store", "", "with -dev: a PostgreSQL DSN (postgres://…) to keep the store in instead of -data; several kurierd -dev with different -listen may then share one -data and database")
 	configPath := fs.String("config", "", "the node's YAML config file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	checkStore := fs.Bool("check-store", false, "check the stopped node's store for damage, print what is damaged, and exit non-zero if anything is")
@@ -62,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	devOnly := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "data" || f.Name == "listen" {
+		if f.Name == "data" || f.Name == "listen" || f.Name == "store" {
 			devOnly[f.Name] = true
 		}
 	})
@@ -71,9 +73,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case *dev && *configPath != "":
 		return errors.New("-dev and -config exclude each other")
 	case !*dev && len(devOnly) > 0:
-		return errors.New("-data and -listen go with -dev; a config file names its own data and listen")
+		return errors.New("-data, -listen and -store go with -dev; a config file names its own data, listen and store")
 	case *dev:
-		cfg, err = daemon.Dev(*data, *listen)
+		cfg, err = daemon.DevStore(*data, *listen, daemon.StoreConfig{Postgres: *storeDSN})
 	case *configPath != "":
 		cfg, err = daemon.LoadConfig(*configPath)
 	default:
