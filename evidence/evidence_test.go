@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
@@ -309,4 +310,44 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted an invalid statement: %v", err)
 		}
 	})
+}
+
+// TestHostile_StatementReason: the reason of every type that gives one
+// refuses what envelopes refuse — control and bidirectional characters,
+// invalid UTF-8 — since the Prüfprotokoll and kurier's output show it to
+// a person; and ReasonText turns any text into a reason a statement
+// accepts, which is what a node signs.
+func TestHostile_StatementReason(t *testing.T) {
+	hostile := []string{"timeout \u202Edetaler", "line\nbreak", "nul\x00", "\xff\xfe", "del\x7f", "c1\u0085", "isolate\u2066"}
+	for _, typ := range []evidence.Type{evidence.SubmissionRejection, evidence.RelayRejection, evidence.NonDelivery} {
+		prev := strings.Repeat("0", 64)
+		if typ == evidence.SubmissionRejection {
+			prev = ""
+		}
+		for _, reason := range hostile {
+			s := statement(typ, prev)
+			if typ == evidence.SubmissionRejection {
+				s.Recipient = ""
+			}
+			s.Reason = reason
+			if err := s.Validate(); !errors.Is(err, evidence.ErrInvalid) {
+				t.Errorf("%s reason %q: Validate = %v, want ErrInvalid", typ, reason, err)
+			}
+			s.Reason = evidence.ReasonText(reason)
+			if err := s.Validate(); err != nil {
+				t.Errorf("%s reason %q made plain as %q: %v", typ, reason, s.Reason, err)
+			}
+		}
+		s := statement(typ, prev)
+		if typ == evidence.SubmissionRejection {
+			s.Recipient = ""
+		}
+		s.Reason = "the node of kreis.example refused the message: no mailbox x@kreis.example (\"ä\")"
+		if err := s.Validate(); err != nil {
+			t.Errorf("%s with a plain reason: %v", typ, err)
+		}
+	}
+	if got := evidence.ReasonText(strings.Repeat("€", evidence.MaxReasonLen)); len(got) > evidence.MaxReasonLen || !utf8.ValidString(got) || len(got) < evidence.MaxReasonLen-2 {
+		t.Errorf("ReasonText of a long text: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+	}
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/canonjson"
@@ -188,8 +190,10 @@ func (s *Statement) Validate() error {
 	if s.Time.IsZero() {
 		return fmt.Errorf("%w: time missing", ErrInvalid)
 	}
-	if len(s.Reason) > MaxReasonLen {
-		return fmt.Errorf("%w: reason longer than %d bytes", ErrInvalid, MaxReasonLen)
+	// A reason is shown to people (the Prüfprotokoll, kurier's output):
+	// the characters envelopes refuse could make it say something else.
+	if err := checkReason(s.Reason); err != nil {
+		return err
 	}
 	needsReason := s.Type == SubmissionRejection || s.Type == RelayRejection || s.Type == NonDelivery || s.Type == Rejection
 	if needsReason && s.Reason == "" {
@@ -201,6 +205,46 @@ func (s *Statement) Validate() error {
 		}
 	}
 	return nil
+}
+
+// checkReason refuses a reason that is too long, not UTF-8, or holds a
+// character envelope.Hostile reports.
+func checkReason(reason string) error {
+	switch {
+	case len(reason) > MaxReasonLen:
+		return fmt.Errorf("%w: reason longer than %d bytes", ErrInvalid, MaxReasonLen)
+	case !utf8.ValidString(reason):
+		return fmt.Errorf("%w: reason is not UTF-8", ErrInvalid)
+	}
+	for _, r := range reason {
+		if envelope.Hostile(r) {
+			return fmt.Errorf("%w: reason contains U+%04X, a control or bidirectional character that would show the reader something else than it says", ErrInvalid, r)
+		}
+	}
+	return nil
+}
+
+// ReasonText returns text as a reason Validate accepts: invalid UTF-8
+// shown as U+FFFD, each character envelope.Hostile reports (a newline of an
+// error message, say) replaced by a space, and cut to MaxReasonLen at a
+// character boundary. A node passes the reasons it gives, often error
+// texts that quote others, through it before signing.
+func ReasonText(text string) string {
+	text = strings.ToValidUTF8(text, "\uFFFD")
+	text = strings.Map(func(r rune) rune {
+		if envelope.Hostile(r) {
+			return ' '
+		}
+		return r
+	}, text)
+	if len(text) <= MaxReasonLen {
+		return text
+	}
+	cut := MaxReasonLen
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut]
 }
 
 // Digest returns the lowercase hex SHA-256 of an evidence's DER file, the

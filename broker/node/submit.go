@@ -377,8 +377,9 @@ func (n *Node) acceptance(m *broker.Message, rt *route) ([]broker.Copy, []broker
 	return copies, evs, out, nil
 }
 
-// issue signs one node evidence about m, dated now. Its reason is cut to
-// the statement's limit.
+// issue signs one node evidence about m, dated now. Its reason, often an
+// error's text quoting others, is made one a statement may carry
+// (evidence.ReasonText): cut to the limit, control characters spaces.
 func (n *Node) issue(m *broker.Message, recipient string, typ evidence.Type, prev, reason string) (broker.Evidence, error) {
 	return n.issueAt(m, recipient, typ, prev, reason, n.now())
 }
@@ -398,7 +399,7 @@ func (n *Node) issueAt(m *broker.Message, recipient string, typ evidence.Type, p
 		// the statement a reader of the evidence gets.
 		Time:           at.UTC().Truncate(time.Microsecond),
 		PreviousSHA256: prev,
-		Reason:         truncate(reason, evidence.MaxReasonLen),
+		Reason:         evidence.ReasonText(reason),
 	}
 	der, err := evidence.Sign(st, n.signer)
 	if err != nil {

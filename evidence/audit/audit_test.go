@@ -3,6 +3,7 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -427,6 +428,26 @@ func TestWriteHTML(t *testing.T) {
 			t.Errorf("the report page loads something: it holds %q", bad)
 		}
 	}
+	// And should a value ever get through escaping, the browser loads
+	// nothing for it either: the policy is in the head, before any value.
+	const csp = `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">`
+	if i := strings.Index(page, csp); i < 0 || i > strings.Index(page, "</head>") || i > strings.Index(page, "<title>") {
+		t.Errorf("the report page's head lacks, before its title, %s", csp)
+	}
+	// Everything of a genuine bundle is established, and said so in JSON.
+	for _, s := range r.Signatures {
+		if s.Status != audit.Pass || s.Revoked {
+			t.Errorf("signature %s of the genuine bundle: status %s, revoked %v", s.File, s.Status, s.Revoked)
+		}
+	}
+	for _, e := range r.Entries {
+		if e.Status != audit.Pass {
+			t.Errorf("log entry %s of the genuine bundle: status %s", e.File, e.Status)
+		}
+	}
+	if r.Log == nil || strings.Contains(page, "nicht verifiziert") {
+		t.Errorf("the genuine bundle's log is not shown (%v), or something is marked unverified", r.Log)
+	}
 
 	t.Run("escaped", func(t *testing.T) {
 		// What a bundle claims is text on the page, never markup.
@@ -446,6 +467,25 @@ func TestWriteHTML(t *testing.T) {
 		}
 		if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
 			t.Error("the hostile subject is not shown as text")
+		}
+	})
+
+	t.Run("reasons isolated", func(t *testing.T) {
+		// A reason is someone else's text: each is shown in its own <bdi>,
+		// so that, were a right-to-left text let through, it could not
+		// reorder what follows it (the state row and the timeline).
+		b := fresh(t)
+		b.Evidence = b.Evidence[:3]
+		r := verify(t, b, roots())
+		reason := "cannot-open: שלום"
+		r.Chains = []audit.Chain{{Recipient: daemon.DevCourt, Types: []string{"Rejection"}, State: "Rejection", Reason: reason}}
+		r.Signatures = append(r.Signatures, audit.Signature{File: "evidence/04-Rejection.p7m", What: "Rejection", Signer: "participant " + daemon.DevCourt, Recipient: daemon.DevCourt, Reason: reason, Status: audit.Pass})
+		var buf bytes.Buffer
+		if err := audit.WriteHTML(&buf, []*audit.Report{r}); err != nil {
+			t.Fatalf("WriteHTML: %v", err)
+		}
+		if n := strings.Count(buf.String(), "<bdi>"+reason+"</bdi>"); n != 2 {
+			t.Errorf("the reason is isolated in <bdi> %d times, want 2 (state and timeline)", n)
 		}
 	})
 
@@ -557,5 +597,37 @@ func BenchmarkVerifyEvidence(b *testing.B) {
 		if r := audit.Verify("02-Delivery.p7m", der, o); !r.OK() {
 			b.Fatalf("not OK: %+v", r.Failed())
 		}
+	}
+}
+
+// The message id a bundle names is shown marked unverified where nothing
+// verified vouches for it (no signature holds, as against another CA),
+// and the trust anchor marked where it came from the bundle itself.
+func TestReport_UnestablishedIDAndAnchorMarked(t *testing.T) {
+	other, err := ca.Init(filepath.Join(t.TempDir(), "ca"), "Fremde CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := verify(t, fresh(t), audit.Options{Roots: []*x509.Certificate{other.Certificate()}})
+	if r.MessageVerified || len(r.Signatures) != 0 {
+		t.Fatalf("against another CA: message verified %v, signatures %+v", r.MessageVerified, r.Signatures)
+	}
+	page := pageOf(t, r)
+	cell := page[strings.Index(page, `id="message-id-0"`):]
+	cell = cell[:strings.Index(cell, "</td>")]
+	if !strings.Contains(cell, fx.id) || !strings.Contains(cell, "nicht verifiziert") {
+		t.Errorf("the message id no signature vouches for is not marked unverified: %s", cell)
+	}
+
+	r = verify(t, fresh(t), audit.Options{})
+	page = pageOf(t, r)
+	row := page[strings.Index(page, "Vertrauensanker <span"):]
+	row = row[:strings.Index(row, "</tr>")]
+	if !strings.Contains(row, "nicht abschließend geprüft") {
+		t.Errorf("the trust anchor taken from the bundle is not marked: %s", row)
+	}
+	cell = page[strings.Index(page, `id="message-id-0"`):]
+	if cell = cell[:strings.Index(cell, "</td>")]; strings.Contains(cell, "badge") {
+		t.Errorf("the message id is marked although verified evidence names it: %s", cell)
 	}
 }

@@ -78,10 +78,15 @@ type reportView struct {
 	MessageWhy struct{ DE, EN string }
 	// HasMessage is set when the envelope could be read.
 	HasMessage bool
-	States     []state
-	Timeline   []event
-	Groups     []groupView
-	Counts     counts
+	// IDStatus marks the message id: Fail unless the message is verified
+	// or a verified evidence signature names it; AnchorStatus the trust
+	// anchor, as its check found it (Indeterminate when taken from the
+	// file itself).
+	IDStatus, AnchorStatus Status
+	States                 []state
+	Timeline               []event
+	Groups                 []groupView
+	Counts                 counts
 }
 
 // finding is one kind of check that did not pass, with what it was about.
@@ -168,6 +173,7 @@ func viewOf(n int, r *Report) reportView {
 		v.MessageWhy = unboundWords // signed, but not the envelope the evidence names
 	}
 	v.Timeline = timelineOf(r)
+	v.IDStatus, v.AnchorStatus = r.idStatus(), r.status()
 	for _, c := range r.Chains {
 		st := state{Recipient: c.Recipient, Reason: c.Reason, Status: r.status("chain for " + c.Recipient)}
 		w, ok := stateWords[evidence.Type(c.State)]
@@ -186,6 +192,26 @@ func viewOf(n int, r *Report) reportView {
 		v.States = append(v.States, st)
 	}
 	return v
+}
+
+// idStatus says whether the message id is established: by the verified
+// message, or by an evidence whose signature held and whose signer is not
+// revoked — about that message where the bundle's envelope was read (no
+// statement check failed); a single evidence file's id is its
+// statement's.
+func (r *Report) idStatus() Status {
+	if r.MessageVerified {
+		return Pass
+	}
+	if r.hasCheck(CheckStatement, Fail) {
+		return Fail // an evidence may be about another message
+	}
+	for _, s := range r.Signatures {
+		if evidence.Type(s.What).Valid() && s.Status != Fail {
+			return Pass
+		}
+	}
+	return Fail
 }
 
 // status returns how far what the files say is established: the worst of

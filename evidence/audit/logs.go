@@ -21,7 +21,9 @@ import (
 
 // index checks the exporting node's signed index of the export. It
 // returns the index if its signature verified (its content may still
-// have failed the index check), and remembers the signer in v.exporter.
+// have failed the index check, and its signer's revocation check), and
+// remembers the signer in v.exporter, and in v.exporterVouches whether
+// its revocation check did not fail.
 func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index {
 	const file = bundle.FileIndex
 	claimed, err := cms.ParseSigned(b.Index)
@@ -50,8 +52,7 @@ func (v *verifier) index(b *bundle.Bundle, env *envelope.Envelope) *bundle.Index
 	}
 	v.exporter = peer
 	v.r.pass(CheckIndexSignature, file, "signed by %s at %s; certificate serial %x", peer, stamp(ix.Time), vs.Signer.SerialNumber)
-	v.r.Signatures = append(v.r.Signatures, signature(file, "index", vs.Signer, ix.Time))
-	v.revocation(file, vs.Chain, ix.Time)
+	v.exporterVouches = v.signed(signature(file, "index", vs.Signer, ix.Time), vs.Chain, ix.Time) != Fail
 	if why := v.indexContent(b, env, ix); why != "" {
 		v.r.fail(CheckIndex, file, "%s", why)
 		return ix
@@ -198,10 +199,12 @@ func (v *verifier) checkpoint(b *bundle.Bundle, ix *bundle.Index) *tlog.Checkpoi
 		v.r.fail(CheckCheckpoint, file, "%v (the key is the one the node's index names)", err)
 		return nil
 	}
-	v.r.Log = &LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root), Key: ix.LogKey, Node: v.exporter.String()}
 	if c.Origin != ix.Origin || c.Size != ix.TreeSize {
 		v.r.fail(CheckCheckpoint, file, "checkpoint of %s at tree size %d, but the node's index names %s at %d", c.Origin, c.Size, ix.Origin, ix.TreeSize)
 		return nil
+	}
+	if v.exporterVouches {
+		v.r.Log = &LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root), Key: ix.LogKey, Node: v.exporter.String()}
 	}
 	status, how := v.pinned(ix.Origin)
 	v.r.add(CheckCheckpoint, file, status, "signed by the log key %s, which the node's index names%s; tree size %d, root %s", ix.LogKey, how, c.Size, short(hex.EncodeToString(c.Root)))
@@ -219,35 +222,38 @@ func (v *verifier) otherLog(l bundle.Log) {
 	}
 	ls := &logState{origin: l.Origin}
 	v.logs[l.Origin] = ls
-	keeper, ok := v.logKey(l)
+	keeper, ok, vouches := v.logKey(l)
 	if !ok {
 		v.r.fail(CheckCheckpoint, bundle.LogFile(l.Origin, bundle.FileLogCheckpoint), "no log key vouched for by the node of %s to open it with (see the log key check)", l.Origin)
 		return
 	}
 	ls.keeper = keeper
-	ls.cp = v.otherCheckpoint(l, keeper)
+	ls.cp = v.otherCheckpoint(l, keeper, vouches)
+	ls.vouched = ls.cp != nil && vouches
 }
 
 // logKey checks that the node of l's origin vouched for l's key, at the
 // index's time, and that the exporting node's index names the same key.
-// It returns the node that signed it.
-func (v *verifier) logKey(l bundle.Log) (pki.Peer, bool) {
+// It returns the node that signed it, whether the key is the one to open
+// the checkpoint with, and whether the signer's revocation check did not
+// fail (a revoked node vouches for nothing).
+func (v *verifier) logKey(l bundle.Log) (pki.Peer, bool, bool) {
 	file := bundle.LogFile(l.Origin, bundle.FileLogKeySignature)
 	domain, _ := tlog.OriginDomain(l.Origin)
 	if v.ix == nil {
 		v.r.fail(CheckLogKey, file, "no verified index to date the key's signature and to confirm the key of %s with", l.Origin)
-		return pki.Peer{}, false
+		return pki.Peer{}, false, false
 	}
 	at := v.ix.Time
 	vd, err := cms.VerifyDetached(l.LogKeySignature, []byte(l.LogKey), cms.Policy{Trust: v.chainsWith(), At: at})
 	if err != nil {
 		v.r.fail(CheckLogKey, file, "%v (the signature of %s over %s)", err, file, bundle.LogFile(l.Origin, bundle.FileLogKey))
-		return pki.Peer{}, false
+		return pki.Peer{}, false, false
 	}
 	peer, err := pki.PeerOf(vd.Signer)
 	if err != nil || !peer.Serves(domain) {
 		v.r.fail(CheckLogKey, file, "signed by %s, but only the node of %s may vouch for the key of its log", describe(vd.Signer), domain)
-		return pki.Peer{}, false
+		return pki.Peer{}, false, false
 	}
 	il, named := v.ix.Log(l.Origin)
 	switch {
@@ -258,14 +264,14 @@ func (v *verifier) logKey(l bundle.Log) (pki.Peer, bool) {
 	default:
 		v.r.pass(CheckLogKey, file, "the key %s of %s is vouched for by %s (certificate serial %x, valid at the index's time %s), and the exporting node's index names it", l.LogKey, l.Origin, peer, vd.Signer.SerialNumber, stamp(at))
 	}
-	v.r.Signatures = append(v.r.Signatures, signature(file, "log key", vd.Signer, at))
-	v.revocation(file, vd.Chain, at)
-	return peer, named && il.LogKey == l.LogKey
+	vouches := v.signed(signature(file, "log key", vd.Signer, at), vd.Chain, at) != Fail
+	return peer, named && il.LogKey == l.LogKey, vouches
 }
 
 // otherCheckpoint opens another log's checkpoint with its vouched-for
-// key, for the tree size the index names.
-func (v *verifier) otherCheckpoint(l bundle.Log, keeper pki.Peer) *tlog.Checkpoint {
+// key, for the tree size the index names; it names the log among the
+// report's OtherLogs only if vouches, the key's signer not revoked.
+func (v *verifier) otherCheckpoint(l bundle.Log, keeper pki.Peer, vouches bool) *tlog.Checkpoint {
 	file := bundle.LogFile(l.Origin, bundle.FileLogCheckpoint)
 	if pins := v.pins(l.Origin); len(pins) > 0 && !slices.Contains(pins, l.LogKey) {
 		v.r.fail(CheckCheckpoint, file, "%s vouched for the log key %s, which is not among the %d keys given for %s: the node may have started another log", keeper, l.LogKey, len(pins), l.Origin)
@@ -281,7 +287,9 @@ func (v *verifier) otherCheckpoint(l bundle.Log, keeper pki.Peer) *tlog.Checkpoi
 		v.r.fail(CheckCheckpoint, file, "checkpoint of %s at tree size %d, but the exporting node's index names %s at %d", c.Origin, c.Size, l.Origin, il.TreeSize)
 		return nil
 	}
-	v.r.OtherLogs = append(v.r.OtherLogs, LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root), Key: l.LogKey, Node: keeper.String()})
+	if vouches {
+		v.r.OtherLogs = append(v.r.OtherLogs, LogState{Origin: c.Origin, TreeSize: c.Size, Root: hex.EncodeToString(c.Root), Key: l.LogKey, Node: keeper.String()})
+	}
 	status, how := v.pinned(l.Origin)
 	v.r.add(CheckCheckpoint, file, status, "signed by the log key %s, which %s vouched for and the exporting node's index names%s; tree size %d, root %s",
 		l.LogKey, keeper, how, c.Size, short(hex.EncodeToString(c.Root)))
@@ -296,7 +304,9 @@ func (v *verifier) inclusion(file string, e bundle.Evidence, claimed *evidence.E
 	if origin == "" && v.ix != nil {
 		origin = v.ix.Origin // version 1, or a bundle built in memory
 	}
-	v.r.Entries = append(v.r.Entries, LogEntry{File: file, Log: origin, LeafIndex: e.LeafIndex})
+	// Fail until the proof held against an established checkpoint.
+	v.r.Entries = append(v.r.Entries, LogEntry{File: file, Log: origin, LeafIndex: e.LeafIndex, Status: Fail})
+	entry := &v.r.Entries[len(v.r.Entries)-1]
 	ls := v.logs[origin]
 	own := v.ix == nil || origin == v.ix.Origin // as far as known
 	switch {
@@ -321,6 +331,9 @@ func (v *verifier) inclusion(file string, e bundle.Evidence, claimed *evidence.E
 		return
 	}
 	v.r.pass(CheckInclusion, file, "leaf %d of the %d in the log of %s", e.LeafIndex, ls.cp.Size, ls.cp.Origin)
+	if ls.vouched {
+		entry.Status = Pass
+	}
 }
 
 // loggedBy says why log ls cannot hold an evidence, or "": a node logs

@@ -90,6 +90,14 @@ type Signature struct {
 	Certificate string `json:"certificate"` // subject
 	Serial      string `json:"serial"`      // hex
 	Issuer      string `json:"issuer"`
+	// Status is how far the signer's certificate is established at the
+	// signature's time, the outcome of its revocation check: Fail where
+	// it is revoked (Revoked) or revocation cannot be ruled out,
+	// Indeterminate where no CRL could say. A signature that failed is
+	// one a report shows only marked as unverified. Claimed signatures
+	// are always Fail.
+	Status  Status `json:"status"`
+	Revoked bool   `json:"revoked,omitempty"`
 }
 
 // Report is the result of verifying one file.
@@ -117,10 +125,15 @@ type Report struct {
 	// Log names the exporting node's checkpoint, which the evidence in
 	// its log was proven against; OtherLogs the checkpoints of the other
 	// logs (version 2 bundles), once opened with their vouched-for keys.
+	// Each is set only where its checkpoint check did not fail and the
+	// certificate of the node that vouched for its key is not revoked
+	// (its revocation check did not fail): a log that is not established
+	// is left out, never shown as vouched for.
 	Log       *LogState  `json:"log,omitempty"`
 	OtherLogs []LogState `json:"other_logs,omitempty"`
 	// Entries say which log each evidence is in, as the bundle places it
-	// (the inclusion proof check says whether that holds).
+	// (the inclusion proof check says whether that holds, and each
+	// entry's Status).
 	Entries    []LogEntry  `json:"log_entries,omitempty"`
 	Chains     []Chain     `json:"chains,omitempty"`
 	Signatures []Signature `json:"signatures"`
@@ -164,6 +177,11 @@ type LogEntry struct {
 	File      string `json:"file"`
 	Log       string `json:"log"`
 	LeafIndex uint64 `json:"leaf_index"`
+	// Status is Pass only where the inclusion proof held against a
+	// checkpoint that is established (the log is the report's Log or one
+	// of its OtherLogs); Fail otherwise, for an entry a report shows only
+	// marked as unverified.
+	Status Status `json:"status"`
 }
 
 // Chain is one recipient's evidence chain as verified.

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"io"
+	"math/big"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,19 +202,7 @@ func TestTamper_ForeignLogIsOwn(t *testing.T) {
 }
 
 func TestTamper_ForeignNodeRevoked(t *testing.T) {
-	authority := copyCA(t)
-	if err := authority.Revoke(fx2.amts.Cert.SerialNumber, 1); err != nil {
-		t.Fatal(err)
-	}
-	path, err := authority.WriteCRL(time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := roots()
-	if o.CRL, err = os.ReadFile(path); err != nil {
-		t.Fatal(err)
-	}
-	r := verify(t, fresh2(t), o)
+	r := verify(t, fresh2(t), revokedOptions(t, fx2.amts.Cert.SerialNumber))
 	wantFail(t, r, audit.CheckRevocation, amtsKeySig, "is revoked on CRL")
 	for _, f := range amtsFiles[:3] {
 		wantFail(t, r, audit.CheckRevocation, f, "is revoked on CRL")
@@ -315,5 +305,113 @@ func TestTamper_TwoLogsIndexByParticipant(t *testing.T) {
 	wantFail(t, r, audit.CheckInclusion, relaySA, "no verified checkpoint")
 	for _, f := range amtsFiles {
 		wantFail(t, r, audit.CheckInclusion, f, "no verified checkpoint")
+	}
+}
+
+// A checkpoint whose tree size is not the one the node's index names
+// fails its check, and its values are not the report's Log: neither the
+// JSON nor the page shows that log as vouched for by the node.
+func TestTamper_LogOfFailedCheckpointNotShown(t *testing.T) {
+	b := fresh2(t)
+	reindex(t, b, func(ix *bundle.Index) { ix.TreeSize-- })
+	r := verify(t, b, roots())
+	wantFail(t, r, audit.CheckCheckpoint, bundle.FileCheckpoint, "but the node's index names")
+	if r.Log != nil {
+		t.Errorf("Report.Log = %+v although its checkpoint check failed", *r.Log)
+	}
+	page := pageOf(t, r)
+	if strings.Contains(page, "Log (exportierende Stelle)") {
+		t.Errorf("the page shows the exporting node's log as established")
+	}
+	// Its entries are shown only marked.
+	for _, e := range r.Entries {
+		if e.Log == stadtOrigin && e.Status != audit.Fail {
+			t.Errorf("entry %s in the unproven log %s has status %s", e.File, e.Log, e.Status)
+		}
+	}
+	entries := page[strings.Index(page, "Log-Einträge"):]
+	row := entries[strings.Index(entries, relaySA):]
+	if row = row[:strings.Index(row, "</tr>")]; !strings.Contains(row, "nicht verifiziert") {
+		t.Errorf("the log entry of %s is not marked unverified: %s", relaySA, row)
+	}
+}
+
+// revokedOptions returns the options with a CRL of fx's CA on which the
+// certificate of serial is revoked.
+func revokedOptions(t *testing.T, serial *big.Int) audit.Options {
+	t.Helper()
+	authority := copyCA(t)
+	if err := authority.Revoke(serial, 1); err != nil {
+		t.Fatal(err)
+	}
+	path, err := authority.WriteCRL(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := roots()
+	if o.CRL, err = os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// A revoked node vouches for nothing: its log is not among the report's
+// logs, its signatures are marked revoked in JSON and in the table of
+// signatures, and the entries of its log are marked unverified.
+func TestTamper_RevokedNodeNotShownAsVouching(t *testing.T) {
+	t.Run("court's node, the key of its log", func(t *testing.T) {
+		r := verify(t, fresh2(t), revokedOptions(t, fx2.amts.Cert.SerialNumber))
+		wantFail(t, r, audit.CheckRevocation, amtsKeySig, "is revoked on CRL")
+		for _, l := range r.OtherLogs {
+			t.Errorf("OtherLogs shows %s vouched for by %s, whose certificate is revoked", l.Origin, l.Node)
+		}
+		if r.Log == nil || r.Log.Origin != stadtOrigin {
+			t.Errorf("the exporting node's log, established, is not shown: %+v", r.Log)
+		}
+		wantRevokedShown(t, r, amtsKeySig, amtsFiles[0])
+		page := pageOf(t, r)
+		if strings.Contains(page, "Log (andere Stelle)") {
+			t.Error("the page shows the revoked node's log as established")
+		}
+	})
+	t.Run("exporting node, its index", func(t *testing.T) {
+		r := verify(t, fresh2(t), revokedOptions(t, fx2.stadt.Cert.SerialNumber))
+		wantFail(t, r, audit.CheckRevocation, bundle.FileIndex, "is revoked on CRL")
+		if r.Log != nil {
+			t.Errorf("Report.Log = %+v, vouched for by the revoked exporting node", *r.Log)
+		}
+		if len(r.OtherLogs) != 1 || r.OtherLogs[0].Origin != amtsOrigin {
+			t.Errorf("OtherLogs = %+v, want the court's node's log, which that node vouched for", r.OtherLogs)
+		}
+		wantRevokedShown(t, r, bundle.FileIndex, relaySA)
+		if page := pageOf(t, r); strings.Contains(page, "Log (exportierende Stelle)") {
+			t.Error("the page shows the revoked exporting node's log as established")
+		}
+	})
+}
+
+// wantRevokedShown fails t unless the signature of file is marked revoked
+// in the report and in the page's table of signatures, and the log entry
+// of entry is marked as not established.
+func wantRevokedShown(t *testing.T, r *audit.Report, file, entry string) {
+	t.Helper()
+	i := slices.IndexFunc(r.Signatures, func(s audit.Signature) bool { return s.File == file })
+	if i < 0 || r.Signatures[i].Status != audit.Fail || !r.Signatures[i].Revoked {
+		t.Errorf("signature of %s: %+v, want status fail and revoked", file, r.Signatures)
+	}
+	for _, e := range r.Entries {
+		if e.File == entry && e.Status != audit.Fail {
+			t.Errorf("log entry of %s: status %s, want fail", entry, e.Status)
+		}
+	}
+	page := pageOf(t, r)
+	sigs := page[strings.Index(page, `id="signatures-0"`):]
+	sigs = sigs[:strings.Index(sigs, "</details>")]
+	row := sigs[strings.Index(sigs, "<code>"+file+"</code>"):]
+	row = row[:strings.Index(row, "</tr>")]
+	for _, want := range []string{"nicht verifiziert", "widerrufen"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the signatures table's row of %s lacks %q: %s", file, want, row)
+		}
 	}
 }

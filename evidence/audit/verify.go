@@ -116,9 +116,12 @@ type verifier struct {
 	// envelope held and its certificate is not revoked.
 	envelopeSigned bool
 	// ix is the bundle's index once its signature verified, and exporter
-	// the node that signed it.
-	ix       *bundle.Index
-	exporter pki.Peer
+	// the node that signed it; exporterVouches is set unless the
+	// revocation check of the exporter's certificate failed, for a
+	// revoked node vouches for nothing.
+	ix              *bundle.Index
+	exporter        pki.Peer
+	exporterVouches bool
 	// logs are the logs the bundle's proofs lead to, by origin: the
 	// exporting node's and each other one of the bundle.
 	logs map[string]*logState
@@ -132,6 +135,9 @@ type logState struct {
 	// for another.
 	keeper pki.Peer
 	cp     *tlog.Checkpoint // nil unless its checkpoint was opened with a vouched-for key
+	// vouched is set once cp is established: opened, and the keeper's
+	// certificate not revoked.
+	vouched bool
 }
 
 // claim is an evidence file as its bytes claim it to be.
@@ -205,7 +211,7 @@ func Bundle(name string, b *bundle.Bundle, o Options) *Report {
 	var own *tlog.Checkpoint
 	if v.ix != nil {
 		own = v.checkpoint(b, v.ix)
-		v.logs[v.ix.Origin] = &logState{origin: v.ix.Origin, keeper: v.exporter, cp: own}
+		v.logs[v.ix.Origin] = &logState{origin: v.ix.Origin, keeper: v.exporter, cp: own, vouched: own != nil && v.exporterVouches}
 	}
 	for _, l := range b.Logs {
 		v.otherLog(l)
@@ -323,28 +329,42 @@ func (v *verifier) loadCRL(data []byte, how string) {
 		v.crlNum, how, crl.Issuer.String(), stamp(crl.ThisUpdate), stamp(crl.NextUpdate), len(crl.RevokedCertificateEntries))
 }
 
+// signed records a verified signature in the report, checks its signer's
+// chain for revocation at at, and returns the outcome, which it also
+// gives the signature as its status.
+func (v *verifier) signed(s Signature, chain []*x509.Certificate, at time.Time) Status {
+	s.Status, s.Revoked = v.revocation(s.File, chain, at)
+	v.r.Signatures = append(v.r.Signatures, s)
+	return s.Status
+}
+
 // revocation checks a signer's verified chain against the CRL as it stood
-// for a signature made at at.
-func (v *verifier) revocation(subject string, chain []*x509.Certificate, at time.Time) {
+// for a signature made at at; it returns the outcome, and whether the
+// certificate is revoked.
+func (v *verifier) revocation(subject string, chain []*x509.Certificate, at time.Time) (Status, bool) {
 	signer := chain[0]
 	if v.crl == nil {
 		if len(v.o.CRL) > 0 || v.r.hasCheck(CheckCRL, Fail) {
 			v.r.fail(CheckRevocation, subject, "no usable CRL: revocation of serial %x cannot be ruled out", signer.SerialNumber)
-		} else {
-			v.r.add(CheckRevocation, subject, Indeterminate, "no CRL: revocation of serial %x not checked", signer.SerialNumber)
+			return Fail, false
 		}
-		return
+		v.r.add(CheckRevocation, subject, Indeterminate, "no CRL: revocation of serial %x not checked", signer.SerialNumber)
+		return Indeterminate, false
 	}
 	err := v.crl.CheckRevokedAt(chain, at)
 	switch {
 	case err == nil:
 		v.r.pass(CheckRevocation, subject, "certificate serial %x is not on CRL %s", signer.SerialNumber, v.crlNum)
+		return Pass, false
 	case errors.Is(err, pki.ErrCRLStale):
 		v.r.add(CheckRevocation, subject, Indeterminate, "CRL %s was already due for renewal when this was signed (%s): pass a CRL current at that time with --crl", v.crlNum, stamp(at))
+		return Indeterminate, false
 	case errors.Is(err, pki.ErrRevoked):
 		v.r.fail(CheckRevocation, subject, "the signer's certificate serial %x (%q) is revoked on CRL %s%s", signer.SerialNumber, signer.Subject.String(), v.crlNum, revokedAt(v.crl.RevocationList(), signer))
+		return Fail, true
 	default:
 		v.r.fail(CheckRevocation, subject, "%v", err)
+		return Fail, false
 	}
 }
 
@@ -390,15 +410,8 @@ func (v *verifier) envelopeSignature(b *bundle.Bundle, env *envelope.Envelope) {
 		when = "at its acceptance " + stamp(at)
 	}
 	v.r.pass(CheckEnvelopeSignature, file, "signed by the sender %s; certificate serial %x valid %s", env.From, vd.Signer.SerialNumber, when)
-	v.r.Signatures = append(v.r.Signatures, signature(file, "envelope", vd.Signer, at))
-	before := len(v.r.Checks)
-	v.revocation(file, vd.Chain, at)
-	v.envelopeSigned = true
-	for _, c := range v.r.Checks[before:] {
-		if c.Status == Fail {
-			v.envelopeSigned = false // a revoked or unchecked sender certificate vouches for nothing
-		}
-	}
+	// A revoked or unchecked sender certificate vouches for nothing.
+	v.envelopeSigned = v.signed(signature(file, "envelope", vd.Signer, at), vd.Chain, at) != Fail
 }
 
 // bindEnvelope settles Report.MessageVerified once every evidence is
@@ -462,7 +475,9 @@ func (v *verifier) evidence(file string, der []byte, c claim) *evidence.Evidence
 			v.r.pass(CheckEvidenceSignature, file, "%s signed by %s; certificate valid at %s", st.Type, describe(claimed.Signer), stamp(st.Time))
 		}
 		v.r.fail(check, file, "%v", unwrapStep(err))
-		v.r.Claimed = append(v.r.Claimed, evidenceSignature(file, st, claimed.Signer))
+		s := evidenceSignature(file, st, claimed.Signer)
+		s.Status = Fail
+		v.r.Claimed = append(v.r.Claimed, s)
 		return nil
 	}
 	v.r.pass(CheckEvidenceSignature, file, "%s signed by %s; certificate serial %x valid at %s", st.Type, describe(ev.Signer), ev.Signer.SerialNumber, stamp(st.Time))
@@ -471,8 +486,7 @@ func (v *verifier) evidence(file string, der []byte, c claim) *evidence.Evidence
 	} else {
 		v.r.pass(CheckSignerRole, file, "%s issued by %s, signed by a node certificate serving it", st.Type, st.Issuer)
 	}
-	v.r.Signatures = append(v.r.Signatures, evidenceSignature(file, st, ev.Signer))
-	v.revocation(file, ev.Chain, st.Time)
+	v.signed(evidenceSignature(file, st, ev.Signer), ev.Chain, st.Time)
 	return ev
 }
 
