@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -403,6 +404,29 @@ func CheckText(field, s string, max int) error {
 func Hostile(r rune) bool {
 	return r < 0x20 || r == 0x7f || r >= 0x80 && r <= 0x9f ||
 		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+}
+
+// Printable returns text that others control (subjects, file names,
+// reasons, what a forged file claims) fit to be shown to a person:
+// control characters, bidirectional embeddings, overrides and isolates,
+// every other character that does not print (direction marks, line
+// separators, zero-width characters) written as \uXXXX escapes, and
+// invalid UTF-8 as \xXX, so that a person sees them for what they are.
+func Printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case Hostile(r) || !unicode.IsPrint(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // hostileRune returns the first character of s that Hostile reports.

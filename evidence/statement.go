@@ -190,8 +190,11 @@ func (s *Statement) Validate() error {
 	if s.Time.IsZero() {
 		return fmt.Errorf("%w: time missing", ErrInvalid)
 	}
-	// A reason is shown to people (the Prüfprotokoll, kurier's output):
-	// the characters envelopes refuse could make it say something else.
+	// A reason is shown to people (the Prüfprotokoll, kurier's output),
+	// who must see the characters envelopes refuse for what they are:
+	// those who show it escape them (envelope.Printable). They are not
+	// refused here, as evidence signed before ReasonText cleaned a node's
+	// reasons (error texts with line breaks) must keep verifying.
 	if err := checkReason(s.Reason); err != nil {
 		return err
 	}
@@ -207,8 +210,7 @@ func (s *Statement) Validate() error {
 	return nil
 }
 
-// checkReason refuses a reason that is too long, not UTF-8, or holds a
-// character envelope.Hostile reports.
+// checkReason refuses a reason that is too long or not UTF-8.
 func checkReason(reason string) error {
 	switch {
 	case len(reason) > MaxReasonLen:
@@ -216,15 +218,10 @@ func checkReason(reason string) error {
 	case !utf8.ValidString(reason):
 		return fmt.Errorf("%w: reason is not UTF-8", ErrInvalid)
 	}
-	for _, r := range reason {
-		if envelope.Hostile(r) {
-			return fmt.Errorf("%w: reason contains U+%04X, a control or bidirectional character that would show the reader something else than it says", ErrInvalid, r)
-		}
-	}
 	return nil
 }
 
-// ReasonText returns text as a reason Validate accepts: invalid UTF-8
+// ReasonText returns text as a node signs a reason: invalid UTF-8
 // shown as U+FFFD, each character envelope.Hostile reports (a newline of an
 // error message, say) replaced by a space, and cut to MaxReasonLen at a
 // character boundary. A node passes the reasons it gives, often error

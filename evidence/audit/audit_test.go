@@ -487,6 +487,17 @@ func TestWriteHTML(t *testing.T) {
 		if n := strings.Count(buf.String(), "<bdi>"+reason+"</bdi>"); n != 2 {
 			t.Errorf("the reason is isolated in <bdi> %d times, want 2 (state and timeline)", n)
 		}
+		// A reason with an override (evidence signed before nodes cleaned
+		// their reasons, or a forged one) shows the override as \u202e.
+		r.Chains[0].Reason = "cannot-open: rechnung\u202efdp.exe"
+		r.Signatures[len(r.Signatures)-1].Reason = r.Chains[0].Reason
+		buf.Reset()
+		if err := audit.WriteHTML(&buf, []*audit.Report{r}); err != nil {
+			t.Fatalf("WriteHTML: %v", err)
+		}
+		if strings.Contains(buf.String(), "\u202e") || strings.Count(buf.String(), `<bdi>cannot-open: rechnung\u202efdp.exe</bdi>`) != 2 {
+			t.Errorf("the override in a reason is not shown escaped in both places")
+		}
 	})
 
 	t.Run("failed", func(t *testing.T) {

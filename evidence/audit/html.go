@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/evidence/bundle"
 )
@@ -25,6 +26,7 @@ var reportTemplate = template.Must(template.New("report.html.tmpl").Funcs(templa
 	"badge":     func(s Status) string { return valueWords[s].Badge },
 	"badgeEN":   func(s Status) string { return valueWords[s].BadgeEN },
 	"size":      humanSize,
+	"plain":     envelope.Printable,
 	"bytes":     groupDigits,
 	"signer":    signerWords,
 	"content":   func(s Status) string { return contentWords[s].DE },
