@@ -252,17 +252,65 @@ func (s *Store) proof(ctx context.Context, size uint64, nodes proof.Nodes) ([][]
 // standby or a restore that lost evidence only as far as the mark was
 // replicated or backed up, which a synchronous standby ensures. It
 // returns an error wrapping broker.ErrNotFound if size exceeds the log.
+//
+// It also refuses, with ErrRolledBack, a log that no longer holds what
+// this process marked before: one rolled back under the running process,
+// mark and all, by a failover to a standby that had not received it. The
+// mark is always written, also when it covers size already, so that the
+// call returns only once a synchronous standby has the log up to size.
 func (s *Store) MarkLog(ctx context.Context, size uint64) error {
-	root, err := s.LogRoot(ctx, size)
-	if err != nil {
-		return fmt.Errorf("mark the transparency log: %w", err)
-	}
-	err = s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE log_head SET mark_size = $1, mark_root = $2 WHERE mark_size < $1", int64(size), root)
+	var root []byte
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		var logSize, markSize int64
+		var markRoot []byte
+		if err := tx.QueryRow(ctx, "SELECT size, mark_size, mark_root FROM log_head FOR UPDATE").Scan(&logSize, &markSize, &markRoot); err != nil {
+			return fmt.Errorf("read the log's head: %w", err)
+		}
+		if size > uint64(logSize) {
+			return fmt.Errorf("%w: the log has %d entries, not %d", broker.ErrNotFound, logSize, size)
+		}
+		if err := holds(ctx, tx, uint64(logSize), uint64(markSize), markRoot); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		mine := s.marked
+		s.mu.Unlock()
+		if mine.root != nil {
+			if err := holds(ctx, tx, uint64(logSize), mine.size, mine.root); err != nil {
+				return err
+			}
+		}
+		var err error
+		if root, err = rootAt(ctx, tx, size); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE log_head SET mark_root = CASE WHEN mark_size < $1 THEN $2 ELSE mark_root END,
+			mark_size = greatest(mark_size, $1)`, int64(size), root)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("mark the transparency log at size %d: %w", size, err)
+	}
+	s.mu.Lock()
+	if size > s.marked.size || s.marked.root == nil {
+		s.marked.size, s.marked.root = size, root
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// holds refuses, with ErrRolledBack, a log of logSize entries that is
+// shorter than a mark at size or has another root there.
+func holds(ctx context.Context, tx pgx.Tx, logSize, size uint64, want []byte) error {
+	if size > logSize {
+		return fmt.Errorf("%w: the log has %d entries, a mark says %d", ErrRolledBack, logSize, size)
+	}
+	root, err := rootAt(ctx, tx, size)
+	if err != nil {
+		return fmt.Errorf("check the log's mark: %w", err)
+	}
+	if !bytes.Equal(root, want) {
+		return fmt.Errorf("%w: the log's root at size %d is not the mark's", ErrRolledBack, size)
 	}
 	return nil
 }
@@ -276,17 +324,7 @@ func (s *Store) checkMark(ctx context.Context) error {
 		if err := tx.QueryRow(ctx, "SELECT size, mark_size, mark_root FROM log_head").Scan(&size, &markSize, &markRoot); err != nil {
 			return fmt.Errorf("read the log's head: %w", err)
 		}
-		if markSize > size {
-			return fmt.Errorf("%w: the log has %d entries, the mark says %d", ErrRolledBack, size, markSize)
-		}
-		root, err := rootAt(ctx, tx, uint64(markSize))
-		if err != nil {
-			return fmt.Errorf("check the log's mark: %w", err)
-		}
-		if !bytes.Equal(root, markRoot) {
-			return fmt.Errorf("%w: the log's root at size %d is not the mark's", ErrRolledBack, markSize)
-		}
-		return nil
+		return holds(ctx, tx, uint64(size), uint64(markSize), markRoot)
 	})
 }
 

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"kurier.dev/kurier/broker/node"
-	"kurier.dev/kurier/broker/store/storetest"
 	"kurier.dev/kurier/broker/store/postgres"
 	"kurier.dev/kurier/broker/store/postgres/pgtest"
+	"kurier.dev/kurier/broker/store/storetest"
 )
 
 // The PostgreSQL store is a node.Store.

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -194,6 +195,11 @@ func (s *Store) CreateMessage(ctx context.Context, m *broker.Message, copies []b
 		out, err = nc.ev.finish(ctx, tx)
 		return err
 	})
+	if errors.Is(err, broker.ErrExists) {
+		if derr := s.durable(ctx); derr != nil {
+			err = derr
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create message %s: %w", id, err)
 	}
@@ -277,6 +283,11 @@ func (s *Store) AddCopies(ctx context.Context, id, envSHA256 string, copies []br
 		out, err = nc.ev.finish(ctx, tx)
 		return err
 	})
+	if errors.Is(err, broker.ErrExists) {
+		if derr := s.durable(ctx); derr != nil {
+			err = derr
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("add copies to %s: %w", id, err)
 	}

@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,16 @@ var ErrRolledBack = errors.New("the transparency log is behind its high-water ma
 type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
+
+	// marked is the highest mark this process wrote (MarkLog), with the
+	// log's root there: a log found shorter or with another root since
+	// was rolled back under the running process (a failover to a standby
+	// that lost it), which must not go on to sign a forked log.
+	mu     sync.Mutex
+	marked struct {
+		size uint64
+		root []byte
+	}
 }
 
 // Option changes how Open connects.
@@ -162,6 +173,23 @@ func (s *Store) migrate(ctx context.Context) error {
 // returned first.
 func (s *Store) Close() { s.pool.Close() }
 
+// durable returns once everything this store's transactions saw committed
+// is as durable as a commit of its own: a transaction that only read finds
+// rows whose commit may still wait for a synchronous standby (its writer's
+// answer lost), and an answer drawn from them ("exists already") would
+// promise what a failover could lose. It writes a row, so that its commit
+// waits as a write's does; an error is broker.ErrUnknownOutcome.
+func (s *Store) durable(ctx context.Context) error {
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE log_head SET mark_size = mark_size")
+		return err
+	})
+	if err != nil && !errors.Is(err, broker.ErrUnknownOutcome) {
+		return fmt.Errorf("%w: wait for the stored copy to be durable: %w", broker.ErrUnknownOutcome, err)
+	}
+	return err
+}
+
 // maxAttempts bounds how often a write is tried when PostgreSQL aborts it
 // for a serialization failure or deadlock, which a retry resolves.
 const maxAttempts = 5
@@ -198,7 +226,7 @@ func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err := tx.Commit(ctx); err != nil {
 		var pe *pgconn.PgError
 		switch {
-		case errors.As(err, &pe) && pe.Severity == "ERROR":
+		case errors.As(err, &pe) && pe.SeverityUnlocalized == "ERROR":
 			// The server refused the commit (a deferred check, a
 			// serialization failure): it rolled the transaction back.
 			// A FATAL one ends the connection, perhaps after the commit
