@@ -66,11 +66,17 @@ func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	var reason, push string
 	switch {
 	case c.State == broker.StateRelaying && !c.Local:
-		release, ok := n.held.try(holdKey(c.MessageID, address.DomainOf(c.Recipient)))
-		if !ok {
+		release, ok, err := n.hold(ctx, address.DomainOf(c.Recipient), c.MessageID, expireLease)
+		switch {
+		case errors.Is(err, broker.ErrNotFound):
+			// Not queued: no relay can start, and none is under way.
+		case err != nil:
+			return false, fmt.Errorf("expire %s: %w", c.MessageID, err)
+		case !ok:
 			return false, nil // a relay is under way; its answer decides
+		default:
+			defer release()
 		}
-		defer release()
 		if n.awaitsFinalTry(ctx, m, c) {
 			return false, nil
 		}

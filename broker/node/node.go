@@ -82,6 +82,14 @@ type Store interface {
 	// SetOutbound replaces a queued message's retry state;
 	// broker.ErrNotFound if it is no longer queued.
 	SetOutbound(ctx context.Context, o broker.Outbound) error
+	// LeaseRelay takes the relay of message id to domain for holder until
+	// until, unless another holder's lease runs past now, and reports
+	// whether it did; broker.ErrNotFound if the message is not queued for
+	// domain. It keeps the processes sharing a store from relaying one
+	// message twice at once, and Expire off a relay under way.
+	LeaseRelay(ctx context.Context, domain, id, holder string, now, until time.Time) (ok bool, err error)
+	// ReleaseRelay ends holder's lease, if it still has it.
+	ReleaseRelay(ctx context.Context, domain, id, holder string) error
 	// FinishRelay applies steps and, if done, removes the message from
 	// domain's queue, in one transaction; errors as AppendEvidence's.
 	FinishRelay(ctx context.Context, domain, id string, steps []broker.Step, done bool) ([]broker.Evidence, error)
@@ -324,7 +332,8 @@ type Node struct {
 	peers    Peers
 	queued   func(domain string)
 	remote   remoteDirectory
-	held     holds
+	held     holds  // relays claimed in this process
+	holder   string // names this process's leases in the store
 	admit    admission
 	space    func(size int64) (func(), error)
 	heads    recall[*evidence.Statement] // by evidence digest
@@ -374,6 +383,7 @@ func New(st Store, cfg Config) (*Node, error) {
 		queued:  cfg.Queued,
 		space:   cfg.Space,
 		notices: cfg.Notices,
+		holder:  newHolder(),
 	}
 	// A message's steps follow each other within seconds; these hold
 	// those of the last few thousand messages (a stored message is a few

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -107,9 +108,12 @@ func (n *Node) stillRelayed(m *broker.Message, o broker.Outbound, now time.Time)
 // and since Claim reads r again once it holds it, a relay never carries a
 // copy that Expire has ended meanwhile.
 func (n *Node) Claim(ctx context.Context, r Relay) (fresh Relay, release func(), ok bool, err error) {
-	release, ok = n.held.try(holdKey(r.Message.ID(), r.Outbound.Domain))
-	if !ok {
+	release, ok, err = n.hold(ctx, r.Outbound.Domain, r.Message.ID(), RelayLease)
+	if errors.Is(err, broker.ErrNotFound) || err == nil && !ok {
 		return Relay{}, nil, false, nil
+	}
+	if err != nil {
+		return Relay{}, nil, false, err
 	}
 	o, err := n.store.OutboundEntry(ctx, r.Outbound.Domain, r.Message.ID())
 	if err == nil {
@@ -132,6 +136,49 @@ func (n *Node) Claim(ctx context.Context, r Relay) (fresh Relay, release func(),
 	}
 	return fresh, release, true, nil
 }
+
+// RelayLease is how long a claim on a relay keeps the other processes
+// sharing the store off it: longer than any one relay with its outcome
+// recorded, so that a lease runs out only when its process died. A
+// relay that a dead process held is tried again by another process once
+// the lease has run out.
+const RelayLease = 15 * time.Minute
+
+// expireLease is how long Expire keeps a relay it decides about.
+const expireLease = time.Minute
+
+// hold takes the relay of message id to domain in this process (held) and
+// in the store (a lease of this node's holder, for the processes sharing
+// the store) for lease; ok is false if another holds it, and the error
+// wraps broker.ErrNotFound if the message is not queued for domain.
+// release gives both up again.
+func (n *Node) hold(ctx context.Context, domain, id string, lease time.Duration) (release func(), ok bool, err error) {
+	unhold, ok := n.held.try(holdKey(id, domain))
+	if !ok {
+		return nil, false, nil
+	}
+	now := n.now()
+	ok, err = n.store.LeaseRelay(ctx, domain, id, n.holder, now, now.Add(lease))
+	if err != nil || !ok {
+		unhold()
+		return nil, false, err
+	}
+	return func() {
+		defer unhold()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		if err := n.store.ReleaseRelay(ctx, domain, id, n.holder); err != nil {
+			n.log.Warn("relay lease not released; it runs out by itself", slog.String(broker.LogMsgID, id), slog.String(broker.LogPeer, domain), slog.Any(broker.LogErr, err))
+		}
+	}, true, nil
+}
+
+// newHolder names the leases of one process: one node's relay worker and
+// Expire, which keep apart in held, take the store's leases as one holder.
+func newHolder() string { return rand.Text() }
+
+// releaseTimeout bounds giving up a lease, which runs out anyway.
+const releaseTimeout = 10 * time.Second
 
 // holdKey names the relay of message id to domain, which Claim and Expire
 // take in turn.

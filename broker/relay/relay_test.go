@@ -1221,3 +1221,73 @@ func TestNode_CloseEndsRefresh(t *testing.T) {
 		t.Fatal("Close did not end the refresh under way")
 	}
 }
+
+// twin is a second node over the city's store, as a second kurierd
+// process on one database would be.
+func (f *federation) twin(t *testing.T) *node.Node {
+	t.Helper()
+	var parts []node.Participant
+	for addr, id := range fx.IDs {
+		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
+	}
+	n, err := node.New(f.city.db, node.Config{
+		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), LogKey: fx.LogKey, Trust: f.city.trust,
+		Participants: parts, Peers: f.city.peers, Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// TestNode_ClaimAcrossProcesses runs a second node over the city's store:
+// a relay claimed by one is neither claimed nor expired by the other until
+// the first releases it, or until its lease runs out because its process
+// died.
+func TestNode_ClaimAcrossProcesses(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	other := f.twin(t)
+	f.send(t, time.Minute, judge)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	_, release, ok, err := f.city.node.Claim(ctx, relays[0])
+	if err != nil || !ok {
+		t.Fatalf("Claim: %v (%v)", ok, err)
+	}
+	if _, _, ok, err := other.Claim(ctx, relays[0]); ok || err != nil {
+		t.Fatalf("the other process claimed a relay under way: %v (%v)", ok, err)
+	}
+	f.clock.add(2 * time.Minute)
+	if n, err := other.Expire(ctx); err != nil || n != 0 {
+		t.Fatalf("the other process's Expire during a relay ended %d (%v), want 0", n, err)
+	}
+	release()
+	if n, err := other.Expire(ctx); err != nil || n != 1 {
+		t.Fatalf("the other process's Expire after the relay ended %d (%v), want 1", n, err)
+	}
+
+	// A process that dies holding a claim holds it until its lease runs
+	// out; then another process relays.
+	f.send(t, time.Hour, judge)
+	relays, _, err = f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	if _, _, ok, err := f.city.node.Claim(ctx, relays[0]); !ok || err != nil {
+		t.Fatalf("Claim: %v (%v)", ok, err)
+	}
+	f.clock.add(node.RelayLease - time.Second)
+	if _, _, ok, err := other.Claim(ctx, relays[0]); ok || err != nil {
+		t.Fatalf("the other process claimed a relay whose lease runs: %v (%v)", ok, err)
+	}
+	f.clock.add(2 * time.Second)
+	fresh, release, ok, err := other.Claim(ctx, relays[0])
+	if !ok || err != nil || fresh.Message.ID() != relays[0].Message.ID() {
+		t.Fatalf("the other process's Claim once the lease ran out: %v (%v)", ok, err)
+	}
+	release()
+}

@@ -40,7 +40,9 @@ const (
 	DefaultMaxBackoff   = 10 * time.Minute
 	DefaultPoll         = time.Second
 	// relayTimeout bounds one relay call; a 256 MiB payload takes seconds.
-	relayTimeout = 10 * time.Minute
+	// It stays well inside the claim's lease (node.RelayLease), which must
+	// not run out while the outcome is being recorded.
+	relayTimeout = node.RelayLease - 5*time.Minute
 	pushTimeout  = 30 * time.Second
 	batch        = 100
 )

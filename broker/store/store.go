@@ -212,6 +212,7 @@ type DB struct {
 	now    func() time.Time
 	grace  time.Duration
 	chunks sync.Pool // *[]byte of chunkSize, for blob writes
+	leases leases    // see LeaseRelay
 
 	mu     sync.RWMutex // see the package comment
 	closed bool

@@ -402,17 +402,20 @@ func TestMigrate_OnceAndIdempotent(t *testing.T) {
 	}
 	conn := connect(t, dsn)
 	var version int
-	if err := conn.QueryRow(ctx, "SELECT version FROM "+postgres.VersionTable).Scan(&version); err != nil || version != 2 {
-		t.Errorf("schema version %d (%v), want 2", version, err)
+	if err := conn.QueryRow(ctx, "SELECT version FROM "+postgres.VersionTable).Scan(&version); err != nil || version != 3 {
+		t.Errorf("schema version %d (%v), want 3", version, err)
 	}
 	var tables int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'log_head'").Scan(&tables); err != nil || tables != 1 {
 		t.Errorf("%d log_head tables (%v), want 1", tables, err)
 	}
 
-	// A database of version 1, with messages: Open migrates it to 2, each
+	// A database of version 1, with messages: Open migrates it to 3, each
 	// copy's state taken from its record.
-	for _, sql := range []string{"DROP INDEX copies_waiting", "ALTER TABLE copies DROP COLUMN state", "UPDATE " + postgres.VersionTable + " SET version = 1"} {
+	for _, sql := range []string{
+		"ALTER TABLE outbound DROP COLUMN lease_holder, DROP COLUMN lease_until_ns",
+		"DROP INDEX copies_waiting", "ALTER TABLE copies DROP COLUMN state", "UPDATE " + postgres.VersionTable + " SET version = 1",
+	} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
 		}

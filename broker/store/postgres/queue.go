@@ -229,3 +229,60 @@ func (s *Store) Due(ctx context.Context, now time.Time, after broker.Copy, limit
 	}
 	return out, nil
 }
+
+// LeaseRelay takes the relay of message id to the node of domain for
+// holder until until, unless another holder's lease on it runs past now;
+// ok reports whether it did. A holder may take its own lease again to
+// extend it. An error wrapping broker.ErrNotFound if the message is not
+// queued for domain.
+//
+// The entry is locked with SKIP LOCKED: a process that finds another one
+// taking or ending a lease on it right now goes on to the next message
+// instead of waiting, and tries this one in a later round.
+func (s *Store) LeaseRelay(ctx context.Context, domain, id, holder string, now, until time.Time) (bool, error) {
+	if holder == "" {
+		return false, fmt.Errorf("lease relay of %s to %s: no holder", id, domain)
+	}
+	var ok bool
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE outbound o SET lease_holder = $3, lease_until_ns = $5
+			FROM (SELECT domain, message_id FROM outbound
+				WHERE domain = $1 AND message_id = $2
+				AND (lease_holder IS NULL OR lease_holder = $3 OR lease_until_ns <= $4)
+				FOR UPDATE SKIP LOCKED) free
+			WHERE o.domain = free.domain AND o.message_id = free.message_id`,
+			domain, id, holder, nanos(now), nanos(until))
+		if err != nil {
+			return err
+		}
+		if ok = tag.RowsAffected() == 1; ok {
+			return nil
+		}
+		var queued bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM outbound WHERE domain = $1 AND message_id = $2)", domain, id).Scan(&queued); err != nil {
+			return err
+		}
+		if !queued {
+			return broker.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("lease relay of %s to %s: %w", id, domain, err)
+	}
+	return ok, nil
+}
+
+// ReleaseRelay ends holder's lease on the relay of message id to the node
+// of domain; a lease that holder no longer has is left alone.
+func (s *Store) ReleaseRelay(ctx context.Context, domain, id, holder string) error {
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE outbound SET lease_holder = NULL, lease_until_ns = NULL WHERE domain = $1 AND message_id = $2 AND lease_holder = $3",
+			domain, id, holder)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("release relay of %s to %s: %w", id, domain, err)
+	}
+	return nil
+}

@@ -143,6 +143,8 @@ func Run(t *testing.T, open Open) {
 		{"FinishRelay", testFinishRelay},
 		{"FinishRelayConflict", testFinishRelayConflict},
 		{"SetOutboundRace", testSetOutboundRace},
+		{"LeaseRelay", testLeaseRelay},
+		{"LeaseRelayRace", testLeaseRelayRace},
 		{"Pushes", testPushes},
 		{"Due", testDue},
 		{"DueTies", testDueTies},
