@@ -93,7 +93,7 @@ func (s *Store) writeBlob(ctx context.Context, id string, r io.Reader, max int64
 	}
 	b := broker.Blob{ID: id, Size: size}
 	h.Sum(b.SHA256[:0])
-	if _, err := s.pool.Exec(ctx, "UPDATE blobs SET complete = true, size = $2, sha256 = $3 WHERE id = $1",
+	if _, err := s.pool.Exec(ctx, "UPDATE blobs SET complete = true, size = $2, sha256 = $3, started = now() WHERE id = $1",
 		id, size, hex.EncodeToString(b.SHA256[:])); err != nil {
 		return broker.Blob{}, fmt.Errorf("complete header: %w", err)
 	}
@@ -249,13 +249,15 @@ func (s *Store) DeleteBlob(ctx context.Context, id string) error {
 const sweepBatch = 100
 
 // SweepBlobs deletes blobs that no stored message references and that
-// were started more than grace ago (uploads that failed or were given
-// up, whose process died before it could delete them), and returns how
+// were started, or if complete completed, more than grace ago (uploads
+// that failed or were given up, whose process died before it could delete
+// them), and returns how
 // many it deleted. Safe with several processes sweeping and creating
 // messages at once: a blob that a CreateMessage is taking is locked by it
 // and skipped, and a CreateMessage that comes for a blob being swept
 // waits and then finds it gone (broker.ErrNotFound). grace must exceed
-// the longest upload plus the wait until its message is created.
+// the longest upload and the longest wait from an upload's end until its
+// message is created.
 func (s *Store) SweepBlobs(ctx context.Context, grace time.Duration) (int, error) {
 	total := 0
 	for {

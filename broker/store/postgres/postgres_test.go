@@ -689,6 +689,40 @@ func TestSweepBlobs_SafeWithCreateMessage(t *testing.T) {
 	}
 }
 
+// TestSweepBlobs_GraceFromCompletion: a payload whose upload began long
+// ago is kept once it is complete, for the message its uploader is about
+// to create: the grace period counts from the upload's end.
+func TestSweepBlobs_GraceFromCompletion(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn)
+	conn := connect(t, dsn)
+	pr, pw := io.Pipe()
+	written := make(chan broker.Blob, 1)
+	go func() {
+		b, err := st.WriteBlob(ctx, pr, 1<<20)
+		if err != nil {
+			t.Errorf("WriteBlob: %v", err)
+		}
+		written <- b
+	}()
+	waitFor(t, conn, "the upload under way", "SELECT 1 FROM blobs WHERE NOT complete")
+	if _, err := conn.Exec(ctx, "UPDATE blobs SET started = now() - interval '2 hours' WHERE NOT complete"); err != nil {
+		t.Fatal(err)
+	}
+	pw.Write(randomBytes(100))
+	pw.Close()
+	b := <-written
+	if n, err := st.SweepBlobs(ctx, time.Hour); err != nil || n != 0 {
+		t.Errorf("SweepBlobs = %d, %v; want nothing swept", n, err)
+	}
+	r, err := st.OpenBlob(ctx, b.ID)
+	if err != nil {
+		t.Fatalf("OpenBlob of the payload just uploaded: %v", err)
+	}
+	r.Close()
+}
+
 // TestCreateMessage_RaceOfTwoProcesses: the same message handed to two
 // processes at once (a client retrying on the other) is stored once: one
 // call succeeds, the other answers broker.ErrExists, and the log holds
