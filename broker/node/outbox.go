@@ -130,6 +130,11 @@ func (n *Node) Claim(ctx context.Context, r Relay) (fresh Relay, release func(),
 		_, err := n.store.FinishRelay(ctx, o.Domain, o.MessageID, nil, true)
 		release()
 		return Relay{}, nil, false, err
+	case o.Attempts != r.Outbound.Attempts || !o.NextTry.Equal(r.Outbound.NextTry):
+		// Tried meanwhile, by another process sharing the store: its
+		// schedule says when next, not the listing r came from.
+		release()
+		return Relay{}, nil, false, nil
 	case !n.stillRelayed(fresh.Message, o, n.now()):
 		release()
 		return Relay{}, nil, false, nil

@@ -1289,5 +1289,15 @@ func TestNode_ClaimAcrossProcesses(t *testing.T) {
 	if !ok || err != nil || fresh.Message.ID() != relays[0].Message.ID() {
 		t.Fatalf("the other process's Claim once the lease ran out: %v (%v)", ok, err)
 	}
+
+	// A try that fails puts the next one off, also for the process that
+	// listed the queue before it.
+	if err := other.RelayFailed(ctx, fresh, errors.New("connection refused"), f.clock.Now().Add(time.Minute), false); err != nil {
+		t.Fatal(err)
+	}
 	release()
+	third := f.twin(t)
+	if _, _, ok, err := third.Claim(ctx, relays[0]); ok || err != nil {
+		t.Fatalf("Claim from a listing made before a failed try: %v (%v), want nothing to relay before the next try", ok, err)
+	}
 }
