@@ -100,13 +100,14 @@ func (n *Node) stillRelayed(m *broker.Message, o broker.Outbound, now time.Time)
 
 // Claim takes r for relaying until release is called, and returns it as
 // it stands now, with its recipients and their chains. ok is false if
-// there is nothing to relay any more (its copies moved on, it expired, or
-// Expire is deciding about it right now); then nothing is held, and an
-// entry with no recipient left waiting is removed. While r is claimed, Expire leaves its copies
-// alone, so that a relay the other node accepted in time is not
-// contradicted by a NonDelivery issued while the answer was on its way;
-// and since Claim reads r again once it holds it, a relay never carries a
-// copy that Expire has ended meanwhile.
+// there is nothing to relay now: its copies moved on, it expired, it was
+// tried since r was listed, or Expire or another process sharing the
+// store holds it (see RelayLease); then nothing is held, and an entry
+// with no recipient left waiting is removed. While r is claimed, Expire
+// in any process leaves its copies alone, so that a relay the other node
+// accepted in time is not contradicted by a NonDelivery issued while the
+// answer was on its way; and since Claim reads r again once it holds it,
+// a relay never carries a copy that Expire has ended meanwhile.
 func (n *Node) Claim(ctx context.Context, r Relay) (fresh Relay, release func(), ok bool, err error) {
 	release, ok, err = n.hold(ctx, r.Outbound.Domain, r.Message.ID(), RelayLease)
 	if errors.Is(err, broker.ErrNotFound) || err == nil && !ok {
