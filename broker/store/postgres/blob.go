@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,7 +72,9 @@ func (s *Store) writeBlob(ctx context.Context, id string, r io.Reader, max int64
 		return broker.Blob{}, fmt.Errorf("store header: %w", err)
 	}
 	h := sha256.New()
-	buf := make([]byte, ChunkSize)
+	pbuf := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(pbuf)
+	buf := *pbuf
 	var size int64
 	for seq := int32(0); ; seq++ {
 		n, last, err := readChunk(r, buf)
@@ -99,6 +102,11 @@ func (s *Store) writeBlob(ctx context.Context, id string, r io.Reader, max int64
 	}
 	return b, nil
 }
+
+// chunkBufs hold the buffers of uploads, a chunk each: most payloads are
+// far smaller than a chunk, and a fresh chunk per upload would be most of
+// what an upload allocates and clears.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
 
 // readChunk fills buf from r; last is true at EOF.
 func readChunk(r io.Reader, buf []byte) (n int, last bool, err error) {
