@@ -297,8 +297,8 @@ func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Co
 // the answer to its sender.
 const publishTimeout = 5 * time.Second
 
-// announce tells this process's subscribers of the local copies that
-// are delivered at once, and, through the node's Notices if it has them,
+// announce tells this process's subscribers at once of the local copies
+// waiting to be fetched, and, through the node's Notices if it has them,
 // every other process's subscribers.
 func (n *Node) announce(ctx context.Context, m *broker.Message, copies []broker.Copy) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
@@ -351,9 +351,10 @@ func (n *Node) Announce(ctx context.Context, recipient, messageID string) error 
 
 // Resync tells this process's subscribers of the copies in their
 // mailboxes that arrived at or after since and wait to be fetched,
-// except those announced to them lately: Config.Notices calls it once
-// it hears the other processes' notices again after a gap, in which a
-// message another process stored was announced to no one here. It reads
+// except those announced to them lately. The listener of the node's
+// notices (kurierd runs pgnotify's) calls it once it hears the other
+// processes' notices again after a gap, in which a message another
+// process stored was announced to no one here. It reads
 // each subscribed mailbox whole, and returns the errors of those it
 // could not read.
 func (n *Node) Resync(ctx context.Context, since time.Time) error {
