@@ -139,18 +139,22 @@ func openNotices(ctx context.Context, cfg *Config, logger *slog.Logger) (*pgnoti
 // listenNotices hands the notices of the node's other processes to n's
 // subscribers until ctx ends, in wg, and waits until it listens (at
 // most noticesReady), so that a subscriber of this process hears of
-// every message the others accept from when the node serves.
+// every message the others accept from when the node serves. After the
+// listener was without its connection, n resyncs its subscribers with
+// the store.
 func listenNotices(ctx context.Context, wg *sync.WaitGroup, no *pgnotify.Notices, n *node.Node, logger *slog.Logger) {
 	if no == nil {
 		return
 	}
 	listening := make(chan struct{})
-	wg.Go(func() { no.Listen(ctx, func() { close(listening) }, n.Announce) })
+	wg.Go(func() {
+		no.Listen(ctx, pgnotify.Handler{Ready: func() { close(listening) }, Notice: n.Announce, Resync: n.Resync})
+	})
 	select {
 	case <-listening:
 	case <-ctx.Done():
 	case <-time.After(noticesReady):
-		logger.Warn("not yet listening for the notices of the node's other processes; until it does, subscribers here hear only of messages this process accepts", slog.Duration("waited", noticesReady))
+		logger.Warn("not yet listening for the notices of the node's other processes; until it does, subscribers here hear only of messages this process accepts, then of those they missed", slog.Duration("waited", noticesReady))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -290,9 +291,10 @@ type Config struct {
 	// Notices, if set, carries the notices of new mailbox entries among
 	// every process that serves this node from one store, so that
 	// Subscribe on any of them hears of a message another accepted: the
-	// node publishes its notices there, and each process hands those
-	// that come back to Announce. Without it, subscribers hear only of
-	// what their own process stores.
+	// node tells its own subscribers at once and publishes the notice
+	// there, and each other process hands those it hears to Announce,
+	// and calls Resync after it may have missed some. Without it,
+	// subscribers hear only of what their own process stores.
 	Notices Notices
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
@@ -303,11 +305,12 @@ type Config struct {
 // of one node (package broker/store/postgres/pgnotify, over PostgreSQL's
 // LISTEN and NOTIFY).
 type Notices interface {
-	// Publish tells every process of the node, this one included, that
-	// recipient has a new copy of message id. A notice may be lost (a
-	// process that dies before it publishes, a listener reconnecting):
-	// the mailbox listing stays complete, and subscribers list it after
-	// any gap.
+	// Publish tells every other process of the node that recipient has
+	// a new copy of message id; this process's subscribers were told
+	// already, and the notice must not come back to its Announce. A
+	// notice may be lost (a process that dies before it publishes, a
+	// listener reconnecting, which then calls Resync): the mailbox
+	// listing stays complete, and subscribers list it after any gap.
 	Publish(ctx context.Context, recipient, messageID string) error
 }
 
@@ -530,28 +533,45 @@ func requireParticipant(caller pki.Peer) error {
 	return nil
 }
 
-// hub fans out notices of new mailbox entries to subscribers.
+// hub fans out notices of new mailbox entries to subscribers. It
+// remembers, per mailbox with subscribers, the last recentNotices
+// messages it announced, so that one a resync finds again, or one that
+// reaches it twice, is announced once.
 type hub struct {
 	mu   sync.Mutex
-	subs map[string]map[chan broker.InboxEntry]struct{}
+	subs map[string]*mailboxSubs
+}
+
+// recentNotices bounds the messages the hub remembers per mailbox with
+// subscribers: those a resync after a short outage may find again.
+const recentNotices = 64
+
+// mailboxSubs are one mailbox's subscribers and the messages last
+// announced to them, recent[next] the oldest once it is full.
+type mailboxSubs struct {
+	chans  map[chan broker.InboxEntry]struct{}
+	recent []string
+	next   int
 }
 
 func (h *hub) subscribe(addr string) (chan broker.InboxEntry, func()) {
 	ch := make(chan broker.InboxEntry, 64)
 	h.mu.Lock()
 	if h.subs == nil {
-		h.subs = make(map[string]map[chan broker.InboxEntry]struct{})
+		h.subs = make(map[string]*mailboxSubs)
 	}
 	if h.subs[addr] == nil {
-		h.subs[addr] = make(map[chan broker.InboxEntry]struct{})
+		h.subs[addr] = &mailboxSubs{chans: make(map[chan broker.InboxEntry]struct{})}
 	}
-	h.subs[addr][ch] = struct{}{}
+	h.subs[addr].chans[ch] = struct{}{}
 	h.mu.Unlock()
 	return ch, func() {
 		h.mu.Lock()
-		delete(h.subs[addr], ch)
-		if len(h.subs[addr]) == 0 {
-			delete(h.subs, addr)
+		if ms := h.subs[addr]; ms != nil {
+			delete(ms.chans, ch)
+			if len(ms.chans) == 0 {
+				delete(h.subs, addr)
+			}
 		}
 		h.mu.Unlock()
 	}
@@ -561,15 +581,37 @@ func (h *hub) subscribe(addr string) (chan broker.InboxEntry, func()) {
 func (h *hub) has(addr string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs[addr]) > 0
+	return h.subs[addr] != nil
+}
+
+// mailboxes returns the mailboxes that have subscribers.
+func (h *hub) mailboxes() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	addrs := make([]string, 0, len(h.subs))
+	for a := range h.subs {
+		addrs = append(addrs, a)
+	}
+	return addrs
 }
 
 // publish never blocks: a subscriber that falls 64 notices behind misses
-// some and must list its inbox, which stays the source of truth.
+// some and must list its inbox, which stays the source of truth. A
+// message announced to the mailbox lately is not announced again.
 func (h *hub) publish(e broker.InboxEntry) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ch := range h.subs[e.Copy.Recipient] {
+	ms := h.subs[e.Copy.Recipient]
+	if ms == nil || slices.Contains(ms.recent, e.Copy.MessageID) {
+		return
+	}
+	if len(ms.recent) < recentNotices {
+		ms.recent = append(ms.recent, e.Copy.MessageID)
+	} else {
+		ms.recent[ms.next] = e.Copy.MessageID
+		ms.next = (ms.next + 1) % recentNotices
+	}
+	for ch := range ms.chans {
 		select {
 		case ch <- e:
 		default:

@@ -23,6 +23,7 @@ import (
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/node"
 	"kurier.dev/kurier/broker/store"
+	"kurier.dev/kurier/broker/store/postgres/pgtest"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
 	"kurier.dev/kurier/pki"
@@ -39,7 +40,23 @@ const (
 
 var fx *pkitest.PKI
 
-func TestMain(m *testing.M) { pkitest.Main(m, &fx) }
+// TestMain makes the test PKI, and stops the PostgreSQL cluster that the
+// tests of notices through PostgreSQL start.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kurier-pkitest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if fx, err = pkitest.New(dir); err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	code := pgtest.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 var signer = pkitest.Signer
 
@@ -73,11 +90,17 @@ func newHarness(t testing.TB, limits node.Limits) *harness {
 // would be, with notices carrying its mailbox notices.
 func (h *harness) newNode(limits node.Limits, notices node.Notices) *node.Node {
 	h.t.Helper()
+	return h.newNodeOn(h.db, limits, notices)
+}
+
+// newNodeOn returns a node over st, with h's PKI and participants.
+func (h *harness) newNodeOn(st node.Store, limits node.Limits, notices node.Notices) *node.Node {
+	h.t.Helper()
 	var parts []node.Participant
 	for _, a := range []string{agency, court, other} {
 		parts = append(parts, node.Participant{Address: a, EncryptionCert: fx.IDs[a].EncCert})
 	}
-	n, err := node.New(h.db, node.Config{
+	n, err := node.New(st, node.Config{
 		Domains: []string{"stadt.example", "amtsgericht.example"},
 		Signer:  signer(fx.Node), LogKey: fx.LogKey,
 		Trust:        h.trust,

@@ -14,23 +14,34 @@ import (
 
 // bus carries notices among the nodes of one store within the test, as
 // PostgreSQL's LISTEN and NOTIFY carry them among processes (package
-// pgnotify, which the integration test runs for real): every Publish
-// reaches every node's Announce. fail makes Publish fail, as a lost
-// database connection would.
+// pgnotify, which TestNode_NoticesThroughPostgres and the integration
+// test run for real): every Publish reaches every other node's
+// Announce. fail makes Publish fail, as a lost database connection
+// would.
 type bus struct {
 	mu    sync.Mutex
 	nodes []*node.Node
 	fail  error
 }
 
-func (b *bus) Publish(ctx context.Context, recipient, messageID string) error {
-	b.mu.Lock()
-	nodes, fail := b.nodes, b.fail
-	b.mu.Unlock()
+// busEnd is one node's end of the bus: what it publishes reaches the
+// other nodes.
+type busEnd struct {
+	b    *bus
+	self int
+}
+
+func (e busEnd) Publish(ctx context.Context, recipient, messageID string) error {
+	e.b.mu.Lock()
+	nodes, fail := e.b.nodes, e.b.fail
+	e.b.mu.Unlock()
 	if fail != nil {
 		return fail
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
+		if i == e.self {
+			continue
+		}
 		if err := n.Announce(ctx, recipient, messageID); err != nil {
 			return err
 		}
@@ -68,7 +79,7 @@ func none(t *testing.T, ch <-chan broker.InboxEntry) {
 func TestNode_SubscribeNotices(t *testing.T) {
 	h := newHarness(t, node.Limits{})
 	b := &bus{}
-	one, two := h.newNode(node.Limits{}, b), h.newNode(node.Limits{}, b)
+	one, two := h.newNode(node.Limits{}, busEnd{b, 0}), h.newNode(node.Limits{}, busEnd{b, 1})
 	b.nodes = []*node.Node{one, two}
 	chOne, cancelOne, err := one.Subscribe(participant(court))
 	if err != nil {
@@ -133,4 +144,33 @@ func TestNode_SubscribeNotices(t *testing.T) {
 	}
 	none(t, chTwo)
 	none(t, chOne) // the notice is lost to the other; its inbox lists the message
+}
+
+// TestNode_AnnounceOnlyWaiting: a notice of a copy that is no longer
+// waiting to be fetched (another process's subscriber fetched it before
+// the notice arrived) wakes no subscriber.
+func TestNode_AnnounceOnlyWaiting(t *testing.T) {
+	h := newHarness(t, node.Limits{})
+	ctx := context.Background()
+	m := newMessage(t, fx.IDs[agency], agency, court)
+	if _, err := h.submit(agency, m); err != nil {
+		t.Fatal(err)
+	}
+	_, _, r, err := h.node.Fetch(ctx, participant(court), m.env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if _, err := h.node.Retrieved(ctx, participant(court), m.env.ID); err != nil {
+		t.Fatal(err)
+	}
+	ch, cancel, err := h.node.Subscribe(participant(court))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	if err := h.node.Announce(ctx, court, m.env.ID); !errors.Is(err, broker.ErrState) {
+		t.Errorf("Announce of a retrieved copy = %v, want ErrState", err)
+	}
+	none(t, ch)
 }

@@ -297,35 +297,36 @@ func (n *Node) accept(ctx context.Context, m *broker.Message, copies []broker.Co
 // the answer to its sender.
 const publishTimeout = 5 * time.Second
 
-// announce tells subscribers of the local copies about them: through
-// the node's Notices, if it has them, so that every process's
-// subscribers hear of them; else, or if publishing fails, this
-// process's own.
+// announce tells this process's subscribers at once of the local copies
+// waiting to be fetched, and, through the node's Notices if it has them,
+// every other process's subscribers.
 func (n *Node) announce(ctx context.Context, m *broker.Message, copies []broker.Copy) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	for _, c := range copies {
-		if !c.Local {
+		if !c.Local || c.State != broker.StateDelivered {
+			continue // nothing to fetch: a notice would wake subscribers for nothing
+		}
+		n.hub.publish(broker.InboxEntry{Copy: c, Message: m})
+		if n.notices == nil {
 			continue
 		}
-		if n.notices != nil {
-			err := n.notices.Publish(ctx, c.Recipient, m.ID())
-			if err == nil {
-				continue // it comes back through Announce
-			}
+		if err := n.notices.Publish(ctx, c.Recipient, m.ID()); err != nil {
 			n.log.Warn("publish a notice to the node's other processes; only this one's subscribers hear of it",
 				slog.String(broker.LogMsgID, m.ID()), slog.String(broker.LogMailbox, c.Recipient), slog.Any(broker.LogErr, err))
 		}
-		n.hub.publish(broker.InboxEntry{Copy: c, Message: m})
 	}
 }
 
 // Announce tells this process's subscribers to recipient's mailbox of
-// its copy of message id, which a process of the node has stored: it
-// takes the notices that Config.Notices carries. Without subscribers to
-// that mailbox it reads nothing; a copy that is not in the store, or not
-// in a local mailbox, is announced to no one (ErrNotFound), so a notice
-// that did not come from a node's process tells no one anything.
+// its copy of message id, which another process of the node has stored:
+// it takes the notices that Config.Notices carries. Without subscribers
+// to that mailbox it reads nothing; a copy that is not in the store, or
+// not in a local mailbox, is announced to no one (ErrNotFound), so a
+// notice that did not come from a node's process tells no one anything;
+// nor is a copy that is no longer waiting to be fetched (ErrState: it
+// was retrieved or expired meanwhile). A message announced to the
+// mailbox lately is not announced again.
 func (n *Node) Announce(ctx context.Context, recipient, messageID string) error {
 	if !n.hub.has(recipient) {
 		return nil
@@ -341,8 +342,48 @@ func (n *Node) Announce(ctx context.Context, recipient, messageID string) error 
 	if !c.Local {
 		return fmt.Errorf("announce %s: %w: %s is not a local mailbox", messageID, broker.ErrNotFound, recipient)
 	}
+	if c.State != broker.StateDelivered {
+		return fmt.Errorf("announce %s to %s: %w: the copy is %s, not waiting to be fetched", messageID, recipient, broker.ErrState, c.State)
+	}
 	n.hub.publish(broker.InboxEntry{Copy: *c, Message: m})
 	return nil
+}
+
+// Resync tells this process's subscribers of the copies in their
+// mailboxes that arrived at or after since and wait to be fetched,
+// except those announced to them lately. The listener of the node's
+// notices (kurierd runs pgnotify's) calls it once it hears the other
+// processes' notices again after a gap, in which a message another
+// process stored was announced to no one here. It reads
+// each subscribed mailbox whole, and returns the errors of those it
+// could not read.
+func (n *Node) Resync(ctx context.Context, since time.Time) error {
+	var errs []error
+	for _, addr := range n.hub.mailboxes() {
+		if err := n.resyncMailbox(ctx, addr, since); err != nil {
+			errs = append(errs, fmt.Errorf("resync notices of %s: %w", addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resyncMailbox is Resync of one mailbox.
+func (n *Node) resyncMailbox(ctx context.Context, addr string, since time.Time) error {
+	for token := ""; ; {
+		entries, next, err := n.store.Inbox(ctx, addr, token, 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Copy.State == broker.StateDelivered && !e.Copy.Received.Before(since) {
+				n.hub.publish(e)
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		token = next
+	}
 }
 
 // acceptance builds each recipient's copy and signs its first evidence:
