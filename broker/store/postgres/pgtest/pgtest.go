@@ -223,6 +223,7 @@ type server struct {
 	exited chan struct{} // closed when it has ended
 	err    error         // how it ended, once exited is closed
 	log    string        // its log file
+	pid    int           // its process id
 }
 
 // startServer starts the postmaster on data as a child process that is
@@ -250,6 +251,7 @@ func startServer(bin, dir, data string, cred *syscall.Credential, port int) (*se
 			started <- fmt.Errorf("start postgres: %w", err)
 			return
 		}
+		srv.pid = cmd.Process.Pid
 		started <- nil
 		srv.err = cmd.Wait()
 		close(srv.exited)
