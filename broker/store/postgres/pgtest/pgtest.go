@@ -3,7 +3,8 @@
 // postgres system user when the tests run as root, listening on a free
 // loopback port, fsync on), or the server that $KURIER_TEST_POSTGRES (a
 // DSN whose role may create databases) names. Each test gets a fresh,
-// empty database of its own.
+// empty database of its own. StartPair gives a test a primary and a
+// streaming standby of its own, to fail over from one to the other.
 //
 // A package that uses it calls Main from its TestMain, which stops the
 // cluster after the tests. Without PostgreSQL's binaries the tests that

@@ -254,7 +254,7 @@ func (p *Pair) DSN(db string) string {
 		hostPort(p.primary.port), hostPort(p.standby.port), db)
 }
 
-// PrimaryDSN and StandbyDSN return DSNs of database db on one server.
+// PrimaryDSN returns a DSN of database db on the primary alone.
 func (p *Pair) PrimaryDSN(db string) string { return memberDSN(p.primary.port, db) }
 
 // StandbyDSN returns a DSN of database db on the standby alone.
