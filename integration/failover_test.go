@@ -70,39 +70,62 @@ func TestPostgres_Failover(t *testing.T) {
 	exportAndVerify(ctx, t, b, agency, afterKill, beforeKill, fresh, "after-failover.zip")
 }
 
-// sendThroughFailover runs the senders over the addresses nodes, kills the primary once
-// primaryKillAfter messages have receipts, waits until a call has failed
-// for it, and promotes the standby. It returns the ids of all the
-// messages by subject, and the id of one accepted after the promotion.
+// sendThroughFailover runs the senders over the addresses nodes, kills
+// the primary once primaryKillAfter messages have receipts, waits until a
+// call has failed for it, and promotes the standby. It returns the ids of
+// all the messages by subject, and the id of one accepted after the
+// promotion.
 func sendThroughFailover(ctx context.Context, t *testing.T, pair *pgtest.Pair, nodes, agencyDir string) (map[string]string, string) {
 	t.Helper()
-	var retries, resubmits, accepted atomic.Int64
+	var retries, resubmits atomic.Int64
 	sender := dialBoth(ctx, t, nodes, agencyDir, &retries)
+	ids, afterKill := sendThroughFault(ctx, t, sender, "primary failover", primaryPerSender, primaryKillAfter, &resubmits, func() {
+		failed := retries.Load() + resubmits.Load()
+		killedAt := time.Now()
+		pair.KillPrimary()
+		awaitFailure(ctx, t, func() int64 { return retries.Load() + resubmits.Load() - failed })
+		pair.Promote()
+		t.Logf("killed the primary and promoted the standby %v later", time.Since(killedAt).Round(time.Millisecond))
+	})
+	t.Logf("%d receipts; the client retried %d calls, the senders resubmitted %d times", len(ids), retries.Load(), resubmits.Load())
+	return ids, afterKill
+}
+
+// sendThroughFault runs failoverSenders senders that each send perSender
+// messages with subjects "<prefix> <sender>-<i>" through cl, each until
+// it has a receipt (sendUntilReceipt, counting in resubmits), and calls
+// fault once killAfter have receipts, while the senders go on. It returns
+// the ids of the messages with receipts by subject, and the id of one
+// accepted after fault returned; a sender's error, a fault that never
+// came, or no message accepted after it fail t.
+func sendThroughFault(ctx context.Context, t *testing.T, cl *client.Client, prefix string, perSender, killAfter int, resubmits *atomic.Int64, fault func()) (map[string]string, string) {
+	t.Helper()
 	var mu sync.Mutex
 	ids := map[string]string{}
-	var promoted atomic.Bool
-	var afterKill string
-	killNow := make(chan struct{})
+	var afterFault string
+	var faulted atomic.Bool
+	var accepted atomic.Int64
+	faultNow := make(chan struct{})
 	var once sync.Once
-	errs := make(chan error, failoverSenders*primaryPerSender)
+	errs := make(chan error, failoverSenders*perSender)
 	var wg sync.WaitGroup
 	for g := range failoverSenders {
 		wg.Go(func() {
-			for i := range primaryPerSender {
-				subject := fmt.Sprintf("primary failover %d-%02d", g, i)
-				id, err := sendUntilReceipt(ctx, sender, subject, &resubmits)
+			for i := range perSender {
+				subject := fmt.Sprintf("%s %d-%02d", prefix, g, i)
+				id, err := sendUntilReceipt(ctx, cl, subject, resubmits)
 				if err != nil {
 					errs <- err
 					return
 				}
 				mu.Lock()
 				ids[subject] = id
-				if promoted.Load() {
-					afterKill = id
+				if faulted.Load() {
+					afterFault = id
 				}
 				mu.Unlock()
-				if accepted.Add(1) >= primaryKillAfter {
-					once.Do(func() { close(killNow) })
+				if accepted.Add(1) >= int64(killAfter) {
+					once.Do(func() { close(faultNow) })
 				}
 			}
 		})
@@ -110,28 +133,22 @@ func sendThroughFailover(ctx context.Context, t *testing.T, pair *pgtest.Pair, n
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
-	case <-killNow:
-		failed := retries.Load() + resubmits.Load()
-		killedAt := time.Now()
-		pair.KillPrimary()
-		t.Logf("killed the primary after %d receipts", accepted.Load())
-		awaitFailure(ctx, t, func() int64 { return retries.Load() + resubmits.Load() - failed })
-		pair.Promote()
-		promoted.Store(true)
-		t.Logf("promoted the standby %v after the kill, after %d receipts", time.Since(killedAt).Round(time.Millisecond), accepted.Load())
+	case <-faultNow:
+		t.Logf("the fault after %d receipts", accepted.Load())
+		fault()
+		faulted.Store(true)
 	case <-done:
-		t.Errorf("the senders ended after %d receipts, before the kill", accepted.Load())
+		t.Errorf("the senders ended after %d receipts, before the fault", accepted.Load())
 	}
 	<-done
-	t.Logf("%d receipts; the client retried %d calls, the senders resubmitted %d times", accepted.Load(), retries.Load(), resubmits.Load())
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	if afterKill == "" && !t.Failed() {
-		t.Error("no message was accepted after the promotion; raise primaryPerSender")
+	if afterFault == "" && !t.Failed() {
+		t.Error("no message was accepted after the fault; send more per sender")
 	}
-	return ids, afterKill
+	return ids, afterFault
 }
 
 // awaitFailure waits up to 30 s until failures() counts a call that
