@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,50 +152,11 @@ func sendWhileOneDies(ctx context.Context, t *testing.T, a, b *nodeProc, agencyD
 	both := a.addr + "," + b.addr
 	var retries, resubmits atomic.Int64
 	sender := dialBoth(ctx, t, both, agencyDir, &retries)
-	var accepted atomic.Int64
-	killNow := make(chan struct{})
-	var once sync.Once
-	var killed atomic.Bool
-	var lastMu sync.Mutex
-	var afterKill string
-	errs := make(chan error, failoverSenders*failoverPerSender)
-	var wg sync.WaitGroup
-	for g := range failoverSenders {
-		wg.Go(func() {
-			for i := range failoverPerSender {
-				subject := fmt.Sprintf("failover %d-%02d", g, i)
-				id, err := sendUntilReceipt(ctx, sender, subject, &resubmits)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if killed.Load() {
-					lastMu.Lock()
-					afterKill = id
-					lastMu.Unlock()
-				}
-				if accepted.Add(1) >= failoverKillAfter {
-					once.Do(func() { close(killNow) })
-				}
-			}
-		})
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-killNow:
+	ids, afterKill := sendThroughFault(ctx, t, sender, "failover", failoverPerSender, failoverKillAfter, &resubmits, func() {
 		a.kill()
-		killed.Store(true)
-		t.Logf("killed %s (pid %d) after %d receipts", a.addr, a.cmd.Process.Pid, accepted.Load())
-	case <-done:
-		t.Errorf("the senders ended after %d receipts, before the kill", accepted.Load())
-	}
-	<-done
-	t.Logf("%d receipts; the client retried %d calls, the senders resubmitted %d times", accepted.Load(), retries.Load(), resubmits.Load())
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		t.Logf("killed %s (pid %d)", a.addr, a.cmd.Process.Pid)
+	})
+	t.Logf("%d receipts; the client retried %d calls, the senders resubmitted %d times", len(ids), retries.Load(), resubmits.Load())
 	if t.Failed() {
 		return ""
 	}
@@ -223,9 +183,6 @@ func sendWhileOneDies(ctx context.Context, t *testing.T, a, b *nodeProc, agencyD
 	delete(count, "Nachtrag")
 	if len(count) > 0 {
 		t.Errorf("the court's inbox holds messages no one sent: %v", count)
-	}
-	if afterKill == "" {
-		t.Fatal("no message was accepted after the kill; raise failoverPerSender")
 	}
 	return afterKill
 }

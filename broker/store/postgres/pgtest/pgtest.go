@@ -3,7 +3,8 @@
 // postgres system user when the tests run as root, listening on a free
 // loopback port, fsync on), or the server that $KURIER_TEST_POSTGRES (a
 // DSN whose role may create databases) names. Each test gets a fresh,
-// empty database of its own.
+// empty database of its own. StartPair gives a test a primary and a
+// streaming standby of its own, to fail over from one to the other.
 //
 // A package that uses it calls Main from its TestMain, which stops the
 // cluster after the tests. Without PostgreSQL's binaries the tests that
@@ -223,6 +224,7 @@ type server struct {
 	exited chan struct{} // closed when it has ended
 	err    error         // how it ended, once exited is closed
 	log    string        // its log file
+	pid    int           // its process id
 }
 
 // startServer starts the postmaster on data as a child process that is
@@ -250,6 +252,7 @@ func startServer(bin, dir, data string, cred *syscall.Credential, port int) (*se
 			started <- fmt.Errorf("start postgres: %w", err)
 			return
 		}
+		srv.pid = cmd.Process.Pid
 		started <- nil
 		srv.err = cmd.Wait()
 		close(srv.exited)
