@@ -1,7 +1,7 @@
 // Package pgtest gives tests a real PostgreSQL server: a throwaway cluster
 // started once per test binary (initdb in a temporary folder, as the
 // postgres system user when the tests run as root, listening on a free
-// loopback port, fsync on), or the server that $KURIER_TEST_POSTGRES (a
+// loopback port that takes a password, fsync on), or the server that $KURIER_TEST_POSTGRES (a
 // DSN whose role may create databases) names. Each test gets a fresh,
 // empty database of its own. StartPair gives a test a primary and a
 // streaming standby of its own, to fail over from one to the other.
@@ -182,7 +182,11 @@ func startCluster(bin string) (*cluster, error) {
 	}
 	// initdb need not sync a cluster that a crash of the machine would
 	// throw away anyway; the server itself runs with fsync on.
-	if err := run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync"); err != nil {
+	auth, err := authArgs(dir, cred)
+	if err == nil {
+		err = run("initdb", append([]string{"-D", data, "-U", "postgres", "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync"}, auth...)...)
+	}
+	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -215,7 +219,7 @@ func startCluster(bin string) (*cluster, error) {
 }
 
 func baseURL(port int) *url.URL {
-	return &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+	return &url.URL{Scheme: "postgres", User: url.UserPassword("postgres", password), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Path: "/postgres", RawQuery: "sslmode=disable"}
 }
 

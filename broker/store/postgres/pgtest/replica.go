@@ -142,12 +142,11 @@ wal_level = replica
 max_wal_senders = 10
 `
 
-// pairHBA lets the tests in as anyone over the socket and 127.0.0.1, and
-// the replication role in for replication from 127.0.0.1 (trust: no
-// password on a throwaway cluster; production uses scram-sha-256).
+// pairHBA lets the tests in over the socket, and with the password (see
+// password) over 127.0.0.1, also the replication role for replication.
 const pairHBA = `local all all trust
-host all all 127.0.0.1/32 trust
-host replication ` + ReplicationUser + ` 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+host replication ` + ReplicationUser + ` 127.0.0.1/32 scram-sha-256
 `
 
 // initPrimary creates and starts the primary and its replication role.
@@ -156,7 +155,11 @@ func (p *Pair) initPrimary() (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.run(m, "initdb", "-D", m.data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync"); err != nil {
+	auth, err := authArgs(m.dir, m.cred)
+	if err != nil {
+		return m, err
+	}
+	if err := p.run(m, "initdb", append([]string{"-D", m.data, "-U", "postgres", "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync"}, auth...)...); err != nil {
 		return m, err
 	}
 	if err := appendFile(filepath.Join(m.data, "postgresql.conf"), primaryConf); err != nil {
@@ -168,7 +171,7 @@ func (p *Pair) initPrimary() (*member, error) {
 	if err := p.startMember(m); err != nil {
 		return m, err
 	}
-	return m, execOn(m.port, "postgres", "CREATE ROLE "+ReplicationUser+" WITH REPLICATION LOGIN")
+	return m, execOn(m.port, "postgres", "CREATE ROLE "+ReplicationUser+" WITH REPLICATION LOGIN PASSWORD '"+password+"'")
 }
 
 // cloneStandby copies the primary with pg_basebackup -R, which writes
@@ -179,7 +182,9 @@ func (p *Pair) cloneStandby() (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s application_name=%s", p.primary.port, ReplicationUser, StandbyName)
+	// -R writes the password into primary_conninfo, in the standby's own
+	// folder.
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s application_name=%s", p.primary.port, ReplicationUser, password, StandbyName)
 	if err := p.run(m, "pg_basebackup", "-D", m.data, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-d", conninfo); err != nil {
 		return m, err
 	}
@@ -250,8 +255,8 @@ func (p *Pair) CreateDatabase() string {
 // whichever of them takes writes: the primary, and after Promote the
 // former standby.
 func (p *Pair) DSN(db string) string {
-	return fmt.Sprintf("postgres://postgres@%s,%s/%s?sslmode=disable&target_session_attrs=read-write",
-		hostPort(p.primary.port), hostPort(p.standby.port), db)
+	return fmt.Sprintf("postgres://postgres:%s@%s,%s/%s?sslmode=disable&target_session_attrs=read-write",
+		password, hostPort(p.primary.port), hostPort(p.standby.port), db)
 }
 
 // PrimaryDSN returns a DSN of database db on the primary alone.
