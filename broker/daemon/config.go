@@ -18,12 +18,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/netlimit"
+	"kurier.dev/kurier/broker/store/postgres"
 )
 
 // Config is a node's whole configuration, read from one YAML file.
@@ -282,8 +282,9 @@ func (c *Config) validateStore() []error {
 	case c.Data != "":
 		return []error{errors.New("data and store.postgres exclude each other: with store.postgres the node keeps its whole state in PostgreSQL, so leave data out")}
 	}
-	// pgconn's errors leave the password out.
-	if _, err := pgconn.ParseConfig(c.Store.Postgres); err != nil {
+	// postgres.ParseConfig's error never quotes the DSN, which may hold a
+	// password.
+	if _, err := postgres.ParseConfig(c.Store.Postgres); err != nil {
 		return []error{fmt.Errorf("store.postgres: %w", err)}
 	}
 	return nil

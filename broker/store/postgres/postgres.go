@@ -102,9 +102,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
+	cfg, err := ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open postgres store: %w", err) // pgx leaves the password out
+		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
