@@ -417,7 +417,11 @@ max_connections 8192 (or what the open-files limit allows),
 max_connections_per_source 256, handshake_timeout 10s; upload_idle 30s,
 upload_timeout 30m. LimitsConfig in broker/daemon/config.go describes each.`
 
-// Write stores c as YAML at path, for operators to start from.
+// Write stores c as YAML at path, for operators to start from, readable
+// by its owner alone (mode 0600), since store.postgres may hold a
+// password: the file is written beside path and renamed over it, so that
+// an older file of a wider mode is replaced rather than rewritten in
+// place, and no reader sees it half written.
 func (c *Config) Write(path string) error {
 	var doc yaml.Node
 	if err := doc.Encode(c); err != nil {
@@ -432,5 +436,32 @@ func (c *Config) Write(path string) error {
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	return os.WriteFile(path, b, 0o600)
+	if err := writeFile(path, b); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// writeFile writes b to a new file of mode 0600 beside path and renames
+// it to path.
+func writeFile(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // gone after the rename; cleans up after a failure
+	// CreateTemp makes it 0600 already; Chmod says so where a umask or
+	// a platform's default might not.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

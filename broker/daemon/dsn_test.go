@@ -87,3 +87,44 @@ func TestRun_ConnectErrorHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestDevStore_ConfigPrivate: kurierd -dev writes kurierd.yaml, which
+// holds the DSN with any password in it, readable by its owner alone,
+// also over an older file that others could read.
+func TestDevStore_ConfigPrivate(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "kurierd.yaml")
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:7443\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o644); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	dsn := "postgres://kurier:" + secret + "@127.0.0.1:5432/kurier?sslmode=disable"
+	if _, err := daemon.DevStore(dir, "127.0.0.1:0", daemon.StoreConfig{Postgres: dsn}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("kurierd.yaml has mode %v, want 0600", fi.Mode().Perm())
+	}
+	cfg, err := daemon.LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Postgres != dsn {
+		t.Errorf("the written config has store.postgres %q, want the DSN given", cfg.Store.Postgres)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".kurierd.yaml") {
+			t.Errorf("a temporary file %s is left behind", e.Name())
+		}
+	}
+}
