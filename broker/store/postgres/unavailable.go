@@ -135,3 +135,12 @@ func (p conns) unreachable(ctx context.Context, err error) bool {
 func (s *Store) unavailable(ctx context.Context, err error) error {
 	return s.pool.unavailable(ctx, err)
 }
+
+// Ping checks that the database answers, for a readiness probe: an error
+// wraps broker.ErrStoreUnavailable when it cannot be reached.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping the database: %w", err)
+	}
+	return nil
+}
