@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,13 +16,26 @@ import (
 // password: pgx's own error quotes the DSN with what it recognises as a
 // password masked, and a DSN that does not parse is just where it may
 // not recognise one (password = x, an unterminated or escaped quote).
+//
+// A DSN without connect_timeout gets DefaultConnectTimeout: the pool goes
+// on making a connection that its caller gave up waiting for, and one to
+// a host that does not answer (a network partition) would otherwise hold
+// its place in the pool until the kernel gives up, minutes after the
+// network is back.
 func ParseConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, dsnError(err)
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	return cfg, nil
 }
+
+// DefaultConnectTimeout bounds a connection attempt, TLS and
+// authentication included, for a DSN that names no connect_timeout.
+const DefaultConnectTimeout = 10 * time.Second
 
 // dsnError says why a DSN did not parse without quoting it: pgconn's own
 // description, and its cause unless that quotes a fragment of the DSN,
