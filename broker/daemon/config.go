@@ -24,6 +24,7 @@ import (
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/netlimit"
 	"kurier.dev/kurier/broker/store/postgres"
+	"kurier.dev/kurier/pki"
 )
 
 // Config is a node's whole configuration, read from one YAML file.
@@ -436,32 +437,8 @@ func (c *Config) Write(path string) error {
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	if err := writeFile(path, b); err != nil {
+	if err := pki.WriteFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
-}
-
-// writeFile writes b to a new file of mode 0600 beside path and renames
-// it to path.
-func writeFile(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // gone after the rename; cleans up after a failure
-	// CreateTemp makes it 0600 already; Chmod says so where a umask or
-	// a platform's default might not.
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
