@@ -33,11 +33,13 @@ type conns struct {
 	*pgxpool.Pool
 }
 
+// Exec is pgxpool's, with unavailable's errors.
 func (p conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	tag, err := p.Pool.Exec(ctx, sql, args...)
 	return tag, p.unavailable(ctx, err)
 }
 
+// Query is pgxpool's; so are its rows' errors, with unavailable's.
 func (p conns) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	r, err := p.Pool.Query(ctx, sql, args...)
 	if err != nil {
@@ -46,21 +48,25 @@ func (p conns) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, er
 	return rows{r, ctx, p}, nil
 }
 
+// QueryRow is pgxpool's; so is its Scan's error, with unavailable's.
 func (p conns) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return row{p.Pool.QueryRow(ctx, sql, args...), ctx, p}
 }
 
+// BeginTx is pgxpool's, with unavailable's errors; read and tryWrite
+// mark those of the statements in the transaction.
 func (p conns) BeginTx(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
 	tx, err := p.Pool.BeginTx(ctx, o)
 	return tx, p.unavailable(ctx, err)
 }
 
+// Acquire is pgxpool's, with unavailable's errors.
 func (p conns) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	c, err := p.Pool.Acquire(ctx)
 	return c, p.unavailable(ctx, err)
 }
 
-// Ping checks that the database answers, as the readiness probe asks.
+// Ping is pgxpool's, with unavailable's errors.
 func (p conns) Ping(ctx context.Context) error {
 	return p.unavailable(ctx, p.Pool.Ping(ctx))
 }
@@ -73,6 +79,7 @@ type rows struct {
 	p   conns
 }
 
+// Err is the rows' error, with unavailable's.
 func (r rows) Err() error { return r.p.unavailable(r.ctx, r.Rows.Err()) }
 
 // row is a query's one row, whose Scan sends the query.
@@ -82,6 +89,7 @@ type row struct {
 	p   conns
 }
 
+// Scan is the row's, with unavailable's errors.
 func (r row) Scan(dest ...any) error { return r.p.unavailable(r.ctx, r.Row.Scan(dest...)) }
 
 // unavailable wraps err in broker.ErrStoreUnavailable if it says that the
