@@ -42,6 +42,12 @@ var (
 	// ErrUnavailable: another node that the request needs cannot be reached
 	// now; the same request may succeed later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrStoreUnavailable: the node cannot reach its database now (it is
+	// down, restarting or failing over, or the network to it is cut); a
+	// kind of ErrUnavailable, since the same request may succeed once it
+	// is back. Its text is what the caller is told; what failed
+	// underneath is the operator's business.
+	ErrStoreUnavailable = fmt.Errorf("%w: the node's database cannot be reached now; try again shortly", ErrUnavailable)
 	// ErrRateLimited: the caller sent more than the node takes from one
 	// sender (or one relaying node) in a while; the same request may
 	// succeed after a wait, which the error names (node.LimitError).

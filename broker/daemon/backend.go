@@ -49,6 +49,9 @@ type backend interface {
 	// dir, recording each in audit; nil where the store's own tools back
 	// it up.
 	backups(audit *auditlog.Log) admin.Backuper
+	// ping checks that the store answers, for /readyz; nil for a store
+	// in the process, which answers while the process does.
+	ping() func(context.Context) error
 	close() error
 }
 
@@ -87,6 +90,7 @@ func (b badgerBackend) failed() <-chan struct{}                                {
 func (b badgerBackend) err() error                                             { return b.Err() }
 func (b badgerBackend) dir() string                                            { return b.data }
 func (b badgerBackend) close() error                                           { return b.Close() }
+func (b badgerBackend) ping() func(context.Context) error                      { return nil }
 func (b badgerBackend) backups(audit *auditlog.Log) admin.Backuper {
 	return auditedBackups{db: b.DB, audit: audit}
 }
@@ -114,6 +118,10 @@ func (p postgresBackend) failed() <-chan struct{} { return nil }
 func (p postgresBackend) err() error              { return nil }
 func (p postgresBackend) dir() string             { return "" }
 func (p postgresBackend) close() error            { p.Close(); return nil }
+
+// ping is the database's, which may be out of reach while the process
+// runs.
+func (p postgresBackend) ping() func(context.Context) error { return p.Ping }
 
 // backups is nil: pg_dump and PostgreSQL's continuous backup do that.
 func (p postgresBackend) backups(*auditlog.Log) admin.Backuper { return nil }

@@ -18,12 +18,13 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/address"
 	"kurier.dev/kurier/broker/diskspace"
 	"kurier.dev/kurier/broker/netlimit"
+	"kurier.dev/kurier/broker/store/postgres"
+	"kurier.dev/kurier/pki"
 )
 
 // Config is a node's whole configuration, read from one YAML file.
@@ -282,8 +283,9 @@ func (c *Config) validateStore() []error {
 	case c.Data != "":
 		return []error{errors.New("data and store.postgres exclude each other: with store.postgres the node keeps its whole state in PostgreSQL, so leave data out")}
 	}
-	// pgconn's errors leave the password out.
-	if _, err := pgconn.ParseConfig(c.Store.Postgres); err != nil {
+	// postgres.ParseConfig's error never quotes the DSN, which may hold a
+	// password.
+	if _, err := postgres.ParseConfig(c.Store.Postgres); err != nil {
 		return []error{fmt.Errorf("store.postgres: %w", err)}
 	}
 	return nil
@@ -416,7 +418,11 @@ max_connections 8192 (or what the open-files limit allows),
 max_connections_per_source 256, handshake_timeout 10s; upload_idle 30s,
 upload_timeout 30m. LimitsConfig in broker/daemon/config.go describes each.`
 
-// Write stores c as YAML at path, for operators to start from.
+// Write stores c as YAML at path, for operators to start from, readable
+// by its owner alone (mode 0600), since store.postgres may hold a
+// password: the file is written beside path and renamed over it, so that
+// an older file of a wider mode is replaced rather than rewritten in
+// place, and no reader sees it half written.
 func (c *Config) Write(path string) error {
 	var doc yaml.Node
 	if err := doc.Encode(c); err != nil {
@@ -431,5 +437,8 @@ func (c *Config) Write(path string) error {
 	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	return os.WriteFile(path, b, 0o600)
+	if err := pki.WriteFileAtomic(path, b, 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
 }

@@ -55,14 +55,15 @@ func newMetrics(cfg *Config, db backend, id *pki.Identity, trust *pki.TrustStore
 const metricsReadTimeout = 10 * time.Second
 
 // serveMetrics serves met on cfg's metrics listener until ctx ends, in
-// wg, with srv's series at zero and /readyz answering as srv's health;
-// nothing without metrics.
-func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, met *metrics.Metrics, srv *rpc.Server, logger *slog.Logger) error {
+// wg, with srv's series at zero and /readyz ready while srv serves and
+// db's store can be reached; nothing without metrics.
+func serveMetrics(ctx context.Context, wg *sync.WaitGroup, cfg *Config, met *metrics.Metrics, srv *rpc.Server, db backend, logger *slog.Logger) error {
 	if met == nil {
 		return nil
 	}
 	met.InitializeRPC(srv)
-	h := met.Handler(srv.Serving)
+	probe := newStoreProbe(db.ping(), logger)
+	h := met.Handler(func() bool { return srv.Serving() && probe.reachable() })
 	lis := cfg.MetricsListener
 	if lis == nil {
 		var err error

@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	// node stops: they end when Run returns.
 	metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMetrics()
-	if err := serveMetrics(metricsCtx, &background, cfg, met, srv, logger); err != nil {
+	if err := serveMetrics(metricsCtx, &background, cfg, met, srv, db, logger); err != nil {
 		lis.Close()
 		return err
 	}

@@ -134,7 +134,7 @@ func (m *Metrics) InitializeRPC(srv interface {
 
 // Handler serves /metrics, /healthz (the process answers) and /readyz
 // (ready reports whether the node serves: 200, or 503 while it starts or
-// stops, as its gRPC health service says).
+// stops, as its gRPC health service says, or cannot reach its store).
 func (m *Metrics) Handler(ready func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{

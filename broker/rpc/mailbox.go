@@ -401,8 +401,11 @@ func checkID(id string) error {
 func (s *service) logRefusal(ctx context.Context, msg string, err error) {
 	caller, _ := callerOf(ctx)
 	level := slog.LevelInfo
-	if status.Code(toStatus(err)) == codes.Internal || errors.Is(err, broker.ErrUnknownOutcome) {
+	switch {
+	case status.Code(toStatus(err)) == codes.Internal || errors.Is(err, broker.ErrUnknownOutcome):
 		level = slog.LevelError
+	case errors.Is(err, broker.ErrStoreUnavailable):
+		level = slog.LevelWarn // the operator's to mend, but no fault of the node's
 	}
 	s.log.Log(ctx, level, msg, slog.String(broker.LogPeer, caller.String()), slog.Any(broker.LogErr, err))
 }

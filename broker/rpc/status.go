@@ -38,6 +38,7 @@ var codeOf = []struct {
 	{broker.ErrNoSpace, codes.ResourceExhausted},
 	{broker.ErrState, codes.FailedPrecondition},
 	{broker.ErrConflict, codes.Aborted},
+	{broker.ErrStoreUnavailable, codes.Unavailable},
 	{broker.ErrUnavailable, codes.Unavailable},
 	{broker.ErrDamaged, codes.DataLoss},
 	{context.Canceled, codes.Canceled},
@@ -60,8 +61,12 @@ func toStatus(err error) error {
 			continue
 		}
 		msg := strings.TrimPrefix(err.Error(), m.err.Error()+": ")
-		if m.err == broker.ErrUnknownOutcome {
+		switch m.err {
+		case broker.ErrUnknownOutcome:
 			msg = m.err.Error() // what failed underneath is the operator's business
+		case broker.ErrStoreUnavailable:
+			// So is how the database failed, and where it is.
+			msg = strings.TrimPrefix(m.err.Error(), broker.ErrUnavailable.Error()+": ")
 		}
 		return withDetails(status.New(m.code, msg), err).Err()
 	}

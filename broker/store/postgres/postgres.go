@@ -15,7 +15,10 @@
 // target_session_attrs=read-write) finds the new primary after a
 // failover; a write whose connection broke in its commit answers
 // broker.ErrUnknownOutcome, and the client's resubmission of the same
-// sealed message tells which.
+// sealed message tells which. While the database cannot be reached (down,
+// restarting, or cut off), calls fail with broker.ErrStoreUnavailable,
+// which the node answers as Unavailable, to try again; they work again
+// once it is back.
 //
 // Statements are prepared and cached per connection (pgx's default), so
 // a PgBouncer in front must pool by session, or the DSN must say
@@ -63,7 +66,7 @@ var ErrRolledBack = errors.New("the transparency log is behind its high-water ma
 // Store is a node store in a PostgreSQL database. Its methods are safe for
 // concurrent use, also by several processes on the same database.
 type Store struct {
-	pool *pgxpool.Pool
+	pool conns
 	log  *slog.Logger
 
 	// marked is the highest mark this process wrote (MarkLog), with the
@@ -102,9 +105,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
+	cfg, err := ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open postgres store: %w", err) // pgx leaves the password out
+		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
@@ -113,7 +116,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	s := &Store{pool: pool, log: o.logger}
+	s := &Store{pool: conns{pool}, log: o.logger}
 	if err := s.start(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store on %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
@@ -221,7 +224,7 @@ func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
 	if err := fn(tx); err != nil {
-		return err
+		return s.unavailable(ctx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		var pe *pgconn.PgError
@@ -277,9 +280,9 @@ func (s *Store) read(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
-		return err
+		return s.unavailable(ctx, err)
 	}
-	return tx.Commit(ctx)
+	return s.unavailable(ctx, tx.Commit(ctx))
 }
 
 // nanos is how times that order listings are stored: Unix nanoseconds.

@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgxlisten"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store/postgres"
 )
 
 // Channel is the PostgreSQL notification channel of mailbox notices.
@@ -121,9 +122,9 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger, opts ...Option) 
 	for _, o := range opts {
 		o(n)
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
+	cfg, err := postgres.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open notices: %w", err) // pgx leaves the password out
+		return nil, fmt.Errorf("open notices: %w", err)
 	}
 	// A notice is one short statement; a few connections carry a node's.
 	cfg.MaxConns = 4

@@ -1,0 +1,147 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store/postgres"
+	"kurier.dev/kurier/broker/store/postgres/pgtest"
+)
+
+// storeCalls are calls of each kind the store makes (a statement on the
+// pool, a query's rows, a row, a read and a write transaction), each
+// returning its error.
+func storeCalls(st *postgres.Store) map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"LogSize (row)": func(ctx context.Context) error { _, err := st.LogSize(ctx); return err },
+		"Inbox (rows)": func(ctx context.Context) error {
+			_, _, err := st.Inbox(ctx, "eingang@amtsgericht.example", "", 10)
+			return err
+		},
+		"Sent (read transaction)": func(ctx context.Context) error {
+			_, _, err := st.Sent(ctx, "poststelle@stadt.example", "", 10)
+			return err
+		},
+		"WriteBlob (statements)": func(ctx context.Context) error {
+			_, err := st.WriteBlob(ctx, strings.NewReader("%PDF-1.7"), 1<<20)
+			return err
+		},
+		"SweepBlobs (write transaction)": func(ctx context.Context) error { _, err := st.SweepBlobs(ctx, time.Hour); return err },
+		"Backlog":                        func(ctx context.Context) error { _, err := st.Backlog(ctx); return err },
+	}
+}
+
+// TestStore_DatabaseOutage: while PostgreSQL is down, every call of the
+// store fails with broker.ErrStoreUnavailable (an ErrUnavailable, which
+// the node answers as Unavailable, to try again), with the cause kept for
+// the log; once the server is back, the same store works again.
+func TestStore_DatabaseOutage(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	st := open(t, srv.DSN(t))
+	calls := storeCalls(st)
+	ctx := context.Background()
+	for name, call := range calls {
+		if err := call(ctx); err != nil {
+			t.Fatalf("%s before the outage: %v", name, err)
+		}
+	}
+
+	srv.Stop(t)
+	for name, call := range calls {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := call(ctx)
+		cancel()
+		if !errors.Is(err, broker.ErrStoreUnavailable) || !errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("%s while the database is down = %v, want broker.ErrStoreUnavailable", name, err)
+		}
+		if errors.Is(err, broker.ErrUnknownOutcome) {
+			t.Errorf("%s while the database is down = %v: no write was sent, so its outcome is known", name, err)
+		}
+		if err != nil && strings.HasSuffix(err.Error(), broker.ErrStoreUnavailable.Error()) {
+			t.Errorf("%s while the database is down = %v, want the failed connection kept for the log", name, err)
+		}
+	}
+
+	srv.Start(t)
+	for name, call := range calls {
+		// A connection idle in the pool since before the stop may be
+		// found broken once; that too is the database's unavailability.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := call(ctx)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, broker.ErrStoreUnavailable) {
+				t.Fatalf("%s after the restart = %v, want success or broker.ErrStoreUnavailable", name, err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s fails 30s after the restart: %v", name, err)
+			}
+		}
+	}
+}
+
+// TestStore_CallerDeadline: a call whose own deadline has passed, on a
+// database that is up, fails with that deadline, not as an outage.
+func TestStore_CallerDeadline(t *testing.T) {
+	st := open(t, pgtest.DSN(t))
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for name, call := range storeCalls(st) {
+		if err := call(ctx); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("%s past its deadline = %v, want context.DeadlineExceeded alone", name, err)
+		}
+	}
+}
+
+// TestStore_BackendTerminated: a call whose server process is ended under
+// it (as failover tools and pg_terminate_backend do, SQLSTATE 57P01)
+// fails with broker.ErrStoreUnavailable, and the next call works.
+func TestStore_BackendTerminated(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn)
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM log_head FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.MarkLog(ctx, 0) }() // waits for the head's lock
+	var pid int
+	for deadline := time.Now().Add(30 * time.Second); pid == 0; {
+		err := locker.QueryRow(ctx, "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pid == 0 && time.Now().After(deadline) {
+			t.Fatal("MarkLog does not wait for the log head's lock")
+		}
+	}
+	if _, err := locker.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, broker.ErrStoreUnavailable) {
+		t.Errorf("MarkLog whose connection was terminated = %v, want broker.ErrStoreUnavailable", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkLog(ctx, 0); err != nil {
+		t.Errorf("MarkLog after the terminated one: %v", err)
+	}
+}

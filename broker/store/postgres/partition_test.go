@@ -1,0 +1,134 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store/postgres/pgtest"
+)
+
+// partition forwards TCP connections to a server until cut, then drops
+// every byte both ways, as a network that loses the server's host does:
+// no connection is refused or reset, each just never hears back.
+type partition struct {
+	l      net.Listener
+	target string
+	cut    atomic.Bool
+	wg     sync.WaitGroup
+}
+
+func newPartition(t *testing.T, target string) *partition {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &partition{l: l, target: target}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() { l.Close(); p.wg.Wait() })
+	return p
+}
+
+func (p *partition) accept() {
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		conns = append(conns, c)
+		if p.cut.Load() {
+			p.wg.Go(func() { io.Copy(io.Discard, c) })
+			continue
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		conns = append(conns, s)
+		p.wg.Go(func() { p.pipe(s, c) })
+		p.wg.Go(func() { p.pipe(c, s) })
+	}
+}
+
+// pipe copies from src to dst until src ends, dropping what it reads
+// once the partition is cut.
+func (p *partition) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.cut.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestStore_NetworkPartition: once the database's host cannot be heard
+// from, calls fail with broker.ErrStoreUnavailable as soon as the pool
+// has no connection left to try and waits for a new one, or with their
+// deadline while a connection of before still waits for its answer;
+// nothing else. Once the network is back, the store works again.
+func TestStore_NetworkPartition(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	u, err := url.Parse(srv.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPartition(t, "127.0.0.1:"+strconv.Itoa(srv.Port()))
+	u.Host = p.l.Addr().String()
+	st := open(t, u.String())
+	ctx := context.Background()
+	if _, err := st.LogSize(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	p.cut.Store(true)
+	unavailable := 0
+	for range 10 {
+		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := st.LogSize(ctx)
+		cancel()
+		switch {
+		case errors.Is(err, broker.ErrStoreUnavailable):
+			unavailable++
+		case !errors.Is(err, context.DeadlineExceeded):
+			t.Fatalf("LogSize across the partition = %v, want broker.ErrStoreUnavailable or its deadline", err)
+		}
+	}
+	if unavailable < 5 {
+		t.Errorf("%d of 10 calls across the partition failed with broker.ErrStoreUnavailable, want most", unavailable)
+	}
+
+	p.cut.Store(false)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := st.LogSize(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		t.Logf("LogSize after the partition: %v", err)
+		if time.Now().After(deadline) {
+			t.Fatalf("LogSize fails 30s after the partition ended: %v", err)
+		}
+	}
+}

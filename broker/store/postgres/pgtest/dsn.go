@@ -1,0 +1,22 @@
+package pgtest
+
+// BadDSNs returns DSNs that hold password and do not parse, for tests
+// that errors about them never show it: in the key=value form (also with
+// spaces around "=", which pgx's own masking misses), quoted (with a
+// space, an escaped quote, or unterminated) and in a URL, each with a
+// syntax error elsewhere.
+func BadDSNs(password string) []string {
+	return []string{
+		"host=127.0.0.1 password=" + password + " port=notaport",
+		"host=127.0.0.1 password = " + password + " port=notaport",
+		"host=127.0.0.1 password='" + password + " x' port=notaport",
+		`host=127.0.0.1 password='it\'s ` + password + `' port=notaport`,
+		"host=127.0.0.1 password='" + password + " port=5432",
+		"host=127.0.0.1 password=" + password + " x port=5432",
+		"host=127.0.0.1 password=" + password + " pool_max_conns=many",
+		"postgres://kurier:" + password + "@127.0.0.1:notaport/kurier",
+		"postgres://kurier:" + password + "/x@127.0.0.1:5432/kurier",
+		"postgres://kurier:" + password + "@127.0.0.1/kurier?sslmode=bogus",
+		"postgres://127.0.0.1/kurier?password=" + password + "&port=x",
+	}
+}

@@ -1,0 +1,154 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kurier.dev/kurier/broker"
+)
+
+// PostgreSQL error codes that say the server went away or will not take
+// connections now: the connection exception class, and a server shutting
+// down, restarting after a crash, or still starting.
+const (
+	classConnectionException = "08"
+	codeAdminShutdown        = "57P01"
+	codeCrashShutdown        = "57P02"
+	codeCannotConnectNow     = "57P03"
+)
+
+// conns is the store's connection pool, whose errors that say the
+// database cannot be reached wrap broker.ErrStoreUnavailable (as the
+// pool's callers need not each tell them), so that a caller is told to
+// try again rather than of an internal failure.
+type conns struct {
+	*pgxpool.Pool
+}
+
+// Exec is pgxpool's, with unavailable's errors.
+func (p conns) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	tag, err := p.Pool.Exec(ctx, sql, args...)
+	return tag, p.unavailable(ctx, err)
+}
+
+// Query is pgxpool's; so are its rows' errors, with unavailable's.
+func (p conns) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	r, err := p.Pool.Query(ctx, sql, args...)
+	if err != nil {
+		return r, p.unavailable(ctx, err)
+	}
+	return rows{r, ctx, p}, nil
+}
+
+// QueryRow is pgxpool's; so is its Scan's error, with unavailable's.
+func (p conns) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return row{p.Pool.QueryRow(ctx, sql, args...), ctx, p}
+}
+
+// BeginTx is pgxpool's, with unavailable's errors; read and tryWrite
+// mark those of the statements in the transaction.
+func (p conns) BeginTx(ctx context.Context, o pgx.TxOptions) (pgx.Tx, error) {
+	tx, err := p.Pool.BeginTx(ctx, o)
+	return tx, p.unavailable(ctx, err)
+}
+
+// Acquire is pgxpool's, with unavailable's errors.
+func (p conns) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	c, err := p.Pool.Acquire(ctx)
+	return c, p.unavailable(ctx, err)
+}
+
+// Ping is pgxpool's, with unavailable's errors.
+func (p conns) Ping(ctx context.Context) error {
+	return p.unavailable(ctx, p.Pool.Ping(ctx))
+}
+
+// rows reads a query's rows; the error that ends them may be a lost
+// connection.
+type rows struct {
+	pgx.Rows
+	ctx context.Context
+	p   conns
+}
+
+// Err is the rows' error, with unavailable's.
+func (r rows) Err() error { return r.p.unavailable(r.ctx, r.Rows.Err()) }
+
+// row is a query's one row, whose Scan sends the query.
+type row struct {
+	pgx.Row
+	ctx context.Context
+	p   conns
+}
+
+// Scan is the row's, with unavailable's errors.
+func (r row) Scan(dest ...any) error { return r.p.unavailable(r.ctx, r.Row.Scan(dest...)) }
+
+// unavailable wraps err in broker.ErrStoreUnavailable if it says that the
+// database cannot be reached, keeping err for the operator's log. An
+// unknown outcome stays only that: the write may have been applied, and
+// the caller must resubmit the same message to learn whether.
+func (p conns) unavailable(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrUnknownOutcome) || !p.unreachable(ctx, err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", broker.ErrStoreUnavailable, err)
+}
+
+// unreachable reports whether err says that the database cannot be
+// reached now: a failed connection, one the server ended or lost, or a
+// deadline that passed while the pool waited for a connection it could
+// not make. A deadline while every connection of the pool is in use is
+// the node's load, not an outage; one while a statement waited for its
+// answer may be a lock's wait, and a cancelled call is the caller's.
+func (p conns) unreachable(ctx context.Context, err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case codeAdminShutdown, codeCrashShutdown, codeCannotConnectNow:
+			return true
+		}
+		return strings.HasPrefix(pe.Code, classConnectionException)
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// No connection to hand out and room for a new one: the call
+		// waited for a connection the pool could not make.
+		st := p.Stat()
+		return st.IdleConns() == 0 && st.AcquiredConns() < st.MaxConns()
+	}
+	var ne net.Error
+	// A connection the server closed answers EOF once, and "conn closed"
+	// from then on.
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, pgconn.ErrConnClosed)
+}
+
+// read and tryWrite run their function on a transaction's connection,
+// which may break under it: unavailable tells that too.
+func (s *Store) unavailable(ctx context.Context, err error) error {
+	return s.pool.unavailable(ctx, err)
+}
+
+// Ping checks that the database answers, for a readiness probe: an error
+// wraps broker.ErrStoreUnavailable when it cannot be reached.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping the database: %w", err)
+	}
+	return nil
+}
