@@ -36,7 +36,9 @@ import (
 // The lock is held from the append to the end of the commit, fsync
 // included, so appends to the log are as many a second as the database
 // commits one after another; BenchmarkCreateMessage measures it beside
-// the same writes without the log.
+// the same writes without the log, and BenchmarkLogAppend beside a
+// prototype of an integrator (docs/SCALING.md says why the append stays
+// serialised).
 
 // querier is what reads need of a pool or a transaction.
 type querier interface {
