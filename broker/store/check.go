@@ -16,6 +16,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store/logtree"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -296,7 +297,7 @@ func checkTree(ctx context.Context, txn *badger.Txn, m *mark, res *CheckResult, 
 	if m != nil && size < m.Size {
 		report(Problem{"mark", MarkFile, fmt.Sprintf("the log has %d leaves, the high-water mark %d: committed evidence was lost (%s)", size, m.Size, rolledBackHelp)})
 	}
-	cr := rangeFactory.NewEmptyRange(0)
+	cr := logtree.Empty()
 	for i := uint64(0); i < size; i++ {
 		if err := ctx.Err(); err != nil {
 			return err

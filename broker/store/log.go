@@ -8,10 +8,9 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/transparency-dev/merkle/compact"
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store/logtree"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -31,19 +30,12 @@ import (
 // node that becomes complete, and each is written under t/<level><index>,
 // so the store holds every node of every perfect subtree, including the
 // leaf hashes at level 0. A node never changes once written. Roots and
-// proofs for any size up to the current one are computed from these nodes:
-// the nodes a proof needs that are not perfect subtrees (at most one per
-// proof, on the right edge of a smaller tree) are hashed from perfect ones
-// (proof.Nodes.Rehash).
+// proofs for any size up to the current one are computed from these nodes
+// by package logtree, which the PostgreSQL store shares.
 //
 // s/logsize holds the size; it and the nodes are read in one read
 // transaction, so a reader sees a consistent tree. Open and reloadLog
 // rebuild the compact range from s/logsize and the nodes.
-
-var (
-	logHasher    = rfc6962.DefaultHasher
-	rangeFactory = &compact.RangeFactory{Hash: logHasher.HashChildren}
-)
 
 // cloneRange returns a copy of r that shares nothing that Append changes.
 // A nil r (the log is unusable) gives nil.
@@ -51,7 +43,7 @@ func cloneRange(r *compact.Range) (*compact.Range, error) {
 	if r == nil {
 		return nil, nil
 	}
-	c, err := rangeFactory.NewRange(r.Begin(), r.End(), slices.Clone(r.Hashes()))
+	c, err := logtree.New(r.End(), slices.Clone(r.Hashes()))
 	if err != nil {
 		return nil, fmt.Errorf("copy the log's compact range: %w", err)
 	}
@@ -110,13 +102,9 @@ func loadLog(txn *badger.Txn) (*compact.Range, error) {
 	if err != nil {
 		return nil, err
 	}
-	hashes, err := loadNodes(txn, compact.RangeNodes(0, size, nil))
+	r, err := logtree.Load(size, nodeReader(txn))
 	if err != nil {
 		return nil, err
-	}
-	r, err := rangeFactory.NewRange(0, size, hashes)
-	if err != nil {
-		return nil, fmt.Errorf("log of size %d: %w", size, err)
 	}
 	for _, k := range [][]byte{leafKey(size), treeNodeKey(0, size)} {
 		if ok, err := has(txn, k); err != nil {
@@ -139,6 +127,11 @@ func logSize(txn *badger.Txn) (uint64, error) {
 		return 0, fmt.Errorf("log size: %w", err)
 	}
 	return n, nil
+}
+
+// nodeReader reads stored tree nodes in txn.
+func nodeReader(txn *badger.Txn) logtree.Read {
+	return func(ids []compact.NodeID) ([][]byte, error) { return loadNodes(txn, ids) }
 }
 
 // loadNodes reads the hashes of stored tree nodes.
@@ -206,18 +199,7 @@ func (db *DB) LogRoot(ctx context.Context, size uint64) ([]byte, error) {
 // rootAt computes the root hash of the log's tree of size leaves from the
 // stored nodes; the caller has checked that the log has them.
 func rootAt(txn *badger.Txn, size uint64) ([]byte, error) {
-	if size == 0 {
-		return tlog.EmptyRoot(), nil
-	}
-	hashes, err := loadNodes(txn, compact.RangeNodes(0, size, nil))
-	if err != nil {
-		return nil, err
-	}
-	r, err := rangeFactory.NewRange(0, size, hashes)
-	if err != nil {
-		return nil, err
-	}
-	return r.GetRootHash(nil)
+	return logtree.Root(size, nodeReader(txn))
 }
 
 // InclusionProof returns the proof that leaf index is in the log's tree of
@@ -225,14 +207,7 @@ func rootAt(txn *badger.Txn, size uint64) ([]byte, error) {
 // It returns an error wrapping broker.ErrInvalid if index is not below
 // size, and broker.ErrNotFound if the log is smaller than size.
 func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
-	if index >= size {
-		return nil, fmt.Errorf("load inclusion proof: %w: leaf %d is not in a tree of size %d", broker.ErrInvalid, index, size)
-	}
-	nodes, err := proof.Inclusion(index, size)
-	if err != nil {
-		return nil, fmt.Errorf("load inclusion proof: %w: %v", broker.ErrInvalid, err)
-	}
-	p, err := db.proof(ctx, size, nodes)
+	p, err := logtree.Inclusion(index, size, db.proofReader(ctx, size))
 	if err != nil {
 		return nil, fmt.Errorf("load inclusion proof of leaf %d in tree of size %d: %w", index, size, err)
 	}
@@ -245,36 +220,28 @@ func (db *DB) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 // size2. It returns an error wrapping broker.ErrInvalid if size1 exceeds
 // size2, and broker.ErrNotFound if the log is smaller than size2.
 func (db *DB) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
-	if size1 > size2 {
-		return nil, fmt.Errorf("load consistency proof: %w: tree size %d is larger than %d", broker.ErrInvalid, size1, size2)
-	}
-	nodes, err := proof.Consistency(size1, size2)
-	if err != nil {
-		return nil, fmt.Errorf("load consistency proof: %w: %v", broker.ErrInvalid, err)
-	}
-	p, err := db.proof(ctx, size2, nodes)
+	p, err := logtree.Consistency(size1, size2, db.proofReader(ctx, size2))
 	if err != nil {
 		return nil, fmt.Errorf("load consistency proof from tree size %d to %d: %w", size1, size2, err)
 	}
 	return p, nil
 }
 
-// proof loads the nodes of a proof in the tree of the given size and
-// hashes its ephemeral node.
-func (db *DB) proof(ctx context.Context, size uint64, nodes proof.Nodes) ([][]byte, error) {
-	var hashes [][]byte
-	err := db.view(ctx, func(txn *badger.Txn) error {
-		if err := checkSize(txn, size); err != nil {
+// proofReader reads a proof's nodes in one read transaction, in which
+// the log has size leaves (broker.ErrNotFound otherwise).
+func (db *DB) proofReader(ctx context.Context, size uint64) logtree.Read {
+	return func(ids []compact.NodeID) ([][]byte, error) {
+		var hashes [][]byte
+		err := db.view(ctx, func(txn *badger.Txn) error {
+			if err := checkSize(txn, size); err != nil {
+				return err
+			}
+			var err error
+			hashes, err = loadNodes(txn, ids)
 			return err
-		}
-		var err error
-		hashes, err = loadNodes(txn, nodes.IDs)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		})
+		return hashes, err
 	}
-	return nodes.Rehash(hashes, logHasher.HashChildren)
 }
 
 // LogLeaf returns the evidence at leaf index of the log. It returns an

@@ -8,10 +8,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/merkle/compact"
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 
 	"kurier.dev/kurier/broker"
+	"kurier.dev/kurier/broker/store/logtree"
 	"kurier.dev/kurier/tlog"
 )
 
@@ -32,17 +31,14 @@ import (
 // evidence's leaf_index would refuse a second writer of an index even
 // without the lock.) Roots and proofs for any size up to the current one
 // are computed from log_nodes, which holds every node of every perfect
-// subtree, with the merkle module's compact and proof packages.
+// subtree, by package logtree, which the badger store shares.
 //
 // The lock is held from the append to the end of the commit, fsync
 // included, so appends to the log are as many a second as the database
 // commits one after another; BenchmarkCreateMessage measures it beside
-// the same writes without the log.
-
-var (
-	logHasher    = rfc6962.DefaultHasher
-	rangeFactory = &compact.RangeFactory{Hash: logHasher.HashChildren}
-)
+// the same writes without the log, and BenchmarkLogAppend beside a
+// prototype of an integrator (docs/SCALING.md says why the append stays
+// serialised).
 
 // querier is what reads need of a pool or a transaction.
 type querier interface {
@@ -67,9 +63,9 @@ func scanLogHead(row pgx.Row) (*logAppend, error) {
 	if err := row.Scan(&size, &hashes); err != nil {
 		return nil, fmt.Errorf("lock the log: %w", err)
 	}
-	r, err := rangeFactory.NewRange(0, uint64(size), hashes)
+	r, err := logtree.New(uint64(size), hashes)
 	if err != nil {
-		return nil, fmt.Errorf("the log's head of size %d is malformed: %w", size, err)
+		return nil, fmt.Errorf("the log's head is malformed: %w", err)
 	}
 	return &logAppend{tree: r}, nil
 }
@@ -149,21 +145,15 @@ func loadNodes(ctx context.Context, q querier, ids []compact.NodeID) ([][]byte, 
 	return hashes, nil
 }
 
+// nodeReader reads stored tree nodes with q.
+func nodeReader(ctx context.Context, q querier) logtree.Read {
+	return func(ids []compact.NodeID) ([][]byte, error) { return loadNodes(ctx, q, ids) }
+}
+
 // rootAt computes the root of the tree of size leaves; the caller has
 // checked that the log has them.
 func rootAt(ctx context.Context, q querier, size uint64) ([]byte, error) {
-	if size == 0 {
-		return tlog.EmptyRoot(), nil
-	}
-	hashes, err := loadNodes(ctx, q, compact.RangeNodes(0, size, nil))
-	if err != nil {
-		return nil, err
-	}
-	r, err := rangeFactory.NewRange(0, size, hashes)
-	if err != nil {
-		return nil, fmt.Errorf("log range of size %d: %w", size, err)
-	}
-	return r.GetRootHash(nil)
+	return logtree.Root(size, nodeReader(ctx, q))
 }
 
 // LogSize returns the number of evidence in the node's transparency log.
@@ -194,14 +184,7 @@ func (s *Store) LogRoot(ctx context.Context, size uint64) ([]byte, error) {
 // the given size (RFC 6962 audit path): broker.ErrInvalid if index is not
 // below size, broker.ErrNotFound if the log is smaller than size.
 func (s *Store) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
-	if index >= size {
-		return nil, fmt.Errorf("load inclusion proof: %w: leaf %d is not in a tree of size %d", broker.ErrInvalid, index, size)
-	}
-	nodes, err := proof.Inclusion(index, size)
-	if err != nil {
-		return nil, fmt.Errorf("load inclusion proof: %w: %v", broker.ErrInvalid, err)
-	}
-	p, err := s.proof(ctx, size, nodes)
+	p, err := logtree.Inclusion(index, size, s.proofReader(ctx, size))
 	if err != nil {
 		return nil, fmt.Errorf("load inclusion proof of leaf %d in tree of size %d: %w", index, size, err)
 	}
@@ -213,36 +196,28 @@ func (s *Store) InclusionProof(ctx context.Context, index, size uint64) ([][]byt
 // size2: broker.ErrInvalid if size1 exceeds size2, broker.ErrNotFound if
 // the log is smaller than size2.
 func (s *Store) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
-	if size1 > size2 {
-		return nil, fmt.Errorf("load consistency proof: %w: tree size %d is larger than %d", broker.ErrInvalid, size1, size2)
-	}
-	nodes, err := proof.Consistency(size1, size2)
-	if err != nil {
-		return nil, fmt.Errorf("load consistency proof: %w: %v", broker.ErrInvalid, err)
-	}
-	p, err := s.proof(ctx, size2, nodes)
+	p, err := logtree.Consistency(size1, size2, s.proofReader(ctx, size2))
 	if err != nil {
 		return nil, fmt.Errorf("load consistency proof from tree size %d to %d: %w", size1, size2, err)
 	}
 	return p, nil
 }
 
-// proof loads the nodes of a proof in the tree of the given size and
-// hashes its ephemeral node.
-func (s *Store) proof(ctx context.Context, size uint64, nodes proof.Nodes) ([][]byte, error) {
-	var hashes [][]byte
-	err := s.read(ctx, func(tx pgx.Tx) error {
-		if err := checkSize(ctx, tx, size); err != nil {
+// proofReader reads a proof's nodes in one read transaction, in which
+// the log has size leaves (broker.ErrNotFound otherwise).
+func (s *Store) proofReader(ctx context.Context, size uint64) logtree.Read {
+	return func(ids []compact.NodeID) ([][]byte, error) {
+		var hashes [][]byte
+		err := s.read(ctx, func(tx pgx.Tx) error {
+			if err := checkSize(ctx, tx, size); err != nil {
+				return err
+			}
+			var err error
+			hashes, err = loadNodes(ctx, tx, ids)
 			return err
-		}
-		var err error
-		hashes, err = loadNodes(ctx, tx, nodes.IDs)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		})
+		return hashes, err
 	}
-	return nodes.Rehash(hashes, logHasher.HashChildren)
 }
 
 // MarkLog records, durably, that the log reached size, with its root
