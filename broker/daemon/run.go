@@ -401,6 +401,7 @@ func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers
 		},
 		Observer: observer,
 		Notices:  no,
+		Holder:   leaseHolder(cfg.Listen),
 		Limits:   cfg.Limits.node(),
 		Space:    space,
 		Logger:   logger,
@@ -409,4 +410,15 @@ func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	return n, nil
+}
+
+// leaseHolder names the process's leases on relays (node.Config.Holder):
+// its host name and listen address, which stay the same when it restarts
+// and differ between the processes that share a store.
+func leaseHolder(listen string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		return "" // a holder of its own, new at every start
+	}
+	return host + " " + listen
 }

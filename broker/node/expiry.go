@@ -58,6 +58,33 @@ func (n *Node) awaitsFinalTry(ctx context.Context, m *broker.Message, c broker.C
 	return err == nil && n.stillRelayed(m, o, n.now())
 }
 
+// holdExpiring takes the relay of the relaying copy c of m for Expire to
+// end it, and reports whether it may: not while a relay is under way in
+// any process, nor while the final try of one is awaited. The final try
+// is looked for first without a lease, so that Expire writes nothing for
+// the copies it leaves alone each round (and keeps no other process off
+// their final try), and again under the lease.
+func (n *Node) holdExpiring(ctx context.Context, m *broker.Message, c broker.Copy) (release func(), ok bool, err error) {
+	if n.awaitsFinalTry(ctx, m, c) {
+		return nil, false, nil
+	}
+	release, ok, err = n.hold(ctx, address.DomainOf(c.Recipient), c.MessageID, expireLease)
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+		// Not queued: no relay can start, and none is under way.
+		return func() {}, true, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("expire %s: %w", c.MessageID, err)
+	case !ok:
+		return nil, false, nil // a relay is under way; its answer decides
+	}
+	if n.awaitsFinalTry(ctx, m, c) {
+		release()
+		return nil, false, nil
+	}
+	return release, true, nil
+}
+
 func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	m, err := n.store.Message(ctx, c.MessageID)
 	if err != nil {
@@ -66,20 +93,11 @@ func (n *Node) expireCopy(ctx context.Context, c broker.Copy) (bool, error) {
 	var reason, push string
 	switch {
 	case c.State == broker.StateRelaying && !c.Local:
-		release, ok, err := n.hold(ctx, address.DomainOf(c.Recipient), c.MessageID, expireLease)
-		switch {
-		case errors.Is(err, broker.ErrNotFound):
-			// Not queued: no relay can start, and none is under way.
-		case err != nil:
-			return false, fmt.Errorf("expire %s: %w", c.MessageID, err)
-		case !ok:
-			return false, nil // a relay is under way; its answer decides
-		default:
-			defer release()
+		release, ok, err := n.holdExpiring(ctx, m, c)
+		if err != nil || !ok {
+			return false, err
 		}
-		if n.awaitsFinalTry(ctx, m, c) {
-			return false, nil
-		}
+		defer release()
 		reason = fmt.Sprintf("not relayed to the node of %s before the message expired at %s", address.DomainOf(c.Recipient), m.Expires.Format(time.RFC3339))
 	case c.State == broker.StateDelivered && c.Local:
 		reason = fmt.Sprintf("not retrieved within %s of its delivery", n.limits.Retention)

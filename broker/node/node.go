@@ -87,7 +87,9 @@ type Store interface {
 	// until, unless another holder's lease runs past now, and reports
 	// whether it did; broker.ErrNotFound if the message is not queued for
 	// domain. It keeps the processes sharing a store from relaying one
-	// message twice at once, and Expire off a relay under way.
+	// message twice at once, and Expire off a relay under way. A backend
+	// may also answer false while another process changes the entry at
+	// that moment: the caller tries again in a later round.
 	LeaseRelay(ctx context.Context, domain, id, holder string, now, until time.Time) (ok bool, err error)
 	// ReleaseRelay ends holder's lease, if it still has it.
 	ReleaseRelay(ctx context.Context, domain, id, holder string) error
@@ -296,6 +298,13 @@ type Config struct {
 	// and calls Resync after it may have missed some. Without it,
 	// subscribers hear only of what their own process stores.
 	Notices Notices
+	// Holder names this process's leases on relays in the store (see
+	// RelayLease): the same for every start of one process, so that a
+	// process that restarts after a crash takes back at once the relays
+	// it held, and different for each process sharing a store; kurierd
+	// uses its host name and listen address. Empty, each node is a holder
+	// of its own, whose leases a restart must wait out.
+	Holder string
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -386,7 +395,7 @@ func New(st Store, cfg Config) (*Node, error) {
 		queued:  cfg.Queued,
 		space:   cfg.Space,
 		notices: cfg.Notices,
-		holder:  newHolder(),
+		holder:  cfg.Holder,
 	}
 	// A message's steps follow each other within seconds; these hold
 	// those of the last few thousand messages (a stored message is a few
@@ -398,6 +407,11 @@ func New(st Store, cfg Config) (*Node, error) {
 	}
 	if n.queued == nil {
 		n.queued = func(string) {}
+	}
+	if n.holder == "" {
+		n.holder = newHolder()
+	} else if len(n.holder) > maxHolder {
+		return nil, fmt.Errorf("new node: a holder name of %d bytes is longer than %d", len(n.holder), maxHolder)
 	}
 	if n.logVKey, n.logVSig, err = vouchLogKey(n.domain, cfg); err != nil {
 		return nil, fmt.Errorf("new node: %w", err)

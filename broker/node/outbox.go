@@ -179,9 +179,13 @@ func (n *Node) hold(ctx context.Context, domain, id string, lease time.Duration)
 	}, true, nil
 }
 
-// newHolder names the leases of one process: one node's relay worker and
-// Expire, which keep apart in held, take the store's leases as one holder.
+// newHolder names the leases of a node without a Config.Holder. One
+// node's relay worker and Expire, which keep apart in held, take the
+// store's leases as one holder.
 func newHolder() string { return rand.Text() }
+
+// maxHolder bounds Config.Holder, which the store keeps with each lease.
+const maxHolder = 512
 
 // releaseTimeout bounds giving up a lease, which runs out anyway.
 const releaseTimeout = 10 * time.Second

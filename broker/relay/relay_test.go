@@ -1224,15 +1224,19 @@ func TestNode_CloseEndsRefresh(t *testing.T) {
 
 // twin is a second node over the city's store, as a second kurierd
 // process on one database would be.
-func (f *federation) twin(t *testing.T) *node.Node {
+func (f *federation) twin(t *testing.T) *node.Node { return f.twinOver(t, f.city.db, "") }
+
+// twinOver is twin over st, which is the city's store or wraps it, with
+// the lease holder name holder (node.Config.Holder).
+func (f *federation) twinOver(t *testing.T, st node.Store, holder string) *node.Node {
 	t.Helper()
 	var parts []node.Participant
 	for addr, id := range fx.IDs {
 		parts = append(parts, node.Participant{Address: addr, EncryptionCert: id.EncCert})
 	}
-	n, err := node.New(f.city.db, node.Config{
+	n, err := node.New(st, node.Config{
 		Domains: pkitest.Domains, Signer: pkitest.Signer(fx.Node), LogKey: fx.LogKey, Trust: f.city.trust,
-		Participants: parts, Peers: f.city.peers, Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler),
+		Participants: parts, Peers: f.city.peers, Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler), Holder: holder,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -1300,4 +1304,76 @@ func TestNode_ClaimAcrossProcesses(t *testing.T) {
 	if _, _, ok, err := third.Claim(ctx, relays[0]); ok || err != nil {
 		t.Fatalf("Claim from a listing made before a failed try: %v (%v), want nothing to relay before the next try", ok, err)
 	}
+}
+
+// leaseCounter counts the leases taken through it: each is a write.
+type leaseCounter struct {
+	node.Store
+	leases atomic.Int32
+}
+
+func (s *leaseCounter) LeaseRelay(ctx context.Context, domain, id, holder string, now, until time.Time) (bool, error) {
+	s.leases.Add(1)
+	return s.Store.LeaseRelay(ctx, domain, id, holder, now, until)
+}
+
+// TestNode_ExpireLeavesFinalTryUnleased: while a relay's final try is
+// awaited, Expire in every round leaves the copy alone without taking its
+// lease, a write that would also keep the process due to make that try
+// off it; once the final try's time is up, Expire takes the lease and
+// ends the copy.
+func TestNode_ExpireLeavesFinalTryUnleased(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	f.send(t, time.Minute, judge)
+	r := f.queued(t)
+	if err := f.city.node.RelayFailed(ctx, r, errors.New("connection reset"), f.clock.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	counted := &leaseCounter{Store: f.city.db}
+	other := f.twinOver(t, counted, "")
+	f.clock.add(2 * time.Minute)
+	for range 3 {
+		if n, err := other.Expire(ctx); err != nil || n != 0 {
+			t.Fatalf("Expire awaiting the final try ended %d (%v), want 0", n, err)
+		}
+	}
+	if n := counted.leases.Load(); n != 0 {
+		t.Errorf("Expire took %d leases on a copy it left alone, want none", n)
+	}
+	f.clock.add(node.FinalTry)
+	if n, err := other.Expire(ctx); err != nil || n != 1 {
+		t.Fatalf("Expire after the final try's time ended %d (%v), want 1", n, err)
+	}
+	if n := counted.leases.Load(); n != 1 {
+		t.Errorf("Expire ended a relaying copy with %d leases taken, want 1", n)
+	}
+}
+
+// TestNode_RestartTakesBackItsLeases: a process that died holding a relay
+// takes it back at once when it starts again under its holder name,
+// while the other processes still wait for the lease to run out.
+func TestNode_RestartTakesBackItsLeases(t *testing.T) {
+	ctx := context.Background()
+	f := newFederation(t)
+	f.send(t, time.Hour, judge)
+	relays, _, err := f.city.node.Relays(ctx, landgericht, f.clock.Now(), "", 0)
+	if err != nil || len(relays) != 1 {
+		t.Fatalf("relays %v (%v)", relays, err)
+	}
+	dead := f.twinOver(t, f.city.db, "host-a 127.0.0.1:7443")
+	if _, _, ok, err := dead.Claim(ctx, relays[0]); !ok || err != nil {
+		t.Fatalf("Claim: %v (%v)", ok, err)
+	}
+	f.clock.add(time.Minute)
+	other := f.twinOver(t, f.city.db, "host-b 127.0.0.1:7443")
+	if _, _, ok, err := other.Claim(ctx, relays[0]); ok || err != nil {
+		t.Fatalf("another process claimed a relay whose lease runs: %v (%v)", ok, err)
+	}
+	restarted := f.twinOver(t, f.city.db, "host-a 127.0.0.1:7443")
+	_, release, ok, err := restarted.Claim(ctx, relays[0])
+	if !ok || err != nil {
+		t.Fatalf("the restarted process's Claim of its own relay: %v (%v), want it at once", ok, err)
+	}
+	release()
 }

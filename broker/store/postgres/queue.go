@@ -237,8 +237,9 @@ func (s *Store) Due(ctx context.Context, now time.Time, after broker.Copy, limit
 // queued for domain.
 //
 // The entry is locked with SKIP LOCKED: a process that finds another one
-// taking or ending a lease on it right now goes on to the next message
-// instead of waiting, and tries this one in a later round.
+// writing it right now (taking or ending a lease, recording a try) is
+// answered false and goes on to the next message instead of waiting; it
+// tries this one in a later round.
 func (s *Store) LeaseRelay(ctx context.Context, domain, id, holder string, now, until time.Time) (bool, error) {
 	if holder == "" {
 		return false, fmt.Errorf("lease relay of %s to %s: no holder", id, domain)
