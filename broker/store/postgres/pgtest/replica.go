@@ -282,8 +282,13 @@ func (p *Pair) KillPrimary() {
 	if err := syscall.Kill(p.primary.srv.pid, syscall.SIGKILL); err != nil {
 		p.t.Fatalf("pgtest: kill the primary (pid %d): %v", p.primary.srv.pid, err)
 	}
-	if err := p.primary.srv.wait(); err == nil {
-		p.t.Fatal("pgtest: the primary ended well after SIGKILL")
+	select {
+	case <-p.primary.srv.exited:
+		if p.primary.srv.err == nil {
+			p.t.Fatal("pgtest: the primary ended well after SIGKILL")
+		}
+	case <-time.After(time.Minute):
+		p.t.Fatal("pgtest: the primary did not end within a minute of SIGKILL")
 	}
 }
 
