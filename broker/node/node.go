@@ -60,6 +60,9 @@ type Store interface {
 	// Inbox pages through a mailbox in order of arrival; broker.ErrInvalid
 	// for a malformed cursor.
 	Inbox(ctx context.Context, recipient, after string, limit int) ([]broker.InboxEntry, string, error)
+	// InboxCursor returns the cursor from which Inbox lists the entries
+	// received at at or later, in any mailbox.
+	InboxCursor(at time.Time) string
 	// Sent pages through the messages of sender (the envelope's from),
 	// newest first by Received time, then id, each with all its copies,
 	// and returns the cursor of the next page ("" after the last); it

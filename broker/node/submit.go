@@ -354,9 +354,9 @@ func (n *Node) Announce(ctx context.Context, recipient, messageID string) error 
 // except those announced to them lately. The listener of the node's
 // notices (kurierd runs pgnotify's) calls it once it hears the other
 // processes' notices again after a gap, in which a message another
-// process stored was announced to no one here. It reads
-// each subscribed mailbox whole, and returns the errors of those it
-// could not read.
+// process stored was announced to no one here. It reads each subscribed
+// mailbox from since on (Store.InboxCursor), and returns the errors of
+// those it could not read.
 func (n *Node) Resync(ctx context.Context, since time.Time) error {
 	var errs []error
 	for _, addr := range n.hub.mailboxes() {
@@ -369,7 +369,7 @@ func (n *Node) Resync(ctx context.Context, since time.Time) error {
 
 // resyncMailbox is Resync of one mailbox.
 func (n *Node) resyncMailbox(ctx context.Context, addr string, since time.Time) error {
-	for token := ""; ; {
+	for token := n.store.InboxCursor(since); ; {
 		entries, next, err := n.store.Inbox(ctx, addr, token, 0)
 		if err != nil {
 			return err

@@ -291,6 +291,11 @@ func decodeCopy(v []byte) (*broker.Copy, error) {
 // MaxInboxPage is the most entries Inbox returns at once.
 const MaxInboxPage = 1000
 
+// InboxCursor returns the cursor from which Inbox lists the entries
+// received at at or later: a position at at before any message id (whose
+// length, 36, is compared before its bytes).
+func (db *DB) InboxCursor(at time.Time) string { return encodeCursor(inboxSuffix(at, "\x01")) }
+
 // Inbox lists recipient's copies in mailbox order (the copy's Received
 // time, then message id), each with its message. It starts after the
 // position named by the cursor after ("" = from the start) and returns at

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -49,6 +50,10 @@ func pageLimit(limit, most int) int {
 	}
 	return limit
 }
+
+// InboxCursor returns the cursor from which Inbox lists the entries
+// received at at or later: a position at at before any message id.
+func (s *Store) InboxCursor(at time.Time) string { return encodeCursor(nanos(at), "\x01") }
 
 // Inbox lists recipient's local copies in order of arrival (the copy's
 // Received time, then message id), each with its message, after the

@@ -325,6 +325,8 @@ func testInbox(t *testing.T, open Open) {
 		diff(t, "Inbox page sizes", tt.pages, sizes)
 		diff(t, "Inbox entries", want, got)
 	}
+	testInboxCursor(t, st, want)
+
 	// The backend's own page size, whatever it is, lists them all.
 	page, next, err := st.Inbox(ctx, Court, "", 0)
 	if err != nil || next != "" {
@@ -392,5 +394,35 @@ func testCreateMessageAtLimits(t *testing.T, open Open) {
 	page, _, err := st.Sent(ctx, Agency, "", 10)
 	if err != nil || len(page) != 1 || len(page[0].Copies) != len(to) {
 		t.Fatalf("Sent = %v, %v; want the message with its %d copies", page, err, len(to))
+	}
+}
+
+// testInboxCursor checks that InboxCursor starts Inbox at the entries
+// received at a time or later, ties included, page by page.
+func testInboxCursor(t *testing.T, st node.Store, want []broker.InboxEntry) {
+	ctx := context.Background()
+	for _, at := range []time.Duration{0, time.Second, 1500 * time.Millisecond, 2 * time.Second, 9 * time.Second, 10 * time.Second} {
+		var from []broker.InboxEntry
+		for _, e := range want {
+			if !e.Copy.Received.Before(t0.Add(at)) {
+				from = append(from, e)
+			}
+		}
+		var got []broker.InboxEntry
+		for cursor, pages := st.InboxCursor(t0.Add(at)), 0; ; pages++ {
+			if pages > len(want) {
+				t.Fatal("Inbox from InboxCursor: paging does not end")
+			}
+			page, next, err := st.Inbox(ctx, Court, cursor, 2)
+			if err != nil {
+				t.Fatalf("Inbox from InboxCursor(t0+%s): %v", at, err)
+			}
+			got = append(got, page...)
+			if next == "" {
+				break
+			}
+			cursor = next
+		}
+		diff(t, fmt.Sprintf("Inbox from InboxCursor(t0+%s)", at), from, got)
 	}
 }
