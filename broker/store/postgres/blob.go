@@ -67,15 +67,18 @@ func (s *Store) WriteBlob(ctx context.Context, r io.Reader, max int64) (broker.B
 	return blob, nil
 }
 
+// writeBlob sends the header with the first chunk and each further chunk
+// as it is read, and the completed header with the last: a payload of one
+// chunk, as most are, takes one round trip. Each part is committed without
+// waiting for its WAL flush (see unsynced).
 func (s *Store) writeBlob(ctx context.Context, id string, r io.Reader, max int64) (broker.Blob, error) {
-	if _, err := s.pool.Exec(ctx, "INSERT INTO blobs (id) VALUES ($1)", id); err != nil {
-		return broker.Blob{}, fmt.Errorf("store header: %w", err)
-	}
 	h := sha256.New()
 	pbuf := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(pbuf)
 	buf := *pbuf
 	var size int64
+	b := unsynced()
+	b.Queue("INSERT INTO blobs (id) VALUES ($1)", id)
 	for seq := int32(0); ; seq++ {
 		n, last, err := readChunk(r, buf)
 		if err != nil {
@@ -86,21 +89,46 @@ func (s *Store) writeBlob(ctx context.Context, id string, r io.Reader, max int64
 		}
 		if n > 0 {
 			h.Write(buf[:n])
-			if _, err := s.pool.Exec(ctx, "INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)", id, seq, buf[:n]); err != nil {
-				return broker.Blob{}, fmt.Errorf("store chunk %d: %w", seq, err)
-			}
+			b.Queue("INSERT INTO blob_chunks (blob, seq, data) VALUES ($1, $2, $3)", id, seq, buf[:n])
 		}
 		if last {
 			break
 		}
+		// Sent before buf is read into again.
+		if err := s.sendUnsynced(ctx, b); err != nil {
+			return broker.Blob{}, fmt.Errorf("store chunk %d: %w", seq, err)
+		}
+		b = unsynced()
 	}
-	b := broker.Blob{ID: id, Size: size}
-	h.Sum(b.SHA256[:0])
-	if _, err := s.pool.Exec(ctx, "UPDATE blobs SET complete = true, size = $2, sha256 = $3, started = now() WHERE id = $1",
-		id, size, hex.EncodeToString(b.SHA256[:])); err != nil {
-		return broker.Blob{}, fmt.Errorf("complete header: %w", err)
+	blob := broker.Blob{ID: id, Size: size}
+	h.Sum(blob.SHA256[:0])
+	b.Queue("UPDATE blobs SET complete = true, size = $2, sha256 = $3, started = now() WHERE id = $1",
+		id, size, hex.EncodeToString(blob.SHA256[:]))
+	if err := s.sendUnsynced(ctx, b); err != nil {
+		return broker.Blob{}, fmt.Errorf("store payload: %w", err)
 	}
-	return b, nil
+	return blob, nil
+}
+
+// unsynced begins a batch of an upload's statements that sendUnsynced
+// commits without waiting for its WAL to be flushed. A payload needs to be
+// durable only once its message is: the synchronous commit of
+// CreateMessage, which comes after, flushes all WAL written before its
+// own, on the primary and on a synchronous standby, this payload's rows
+// included. A crash before that loses only an upload whose submission was
+// never answered; its partial rows, if any, are swept as orphans.
+func unsynced() *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL synchronous_commit TO off")
+	return b
+}
+
+// sendUnsynced commits b in one round trip. On an error the connection,
+// left in the failed transaction, is closed by the pool, not reused.
+func (s *Store) sendUnsynced(ctx context.Context, b *pgx.Batch) error {
+	b.Queue("COMMIT")
+	return s.pool.SendBatch(ctx, b).Close()
 }
 
 // chunkBufs hold the buffers of uploads, a chunk each: most payloads are

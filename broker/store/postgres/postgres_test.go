@@ -700,12 +700,13 @@ func TestSweepBlobs_GraceFromCompletion(t *testing.T) {
 	pr, pw := io.Pipe()
 	written := make(chan broker.Blob, 1)
 	go func() {
-		b, err := st.WriteBlob(ctx, pr, 1<<20)
+		b, err := st.WriteBlob(ctx, pr, 2*postgres.ChunkSize)
 		if err != nil {
 			t.Errorf("WriteBlob: %v", err)
 		}
 		written <- b
 	}()
+	go pw.Write(randomBytes(postgres.ChunkSize)) // the first chunk: the header is stored with it
 	waitFor(t, conn, "the upload under way", "SELECT 1 FROM blobs WHERE NOT complete")
 	if _, err := conn.Exec(ctx, "UPDATE blobs SET started = now() - interval '2 hours' WHERE NOT complete"); err != nil {
 		t.Fatal(err)
