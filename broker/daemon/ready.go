@@ -12,9 +12,10 @@ import (
 // How the readiness probe checks a store on a server: a ping that may
 // take probeTimeout, whose answer stands for probeFresh, so that however
 // often /readyz is asked, the database sees at most one ping in that
-// time.
+// time. probeTimeout stays below the one second a probe is given by
+// default (Kubernetes' timeoutSeconds), so that /readyz answers in it.
 const (
-	probeTimeout = time.Second
+	probeTimeout = 700 * time.Millisecond
 	probeFresh   = 2 * time.Second
 )
 

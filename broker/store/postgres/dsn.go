@@ -38,10 +38,11 @@ func ParseConfig(dsn string) (*pgxpool.Config, error) {
 const DefaultConnectTimeout = 10 * time.Second
 
 // dsnError says why a DSN did not parse without quoting it: pgconn's own
-// description, and its cause unless that quotes a fragment of the DSN,
-// which may be a piece of the password. The error is a new one rather
-// than a wrapper, so that no caller can reach the DSN through it
-// (pgconn.ParseConfigError.ConnString).
+// description up to the value it names, if any, and not its cause, since
+// both may quote a fragment of the DSN, which may be a piece of the
+// password (a value pgconn does not know for one, in a DSN that does not
+// parse). The error is a new one rather than a wrapper, so that no caller
+// can reach the DSN through it (pgconn.ParseConfigError.ConnString).
 func dsnError(err error) error {
 	var pe *pgconn.ParseConfigError
 	if !errors.As(err, &pe) {
@@ -53,15 +54,11 @@ func dsnError(err error) error {
 	if !ok {
 		return errors.New("the DSN does not parse")
 	}
-	cause := pe.Unwrap()
-	if cause != nil {
+	if cause := pe.Unwrap(); cause != nil {
 		why = strings.TrimSuffix(why, " ("+cause.Error()+")")
 	}
-	if cause != nil && !strings.ContainsAny(cause.Error(), "\"'`") {
-		why += " (" + cause.Error() + ")"
-	}
-	if strings.ContainsAny(why, "\"'`") {
-		// Only a value pgconn quotes from the DSN brings quotes.
+	why, _, _ = strings.Cut(why, ":")
+	if why == "" || strings.ContainsAny(why, "\"'`=") {
 		return errors.New("the DSN does not parse")
 	}
 	return fmt.Errorf("the DSN does not parse: %s", why)

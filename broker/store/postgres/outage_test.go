@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,47 @@ func TestStore_BackendTerminated(t *testing.T) {
 	}
 	if err := st.MarkLog(ctx, 0); err != nil {
 		t.Errorf("MarkLog after the terminated one: %v", err)
+	}
+}
+
+// TestStore_SlowIsNotUnreachable: a call whose deadline passes while it
+// waits for a lock that another session holds fails with its deadline,
+// not as an outage, and a readiness ping meanwhile, with every connection
+// of the store's pool busy, says that the database answers.
+func TestStore_SlowIsNotUnreachable(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st, err := postgres.Open(ctx, dsn, postgres.WithLogger(slog.New(slog.DiscardHandler)), postgres.WithMaxConns(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFixture(t, st)
+	holder := connect(t, dsn)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT size FROM log_head FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := st.CreateMessage(ctx, f.msg, f.copies, f.evs, nil)
+		done <- err
+	}()
+	waitFor(t, connect(t, dsn), "CreateMessage waiting for the log", `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`)
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := st.Ping(pctx); err != nil {
+		t.Errorf("Ping with the pool's one connection busy: %v, want the database to answer", err)
+	}
+	cancel()
+	err = <-done
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, broker.ErrStoreUnavailable) {
+		t.Errorf("CreateMessage past its deadline behind a lock = %v, want its deadline and no outage", err)
 	}
 }

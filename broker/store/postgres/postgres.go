@@ -68,6 +68,7 @@ var ErrRolledBack = errors.New("the transparency log is behind its high-water ma
 type Store struct {
 	pool conns
 	log  *slog.Logger
+	prb  probe // see Ping
 
 	// marked is the highest mark this process wrote (MarkLog), with the
 	// log's root there: a log found shorter or with another root since
@@ -174,7 +175,10 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // Close closes the store's connections; calls under way must have
 // returned first.
-func (s *Store) Close() { s.pool.Close() }
+func (s *Store) Close() {
+	s.pool.Close()
+	s.prb.close()
+}
 
 // durable returns once everything this store's transactions saw committed
 // is as durable as a commit of its own: a transaction that only read finds

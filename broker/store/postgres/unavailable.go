@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -18,11 +20,16 @@ import (
 // PostgreSQL error codes that say the server went away or will not take
 // connections now: the connection exception class, and a server shutting
 // down, restarting after a crash, or still starting.
+// A read-only transaction refused a write (a server demoted to a standby
+// by a failover, still reached through a connection of before) and too
+// many connections are as passing.
 const (
 	classConnectionException = "08"
 	codeAdminShutdown        = "57P01"
 	codeCrashShutdown        = "57P02"
 	codeCannotConnectNow     = "57P03"
+	codeReadOnlyTransaction  = "25006"
+	codeTooManyConnections   = "53300"
 )
 
 // conns is the store's connection pool, whose errors that say the
@@ -104,32 +111,30 @@ func (p conns) unavailable(ctx context.Context, err error) error {
 }
 
 // unreachable reports whether err says that the database cannot be
-// reached now: a failed connection, one the server ended or lost, or a
-// deadline that passed while the pool waited for a connection it could
-// not make. A deadline while every connection of the pool is in use is
-// the node's load, not an outage; one while a statement waited for its
-// answer may be a lock's wait, and a cancelled call is the caller's.
+// reached now: a failed connection, or one the server ended or lost. A
+// deadline is not: it may have passed while the pool's connections were
+// all in use (the node's load) or while a statement waited for a lock,
+// and the caller hears DeadlineExceeded; a connection the pool could not
+// make fails on its own within the DSN's connect_timeout. A cancelled
+// call is the caller's.
 func (p conns) unreachable(ctx context.Context, err error) bool {
 	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true // a connection that could not be made, in time or at all
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
-		case codeAdminShutdown, codeCrashShutdown, codeCannotConnectNow:
+		case codeAdminShutdown, codeCrashShutdown, codeCannotConnectNow, codeReadOnlyTransaction, codeTooManyConnections:
 			return true
 		}
 		return strings.HasPrefix(pe.Code, classConnectionException)
-	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return true
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		// No connection to hand out and room for a new one: the call
-		// waited for a connection the pool could not make.
-		st := p.Stat()
-		return st.IdleConns() == 0 && st.AcquiredConns() < st.MaxConns()
 	}
 	var ne net.Error
 	// A connection the server closed answers EOF once, and "conn closed"
@@ -144,11 +149,49 @@ func (s *Store) unavailable(ctx context.Context, err error) error {
 	return s.pool.unavailable(ctx, err)
 }
 
-// Ping checks that the database answers, for a readiness probe: an error
-// wraps broker.ErrStoreUnavailable when it cannot be reached.
+// Ping checks that the database answers, for a readiness probe; an error
+// wraps broker.ErrStoreUnavailable. It pings over a connection of its own,
+// outside the pool, made again after any failure: a pool whose
+// connections are all busy with the node's load is not an outage, and a
+// ping that waited for one of them would say it is.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("ping the database: %w", err)
+	if err := s.prb.ping(ctx, s.pool.Config().ConnConfig); err != nil {
+		return fmt.Errorf("%w: ping the database: %w", broker.ErrStoreUnavailable, err)
 	}
 	return nil
+}
+
+// probe is Ping's connection.
+type probe struct {
+	mu   sync.Mutex // held across a ping
+	conn *pgx.Conn  // nil until made, and after a failure
+}
+
+func (p *probe) ping(ctx context.Context, cfg *pgx.ConnConfig) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil {
+		c, err := pgx.ConnectConfig(ctx, cfg.Copy())
+		if err != nil {
+			return err
+		}
+		p.conn = c
+	}
+	if err := p.conn.Ping(ctx); err != nil {
+		closing, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		p.conn.Close(closing)
+		cancel()
+		p.conn = nil
+		return err
+	}
+	return nil
+}
+
+func (p *probe) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil {
+		p.conn.Close(context.Background())
+		p.conn = nil
+	}
 }
