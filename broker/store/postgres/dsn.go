@@ -17,7 +17,8 @@ import (
 // password masked, and a DSN that does not parse is just where it may
 // not recognise one (password = x, an unterminated or escaped quote).
 //
-// A DSN without connect_timeout gets DefaultConnectTimeout: the pool goes
+// A DSN without connect_timeout, or with libpq's connect_timeout=0 (wait
+// for ever), gets DefaultConnectTimeout: the pool goes
 // on making a connection that its caller gave up waiting for, and one to
 // a host that does not answer (a network partition) would otherwise hold
 // its place in the pool until the kernel gives up, minutes after the
