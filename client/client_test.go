@@ -27,6 +27,7 @@ import (
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
+	"kurier.dev/kurier/logbuf"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/ca"
 )
@@ -589,24 +590,6 @@ func TestDial(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // retryMaxWait is the longest a retry may oversleep its budget: none, since
 // it does not start a wait that would end past it; room for scheduling.
 const retryMaxWait = 500 * time.Millisecond
@@ -625,7 +608,7 @@ func TestClient_SubmitRetriesUnavailable(t *testing.T) {
 	}
 	dead := lis.Addr().String()
 	lis.Close()
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	down, err := client.Dial(ctx, dead, agency, client.WithCRL(crlPath), client.WithRetry(1500*time.Millisecond),
 		client.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/logbuf"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/ca"
 )
@@ -287,7 +288,7 @@ func TestFaultSubmit_NodeDiesMidUpload(t *testing.T) {
 	b, _ := replica(t)
 	pa, pb := relay(t, a), relay(t, b)
 	pb.setRefusing(true)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	ag, err := client.Dial(ctxT(t), pa.addr+","+pb.addr, agency, client.WithCRL(crlPath), client.WithRetry(20*time.Second),
 		client.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {

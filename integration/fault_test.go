@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/logbuf"
 )
 
 // TestFault_SendAcrossRestart kills the node (SIGKILL) and sends while it
@@ -32,7 +34,7 @@ func TestFault_SendAcrossRestart(t *testing.T) {
 		"--save", saved, doc, "--id", agency, "--node", listen)
 	cmd.Env = append(os.Environ(), "KURIER_ID=", "KURIER_NODE=")
 	var stdout bytes.Buffer
-	stderr := &syncBuffer{}
+	stderr := &logbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

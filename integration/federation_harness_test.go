@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kurier.dev/kurier/logbuf"
 )
 
 // federation is a development federation written by `kurier dev
@@ -89,7 +91,7 @@ func (f *federation) start(domain string) *nodeProc {
 	f.t.Helper()
 	cfg := filepath.Join(f.dir, domain, "kurierd.yaml")
 	cmd := exec.Command(kurierd, "-config", cfg, "-log-level", "debug")
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		f.t.Fatal(err)

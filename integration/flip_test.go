@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/logbuf"
 	"kurier.dev/kurier/pki"
 )
 
@@ -192,7 +193,7 @@ func startDamaged(ctx context.Context, t *testing.T, dir string, ids []string) (
 func refusesToStart(ctx context.Context, t *testing.T, dir string) (string, bool) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, kurierd, "-dev", "-data", dir, "-listen", "127.0.0.1:0")
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	cmd.Stderr = &logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

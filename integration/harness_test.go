@@ -14,12 +14,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"kurier.dev/kurier/broker/store/postgres/pgtest"
+	"kurier.dev/kurier/logbuf"
 )
 
 // binaries built once for the package.
@@ -52,7 +52,7 @@ type nodeProc struct {
 	dir    string
 	addr   string
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 	exited chan struct{} // closed once the process has been waited for
 	addrc  chan string   // the address, once it listens
 }
@@ -88,7 +88,7 @@ func launchDevNode(t *testing.T, dir string, args []string, env ...string) *node
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -198,22 +198,4 @@ func (n *nodeProc) anonRSS() (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no RssAnon in /proc/%d/status", n.cmd.Process.Pid)
-}
-
-// syncBuffer collects a process's log while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/client"
+	"kurier.dev/kurier/logbuf"
 	"kurier.dev/kurier/pki"
 )
 
@@ -170,7 +171,7 @@ func startConfigNode(ctx context.Context, t *testing.T, path string) *nodeProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &nodeProc{t: t, cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
+	n := &nodeProc{t: t, cmd: cmd, logs: &logbuf.Buffer{}, exited: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,16 @@
 package pgnotify_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"kurier.dev/kurier/broker/store/postgres/pgnotify"
 	"kurier.dev/kurier/broker/store/postgres/pgtest"
+	"kurier.dev/kurier/logbuf"
 )
 
 const secret = "Pw4Leak-x9Q7"
@@ -30,24 +29,6 @@ func TestOpen_DSNErrorHidesPassword(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the listener writes to from its goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestConnectErrorHidesPassword: with a wrong password, Publish's error
 // and what Listen logs about its failing connection leave it out.
 func TestConnectErrorHidesPassword(t *testing.T) {
@@ -57,7 +38,7 @@ func TestConnectErrorHidesPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword("postgres", secret)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	no, err := pgnotify.Open(context.Background(), u.String(), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
