@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,7 +181,13 @@ func storeName(cfg *Config) string {
 	if err != nil {
 		return "postgres"
 	}
-	return fmt.Sprintf("postgres on %s:%d/%s", pc.Host, pc.Port, pc.Database)
+	hosts := []string{net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port)))}
+	for _, f := range pc.Fallbacks {
+		hosts = append(hosts, net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))))
+	}
+	// Every server a multi-host DSN names: after a failover the first may
+	// be the one that is gone.
+	return fmt.Sprintf("postgres on %s/%s", strings.Join(slices.Compact(hosts), ","), pc.Database)
 }
 
 // requireBadger refuses a command of a badger data directory (what) for

@@ -144,6 +144,10 @@ domains: [stadt.example]
 	if got := storeName(cfg); got != "postgres on db.example:5432/kurier" {
 		t.Errorf("storeName = %q, want host, port and database without the password", got)
 	}
+	cfg.Store.Postgres = "postgres://kurier:geheim@db1.example:5432,db2.example:5433/kurier?target_session_attrs=read-write"
+	if got := storeName(cfg); got != "postgres on db1.example:5432,db2.example:5433/kurier" {
+		t.Errorf("storeName of a multi-host DSN = %q, want every server", got)
+	}
 	err = Backup(context.Background(), cfg, filepath.Join(dir, "backup"), io.Discard, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, ErrNotBadger) || !strings.Contains(err.Error(), "pg_dump") {
 		t.Errorf("Backup = %v, want ErrNotBadger naming pg_dump", err)
