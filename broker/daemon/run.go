@@ -99,15 +99,18 @@ func Run(ctx context.Context, cfg *Config, logger *slog.Logger, ready func(addr 
 	}
 	defer shutdownTracing(tracer, logger)
 	rpcOpts, observer := instrument(cfg.Limits.rpc(trust, logger), audit, met, tracer, logger)
-	n, err := newNode(cfg, f, db, notices, peers, workers, alarm, observer, logger)
-	if err != nil {
-		return err
-	}
-	defer n.Close() // after the server and background work, before the peers and the store
 	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// The node's leases are named by the address bound, which tells apart
+	// processes on one host that asked for port 0.
+	n, err := newNode(cfg, f, db, notices, peers, workers, alarm, observer, tcp.Addr().String(), logger)
+	if err != nil {
+		tcp.Close()
+		return err
+	}
+	defer n.Close() // after the server and background work, before the peers and the store
 	lis := netlimit.Wrap(tcp, conns)
 	srv, err := rpc.NewServer(n, pki.ServerTLS(id, trust, logger), rpcOpts)
 	if err != nil {
@@ -378,7 +381,7 @@ func readSecret(path string) (string, error) {
 
 // newNode makes the node over db from cfg and the files it names, waking
 // the relay worker of a domain whenever something is queued for it.
-func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, logger *slog.Logger) (*node.Node, error) {
+func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers *relay.Peers, workers map[string]*relay.Worker, alarm *diskspace.Alarm, observer node.Observer, listening string, logger *slog.Logger) (*node.Node, error) {
 	var space func(int64) (func(), error)
 	if alarm != nil {
 		space = alarm.Reserve
@@ -401,7 +404,7 @@ func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers
 		},
 		Observer: observer,
 		Notices:  no,
-		Holder:   leaseHolder(cfg.Listen),
+		Holder:   leaseHolder(listening),
 		Limits:   cfg.Limits.node(),
 		Space:    space,
 		Logger:   logger,
@@ -413,8 +416,8 @@ func newNode(cfg *Config, f *files, db backend, notices *pgnotify.Notices, peers
 }
 
 // leaseHolder names the process's leases on relays (node.Config.Holder):
-// its host name and listen address, which stay the same when it restarts
-// and differ between the processes that share a store.
+// its host name and the address it listens on, which stay the same when
+// it restarts and differ between the processes that share a store.
 func leaseHolder(listen string) string {
 	host, err := os.Hostname()
 	if err != nil {

@@ -128,7 +128,7 @@ func unsynced() *pgx.Batch {
 // left in the failed transaction, is closed by the pool, not reused.
 func (s *Store) sendUnsynced(ctx context.Context, b *pgx.Batch) error {
 	b.Queue("COMMIT")
-	return s.pool.SendBatch(ctx, b).Close()
+	return s.unavailable(ctx, s.pool.SendBatch(ctx, b).Close())
 }
 
 // chunkBufs hold the buffers of uploads, a chunk each: most payloads are

@@ -3,7 +3,9 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +188,61 @@ func TestStore_SlowIsNotUnreachable(t *testing.T) {
 	err = <-done
 	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, broker.ErrStoreUnavailable) {
 		t.Errorf("CreateMessage past its deadline behind a lock = %v, want its deadline and no outage", err)
+	}
+}
+
+// TestWriteBlob_TerminatedIsUnavailable: an upload whose connection the
+// server ended (57P01) fails as an outage, which the client tries again.
+func TestWriteBlob_TerminatedIsUnavailable(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st := open(t, dsn)
+	conn := connect(t, dsn)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.WriteBlob(ctx, pr, 2*postgres.ChunkSize)
+		done <- err
+	}()
+	go pw.Write(randomBytes(postgres.ChunkSize))
+	waitFor(t, conn, "the upload under way", "SELECT 1 FROM blobs WHERE NOT complete")
+	if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"); err != nil {
+		t.Fatal(err)
+	}
+	pw.Write(randomBytes(100))
+	pw.Close()
+	err := <-done
+	if !errors.Is(err, broker.ErrStoreUnavailable) {
+		t.Errorf("WriteBlob whose connection was terminated = %v, want broker.ErrStoreUnavailable", err)
+	}
+}
+
+// TestPing_FirstHostNotAnswering: after a failover to the second server
+// of a multi-host DSN, with the first one not answering, the store works,
+// and so does the readiness ping (700 ms, as /readyz gives it), from the
+// first on.
+func TestPing_FirstHostNotAnswering(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPartition(t, u.Host)
+	p.cut.Store(true)
+	u.Host = p.l.Addr().String() + "," + u.Host
+	q := u.Query()
+	q.Set("connect_timeout", "1")
+	u.RawQuery = q.Encode()
+	st := open(t, u.String())
+	if _, err := st.LogSize(ctx); err != nil {
+		t.Fatalf("LogSize: %v", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	defer cancel()
+	if err := st.Ping(pctx); err != nil {
+		t.Errorf("Ping while the store works = %v, want nil", err)
+	}
+	if _, err := st.LogSize(ctx); err != nil {
+		t.Fatalf("LogSize: %v", err)
 	}
 }

@@ -17,8 +17,9 @@
 // broker.ErrUnknownOutcome, and the client's resubmission of the same
 // sealed message tells which. While the database cannot be reached (down,
 // restarting, or cut off), calls fail with broker.ErrStoreUnavailable,
-// which the node answers as Unavailable, to try again; they work again
-// once it is back.
+// which the node answers as Unavailable, to try again, or, cut off, with
+// their own deadline if it comes before the DSN's connect_timeout; they
+// work again once it is back.
 //
 // Statements are prepared and cached per connection (pgx's default), so
 // a PgBouncer in front must pool by session, or the DSN must say

@@ -151,11 +151,15 @@ func (s *Store) unavailable(ctx context.Context, err error) error {
 
 // Ping checks that the database answers, for a readiness probe; an error
 // wraps broker.ErrStoreUnavailable. It pings over a connection of its own,
-// outside the pool, made again after any failure: a pool whose
-// connections are all busy with the node's load is not an outage, and a
-// ping that waited for one of them would say it is.
+// outside the pool: a pool whose connections are all busy with the node's
+// load is not an outage, and a ping that waited for one of them would say
+// it is. That connection is made in the background, as the pool makes
+// its own, within the DSN's connect_timeout for each server it names: a
+// ping's short deadline would be gone on the first server of a
+// multi-host DSN if that one no longer answers (a failover's old
+// primary). Until it is made, the pool's own ping answers.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.prb.ping(ctx, s.pool.Config().ConnConfig); err != nil {
+	if err := s.prb.ping(ctx, s.pool.Config().ConnConfig, s.pool.Ping); err != nil {
 		return fmt.Errorf("%w: ping the database: %w", broker.ErrStoreUnavailable, err)
 	}
 	return nil
@@ -163,19 +167,35 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // probe is Ping's connection.
 type probe struct {
-	mu   sync.Mutex // held across a ping
-	conn *pgx.Conn  // nil until made, and after a failure
+	mu     sync.Mutex     // held across a ping
+	conn   *pgx.Conn      // nil until made, and after a failure
+	made   chan *pgx.Conn // while a connection is being made: it, or nil if it failed
+	closed bool
 }
 
-func (p *probe) ping(ctx context.Context, cfg *pgx.ConnConfig) error {
+func (p *probe) ping(ctx context.Context, cfg *pgx.ConnConfig, pool func(context.Context) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn == nil {
-		c, err := pgx.ConnectConfig(ctx, cfg.Copy())
-		if err != nil {
-			return err
+	if p.conn == nil && !p.closed {
+		if p.made == nil {
+			p.made = make(chan *pgx.Conn, 1)
+			go connectProbe(cfg.Copy(), p.made)
 		}
-		p.conn = c
+		// Half the time left is for the pool's ping, should the
+		// connection not be made in the other half.
+		wait, stop := context.WithCancel(ctx)
+		if d, ok := ctx.Deadline(); ok {
+			wait, stop = context.WithTimeout(ctx, time.Until(d)/2)
+		}
+		select {
+		case p.conn = <-p.made:
+			p.made = nil
+		case <-wait.Done():
+		}
+		stop()
+	}
+	if p.conn == nil {
+		return pool(ctx)
 	}
 	if err := p.conn.Ping(ctx); err != nil {
 		closing, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -187,9 +207,29 @@ func (p *probe) ping(ctx context.Context, cfg *pgx.ConnConfig) error {
 	return nil
 }
 
+// connectProbe makes the probe's connection with no deadline but the
+// DSN's connect_timeout for each server, and sends it on made (nil if it
+// could not be made).
+func connectProbe(cfg *pgx.ConnConfig, made chan<- *pgx.Conn) {
+	c, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		c = nil
+	}
+	made <- c
+}
+
 func (p *probe) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
+	if p.made != nil {
+		go func(made <-chan *pgx.Conn) {
+			if c := <-made; c != nil {
+				c.Close(context.Background())
+			}
+		}(p.made)
+		p.made = nil
+	}
 	if p.conn != nil {
 		p.conn.Close(context.Background())
 		p.conn = nil
