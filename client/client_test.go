@@ -27,7 +27,7 @@ import (
 	"kurier.dev/kurier/client"
 	"kurier.dev/kurier/envelope"
 	"kurier.dev/kurier/evidence"
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/ca"
 )

@@ -19,7 +19,7 @@ import (
 
 	"kurier.dev/kurier/broker/daemon"
 	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 	"kurier.dev/kurier/pki"
 	"kurier.dev/kurier/pki/ca"
 )

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 )
 
 // TestFault_SendAcrossRestart kills the node (SIGKILL) and sends while it

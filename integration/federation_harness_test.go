@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 )
 
 // federation is a development federation written by `kurier dev

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 	"kurier.dev/kurier/pki"
 )
 

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"kurier.dev/kurier/broker/store/postgres/pgtest"
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 )
 
 // binaries built once for the package.

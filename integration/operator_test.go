@@ -21,7 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"kurier.dev/kurier/client"
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 	"kurier.dev/kurier/pki"
 )
 

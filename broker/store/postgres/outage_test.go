@@ -246,3 +246,62 @@ func TestPing_FirstHostNotAnswering(t *testing.T) {
 		t.Fatalf("LogSize: %v", err)
 	}
 }
+
+// TestStore_ReadOnlyServerDropsConnection: a write refused by a server
+// that no longer takes writes (as a demoted primary reached through an
+// address that moved) fails as an outage, and its connection is closed
+// rather than handed out again, so that the next one goes to wherever
+// the address leads now.
+func TestStore_ReadOnlyServerDropsConnection(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	st, err := postgres.Open(ctx, dsn, postgres.WithLogger(slog.New(slog.DiscardHandler)), postgres.WithMaxConns(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := newFixture(t, st)
+	admin := connect(t, dsn)
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The store's next session starts read-only.
+	exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$")
+	exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+	for range 3 { // the first call may meet the terminated connection
+		if _, err = st.LogSize(ctx); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session int
+	if err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&session); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); !errors.Is(err, broker.ErrStoreUnavailable) {
+		t.Fatalf("CreateMessage on a read-only server = %v, want broker.ErrStoreUnavailable", err)
+	}
+	// The server ends the session once it reads the connection's end.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var open bool
+		if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", session).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		if !open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection that met a read-only server is still open")
+		}
+	}
+	exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END $$")
+	if _, err := st.CreateMessage(ctx, f.msg, f.copies, f.evs, nil); err != nil {
+		t.Errorf("CreateMessage once the server takes writes again: %v", err)
+	}
+}

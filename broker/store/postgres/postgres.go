@@ -229,6 +229,12 @@ func (s *Store) tryWrite(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
 	if err := fn(tx); err != nil {
+		if readOnly(err) {
+			// A server no longer the primary, reached through a proxy or
+			// an address that moved: the connection goes, not back to
+			// the pool, so that the next one finds the primary.
+			tx.Conn().Close(context.WithoutCancel(ctx))
+		}
 		return s.unavailable(ctx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -143,6 +143,12 @@ func (p conns) unreachable(ctx context.Context, err error) bool {
 		errors.Is(err, net.ErrClosed) || errors.Is(err, pgconn.ErrConnClosed)
 }
 
+// readOnly reports whether err is a write refused by a read-only server.
+func readOnly(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == codeReadOnlyTransaction
+}
+
 // read and tryWrite run their function on a transaction's connection,
 // which may break under it: unavailable tells that too.
 func (s *Store) unavailable(ctx context.Context, err error) error {

@@ -10,7 +10,7 @@ import (
 
 	"kurier.dev/kurier/broker/store/postgres/pgnotify"
 	"kurier.dev/kurier/broker/store/postgres/pgtest"
-	"kurier.dev/kurier/logbuf"
+	"kurier.dev/kurier/internal/logbuf"
 )
 
 const secret = "Pw4Leak-x9Q7"

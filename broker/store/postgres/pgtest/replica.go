@@ -123,9 +123,15 @@ func newMember() (*member, error) {
 // at most two minutes (a pg_basebackup that waits for WAL, a promotion
 // that does not end).
 func (p *Pair) run(m *member, name string, args ...string) error {
+	return p.runEnv(m, nil, name, args...)
+}
+
+// runEnv is run with env added to the program's environment.
+func (p *Pair) runEnv(m *member, env []string, name string, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, name), args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = m.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: m.cred}
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -182,10 +188,11 @@ func (p *Pair) cloneStandby() (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	// -R writes the password into primary_conninfo, in the standby's own
-	// folder.
-	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s application_name=%s", p.primary.port, ReplicationUser, password, StandbyName)
-	if err := p.run(m, "pg_basebackup", "-D", m.data, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-d", conninfo); err != nil {
+	// The password goes in the environment, not on a command line any
+	// user can read; -R writes it into primary_conninfo, in the standby's
+	// own folder.
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s application_name=%s", p.primary.port, ReplicationUser, StandbyName)
+	if err := p.runEnv(m, []string{"PGPASSWORD=" + password}, "pg_basebackup", "-D", m.data, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-d", conninfo); err != nil {
 		return m, err
 	}
 	return m, p.startMember(m)
