@@ -375,7 +375,7 @@ func (n *Node) resyncMailbox(ctx context.Context, addr string, since time.Time) 
 			return err
 		}
 		for _, e := range entries {
-			if e.Copy.State == broker.StateDelivered && !e.Copy.Received.Before(since) {
+			if e.Copy.State == broker.StateDelivered {
 				n.hub.publish(e)
 			}
 		}

@@ -17,9 +17,9 @@ var _ node.Store = (*postgres.Store)(nil)
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // open opens a store on dsn that is closed when t ends.
-func open(t testing.TB, dsn string) *postgres.Store {
+func open(t testing.TB, dsn string, opts ...postgres.Option) *postgres.Store {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), dsn, postgres.WithLogger(slog.New(slog.DiscardHandler)))
+	st, err := postgres.Open(context.Background(), dsn, append([]postgres.Option{postgres.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

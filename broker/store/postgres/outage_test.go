@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -156,11 +155,7 @@ func TestStore_BackendTerminated(t *testing.T) {
 func TestStore_SlowIsNotUnreachable(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	st, err := postgres.Open(ctx, dsn, postgres.WithLogger(slog.New(slog.DiscardHandler)), postgres.WithMaxConns(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := open(t, dsn, postgres.WithMaxConns(1))
 	f := newFixture(t, st)
 	holder := connect(t, dsn)
 	tx, err := holder.Begin(ctx)
@@ -255,11 +250,7 @@ func TestPing_FirstHostNotAnswering(t *testing.T) {
 func TestStore_ReadOnlyServerDropsConnection(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	st, err := postgres.Open(ctx, dsn, postgres.WithLogger(slog.New(slog.DiscardHandler)), postgres.WithMaxConns(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := open(t, dsn, postgres.WithMaxConns(1))
 	f := newFixture(t, st)
 	admin := connect(t, dsn)
 	exec := func(sql string) {
@@ -271,6 +262,7 @@ func TestStore_ReadOnlyServerDropsConnection(t *testing.T) {
 	// The store's next session starts read-only.
 	exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$")
 	exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+	var err error
 	for range 3 { // the first call may meet the terminated connection
 		if _, err = st.LogSize(ctx); err == nil {
 			break
